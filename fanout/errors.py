@@ -1,0 +1,194 @@
+"""Every error fanout raises, as one tree.
+
+```
+FanoutError
+ ├── UsageError              bad input or configuration; nothing was sent        exit 2
+ │    ├── TargetError        a target list line (carries file:line)
+ │    ├── ConfigError        a settings file, variable or flag
+ │    └── CredentialsError   no usable access key, or a malformed profile
+ ├── LedgerError             the ledger cannot be read or written as asked
+ │    ├── TransitionError    a state change that the state machine forbids
+ │    └── RunNotFoundError   no run with that id in the ledger                 exit 2
+ └── CallError               one API call did not succeed; `.kind` says what to do next
+      ├── ApiError           the server answered with an error body (Code, HTTP status, RequestId)
+      └── TransportError     no complete answer: never connected, or lost after sending
+```
+
+Foreign exceptions (aiohttp, socket, asyncio timeouts) are translated into `TransportError`
+in exactly one place, `fanout.aliyun.client`.
+"""
+
+from __future__ import annotations
+
+import enum
+
+__all__ = [
+    "ApiError",
+    "CallError",
+    "CallKind",
+    "ConfigError",
+    "CredentialsError",
+    "ExitCode",
+    "FanoutError",
+    "LedgerError",
+    "RunNotFoundError",
+    "TargetError",
+    "TransitionError",
+    "TransportError",
+    "UsageError",
+    "classify_api_error",
+]
+
+
+class ExitCode(enum.IntEnum):
+    """The process exit codes documented in the README and `fanout --help`."""
+
+    OK = 0
+    FINISHED_WITH_FAILURES = 1
+    BAD_INPUT = 2
+    HALTED = 3
+    QUOTA = 4
+    INTERRUPTED = 5
+    FATAL_API = 6
+
+
+class CallKind(enum.StrEnum):
+    """What the caller should do after a failed call."""
+
+    RETRYABLE = "retryable"  # definitely not applied, or safe to repeat: back off and send again
+    AMBIGUOUS = "ambiguous"  # may have been applied: re-send only with the same ClientToken
+    PER_INSTANCE = "per_instance"  # some named instances are unusable: isolate them
+    QUOTA = "quota"  # the daily InvokeCommand quota of the region is spent
+    BAD_REQUEST = "bad_request"  # the parameters are wrong: every batch would fail the same way
+    FATAL = "fatal"  # credentials, permission, unknown command: nothing more may be sent
+
+
+class FanoutError(Exception):
+    """Root of every error fanout raises on purpose."""
+
+
+class UsageError(FanoutError):
+    """Bad input or configuration, found before anything was sent."""
+
+
+class TargetError(UsageError):
+    """A target could not be read; `location` is `file:line` (or `--instance-id`)."""
+
+    def __init__(self, location: str, problem: str) -> None:
+        super().__init__(f"{location}: {problem}")
+        self.location = location
+        self.problem = problem
+
+
+class ConfigError(UsageError):
+    """A setting in a file, the environment or a flag is unknown or invalid."""
+
+
+class CredentialsError(UsageError):
+    """No usable credentials were found, or a credentials source is malformed."""
+
+
+class LedgerError(FanoutError):
+    """The ledger cannot do what was asked."""
+
+
+class TransitionError(LedgerError):
+    """A state change that the state machine does not allow."""
+
+
+class RunNotFoundError(LedgerError):
+    """No run with this id exists in the ledger."""
+
+
+class CallError(FanoutError):
+    """One API call failed; `kind` tells the runner what may happen next."""
+
+    kind: CallKind
+    code: str
+    retry_after_s: float | None
+
+    def __init__(
+        self, message: str, *, kind: CallKind, code: str, retry_after_s: float | None = None
+    ) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.code = code
+        self.retry_after_s = retry_after_s
+
+    @property
+    def is_throttling(self) -> bool:
+        """True when the server asked us to slow down."""
+        return self.code.startswith("Throttling")
+
+
+class ApiError(CallError):
+    """The server answered with an error body."""
+
+    def __init__(
+        self,
+        *,
+        code: str,
+        message: str,
+        http_status: int,
+        request_id: str = "",
+        action: str = "",
+        retry_after_s: float | None = None,
+    ) -> None:
+        kind = classify_api_error(code, http_status)
+        text = f"{action + ': ' if action else ''}{code} (HTTP {http_status}): {message}"
+        if request_id:
+            text += f" [RequestId {request_id}]"
+        super().__init__(text, kind=kind, code=code, retry_after_s=retry_after_s)
+        self.http_status = http_status
+        self.request_id = request_id
+        self.api_message = message
+        self.action = action
+
+
+class TransportError(CallError):
+    """No complete answer arrived; `kind` is RETRYABLE if nothing was sent, else AMBIGUOUS."""
+
+    def __init__(self, message: str, *, sent: bool) -> None:
+        kind = CallKind.AMBIGUOUS if sent else CallKind.RETRYABLE
+        code = "Transport.Ambiguous" if sent else "Transport.ConnectFailed"
+        super().__init__(message, kind=kind, code=code)
+        self.sent = sent
+
+
+# Codes whose meaning does not follow from the HTTP status alone.
+_RETRYABLE_PREFIXES = ("InternalError", "ServiceUnavailable", "Throttling", "UnknownError")
+_RETRYABLE_CODES = frozenset({"IdempotentProcessing", "SignatureNonceUsed"})
+_PER_INSTANCE_CODES = frozenset({"InvalidInstance.NotFound", "InvalidInstance.NotMatch"})
+_QUOTA_CODES = frozenset({"Invocation.ExceedQuota"})
+_FATAL_PREFIXES = (
+    "SignatureDoesNotMatch",
+    "IncompleteSignature",
+    "InvalidAccessKeyId",
+    "InvalidAccessKeySecret",
+    "InvalidSecurityToken",
+    "InvalidTimeStamp",
+    "Forbidden",
+    "NoPermission",
+    "InvalidCmdId",
+    "InvalidRegionId",
+    "RegionId.ApiNotSupported",
+    "Operation.Forbidden",
+    "TemporaryAccessKey",
+    "IdempotentParameterMismatch",
+    "ParameterStore.NoPermission",
+)
+
+
+def classify_api_error(code: str, http_status: int) -> CallKind:
+    """Map an Alibaba Cloud error `Code` (and HTTP status) onto what the runner should do."""
+    if code in _QUOTA_CODES:
+        return CallKind.QUOTA
+    if code in _RETRYABLE_CODES or code.startswith(_RETRYABLE_PREFIXES):
+        return CallKind.RETRYABLE
+    if code in _PER_INSTANCE_CODES:
+        return CallKind.PER_INSTANCE
+    if code.startswith(_FATAL_PREFIXES):
+        return CallKind.FATAL
+    if http_status >= 500:  # an unknown server-side failure: the token makes a retry safe
+        return CallKind.RETRYABLE
+    return CallKind.BAD_REQUEST
