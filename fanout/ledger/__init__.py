@@ -1,0 +1,102 @@
+"""The durable ledger: runs, batches, attempts, instances, quota calls and the event journal.
+
+The runner reaches storage only through `LedgerStore` (and `GroupCommitter`, which turns many
+tasks' writes into one transaction), so other backends can follow without touching it.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+from fanout.errors import ConfigError
+from fanout.ledger.group import GroupCommitter
+from fanout.ledger.model import (
+    FINAL_INSTANCE_STATES,
+    AcquireLease,
+    AppendEvent,
+    BatchRecord,
+    BatchState,
+    BeginAttempt,
+    FinishAttempt,
+    InstanceRecord,
+    InstanceState,
+    Op,
+    RunRecord,
+    RunState,
+    SetBatch,
+    SetInstances,
+    SetRun,
+    ShrinkBatch,
+)
+
+__all__ = [
+    "FINAL_INSTANCE_STATES",
+    "AcquireLease",
+    "AppendEvent",
+    "BatchRecord",
+    "BatchState",
+    "BeginAttempt",
+    "FinishAttempt",
+    "GroupCommitter",
+    "InstanceRecord",
+    "InstanceState",
+    "LedgerStore",
+    "Op",
+    "RunRecord",
+    "RunState",
+    "SetBatch",
+    "SetInstances",
+    "SetRun",
+    "ShrinkBatch",
+    "default_ledger_location",
+    "open_ledger",
+]
+
+
+class LedgerStore(Protocol):
+    """What the runner, status and report need from storage. Methods block; call from a thread."""
+
+    def close(self) -> None: ...
+    def create_run(
+        self,
+        run: RunRecord,
+        batches: Sequence[BatchRecord],
+        extra_instances: Sequence[InstanceRecord] = (),
+    ) -> None: ...
+    def apply(self, ops: Sequence[Op]) -> list[object]: ...
+    def get_run(self, run_id: str) -> RunRecord: ...
+    def list_runs(self, limit: int = 50) -> list[RunRecord]: ...
+    def load_batches(self, run_id: str) -> list[BatchRecord]: ...
+    def instance_counts(self, run_id: str) -> dict[str, dict[str, int]]: ...
+    def batch_counts(self, run_id: str) -> dict[str, dict[str, int]]: ...
+    def iter_instances(self, run_id: str) -> Iterator[InstanceRecord]: ...
+    def instances_of_batch(self, batch_id: str) -> list[InstanceRecord]: ...
+    def events(
+        self, run_id: str, after_id: int = 0
+    ) -> list[tuple[int, float, str, dict[str, Any]]]: ...
+    def attempts(self, batch_id: str) -> list[dict[str, Any]]: ...
+    def quota_used(self, account: str, window_start: float) -> dict[str, tuple[int, float]]: ...
+    def quota_times(self, account: str, region: str, window_start: float) -> list[float]: ...
+
+
+def default_ledger_location(env: dict[str, str] | None = None) -> str:
+    """`$FANOUT_LEDGER`, else `$XDG_STATE_HOME/fanout/ledger.sqlite3` (DESIGN section 4)."""
+    env = dict(os.environ) if env is None else env
+    if env.get("FANOUT_LEDGER"):
+        return env["FANOUT_LEDGER"]
+    state_home = env.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return str(Path(state_home) / "fanout" / "ledger.sqlite3")
+
+
+def open_ledger(location: str) -> LedgerStore:
+    """Open (creating if needed) the ledger at a path or `sqlite:///path` URL."""
+    if location.startswith(("postgresql://", "postgres://")):
+        msg = f"--ledger {location.rsplit('@', maxsplit=1)[-1]}: PostgreSQL ledgers are not supported yet"
+        raise ConfigError(msg)
+    path = location.removeprefix("sqlite:///") if location.startswith("sqlite:") else location
+    from fanout.ledger.sqlite import SqliteLedger  # noqa: PLC0415 - keep sqlite off pure imports
+
+    return SqliteLedger(Path(path).expanduser())

@@ -1,0 +1,117 @@
+"""Group commit: many tasks' ledger writes share one transaction, so durability does not
+serialise the run on fsync. `submit` waits until its operations are committed (write-ahead
+intent); `post` does not wait (outcomes that a resume can recompute), and its errors surface at
+the next `flush`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+import anyio
+
+from fanout.errors import LedgerError
+
+if TYPE_CHECKING:
+    from fanout.ledger import LedgerStore
+    from fanout.ledger.model import Op
+
+__all__ = ["GroupCommitter"]
+
+
+class _Pending:
+    """Operations waiting for a commit, and the event their submitter waits on."""
+
+    __slots__ = ("done", "error", "ops", "results")
+
+    def __init__(self, ops: Sequence[Op]) -> None:
+        self.ops = ops
+        self.done = anyio.Event()
+        self.results: list[object] = []
+        self.error: BaseException | None = None
+
+
+class GroupCommitter:
+    """Collects writes from many tasks and applies each group in one transaction (a thread)."""
+
+    __slots__ = ("_closed", "_error", "_idle", "_queue", "_store", "_wakeup", "commits")
+
+    def __init__(self, store: LedgerStore) -> None:
+        self._store = store
+        self._queue: list[_Pending] = []
+        self._wakeup = anyio.Event()
+        self._idle = anyio.Event()
+        self._idle.set()
+        self._closed = False
+        self._error: BaseException | None = None
+        self.commits = 0
+
+    async def submit(self, *ops: Op) -> list[object]:
+        """Apply `ops` in the next group; return their results once committed."""
+        item = self._enqueue(ops)
+        await item.done.wait()
+        if item.error is not None:
+            msg = f"ledger write failed: {item.error}"
+            raise LedgerError(msg) from item.error
+        return item.results
+
+    def post(self, *ops: Op) -> None:
+        """Apply `ops` in the next group without waiting."""
+        self._enqueue(ops)
+
+    async def flush(self) -> None:
+        """Wait until everything queued so far is committed; raise a posted write's error."""
+        if self._queue or not self._idle.is_set():
+            await self.submit()
+        if self._error is not None:
+            error, self._error = self._error, None
+            msg = f"ledger write failed: {error}"
+            raise LedgerError(msg) from error
+
+    def close(self) -> None:
+        """Stop the loop once the queue is empty."""
+        self._closed = True
+        self._wakeup.set()
+
+    async def run(self) -> None:
+        """The commit loop; run it in a task group, `close()` to end it."""
+        while True:
+            await self._wakeup.wait()
+            self._wakeup = anyio.Event()
+            if not self._queue:
+                if self._closed:
+                    return
+                continue
+            group, self._queue = self._queue, []
+            self._idle = anyio.Event()
+            await self._commit(group)
+            self._idle.set()
+
+    def _enqueue(self, ops: Sequence[Op]) -> _Pending:
+        """Queue one submission and wake the loop."""
+        if self._closed:
+            msg = "ledger writer is closed"
+            raise LedgerError(msg)
+        item = _Pending(ops)
+        self._queue.append(item)
+        self._wakeup.set()
+        return item
+
+    async def _commit(self, group: list[_Pending]) -> None:
+        """Apply one group in a worker thread (not cancellable mid-transaction)."""
+        ops = [op for item in group for op in item.ops]
+        try:
+            results = await anyio.to_thread.run_sync(self._store.apply, ops)
+        except Exception as exc:  # noqa: BLE001 - handed to every waiter of the group
+            self._error = exc
+            for item in group:
+                item.error = exc
+                item.done.set()
+            return
+        self.commits += 1
+        offset = 0
+        for item in group:
+            item.results = results[offset : offset + len(item.ops)]
+            offset += len(item.ops)
+            item.done.set()

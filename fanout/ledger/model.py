@@ -1,0 +1,300 @@
+"""What the ledger stores: states, their allowed transitions (as data), records and write operations.
+
+Writes are operations (`Op`) applied by a store in one transaction per group, so many batches'
+transitions share one commit. Each store checks every transition against the tables below.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TypeVar
+
+from fanout.errors import TransitionError
+
+__all__ = [
+    "BATCH_TRANSITIONS",
+    "FINAL_INSTANCE_STATES",
+    "INSTANCE_TRANSITIONS",
+    "RUN_TRANSITIONS",
+    "AcquireLease",
+    "AppendEvent",
+    "BatchRecord",
+    "BatchState",
+    "BeginAttempt",
+    "FinishAttempt",
+    "InstanceRecord",
+    "InstanceState",
+    "Op",
+    "RunRecord",
+    "RunState",
+    "SetBatch",
+    "SetInstances",
+    "SetRun",
+    "ShrinkBatch",
+    "check_transition",
+]
+
+
+class RunState(enum.StrEnum):
+    """Where a run stands."""
+
+    CREATED = "created"
+    RUNNING = "running"
+    FINISHED = "finished"  # every batch reached an end; see instance states for the outcome
+    HALTED = "halted"  # --max-errors tripped (exit 3)
+    QUOTA = "quota"  # the daily quota stopped it (exit 4)
+    INTERRUPTED = "interrupted"  # SIGINT/SIGTERM or --pause-after-wave (exit 5)
+    STOPPED = "stopped"  # `fanout stop` (exit 5)
+    FATAL = "fatal"  # credentials, permission, unknown command (exit 6)
+
+
+class BatchState(enum.StrEnum):
+    """Where one InvokeCommand call stands."""
+
+    PENDING = "pending"  # planned, nothing in flight
+    SENDING = "sending"  # an attempt is durable and may be on the wire: re-send with the same token
+    ACCEPTED = "accepted"  # the server returned an InvokeId
+    FAILED = "failed"  # permanently refused; nothing was executed
+    UNKNOWN = "unknown"  # may or may not have run and could not be resolved
+    DONE = "done"  # accepted and every instance's result is final
+
+
+class InstanceState(enum.StrEnum):
+    """Where one target stands; the final ones add up to the target count."""
+
+    PENDING = "pending"
+    INVOKED = "invoked"  # its batch was accepted; result not collected (yet)
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    EXCLUDED = "excluded"  # by preflight, with a reason
+    NOT_INVOKED = "not_invoked"  # halted, quota, stopped: never sent
+    UNKNOWN = "unknown"
+
+
+FINAL_INSTANCE_STATES = frozenset(
+    {
+        InstanceState.SUCCEEDED,
+        InstanceState.FAILED,
+        InstanceState.EXCLUDED,
+        InstanceState.NOT_INVOKED,
+        InstanceState.UNKNOWN,
+    }
+)
+
+S = TypeVar("S", RunState, BatchState, InstanceState)
+
+_R, _B, _I = RunState, BatchState, InstanceState
+_RESUMABLE_RUN = frozenset({_R.RUNNING, _R.FINISHED, _R.HALTED, _R.QUOTA, _R.INTERRUPTED})
+RUN_TRANSITIONS: Mapping[RunState, frozenset[RunState]] = {
+    _R.CREATED: frozenset({_R.RUNNING, _R.FATAL, _R.STOPPED}),
+    _R.RUNNING: frozenset(set(_R) - {_R.CREATED}),
+    _R.HALTED: _RESUMABLE_RUN | {_R.STOPPED},
+    _R.QUOTA: _RESUMABLE_RUN | {_R.STOPPED},
+    _R.INTERRUPTED: _RESUMABLE_RUN | {_R.STOPPED},
+    _R.FATAL: frozenset({_R.RUNNING, _R.STOPPED}),
+    _R.STOPPED: frozenset({_R.STOPPED, _R.RUNNING}),
+    _R.FINISHED: frozenset({_R.RUNNING, _R.FINISHED, _R.STOPPED}),  # results collected later
+}
+BATCH_TRANSITIONS: Mapping[BatchState, frozenset[BatchState]] = {
+    _B.PENDING: frozenset({_B.SENDING, _B.FAILED}),
+    # SENDING -> SENDING is a re-send of the same token; -> PENDING only when nothing can have run.
+    _B.SENDING: frozenset({_B.SENDING, _B.ACCEPTED, _B.PENDING, _B.FAILED, _B.UNKNOWN}),
+    _B.UNKNOWN: frozenset({_B.SENDING}),
+    _B.ACCEPTED: frozenset({_B.DONE}),
+    _B.FAILED: frozenset(),
+    _B.DONE: frozenset(),
+}
+INSTANCE_TRANSITIONS: Mapping[InstanceState, frozenset[InstanceState]] = {
+    _I.PENDING: frozenset({_I.INVOKED, _I.FAILED, _I.EXCLUDED, _I.NOT_INVOKED, _I.UNKNOWN}),
+    _I.INVOKED: frozenset({_I.INVOKED, _I.SUCCEEDED, _I.FAILED, _I.UNKNOWN}),
+    _I.NOT_INVOKED: frozenset({_I.PENDING, _I.INVOKED}),  # resume picks them up again
+    _I.UNKNOWN: frozenset({_I.INVOKED, _I.SUCCEEDED, _I.FAILED, _I.PENDING}),
+    _I.SUCCEEDED: frozenset(),
+    _I.FAILED: frozenset(),
+    _I.EXCLUDED: frozenset(),
+}
+
+
+def check_transition(
+    table: Mapping[S, frozenset[S]], current: S, new: S, what: str
+) -> None:
+    """Raise `TransitionError` unless `current -> new` is in `table`."""
+    if new not in table[current]:
+        msg = f"{what}: {current} -> {new} is not an allowed transition"
+        raise TransitionError(msg)
+
+
+def predecessors(table: Mapping[S, frozenset[S]], new: S) -> tuple[S, ...]:
+    """Every state from which `new` may be reached."""
+    return tuple(state for state, targets in table.items() if new in targets)
+
+
+@dataclass(frozen=True, slots=True)
+class RunRecord:
+    """One run as stored."""
+
+    run_id: str
+    created_at: float
+    updated_at: float
+    state: RunState
+    command_id: str
+    account: str
+    target_count: int
+    parameters: Mapping[str, str] = field(default_factory=dict)  # secret values already redacted
+    secret_keys: tuple[str, ...] = ()
+    options: Mapping[str, object] = field(default_factory=dict)
+    parent_run_id: str | None = None
+    exit_code: int | None = None
+    lease_owner: str | None = None
+    lease_until: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class BatchRecord:
+    """One batch as stored: the unit of one InvokeCommand call."""
+
+    batch_id: str
+    run_id: str
+    region: str
+    seq: int
+    wave: int
+    instance_ids: tuple[str, ...]
+    client_token: str
+    state: BatchState
+    attempts: int = 0
+    maybe_applied: bool = False  # some attempt's answer was lost: the token must never change
+    invoke_id: str | None = None
+    error_code: str | None = None
+    error_message: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class InstanceRecord:
+    """One target's outcome as stored."""
+
+    run_id: str
+    region: str
+    instance_id: str
+    batch_id: str | None
+    state: InstanceState
+    reason: str | None = None
+    invoke_id: str | None = None
+    exit_code: int | None = None
+    error_code: str | None = None
+    error_info: str | None = None
+    output: str | None = None
+    dropped: int = 0
+    start_time: str | None = None
+    finish_time: str | None = None
+    invocation_status: str | None = None
+
+
+# --- write operations: applied in order, one transaction per group ----------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class BeginAttempt:
+    """Reserve one call of quota and make the intent durable; the result is True if granted."""
+
+    run_id: str
+    batch_id: str
+    region: str
+    attempt: int
+    client_token: str
+    account: str
+    window_start: float  # quota calls newer than this count against `limit`
+    limit: int  # the daily quota minus the reserve
+    now: float
+
+
+@dataclass(frozen=True, slots=True)
+class FinishAttempt:
+    """Record how an attempt ended."""
+
+    batch_id: str
+    attempt: int
+    outcome: str  # accepted | retryable | ambiguous | per_instance | quota | bad_request | fatal
+    now: float
+    request_id: str | None = None
+    invoke_id: str | None = None
+    error_code: str | None = None
+    http_status: int | None = None
+    message: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SetBatch:
+    """Move a batch to a new state (checked), and its still-open instances with it."""
+
+    batch_id: str
+    state: BatchState
+    now: float
+    invoke_id: str | None = None
+    error_code: str | None = None
+    error_message: str | None = None
+    maybe_applied: bool | None = None
+    instance_state: InstanceState | None = None  # applied to the batch's instances in open states
+
+
+@dataclass(frozen=True, slots=True)
+class ShrinkBatch:
+    """Drop isolated instances from a pending batch; a new instance set needs a new token."""
+
+    batch_id: str
+    instance_ids: tuple[str, ...]
+    client_token: str
+    now: float
+
+
+@dataclass(frozen=True, slots=True)
+class SetInstances:
+    """Move named instances to a new state (checked), with their outcome details."""
+
+    run_id: str
+    records: tuple[InstanceRecord, ...]
+    now: float
+
+
+@dataclass(frozen=True, slots=True)
+class SetRun:
+    """Move the run to a new state (checked)."""
+
+    run_id: str
+    state: RunState
+    now: float
+    exit_code: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class AppendEvent:
+    """Add a line to the run's event journal."""
+
+    run_id: str
+    kind: str
+    now: float
+    data: Mapping[str, object] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class AcquireLease:
+    """Take or renew the run's lease; the result is (granted, holder, until)."""
+
+    run_id: str
+    owner: str
+    until: float
+    now: float
+    force: bool = False
+
+
+Op = (
+    BeginAttempt
+    | FinishAttempt
+    | SetBatch
+    | ShrinkBatch
+    | SetInstances
+    | SetRun
+    | AppendEvent
+    | AcquireLease
+)

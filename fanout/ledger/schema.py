@@ -1,0 +1,53 @@
+"""The SQLite schema as numbered migrations; a ledger is brought to the newest on open."""
+
+from __future__ import annotations
+
+__all__ = ["MIGRATIONS", "SCHEMA_VERSION"]
+
+MIGRATIONS: tuple[tuple[int, str], ...] = (
+    (
+        1,
+        """
+        CREATE TABLE runs (
+            run_id TEXT PRIMARY KEY, created_at REAL NOT NULL, updated_at REAL NOT NULL,
+            state TEXT NOT NULL, command_id TEXT NOT NULL, account TEXT NOT NULL,
+            target_count INTEGER NOT NULL, parameters TEXT NOT NULL, secret_keys TEXT NOT NULL,
+            options TEXT NOT NULL, parent_run_id TEXT, exit_code INTEGER,
+            lease_owner TEXT, lease_until REAL
+        );
+        CREATE TABLE batches (
+            batch_id TEXT PRIMARY KEY, run_id TEXT NOT NULL, region TEXT NOT NULL,
+            seq INTEGER NOT NULL, wave INTEGER NOT NULL, instance_ids TEXT NOT NULL,
+            client_token TEXT NOT NULL, state TEXT NOT NULL, attempts INTEGER NOT NULL DEFAULT 0,
+            maybe_applied INTEGER NOT NULL DEFAULT 0, invoke_id TEXT, error_code TEXT,
+            error_message TEXT, updated_at REAL NOT NULL
+        );
+        CREATE INDEX batches_by_run ON batches (run_id, seq);
+        CREATE TABLE attempts (
+            batch_id TEXT NOT NULL, attempt INTEGER NOT NULL, client_token TEXT NOT NULL,
+            sent_at REAL NOT NULL, finished_at REAL, outcome TEXT, request_id TEXT,
+            invoke_id TEXT, error_code TEXT, http_status INTEGER, message TEXT,
+            PRIMARY KEY (batch_id, attempt)
+        );
+        CREATE TABLE instances (
+            run_id TEXT NOT NULL, region TEXT NOT NULL, instance_id TEXT NOT NULL,
+            batch_id TEXT, state TEXT NOT NULL, reason TEXT, invoke_id TEXT, exit_code INTEGER,
+            error_code TEXT, error_info TEXT, output TEXT, dropped INTEGER NOT NULL DEFAULT 0,
+            start_time TEXT, finish_time TEXT, invocation_status TEXT, updated_at REAL NOT NULL,
+            PRIMARY KEY (run_id, region, instance_id)
+        ) WITHOUT ROWID;
+        CREATE INDEX instances_by_batch ON instances (batch_id);
+        CREATE TABLE quota_calls (
+            account TEXT NOT NULL, region TEXT NOT NULL, ts REAL NOT NULL,
+            run_id TEXT NOT NULL, batch_id TEXT NOT NULL, attempt INTEGER NOT NULL
+        );
+        CREATE INDEX quota_window ON quota_calls (account, region, ts);
+        CREATE TABLE events (
+            id INTEGER PRIMARY KEY, run_id TEXT NOT NULL, ts REAL NOT NULL,
+            kind TEXT NOT NULL, data TEXT NOT NULL
+        );
+        CREATE INDEX events_by_run ON events (run_id, id);
+        """,
+    ),
+)
+SCHEMA_VERSION = MIGRATIONS[-1][0]

@@ -1,0 +1,647 @@
+"""The embedded ledger: one SQLite file (WAL, mode 0600), shared safely by concurrent processes.
+
+Every group of operations is one `BEGIN IMMEDIATE` transaction, so quota reservations are atomic
+across processes: the write lock is held from counting the window to inserting the reservation.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import threading
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any
+
+from fanout.errors import LedgerError, RunNotFoundError, TransitionError
+from fanout.ledger.model import (
+    BATCH_TRANSITIONS,
+    INSTANCE_TRANSITIONS,
+    RUN_TRANSITIONS,
+    AcquireLease,
+    AppendEvent,
+    BatchRecord,
+    BatchState,
+    BeginAttempt,
+    FinishAttempt,
+    InstanceRecord,
+    InstanceState,
+    Op,
+    RunRecord,
+    RunState,
+    SetBatch,
+    SetInstances,
+    SetRun,
+    ShrinkBatch,
+    check_transition,
+    predecessors,
+)
+from fanout.ledger.schema import MIGRATIONS, SCHEMA_VERSION
+
+__all__ = ["SqliteLedger"]
+
+# Waiting this long for another process's write lock is normal under load; longer means stuck.
+_BUSY_TIMEOUT_MS = 60_000
+# Rows per executemany chunk when creating a run: bounds memory for million-target runs.
+_INSERT_CHUNK = 20_000
+
+_RUN_COLUMNS = (
+    "run_id, created_at, updated_at, state, command_id, account, target_count, parameters, "
+    "secret_keys, options, parent_run_id, exit_code, lease_owner, lease_until"
+)
+_BATCH_COLUMNS = (
+    "batch_id, run_id, region, seq, wave, instance_ids, client_token, state, attempts, "
+    "maybe_applied, invoke_id, error_code, error_message"
+)
+_INSTANCE_COLUMNS = (
+    "run_id, region, instance_id, batch_id, state, reason, invoke_id, exit_code, error_code, "
+    "error_info, output, dropped, start_time, finish_time, invocation_status"
+)
+
+
+def _placeholders(states: Sequence[str]) -> str:
+    """`?, ?, ?` for an IN clause."""
+    return ", ".join("?" for _ in states)
+
+
+class SqliteLedger:
+    """A ledger in one SQLite file; safe to share between processes on one host."""
+
+    __slots__ = ("_conn", "_lock", "path")
+
+    def __init__(self, path: Path, *, synchronous: str = "FULL") -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # Create the file 0600 before SQLite does (its -wal/-shm files copy this mode): I5.
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        os.close(fd)
+        if path.stat().st_mode & 0o077:
+            path.chmod(0o600)
+        try:
+            self._conn = sqlite3.connect(
+                path, isolation_level=None, check_same_thread=False, timeout=60
+            )
+            self._conn.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
+            self._conn.execute("PRAGMA journal_mode = WAL")
+            self._conn.execute(f"PRAGMA synchronous = {synchronous}")
+            self._migrate()
+        except sqlite3.DatabaseError as exc:
+            msg = f"{path}: not a usable fanout ledger ({exc})"
+            raise LedgerError(msg) from exc
+        self._lock = threading.Lock()
+
+    # --- lifecycle -----------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Close the connection."""
+        self._conn.close()
+
+    def _migrate(self) -> None:
+        """Bring the schema to SCHEMA_VERSION, one transaction per step."""
+        self._conn.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)")
+        row = self._conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+        current = int(row[0]) if row else 0
+        if current > SCHEMA_VERSION:
+            msg = f"{self.path}: ledger schema {current} is newer than this fanout ({SCHEMA_VERSION})"
+            raise LedgerError(msg)
+        for version, sql in MIGRATIONS:
+            if version <= current:
+                continue
+            self._conn.execute("BEGIN IMMEDIATE")
+            again = self._conn.execute("SELECT value FROM meta WHERE key='schema_version'")
+            row = again.fetchone()
+            if row and int(row[0]) >= version:  # another process migrated meanwhile
+                self._conn.execute("ROLLBACK")
+                continue
+            for statement in sql.split(";"):
+                if statement.strip():
+                    self._conn.execute(statement)
+            self._conn.execute(
+                "INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (str(version),)
+            )
+            self._conn.execute("COMMIT")
+
+    def _transaction(self) -> _Transaction:
+        """A `BEGIN IMMEDIATE` transaction holding the in-process lock."""
+        return _Transaction(self._conn, self._lock)
+
+    # --- writes --------------------------------------------------------------------------
+
+    def create_run(
+        self,
+        run: RunRecord,
+        batches: Sequence[BatchRecord],
+        extra_instances: Sequence[InstanceRecord] = (),
+    ) -> None:
+        """Store a new run, its batches and one pending row per batched instance."""
+        with self._transaction() as cur:
+            if cur.execute("SELECT 1 FROM runs WHERE run_id = ?", (run.run_id,)).fetchone():
+                msg = f"run {run.run_id} already exists"
+                raise LedgerError(msg)
+            cur.execute(
+                f"INSERT INTO runs ({_RUN_COLUMNS}) VALUES ({_placeholders(['?'] * 14)})",
+                _run_row(run),
+            )
+            now = run.created_at
+            cur.executemany(
+                f"INSERT INTO batches ({_BATCH_COLUMNS}, updated_at) "
+                f"VALUES ({_placeholders(['?'] * 14)})",
+                ((*_batch_row(b), now) for b in batches),
+            )
+            rows = (
+                (run.run_id, b.region, iid, b.batch_id, InstanceState.PENDING.value, now)
+                for b in batches
+                for iid in b.instance_ids
+            )
+            _insert_chunks(
+                cur,
+                "INSERT INTO instances (run_id, region, instance_id, batch_id, state, updated_at)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                rows,
+            )
+            cur.executemany(
+                f"INSERT INTO instances ({_INSTANCE_COLUMNS}, updated_at) "
+                f"VALUES ({_placeholders(['?'] * 16)})",
+                ((*_instance_row(i), now) for i in extra_instances),
+            )
+
+    def apply(self, ops: Sequence[Op]) -> list[object]:
+        """Apply operations in order in one transaction; one result per operation."""
+        with self._transaction() as cur:
+            quota_cache: dict[tuple[str, str], int] = {}
+            return [self._apply_one(cur, op, quota_cache) for op in ops]
+
+    def _apply_one(  # noqa: PLR0911 - one dispatch line per operation type reads best
+        self, cur: sqlite3.Cursor, op: Op, quota_cache: dict[tuple[str, str], int]
+    ) -> object:
+        """Dispatch one operation."""
+        if isinstance(op, BeginAttempt):
+            return _begin_attempt(cur, op, quota_cache)
+        if isinstance(op, FinishAttempt):
+            _finish_attempt(cur, op)
+            return None
+        if isinstance(op, SetBatch):
+            _set_batch(cur, op)
+            return None
+        if isinstance(op, ShrinkBatch):
+            _shrink_batch(cur, op)
+            return None
+        if isinstance(op, SetInstances):
+            _set_instances(cur, op)
+            return None
+        if isinstance(op, SetRun):
+            _set_run(cur, op)
+            return None
+        if isinstance(op, AppendEvent):
+            cur.execute(
+                "INSERT INTO events (run_id, ts, kind, data) VALUES (?, ?, ?, ?)",
+                (op.run_id, op.now, op.kind, json.dumps(op.data, default=str)),
+            )
+            return None
+        return _acquire_lease(cur, op)
+
+    # --- reads ---------------------------------------------------------------------------
+
+    def _query(self, sql: str, args: Sequence[object] = ()) -> list[Any]:
+        """Run one read query under the lock."""
+        with self._lock:
+            return self._conn.execute(sql, args).fetchall()
+
+    def get_run(self, run_id: str) -> RunRecord:
+        """One run, or RunNotFoundError."""
+        rows = self._query(f"SELECT {_RUN_COLUMNS} FROM runs WHERE run_id = ?", (run_id,))
+        if not rows:
+            msg = f"no run {run_id!r} in ledger {self.path}"
+            raise RunNotFoundError(msg)
+        return _run_from_row(rows[0])
+
+    def list_runs(self, limit: int = 50) -> list[RunRecord]:
+        """The newest runs first."""
+        rows = self._query(
+            f"SELECT {_RUN_COLUMNS} FROM runs ORDER BY created_at DESC LIMIT ?", (limit,)
+        )
+        return [_run_from_row(r) for r in rows]
+
+    def load_batches(self, run_id: str) -> list[BatchRecord]:
+        """Every batch of a run in dispatch order."""
+        rows = self._query(
+            f"SELECT {_BATCH_COLUMNS} FROM batches WHERE run_id = ? ORDER BY seq", (run_id,)
+        )
+        return [_batch_from_row(r) for r in rows]
+
+    def instance_counts(self, run_id: str) -> dict[str, dict[str, int]]:
+        """Instance counts by region, then by state."""
+        counts: dict[str, dict[str, int]] = {}
+        for region, state, n in self._query(
+            "SELECT region, state, COUNT(*) FROM instances WHERE run_id = ? "
+            "GROUP BY region, state",
+            (run_id,),
+        ):
+            counts.setdefault(region, {})[state] = n
+        return counts
+
+    def batch_counts(self, run_id: str) -> dict[str, dict[str, int]]:
+        """Batch counts by region, then by state."""
+        counts: dict[str, dict[str, int]] = {}
+        for region, state, n in self._query(
+            "SELECT region, state, COUNT(*) FROM batches WHERE run_id = ? GROUP BY region, state",
+            (run_id,),
+        ):
+            counts.setdefault(region, {})[state] = n
+        return counts
+
+    def iter_instances(self, run_id: str) -> Iterator[InstanceRecord]:
+        """Every instance row of a run, ordered by region and id."""
+        rows = self._query(
+            f"SELECT {_INSTANCE_COLUMNS} FROM instances WHERE run_id = ? "
+            "ORDER BY region, instance_id",
+            (run_id,),
+        )
+        return (_instance_from_row(r) for r in rows)
+
+    def instances_of_batch(self, batch_id: str) -> list[InstanceRecord]:
+        """The instance rows that were planned into one batch."""
+        rows = self._query(
+            f"SELECT {_INSTANCE_COLUMNS} FROM instances WHERE batch_id = ?", (batch_id,)
+        )
+        return [_instance_from_row(r) for r in rows]
+
+    def events(self, run_id: str, after_id: int = 0) -> list[tuple[int, float, str, dict[str, Any]]]:
+        """The run's journal after `after_id`."""
+        rows = self._query(
+            "SELECT id, ts, kind, data FROM events WHERE run_id = ? AND id > ? ORDER BY id",
+            (run_id, after_id),
+        )
+        return [(i, ts, kind, json.loads(data)) for i, ts, kind, data in rows]
+
+    def attempts(self, batch_id: str) -> list[dict[str, Any]]:
+        """Every attempt of a batch, oldest first."""
+        rows = self._query(
+            "SELECT attempt, client_token, sent_at, finished_at, outcome, request_id, invoke_id,"
+            " error_code, http_status FROM attempts WHERE batch_id = ? ORDER BY attempt",
+            (batch_id,),
+        )
+        keys = (
+            *("attempt", "client_token", "sent_at", "finished_at", "outcome", "request_id"),
+            *("invoke_id", "error_code", "http_status"),
+        )
+        return [dict(zip(keys, r, strict=True)) for r in rows]
+
+    def quota_used(self, account: str, window_start: float) -> dict[str, tuple[int, float]]:
+        """Per region: calls counted since `window_start` and the oldest of them."""
+        rows = self._query(
+            "SELECT region, COUNT(*), MIN(ts) FROM quota_calls WHERE account = ? AND ts > ? "
+            "GROUP BY region",
+            (account, window_start),
+        )
+        return {region: (n, oldest) for region, n, oldest in rows}
+
+    def quota_times(self, account: str, region: str, window_start: float) -> list[float]:
+        """The times of the calls counted in the window, oldest first."""
+        rows = self._query(
+            "SELECT ts FROM quota_calls WHERE account = ? AND region = ? AND ts > ? ORDER BY ts",
+            (account, region, window_start),
+        )
+        return [r[0] for r in rows]
+
+
+class _Transaction:
+    """`with` block: BEGIN IMMEDIATE ... COMMIT, ROLLBACK on error."""
+
+    __slots__ = ("_conn", "_lock")
+
+    def __init__(self, conn: sqlite3.Connection, lock: threading.Lock) -> None:
+        self._conn = conn
+        self._lock = lock
+
+    def __enter__(self) -> sqlite3.Cursor:
+        self._lock.acquire()
+        try:
+            self._conn.execute("BEGIN IMMEDIATE")
+        except BaseException:
+            self._lock.release()
+            raise
+        return self._conn.cursor()
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        try:
+            self._conn.execute("ROLLBACK" if exc_type else "COMMIT")
+        finally:
+            self._lock.release()
+
+
+# --- operation handlers (pure SQL over one cursor) ------------------------------------------
+
+
+def _insert_chunks(cur: sqlite3.Cursor, sql: str, rows: Iterator[tuple[object, ...]]) -> None:
+    """executemany in bounded chunks."""
+    chunk: list[tuple[object, ...]] = []
+    for row in rows:
+        chunk.append(row)
+        if len(chunk) >= _INSERT_CHUNK:
+            cur.executemany(sql, chunk)
+            chunk.clear()
+    if chunk:
+        cur.executemany(sql, chunk)
+
+
+def _begin_attempt(
+    cur: sqlite3.Cursor, op: BeginAttempt, quota_cache: dict[tuple[str, str], int]
+) -> bool:
+    """Count the window, reserve one call if it fits, record the attempt, mark the batch SENDING."""
+    key = (op.account, op.region)
+    used = quota_cache.get(key)
+    if used is None:
+        row = cur.execute(
+            "SELECT COUNT(*) FROM quota_calls WHERE account = ? AND region = ? AND ts > ?",
+            (op.account, op.region, op.window_start),
+        ).fetchone()
+        used = int(row[0])
+    if used >= op.limit:
+        quota_cache[key] = used
+        return False
+    quota_cache[key] = used + 1
+    cur.execute(
+        "INSERT INTO quota_calls VALUES (?, ?, ?, ?, ?, ?)",
+        (op.account, op.region, op.now, op.run_id, op.batch_id, op.attempt),
+    )
+    cur.execute(
+        "INSERT INTO attempts (batch_id, attempt, client_token, sent_at) VALUES (?, ?, ?, ?)",
+        (op.batch_id, op.attempt, op.client_token, op.now),
+    )
+    _update_batch_state(cur, op.batch_id, BatchState.SENDING, op.now, attempts=op.attempt)
+    return True
+
+
+def _update_batch_state(
+    cur: sqlite3.Cursor, batch_id: str, state: BatchState, now: float, **extra: object
+) -> None:
+    """Checked state change of one batch, with extra columns set alongside."""
+    allowed = [s.value for s in predecessors(BATCH_TRANSITIONS, state)]
+    sets = "".join(f", {column} = ?" for column in extra)
+    cur.execute(
+        f"UPDATE batches SET state = ?, updated_at = ?{sets} "
+        f"WHERE batch_id = ? AND state IN ({_placeholders(allowed)})",
+        (state.value, now, *extra.values(), batch_id, *allowed),
+    )
+    if cur.rowcount != 1:
+        row = cur.execute("SELECT state FROM batches WHERE batch_id = ?", (batch_id,)).fetchone()
+        if row is None:
+            msg = f"batch {batch_id}: no such batch"
+            raise TransitionError(msg)
+        check_transition(BATCH_TRANSITIONS, BatchState(row[0]), state, f"batch {batch_id}")
+
+
+def _finish_attempt(cur: sqlite3.Cursor, op: FinishAttempt) -> None:
+    """Record the end of an attempt."""
+    cur.execute(
+        "UPDATE attempts SET finished_at = ?, outcome = ?, request_id = ?, invoke_id = ?, "
+        "error_code = ?, http_status = ?, message = ? WHERE batch_id = ? AND attempt = ?",
+        (
+            op.now,
+            op.outcome,
+            op.request_id,
+            op.invoke_id,
+            op.error_code,
+            op.http_status,
+            op.message,
+            op.batch_id,
+            op.attempt,
+        ),
+    )
+
+
+def _set_batch(cur: sqlite3.Cursor, op: SetBatch) -> None:
+    """Checked batch transition, and its open instances with it."""
+    extra: dict[str, object] = {"error_code": op.error_code, "error_message": op.error_message}
+    if op.invoke_id is not None:
+        extra["invoke_id"] = op.invoke_id
+    if op.maybe_applied is not None:
+        extra["maybe_applied"] = int(op.maybe_applied)
+    _update_batch_state(cur, op.batch_id, op.state, op.now, **extra)
+    if op.instance_state is None:
+        return
+    allowed = [s.value for s in predecessors(INSTANCE_TRANSITIONS, op.instance_state)]
+    cur.execute(
+        "UPDATE instances SET state = ?, invoke_id = COALESCE(?, invoke_id), "
+        "error_code = COALESCE(?, error_code), reason = COALESCE(?, reason), updated_at = ? "
+        f"WHERE batch_id = ? AND state IN ({_placeholders(allowed)})",
+        (
+            op.instance_state.value,
+            op.invoke_id,
+            op.error_code,
+            op.error_message,
+            op.now,
+            op.batch_id,
+            *allowed,
+        ),
+    )
+
+
+def _shrink_batch(cur: sqlite3.Cursor, op: ShrinkBatch) -> None:
+    """Replace a pending batch's instance set and token."""
+    cur.execute(
+        "UPDATE batches SET instance_ids = ?, client_token = ?, updated_at = ? "
+        "WHERE batch_id = ? AND state = ? AND maybe_applied = 0",
+        (",".join(op.instance_ids), op.client_token, op.now, op.batch_id, BatchState.PENDING),
+    )
+    if cur.rowcount != 1:
+        msg = f"batch {op.batch_id}: only a pending batch that never may have run can shrink"
+        raise TransitionError(msg)
+
+
+def _set_instances(cur: sqlite3.Cursor, op: SetInstances) -> None:
+    """Checked transitions of individual instances, with their outcome details."""
+    for rec in op.records:
+        allowed = [s.value for s in predecessors(INSTANCE_TRANSITIONS, rec.state)]
+        cur.execute(
+            "UPDATE instances SET state = ?, reason = ?, invoke_id = COALESCE(?, invoke_id), "
+            "exit_code = ?, error_code = ?, error_info = ?, output = ?, dropped = ?, "
+            "start_time = ?, finish_time = ?, invocation_status = ?, updated_at = ? "
+            f"WHERE run_id = ? AND region = ? AND instance_id = ? "
+            f"AND state IN ({_placeholders(allowed)})",
+            (
+                rec.state.value,
+                rec.reason,
+                rec.invoke_id,
+                rec.exit_code,
+                rec.error_code,
+                rec.error_info,
+                rec.output,
+                rec.dropped,
+                rec.start_time,
+                rec.finish_time,
+                rec.invocation_status,
+                op.now,
+                rec.run_id,
+                rec.region,
+                rec.instance_id,
+                *allowed,
+            ),
+        )
+        if cur.rowcount != 1:
+            row = cur.execute(
+                "SELECT state FROM instances WHERE run_id = ? AND region = ? AND instance_id = ?",
+                (rec.run_id, rec.region, rec.instance_id),
+            ).fetchone()
+            what = f"instance {rec.region}/{rec.instance_id}"
+            if row is None:
+                msg = f"{what}: not in run {rec.run_id}"
+                raise TransitionError(msg)
+            check_transition(INSTANCE_TRANSITIONS, InstanceState(row[0]), rec.state, what)
+
+
+def _set_run(cur: sqlite3.Cursor, op: SetRun) -> None:
+    """Checked run transition."""
+    row = cur.execute("SELECT state FROM runs WHERE run_id = ?", (op.run_id,)).fetchone()
+    if row is None:
+        msg = f"no run {op.run_id!r}"
+        raise RunNotFoundError(msg)
+    check_transition(RUN_TRANSITIONS, RunState(row[0]), op.state, f"run {op.run_id}")
+    cur.execute(
+        "UPDATE runs SET state = ?, updated_at = ?, exit_code = COALESCE(?, exit_code) "
+        "WHERE run_id = ?",
+        (op.state.value, op.now, op.exit_code, op.run_id),
+    )
+
+
+def _acquire_lease(cur: sqlite3.Cursor, op: AcquireLease) -> tuple[bool, str | None, float | None]:
+    """Take the lease if free, expired, ours, or forced."""
+    cur.execute(
+        "UPDATE runs SET lease_owner = ?, lease_until = ? WHERE run_id = ? AND "
+        "(lease_owner IS NULL OR lease_owner = ? OR lease_until < ? OR ?)",
+        (op.owner, op.until, op.run_id, op.owner, op.now, int(op.force)),
+    )
+    if cur.rowcount == 1:
+        return True, op.owner, op.until
+    row = cur.execute(
+        "SELECT lease_owner, lease_until FROM runs WHERE run_id = ?", (op.run_id,)
+    ).fetchone()
+    if row is None:
+        msg = f"no run {op.run_id!r}"
+        raise RunNotFoundError(msg)
+    return False, row[0], row[1]
+
+
+# --- row <-> record ---------------------------------------------------------------------------
+
+
+def _run_row(run: RunRecord) -> tuple[object, ...]:
+    """RunRecord as a runs row."""
+    return (
+        run.run_id,
+        run.created_at,
+        run.updated_at,
+        run.state.value,
+        run.command_id,
+        run.account,
+        run.target_count,
+        json.dumps(dict(run.parameters)),
+        json.dumps(list(run.secret_keys)),
+        json.dumps(dict(run.options), default=str),
+        run.parent_run_id,
+        run.exit_code,
+        run.lease_owner,
+        run.lease_until,
+    )
+
+
+def _run_from_row(row: Sequence[Any]) -> RunRecord:
+    """A runs row as RunRecord."""
+    return RunRecord(
+        run_id=row[0],
+        created_at=row[1],
+        updated_at=row[2],
+        state=RunState(row[3]),
+        command_id=row[4],
+        account=row[5],
+        target_count=row[6],
+        parameters=json.loads(row[7]),
+        secret_keys=tuple(json.loads(row[8])),
+        options=json.loads(row[9]),
+        parent_run_id=row[10],
+        exit_code=row[11],
+        lease_owner=row[12],
+        lease_until=row[13],
+    )
+
+
+def _batch_row(b: BatchRecord) -> tuple[object, ...]:
+    """BatchRecord as a batches row (without updated_at)."""
+    return (
+        b.batch_id,
+        b.run_id,
+        b.region,
+        b.seq,
+        b.wave,
+        ",".join(b.instance_ids),
+        b.client_token,
+        b.state.value,
+        b.attempts,
+        int(b.maybe_applied),
+        b.invoke_id,
+        b.error_code,
+        b.error_message,
+    )
+
+
+def _batch_from_row(row: Sequence[Any]) -> BatchRecord:
+    """A batches row as BatchRecord."""
+    return BatchRecord(
+        batch_id=row[0],
+        run_id=row[1],
+        region=row[2],
+        seq=row[3],
+        wave=row[4],
+        instance_ids=tuple(row[5].split(",")) if row[5] else (),
+        client_token=row[6],
+        state=BatchState(row[7]),
+        attempts=row[8],
+        maybe_applied=bool(row[9]),
+        invoke_id=row[10],
+        error_code=row[11],
+        error_message=row[12],
+    )
+
+
+def _instance_row(i: InstanceRecord) -> tuple[object, ...]:
+    """InstanceRecord as an instances row (without updated_at)."""
+    return (
+        i.run_id,
+        i.region,
+        i.instance_id,
+        i.batch_id,
+        i.state.value,
+        i.reason,
+        i.invoke_id,
+        i.exit_code,
+        i.error_code,
+        i.error_info,
+        i.output,
+        i.dropped,
+        i.start_time,
+        i.finish_time,
+        i.invocation_status,
+    )
+
+
+def _instance_from_row(row: Sequence[Any]) -> InstanceRecord:
+    """An instances row as InstanceRecord."""
+    return InstanceRecord(
+        run_id=row[0],
+        region=row[1],
+        instance_id=row[2],
+        batch_id=row[3],
+        state=InstanceState(row[4]),
+        reason=row[5],
+        invoke_id=row[6],
+        exit_code=row[7],
+        error_code=row[8],
+        error_info=row[9],
+        output=row[10],
+        dropped=row[11] or 0,
+        start_time=row[12],
+        finish_time=row[13],
+        invocation_status=row[14],
+    )
