@@ -1,0 +1,178 @@
+"""Rendering (pure): ledger rows -> status summary, and per-instance report as table, JSON or CSV.
+
+Counts always add up to the run's target count (invariant I2): an instance still `pending` in a
+run that is not running is reported as `not_invoked`.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict
+from datetime import UTC, datetime
+
+from fanout.ledger.model import InstanceRecord, InstanceState, RunRecord, RunState
+
+__all__ = [
+    "FINAL_STATES",
+    "final_state",
+    "iso",
+    "render_report",
+    "run_summary",
+    "status_document",
+]
+
+# The per-instance states a status reports; `invoked` = accepted, result not collected yet.
+FINAL_STATES = ("succeeded", "failed", "excluded", "not_invoked", "unknown", "invoked")
+_REPORT_FIELDS = (
+    "region",
+    "instance_id",
+    "state",
+    "batch_id",
+    "invoke_id",
+    "invocation_status",
+    "exit_code",
+    "error_code",
+    "reason",
+    "start_time",
+    "finish_time",
+    "output",
+)
+_OUTPUT_EXCERPT = 60  # characters of output shown per row in the table format
+
+
+def iso(epoch: float | None) -> str | None:
+    """Epoch seconds as ISO-8601 UTC."""
+    if epoch is None:
+        return None
+    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def final_state(state: str, run_state: RunState) -> str:
+    """The reported state of an instance: pending counts as not_invoked once the run is not running."""
+    if state == InstanceState.PENDING:
+        return "pending" if run_state is RunState.RUNNING else "not_invoked"
+    return state
+
+
+def _final_counts(per_state: Mapping[str, int], run_state: RunState) -> dict[str, int]:
+    """Counts by reported state, every reported state present."""
+    counts = dict.fromkeys(FINAL_STATES, 0)
+    for state, n in per_state.items():
+        key = final_state(state, run_state)
+        counts[key] = counts.get(key, 0) + n
+    return counts
+
+
+def status_document(
+    run: RunRecord,
+    instances: Mapping[str, Mapping[str, int]],
+    batches: Mapping[str, Mapping[str, int]],
+) -> dict[str, object]:
+    """The `fanout status --json` document (stable field names, documented in the README)."""
+    total: dict[str, int] = {}
+    regions: dict[str, object] = {}
+    for region in sorted(set(instances) | set(batches)):
+        per_state = instances.get(region, {})
+        for state, n in per_state.items():
+            total[state] = total.get(state, 0) + n
+        regions[region] = {
+            "instances": _final_counts(per_state, run.state),
+            "batches": dict(sorted(batches.get(region, {}).items())),
+        }
+    batch_total: dict[str, int] = {}
+    for per_state in batches.values():
+        for state, n in per_state.items():
+            batch_total[state] = batch_total.get(state, 0) + n
+    return {
+        "run_id": run.run_id,
+        "state": run.state.value,
+        "exit_code": run.exit_code,
+        "command_id": run.command_id,
+        "parent_run_id": run.parent_run_id,
+        "created_at": iso(run.created_at),
+        "updated_at": iso(run.updated_at),
+        "target_count": run.target_count,
+        "instances": _final_counts(total, run.state),
+        "batches": dict(sorted(batch_total.items())),
+        "regions": regions,
+        "lease": {"owner": run.lease_owner, "until": iso(run.lease_until)},
+    }
+
+
+def run_summary(doc: Mapping[str, object]) -> str:
+    """A status document as a few human lines."""
+    counts = doc["instances"]
+    assert isinstance(counts, dict)
+    shown = ", ".join(f"{n} {state}" for state, n in counts.items() if n)
+    lines = [
+        f"run {doc['run_id']}: {doc['state']} (exit {doc['exit_code']}), "
+        f"{doc['target_count']} targets: {shown or 'none'}",
+    ]
+    regions = doc["regions"]
+    assert isinstance(regions, dict)
+    for region, data in regions.items():
+        inst = ", ".join(f"{n} {s}" for s, n in data["instances"].items() if n)
+        bat = ", ".join(f"{n} {s}" for s, n in data["batches"].items() if n)
+        lines.append(f"  {region}: instances {inst or '-'}; batches {bat or '-'}")
+    return "\n".join(lines)
+
+
+def _row(record: InstanceRecord, run_state: RunState) -> dict[str, object]:
+    """One report row."""
+    data = asdict(record)
+    data["state"] = final_state(record.state, run_state)
+    return {name: data.get(name) for name in _REPORT_FIELDS}
+
+
+def render_report(records: Iterable[InstanceRecord], run: RunRecord, fmt: str) -> str:
+    """Per-instance results as `table`, `json` (one document) or `csv`."""
+    rows = [_row(r, run.state) for r in records]
+    summary: dict[str, int] = dict.fromkeys(FINAL_STATES, 0)
+    by_error: dict[str, int] = {}
+    for row in rows:
+        summary[str(row["state"])] = summary.get(str(row["state"]), 0) + 1
+        if row["error_code"]:
+            by_error[str(row["error_code"])] = by_error.get(str(row["error_code"]), 0) + 1
+    if fmt == "json":
+        doc = {"run_id": run.run_id, "target_count": run.target_count, "summary": summary,
+               "by_error_code": by_error, "instances": rows}
+        return json.dumps(doc, indent=2)
+    if fmt == "csv":
+        buf = io.StringIO()
+        writer = csv.DictWriter(buf, fieldnames=_REPORT_FIELDS, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)
+        return buf.getvalue()
+    return _table(rows, summary, by_error)
+
+
+def _table(
+    rows: list[dict[str, object]], summary: Mapping[str, int], by_error: Mapping[str, int]
+) -> str:
+    """Fixed-width text table plus summaries."""
+    columns = ("region", "instance_id", "state", "exit_code", "error_code", "invoke_id", "output")
+    cells = [
+        [_cell(row[c], c) for c in columns]
+        for row in rows
+    ]
+    widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(columns)]
+    lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip()]
+    lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip() for r in cells]
+    lines.append("")
+    lines.append("by state: " + ", ".join(f"{s} {n}" for s, n in summary.items() if n))
+    if by_error:
+        lines.append("by error code: " + ", ".join(f"{c} {n}" for c, n in sorted(by_error.items())))
+    return "\n".join(lines) + "\n"
+
+
+def _cell(value: object, column: str) -> str:
+    """One table cell: no newlines, output cut to an excerpt."""
+    if value is None:
+        return "-"
+    text = str(value).replace("\n", " ").strip()
+    if column == "output" and len(text) > _OUTPUT_EXCERPT:
+        text = text[: _OUTPUT_EXCERPT - 1] + "…"
+    return text or "-"

@@ -1,0 +1,246 @@
+"""The SQLite ledger: schema, file mode, checked transitions, atomic quota, group commit."""
+
+from __future__ import annotations
+
+import multiprocessing
+import sqlite3
+import stat
+import time
+from pathlib import Path
+
+import anyio
+import pytest
+
+from fanout.errors import LedgerError, RunNotFoundError, TransitionError
+from fanout.ledger import (
+    AcquireLease,
+    BatchRecord,
+    BatchState,
+    BeginAttempt,
+    FinishAttempt,
+    GroupCommitter,
+    InstanceRecord,
+    InstanceState,
+    RunRecord,
+    RunState,
+    SetBatch,
+    SetInstances,
+    SetRun,
+    ShrinkBatch,
+)
+from fanout.ledger.model import BATCH_TRANSITIONS, check_transition
+from fanout.ledger.schema import SCHEMA_VERSION
+from fanout.ledger.sqlite import SqliteLedger
+
+RUN = "r-test"
+
+
+def _run(run_id: str = RUN, targets: int = 3) -> RunRecord:
+    now = time.time()
+    return RunRecord(run_id, now, now, RunState.CREATED, "c-1", "acct", targets,
+                     parameters={"name": "x", "password": "***"}, secret_keys=("password",))
+
+
+def _batch(seq: int, ids: tuple[str, ...], run_id: str = RUN) -> BatchRecord:
+    return BatchRecord(f"{run_id}-b{seq}", run_id, "cn-hangzhou", seq, 0, ids, f"tok-{seq}",
+                       BatchState.PENDING)
+
+
+@pytest.fixture
+def ledger(tmp_path: Path) -> SqliteLedger:
+    store = SqliteLedger(tmp_path / "ledger.sqlite3")
+    store.create_run(_run(), [_batch(0, ("i-a", "i-b")), _batch(1, ("i-c",))])
+    return store
+
+
+def _begin(batch: int, attempt: int = 1, limit: int = 10, account: str = "acct") -> BeginAttempt:
+    now = time.time()
+    return BeginAttempt(RUN, f"{RUN}-b{batch}", "cn-hangzhou", attempt, f"tok-{batch}", account,
+                        now - 86_400, limit, now)
+
+
+def test_file_is_private_and_schema_current(tmp_path: Path) -> None:
+    """The ledger file is created mode 0600 and carries the newest schema version (I5)."""
+    path = tmp_path / "sub" / "l.sqlite3"
+    SqliteLedger(path).close()
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    with sqlite3.connect(path) as conn:
+        (version,) = conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+    assert int(version) == SCHEMA_VERSION
+
+
+def test_wider_mode_is_tightened(tmp_path: Path) -> None:
+    """An existing ledger readable by others is narrowed to 0600 on open."""
+    path = tmp_path / "l.sqlite3"
+    SqliteLedger(path).close()
+    path.chmod(0o644)
+    SqliteLedger(path).close()
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+
+
+def test_not_a_ledger_is_refused(tmp_path: Path) -> None:
+    """A file that is not SQLite gives a LedgerError naming it, not a traceback."""
+    path = tmp_path / "junk.sqlite3"
+    path.write_bytes(b"\x00garbage" * 200)
+    with pytest.raises(LedgerError, match="junk.sqlite3"):
+        SqliteLedger(path)
+
+
+def test_run_round_trip(ledger: SqliteLedger) -> None:
+    """A stored run reads back with its redacted parameters, batches and pending instances."""
+    run = ledger.get_run(RUN)
+    assert run.parameters == {"name": "x", "password": "***"}
+    assert run.secret_keys == ("password",)
+    batches = ledger.load_batches(RUN)
+    assert [b.instance_ids for b in batches] == [("i-a", "i-b"), ("i-c",)]
+    assert ledger.instance_counts(RUN) == {"cn-hangzhou": {"pending": 3}}
+    with pytest.raises(RunNotFoundError):
+        ledger.get_run("nope")
+    with pytest.raises(LedgerError, match="already exists"):
+        ledger.create_run(_run(), [])
+
+
+def test_begin_attempt_marks_sending_and_counts_quota(ledger: SqliteLedger) -> None:
+    """A granted attempt is durable: batch SENDING, attempt row, one quota call."""
+    assert ledger.apply([_begin(0)]) == [True]
+    batch = ledger.load_batches(RUN)[0]
+    assert batch.state is BatchState.SENDING
+    assert batch.attempts == 1
+    assert ledger.attempts(batch.batch_id)[0]["client_token"] == "tok-0"
+    assert ledger.quota_used("acct", 0)["cn-hangzhou"][0] == 1
+
+
+@pytest.mark.parametrize(("limit", "granted"), [(0, [False, False]), (1, [True, False]), (2, [True, True])])
+def test_quota_limit_within_one_group(ledger: SqliteLedger, limit: int, granted: list[bool]) -> None:
+    """Reservations in one transaction never exceed the limit, exactly at the boundary too."""
+    assert ledger.apply([_begin(0, limit=limit), _begin(1, limit=limit)]) == granted
+    assert sum(n for n, _ in ledger.quota_used("acct", 0).values()) == sum(granted)
+
+
+def test_quota_is_per_account(ledger: SqliteLedger) -> None:
+    """Another account's calls do not count against this one."""
+    ledger.apply([_begin(0, limit=1, account="other")])
+    assert ledger.apply([_begin(1, limit=1, account="acct")]) == [True]
+
+
+def test_transitions_are_checked(ledger: SqliteLedger) -> None:
+    """A forbidden batch transition raises and rolls back the whole group."""
+    now = time.time()
+    with pytest.raises(TransitionError, match="pending -> accepted"):
+        ledger.apply([_begin(1), SetBatch(f"{RUN}-b0", BatchState.ACCEPTED, now)])
+    assert ledger.load_batches(RUN)[1].state is BatchState.PENDING  # rolled back
+
+
+def test_accept_moves_open_instances(ledger: SqliteLedger) -> None:
+    """Accepting a batch marks its instances invoked with the InvokeId."""
+    now = time.time()
+    ledger.apply([
+        _begin(0),
+        FinishAttempt(f"{RUN}-b0", 1, "accepted", now, invoke_id="t-1", request_id="R"),
+        SetBatch(f"{RUN}-b0", BatchState.ACCEPTED, now, invoke_id="t-1",
+                 instance_state=InstanceState.INVOKED),
+    ])
+    rows = {r.instance_id: r for r in ledger.iter_instances(RUN)}
+    assert rows["i-a"].state is InstanceState.INVOKED
+    assert rows["i-a"].invoke_id == "t-1"
+    assert rows["i-c"].state is InstanceState.PENDING
+
+
+def test_shrink_only_when_never_maybe_applied(ledger: SqliteLedger) -> None:
+    """Isolation may change a pending batch's token, but never one whose answer was lost."""
+    now = time.time()
+    ledger.apply([_begin(0), SetBatch(f"{RUN}-b0", BatchState.PENDING, now),
+                  ShrinkBatch(f"{RUN}-b0", ("i-b",), "tok-new", now)])
+    assert ledger.load_batches(RUN)[0].client_token == "tok-new"
+    ledger.apply([_begin(1), SetBatch(f"{RUN}-b1", BatchState.UNKNOWN, now, maybe_applied=True)])
+    with pytest.raises(TransitionError):
+        ledger.apply([ShrinkBatch(f"{RUN}-b1", (), "tok-x", now)])
+
+
+def test_instance_transitions_checked(ledger: SqliteLedger) -> None:
+    """A final instance state cannot be left."""
+    now = time.time()
+    rec = InstanceRecord(RUN, "cn-hangzhou", "i-a", f"{RUN}-b0", InstanceState.FAILED, reason="x")
+    ledger.apply([SetInstances(RUN, (rec,), now)])
+    again = InstanceRecord(RUN, "cn-hangzhou", "i-a", f"{RUN}-b0", InstanceState.SUCCEEDED)
+    with pytest.raises(TransitionError, match="failed -> succeeded"):
+        ledger.apply([SetInstances(RUN, (again,), now)])
+
+
+def test_run_transitions_and_lease(ledger: SqliteLedger) -> None:
+    """Run state changes are checked; a live lease refuses another owner until it expires."""
+    now = time.time()
+    ledger.apply([SetRun(RUN, RunState.RUNNING, now)])
+    with pytest.raises(TransitionError):
+        ledger.apply([SetRun(RUN, RunState.CREATED, now)])
+    assert ledger.apply([AcquireLease(RUN, "a", now + 60, now)]) == [(True, "a", now + 60)]
+    assert ledger.apply([AcquireLease(RUN, "b", now + 60, now)]) == [(False, "a", now + 60)]
+    assert ledger.apply([AcquireLease(RUN, "b", now + 200, now + 61)])[0][0] is True
+
+
+def test_transition_table_is_data() -> None:
+    """The batch table forbids leaving a final state."""
+    for final in (BatchState.FAILED, BatchState.DONE):
+        assert not BATCH_TRANSITIONS[final]
+    with pytest.raises(TransitionError):
+        check_transition(BATCH_TRANSITIONS, BatchState.DONE, BatchState.PENDING, "b")
+
+
+async def test_group_commit_shares_transactions(ledger: SqliteLedger) -> None:
+    """Many concurrent submits are committed in fewer transactions, each result to its caller."""
+    committer = GroupCommitter(ledger)
+    results: list[object] = []
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(committer.run)
+
+        async def one(batch: int) -> None:
+            results.extend(await committer.submit(_begin(batch, limit=1)))
+
+        async with anyio.create_task_group() as inner:
+            inner.start_soon(one, 0)
+            inner.start_soon(one, 1)
+        await committer.flush()
+        committer.close()
+    assert sorted(results, key=bool) == [False, True]
+    assert committer.commits <= 2
+
+
+async def test_posted_error_surfaces_at_flush(ledger: SqliteLedger) -> None:
+    """A failed fire-and-forget write is raised by the next flush, not lost."""
+    committer = GroupCommitter(ledger)
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(committer.run)
+        committer.post(SetBatch(f"{RUN}-b0", BatchState.DONE, time.time()))
+        with pytest.raises(LedgerError, match="pending -> done"):
+            await committer.flush()
+        committer.close()
+
+
+def _reserve_many(path: str, worker: int, n: int, out: multiprocessing.Queue[int]) -> None:
+    store = SqliteLedger(Path(path))
+    granted = 0
+    for i in range(n):
+        now = time.time()
+        attempt = 2 + worker * 1000 + i
+        op = BeginAttempt(RUN, f"{RUN}-b{i % 2}", "cn-hangzhou", attempt, "t", "acct",
+                          now - 86_400, 30, now)
+        granted += bool(store.apply([op])[0])
+    out.put(granted)
+
+
+def test_quota_is_atomic_across_processes(tmp_path: Path) -> None:
+    """Three processes reserving from one file never exceed the shared limit together (I3)."""
+    path = tmp_path / "shared.sqlite3"
+    store = SqliteLedger(path)
+    store.create_run(_run(), [_batch(0, ("i-a",)), _batch(1, ("i-b",))])
+    store.apply([_begin(0), _begin(1)])  # both SENDING so re-begins are allowed
+    ctx = multiprocessing.get_context("spawn")
+    queue: multiprocessing.Queue[int] = ctx.Queue()
+    procs = [ctx.Process(target=_reserve_many, args=(str(path), w, 25, queue)) for w in range(3)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+    granted = sum(queue.get(timeout=5) for _ in procs)
+    assert granted == 28  # 30 minus the 2 reserved above
+    assert store.quota_used("acct", 0)["cn-hangzhou"][0] == 30
