@@ -117,9 +117,7 @@ INSTANCE_TRANSITIONS: Mapping[InstanceState, frozenset[InstanceState]] = {
 }
 
 
-def check_transition(
-    table: Mapping[S, frozenset[S]], current: S, new: S, what: str
-) -> None:
+def check_transition(table: Mapping[S, frozenset[S]], current: S, new: S, what: str) -> None:
     """Raise `TransitionError` unless `current -> new` is in `table`."""
     if new not in table[current]:
         msg = f"{what}: {current} -> {new} is not an allowed transition"

@@ -103,7 +103,9 @@ class SqliteLedger:
         row = self._conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
         current = int(row[0]) if row else 0
         if current > SCHEMA_VERSION:
-            msg = f"{self.path}: ledger schema {current} is newer than this fanout ({SCHEMA_VERSION})"
+            msg = (
+                f"{self.path}: ledger schema {current} is newer than this fanout ({SCHEMA_VERSION})"
+            )
             raise LedgerError(msg)
         for version, sql in MIGRATIONS:
             if version <= current:
@@ -234,8 +236,7 @@ class SqliteLedger:
         """Instance counts by region, then by state."""
         counts: dict[str, dict[str, int]] = {}
         for region, state, n in self._query(
-            "SELECT region, state, COUNT(*) FROM instances WHERE run_id = ? "
-            "GROUP BY region, state",
+            "SELECT region, state, COUNT(*) FROM instances WHERE run_id = ? GROUP BY region, state",
             (run_id,),
         ):
             counts.setdefault(region, {})[state] = n
@@ -267,7 +268,9 @@ class SqliteLedger:
         )
         return [_instance_from_row(r) for r in rows]
 
-    def events(self, run_id: str, after_id: int = 0) -> list[tuple[int, float, str, dict[str, Any]]]:
+    def events(
+        self, run_id: str, after_id: int = 0
+    ) -> list[tuple[int, float, str, dict[str, Any]]]:
         """The run's journal after `after_id`."""
         rows = self._query(
             "SELECT id, ts, kind, data FROM events WHERE run_id = ? AND id > ? ORDER BY id",
