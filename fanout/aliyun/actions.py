@@ -1,0 +1,245 @@
+"""The ECS actions fanout uses, as typed methods: parameters in, frozen values out.
+
+`EcsActions` builds each action's parameters, follows NextToken paging and parses the answers;
+it sends through one abstract method, `call`, which `fanout.aliyun.client.EcsClient` implements
+over HTTP. Whether a call may be retried is the transport's business: `Describe*` calls are,
+InvokeCommand, StopInvocation and CreateCommand are sent once per method call.
+"""
+
+from __future__ import annotations
+
+import abc
+import base64
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TypeVar
+
+from fanout.aliyun import responses, wire
+from fanout.aliyun.responses import (
+    AgentStatus,
+    Command,
+    Instance,
+    Invocation,
+    InvocationResult,
+    InvokeResult,
+    Page,
+)
+
+__all__ = [
+    "INSTANCE_IDS_MAX",
+    "PAGE_SIZE_MAX",
+    "STATUS_IDS_MAX",
+    "STOP_IDS_MAX",
+    "EcsActions",
+]
+
+T = TypeVar("T")
+
+# Per-call limits of the API (aliyun-api-facts.md sections 1.3, 2.1-2.6).
+PAGE_SIZE_MAX = 50  # MaxResults of DescribeInvocation(Result)s, DescribeCloudAssistantStatus
+INSTANCE_IDS_MAX = 100  # DescribeInstances' InstanceIds JSON array
+STATUS_IDS_MAX = 50  # DescribeCloudAssistantStatus' InstanceId.N (no documented max: stay small)
+STOP_IDS_MAX = 50  # StopInvocation's InstanceId.N
+# A server that keeps answering with new NextTokens must not keep us paging forever.
+_MAX_PAGES = 10_000
+
+
+class EcsActions(abc.ABC):
+    """Typed ECS actions over `call`."""
+
+    @abc.abstractmethod
+    async def call(self, action: str, region: str, params: Mapping[str, object]) -> dict[str, Any]:
+        """Send `action` to `region` with `params` (RegionId added); the parsed JSON answer."""
+
+    async def _collect(
+        self,
+        action: str,
+        region: str,
+        params: Mapping[str, object],
+        parse: Callable[[dict[str, Any]], Page[T]],
+    ) -> list[T]:
+        """Every item of a NextToken-paged listing."""
+        items: list[T] = []
+        token = ""
+        seen: set[str] = set()
+        for _ in range(_MAX_PAGES):
+            page = parse(await self.call(action, region, {**params, "NextToken": token or None}))
+            items.extend(page.items)
+            token = page.next_token
+            if not token or token in seen:
+                break
+            seen.add(token)
+        return items
+
+    async def invoke_command(
+        self,
+        region: str,
+        command_id: str,
+        instance_ids: Sequence[str],
+        *,
+        client_token: str,
+        parameters: Mapping[str, str] | None = None,
+        timed: bool | None = None,
+        frequency: str | None = None,
+        repeat_mode: str | None = None,
+        timeout_s: int | None = None,
+        username: str | None = None,
+        working_dir: str | None = None,
+    ) -> InvokeResult:
+        """InvokeCommand, sent once (never retried here: it costs quota)."""
+        params = wire.invoke_command_params(
+            region,
+            command_id,
+            instance_ids,
+            client_token=client_token,
+            parameters=parameters,
+            timed=timed,
+            frequency=frequency,
+            repeat_mode=repeat_mode,
+            timeout_s=timeout_s,
+            username=username,
+            working_dir=working_dir,
+        )
+        return responses.parse_invoke(await self.call("InvokeCommand", region, params))
+
+    async def describe_invocation_results(
+        self,
+        region: str,
+        *,
+        invoke_id: str | None = None,
+        instance_id: str | None = None,
+        max_results: int = PAGE_SIZE_MAX,
+        content_encoding: str = "PlainText",
+    ) -> list[InvocationResult]:
+        """Every per-instance result of an invocation (or of an instance), all pages."""
+        params = {
+            "InvokeId": invoke_id,
+            "InstanceId": instance_id,
+            "MaxResults": max_results,
+            "ContentEncoding": content_encoding,
+        }
+        return await self._collect(
+            "DescribeInvocationResults",
+            region,
+            params,
+            lambda body: responses.parse_invocation_results(body, content_encoding),
+        )
+
+    async def describe_invocations(
+        self,
+        region: str,
+        *,
+        invoke_id: str | None = None,
+        instance_id: str | None = None,
+        command_id: str | None = None,
+        include_output: bool = False,
+        max_results: int = PAGE_SIZE_MAX,
+    ) -> list[Invocation]:
+        """Invocations with their instances (output in plain text when asked for), all pages."""
+        params = {
+            "InvokeId": invoke_id,
+            "InstanceId": instance_id,
+            "CommandId": command_id,
+            "IncludeOutput": include_output,
+            "ContentEncoding": "PlainText",
+            "MaxResults": max_results,
+        }
+        return await self._collect(
+            "DescribeInvocations", region, params, responses.parse_invocations
+        )
+
+    async def describe_instances(
+        self,
+        region: str,
+        *,
+        instance_ids: Sequence[str] | None = None,
+        tags: Mapping[str, str] | None = None,
+        status: str | None = None,
+        max_results: int = INSTANCE_IDS_MAX,
+    ) -> list[Instance]:
+        """Instances by id (any number: sent 100 at a time), tag or status, all pages."""
+        base: dict[str, object] = {
+            "Tag": [{"Key": k, "Value": v} for k, v in (tags or {}).items()],
+            "Status": status,
+            "MaxResults": max_results,
+        }
+
+        def parse(body: dict[str, Any]) -> Page[Instance]:
+            return responses.parse_instances(body, region)
+
+        if instance_ids is None:
+            return await self._collect("DescribeInstances", region, base, parse)
+        found: list[Instance] = []
+        for chunk in _chunks(instance_ids, INSTANCE_IDS_MAX):
+            params = {**base, "InstanceIds": wire.compact_json(list(chunk))}
+            found.extend(await self._collect("DescribeInstances", region, params, parse))
+        return found
+
+    async def describe_cloud_assistant_status(
+        self, region: str, instance_ids: Sequence[str]
+    ) -> list[AgentStatus]:
+        """Whether each instance's Cloud Assistant agent is online."""
+        found: list[AgentStatus] = []
+        for chunk in _chunks(instance_ids, STATUS_IDS_MAX):
+            params = {"InstanceId": list(chunk), "MaxResults": PAGE_SIZE_MAX}
+            found.extend(
+                await self._collect(
+                    "DescribeCloudAssistantStatus", region, params, responses.parse_agent_statuses
+                )
+            )
+        return found
+
+    async def create_command(
+        self,
+        region: str,
+        *,
+        name: str,
+        content: str,
+        command_type: str = "RunShellScript",
+        enable_parameter: bool = False,
+        timeout_s: int = 60,
+    ) -> str:
+        """CreateCommand with `content` as plain text (Base64-encoded here); the new CommandId."""
+        params = {
+            "Name": name,
+            "Type": command_type,
+            "CommandContent": base64.b64encode(content.encode("utf-8")).decode("ascii"),
+            "EnableParameter": enable_parameter,
+            "Timeout": timeout_s,
+        }
+        return responses.parse_command_id(await self.call("CreateCommand", region, params))
+
+    async def describe_commands(
+        self, region: str, *, command_id: str | None = None
+    ) -> list[Command]:
+        """Commands (one, or all of the account's), content decoded, all pages."""
+        params = {"CommandId": command_id, "MaxResults": PAGE_SIZE_MAX}
+        return await self._collect("DescribeCommands", region, params, responses.parse_commands)
+
+    async def stop_invocation(
+        self, region: str, invoke_id: str, instance_ids: Sequence[str] | None = None
+    ) -> str:
+        """StopInvocation on the given instances (None: all), 50 per call; the last RequestId.
+
+        An empty list stops nothing and sends nothing. Never retried here.
+        """
+        if instance_ids is None:
+            body = await self.call("StopInvocation", region, {"InvokeId": invoke_id})
+            return str(body.get("RequestId", ""))
+        request_id = ""
+        for chunk in _chunks(instance_ids, STOP_IDS_MAX):
+            params = {"InvokeId": invoke_id, "InstanceId": list(chunk)}
+            body = await self.call("StopInvocation", region, params)
+            request_id = str(body.get("RequestId", ""))
+        return request_id
+
+    async def describe_account_attributes(
+        self, region: str, names: Sequence[str]
+    ) -> dict[str, list[str]]:
+        """Account attributes (e.g. `max-axt-invocation-daily`) -> their values as text."""
+        body = await self.call("DescribeAccountAttributes", region, {"AttributeName": list(names)})
+        return responses.parse_account_attributes(body)
+
+
+def _chunks(items: Sequence[str], size: int) -> list[Sequence[str]]:
+    """`items` in slices of at most `size` (none for an empty sequence)."""
+    return [items[i : i + size] for i in range(0, len(items), size)]

@@ -1,0 +1,243 @@
+"""The ECS API client: the one place where fanout speaks HTTP.
+
+One `aiohttp.ClientSession` per client, with one keep-alive connection pool and one TLS context
+(certificates always verified for https; `ca_bundle` adds a trusted CA). Proxy variables are
+ignored (`trust_env=False`): these calls carry signed credentials and go straight to the endpoint.
+
+Every call is a POST to `/` with every parameter in the query, exactly as signed
+(`fanout.aliyun.wire.sign_request`), and an empty body; a fresh nonce and timestamp per attempt.
+Failures become `fanout.errors.CallError`s:
+
+- an error body -> `ApiError` (Code, HTTP status, RequestId, `x-acs-retry-after`);
+- no complete answer -> `TransportError`, translated from aiohttp, socket and timeout errors in
+  exactly one function, `_transport_error`: `sent=False` (RETRYABLE) only when the connection was
+  never made, else `sent=True` (AMBIGUOUS: the server may have applied the call).
+
+The typed actions (`invoke_command`, `describe_*`, ...) come from `fanout.aliyun.actions.EcsActions`.
+Read-only `Describe*` calls cost no quota, so the client retries their transient failures itself
+(bounded exponential backoff with jitter). InvokeCommand, StopInvocation and CreateCommand are
+sent exactly once per method call: the runner owns their retries, as ledger events.
+"""
+
+from __future__ import annotations
+
+import random
+import ssl
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from types import TracebackType
+from typing import Any, Literal, Self
+
+import aiohttp
+import anyio
+import yarl
+
+from fanout.aliyun import wire
+from fanout.aliyun.actions import EcsActions
+from fanout.aliyun.credentials import Credentials
+from fanout.aliyun.endpoints import resolve_endpoint
+from fanout.errors import CallError, CallKind, ConfigError, TransportError
+
+__all__ = ["DEFAULT_OPTIONS", "USER_AGENT", "ClientOptions", "EcsClient"]
+
+
+def _package_version() -> str:
+    """fanout's installed version, for the User-Agent."""
+    try:
+        return metadata.version("fanout")
+    except metadata.PackageNotFoundError:
+        return "0"
+
+
+USER_AGENT = f"fanout/{_package_version()}"
+
+# Backoff of read-only retries never waits longer than this, whatever the server asks.
+_RETRY_CAP_S = 5.0
+# Close idle pooled connections before the typical server idle timeout (15 s and up) does, so a
+# request is rarely written into a connection the server has just closed (an ambiguous failure).
+_KEEPALIVE_S = 10.0
+_TRANSIENT = frozenset({CallKind.RETRYABLE, CallKind.AMBIGUOUS})
+
+
+@dataclass(frozen=True, slots=True)
+class ClientOptions:
+    """How the client reaches the API."""
+
+    endpoint: str | None = None  # one base URL for every region (the emulator)
+    network: str = "public"  # or "vpc"
+    signature: Literal["v3", "rpc"] = "v3"
+    # The legacy SDK's defaults: connect 5 s; read 16 s for InvokeCommand and the Describe calls
+    # fanout polls (aliyunsdkcore timeout_config.json, facts section 2.6).
+    connect_timeout_s: float = 5.0
+    read_timeout_s: float = 16.0
+    max_connections: int = 128
+    ca_bundle: Path | None = None
+    user_agent: str = USER_AGENT
+    # Read-only calls: at most this many attempts, the first retry after about `retry_base_delay_s`.
+    describe_attempts: int = 4
+    retry_base_delay_s: float = 0.2
+
+
+DEFAULT_OPTIONS = ClientOptions()
+
+
+def _utc_now() -> datetime:
+    """The wall clock, in UTC."""
+    return datetime.now(UTC)
+
+
+class EcsClient(EcsActions):
+    """Signed calls to the ECS API over one connection pool; use `async with` or call `close()`."""
+
+    def __init__(
+        self,
+        credentials: Credentials,
+        options: ClientOptions = DEFAULT_OPTIONS,
+        *,
+        clock: Callable[[], datetime] | None = None,
+    ) -> None:
+        self._credentials = credentials
+        self._options = options
+        self._clock = clock or _utc_now
+        self._session: aiohttp.ClientSession | None = None
+        self._closed = False
+
+    def __repr__(self) -> str:
+        return f"EcsClient(key={self._credentials.access_key_id!r}, options={self._options!r})"
+
+    async def __aenter__(self) -> Self:
+        self._ensure_session()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Close the connection pool; the client cannot be used afterwards."""
+        self._closed = True
+        if self._session is not None:
+            session, self._session = self._session, None
+            await session.close()
+
+    # ----------------------------------------------------------------------- transport
+
+    def _ensure_session(self) -> aiohttp.ClientSession:
+        """The one session of this client, created on first use."""
+        if self._closed:
+            raise RuntimeError("EcsClient is closed")
+        if self._session is None:
+            options = self._options
+            connector = aiohttp.TCPConnector(
+                limit=options.max_connections,
+                ssl=self._ssl_context(),
+                keepalive_timeout=_KEEPALIVE_S,
+            )
+            self._session = aiohttp.ClientSession(
+                connector=connector,
+                timeout=aiohttp.ClientTimeout(
+                    total=None,
+                    sock_connect=options.connect_timeout_s,
+                    sock_read=options.read_timeout_s,
+                ),
+                headers={"User-Agent": options.user_agent, "Accept": "application/json"},
+                trust_env=False,
+            )
+        return self._session
+
+    def _ssl_context(self) -> ssl.SSLContext:
+        """System CAs plus `ca_bundle`; hostname and certificate checks always on."""
+        context = ssl.create_default_context()
+        bundle = self._options.ca_bundle
+        if bundle is not None:
+            try:
+                context.load_verify_locations(cafile=str(bundle))
+            except (OSError, ssl.SSLError) as exc:
+                raise ConfigError(
+                    f"CA bundle {bundle}: cannot be loaded ({type(exc).__name__})"
+                ) from None
+        return context
+
+    async def _send(self, action: str, region: str, params: Mapping[str, str]) -> dict[str, Any]:
+        """One signed attempt: the parsed JSON body, or a CallError."""
+        session = self._ensure_session()
+        base = resolve_endpoint(
+            region, network=self._options.network, override=self._options.endpoint
+        )
+        request = wire.sign_request(
+            self._options.signature,
+            base,
+            action,
+            params,
+            self._credentials,
+            nonce=uuid.uuid4().hex,
+            moment=self._clock(),
+        )
+        try:
+            async with session.post(
+                yarl.URL(request.url, encoded=True), headers=request.headers
+            ) as response:
+                raw = await response.read()
+                status = response.status
+                retry_after = response.headers.get(wire.RETRY_AFTER_HEADER)
+        except (aiohttp.ClientError, OSError) as exc:  # TimeoutError is an OSError
+            # `from None`: aiohttp's exceptions may quote the URL, whose query is signed data.
+            raise _transport_error(exc, action=action, region=region, host=request.host) from None
+        return wire.decode_answer(
+            raw, status, retry_after, action=action, region=region, host=request.host
+        )
+
+    async def _send_read_only(
+        self, action: str, region: str, params: Mapping[str, str]
+    ) -> dict[str, Any]:
+        """`_send` with bounded retries of transient failures (for calls that change nothing)."""
+        attempts = max(1, self._options.describe_attempts)
+        attempt = 1
+        while True:
+            try:
+                return await self._send(action, region, params)
+            except CallError as err:
+                if attempt >= attempts or err.kind not in _TRANSIENT:
+                    raise
+                delay_s = self._backoff_s(attempt, err.retry_after_s)
+            await anyio.sleep(delay_s)
+            attempt += 1
+
+    def _backoff_s(self, attempt: int, retry_after_s: float | None) -> float:
+        """Exponential delay with jitter before retry number `attempt`, at most `_RETRY_CAP_S`."""
+        ceiling = min(_RETRY_CAP_S, self._options.retry_base_delay_s * 2 ** (attempt - 1))
+        delay_s = random.uniform(ceiling / 2, ceiling)
+        if retry_after_s is not None:
+            delay_s = max(delay_s, min(retry_after_s, _RETRY_CAP_S))
+        return delay_s
+
+    async def call(self, action: str, region: str, params: Mapping[str, object]) -> dict[str, Any]:
+        """Call `action` in `region`; `RegionId` is added. `Describe*` actions retry, others never."""
+        flat = wire.flatten({"RegionId": region, **params})
+        if action.startswith("Describe"):
+            return await self._send_read_only(action, region, flat)
+        return await self._send(action, region, flat)
+
+
+def _transport_error(exc: BaseException, *, action: str, region: str, host: str) -> TransportError:
+    """THE translation of aiohttp / socket / timeout errors: was anything sent?
+
+    Only a failure to connect proves that nothing was written. Everything later (disconnect,
+    reset, truncated body, read timeout) may have reached the server: ambiguous. The message names
+    the action, region, host and exception class, never the URL (its query is signed data).
+    """
+    sent = not isinstance(exc, aiohttp.ClientConnectorError | aiohttp.ConnectionTimeoutError)
+    detail = type(exc).__name__
+    os_error = getattr(exc, "os_error", exc)
+    if isinstance(os_error, OSError) and os_error.strerror:
+        detail += f": {os_error.strerror}"
+    effect = "the server may have received it" if sent else "nothing was sent"
+    return TransportError(f"{action} in {region} via {host}: {detail} ({effect})", sent=sent)

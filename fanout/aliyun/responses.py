@@ -1,0 +1,342 @@
+"""ECS API answers as frozen values: the JSON bodies of the actions fanout uses, parsed.
+
+Each list in a body sits in a one-key wrapper object (`Instances.Instance[]`, see
+`aliyun-api-facts.md` section 9); missing fields read as empty, never as an exception, because a
+newer or older server may leave out fields fanout does not rely on. Pure: no I/O.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+__all__ = [
+    "AgentStatus",
+    "Command",
+    "Instance",
+    "Invocation",
+    "InvocationInstance",
+    "InvocationResult",
+    "InvokeResult",
+    "Page",
+    "decode_text",
+    "parse_account_attributes",
+    "parse_agent_statuses",
+    "parse_command_id",
+    "parse_commands",
+    "parse_instances",
+    "parse_invocation_results",
+    "parse_invocations",
+    "parse_invoke",
+]
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class Page(Generic[T]):
+    """One page of a listing and the token of the next (empty when it was the last)."""
+
+    items: tuple[T, ...]
+    next_token: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class InvokeResult:
+    """InvokeCommand's answer."""
+
+    invoke_id: str
+    request_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class InvocationResult:
+    """One instance's result of one invocation (DescribeInvocationResults)."""
+
+    invoke_id: str
+    instance_id: str
+    command_id: str
+    status: str  # per-instance InvocationStatus: Pending, Running, Success, Failed, ...
+    exit_code: int | None
+    output: str
+    dropped: int  # bytes of output cut off by the server (output over 24 KB)
+    error_code: str
+    error_info: str
+    start_time: str | None
+    finished_time: str | None
+    stop_time: str | None
+    repeats: int
+
+
+@dataclass(frozen=True, slots=True)
+class InvocationInstance:
+    """One instance of an invocation as DescribeInvocations lists it."""
+
+    instance_id: str
+    status: str
+    exit_code: int | None
+    output: str
+    dropped: int
+    error_code: str
+    error_info: str
+    start_time: str | None
+    finish_time: str | None
+    stop_time: str | None
+    repeats: int
+
+
+@dataclass(frozen=True, slots=True)
+class Invocation:
+    """One invocation (DescribeInvocations) with its overall status."""
+
+    invoke_id: str
+    command_id: str
+    status: str  # overall InvocationStatus
+    creation_time: str | None
+    instances: tuple[InvocationInstance, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class Instance:
+    """The preflight view of one ECS instance (DescribeInstances)."""
+
+    instance_id: str
+    region: str
+    status: str
+    network_type: str
+    os_type: str
+    zone_id: str
+    tags: dict[str, str]
+
+
+@dataclass(frozen=True, slots=True)
+class AgentStatus:
+    """Whether an instance's Cloud Assistant agent is online (DescribeCloudAssistantStatus)."""
+
+    instance_id: str
+    online: bool
+    version: str
+    os_type: str
+
+
+@dataclass(frozen=True, slots=True)
+class Command:
+    """A Cloud Assistant command (DescribeCommands); `content` is decoded."""
+
+    command_id: str
+    name: str
+    type: str
+    content: str
+    enable_parameter: bool
+    parameter_names: tuple[str, ...]
+    timeout_s: int
+
+
+def _items(body: Mapping[str, Any], *path: str) -> list[Mapping[str, Any]]:
+    """The list at `path` (each list sits in a one-key wrapper object); [] when absent."""
+    node: Any = body
+    for key in path:
+        node = node.get(key) if isinstance(node, Mapping) else None
+    return [item for item in node or () if isinstance(item, Mapping)]
+
+
+def _str(item: Mapping[str, Any], key: str) -> str:
+    """A field as text ('' when missing or null)."""
+    value = item.get(key)
+    return "" if value is None else str(value)
+
+
+def _opt_str(item: Mapping[str, Any], key: str) -> str | None:
+    """A field as text, None when missing, null or empty."""
+    return _str(item, key) or None
+
+
+def _int(item: Mapping[str, Any], key: str, default: int = 0) -> int:
+    """A field as an int (`default` when missing or not a number)."""
+    value = _opt_int(item, key)
+    return default if value is None else value
+
+
+def _opt_int(item: Mapping[str, Any], key: str) -> int | None:
+    """A field as an int, None when missing or not a number."""
+    value = item.get(key)
+    if isinstance(value, bool) or value is None:
+        return None
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _bool(item: Mapping[str, Any], key: str) -> bool:
+    """A JSON boolean, or the strings "true"/"false" in any case."""
+    value = item.get(key)
+    if isinstance(value, str):
+        return value.strip().lower() == "true"
+    return bool(value)
+
+
+def decode_text(value: str, encoding: str) -> str:
+    """`value` as text: Base64 is decoded (UTF-8, bad bytes replaced); anything else is as is."""
+    if encoding.lower() != "base64" or not value:
+        return value
+    try:
+        return base64.b64decode(value, validate=True).decode("utf-8", errors="replace")
+    except (binascii.Error, ValueError):
+        return value
+
+
+def _page(items: Iterable[T], token: Any) -> Page[T]:
+    """A page of parsed items."""
+    return Page(tuple(items), "" if token is None else str(token))
+
+
+def parse_invoke(body: Mapping[str, Any]) -> InvokeResult:
+    """InvokeCommand: the InvokeId and RequestId."""
+    return InvokeResult(invoke_id=_str(body, "InvokeId"), request_id=_str(body, "RequestId"))
+
+
+def parse_invocation_results(
+    body: Mapping[str, Any], encoding: str = "PlainText"
+) -> Page[InvocationResult]:
+    """DescribeInvocationResults: `Invocation.InvocationResults.InvocationResult[]`."""
+    wrapper = body.get("Invocation") or {}
+    rows = _items(body, "Invocation", "InvocationResults", "InvocationResult")
+    return _page(
+        (
+            InvocationResult(
+                invoke_id=_str(r, "InvokeId"),
+                instance_id=_str(r, "InstanceId"),
+                command_id=_str(r, "CommandId"),
+                status=_str(r, "InvocationStatus"),
+                exit_code=_opt_int(r, "ExitCode"),
+                output=decode_text(_str(r, "Output"), encoding),
+                dropped=_int(r, "Dropped"),
+                error_code=_str(r, "ErrorCode"),
+                error_info=_str(r, "ErrorInfo"),
+                start_time=_opt_str(r, "StartTime"),
+                finished_time=_opt_str(r, "FinishedTime"),
+                stop_time=_opt_str(r, "StopTime"),
+                repeats=_int(r, "Repeats"),
+            )
+            for r in rows
+        ),
+        wrapper.get("NextToken") if isinstance(wrapper, Mapping) else None,
+    )
+
+
+def _invocation_instance(r: Mapping[str, Any], encoding: str) -> InvocationInstance:
+    """One `InvokeInstances.InvokeInstance` entry."""
+    return InvocationInstance(
+        instance_id=_str(r, "InstanceId"),
+        status=_str(r, "InvocationStatus") or _str(r, "InstanceInvokeStatus"),
+        exit_code=_opt_int(r, "ExitCode"),
+        output=decode_text(_str(r, "Output"), encoding),
+        dropped=_int(r, "Dropped"),
+        error_code=_str(r, "ErrorCode"),
+        error_info=_str(r, "ErrorInfo"),
+        start_time=_opt_str(r, "StartTime"),
+        finish_time=_opt_str(r, "FinishTime"),
+        stop_time=_opt_str(r, "StopTime"),
+        repeats=_int(r, "Repeats"),
+    )
+
+
+def parse_invocations(body: Mapping[str, Any], encoding: str = "PlainText") -> Page[Invocation]:
+    """DescribeInvocations: `Invocations.Invocation[].InvokeInstances.InvokeInstance[]`."""
+    return _page(
+        (
+            Invocation(
+                invoke_id=_str(r, "InvokeId"),
+                command_id=_str(r, "CommandId"),
+                status=_str(r, "InvocationStatus") or _str(r, "InvokeStatus"),
+                creation_time=_opt_str(r, "CreationTime"),
+                instances=tuple(
+                    _invocation_instance(i, encoding)
+                    for i in _items(r, "InvokeInstances", "InvokeInstance")
+                ),
+            )
+            for r in _items(body, "Invocations", "Invocation")
+        ),
+        body.get("NextToken"),
+    )
+
+
+def parse_instances(body: Mapping[str, Any], region: str) -> Page[Instance]:
+    """DescribeInstances: `Instances.Instance[]`, tags flattened into a dict."""
+    return _page(
+        (
+            Instance(
+                instance_id=_str(r, "InstanceId"),
+                region=_str(r, "RegionId") or region,
+                status=_str(r, "Status"),
+                network_type=_str(r, "InstanceNetworkType"),
+                os_type=_str(r, "OSType"),
+                zone_id=_str(r, "ZoneId"),
+                tags={_str(t, "TagKey"): _str(t, "TagValue") for t in _items(r, "Tags", "Tag")},
+            )
+            for r in _items(body, "Instances", "Instance")
+        ),
+        body.get("NextToken"),
+    )
+
+
+def parse_agent_statuses(body: Mapping[str, Any]) -> Page[AgentStatus]:
+    """DescribeCloudAssistantStatus; `CloudAssistantStatus` is the string "true" (any case)."""
+    rows = _items(body, "InstanceCloudAssistantStatusSet", "InstanceCloudAssistantStatus")
+    return _page(
+        (
+            AgentStatus(
+                instance_id=_str(r, "InstanceId"),
+                online=_bool(r, "CloudAssistantStatus"),
+                version=_str(r, "CloudAssistantVersion"),
+                os_type=_str(r, "OSType"),
+            )
+            for r in rows
+        ),
+        body.get("NextToken"),
+    )
+
+
+def parse_commands(body: Mapping[str, Any]) -> Page[Command]:
+    """DescribeCommands: `Commands.Command[]`; the content arrives Base64-encoded."""
+    return _page(
+        (
+            Command(
+                command_id=_str(r, "CommandId"),
+                name=_str(r, "Name"),
+                type=_str(r, "Type"),
+                content=decode_text(_str(r, "CommandContent"), "Base64"),
+                enable_parameter=_bool(r, "EnableParameter"),
+                parameter_names=tuple(_parameter_names(r)),
+                timeout_s=_int(r, "Timeout"),
+            )
+            for r in _items(body, "Commands", "Command")
+        ),
+        body.get("NextToken"),
+    )
+
+
+def _parameter_names(command: Mapping[str, Any]) -> list[str]:
+    """`ParameterNames.ParameterName[]`, a list of strings."""
+    wrapper = command.get("ParameterNames")
+    names = wrapper.get("ParameterName") if isinstance(wrapper, Mapping) else None
+    return [str(n) for n in names or ()]
+
+
+def parse_command_id(body: Mapping[str, Any]) -> str:
+    """CreateCommand: the new CommandId."""
+    return _str(body, "CommandId")
+
+
+def parse_account_attributes(body: Mapping[str, Any]) -> dict[str, list[str]]:
+    """DescribeAccountAttributes: attribute name -> its values as text."""
+    return {
+        _str(item, "AttributeName"): [
+            _str(v, "Value") for v in _items(item, "AttributeValues", "ValueItem")
+        ]
+        for item in _items(body, "AccountAttributeItems", "AccountAttributeItem")
+    }

@@ -1,0 +1,294 @@
+"""The ECS RPC wire format as pure functions: parameters in, signed request out; JSON in, values out.
+
+- `flatten` turns Python values into the flat string map the API expects (`aliyun-api-facts.md` 1.3):
+  lists become `Key.1..N`, lists of dicts `Key.N.Sub`, dicts compact JSON, booleans `true`/`false`.
+- `sign_request` adds the common parameters or headers of either signing scheme (`rpc` = HMAC-SHA1
+  V1, `v3` = ACS3-HMAC-SHA256) and returns the exact URL to send: its query *is* the canonical
+  encoding that was signed, so no byte differs between what was signed and what is sent.
+- `decode_answer` turns an HTTP status and body into the JSON object, or the `ApiError` it carries.
+- The answers' values (`InvocationResult`, `Instance`, ...) and their parsers are in
+  `fanout.aliyun.responses`; the values are re-exported here.
+
+No clock, randomness or I/O: callers pass the nonce and the time.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any, Literal, Protocol
+from urllib.parse import urlsplit
+
+# The response values live in `responses`; they are re-exported here, where callers look first.
+from fanout.aliyun.responses import (
+    AgentStatus,
+    Command,
+    Instance,
+    Invocation,
+    InvocationInstance,
+    InvocationResult,
+    InvokeResult,
+    Page,
+)
+from fanout.aliyun.signing import EMPTY_SHA256, canonical_query, rpc_signature, v3_authorization
+from fanout.errors import ApiError, TransportError
+
+__all__ = [
+    "API_VERSION",
+    "RETRY_AFTER_HEADER",
+    "AgentStatus",
+    "Command",
+    "Instance",
+    "Invocation",
+    "InvocationInstance",
+    "InvocationResult",
+    "InvokeResult",
+    "KeyPair",
+    "Page",
+    "Scheme",
+    "SignedRequest",
+    "compact_json",
+    "decode_answer",
+    "flatten",
+    "format_timestamp",
+    "host_header",
+    "invoke_command_params",
+    "rpc_params",
+    "sign_request",
+]
+
+API_VERSION = "2014-05-26"
+RETRY_AFTER_HEADER = "x-acs-retry-after"  # milliseconds
+# Longest server message kept in an ApiError.
+_MESSAGE_MAX = 500
+_TIMESTAMP_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
+_DEFAULT_PORTS = {"http": 80, "https": 443}
+
+Scheme = Literal["v3", "rpc"]
+
+
+class KeyPair(Protocol):
+    """What signing needs from credentials (`fanout.aliyun.credentials.Credentials` fits)."""
+
+    @property
+    def access_key_id(self) -> str: ...
+    @property
+    def access_key_secret(self) -> str: ...
+    @property
+    def security_token(self) -> str | None: ...
+
+
+def compact_json(value: object) -> str:
+    """JSON as the official SDK writes it: no spaces, non-ASCII kept raw (encoded later)."""
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+def flatten(params: Mapping[str, object]) -> dict[str, str]:
+    """The flat `name -> string` map of `params`; None values are left out."""
+    out: dict[str, str] = {}
+    for key, value in params.items():
+        _flatten_into(out, key, value)
+    return out
+
+
+def _flatten_into(out: dict[str, str], key: str, value: object) -> None:
+    """Write one value under `key`, expanding lists 1-based."""
+    if value is None:
+        return
+    if isinstance(value, bool):  # before int: bool is an int
+        out[key] = "true" if value else "false"
+    elif isinstance(value, str):
+        out[key] = value
+    elif isinstance(value, int | float):
+        out[key] = str(value)
+    elif isinstance(value, Mapping):
+        out[key] = compact_json(dict(value))
+    elif isinstance(value, list | tuple):
+        for index, item in enumerate(value, start=1):
+            if isinstance(item, Mapping):
+                for sub, sub_value in item.items():
+                    _flatten_into(out, f"{key}.{index}.{sub}", sub_value)
+            else:
+                _flatten_into(out, f"{key}.{index}", item)
+    else:
+        raise TypeError(f"parameter {key}: cannot send a {type(value).__name__}")
+
+
+def format_timestamp(moment: datetime) -> str:
+    """UTC `YYYY-MM-DDTHH:MM:SSZ`; a naive datetime is taken as UTC."""
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return moment.astimezone(UTC).strftime(_TIMESTAMP_FORMAT)
+
+
+def invoke_command_params(
+    region: str,
+    command_id: str,
+    instance_ids: Sequence[str],
+    *,
+    client_token: str | None = None,
+    parameters: Mapping[str, str] | None = None,
+    timed: bool | None = None,
+    frequency: str | None = None,
+    repeat_mode: str | None = None,
+    timeout_s: int | None = None,
+    username: str | None = None,
+    working_dir: str | None = None,
+) -> dict[str, str]:
+    """InvokeCommand's business parameters; the same input always gives the same bytes."""
+    return flatten(
+        {
+            "RegionId": region,
+            "CommandId": command_id,
+            "InstanceId": list(instance_ids),
+            "ClientToken": client_token,
+            "Parameters": dict(parameters) if parameters else None,
+            "Timed": timed,
+            "Frequency": frequency,
+            "RepeatMode": repeat_mode,
+            "Timeout": timeout_s,
+            "Username": username,
+            "WorkingDir": working_dir,
+        }
+    )
+
+
+def rpc_params(
+    action: str, params: Mapping[str, str], key: KeyPair, *, nonce: str, moment: datetime
+) -> dict[str, str]:
+    """`params` plus the V1 common parameters (without `Signature`)."""
+    full = dict(params)
+    full.update(
+        {
+            "Action": action,
+            "Version": API_VERSION,
+            "Format": "JSON",
+            "AccessKeyId": key.access_key_id,
+            "SignatureMethod": "HMAC-SHA1",
+            "SignatureVersion": "1.0",
+            "SignatureNonce": nonce,
+            "Timestamp": format_timestamp(moment),
+        }
+    )
+    if key.security_token:
+        full["SecurityToken"] = key.security_token
+    return full
+
+
+def host_header(base_url: str) -> str:
+    """The `host` value for `base_url`: lowercase host, `:port` only when not the default."""
+    parts = urlsplit(base_url)
+    host = (parts.hostname or "").lower()
+    if ":" in host:  # IPv6 literal
+        host = f"[{host}]"
+    port = parts.port
+    if port is not None and port != _DEFAULT_PORTS.get(parts.scheme.lower()):
+        host = f"{host}:{port}"
+    return host
+
+
+@dataclass(frozen=True, slots=True)
+class SignedRequest:
+    """One signed POST; `url` and `headers` carry secrets, so `repr` shows only the host."""
+
+    host: str
+    url: str = field(repr=False)
+    headers: dict[str, str] = field(repr=False)
+    method: str = "POST"
+
+
+def sign_request(
+    scheme: Scheme,
+    base_url: str,
+    action: str,
+    params: Mapping[str, str],
+    key: KeyPair,
+    *,
+    nonce: str,
+    moment: datetime,
+) -> SignedRequest:
+    """The request to send for `action`: URL (canonical query) and headers, signed by `scheme`."""
+    parts = urlsplit(base_url)
+    root = f"{parts.scheme}://{parts.netloc}/"
+    host = host_header(base_url)
+    if scheme == "rpc":
+        query = rpc_params(action, params, key, nonce=nonce, moment=moment)
+        query["Signature"] = rpc_signature(key.access_key_secret, "POST", query)
+        return SignedRequest(host, f"{root}?{canonical_query(query)}", {"host": host})
+    headers = {
+        "host": host,
+        "x-acs-action": action,
+        "x-acs-version": API_VERSION,
+        "x-acs-date": format_timestamp(moment),
+        "x-acs-signature-nonce": nonce,
+        "x-acs-content-sha256": EMPTY_SHA256,
+    }
+    if key.security_token:
+        headers["x-acs-accesskey-id"] = key.access_key_id
+        headers["x-acs-security-token"] = key.security_token
+    headers["Authorization"] = v3_authorization(
+        key.access_key_id, key.access_key_secret, "POST", params, headers
+    )
+    url = f"{root}?{canonical_query(params)}" if params else root
+    return SignedRequest(host, url, headers)
+
+
+def decode_answer(
+    raw: bytes, status: int, retry_after: str | None, *, action: str, region: str, host: str
+) -> dict[str, Any]:
+    """The JSON body of a 2xx answer; for any other status, the ApiError it carries."""
+    body = _json_object(raw)
+    if 200 <= status < 300:
+        if body is None:
+            raise TransportError(
+                f"{action} in {region} via {host}: HTTP {status} with an unreadable body "
+                "(the server may have applied it)",
+                sent=True,
+            )
+        return body
+    code = str(body.get("Code") or "") if body else ""
+    message = _safe_message(str(body.get("Message") or "")) if body else ""
+    if not code:
+        code = "InternalError.Unparsable" if status >= 500 else "InvalidResponse.Unparsable"
+        message = f"HTTP {status} from {host} without an API error body"
+    raise ApiError(
+        code=code,
+        message=message,
+        http_status=status,
+        request_id=str(body.get("RequestId") or "") if body else "",
+        action=action,
+        retry_after_s=_retry_after_s(retry_after),
+    )
+
+
+def _json_object(raw: bytes) -> dict[str, Any] | None:
+    """`raw` parsed as a JSON object, None if it is not one."""
+    try:
+        value = json.loads(raw)
+    except (ValueError, UnicodeDecodeError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _safe_message(message: str) -> str:
+    """The server's message without any echo of the signed request, and not too long.
+
+    On SignatureDoesNotMatch the server quotes its string to sign, which contains every parameter
+    (secret `Parameters` values, the STS token with V1 signing): cut it off.
+    """
+    cut = message.lower().find("string to sign")
+    if cut >= 0:
+        message = message[:cut].rstrip(" :,.") + " (server's string to sign omitted)"
+    return message[:_MESSAGE_MAX]
+
+
+def _retry_after_s(header: str | None) -> float | None:
+    """`x-acs-retry-after` (milliseconds) in seconds, None if absent or not a number."""
+    if not header:
+        return None
+    try:
+        return max(0.0, float(header) / 1000)
+    except ValueError:
+        return None
