@@ -1,0 +1,287 @@
+"""The plan: waves, per-region batches, deterministic ids and ClientTokens, quota ETA. Pure.
+
+`make_plan` cuts an ordered target list into waves (cumulative target counts), each wave into
+per-region batches of at most `batch_size` instances: one InvokeCommand call each. The same
+inputs always give the same batch ids and ClientTokens, so re-planning the same input resumes a
+run instead of invoking anything twice (design I1).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from fractions import Fraction
+
+from fanout.errors import ConfigError, TargetError
+from fanout.targets import Target
+
+__all__ = [
+    "DEFAULT_BATCH_SIZE",
+    "MAX_BATCH_SIZE",
+    "Batch",
+    "Plan",
+    "RegionEta",
+    "RegionPlan",
+    "batch_id",
+    "client_token",
+    "estimate_region",
+    "make_plan",
+    "parse_waves",
+]
+
+# why 100: the current per-call InstanceId limit (aliyun-api-facts 1.1: "N = 1 to 100").
+MAX_BATCH_SIZE = 100
+# why 50: the seed InvokeCommand document's limit, safe for every account (facts, open question 1).
+DEFAULT_BATCH_SIZE = 50
+# why 64: ClientToken is at most 64 ASCII characters (facts 6.4). "fo1-" + 56 hex = 60.
+_TOKEN_PREFIX = "fo1-"  # noqa: S105 - a format prefix, not a secret
+_TOKEN_HEX_CHARS = 56
+# why 80: batch ids are ledger keys and log fields; long ones fall back to a hashed form.
+_MAX_BATCH_ID_CHARS = 80
+_BATCH_ID_HASH_CHARS = 20
+# A byte that never occurs in run ids, regions or instance ids keeps the hashed fields apart.
+_FIELD_SEPARATOR = "\x1f"
+_SECONDS_PER_QUOTA_DAY = 86_400.0
+
+_WAVE_COUNT = re.compile(r"[0-9]+")
+_WAVE_PERCENT = re.compile(r"([0-9]+(?:\.[0-9]+)?)%")
+
+
+@dataclass(frozen=True, slots=True)
+class Batch:
+    """One InvokeCommand call: up to `batch_size` instances of one region, in one wave."""
+
+    batch_id: str
+    region: str
+    seq: int  # global 0-based running index in (wave, region, chunk) order
+    wave: int  # 0-based
+    instance_ids: tuple[str, ...]
+    client_token: str
+
+
+@dataclass(frozen=True, slots=True)
+class RegionPlan:
+    """What one region gets: its targets and the InvokeCommand calls they need."""
+
+    region: str
+    targets: int
+    batches: int
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    """Every batch of a run, in dispatch order."""
+
+    run_id: str
+    batch_size: int
+    batches: tuple[Batch, ...]
+    regions: tuple[RegionPlan, ...]  # sorted by region
+    waves: tuple[int, ...]  # cumulative target counts; the last is target_count
+    target_count: int
+
+
+def client_token(run_id: str, region: str, instance_ids: Sequence[str]) -> str:
+    """The ClientToken of one call: deterministic, 60 ASCII characters, new for any other ids.
+
+    The ids are hashed in the order given (the order they are sent), so a batch that shrinks
+    after bad instances are isolated gets a new token, while a resend of the same batch reuses it.
+    """
+    text = _FIELD_SEPARATOR.join((run_id, region, *instance_ids))
+    digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
+    return f"{_TOKEN_PREFIX}{digest[:_TOKEN_HEX_CHARS]}"
+
+
+def batch_id(run_id: str, region: str, seq: int) -> str:
+    """A short, deterministic, readable batch id: `{run_id}-{region}-{seq:06d}` (<= 80 chars)."""
+    readable = f"{run_id}-{region}-{seq:06d}"
+    if len(readable) <= _MAX_BATCH_ID_CHARS:
+        return readable
+    digest = hashlib.sha256(f"{run_id}{_FIELD_SEPARATOR}{region}".encode()).hexdigest()
+    return f"b{digest[:_BATCH_ID_HASH_CHARS]}-{seq:06d}"
+
+
+def _wave_size(element: str, total: int) -> int:
+    """The cumulative target count one `--waves` element asks for (before capping at total)."""
+    if _WAVE_COUNT.fullmatch(element):
+        count = int(element)
+        if count < 1:
+            raise ConfigError(f"--waves: {element!r} must be at least 1")
+        return count
+    percent = _WAVE_PERCENT.fullmatch(element)
+    if percent is None:
+        raise ConfigError(
+            f"--waves: {element[:40]!r} is neither a target count nor a percentage like '10%'"
+        )
+    share = Fraction(percent.group(1))  # exact: 10% of 1000 is 100, never 100.00000000000001
+    if not 0 < share <= 100:
+        raise ConfigError(f"--waves: {element!r} must be above 0% and at most 100%")
+    return max(1, math.ceil(share * total / 100))
+
+
+def parse_waves(spec: str | None, total: int) -> tuple[int, ...]:
+    """Cumulative wave sizes for `total` targets from a spec such as `1,10%,50%,100%`.
+
+    Each element is an absolute count or a percentage of `total` (rounded up, at least 1). The
+    sizes must not decrease; they are capped at `total`, repeats are merged, and a final wave is
+    added when the last one stops short of `total`. No spec means one wave; no targets, none.
+    """
+    elements = [] if not spec or not spec.strip() else [e.strip() for e in spec.split(",")]
+    sizes: list[int] = []
+    previous = ("", 0)
+    for element in elements:
+        if not element:
+            raise ConfigError(f"--waves: empty element in {spec!r}")
+        size = _wave_size(element, total)
+        if size < previous[1]:
+            raise ConfigError(
+                f"--waves: {element!r} ({size} targets) is smaller than the wave before it "
+                f"({previous[0]!r}, {previous[1]} targets); waves are cumulative"
+            )
+        previous = (element, size)
+        capped = min(size, total)
+        if capped > 0 and (not sizes or capped > sizes[-1]):
+            sizes.append(capped)
+    if total > 0 and (not sizes or sizes[-1] < total):
+        sizes.append(total)
+    return tuple(sizes)
+
+
+def _check_waves(waves: tuple[int, ...] | None, total: int) -> tuple[int, ...]:
+    """The wave bounds to use: given ones must rise strictly and end at `total`."""
+    if waves is None:
+        return (total,) if total else ()
+    bounds = (0, *waves)
+    rising = all(a < b for a, b in itertools.pairwise(bounds))
+    if not rising or (waves[-1] if waves else 0) != total:
+        raise ConfigError(f"waves {waves!r} must rise strictly and end at the target count {total}")
+    return waves
+
+
+def _group(targets: Sequence[Target]) -> dict[str, list[str]]:
+    """Instance ids by region, in input order."""
+    by_region: dict[str, list[str]] = {}
+    for target in targets:
+        ids = by_region.get(target.region)
+        if ids is None:
+            ids = by_region[target.region] = []
+        ids.append(target.instance_id)
+    return by_region
+
+
+def _check_new(seen: dict[str, set[str]], region: str, ids: list[str]) -> None:
+    """Refuse a target given twice (in any wave): it would be invoked twice."""
+    known = seen.setdefault(region, set())
+    fresh = set(ids)
+    if len(fresh) == len(ids) and known.isdisjoint(fresh):
+        known |= fresh
+        return
+    counted: set[str] = set()
+    repeated = next(i for i in ids if i in known or i in counted or counted.add(i))  # type: ignore[func-returns-value]
+    raise TargetError("plan", f"target {region},{repeated} is given twice")
+
+
+def _cut(
+    run_id: str, region: str, ids: list[str], batch_size: int, wave: int, seq: int
+) -> list[Batch]:
+    """One region's ids of one wave as batches of at most `batch_size`, numbered from `seq`."""
+    batches = []
+    for offset in range(0, len(ids), batch_size):
+        chunk = tuple(ids[offset : offset + batch_size])
+        token = client_token(run_id, region, chunk)
+        batches.append(Batch(batch_id(run_id, region, seq), region, seq, wave, chunk, token))
+        seq += 1
+    return batches
+
+
+def make_plan(
+    run_id: str,
+    targets: Sequence[Target],
+    *,
+    batch_size: int = DEFAULT_BATCH_SIZE,
+    waves: tuple[int, ...] | None = None,
+) -> Plan:
+    """Cut `targets` (in order) into waves, and each wave into per-region batches."""
+    if not 1 <= batch_size <= MAX_BATCH_SIZE:
+        raise ConfigError(f"--batch-size: {batch_size} is not between 1 and {MAX_BATCH_SIZE}")
+    bounds = _check_waves(waves, len(targets))
+    batches: list[Batch] = []
+    seen: dict[str, set[str]] = {}
+    start = 0
+    for wave, end in enumerate(bounds):
+        by_region = _group(targets[start:end])
+        for region in sorted(by_region):
+            _check_new(seen, region, by_region[region])
+            batches += _cut(run_id, region, by_region[region], batch_size, wave, len(batches))
+        start = end
+    per_region: dict[str, int] = {}
+    for batch in batches:
+        per_region[batch.region] = per_region.get(batch.region, 0) + 1
+    regions = tuple(RegionPlan(r, len(seen[r]), per_region[r]) for r in sorted(seen))
+    return Plan(run_id, batch_size, tuple(batches), regions, bounds, len(targets))
+
+
+@dataclass(frozen=True, slots=True)
+class RegionEta:
+    """How long one region's calls take under its daily quota, rate and concurrency."""
+
+    region: str
+    calls_needed: int
+    quota_left_now: int
+    days: int  # the quota day (1 = today) in which the last call goes; 0 when none is needed
+    finish_after_s: float  # from now until the last call can be sent
+
+
+def _throughput_per_s(rate_per_s: float | None, call_latency_s: float, concurrency: int) -> float:
+    """Calls per second: the lower of the rate limit and what the concurrency sustains."""
+    if rate_per_s is not None and rate_per_s <= 0:
+        raise ConfigError(f"--rate: {rate_per_s} must be above 0")
+    if concurrency < 1:
+        raise ConfigError(f"--concurrency: {concurrency} must be at least 1")
+    if call_latency_s < 0:
+        raise ConfigError(f"call latency {call_latency_s} s must not be negative")
+    limits = [math.inf if rate_per_s is None else rate_per_s]
+    if call_latency_s > 0:
+        limits.append(concurrency / call_latency_s)
+    return min(limits)
+
+
+def estimate_region(
+    region: str,
+    calls_needed: int,
+    *,
+    quota_left_now: int,
+    daily_quota: int,
+    reserve: int,
+    rate_per_s: float | None,
+    call_latency_s: float,
+    concurrency: int,
+) -> RegionEta:
+    """When the last of `calls_needed` calls can go, if `daily_quota - reserve` frees every 24 h.
+
+    `quota_left_now` is what may be spent at once (the reserve already kept back). Calls go out
+    at the lower of `rate_per_s` (None: unlimited) and `concurrency / call_latency_s`; a day's
+    sending that runs past the next quota day simply continues.
+    """
+    throughput = _throughput_per_s(rate_per_s, call_latency_s, concurrency)
+    per_day = daily_quota - reserve
+    remaining = max(calls_needed, 0)
+    available = max(quota_left_now, 0)
+    if remaining > available and per_day <= 0:
+        raise ConfigError(
+            f"--quota-reserve {reserve} leaves none of --daily-quota {daily_quota} for {region}"
+        )
+    days, starts_at_s, last_at_s = 0, 0.0, 0.0
+    while remaining > 0:
+        chunk = min(remaining, available)
+        if chunk > 0:
+            last_at_s = starts_at_s + (chunk - 1) / throughput
+            starts_at_s += chunk / throughput
+            remaining -= chunk
+        days += 1
+        starts_at_s = max(starts_at_s, days * _SECONDS_PER_QUOTA_DAY)
+        available = per_day
+    return RegionEta(region, max(calls_needed, 0), max(quota_left_now, 0), days, last_at_s)
