@@ -15,6 +15,7 @@ No clock, randomness or I/O: callers pass the nonce and the time.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -63,6 +64,8 @@ API_VERSION = "2014-05-26"
 RETRY_AFTER_HEADER = "x-acs-retry-after"  # milliseconds
 # Longest server message kept in an ApiError.
 _MESSAGE_MAX = 500
+# Where a server message starts quoting the signed request back (it holds every parameter).
+_SIGNED_ECHO = re.compile(r"(server\s+)?(string\s*to\s*sign|canonical\s*request)", re.IGNORECASE)
 _TIMESTAMP_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 
@@ -275,12 +278,14 @@ def _json_object(raw: bytes) -> dict[str, Any] | None:
 def _safe_message(message: str) -> str:
     """The server's message without any echo of the signed request, and not too long.
 
-    On SignatureDoesNotMatch the server quotes its string to sign, which contains every parameter
-    (secret `Parameters` values, the STS token with V1 signing): cut it off.
+    On SignatureDoesNotMatch the server quotes its string to sign (V1) or canonical request (V3),
+    which contain every parameter (secret `Parameters` values, the STS token): cut it off.
     """
-    cut = message.lower().find("string to sign")
-    if cut >= 0:
-        message = message[:cut].rstrip(" :,.") + " (server's string to sign omitted)"
+    match = _SIGNED_ECHO.search(message)
+    if match:
+        message = (
+            message[: match.start()].rstrip(" :,.") + " (server's copy of the request omitted)"
+        )
     return message[:_MESSAGE_MAX]
 
 

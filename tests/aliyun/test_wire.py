@@ -436,19 +436,28 @@ def test_decode_answer_error_body() -> None:
     assert err.kind is CallKind.RETRYABLE
 
 
-def test_decode_answer_cuts_the_servers_string_to_sign() -> None:
-    """A SignatureDoesNotMatch message never repeats the server's string to sign."""
+@pytest.mark.parametrize(
+    "echo",
+    [
+        "server string to sign is:POST&%2F&Parameters%3D%257B%2522pw%2522%253A%2522hunter2%2522%257D",
+        "server canonical request is:POST\n/\nParameters=%7B%22pw%22%3A%22hunter2%22%7D\n",
+        "StringToSign: POST&%2F&SecurityToken%3Dhunter2",
+    ],
+)
+def test_decode_answer_cuts_the_servers_copy_of_the_request(echo: str) -> None:
+    """A SignatureDoesNotMatch message never repeats the server's string to sign / canonical request."""
     raw = json.dumps(
         {
             "Code": "SignatureDoesNotMatch",
-            "Message": "Specified signature is not matched with our calculation. server string to "
-            "sign is:POST&%2F&Parameters%3D%257B%2522pw%2522%253A%2522hunter2%2522%257D",
+            "Message": "Specified signature is not matched with our calculation. " + echo,
         }
     )
     with pytest.raises(ApiError) as info:
         _decode(raw.encode(), 400)
     assert "hunter2" not in str(info.value)
-    assert "not matched" in str(info.value)
+    assert "not matched with our calculation (server's copy of the request omitted)" in str(
+        info.value
+    )
     assert info.value.kind is CallKind.FATAL
 
 
