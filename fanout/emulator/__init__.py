@@ -1,0 +1,34 @@
+"""A faithful local stand-in for the Alibaba Cloud ECS RPC API (DESIGN section 5).
+
+Used by the tests, the benchmarks and `fanout demo`: signature checks (both schemes), the
+Cloud Assistant actions with their real error codes and response shapes, a seeded simulated
+fleet, seeded fault injection, and `/_emulator/*` endpoints to inspect and steer it.
+
+```python
+async with running_emulator(EmulatorConfig(instances_per_region=1000)) as emu:
+    ...  # point a client at emu.url with DEMO_ACCESS_KEY_ID / DEMO_ACCESS_KEY_SECRET
+```
+"""
+
+from __future__ import annotations
+
+from fanout.emulator.config import (
+    DEMO_ACCESS_KEY_ID,
+    DEMO_ACCESS_KEY_SECRET,
+    DEMO_COMMAND_ID,
+    DEMO_PARAM_COMMAND_ID,
+    EmulatorConfig,
+)
+from fanout.emulator.server import Emulator, EmulatorStartError, EmulatorThread, running_emulator
+
+__all__ = [
+    "DEMO_ACCESS_KEY_ID",
+    "DEMO_ACCESS_KEY_SECRET",
+    "DEMO_COMMAND_ID",
+    "DEMO_PARAM_COMMAND_ID",
+    "Emulator",
+    "EmulatorConfig",
+    "EmulatorStartError",
+    "EmulatorThread",
+    "running_emulator",
+]

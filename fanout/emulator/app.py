@@ -1,0 +1,234 @@
+"""The aiohttp application: the RPC endpoint `/` and the unauthenticated `/_emulator/*` controls.
+
+Every RPC request goes through the same steps, in this order:
+parse -> authenticate -> action and region -> count the call -> latency -> QPS limit ->
+seeded faults (throttle, error, drop) -> the action -> accept-then-drop -> render.
+A dropped request closes the TCP connection without any response.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import Mapping
+from typing import Any
+
+from aiohttp import web
+
+from fanout.emulator.actions import ACTIONS, Handler
+from fanout.emulator.auth import Authenticator, RequestView
+from fanout.emulator.faults import Fault, FaultInjector, QpsLimiter
+from fanout.emulator.params import Params
+from fanout.emulator.state import Call, World
+from fanout.emulator.wire import (
+    ApiFault,
+    missing_parameter,
+    new_request_id,
+    parse_form,
+    render,
+    render_error,
+)
+
+__all__ = ["API_VERSION", "EmulatorApp"]
+
+API_VERSION = "2014-05-26"
+_FORM_TYPE = "application/x-www-form-urlencoded"
+_MAX_BODY_BYTES = 4 * 1024 * 1024  # far above any real RPC request
+# InvokeCommand spends half its latency "in flight", where a repeated ClientToken is still processing.
+_INVOKE_IN_FLIGHT_SHARE = 0.5
+
+
+class _Dropped(Exception):  # noqa: N818 - a control-flow signal, not an error
+    """The connection must be closed without an answer."""
+
+
+class EmulatorApp:
+    """Request handling over one `World` (all state lives in the server's event loop)."""
+
+    def __init__(self, world: World) -> None:
+        config = world.config
+        self.world = world
+        self.auth = Authenticator(config.access_keys, config.sts_tokens, config.max_clock_skew_s)
+        self.faults = FaultInjector(config)
+        self.qps = QpsLimiter(config.qps)
+        self._latency_s = config.latency_ms / 1000
+
+    def build(self) -> web.Application:
+        """The aiohttp application with every route."""
+        app = web.Application(client_max_size=_MAX_BODY_BYTES)
+        app.router.add_route("GET", "/", self.rpc)
+        app.router.add_route("POST", "/", self.rpc)
+        app.router.add_get("/_emulator/state", self.state)
+        app.router.add_post("/_emulator/clock", self.clock)
+        app.router.add_post("/_emulator/instances", self.instances)
+        app.router.add_post("/_emulator/quota/reset", self.quota_reset)
+        return app
+
+    async def rpc(self, request: web.Request) -> web.StreamResponse:
+        """One RPC call, answered with a body, an error body, or a dropped connection."""
+        request_id = new_request_id()
+        view = await _request_view(request)
+        xml = view.params.get("Format", "").lower() == "xml"
+        try:
+            action, body = await self._process(view)
+        except ApiFault as fault:
+            text, content_type = render_error(fault, request_id, xml=xml)
+            return _response(fault.status, text, content_type, request_id)
+        except _Dropped:
+            return _drop_connection(request)
+        text, content_type = render({"RequestId": request_id, **body}, xml=xml, action=action)
+        return _response(200, text, content_type, request_id)
+
+    async def _process(self, view: RequestView) -> tuple[str, dict[str, Any]]:
+        self.auth.verify(view)
+        params = Params(view.params)
+        action, handler = self._action(params, view.headers)
+        region = self._region(params)
+        world = self.world
+        world.count_call(region, action)
+        in_flight_s = self._latency_s * _INVOKE_IN_FLIGHT_SHARE if action == "InvokeCommand" else 0
+        if self._latency_s:
+            await asyncio.sleep(self._latency_s - in_flight_s)
+        if not self.qps.allow(region, action):
+            raise _throttled()
+        fault = self.faults.before(action)
+        if fault is Fault.THROTTLE:
+            raise _throttled()
+        if fault is Fault.ERROR:
+            raise ApiFault(500, "InternalError.Dispatch", "An error occurred when you dispatched the request.")  # fmt: skip
+        if fault is Fault.DROP:
+            raise _Dropped
+        call = Call(world, region, params, world.clock.now(), in_flight_s)
+        body = await handler(call)
+        if self.faults.drop_after(action):
+            raise _Dropped
+        return action, body
+
+    def _action(self, params: Params, headers: Mapping[str, str]) -> tuple[str, Handler]:
+        action = params.get("Action") or headers.get("x-acs-action", "")
+        if not action:
+            raise missing_parameter("Action")
+        handler = ACTIONS.get(action)
+        if handler is None:
+            raise ApiFault(404, "InvalidAction.NotFound", "Specified api is not found, please check your url and method.")  # fmt: skip
+        version = params.get("Version") or headers.get("x-acs-version", "")
+        if not version:
+            raise missing_parameter("Version")
+        if version != API_VERSION:
+            raise ApiFault(400, "InvalidVersion", "Specified parameter Version is not valid.")
+        return action, handler
+
+    def _region(self, params: Params) -> str:
+        region = params.get("RegionId")
+        if not region:
+            raise missing_parameter("RegionId")
+        if region not in self.world.regions:
+            raise ApiFault(
+                404, "InvalidRegionId.NotFound", "The specified RegionId does not exist."
+            )
+        return region
+
+    async def state(self, request: web.Request) -> web.Response:
+        """GET /_emulator/state: counters, quota and every accepted invocation."""
+        return web.json_response(self.world.snapshot())
+
+    async def clock(self, request: web.Request) -> web.Response:
+        """POST /_emulator/clock {"advance_s": N, "freeze": bool}: move (or freeze) the clock."""
+        data = await _json_object(request)
+        advance = data.get("advance_s", 0)
+        if not isinstance(advance, int | float) or isinstance(advance, bool) or advance < 0:
+            raise _control_error("advance_s must be a number >= 0")
+        freeze = data.get("freeze")
+        if freeze is not None and not isinstance(freeze, bool):
+            raise _control_error("freeze must be true or false")
+        clock = self.world.clock
+        clock.advance(float(advance))
+        if freeze is not None:
+            clock.freeze(freeze)
+        return web.json_response(
+            {"now_s": clock.now(), "offset_s": clock.offset_s, "frozen": clock.frozen}
+        )
+
+    async def instances(self, request: web.Request) -> web.Response:
+        """POST /_emulator/instances {"instance_ids", "status", "agent_online"}: change instances."""
+        data = await _json_object(request)
+        ids = data.get("instance_ids")
+        status, agent_online = data.get("status"), data.get("agent_online")
+        if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+            raise _control_error("instance_ids must be a list of instance ids")
+        if status not in (None, "Running", "Stopped"):
+            raise _control_error("status must be Running or Stopped")
+        if agent_online is not None and not isinstance(agent_online, bool):
+            raise _control_error("agent_online must be true or false")
+        world = self.world
+        found = {iid: world.fleet.find(iid) for iid in ids}
+        unknown = [iid for iid, inst in found.items() if inst is None]
+        if unknown:
+            raise _control_error(f"unknown instances: {', '.join(unknown)}", status=404)
+        now_s = world.clock.now()
+        for inst in found.values():
+            assert inst is not None
+            inst.status = status or inst.status
+            inst.agent_online = inst.agent_online if agent_online is None else agent_online
+            world.fleet.regions[inst.region].version += 1
+            world.invocations.instance_changed(inst, now_s)
+        return web.json_response({"updated": len(found)})
+
+    async def quota_reset(self, request: web.Request) -> web.Response:
+        """POST /_emulator/quota/reset {"region": optional}: forget today's quota usage."""
+        data = await _json_object(request) if request.can_read_body else {}
+        region = data.get("region")
+        if region is not None and region not in self.world.regions:
+            raise _control_error(f"unknown region: {region}", status=404)
+        self.world.reset_quota(region)
+        return web.json_response({"reset": region or "all"})
+
+
+async def _request_view(request: web.Request) -> RequestView:
+    """Decode the raw query (and a form body) ourselves: clients encode differently."""
+    body = await request.read()
+    raw_query = request.raw_path.partition("?")[2]
+    query = parse_form(raw_query)
+    params = dict(query)
+    if body and request.headers.get("Content-Type", "").startswith(_FORM_TYPE):
+        params.update(parse_form(body.decode("utf-8", errors="replace")))
+    headers = {name.lower(): value for name, value in request.headers.items()}
+    return RequestView(request.method, request.path, query, params, headers, body)
+
+
+def _throttled() -> ApiFault:
+    return ApiFault(400, "Throttling.User", "Request was denied due to user flow control.")
+
+
+def _response(status: int, text: str, content_type: str, request_id: str) -> web.Response:
+    return web.Response(
+        status=status,
+        body=text.encode(),
+        headers={"Content-Type": content_type, "x-acs-request-id": request_id},
+    )
+
+
+def _drop_connection(request: web.Request) -> web.StreamResponse:
+    """Close the TCP connection at once: the client sees a disconnect, never a response."""
+    transport = request.transport
+    if transport is not None:
+        transport.abort()
+    # Writing this to the closed transport fails quietly inside aiohttp ("client disconnected").
+    return web.Response(status=204)
+
+
+async def _json_object(request: web.Request) -> dict[str, Any]:
+    try:
+        data = await request.json()
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        raise _control_error("the body must be a JSON object") from None
+    if not isinstance(data, dict):
+        raise _control_error("the body must be a JSON object")
+    return data
+
+
+def _control_error(message: str, status: int = 400) -> web.HTTPException:
+    body = json.dumps({"error": message})
+    if status == 404:
+        return web.HTTPNotFound(text=body, content_type="application/json")
+    return web.HTTPBadRequest(text=body, content_type="application/json")

@@ -1,0 +1,184 @@
+"""`fanout emulator`: serve the emulator until SIGINT/SIGTERM.
+
+The first stdout line is exactly `fanout emulator listening on http://127.0.0.1:PORT`
+(`https://` with `--tls`, followed by `certificate: PATH`), flushed, so scripts can read it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+from pathlib import Path
+
+import click
+
+from fanout.emulator.config import DEMO_ACCESS_KEY_ID, DEMO_ACCESS_KEY_SECRET, EmulatorConfig
+from fanout.emulator.server import Emulator, EmulatorStartError
+
+__all__ = ["emulator_command"]
+
+_FRACTION = click.FloatRange(0.0, 1.0)
+
+
+def _split_list(
+    ctx: click.Context, param: click.Parameter, value: str | None
+) -> tuple[str, ...] | None:
+    if value is None:
+        return None
+    items = tuple(part.strip() for part in value.split(",") if part.strip())
+    if not items:
+        raise click.BadParameter("give at least one comma-separated name")
+    return items
+
+
+def _exec_seconds(ctx: click.Context, param: click.Parameter, value: str) -> tuple[float, float]:
+    low_text, sep, high_text = value.partition(":")
+    try:
+        low = float(low_text)
+        high = float(high_text) if sep else low
+    except ValueError:
+        raise click.BadParameter("expected MIN:MAX in seconds, e.g. 1:5") from None
+    if not 0 <= low <= high:
+        raise click.BadParameter("expected 0 <= MIN <= MAX")
+    return low, high
+
+
+@click.command("emulator")
+@click.option("--host", default="127.0.0.1", show_default=True, help="Address to bind.")
+@click.option(
+    "--port",
+    type=click.IntRange(0, 65535),
+    default=0,
+    show_default=True,
+    help="Port (0 = a free port).",
+)
+@click.option(
+    "--regions",
+    default="cn-hangzhou",
+    show_default=True,
+    callback=_split_list,
+    help="Comma-separated region ids.",
+)
+@click.option("--instances-per-region", type=click.IntRange(0), default=100, show_default=True)
+@click.option(
+    "--fleet",
+    "fleet_file",
+    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    help="JSON list of instances (replaces generation).",
+)
+@click.option(
+    "--seed", type=int, default=0, show_default=True, help="Seed for ids, executions and faults."
+)
+@click.option("--stopped-fraction", type=_FRACTION, default=0.0, show_default=True)
+@click.option("--classic-fraction", type=_FRACTION, default=0.0, show_default=True)
+@click.option("--agent-offline-fraction", type=_FRACTION, default=0.0, show_default=True)
+@click.option(
+    "--exec-seconds",
+    default="0:0",
+    show_default=True,
+    callback=_exec_seconds,
+    help="Simulated run time MIN:MAX.",
+)
+@click.option("--exec-failure-fraction", type=_FRACTION, default=0.0, show_default=True)
+@click.option("--latency-ms", type=click.FloatRange(0), default=0.0, show_default=True)
+@click.option(
+    "--error-rate",
+    type=_FRACTION,
+    default=0.0,
+    show_default=True,
+    help="InternalError.Dispatch (500).",
+)
+@click.option(
+    "--throttle-rate", type=_FRACTION, default=0.0, show_default=True, help="Throttling.User (400)."
+)
+@click.option(
+    "--drop-rate",
+    type=_FRACTION,
+    default=0.0,
+    show_default=True,
+    help="Close the connection; request not applied.",
+)
+@click.option(
+    "--accept-then-drop-rate",
+    type=_FRACTION,
+    default=0.0,
+    show_default=True,
+    help="Apply InvokeCommand/StopInvocation, then lose the response.",
+)
+@click.option(
+    "--fault-actions",
+    callback=_split_list,
+    help="Comma-separated actions the faults apply to (default: all).",
+)
+@click.option(
+    "--qps", type=click.FloatRange(0, min_open=True), help="Calls per second per region and action."
+)
+@click.option(
+    "--daily-quota",
+    type=click.IntRange(0),
+    default=5000,
+    show_default=True,
+    help="InvokeCommand calls per region per day.",
+)
+@click.option(
+    "--max-instances-per-call", type=click.IntRange(1, 100), default=50, show_default=True
+)
+@click.option("--content-limit-bytes", type=click.IntRange(1), default=16384, show_default=True)
+@click.option("--access-key-id", default=DEMO_ACCESS_KEY_ID, show_default=True)
+@click.option(
+    "--access-key-secret",
+    default=DEMO_ACCESS_KEY_SECRET,
+    help="Secret of --access-key-id (default: the demo secret).",
+)
+@click.option(
+    "--sts-token", "sts_tokens", multiple=True, help="An accepted SecurityToken (repeatable)."
+)
+@click.option(
+    "--max-clock-skew-s", type=click.FloatRange(0, min_open=True), default=900.0, show_default=True
+)
+@click.option("--tls", is_flag=True, help="Serve HTTPS with a self-signed certificate.")
+def emulator_command(
+    *,
+    regions: tuple[str, ...],
+    fault_actions: tuple[str, ...] | None,
+    access_key_id: str,
+    access_key_secret: str,
+    sts_tokens: tuple[str, ...],
+    **options: object,
+) -> None:
+    """Serve the local ECS API emulator until interrupted."""
+    try:
+        config = EmulatorConfig(
+            regions=regions,
+            fault_actions=None if fault_actions is None else frozenset(fault_actions),
+            access_keys={access_key_id: access_key_secret},
+            sts_tokens=frozenset(sts_tokens),
+            **options,  # type: ignore[arg-type]
+        )
+    except TypeError as exc:  # pragma: no cover - option names mirror the config fields
+        raise click.UsageError(str(exc)) from exc
+    problems = config.problems()
+    if problems:
+        raise click.UsageError("; ".join(problems))
+    try:
+        asyncio.run(_serve(config))
+    except EmulatorStartError as exc:
+        raise click.ClickException(str(exc)) from exc
+
+
+async def _serve(config: EmulatorConfig) -> None:
+    emulator = Emulator(config)
+    await emulator.start()
+    try:
+        click.echo(f"fanout emulator listening on {emulator.url}")
+        if emulator.cert_path is not None:
+            click.echo(f"certificate: {emulator.cert_path}")
+        sys.stdout.flush()
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
+        await stop.wait()
+    finally:
+        await emulator.close()

@@ -1,0 +1,218 @@
+"""DescribeInstances and DescribeCloudAssistantStatus: the preflight reads.
+
+Paging never scans the fleet per request: a NextToken is the position of the next instance in
+the region's stable order, tag filters start from a per-tag position index, and the filtered
+TotalCount is computed once per (filters, fleet version) and cached.
+"""
+
+from __future__ import annotations
+
+import bisect
+import json
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from fanout.emulator.executions import ExecutionStatus, iso_utc
+from fanout.emulator.fleet import Instance, RegionFleet, describe_tags
+from fanout.emulator.params import Params, decode_token, encode_token, take_page
+from fanout.emulator.state import Call, World
+from fanout.emulator.wire import Body, invalid_parameter
+
+__all__ = ["describe_cloud_assistant_status", "describe_instances"]
+
+_MAX_INSTANCE_IDS = 100  # DescribeInstances: InstanceIds holds at most 100 ids
+_DESCRIBE_INSTANCES_PAGE = (10, 100)  # MaxResults: values below 10 become 10; at most 100
+_STATUS_PAGE = (1, 50)  # DescribeCloudAssistantStatus MaxResults 1..50
+_AGENT_VERSION = "2.2.3.857"
+_HEARTBEAT_PERIOD_S = 60  # the agent reports roughly every minute
+_COUNT_CACHE_LIMIT = 256
+_FLEET_CREATED = "2026-01-01T00:00Z"
+_EXPIRES = "2099-12-31T15:59Z"
+_OS_NAMES = {
+    "linux": "Alibaba Cloud Linux 3.2104 LTS 64 bit",
+    "windows": "Windows Server 2022 Datacenter 64 bit",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class _InstanceFilter:
+    status: str
+    network: str
+    zone_id: str
+    tags: tuple[tuple[str, str], ...]
+
+    def matches(self, inst: Instance) -> bool:
+        if self.status and inst.status != self.status:
+            return False
+        if self.network and inst.network != self.network:
+            return False
+        if self.zone_id and inst.zone_id != self.zone_id:
+            return False
+        return all(tag in inst.tags for tag in self.tags)
+
+
+async def describe_instances(call: Call) -> Body:
+    """DescribeInstances: InstanceIds (JSON array), Status, network, zone, Tag.N; NextToken paging."""
+    params = call.params
+    fleet = call.world.fleet.regions[call.region]
+    low, high = _DESCRIBE_INSTANCES_PAGE
+    max_results = max(low, params.integer("MaxResults", low, 1, high))
+    start = decode_token("di", params.get("NextToken"), 1)
+    filters = _InstanceFilter(
+        params.get("Status"),
+        params.get("InstanceNetworkType").lower(),
+        params.get("ZoneId"),
+        tuple(params.tags()),
+    )
+    candidates = _candidates(params, fleet, filters)
+
+    def matching() -> Iterator[tuple[tuple[int], Instance]]:
+        first = 0 if start is None else bisect.bisect_left(candidates, start[0])
+        for pos in candidates[first:]:
+            inst = fleet.instances[pos]
+            if filters.matches(inst):
+                yield (pos,), inst
+
+    page, following = take_page(matching(), max_results)
+    return {
+        "TotalCount": _total(call.world, fleet, filters, candidates),
+        "PageNumber": 1,
+        "PageSize": max_results,
+        "NextToken": "" if following is None else encode_token("di", *following),
+        "Instances": {"Instance": [_instance_body(inst) for inst in page]},
+    }
+
+
+def _candidates(params: Params, fleet: RegionFleet, filters: _InstanceFilter) -> Sequence[int]:
+    """Sorted positions that may match: the named ids, the rarest tag, or the whole region."""
+    text = params.get("InstanceIds")
+    if text:
+        try:
+            ids = json.loads(text)
+        except json.JSONDecodeError:
+            raise invalid_parameter(
+                "InstanceIds", "It must be a JSON array of instance ids."
+            ) from None
+        if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+            raise invalid_parameter("InstanceIds", "It must be a JSON array of instance ids.")
+        if len(ids) > _MAX_INSTANCE_IDS:
+            raise invalid_parameter("InstanceIds", f"At most {_MAX_INSTANCE_IDS} ids are allowed.")
+        return sorted({fleet.by_id[i].index for i in ids if i in fleet.by_id})
+    if filters.tags:
+        return min((fleet.tag_positions(k, v) for k, v in filters.tags), key=len)
+    return range(len(fleet.instances))
+
+
+def _total(
+    world: World, fleet: RegionFleet, filters: _InstanceFilter, candidates: Sequence[int]
+) -> int:
+    if not (filters.status or filters.network or filters.zone_id or filters.tags):
+        return len(candidates)
+    if len(candidates) <= _DESCRIBE_INSTANCES_PAGE[1]:
+        return sum(1 for pos in candidates if filters.matches(fleet.instances[pos]))
+    key = (fleet.region, fleet.version, filters)
+    cached = world.count_cache.get(key)
+    if cached is None:
+        if len(world.count_cache) >= _COUNT_CACHE_LIMIT:
+            world.count_cache.clear()
+        cached = sum(1 for pos in candidates if filters.matches(fleet.instances[pos]))
+        world.count_cache[key] = cached
+    return cached
+
+
+def _ip(index: int) -> str:
+    return f"10.{(index >> 16) & 255}.{(index >> 8) & 255}.{index & 255}"
+
+
+def _instance_body(inst: Instance) -> dict[str, Any]:
+    vpc = inst.network == "vpc"
+    ip = _ip(inst.index)
+    return {
+        "InstanceId": inst.instance_id,
+        "InstanceName": f"fanout-{inst.index}",
+        "HostName": f"fanout-{inst.index}",
+        "Status": inst.status,
+        "InstanceNetworkType": inst.network,
+        "OSType": inst.os_type,
+        "OSName": _OS_NAMES.get(inst.os_type, inst.os_type),
+        "OSNameEn": _OS_NAMES.get(inst.os_type, inst.os_type),
+        "RegionId": inst.region,
+        "ZoneId": inst.zone_id,
+        "InstanceType": "ecs.g7.large",
+        "Cpu": 2,
+        "Memory": 8192,
+        "InstanceChargeType": "PostPaid",
+        "ResourceGroupId": "",
+        "CreationTime": _FLEET_CREATED,
+        "ExpiredTime": _EXPIRES,
+        "StoppedMode": "KeepCharging" if inst.status == "Stopped" else "Not-applicable",
+        "VpcAttributes": {
+            "VpcId": f"vpc-{inst.region}-fanout" if vpc else "",
+            "VSwitchId": f"vsw-{inst.zone_id}-fanout" if vpc else "",
+            "PrivateIpAddress": {"IpAddress": [ip] if vpc else []},
+            "NatIpAddress": "",
+        },
+        "InnerIpAddress": {"IpAddress": [] if vpc else [ip]},
+        "PublicIpAddress": {"IpAddress": []},
+        "OperationLocks": {"LockReason": []},
+        "Tags": describe_tags(inst.tags),
+    }
+
+
+async def describe_cloud_assistant_status(call: Call) -> Body:
+    """DescribeCloudAssistantStatus: InstanceId.N, or every instance with MaxResults/NextToken."""
+    params = call.params
+    fleet = call.world.fleet.regions[call.region]
+    os_type = params.get("OSType").lower()
+    ids = params.repeated("InstanceId")
+    if len(ids) > _MAX_INSTANCE_IDS:
+        raise invalid_parameter("InstanceId", f"At most {_MAX_INSTANCE_IDS} ids are allowed.")
+    low, high = _STATUS_PAGE
+    max_results = params.integer("MaxResults", 10, low, high)
+    start = decode_token("cas", params.get("NextToken"), 1)
+    if ids:
+        found = [fleet.by_id[i] for i in ids if i in fleet.by_id]
+        page = [inst for inst in found if not os_type or inst.os_type == os_type]
+        following, total, max_results = None, len(page), max(len(page), 1)
+    else:
+        first = 0 if start is None else start[0]
+        candidates = (
+            ((pos,), fleet.instances[pos])
+            for pos in range(first, len(fleet.instances))
+            if not os_type or fleet.instances[pos].os_type == os_type
+        )
+        page, following = take_page(candidates, max_results)
+        total = len(fleet.instances)
+    return {
+        "TotalCount": total,
+        "PageNumber": 1,
+        "PageSize": max_results,
+        "NextToken": "" if following is None else encode_token("cas", *following),
+        "InstanceCloudAssistantStatusSet": {
+            "InstanceCloudAssistantStatus": [_status_body(call, inst) for inst in page]
+        },
+    }
+
+
+def _status_body(call: Call, inst: Instance) -> dict[str, Any]:
+    online = inst.agent_online and inst.status == "Running"
+    history = call.world.invocations.by_instance.get(inst.instance_id, [])
+    active = sum(
+        1
+        for inv, pos in history[-_STATUS_PAGE[1] :]
+        if inv.execution(pos, call.now_s).status
+        in (ExecutionStatus.PENDING, ExecutionStatus.RUNNING, ExecutionStatus.SCHEDULED)
+    )
+    heartbeat = call.now_s - inst.index % _HEARTBEAT_PERIOD_S
+    return {
+        "InstanceId": inst.instance_id,
+        "CloudAssistantStatus": "true" if online else "false",
+        "CloudAssistantVersion": _AGENT_VERSION if inst.agent_online else "",
+        "OSType": inst.os_type.capitalize(),
+        "LastHeartbeatTime": iso_utc(heartbeat) if online else "",
+        "ActiveTaskCount": active,
+        "InvocationCount": len(history),
+        "LastInvokedTime": iso_utc(history[-1][0].created_s) if history else "",
+        "SupportSessionManager": True,
+    }

@@ -1,0 +1,411 @@
+"""Invocations and the per-instance execution status, computed lazily from the emulator clock.
+
+Nothing runs in the background: an accepted invocation stores, per instance, a seeded pending
+delay, run time and exit code (compact arrays), and every query derives the status at `now`:
+Pending -> Running -> Success / Failed / Timeout, or Cancelled / Terminated after StopInvocation,
+or Aborted when the instance became unusable before its execution started. Periodic
+invocations stay Scheduled with a growing `Repeats` until stopped.
+"""
+
+from __future__ import annotations
+
+import bisect
+import random
+from array import array
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from fanout.emulator.fleet import Command, Instance
+from fanout.emulator.schedule import Schedule
+
+__all__ = [
+    "Execution",
+    "ExecutionStatus",
+    "Invocation",
+    "InvocationSpec",
+    "InvocationStore",
+    "iso_utc",
+    "iso_utc_ms",
+    "overall_status",
+]
+
+_PENDING_MAX_S = 0.3  # time to verify and deliver a command before it runs
+_OUTPUT_LIMIT_BYTES = 24 * 1024  # DescribeInvocations: Output beyond 24 KB is dropped
+_MAX_TRACKED_RUNS = 200_000  # periodic run times kept exactly; beyond, counts are extrapolated
+_INTERRUPTED_EXIT_CODE = -1
+
+
+class ExecutionStatus(StrEnum):
+    """Per-instance InvocationStatus values (facts 2.3)."""
+
+    PENDING = "Pending"
+    SCHEDULED = "Scheduled"
+    RUNNING = "Running"
+    SUCCESS = "Success"
+    FAILED = "Failed"
+    TIMEOUT = "Timeout"
+    ABORTED = "Aborted"
+    CANCELLED = "Cancelled"
+    TERMINATED = "Terminated"
+
+
+_ACTIVE = (ExecutionStatus.PENDING, ExecutionStatus.SCHEDULED, ExecutionStatus.RUNNING)
+_FAILED_LIKE = frozenset({ExecutionStatus.FAILED, ExecutionStatus.TIMEOUT, ExecutionStatus.ABORTED})
+_STOPPED_LIKE = frozenset({ExecutionStatus.CANCELLED, ExecutionStatus.TERMINATED})
+# InvokeRecordStatus of one record (DescribeInvocationResults).
+_RECORD_STATUS = {
+    ExecutionStatus.PENDING: "Running",
+    ExecutionStatus.SCHEDULED: "Running",
+    ExecutionStatus.RUNNING: "Running",
+    ExecutionStatus.SUCCESS: "Finished",
+    ExecutionStatus.FAILED: "Failed",
+    ExecutionStatus.TIMEOUT: "Failed",
+    ExecutionStatus.ABORTED: "Failed",
+    ExecutionStatus.CANCELLED: "Stopped",
+    ExecutionStatus.TERMINATED: "Stopped",
+}
+_ABORT_INFO = {
+    "InstanceNotRunning": "The instance is not running.",
+    "ClientNotOnline": "The Cloud Assistant agent is not online.",
+}
+
+
+def iso_utc(t: float | None) -> str:
+    """`2026-11-28T06:00:00Z`, or "" for no time."""
+    if t is None:
+        return ""
+    return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def iso_utc_ms(t: float) -> str:
+    """`2026-11-28T06:00:00.123Z`."""
+    moment = datetime.fromtimestamp(t, UTC)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+@dataclass(frozen=True, slots=True)
+class InvocationSpec:
+    """What an accepted InvokeCommand asked for (already validated)."""
+
+    command: Command
+    instance_ids: tuple[str, ...]
+    client_token: str
+    parameters: dict[str, str] | None
+    repeat_mode: str
+    frequency: str
+    schedule: Schedule | None
+    timed: bool
+    timeout_s: int
+    username: str
+    working_dir: str
+    termination_mode: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Execution:
+    """One instance's view of an invocation at a moment."""
+
+    instance_id: str
+    status: ExecutionStatus
+    exit_code: int
+    output: str
+    dropped: int
+    error_code: str
+    error_info: str
+    repeats: int
+    start_s: float | None
+    finish_s: float | None
+    stop_s: float | None
+    update_s: float
+
+    @property
+    def record_status(self) -> str:
+        """InvokeRecordStatus (Running / Finished / Failed / Stopped)."""
+        return _RECORD_STATUS[self.status]
+
+
+@dataclass(slots=True)
+class _Timing:
+    """Seeded per-instance plan: pending delay, run time, exit code (parallel arrays)."""
+
+    pending_s: array[float] = field(default_factory=lambda: array("d"))
+    duration_s: array[float] = field(default_factory=lambda: array("d"))
+    exit_code: array[int] = field(default_factory=lambda: array("h"))
+
+
+class Invocation:
+    """An accepted, executed InvokeCommand."""
+
+    __slots__ = (
+        "created_s",
+        "interrupts",
+        "invoke_id",
+        "region",
+        "run_times",
+        "seq",
+        "spec",
+        "stop_all_s",
+        "stops",
+        "timing",
+    )
+
+    def __init__(
+        self, invoke_id: str, seq: int, region: str, spec: InvocationSpec, created_s: float
+    ) -> None:
+        self.invoke_id = invoke_id
+        self.seq = seq
+        self.region = region
+        self.spec = spec
+        self.created_s = created_s
+        self.timing = _Timing()
+        self.stops: dict[int, float] = {}
+        self.stop_all_s: float | None = None
+        self.interrupts: dict[int, tuple[float, str]] = {}
+        self.run_times = array("d")  # periodic: run times found so far, ascending
+
+    @property
+    def periodic(self) -> bool:
+        """True for Period / NextRebootOnly / EveryReboot (never terminal until stopped)."""
+        return self.spec.repeat_mode != "Once"
+
+    def stop_time(self, pos: int) -> float | None:
+        """When this instance's execution was stopped, if it was."""
+        own = self.stops.get(pos)
+        if self.stop_all_s is None:
+            return own
+        return self.stop_all_s if own is None else min(own, self.stop_all_s)
+
+    def execution(self, pos: int, now_s: float) -> Execution:
+        """The state of instance number `pos` at `now_s`."""
+        if self.periodic:
+            return self._periodic_execution(pos, now_s)
+        return self._once_execution(pos, now_s)
+
+    def executions(self, now_s: float) -> list[Execution]:
+        """Every instance's state at `now_s`, in request order."""
+        return [self.execution(pos, now_s) for pos in range(len(self.spec.instance_ids))]
+
+    def _once_execution(self, pos: int, now_s: float) -> Execution:
+        iid = self.spec.instance_ids[pos]
+        start = self.created_s + self.timing.pending_s[pos]
+        duration = self.timing.duration_s[pos]
+        timed_out = duration > self.spec.timeout_s
+        end = start + (self.spec.timeout_s if timed_out else duration)
+        early = self._ended_early(pos, start, end)
+        if early is not None:
+            return early
+        if now_s < start:
+            return _make(iid, ExecutionStatus.PENDING, self.created_s, finish=None)
+        if now_s < end:
+            return _make(iid, ExecutionStatus.RUNNING, start, start=start, finish=None)
+        if timed_out:
+            info = f"The command did not finish within {self.spec.timeout_s} seconds."
+            return _make(iid, ExecutionStatus.TIMEOUT, end, start=start, code="ExecutionTimeout",
+                         info=info, exit_code=_INTERRUPTED_EXIT_CODE, output=_hello(iid))  # fmt: skip
+        return _finished(iid, self.timing.exit_code[pos], start, end)
+
+    def _ended_early(self, pos: int, start: float, end: float) -> Execution | None:
+        """Cancelled / Terminated by StopInvocation, or Aborted / interrupted by the instance."""
+        iid = self.spec.instance_ids[pos]
+        stop_s = self.stop_time(pos)
+        interrupt = self.interrupts.get(pos)
+        if stop_s is not None and stop_s < end and (interrupt is None or stop_s <= interrupt[0]):
+            if stop_s < start:
+                return _make(iid, ExecutionStatus.CANCELLED, stop_s, stop=stop_s)
+            return _make(iid, ExecutionStatus.TERMINATED, stop_s, start=start, stop=stop_s,
+                         output=_hello(iid))  # fmt: skip
+        if interrupt is None or interrupt[0] >= end:
+            return None
+        at_s, code = interrupt
+        if at_s < start:
+            return _make(iid, ExecutionStatus.ABORTED, at_s, code=code, info=_ABORT_INFO[code])
+        info = f"The execution was interrupted: {_ABORT_INFO[code]}"
+        return _make(iid, ExecutionStatus.FAILED, at_s, start=start, code="ExecutionInterrupted",
+                     info=info, exit_code=_INTERRUPTED_EXIT_CODE, output=_hello(iid))  # fmt: skip
+
+    def _periodic_execution(self, pos: int, now_s: float) -> Execution:
+        iid = self.spec.instance_ids[pos]
+        stop_s = self.stop_time(pos)
+        horizon = now_s if stop_s is None else min(now_s, stop_s)
+        repeats, last_run = self._runs_until(horizon)
+        code = self.timing.exit_code[pos]
+        if stop_s is not None and stop_s <= now_s:
+            status = ExecutionStatus.TERMINATED if repeats else ExecutionStatus.CANCELLED
+            return _make(
+                iid,
+                status,
+                stop_s,
+                stop=stop_s,
+                repeats=repeats,
+                output=_hello(iid) if repeats else "",
+            )
+        schedule = self.spec.schedule
+        has_next = schedule is None or schedule.next_run(horizon, self.created_s) is not None
+        if has_next:
+            if not repeats:
+                return _make(iid, ExecutionStatus.SCHEDULED, self.created_s, finish=None)
+            last = _finished(iid, code, last_run, last_run, repeats=repeats)
+            return _replace_status(last, ExecutionStatus.SCHEDULED)
+        if not repeats:
+            return _make(iid, ExecutionStatus.FAILED, self.created_s, code="CronExpressionExpired",
+                         info="The schedule has no run time left.")  # fmt: skip
+        return _finished(iid, code, last_run, last_run, repeats=repeats)
+
+    def _runs_until(self, horizon_s: float) -> tuple[int, float]:
+        """(number of scheduled runs at or before `horizon_s`, time of the last one)."""
+        schedule = self.spec.schedule
+        if schedule is None or horizon_s < self.created_s:
+            return 0, self.created_s
+        if schedule.period_s is not None:
+            count = int((horizon_s - self.created_s) // schedule.period_s) + 1
+            return count, self.created_s + (count - 1) * schedule.period_s
+        runs = self.run_times
+        after = runs[-1] if runs else self.created_s - 1
+        while after < horizon_s and len(runs) < _MAX_TRACKED_RUNS:
+            following = schedule.next_run(after, self.created_s)
+            if following is None or following > horizon_s:
+                break
+            runs.append(following)
+            after = following
+        count = bisect.bisect_right(runs, horizon_s)
+        if len(runs) >= _MAX_TRACKED_RUNS and horizon_s > runs[-1]:
+            gap = (runs[-1] - runs[0]) / (len(runs) - 1)
+            count += int((horizon_s - runs[-1]) // gap)
+        return count, runs[count - 1] if 0 < count <= len(runs) else horizon_s
+
+
+def _hello(instance_id: str) -> str:
+    return f"hello from {instance_id}\n"
+
+
+def _finished(
+    iid: str, code: int, start: float, end: float, repeats: int | None = None
+) -> Execution:
+    if code == 0:
+        return _make(
+            iid, ExecutionStatus.SUCCESS, end, start=start, output=_hello(iid), repeats=repeats
+        )
+    output = f"{_hello(iid)}error: simulated failure, exit code {code}\n"
+    info = f"The command exited with a non-zero code: {code}."
+    return _make(iid, ExecutionStatus.FAILED, end, start=start, exit_code=code, output=output,
+                 info=info, repeats=repeats)  # fmt: skip
+
+
+def _make(
+    iid: str,
+    status: ExecutionStatus,
+    update_s: float,
+    *,
+    start: float | None = None,
+    finish: float | bool | None = True,
+    stop: float | None = None,
+    code: str = "",
+    info: str = "",
+    exit_code: int = 0,
+    output: str = "",
+    repeats: int | None = None,
+) -> Execution:
+    """An Execution; `finish=True` means "finished at update_s"; one run once it started."""
+    encoded = output.encode()
+    dropped = max(0, len(encoded) - _OUTPUT_LIMIT_BYTES)
+    if dropped:
+        output = encoded[:_OUTPUT_LIMIT_BYTES].decode(errors="ignore")
+    finish_s = update_s if finish is True else None
+    if repeats is None:
+        repeats = 0 if start is None else 1
+    return Execution(iid, status, exit_code, output, dropped, code, info, repeats,
+                     start, finish_s, stop, update_s)  # fmt: skip
+
+
+def _replace_status(execution: Execution, status: ExecutionStatus) -> Execution:
+    values: dict[str, Any] = {name: getattr(execution, name) for name in Execution.__slots__}
+    values.update(status=status, finish_s=None)
+    return Execution(**values)
+
+
+def overall_status(executions: list[Execution], *, stopped_all: bool) -> str:
+    """The overall InvocationStatus from the per-instance ones (facts 2.3)."""
+    statuses = {e.status for e in executions}
+    for active in _ACTIVE:
+        if active in statuses:
+            return active.value
+    if stopped_all or statuses <= _STOPPED_LIKE:
+        return "Stopped"
+    succeeded = ExecutionStatus.SUCCESS in statuses
+    failed = bool(statuses & _FAILED_LIKE)
+    if not failed:
+        return "Success"
+    return "PartialFailed" if succeeded else "Failed"
+
+
+def legacy_invoke_status(overall: str) -> str:
+    """The deprecated overall `InvokeStatus` (Running / Finished / Failed / PartialFailed / Stopped)."""
+    if overall in ("Pending", "Scheduled", "Running"):
+        return "Running"
+    return "Finished" if overall == "Success" else overall
+
+
+class InvocationStore:
+    """Every accepted invocation, by id, by region (in order) and by instance."""
+
+    def __init__(
+        self, seed: int, exec_seconds: tuple[float, float], failure_fraction: float
+    ) -> None:
+        self._rng = random.Random(f"exec:{seed}")
+        self._ids = random.Random(f"invoke-ids:{seed}")
+        self._exec_seconds = exec_seconds
+        self._failure_fraction = failure_fraction
+        # exec_seconds=(0, 0) should finish almost at once: the pending delay shrinks with run time.
+        self._pending_max_s = _PENDING_MAX_S * min(1.0, exec_seconds[1])
+        self.all: list[Invocation] = []
+        self.by_id: dict[str, Invocation] = {}
+        self.by_region: dict[str, list[Invocation]] = {}
+        self.by_instance: dict[str, list[tuple[Invocation, int]]] = {}
+        self.command_counts: dict[str, int] = {}  # DescribeCommands InvokeTimes
+
+    def new_invoke_id(self) -> str:
+        """`t-` + 30 lowercase hex digits, seeded."""
+        return f"t-{self._ids.getrandbits(120):030x}"
+
+    def create(self, invoke_id: str, region: str, spec: InvocationSpec, now_s: float) -> Invocation:
+        """Record an accepted invocation and draw its per-instance plan."""
+        region_list = self.by_region.setdefault(region, [])
+        inv = Invocation(invoke_id, len(region_list), region, spec, now_s)
+        low, high = self._exec_seconds
+        rng = self._rng
+        for pos, iid in enumerate(spec.instance_ids):
+            inv.timing.pending_s.append(rng.random() * self._pending_max_s)
+            inv.timing.duration_s.append(rng.uniform(low, high))
+            failed = rng.random() < self._failure_fraction
+            inv.timing.exit_code.append(rng.randint(1, 127) if failed else 0)
+            self.by_instance.setdefault(iid, []).append((inv, pos))
+        region_list.append(inv)
+        self.all.append(inv)
+        command_id = spec.command.command_id
+        self.command_counts[command_id] = self.command_counts.get(command_id, 0) + 1
+        self.by_id[invoke_id] = inv
+        return inv
+
+    def instance_changed(self, instance: Instance, now_s: float) -> None:
+        """Abort or interrupt the unfinished executions of an instance that became unusable."""
+        if instance.status != "Running":
+            code = "InstanceNotRunning"
+        elif not instance.agent_online:
+            code = "ClientNotOnline"
+        else:
+            return
+        for inv, pos in self.by_instance.get(instance.instance_id, ()):
+            if pos not in inv.interrupts and not inv.periodic:
+                inv.interrupts[pos] = (now_s, code)
+
+    def region_newest_first(
+        self, region: str, below_seq: int | None = None
+    ) -> Iterator[Invocation]:
+        """The region's invocations, newest first, starting below `below_seq` when given."""
+        items = self.by_region.get(region, [])
+        top = len(items) if below_seq is None else min(below_seq, len(items))
+        for seq in range(top - 1, -1, -1):
+            yield items[seq]

@@ -1,0 +1,347 @@
+"""The simulated fleet (instances per region, indexed by id) and the Cloud Assistant commands.
+
+Generation is deterministic from the seed and cheap (one small slotted object per instance):
+the fractions of stopped, classic-network and agent-offline instances are exact counts
+(`round(fraction * n)`), chosen by seeded sampling, so tests can rely on the numbers.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import random
+import re
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from fanout.emulator.config import DEMO_COMMAND_ID, DEMO_PARAM_COMMAND_ID, EmulatorConfig
+
+__all__ = [
+    "COMMAND_TYPES",
+    "Command",
+    "CommandCatalog",
+    "Fleet",
+    "Instance",
+    "RegionFleet",
+    "parameter_names",
+]
+
+# Some of a real fleet is Windows; a tenth keeps them visible without dominating.
+_WINDOWS_FRACTION = 0.1
+_ENVS = ("prod", "staging")
+_ROLES = ("web", "db", "cache")
+_INDEX_TAG = "fanout:index"
+_ID_ALPHABET = "abcdefghijklmnopqrstuvwxyz0123456789"
+COMMAND_TYPES = ("RunShellScript", "RunBatScript", "RunPowerShellScript")
+# `{{name}}` placeholders; `{{ACS::...}}` are built-in environment parameters, never user-defined.
+_PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z0-9_\-]+|ACS::[A-Za-z0-9_]+)\s*\}\}")
+_DEFAULT_COMMAND_TIMEOUT_S = 60  # CreateCommand's documented default
+
+
+class Instance:
+    """One simulated ECS instance; `status` and `agent_online` change via the control endpoint."""
+
+    __slots__ = (
+        "agent_online",
+        "index",
+        "instance_id",
+        "network",
+        "os_type",
+        "region",
+        "status",
+        "tags",
+        "zone_id",
+    )
+
+    def __init__(
+        self,
+        instance_id: str,
+        region: str,
+        index: int,
+        *,
+        status: str = "Running",
+        network: str = "vpc",
+        agent_online: bool = True,
+        os_type: str = "linux",
+        tags: tuple[tuple[str, str], ...] = (),
+    ) -> None:
+        self.instance_id = instance_id
+        self.region = region
+        self.index = index
+        self.status = status
+        self.network = network
+        self.agent_online = agent_online
+        self.os_type = os_type
+        self.zone_id = f"{region}-{'ab'[index % 2]}"
+        self.tags = tags
+
+    def unusable_reason(self) -> str | None:
+        """Why InvokeCommand refuses this instance (spec S2, S3, S4), or None if it is usable."""
+        if self.status != "Running":
+            return f"InstanceNotRunning (Status {self.status})"  # spec S3
+        if self.network != "vpc":
+            return "ClassicNetwork (only VPC instances are supported)"  # spec S2
+        if not self.agent_online:
+            return "ClientNotOnline (the Cloud Assistant agent is offline)"  # spec S4
+        return None
+
+
+class RegionFleet:
+    """The instances of one region, in a stable order, indexed by id and lazily by tag."""
+
+    def __init__(self, region: str, instances: list[Instance]) -> None:
+        self.region = region
+        self.instances = instances
+        self.by_id = {inst.instance_id: inst for inst in instances}
+        self._tag_index: dict[str, dict[str, list[int]]] = {}
+        self.version = 0  # bumped on every mutation so cached counts can be dropped
+
+    def tag_positions(self, key: str, value: str) -> list[int]:
+        """Sorted positions of the instances carrying tag `key=value` (index built on first use)."""
+        by_value = self._tag_index.get(key)
+        if by_value is None:
+            by_value = {}
+            for pos, inst in enumerate(self.instances):
+                for tag_key, tag_value in inst.tags:
+                    if tag_key == key:
+                        by_value.setdefault(tag_value, []).append(pos)
+            self._tag_index[key] = by_value
+        return by_value.get(value, [])
+
+
+class Fleet:
+    """Every region's instances; built from the config or from a fleet file."""
+
+    def __init__(self, regions: Mapping[str, RegionFleet]) -> None:
+        self.regions = dict(regions)
+
+    @classmethod
+    def from_config(cls, config: EmulatorConfig) -> Fleet:
+        """Generate the fleet, or load `config.fleet_file` (its regions join the configured ones)."""
+        if config.fleet_file is not None:
+            loaded = _load_fleet_file(config.fleet_file)
+            regions = {r: RegionFleet(r, loaded.get(r, [])) for r in config.regions}
+            regions.update({r: RegionFleet(r, insts) for r, insts in loaded.items()})
+            return cls(regions)
+        return cls({r: RegionFleet(r, _generate(config, r)) for r in config.regions})
+
+    def find(self, instance_id: str) -> Instance | None:
+        """The instance with this id in any region."""
+        for region in self.regions.values():
+            inst = region.by_id.get(instance_id)
+            if inst is not None:
+                return inst
+        return None
+
+
+def _id_prefix(region: str) -> str:
+    """Three id characters derived from the region, so ids of different regions differ."""
+    digest = hashlib.sha256(region.encode()).digest()
+    return "".join(_ID_ALPHABET[b % len(_ID_ALPHABET)] for b in digest[:3])
+
+
+def _exact_sample(rng: random.Random, n: int, fraction: float) -> set[int]:
+    return set(rng.sample(range(n), round(fraction * n)))
+
+
+def _generate(config: EmulatorConfig, region: str) -> list[Instance]:
+    n = config.instances_per_region
+    rng = random.Random(f"fleet:{config.seed}:{region}")
+    prefix = "i-" + _id_prefix(region)
+    ids: dict[str, None] = {}
+    while len(ids) < n:  # 17 hex digits = 68 random bits: collisions are rare but checked
+        ids[prefix + format(rng.getrandbits(68), "017x")] = None
+    stopped = _exact_sample(rng, n, config.stopped_fraction)
+    classic = _exact_sample(rng, n, config.classic_fraction)
+    offline = _exact_sample(rng, n, config.agent_offline_fraction)
+    windows = _exact_sample(rng, n, _WINDOWS_FRACTION)
+    envs = rng.choices(_ENVS, k=n)
+    roles = rng.choices(_ROLES, k=n)
+    return [
+        Instance(
+            instance_id,
+            region,
+            i,
+            status="Stopped" if i in stopped else "Running",
+            network="classic" if i in classic else "vpc",
+            agent_online=i not in offline,
+            os_type="windows" if i in windows else "linux",
+            tags=(("env", envs[i]), ("role", roles[i]), (_INDEX_TAG, str(i))),
+        )
+        for i, instance_id in enumerate(ids)
+    ]
+
+
+def _load_fleet_file(path: Path) -> dict[str, list[Instance]]:
+    """Read a JSON list of instances; raise ValueError naming the entry that is wrong."""
+    try:
+        entries = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ValueError(f"{path}: cannot read the fleet file: {exc}") from exc
+    if not isinstance(entries, list):
+        raise ValueError(f"{path}: the fleet file must hold a JSON list of instances")
+    regions: dict[str, list[Instance]] = {}
+    seen: set[str] = set()
+    for number, entry in enumerate(entries, start=1):
+        inst = _instance_from_entry(entry, regions, f"{path}: instance #{number}")
+        if inst.instance_id in seen:
+            raise ValueError(f"{path}: instance #{number}: duplicate InstanceId {inst.instance_id}")
+        seen.add(inst.instance_id)
+        regions[inst.region].append(inst)
+    return regions
+
+
+def _instance_from_entry(entry: object, regions: dict[str, list[Instance]], where: str) -> Instance:
+    if not isinstance(entry, dict):
+        raise ValueError(f"{where}: must be a JSON object")
+    instance_id, region = entry.get("InstanceId"), entry.get("RegionId")
+    if not isinstance(instance_id, str) or not isinstance(region, str) or not region:
+        raise ValueError(f"{where}: InstanceId and RegionId must be strings")
+    status = entry.get("Status", "Running")
+    network = str(entry.get("InstanceNetworkType", "vpc")).lower()
+    if status not in ("Running", "Stopped", "Starting", "Stopping", "Pending"):
+        raise ValueError(f"{where}: unknown Status {status!r}")
+    if network not in ("vpc", "classic"):
+        raise ValueError(f"{where}: InstanceNetworkType must be vpc or classic")
+    return Instance(
+        instance_id,
+        region,
+        len(regions.setdefault(region, [])),
+        status=status,
+        network=network,
+        agent_online=bool(entry.get("AgentOnline", True)),
+        os_type=str(entry.get("OSType", "linux")).lower(),
+        tags=_tags_from_entry(entry.get("Tags", {}), where),
+    )
+
+
+def _tags_from_entry(raw: object, where: str) -> tuple[tuple[str, str], ...]:
+    """Tags as `{"k": "v"}` or `[{"TagKey": k, "TagValue": v}]` (or `Key`/`Value`)."""
+    if isinstance(raw, dict):
+        return tuple((str(k), str(v)) for k, v in raw.items())
+    if isinstance(raw, list):
+        pairs: list[tuple[str, str]] = []
+        for tag in raw:
+            if not isinstance(tag, dict):
+                raise ValueError(f"{where}: each tag must be an object")
+            pairs.append(
+                (
+                    str(tag.get("TagKey", tag.get("Key", ""))),
+                    str(tag.get("TagValue", tag.get("Value", ""))),
+                )
+            )
+        return tuple(pairs)
+    raise ValueError(f"{where}: Tags must be an object or a list")
+
+
+def parameter_names(content: str) -> tuple[str, ...]:
+    """The custom parameter names of a command text, in first-use order (built-ins excluded)."""
+    names: dict[str, None] = {}
+    for match in _PLACEHOLDER.finditer(content):
+        if not match.group(1).startswith("ACS::"):
+            names[match.group(1)] = None
+    return tuple(names)
+
+
+class Command:
+    """A Cloud Assistant command (what CreateCommand makes)."""
+
+    __slots__ = (
+        "command_id",
+        "content_b64",
+        "created_s",
+        "description",
+        "enable_parameter",
+        "name",
+        "parameter_names",
+        "timeout_s",
+        "type",
+        "working_dir",
+    )
+
+    def __init__(
+        self,
+        command_id: str,
+        name: str,
+        content: str,
+        *,
+        type_: str = "RunShellScript",
+        enable_parameter: bool = False,
+        timeout_s: int = _DEFAULT_COMMAND_TIMEOUT_S,
+        working_dir: str = "",
+        description: str = "",
+        created_s: float = 0.0,
+    ) -> None:
+        self.command_id = command_id
+        self.name = name
+        self.type = type_
+        self.content_b64 = base64.b64encode(content.encode()).decode("ascii")
+        self.enable_parameter = enable_parameter
+        self.parameter_names = parameter_names(content) if enable_parameter else ()
+        self.timeout_s = timeout_s
+        self.working_dir = working_dir
+        self.description = description
+        self.created_s = created_s
+
+    @property
+    def content(self) -> str:
+        """The command text, decoded."""
+        return base64.b64decode(self.content_b64).decode("utf-8", errors="replace")
+
+
+class CommandCatalog:
+    """The commands of every region, in creation order (the two demo commands first)."""
+
+    def __init__(self, regions: Iterable[str], now_s: float, rng: random.Random) -> None:
+        self._rng = rng
+        self._by_region: dict[str, dict[str, Command]] = {}
+        for region in regions:
+            self._by_region[region] = {}
+            for command in _demo_commands(now_s):
+                self.add(region, command)
+
+    def add(self, region: str, command: Command) -> None:
+        """Register a command in a region."""
+        self._by_region[region][command.command_id] = command
+
+    def get(self, region: str, command_id: str) -> Command | None:
+        """The command with this id in the region, if any."""
+        return self._by_region[region].get(command_id)
+
+    def in_region(self, region: str) -> Sequence[Command]:
+        """All commands of the region, oldest first."""
+        return list(self._by_region[region].values())
+
+    def new_id(self) -> str:
+        """A fresh CommandId in the real format: `c-` + 17 lowercase alphanumerics."""
+        return "c-" + "".join(self._rng.choices(_ID_ALPHABET, k=17))
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._by_region)
+
+
+def _demo_commands(now_s: float) -> list[Command]:
+    return [
+        Command(
+            DEMO_COMMAND_ID,
+            "fanout-demo",
+            '#!/bin/bash\necho "hello from $(hostname)"\n',
+            description="fanout demo command: prints a greeting",
+            created_s=now_s,
+        ),
+        Command(
+            DEMO_PARAM_COMMAND_ID,
+            "fanout-demo-deploy",
+            '#!/bin/bash\necho "deploying {{name}} version {{version}} on $(hostname)"\n',
+            enable_parameter=True,
+            description="fanout demo command with parameters name and version",
+            created_s=now_s,
+        ),
+    ]
+
+
+def describe_tags(tags: Sequence[tuple[str, str]]) -> dict[str, Any]:
+    """The `Tags.Tag[]` wrapper of DescribeInstances."""
+    return {"Tag": [{"TagKey": k, "TagValue": v} for k, v in tags]}

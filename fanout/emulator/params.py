@@ -1,0 +1,119 @@
+"""Reading typed request parameters (flattened lists, booleans, ints) and paging tokens."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from typing import TypeVar
+
+from fanout.emulator.wire import ApiFault, invalid_parameter, missing_parameter
+
+__all__ = ["Params", "decode_token", "encode_token", "take_page"]
+
+_TOKEN_PREFIX = "fo"  # noqa: S105 - a paging-token marker, not a secret
+_T = TypeVar("_T")
+
+
+class Params:
+    """The decoded parameters of one request, with typed getters that raise API errors."""
+
+    __slots__ = ("raw",)
+
+    def __init__(self, raw: Mapping[str, str]) -> None:
+        self.raw = raw
+
+    def get(self, name: str, default: str = "") -> str:
+        """A string parameter ("" when absent)."""
+        return self.raw.get(name, default)
+
+    def has(self, name: str) -> bool:
+        """True when the parameter was sent (even empty)."""
+        return name in self.raw
+
+    def required(self, name: str) -> str:
+        """A parameter that must be present and non-empty (else MissingParameter)."""
+        value = self.raw.get(name, "")
+        if not value:
+            raise missing_parameter(name)
+        return value
+
+    def boolean(self, name: str, default: bool = False) -> bool:
+        """`true`/`false` in any case (the Python SDK sends `True`/`False`)."""
+        value = self.raw.get(name)
+        if value is None or value == "":
+            return default
+        lowered = value.lower()
+        if lowered not in ("true", "false"):
+            raise invalid_parameter(name, "It must be true or false.")
+        return lowered == "true"
+
+    def integer(self, name: str, default: int, low: int, high: int) -> int:
+        """A decimal int within `low..high` (else InvalidParameter)."""
+        value = self.raw.get(name)
+        if value is None or value == "":
+            return default
+        if not re.fullmatch(r"-?\d{1,12}", value):
+            raise invalid_parameter(name, "It must be an integer.")
+        number = int(value)
+        if not low <= number <= high:
+            raise invalid_parameter(name, f"It must be within {low}..{high}.")
+        return number
+
+    def repeated(self, name: str) -> list[str]:
+        """A flattened list `Name.1`, `Name.2`, ... in N order (duplicates dropped)."""
+        prefix = f"{name}."
+        numbered: list[tuple[int, str]] = []
+        for key, value in self.raw.items():
+            if key.startswith(prefix) and key[len(prefix) :].isdigit():
+                numbered.append((int(key[len(prefix) :]), value))
+        numbered.sort()
+        return list(dict.fromkeys(value for _, value in numbered if value))
+
+    def tags(self, name: str = "Tag") -> list[tuple[str, str]]:
+        """`Tag.N.Key` / `Tag.N.Value` pairs in N order."""
+        pattern = re.compile(rf"^{re.escape(name)}\.(\d+)\.Key$")
+        found: list[tuple[int, str, str]] = []
+        for key, value in self.raw.items():
+            match = pattern.match(key)
+            if match:
+                number = match.group(1)
+                found.append((int(number), value, self.raw.get(f"{name}.{number}.Value", "")))
+        found.sort()
+        return [(key, value) for _, key, value in found]
+
+
+def encode_token(kind: str, *position: int) -> str:
+    """An opaque NextToken naming where the next page starts."""
+    text = f"{_TOKEN_PREFIX}{kind}:" + ".".join(str(p) for p in position)
+    return text.encode().hex()
+
+
+def decode_token(kind: str, token: str, size: int) -> tuple[int, ...] | None:
+    """The position in a NextToken made by `encode_token` (None for no token)."""
+    if not token:
+        return None
+    try:
+        text = bytes.fromhex(token).decode()
+        label, _, body = text.partition(":")
+        position = tuple(int(part) for part in body.split("."))
+    except ValueError as exc:
+        raise _bad_token() from exc
+    if label != f"{_TOKEN_PREFIX}{kind}" or len(position) != size or min(position) < 0:
+        raise _bad_token()
+    return position
+
+
+def _bad_token() -> ApiFault:
+    return invalid_parameter("NextToken", "Use the NextToken value of the previous response.")
+
+
+def take_page(
+    items: Iterable[tuple[tuple[int, ...], _T]], max_results: int
+) -> tuple[list[_T], tuple[int, ...] | None]:
+    """The first `max_results` items, and the position of the next one (None when none is left)."""
+    page: list[_T] = []
+    for position, item in items:
+        if len(page) == max_results:
+            return page, position
+        page.append(item)
+    return page, None

@@ -1,0 +1,280 @@
+"""DescribeInvocations and DescribeInvocationResults: following invocations to their results.
+
+Invocations are listed newest first; a NextToken names the sequence number (and, for results,
+the instance position) where the next page starts, so paging stays stable and complete while
+new invocations arrive.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Iterable, Iterator
+from typing import Any
+
+from fanout.emulator.executions import (
+    Execution,
+    Invocation,
+    iso_utc,
+    legacy_invoke_status,
+    overall_status,
+)
+from fanout.emulator.params import Params, decode_token, encode_token, take_page
+from fanout.emulator.state import Call
+from fanout.emulator.wire import Body, invalid_parameter
+
+__all__ = ["describe_invocation_results", "describe_invocations"]
+
+_PAGE = (1, 50)  # MaxResults 1..50
+_DEFAULT_PAGE = 10
+_TERMINAL_OVERALL = frozenset({"Success", "Failed", "PartialFailed", "Stopped"})
+
+
+def _encoding(params: Params) -> bool:
+    """True for Base64 (the default), False for PlainText."""
+    value = params.get("ContentEncoding") or "Base64"
+    if value.lower() not in ("base64", "plaintext"):
+        raise invalid_parameter("ContentEncoding", "It must be PlainText or Base64.")
+    return value.lower() == "base64"
+
+
+def _encode(text: str, base64_wanted: bool) -> str:
+    return base64.b64encode(text.encode()).decode("ascii") if base64_wanted else text
+
+
+def _own_invocation(call: Call, invoke_id: str) -> Invocation | None:
+    inv = call.world.invocations.by_id.get(invoke_id)
+    return inv if inv is not None and inv.region == call.region else None
+
+
+def _overall(inv: Invocation, executions: list[Execution]) -> str:
+    return overall_status(executions, stopped_all=inv.stop_all_s is not None)
+
+
+async def describe_invocations(call: Call) -> Body:
+    """DescribeInvocations with InvokeId / InstanceId / CommandId / InvokeStatus filters."""
+    params = call.params
+    max_results = params.integer("MaxResults", _DEFAULT_PAGE, *_PAGE)
+    start = decode_token("inv", params.get("NextToken"), 1)
+    include_output = params.boolean("IncludeOutput")
+    b64 = _encoding(params)
+    status_filter = params.get("InvokeStatus")
+
+    def wanted(inv: Invocation) -> tuple[bool, list[Execution]]:
+        executions = inv.executions(call.now_s)
+        if not status_filter:
+            return _invocation_matches(inv, params), executions
+        overall = _overall(inv, executions)
+        hit = status_filter in (overall, legacy_invoke_status(overall)) or (
+            status_filter == "Finished" and overall in _TERMINAL_OVERALL
+        )
+        return hit and _invocation_matches(inv, params), executions
+
+    def matching() -> Iterator[tuple[tuple[int], dict[str, Any]]]:
+        for inv in _invocations(call, params, None if start is None else start[0]):
+            hit, executions = wanted(inv)
+            if hit:
+                yield (inv.seq,), _invocation_body(inv, executions, include_output, b64)
+
+    page, following = take_page(matching(), max_results)
+    return {
+        "TotalCount": _invocation_total(call, params),
+        "PageNumber": 1,
+        "PageSize": max_results,
+        "NextToken": "" if following is None else encode_token("inv", *following),
+        "Invocations": {"Invocation": page},
+    }
+
+
+def _invocations(call: Call, params: Params, from_seq: int | None) -> Iterator[Invocation]:
+    """Candidates newest first, starting at sequence number `from_seq` (inclusive)."""
+    invoke_id = params.get("InvokeId")
+    instance_id = params.get("InstanceId")
+    if invoke_id:
+        inv = _own_invocation(call, invoke_id)
+        if inv is not None and (from_seq is None or inv.seq <= from_seq):
+            yield inv
+        return
+    if instance_id:
+        history = call.world.invocations.by_instance.get(instance_id, [])
+        for inv, _ in reversed(history):
+            if inv.region == call.region and (from_seq is None or inv.seq <= from_seq):
+                yield inv
+        return
+    below = None if from_seq is None else from_seq + 1
+    yield from call.world.invocations.region_newest_first(call.region, below)
+
+
+def _invocation_matches(inv: Invocation, params: Params) -> bool:
+    spec = inv.spec
+    command = spec.command
+    checks = (
+        ("CommandId", command.command_id),
+        ("CommandName", command.name),
+        ("CommandType", command.type),
+        ("RepeatMode", spec.repeat_mode),
+    )
+    if any(params.get(name) and params.get(name) != value for name, value in checks):
+        return False
+    return not params.get("Timed") or params.boolean("Timed") == spec.timed
+
+
+def _invocation_total(call: Call, params: Params) -> int:
+    """Exact when cheap (one invocation or instance); else the region's invocation count."""
+    if params.get("InvokeId") or params.get("InstanceId"):
+        return sum(
+            1 for inv in _invocations(call, params, None) if _invocation_matches(inv, params)
+        )
+    return len(call.world.invocations.by_region.get(call.region, []))
+
+
+def _invocation_body(
+    inv: Invocation, executions: list[Execution], include_output: bool, b64: bool
+) -> dict[str, Any]:
+    spec = inv.spec
+    overall = _overall(inv, executions)
+    return {
+        "InvokeId": inv.invoke_id,
+        "CommandId": spec.command.command_id,
+        "CommandName": spec.command.name,
+        "CommandType": spec.command.type,
+        "CommandContent": _encode(spec.command.content, b64),
+        "CommandDescription": spec.command.description,
+        "Parameters": json.dumps(spec.parameters, ensure_ascii=False) if spec.parameters else "",
+        "RepeatMode": spec.repeat_mode,
+        "Frequency": spec.frequency,
+        "Timed": spec.timed,
+        "Timeout": spec.timeout_s,
+        "Username": spec.username,
+        "WorkingDir": spec.working_dir,
+        "Launcher": "",
+        "TerminationMode": spec.termination_mode,
+        "ContainerId": "",
+        "ContainerName": "",
+        "OssOutputDelivery": "",
+        "CreationTime": iso_utc(inv.created_s),
+        "InvocationStatus": overall,
+        "InvokeStatus": legacy_invoke_status(overall),
+        "Tags": {"Tag": []},
+        "InvokeInstances": {
+            "InvokeInstance": [_instance_body(inv, e, include_output, b64) for e in executions]
+        },
+    }
+
+
+def _instance_body(
+    inv: Invocation, e: Execution, include_output: bool, b64: bool
+) -> dict[str, Any]:
+    return {
+        "InstanceId": e.instance_id,
+        "InvocationStatus": e.status.value,
+        "InstanceInvokeStatus": e.record_status,
+        "ExitCode": e.exit_code,
+        "Output": _encode(e.output, b64) if include_output else "",
+        "Dropped": e.dropped,
+        "ErrorCode": e.error_code,
+        "ErrorInfo": e.error_info,
+        "Repeats": e.repeats,
+        "Timed": inv.spec.timed,
+        "CreationTime": iso_utc(inv.created_s),
+        "StartTime": iso_utc(e.start_s),
+        "FinishTime": iso_utc(e.finish_s),
+        "StopTime": iso_utc(e.stop_s),
+        "UpdateTime": iso_utc(e.update_s),
+        "OssOutputStatus": "",
+        "OssOutputUri": "",
+        "OssOutputErrorCode": "",
+        "OssOutputErrorInfo": "",
+    }
+
+
+async def describe_invocation_results(call: Call) -> Body:
+    """DescribeInvocationResults: one record per (invocation, instance), wrapper `Invocation`."""
+    params = call.params
+    max_results = params.integer("MaxResults", _DEFAULT_PAGE, *_PAGE)
+    start = decode_token("res", params.get("NextToken"), 2)
+    b64 = _encoding(params)
+    record_filter = params.get("InvokeRecordStatus")
+    command_id = params.get("CommandId")
+
+    def matching() -> Iterator[tuple[tuple[int, int], dict[str, Any]]]:
+        for inv, pos in _records(call, params, start):
+            if command_id and inv.spec.command.command_id != command_id:
+                continue
+            e = inv.execution(pos, call.now_s)
+            if record_filter and record_filter not in (e.record_status, e.status.value):
+                continue
+            yield (inv.seq, pos), _result_body(inv, e, b64)
+
+    page, following = take_page(matching(), max_results)
+    return {
+        "Invocation": {
+            "TotalCount": _results_total(call, params),
+            "PageNumber": 1,
+            "PageSize": max_results,
+            "NextToken": "" if following is None else encode_token("res", *following),
+            "InvocationResults": {"InvocationResult": page},
+        }
+    }
+
+
+def _records(
+    call: Call, params: Params, start: tuple[int, ...] | None
+) -> Iterator[tuple[Invocation, int]]:
+    """(invocation, instance position) pairs: newest invocation first, instances in order."""
+    instance_id = params.get("InstanceId")
+    pairs: Iterable[tuple[Invocation, int]]
+    if instance_id and not params.get("InvokeId"):
+        pairs = [
+            (inv, pos)
+            for inv, pos in reversed(call.world.invocations.by_instance.get(instance_id, []))
+            if inv.region == call.region
+        ]
+    else:
+        pairs = (
+            (inv, pos)
+            for inv in _invocations(call, params, None if start is None else start[0])
+            for pos in range(len(inv.spec.instance_ids))
+            if not instance_id or inv.spec.instance_ids[pos] == instance_id
+        )
+    for inv, pos in pairs:
+        if start is None or inv.seq < start[0] or (inv.seq == start[0] and pos >= start[1]):
+            yield inv, pos
+
+
+def _results_total(call: Call, params: Params) -> int:
+    if params.get("InvokeId") or params.get("InstanceId"):
+        return sum(1 for _ in _records(call, params, None))
+    return sum(
+        len(inv.spec.instance_ids) for inv in call.world.invocations.by_region.get(call.region, [])
+    )
+
+
+def _result_body(inv: Invocation, e: Execution, b64: bool) -> dict[str, Any]:
+    return {
+        "CommandId": inv.spec.command.command_id,
+        "InvokeId": inv.invoke_id,
+        "InstanceId": e.instance_id,
+        "InvocationStatus": e.status.value,
+        "InvokeRecordStatus": e.record_status,
+        "ExitCode": e.exit_code,
+        "Output": _encode(e.output, b64),
+        "Dropped": e.dropped,
+        "ErrorCode": e.error_code,
+        "ErrorInfo": e.error_info,
+        "Repeats": e.repeats,
+        "StartTime": iso_utc(e.start_s),
+        "FinishedTime": iso_utc(e.finish_s),
+        "StopTime": iso_utc(e.stop_s),
+        "Username": inv.spec.username,
+        "ContainerId": "",
+        "ContainerName": "",
+        "Launcher": "",
+        "TerminationMode": inv.spec.termination_mode,
+        "OssOutputDelivery": "",
+        "OssOutputStatus": "",
+        "OssOutputUri": "",
+        "OssOutputErrorCode": "",
+        "OssOutputErrorInfo": "",
+        "Tags": {"Tag": []},
+    }

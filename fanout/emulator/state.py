@@ -1,0 +1,176 @@
+"""Everything the emulator remembers: clock, call counters, daily quota, ClientTokens, and the
+`/_emulator/state` snapshot that lets tests prove exactly-once and quota from the server's side.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from fanout.emulator.config import EmulatorConfig
+from fanout.emulator.executions import InvocationStore, iso_utc, iso_utc_ms
+from fanout.emulator.fleet import CommandCatalog, Fleet
+from fanout.emulator.params import Params
+
+__all__ = ["Call", "Clock", "IdempotencyEntry", "RegionState", "World"]
+
+# Alibaba Cloud's quota day is the calendar day in China Standard Time.
+_QUOTA_TZ_OFFSET = timedelta(hours=8)
+
+
+class Clock:
+    """The emulator clock: real time plus an offset that tests advance; it can be frozen."""
+
+    __slots__ = ("_frozen_at", "offset_s")
+
+    def __init__(self) -> None:
+        self.offset_s = 0.0
+        self._frozen_at: float | None = None
+
+    def now(self) -> float:
+        """Seconds since the epoch, as the emulator sees them."""
+        base = time.time() if self._frozen_at is None else self._frozen_at
+        return base + self.offset_s
+
+    @property
+    def frozen(self) -> bool:
+        """True while the clock only moves when advanced."""
+        return self._frozen_at is not None
+
+    def advance(self, seconds: float) -> None:
+        """Jump forward (executions progress, the quota day may roll over)."""
+        self.offset_s += seconds
+
+    def freeze(self, frozen: bool) -> None:
+        """Stop (or restart) the clock at its current reading."""
+        if frozen and self._frozen_at is None:
+            self._frozen_at = time.time()
+        elif not frozen and self._frozen_at is not None:
+            self.offset_s += self._frozen_at - time.time()
+            self._frozen_at = None
+
+
+def quota_day(now_s: float) -> str:
+    """The quota day (calendar day in UTC+8) containing `now_s`."""
+    return (datetime.fromtimestamp(now_s, UTC) + _QUOTA_TZ_OFFSET).date().isoformat()
+
+
+@dataclass(slots=True)
+class RegionState:
+    """Per-region counters: calls by action, InvokeCommand quota used today, dry runs."""
+
+    calls: dict[str, int] = field(default_factory=dict)
+    quota_used: int = 0
+    quota_day: str = ""
+    dry_runs: int = 0
+
+    def roll(self, now_s: float) -> None:
+        """Start a fresh quota day when the calendar day (UTC+8) changed."""
+        day = quota_day(now_s)
+        if day != self.quota_day:
+            self.quota_day = day
+            self.quota_used = 0
+
+
+@dataclass(slots=True)
+class IdempotencyEntry:
+    """A ClientToken seen in a region: its request fingerprint and, once done, the InvokeId."""
+
+    fingerprint: tuple[Any, ...]
+    invoke_id: str | None = None  # None while the first request is still being processed
+
+
+class World:
+    """The emulator's whole mutable state, owned by the server's event loop."""
+
+    def __init__(self, config: EmulatorConfig) -> None:
+        self.config = config
+        self.clock = Clock()
+        self.fleet = Fleet.from_config(config)
+        now_s = self.clock.now()
+        self.regions = {r: RegionState() for r in self.fleet.regions}
+        for region in self.regions.values():
+            region.roll(now_s)
+        self.commands = CommandCatalog(
+            self.fleet.regions, now_s, random.Random(f"cmd:{config.seed}")
+        )
+        self.invocations = InvocationStore(
+            config.seed, config.exec_seconds, config.exec_failure_fraction
+        )
+        self.tokens: dict[tuple[str, str], IdempotencyEntry] = {}
+        self.count_cache: dict[tuple[Any, ...], int] = {}  # filtered DescribeInstances totals
+
+    def count_call(self, region: str, action: str) -> None:
+        """Count one authenticated request."""
+        calls = self.regions[region].calls
+        calls[action] = calls.get(action, 0) + 1
+
+    def quota_used(self, region: str) -> int:
+        """InvokeCommand calls that cost quota today in the region."""
+        state = self.regions[region]
+        state.roll(self.clock.now())
+        return state.quota_used
+
+    def consume_quota(self, region: str) -> bool:
+        """Spend one unit of today's quota; False (nothing spent) when it is used up."""
+        state = self.regions[region]
+        state.roll(self.clock.now())
+        if state.quota_used >= self.config.daily_quota:
+            return False
+        state.quota_used += 1
+        return True
+
+    def reset_quota(self, region: str | None) -> None:
+        """Forget today's usage of one region, or of all."""
+        for name, state in self.regions.items():
+            if region is None or name == region:
+                state.quota_used = 0
+
+    def snapshot(self) -> dict[str, Any]:
+        """The `/_emulator/state` document (DESIGN section 5, plus extra fields)."""
+        now_s = self.clock.now()
+        regions: dict[str, Any] = {}
+        for name, state in self.regions.items():
+            state.roll(now_s)
+            regions[name] = {
+                "calls": dict(state.calls),
+                "quota_used": state.quota_used,
+                "daily_quota": self.config.daily_quota,
+                "quota_day": state.quota_day,
+                "dry_runs": state.dry_runs,
+                "instances": len(self.fleet.regions[name].instances),
+            }
+        invocations = [
+            {
+                "invoke_id": inv.invoke_id,
+                "region": inv.region,
+                "command_id": inv.spec.command.command_id,
+                "instance_ids": list(inv.spec.instance_ids),
+                "client_token": inv.spec.client_token,
+                "created": iso_utc_ms(inv.created_s),
+                "repeat_mode": inv.spec.repeat_mode,
+                "parameters": inv.spec.parameters,
+                "stopped": inv.stop_all_s is not None or bool(inv.stops),
+            }
+            for inv in self.invocations.all
+        ]
+        clock = {
+            "now": iso_utc(now_s),
+            "offset_s": self.clock.offset_s,
+            "frozen": self.clock.frozen,
+        }
+        return {"regions": regions, "invocations": invocations, "clock": clock}
+
+
+@dataclass(frozen=True, slots=True)
+class Call:
+    """One authenticated request as an action handler sees it."""
+
+    world: World
+    region: str
+    params: Params
+    now_s: float
+    processing_s: float = 0.0  # InvokeCommand's in-flight time (ClientToken "still processing")

@@ -1,0 +1,140 @@
+"""The RPC wire format: raw query decoding, API error values, JSON and XML bodies.
+
+Bodies are plain dicts shaped exactly like the SDK models: every list sits in a one-key wrapper
+object (`{"Instances": {"Instance": [...]}}`), which XML renders as repeated child elements.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import unquote_plus
+from xml.sax.saxutils import escape
+
+__all__ = [
+    "HOST_ID",
+    "ApiFault",
+    "Body",
+    "incomplete",
+    "invalid_parameter",
+    "missing_parameter",
+    "new_request_id",
+    "parse_form",
+    "render",
+    "render_error",
+]
+
+Body = dict[str, Any]
+
+HOST_ID = "ecs.aliyuncs.com"
+_RECOMMEND = "https://api.aliyun.com/troubleshoot?q={code}&product=Ecs"
+JSON_CONTENT_TYPE = "application/json;charset=utf-8"
+XML_CONTENT_TYPE = "text/xml;charset=utf-8"
+
+
+class ApiFault(Exception):  # noqa: N818 - mirrors the API's own word for an error answer
+    """An error answer: HTTP status, Alibaba `Code` and `Message` (raised by handlers)."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(f"{code}: {message}")
+        self.status = status
+        self.code = code
+        self.message = message
+
+
+def missing_parameter(name: str) -> ApiFault:
+    """The common error for a required parameter that was not sent."""
+    return ApiFault(
+        400,
+        "MissingParameter",
+        f'The input parameter "{name}" that is mandatory for processing this request is not supplied.',
+    )
+
+
+def invalid_parameter(name: str, detail: str = "") -> ApiFault:
+    """The common error for a parameter whose value is not acceptable."""
+    suffix = f" {detail}" if detail else ""
+    return ApiFault(
+        400, "InvalidParameter", f"The specified parameter {name} is not valid.{suffix}"
+    )
+
+
+def incomplete(detail: str) -> ApiFault:
+    """A signature that is present but structurally unusable."""
+    return ApiFault(
+        400,
+        "IncompleteSignature",
+        f"The request signature does not conform to Aliyun standards. {detail}",
+    )
+
+
+def new_request_id() -> str:
+    """A fresh RequestId: an uppercase UUID, as the real API returns."""
+    return str(uuid.uuid4()).upper()
+
+
+def parse_form(raw: str) -> dict[str, str]:
+    """Percent-decode `k=v&k=v` (`+` is a space); a repeated key keeps its last value."""
+    params: dict[str, str] = {}
+    if not raw:
+        return params
+    for pair in raw.split("&"):
+        if not pair:
+            continue
+        key, _, value = pair.partition("=")
+        params[unquote_plus(key, errors="replace")] = unquote_plus(value, errors="replace")
+    return params
+
+
+def render(body: Mapping[str, Any], *, xml: bool, action: str) -> tuple[str, str]:
+    """(text, content type) of a success body."""
+    if xml:
+        return _xml_document(f"{action}Response", body), XML_CONTENT_TYPE
+    return _json(body), JSON_CONTENT_TYPE
+
+
+def render_error(fault: ApiFault, request_id: str, *, xml: bool) -> tuple[str, str]:
+    """(text, content type) of an error body `{RequestId, HostId, Code, Message, Recommend}`."""
+    body = {
+        "RequestId": request_id,
+        "HostId": HOST_ID,
+        "Code": fault.code,
+        "Message": fault.message,
+        "Recommend": _RECOMMEND.format(code=fault.code),
+    }
+    if xml:
+        return _xml_document("Error", body), XML_CONTENT_TYPE
+    return _json(body), JSON_CONTENT_TYPE
+
+
+def _json(body: Mapping[str, Any]) -> str:
+    return json.dumps(body, ensure_ascii=False, separators=(",", ":"))
+
+
+def _xml_document(root: str, body: Mapping[str, Any]) -> str:
+    parts = ["<?xml version='1.0' encoding='UTF-8'?>", f"<{root}>"]
+    _xml_members(body, parts)
+    parts.append(f"</{root}>")
+    return "".join(parts)
+
+
+def _xml_members(body: Mapping[str, Any], parts: list[str]) -> None:
+    for key, value in body.items():
+        items = value if isinstance(value, list) else [value]
+        for item in items:
+            parts.append(f"<{key}>")
+            if isinstance(item, Mapping):
+                _xml_members(item, parts)
+            else:
+                parts.append(escape(_xml_scalar(item)))
+            parts.append(f"</{key}>")
+
+
+def _xml_scalar(value: object) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if value is None:
+        return ""
+    return str(value)
