@@ -320,3 +320,11 @@ async def test_tls_is_verified_and_ca_bundle_trusts(tmp_path: Path) -> None:
         (seen,) = server.seen
         assert seen.verified
         assert seen.headers["host"] == server.url.removeprefix("https://")
+
+
+async def test_empty_id_lists_send_nothing(server: Server, make_client: MakeClient) -> None:
+    """Describe calls over an empty list of instance ids answer [] without a request."""
+    client = make_client()
+    assert await client.describe_instances(REGION, instance_ids=[]) == []
+    assert await client.describe_cloud_assistant_status(REGION, []) == []
+    assert server.seen == []
