@@ -180,8 +180,10 @@ def _check_new(seen: dict[str, set[str]], region: str, ids: list[str]) -> None:
         known |= fresh
         return
     counted: set[str] = set()
-    repeated = next(i for i in ids if i in known or i in counted or counted.add(i))  # type: ignore[func-returns-value]
-    raise TargetError("plan", f"target {region},{repeated} is given twice")
+    for instance_id in ids:  # find the repeat to name it; a rare path
+        if instance_id in known or instance_id in counted:
+            raise TargetError("plan", f"target {region},{instance_id} is given twice")
+        counted.add(instance_id)
 
 
 def _cut(

@@ -43,6 +43,9 @@ _MAX_REGION_CHARS = 64
 # why 40: enough to recognise the token, short enough to keep the error on one line.
 _QUOTE_CHARS = 40
 
+# why 1 MiB of text: big enough that splitting stays in C, small enough to bound the copies.
+_BLOCK_CHARS = 1 << 20
+
 # The whole accepted line in one expression; anything else goes to `_diagnose` for a message.
 _FAST_LINE = re.compile(r"(?:([a-z][a-z0-9-]*)[ \t]*[,:][ \t]*)?(i-[a-z0-9]{8,32})")
 _TRAILING_COMMENT = re.compile(r"\s#")
@@ -240,6 +243,17 @@ class _Builder:
         return TargetList(tuple(self._targets), tuple(self._dups), locations)
 
 
+def _lines(text: str) -> Iterator[str]:
+    """The lines of `text`, split a block at a time so a huge input is not copied whole."""
+    start = 0
+    while start < len(text):
+        end = text.find("\n", start + _BLOCK_CHARS)
+        if end < 0:
+            end = len(text)
+        yield from text[start:end].split("\n")
+        start = end + 1
+
+
 def _drop_comment(line: str) -> str:
     """`line` without a trailing `#` comment (one that follows whitespace)."""
     comment = _TRAILING_COMMENT.search(line)
@@ -324,7 +338,7 @@ def parse_target_text(
         text = text[1:]
     builder = _Builder(f"{source}:", default, known_regions)
     with _gc_paused():
-        builder.feed(text.split("\n"))
+        builder.feed(_lines(text))
     if bad is not None:
         raise TargetError(f"{source}:{bad[0]}", bad[1])
     result = builder.result()

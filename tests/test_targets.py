@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import gc
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -208,6 +210,36 @@ def test_many_lines_parse_in_order_and_count(count: int) -> None:
     result = parse("\n".join(f"cn-beijing,{i}" for i in ids))
     assert [t.instance_id for t in result.targets] == ids
     assert result.location(count - 1) == f"hosts.txt:{count}"
+
+
+def test_input_over_a_mebibyte_keeps_line_numbers_across_blocks() -> None:
+    """A file split into blocks internally still reports exact line numbers past the first block."""
+    count = 60_000  # about 2 MiB of text: the parser reads it in 1 MiB blocks
+    lines = [f"cn-beijing,i-{n:020x}" for n in range(count)]
+    result = parse("\n".join(lines) + "\n")
+    assert len(result.targets) == count
+    assert [result.location(i) for i in (0, 30_000, count - 1)] == [
+        "hosts.txt:1",
+        "hosts.txt:30001",
+        f"hosts.txt:{count}",
+    ]
+    lines[count - 2] = "cn-beijing,i-BAD"
+    error = error_of("\n".join(lines))
+    assert (error.location, error.problem) == (f"hosts.txt:{count - 1}", "bad instance id 'i-BAD'")
+
+
+@pytest.mark.parametrize("enabled", [True, False])
+def test_parsing_restores_the_garbage_collector_state(enabled: bool) -> None:
+    """The collector pause around a parse leaves gc enabled or disabled as it was, even on error."""
+    was = gc.isenabled()
+    try:
+        gc.enable() if enabled else gc.disable()
+        parse(f"{ID_A}\n")
+        with pytest.raises(TargetError):
+            parse("junk\n")
+        assert gc.isenabled() is enabled
+    finally:
+        gc.enable() if was else gc.disable()
 
 
 def test_instance_id_flags_parse_with_their_own_locations() -> None:
