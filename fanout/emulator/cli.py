@@ -171,14 +171,21 @@ async def _serve(config: EmulatorConfig) -> None:
     emulator = Emulator(config)
     await emulator.start()
     try:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (
+            signal.SIGINT,
+            signal.SIGTERM,
+        ):  # before the first line: scripts may signal at once
+            loop.add_signal_handler(signum, stop.set)
         click.echo(f"fanout emulator listening on {emulator.url}")
         if emulator.cert_path is not None:
             click.echo(f"certificate: {emulator.cert_path}")
         sys.stdout.flush()
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for signum in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(signum, stop.set)
         await stop.wait()
     finally:
         await emulator.close()
+
+
+if __name__ == "__main__":  # `python -m fanout.emulator.cli`, without the main CLI
+    emulator_command(prog_name="fanout emulator")

@@ -10,6 +10,7 @@ invocations stay Scheduled with a growing `Repeats` until stopped.
 from __future__ import annotations
 
 import bisect
+import functools
 import random
 from array import array
 from collections.abc import Iterator
@@ -36,6 +37,7 @@ _PENDING_MAX_S = 0.3  # time to verify and deliver a command before it runs
 _OUTPUT_LIMIT_BYTES = 24 * 1024  # DescribeInvocations: Output beyond 24 KB is dropped
 _MAX_TRACKED_RUNS = 200_000  # periodic run times kept exactly; beyond, counts are extrapolated
 _INTERRUPTED_EXIT_CODE = -1
+_ISO_CACHE_SIZE = 65536  # result pages repeat the same few seconds over and over
 
 
 class ExecutionStatus(StrEnum):
@@ -77,6 +79,11 @@ def iso_utc(t: float | None) -> str:
     """`2026-11-28T06:00:00Z`, or "" for no time."""
     if t is None:
         return ""
+    return _iso_second(int(t))
+
+
+@functools.lru_cache(maxsize=_ISO_CACHE_SIZE)
+def _iso_second(t: int) -> str:
     return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
@@ -365,6 +372,7 @@ class InvocationStore:
         self.by_region: dict[str, list[Invocation]] = {}
         self.by_instance: dict[str, list[tuple[Invocation, int]]] = {}
         self.command_counts: dict[str, int] = {}  # DescribeCommands InvokeTimes
+        self.records_by_region: dict[str, int] = {}  # (invocation, instance) pairs per region
 
     def new_invoke_id(self) -> str:
         """`t-` + 30 lowercase hex digits, seeded."""
@@ -384,6 +392,9 @@ class InvocationStore:
             self.by_instance.setdefault(iid, []).append((inv, pos))
         region_list.append(inv)
         self.all.append(inv)
+        self.records_by_region[region] = self.records_by_region.get(region, 0) + len(
+            spec.instance_ids
+        )
         command_id = spec.command.command_id
         self.command_counts[command_id] = self.command_counts.get(command_id, 0) + 1
         self.by_id[invoke_id] = inv

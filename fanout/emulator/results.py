@@ -243,11 +243,10 @@ def _records(
 
 
 def _results_total(call: Call, params: Params) -> int:
+    """Exact when cheap (one invocation or instance); else the region's record count."""
     if params.get("InvokeId") or params.get("InstanceId"):
         return sum(1 for _ in _records(call, params, None))
-    return sum(
-        len(inv.spec.instance_ids) for inv in call.world.invocations.by_region.get(call.region, [])
-    )
+    return call.world.invocations.records_by_region.get(call.region, 0)
 
 
 def _result_body(inv: Invocation, e: Execution, b64: bool) -> dict[str, Any]:

@@ -194,6 +194,9 @@ class EmulatorThread:
     def snapshot(self) -> dict[str, Any]:
         """The `/_emulator/state` document, read inside the server's loop (thread-safe)."""
 
+        if self._loop is None:
+            raise RuntimeError("the emulator thread is not running")
+
         async def read() -> dict[str, Any]:
             return self.emulator.snapshot()
 

@@ -47,6 +47,15 @@ class Reply:
         return str(self.body.get("Code", "")) if isinstance(self.body, dict) else ""
 
 
+@dataclass(frozen=True)
+class _Signing:
+    secret: str
+    key_id: str
+    nonce: str
+    timestamp: str
+    sts_token: str | None
+
+
 @dataclass
 class Api:
     """Signs and sends RPC requests to one emulator."""
@@ -78,7 +87,7 @@ class Api:
         business = dict(params or {})
         if region is not None:
             business.setdefault("RegionId", region)
-        sign = dict(
+        sign = _Signing(
             secret=secret or self.secret,
             key_id=key_id or self.key_id,
             nonce=nonce or fresh_nonce(),
@@ -86,8 +95,8 @@ class Api:
             sts_token=sts_token,
         )
         if (scheme or self.scheme) == "v3":
-            return await self._v3(action, business, method, fmt, tamper or {}, **sign)
-        return await self._v1(action, business, method, form_body, fmt, tamper or {}, **sign)
+            return await self._v3(action, business, method, fmt, tamper or {}, sign)
+        return await self._v1(action, business, method, form_body, fmt, tamper or {}, sign)
 
     async def _v1(
         self,
@@ -97,28 +106,23 @@ class Api:
         form_body: bool,
         fmt: str | None,
         tamper: dict[str, str],
-        *,
-        secret: str,
-        key_id: str,
-        nonce: str,
-        timestamp: str,
-        sts_token: str | None,
+        sign: _Signing,
     ) -> Reply:
         common = {
             "Action": action,
             "Version": API_VERSION,
-            "AccessKeyId": key_id,
+            "AccessKeyId": sign.key_id,
             "SignatureMethod": "HMAC-SHA1",
             "SignatureVersion": "1.0",
-            "SignatureNonce": nonce,
-            "Timestamp": timestamp,
+            "SignatureNonce": sign.nonce,
+            "Timestamp": sign.timestamp,
         }
         if fmt is not None:
             common["Format"] = fmt
-        if sts_token is not None:
-            common["SecurityToken"] = sts_token
+        if sign.sts_token is not None:
+            common["SecurityToken"] = sign.sts_token
         signed = {**common, **business}
-        signature = rpc_signature(secret, method, signed)
+        signature = rpc_signature(sign.secret, method, signed)
         sent = {**signed, **tamper, "Signature": signature}
         if form_body:
             query = {**common, "Signature": signature}
@@ -138,12 +142,7 @@ class Api:
         method: str,
         fmt: str | None,
         tamper: dict[str, str],
-        *,
-        secret: str,
-        key_id: str,
-        nonce: str,
-        timestamp: str,
-        sts_token: str | None,
+        sign: _Signing,
     ) -> Reply:
         query = dict(business)
         if fmt is not None and fmt != "JSON":
@@ -152,14 +151,16 @@ class Api:
             "host": urlsplit(self.base_url).netloc,
             "x-acs-action": action,
             "x-acs-version": API_VERSION,
-            "x-acs-date": timestamp,
-            "x-acs-signature-nonce": nonce,
+            "x-acs-date": sign.timestamp,
+            "x-acs-signature-nonce": sign.nonce,
             "x-acs-content-sha256": hashlib.sha256(b"").hexdigest(),
         }
-        if sts_token is not None:
-            headers["x-acs-security-token"] = sts_token
-            headers["x-acs-accesskey-id"] = key_id
-        headers["Authorization"] = v3_authorization(key_id, secret, method, query, headers)
+        if sign.sts_token is not None:
+            headers["x-acs-security-token"] = sign.sts_token
+            headers["x-acs-accesskey-id"] = sign.key_id
+        headers["Authorization"] = v3_authorization(
+            sign.key_id, sign.secret, method, query, headers
+        )
         return await self.send(method, canonical_query({**query, **tamper}), headers=headers)
 
     async def send(
@@ -179,7 +180,9 @@ class Api:
                 parsed = json.loads(text)
             return Reply(resp.status, parsed, text, dict(resp.headers))
 
-    async def ok(self, action: str, params: dict[str, str] | None = None, **kw: Any) -> dict[str, Any]:
+    async def ok(
+        self, action: str, params: dict[str, str] | None = None, **kw: Any
+    ) -> dict[str, Any]:
         """A call that must succeed; its JSON body."""
         reply = await self.call(action, params, **kw)
         assert reply.status == 200, reply.text

@@ -70,9 +70,11 @@ async def test_v1_literal_characters_as_aiohttp_sends_them(api: Api) -> None:
         "ZoneId": "a b/c",
     }  # fmt: skip
     params["Signature"] = rpc_signature(api.secret, "POST", params)
-    raw = "&".join(
-        f"{k}={quote_plus(v, safe=':/')}" for k, v in params.items() if k != "Signature"
-    ) + "&Signature=" + quote_plus(params["Signature"], safe="")
+    raw = (
+        "&".join(f"{k}={quote_plus(v, safe=':/')}" for k, v in params.items() if k != "Signature")
+        + "&Signature="
+        + quote_plus(params["Signature"], safe="")
+    )
     reply = await api.send("POST", raw)
     assert reply.status == 200, reply.text
     assert reply.body["Instances"]["Instance"] == []
@@ -89,7 +91,9 @@ async def test_wrong_secret_is_refused_with_string_to_sign(api: Api) -> None:
 
 async def test_tampered_parameter_is_refused(api: Api) -> None:
     """Changing a parameter after signing breaks the V1 signature."""
-    reply = await api.error("DescribeInstances", {"Status": "Running"}, tamper={"Status": "Stopped"})
+    reply = await api.error(
+        "DescribeInstances", {"Status": "Running"}, tamper={"Status": "Stopped"}
+    )
     assert reply.code == "SignatureDoesNotMatch"
 
 
@@ -160,7 +164,9 @@ async def test_unknown_key_is_refused(api: Api) -> None:
 
 async def test_missing_signature_is_missing_parameter(api: Api) -> None:
     """A request without any signature is MissingParameter."""
-    raw = canonical_query({"Action": "DescribeInstances", "RegionId": REGION, "Version": API_VERSION})
+    raw = canonical_query(
+        {"Action": "DescribeInstances", "RegionId": REGION, "Version": API_VERSION}
+    )
     reply = await api.send("GET", raw)
     assert (reply.status, reply.code) == (400, "MissingParameter")
 
@@ -225,9 +231,8 @@ async def test_configured_key_pair_replaces_demo(make_api: MakeApi) -> None:
     await api.ok("DescribeInstances", key_id="my-key", secret="my-secret")
 
 
-async def test_auth_failures_are_not_counted(emu_api: tuple[object, Api]) -> None:
+async def test_auth_failures_are_not_counted(api: Api) -> None:
     """`calls` counts authenticated requests only."""
-    emulator, api = emu_api
     await api.error("DescribeInstances", secret="wrong")
     await api.ok("DescribeInstances")
     state = await api.control("state")

@@ -18,7 +18,9 @@ def region_ids(emulator: Emulator, region: str = REGION) -> list[str]:
     return [inst.instance_id for inst in emulator.world.fleet.regions[region].instances]
 
 
-def invoke_params(ids: list[str], command_id: str = DEMO_COMMAND_ID, **extra: str) -> dict[str, str]:
+def invoke_params(
+    ids: list[str], command_id: str = DEMO_COMMAND_ID, **extra: str
+) -> dict[str, str]:
     """InvokeCommand parameters for these instances."""
     return {"CommandId": command_id, **instance_params(ids), **extra}
 
@@ -95,7 +97,7 @@ async def test_too_many_instances(make_api: MakeApi) -> None:
 async def test_unknown_instance_fails_whole_call(emu_api: tuple[Emulator, Api]) -> None:
     """An id not in the region is InvalidInstance.NotFound (404), naming it; nothing runs (S9)."""
     emulator, api = emu_api
-    ids = region_ids(emulator)[:3] + ["i-doesnotexist000000000"]
+    ids = [*region_ids(emulator)[:3], "i-doesnotexist000000000"]
     reply = await api.error("InvokeCommand", invoke_params(ids))
     assert (reply.status, reply.code) == (404, "InvalidInstance.NotFound")
     assert "i-doesnotexist000000000" in reply.body["Message"]
@@ -148,7 +150,9 @@ async def test_accepted_invocation_is_recorded(emu_api: tuple[Emulator, Api]) ->
     assert len(record["created"]) == len("2026-11-28T06:00:00.123Z")
 
 
-async def test_parameters_fill_undefined_names_with_empty_string(emu_api: tuple[Emulator, Api]) -> None:
+async def test_parameters_fill_undefined_names_with_empty_string(
+    emu_api: tuple[Emulator, Api],
+) -> None:
     """P5: a defined parameter that is not passed is recorded as the empty string."""
     emulator, api = emu_api
     await api.invoke(region_ids(emulator)[:1], DEMO_PARAM_COMMAND_ID, Parameters='{"name": "web"}')
@@ -244,7 +248,9 @@ async def test_failed_request_does_not_remember_token(emu_api: tuple[Emulator, A
     """A token whose request failed validation can be used again for a valid request."""
     emulator, api = emu_api
     ids = region_ids(emulator)[:1]
-    reply = await api.error("InvokeCommand", invoke_params(ids, ClientToken="retry", RepeatMode="Bad"))
+    reply = await api.error(
+        "InvokeCommand", invoke_params(ids, ClientToken="retry", RepeatMode="Bad")
+    )
     assert reply.code == "InvalidRepeatMode.NotFound"
     await api.invoke(ids, DEMO_COMMAND_ID, ClientToken="retry")
 
@@ -258,7 +264,10 @@ async def test_quota_reached(make_api: MakeApi) -> None:
     assert reply.code == "InvalidCmdId.NotFound"  # still cost quota
     reply = await api.error("InvokeCommand", invoke_params(ids[1:2]))
     assert (reply.status, reply.code) == (403, "Invocation.ExceedQuota")
-    assert reply.body["Message"] == "The invocation quota in the current region has been reached for today."
+    assert (
+        reply.body["Message"]
+        == "The invocation quota in the current region has been reached for today."
+    )
     assert await api.invoke(ids[:1], DEMO_COMMAND_ID, ClientToken="q1") == first
     state = emulator.snapshot()["regions"][REGION]
     assert state["quota_used"] == 2
@@ -270,7 +279,9 @@ async def test_quota_rolls_over_at_utc8_midnight_and_resets(make_api: MakeApi) -
     emulator, api = await make_api(daily_quota=1)
     ids = region_ids(emulator)
     await api.invoke(ids[:1], DEMO_COMMAND_ID)
-    assert (await api.error("InvokeCommand", invoke_params(ids[:1]))).code == "Invocation.ExceedQuota"
+    assert (
+        await api.error("InvokeCommand", invoke_params(ids[:1]))
+    ).code == "Invocation.ExceedQuota"
     await api.control("clock", {"advance_s": 86400})
     await api.invoke(ids[:1], DEMO_COMMAND_ID)
     await api.control("quota/reset", {"region": REGION})
@@ -301,12 +312,16 @@ async def test_content_limit_counts_base64_of_both(make_api: MakeApi) -> None:
     command = emulator.world.commands.get(REGION, DEMO_PARAM_COMMAND_ID)
     assert command is not None
     room = 200 - len(command.content_b64)
-    raw_len = room // 4 * 3  # Base64 of raw_len bytes is exactly `room` characters when room % 4 == 0
+    raw_len = (
+        room // 4 * 3
+    )  # Base64 of raw_len bytes is exactly `room` characters when room % 4 == 0
     filler = raw_len - len('{"name":""}')
     ok = json.dumps({"name": "x" * filler}, separators=(",", ":"))
     ids = region_ids(emulator)[:1]
     assert room % 4 == 0  # both the limit and a Base64 length are multiples of 4
     await api.invoke(ids, DEMO_PARAM_COMMAND_ID, Parameters=ok)
     too_big = json.dumps({"name": "x" * (filler + 3)}, separators=(",", ":"))
-    reply = await api.error("InvokeCommand", invoke_params(ids, DEMO_PARAM_COMMAND_ID, Parameters=too_big))
+    reply = await api.error(
+        "InvokeCommand", invoke_params(ids, DEMO_PARAM_COMMAND_ID, Parameters=too_big)
+    )
     assert reply.code == "CmdContent.ExceedLimit"
