@@ -137,8 +137,13 @@ def render_report(records: Iterable[InstanceRecord], run: RunRecord, fmt: str) -
         if row["error_code"]:
             by_error[str(row["error_code"])] = by_error.get(str(row["error_code"]), 0) + 1
     if fmt == "json":
-        doc = {"run_id": run.run_id, "target_count": run.target_count, "summary": summary,
-               "by_error_code": by_error, "instances": rows}
+        doc = {
+            "run_id": run.run_id,
+            "target_count": run.target_count,
+            "summary": summary,
+            "by_error_code": by_error,
+            "instances": rows,
+        }
         return json.dumps(doc, indent=2)
     if fmt == "csv":
         buf = io.StringIO()
@@ -154,10 +159,7 @@ def _table(
 ) -> str:
     """Fixed-width text table plus summaries."""
     columns = ("region", "instance_id", "state", "exit_code", "error_code", "invoke_id", "output")
-    cells = [
-        [_cell(row[c], c) for c in columns]
-        for row in rows
-    ]
+    cells = [[_cell(row[c], c) for c in columns] for row in rows]
     widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(columns)]
     lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip()]
     lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip() for r in cells]

@@ -37,13 +37,23 @@ RUN = "r-test"
 
 def _run(run_id: str = RUN, targets: int = 3) -> RunRecord:
     now = time.time()
-    return RunRecord(run_id, now, now, RunState.CREATED, "c-1", "acct", targets,
-                     parameters={"name": "x", "password": "***"}, secret_keys=("password",))
+    return RunRecord(
+        run_id,
+        now,
+        now,
+        RunState.CREATED,
+        "c-1",
+        "acct",
+        targets,
+        parameters={"name": "x", "password": "***"},
+        secret_keys=("password",),
+    )
 
 
 def _batch(seq: int, ids: tuple[str, ...], run_id: str = RUN) -> BatchRecord:
-    return BatchRecord(f"{run_id}-b{seq}", run_id, "cn-hangzhou", seq, 0, ids, f"tok-{seq}",
-                       BatchState.PENDING)
+    return BatchRecord(
+        f"{run_id}-b{seq}", run_id, "cn-hangzhou", seq, 0, ids, f"tok-{seq}", BatchState.PENDING
+    )
 
 
 @pytest.fixture
@@ -55,8 +65,17 @@ def ledger(tmp_path: Path) -> SqliteLedger:
 
 def _begin(batch: int, attempt: int = 1, limit: int = 10, account: str = "acct") -> BeginAttempt:
     now = time.time()
-    return BeginAttempt(RUN, f"{RUN}-b{batch}", "cn-hangzhou", attempt, f"tok-{batch}", account,
-                        now - 86_400, limit, now)
+    return BeginAttempt(
+        RUN,
+        f"{RUN}-b{batch}",
+        "cn-hangzhou",
+        attempt,
+        f"tok-{batch}",
+        account,
+        now - 86_400,
+        limit,
+        now,
+    )
 
 
 def test_file_is_private_and_schema_current(tmp_path: Path) -> None:
@@ -82,7 +101,7 @@ def test_not_a_ledger_is_refused(tmp_path: Path) -> None:
     """A file that is not SQLite gives a LedgerError naming it, not a traceback."""
     path = tmp_path / "junk.sqlite3"
     path.write_bytes(b"\x00garbage" * 200)
-    with pytest.raises(LedgerError, match="junk.sqlite3"):
+    with pytest.raises(LedgerError, match=r"junk\.sqlite3"):
         SqliteLedger(path)
 
 
@@ -110,8 +129,12 @@ def test_begin_attempt_marks_sending_and_counts_quota(ledger: SqliteLedger) -> N
     assert ledger.quota_used("acct", 0)["cn-hangzhou"][0] == 1
 
 
-@pytest.mark.parametrize(("limit", "granted"), [(0, [False, False]), (1, [True, False]), (2, [True, True])])
-def test_quota_limit_within_one_group(ledger: SqliteLedger, limit: int, granted: list[bool]) -> None:
+@pytest.mark.parametrize(
+    ("limit", "granted"), [(0, [False, False]), (1, [True, False]), (2, [True, True])]
+)
+def test_quota_limit_within_one_group(
+    ledger: SqliteLedger, limit: int, granted: list[bool]
+) -> None:
     """Reservations in one transaction never exceed the limit, exactly at the boundary too."""
     assert ledger.apply([_begin(0, limit=limit), _begin(1, limit=limit)]) == granted
     assert sum(n for n, _ in ledger.quota_used("acct", 0).values()) == sum(granted)
@@ -134,12 +157,19 @@ def test_transitions_are_checked(ledger: SqliteLedger) -> None:
 def test_accept_moves_open_instances(ledger: SqliteLedger) -> None:
     """Accepting a batch marks its instances invoked with the InvokeId."""
     now = time.time()
-    ledger.apply([
-        _begin(0),
-        FinishAttempt(f"{RUN}-b0", 1, "accepted", now, invoke_id="t-1", request_id="R"),
-        SetBatch(f"{RUN}-b0", BatchState.ACCEPTED, now, invoke_id="t-1",
-                 instance_state=InstanceState.INVOKED),
-    ])
+    ledger.apply(
+        [
+            _begin(0),
+            FinishAttempt(f"{RUN}-b0", 1, "accepted", now, invoke_id="t-1", request_id="R"),
+            SetBatch(
+                f"{RUN}-b0",
+                BatchState.ACCEPTED,
+                now,
+                invoke_id="t-1",
+                instance_state=InstanceState.INVOKED,
+            ),
+        ]
+    )
     rows = {r.instance_id: r for r in ledger.iter_instances(RUN)}
     assert rows["i-a"].state is InstanceState.INVOKED
     assert rows["i-a"].invoke_id == "t-1"
@@ -149,8 +179,13 @@ def test_accept_moves_open_instances(ledger: SqliteLedger) -> None:
 def test_shrink_only_when_never_maybe_applied(ledger: SqliteLedger) -> None:
     """Isolation may change a pending batch's token, but never one whose answer was lost."""
     now = time.time()
-    ledger.apply([_begin(0), SetBatch(f"{RUN}-b0", BatchState.PENDING, now),
-                  ShrinkBatch(f"{RUN}-b0", ("i-b",), "tok-new", now)])
+    ledger.apply(
+        [
+            _begin(0),
+            SetBatch(f"{RUN}-b0", BatchState.PENDING, now),
+            ShrinkBatch(f"{RUN}-b0", ("i-b",), "tok-new", now),
+        ]
+    )
     assert ledger.load_batches(RUN)[0].client_token == "tok-new"
     ledger.apply([_begin(1), SetBatch(f"{RUN}-b1", BatchState.UNKNOWN, now, maybe_applied=True)])
     with pytest.raises(TransitionError):
@@ -175,7 +210,7 @@ def test_run_transitions_and_lease(ledger: SqliteLedger) -> None:
         ledger.apply([SetRun(RUN, RunState.CREATED, now)])
     assert ledger.apply([AcquireLease(RUN, "a", now + 60, now)]) == [(True, "a", now + 60)]
     assert ledger.apply([AcquireLease(RUN, "b", now + 60, now)]) == [(False, "a", now + 60)]
-    assert ledger.apply([AcquireLease(RUN, "b", now + 200, now + 61)])[0][0] is True
+    assert ledger.apply([AcquireLease(RUN, "b", now + 200, now + 61)]) == [(True, "b", now + 200)]
 
 
 def test_transition_table_is_data() -> None:
@@ -222,8 +257,9 @@ def _reserve_many(path: str, worker: int, n: int, out: multiprocessing.Queue[int
     for i in range(n):
         now = time.time()
         attempt = 2 + worker * 1000 + i
-        op = BeginAttempt(RUN, f"{RUN}-b{i % 2}", "cn-hangzhou", attempt, "t", "acct",
-                          now - 86_400, 30, now)
+        op = BeginAttempt(
+            RUN, f"{RUN}-b{i % 2}", "cn-hangzhou", attempt, "t", "acct", now - 86_400, 30, now
+        )
         granted += bool(store.apply([op])[0])
     out.put(granted)
 

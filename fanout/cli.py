@@ -1,0 +1,182 @@
+"""The command line: parse, load settings, call the library, map errors to exit codes.
+
+Exit codes (also in the README and `fanout --help`):
+  0 every target reached success (with --no-wait: every batch was accepted)
+  1 the run finished, some targets failed, were excluded or are unknown
+  2 bad input or configuration; nothing was sent
+  3 halted by --max-errors; resumable after a look
+  4 stopped by the daily quota; `fanout resume` continues when capacity frees
+  5 interrupted (SIGINT/SIGTERM) or stopped; resumable
+  6 fatal API error (authentication, permission, unknown CommandId): nothing more sent
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any, NoReturn, TypeVar
+
+import click
+
+from fanout.errors import (
+    ConfigError,
+    ExitCode,
+    FanoutError,
+    LedgerError,
+    RunNotFoundError,
+    UsageError,
+)
+from fanout.ledger import LedgerStore, default_ledger_location, open_ledger
+from fanout.settings import Settings, load_settings
+
+__all__ = ["main"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+EXIT_CODES = """\b
+Exit codes:
+  0  every target reached success (--no-wait: every batch accepted)
+  1  finished; some targets failed, were excluded or are unknown
+  2  bad input or configuration; nothing was sent
+  3  halted by --max-errors; resumable
+  4  stopped by the daily quota; resume when capacity frees
+  5  interrupted or stopped; resumable
+  6  fatal API error (credentials, permission, unknown CommandId)"""
+
+
+def fail(message: str, code: ExitCode = ExitCode.BAD_INPUT) -> NoReturn:
+    """Print one line to stderr and exit."""
+    click.echo(f"fanout: error: {message}", err=True)
+    sys.exit(int(code))
+
+
+def guarded(func: F) -> F:
+    """Turn FanoutError into a one-line message and its exit code (never a traceback)."""
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return func(*args, **kwargs)
+        except RunNotFoundError as exc:
+            fail(str(exc))
+        except UsageError as exc:
+            fail(str(exc))
+        except LedgerError as exc:
+            fail(str(exc))
+        except FanoutError as exc:
+            fail(str(exc), ExitCode.FATAL_API)
+        except KeyboardInterrupt:
+            fail("interrupted", ExitCode.INTERRUPTED)
+
+    return wrapper  # type: ignore[return-value]
+
+
+class Out:
+    """Where output goes: JSON on stdout with --json, human text otherwise."""
+
+    __slots__ = ("json",)
+
+    def __init__(self, *, as_json: bool) -> None:
+        self.json = as_json
+
+    def document(self, doc: object, human: str) -> None:
+        """One JSON document, or its human rendering."""
+        click.echo(json.dumps(doc, indent=2, default=str) if self.json else human)
+
+    def event(self, kind: str, data: Mapping[str, object]) -> None:
+        """A run event: a JSON line on stdout, or a human line on stderr."""
+        if self.json:
+            click.echo(json.dumps({"event": kind, **data}, default=str))
+            return
+        if kind == "run":
+            click.echo(data["run_id"])  # the run id first, alone on stdout, for scripts
+            click.echo(
+                f"run {data['run_id']}: {data['targets']} targets, {data['batches']} batches, "
+                f"{data['excluded']} excluded by preflight",
+                err=True,
+            )
+        elif kind == "end":
+            click.echo(f"{data['state']} (exit {data['exit_code']}): {data['instances']}", err=True)
+        elif kind in ("quota_wait", "resume"):
+            click.echo(f"{kind}: {dict(data)}", err=True)
+
+
+def common_options(func: F) -> F:
+    """Options every command takes."""
+    for option in reversed(
+        [
+            click.option(
+                "--config",
+                "config_file",
+                type=click.Path(path_type=Path),
+                help="Settings file (TOML); default $FANOUT_CONFIG.",
+            ),
+            click.option("--ledger", help="Ledger path (default $FANOUT_LEDGER or XDG state)."),
+            click.option("--json", "as_json", is_flag=True, help="Machine-readable output."),
+            click.option(
+                "--log-level",
+                default="warning",
+                show_default=True,
+                type=click.Choice(["debug", "info", "warning", "error"]),
+            ),
+        ]
+    ):
+        func = option(func)
+    return func
+
+
+def settings_from(config_file: Path | None, **flags: object) -> Settings:
+    """Load settings with these flags on top."""
+    return load_settings(config_file=config_file, flags=flags)
+
+
+def ledger_for(settings: Settings) -> LedgerStore:
+    """Open the configured ledger."""
+    return open_ledger(settings.ledger or default_ledger_location())
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]}, epilog=EXIT_CODES)
+@click.version_option(package_name="fanout")
+def main() -> None:
+    """fanout: run one Cloud Assistant command across a whole ECS fleet, safely.
+
+    \b
+    fanout plan --command-id c-xxx --targets hosts.txt --region cn-hangzhou
+    fanout run  --command-id c-xxx --targets hosts.txt --region cn-hangzhou
+    fanout status RUN_ID ; fanout resume RUN_ID ; fanout report RUN_ID
+    """
+
+
+def _register() -> None:
+    """Attach the sub-commands (kept in their own modules)."""
+    from fanout import cli_run, cli_views  # noqa: PLC0415 - they import this module
+
+    for command in (*cli_run.COMMANDS, *cli_views.COMMANDS):
+        main.add_command(command)
+    try:
+        from fanout.emulator.cli import emulator_command  # noqa: PLC0415
+    except ImportError:  # pragma: no cover - the emulator ships with the package
+        return
+    main.add_command(emulator_command, name="emulator")
+
+
+def refuse(option: str, issue: str = "not implemented yet") -> NoReturn:
+    """Refuse an option we do not support (never silently ignore it)."""
+    raise ConfigError(f"{option} is {issue}")
+
+
+_register()
+
+__all__ += [
+    "EXIT_CODES",
+    "Out",
+    "common_options",
+    "fail",
+    "guarded",
+    "ledger_for",
+    "refuse",
+    "settings_from",
+]

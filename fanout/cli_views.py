@@ -1,0 +1,138 @@
+"""`fanout status`, `runs`, `report` and `quota`: read the ledger, spend nothing."""
+
+from __future__ import annotations
+
+import os
+import time
+from typing import Any
+
+import click
+
+from fanout.cli import Out, common_options, guarded, ledger_for, settings_from
+from fanout.errors import ConfigError
+from fanout.report import iso, render_report, run_summary, status_document
+
+__all__ = ["COMMANDS"]
+
+
+@click.command("status")
+@click.argument("run_id")
+@common_options
+@guarded
+def status_command(run_id: str, **opts: Any) -> None:
+    """Progress of one run: instances and batches by state, per region.
+
+    \b
+    fanout status r20261128-063512-a1b2c3 --json | jq .instances
+    """
+    store = ledger_for(settings_from(opts["config_file"], ledger=opts["ledger"]))
+    run = store.get_run(run_id)
+    doc = status_document(run, store.instance_counts(run_id), store.batch_counts(run_id))
+    Out(as_json=opts["as_json"]).document(doc, run_summary(doc))
+
+
+@click.command("runs")
+@click.option("--limit", default=20, show_default=True, type=click.IntRange(min=1))
+@common_options
+@guarded
+def runs_command(limit: int, **opts: Any) -> None:
+    """List the runs in the ledger, newest first."""
+    store = ledger_for(settings_from(opts["config_file"], ledger=opts["ledger"]))
+    runs = store.list_runs(limit)
+    doc = [
+        {
+            "run_id": r.run_id,
+            "state": r.state.value,
+            "exit_code": r.exit_code,
+            "command_id": r.command_id,
+            "target_count": r.target_count,
+            "created_at": iso(r.created_at),
+            "parent_run_id": r.parent_run_id,
+        }
+        for r in runs
+    ]
+    lines = [
+        f"{d['run_id']}  {d['state']:<11} exit={d['exit_code']!s:<4} {d['target_count']:>8} targets"
+        f"  {d['command_id']}  {d['created_at']}"
+        for d in doc
+    ]
+    Out(as_json=opts["as_json"]).document(doc, "\n".join(lines) or "no runs")
+
+
+@click.command("report")
+@click.argument("run_id")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["table", "json", "csv"]),
+    default="table",
+    show_default=True,
+)
+@common_options
+@guarded
+def report_command(run_id: str, fmt: str, **opts: Any) -> None:
+    """Per-instance results of a run (every target, with region, batch, state and codes).
+
+    \b
+    fanout report r20261128-063512-a1b2c3 --format csv > results.csv
+    """
+    store = ledger_for(settings_from(opts["config_file"], ledger=opts["ledger"]))
+    run = store.get_run(run_id)
+    click.echo(
+        render_report(store.iter_instances(run_id), run, "json" if opts["as_json"] else fmt),
+        nl=False,
+    )
+
+
+@click.command("quota")
+@click.option("--account", help="Quota account (default: the access key id).")
+@click.option("--daily-quota", type=int)
+@click.option("--quota-reserve", type=int)
+@common_options
+@guarded
+def quota_command(account: str | None, **opts: Any) -> None:
+    """Calls used and left per region in the current quota day, and when capacity frees."""
+    settings = settings_from(
+        opts["config_file"],
+        ledger=opts["ledger"],
+        account=account,
+        daily_quota=opts["daily_quota"],
+        quota_reserve=opts["quota_reserve"],
+    )
+    account = settings.account or os.environ.get("ALIBABA_CLOUD_ACCESS_KEY_ID")
+    if not account:
+        raise ConfigError("--account: give the quota account (or set ALIBABA_CLOUD_ACCESS_KEY_ID)")
+    store = ledger_for(settings)
+    policy = settings.quota
+    now = time.time()
+    start = policy.window_start(now)
+    regions = {}
+    for region, (used, _oldest) in sorted(store.quota_used(account, start).items()):
+        times = store.quota_times(account, region, start)
+        regions[region] = {
+            "used": used,
+            "left": policy.left(used),
+            "limit": policy.limit,
+            "next_call_frees_at": iso(policy.frees_at(times, now))
+            if policy.left(used) == 0
+            else None,
+        }
+    doc = {
+        "account": account,
+        "mode": policy.mode.value,
+        "daily_quota": policy.daily_quota,
+        "reserve": policy.reserve,
+        "regions": regions,
+    }
+    lines = [f"account {account}: {policy.mode.value} window, {policy.limit} calls/region/day"]
+    lines += [
+        f"  {r}: {d['used']} used, {d['left']} left"
+        + (f", frees at {d['next_call_frees_at']}" if d["next_call_frees_at"] else "")
+        for r, d in regions.items()
+    ]
+    if not regions:
+        lines.append("  no calls counted in the current window")
+    Out(as_json=opts["as_json"]).document(doc, "\n".join(lines))
+
+
+COMMANDS = (status_command, runs_command, report_command, quota_command)

@@ -1,0 +1,340 @@
+"""The invoke stage: one batch, one InvokeCommand, every attempt written ahead (invariant I1).
+
+For each attempt the quota reservation and the intent (batch, attempt, ClientToken) are committed
+*before* the request is sent. Every re-send of a batch carries the same ClientToken, so the API
+answers a repeat with the original InvokeId instead of running the command again. The token
+changes only when bad instances are isolated, and only if no earlier answer was lost.
+"""
+
+from __future__ import annotations
+
+import enum
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, replace
+from typing import TYPE_CHECKING
+
+import anyio
+import structlog
+
+from fanout.errors import CallError, CallKind
+from fanout.gate import Backoff, Gate
+from fanout.ledger import (
+    BatchRecord,
+    BatchState,
+    BeginAttempt,
+    FinishAttempt,
+    GroupCommitter,
+    InstanceRecord,
+    InstanceState,
+    SetBatch,
+    SetInstances,
+    ShrinkBatch,
+)
+from fanout.plan import client_token
+from fanout.preflight import find_unusable
+from fanout.quota import QuotaPolicy
+
+if TYPE_CHECKING:
+    from fanout.aliyun.client import EcsClient
+
+__all__ = ["BatchEnd", "CommandSpec", "Dispatch", "invoke_batch"]
+
+# Isolating bad instances costs one extra call each time; two rounds bound that cost per batch.
+_MAX_ISOLATION_ROUNDS = 2
+
+log = structlog.get_logger("fanout.invoke")
+
+
+class BatchEnd(enum.StrEnum):
+    """How `invoke_batch` left a batch."""
+
+    ACCEPTED = "accepted"
+    FAILED = "failed"
+    UNKNOWN = "unknown"
+    QUOTA = "quota"  # left pending: the region's quota is spent
+    STOPPED = "stopped"  # left pending/unknown: the run is stopping
+    FATAL = "fatal"  # left pending/unknown: nothing more may be sent
+
+
+@dataclass(frozen=True, slots=True)
+class CommandSpec:
+    """What every InvokeCommand of a run sends besides the instances and the token."""
+
+    command_id: str
+    parameters: Mapping[str, str] | None = None
+    timed: bool | None = None
+    frequency: str | None = None
+    repeat_mode: str | None = None
+    timeout_s: int | None = None
+    username: str | None = None
+    working_dir: str | None = None
+
+
+@dataclass(slots=True)
+class Dispatch:
+    """Everything the invoke stage shares across the batches of one run."""
+
+    run_id: str
+    account: str
+    spec: CommandSpec
+    client: EcsClient
+    ledger: GroupCommitter
+    gate: Gate
+    quota: QuotaPolicy
+    max_attempts: int
+    on_end: Callable[[BatchRecord, BatchEnd, str | None], None] = lambda *_: None
+    stopping: bool = False
+    fatal: CallError | None = None
+    quota_blocked: set[str] = field(default_factory=set)
+    halt_event: anyio.Event = field(default_factory=anyio.Event)
+
+    @property
+    def halted(self) -> bool:
+        """True once nothing more may be dispatched."""
+        return self.stopping or self.fatal is not None
+
+    def stop(self) -> None:
+        """Stop dispatching; calls in flight finish."""
+        self.stopping = True
+        self.halt_event.set()
+
+    def fail(self, err: CallError) -> None:
+        """A fatal error: nothing more may be sent."""
+        self.fatal = self.fatal or err
+        self.halt_event.set()
+
+    async def sleep(self, seconds: float) -> None:
+        """Sleep, waking early if the run halts."""
+        with anyio.move_on_after(seconds):
+            await self.halt_event.wait()
+
+
+@dataclass(slots=True)
+class _Batch:
+    """The mutable view of one batch while it is being invoked."""
+
+    record: BatchRecord
+    instance_ids: tuple[str, ...]
+    token: str
+    attempt: int
+    maybe_applied: bool
+    state: BatchState
+    isolations: int = 0
+    invoke_id: str | None = None
+    backoff: Backoff = field(default_factory=Backoff)
+
+
+async def invoke_batch(d: Dispatch, record: BatchRecord) -> BatchEnd:
+    """Send one batch until it is accepted, failed, unknown, or must wait (quota, stop, fatal)."""
+    b = _Batch(
+        record=record,
+        instance_ids=record.instance_ids,
+        token=record.client_token,
+        attempt=record.attempts,
+        maybe_applied=record.maybe_applied,
+        state=record.state,
+    )
+    started = time.monotonic()
+    end = await _attempts(d, b)
+    final = replace(
+        record, instance_ids=b.instance_ids, client_token=b.token, invoke_id=b.invoke_id
+    )
+    d.on_end(final, end, None)
+    log.info(
+        "batch",
+        run_id=d.run_id,
+        batch_id=record.batch_id,
+        region=record.region,
+        attempt=b.attempt,
+        outcome=end.value,
+        instances=len(b.instance_ids),
+        duration_s=round(time.monotonic() - started, 3),
+    )
+    return end
+
+
+async def _attempts(d: Dispatch, b: _Batch) -> BatchEnd:
+    """The attempt loop."""
+    region = b.record.region
+    while True:
+        if d.halted:
+            return _park(d, b, BatchEnd.FATAL if d.fatal else BatchEnd.STOPPED)
+        if region in d.quota_blocked:
+            return _park(d, b, BatchEnd.QUOTA)
+        await d.gate.admit(region)
+        if not await _begin(d, b):
+            d.quota_blocked.add(region)
+            return _park(d, b, BatchEnd.QUOTA)
+        try:
+            result = await d.client.invoke_command(
+                region,
+                d.spec.command_id,
+                b.instance_ids,
+                client_token=b.token,
+                parameters=d.spec.parameters,
+                timed=d.spec.timed,
+                frequency=d.spec.frequency,
+                repeat_mode=d.spec.repeat_mode,
+                timeout_s=d.spec.timeout_s,
+                username=d.spec.username,
+                working_dir=d.spec.working_dir,
+            )
+        except CallError as err:
+            end = await _failed_attempt(d, b, err)
+            if end is not None:
+                return end
+            continue
+        d.gate.succeeded(region)
+        b.invoke_id = result.invoke_id
+        now = time.time()
+        d.ledger.post(
+            FinishAttempt(
+                b.record.batch_id,
+                b.attempt,
+                "accepted",
+                now,
+                request_id=result.request_id,
+                invoke_id=result.invoke_id,
+            ),
+            SetBatch(
+                b.record.batch_id,
+                BatchState.ACCEPTED,
+                now,
+                invoke_id=result.invoke_id,
+                instance_state=InstanceState.INVOKED,
+            ),
+        )
+        return BatchEnd.ACCEPTED
+
+
+async def _begin(d: Dispatch, b: _Batch) -> bool:
+    """Reserve quota and commit the intent; False if the quota is spent."""
+    now = time.time()
+    op = BeginAttempt(
+        run_id=d.run_id,
+        batch_id=b.record.batch_id,
+        region=b.record.region,
+        attempt=b.attempt + 1,
+        client_token=b.token,
+        account=d.account,
+        window_start=d.quota.window_start(now),
+        limit=d.quota.limit,
+        now=now,
+    )
+    (granted,) = await d.ledger.submit(op)
+    if granted:
+        b.attempt += 1
+        b.state = BatchState.SENDING
+    return bool(granted)
+
+
+def _park(d: Dispatch, b: _Batch, end: BatchEnd) -> BatchEnd:
+    """Leave the batch for a later resume: pending if nothing can have run, else unknown."""
+    if b.state is BatchState.SENDING:
+        state = BatchState.UNKNOWN if b.maybe_applied else BatchState.PENDING
+        d.ledger.post(
+            SetBatch(b.record.batch_id, state, time.time(), maybe_applied=b.maybe_applied)
+        )
+    return end
+
+
+def _settle(d: Dispatch, b: _Batch, state: BatchState, err: CallError) -> None:
+    """Finish the batch as FAILED or UNKNOWN, its instances with it."""
+    instance_state = InstanceState.FAILED if state is BatchState.FAILED else InstanceState.UNKNOWN
+    d.ledger.post(
+        SetBatch(
+            b.record.batch_id,
+            state,
+            time.time(),
+            error_code=err.code,
+            error_message=str(err),
+            maybe_applied=b.maybe_applied,
+            instance_state=instance_state,
+        )
+    )
+
+
+async def _failed_attempt(d: Dispatch, b: _Batch, err: CallError) -> BatchEnd | None:
+    """Record a failed attempt and decide: None to try again, or how the batch ends."""
+    d.ledger.post(
+        FinishAttempt(
+            b.record.batch_id,
+            b.attempt,
+            err.kind.value,
+            time.time(),
+            request_id=getattr(err, "request_id", None),
+            error_code=err.code,
+            http_status=getattr(err, "http_status", None),
+            message=str(err)[:500],
+        )
+    )
+    if err.kind is CallKind.AMBIGUOUS:
+        b.maybe_applied = True
+    if err.kind in (CallKind.RETRYABLE, CallKind.AMBIGUOUS):
+        return await _retry_later(d, b, err)
+    if err.kind is CallKind.QUOTA:
+        d.quota_blocked.add(b.record.region)
+        return _park(d, b, BatchEnd.QUOTA)
+    if err.kind is CallKind.PER_INSTANCE and not b.maybe_applied:
+        return await _isolate(d, b, err)
+    if err.kind is CallKind.FATAL:
+        d.fail(err)
+        return _park(d, b, BatchEnd.FATAL)
+    if err.kind is CallKind.BAD_REQUEST:  # every batch would fail the same way: stop the run
+        d.fail(err)
+    state = BatchState.UNKNOWN if b.maybe_applied else BatchState.FAILED
+    _settle(d, b, state, err)
+    return BatchEnd.UNKNOWN if b.maybe_applied else BatchEnd.FAILED
+
+
+async def _retry_later(d: Dispatch, b: _Batch, err: CallError) -> BatchEnd | None:
+    """Back off and try again with the same token, unless attempts are used up."""
+    if b.attempt >= d.max_attempts:
+        state = BatchState.UNKNOWN if b.maybe_applied else BatchState.FAILED
+        _settle(d, b, state, err)
+        return BatchEnd.UNKNOWN if b.maybe_applied else BatchEnd.FAILED
+    delay = b.backoff.next_delay_s(err.retry_after_s)
+    if err.is_throttling:
+        delay = max(delay, d.gate.throttled(b.record.region, err.retry_after_s))
+    await d.sleep(delay)
+    return None
+
+
+async def _isolate(d: Dispatch, b: _Batch, err: CallError) -> BatchEnd | None:
+    """Find the unusable instances (free Describe calls), fail them, and go on with the rest."""
+    unusable = {}
+    if b.isolations < _MAX_ISOLATION_ROUNDS:
+        unusable = await find_unusable(d.client, b.record.region, b.instance_ids)
+    if not unusable:
+        _settle(d, b, BatchState.FAILED, err)
+        return BatchEnd.FAILED
+    b.isolations += 1
+    now = time.time()
+    remaining = tuple(i for i in b.instance_ids if i not in unusable)
+    records = tuple(
+        InstanceRecord(
+            run_id=d.run_id,
+            region=b.record.region,
+            instance_id=iid,
+            batch_id=b.record.batch_id,
+            state=InstanceState.FAILED,
+            reason=reason,
+            error_code=err.code,
+        )
+        for iid, reason in unusable.items()
+    )
+    ops: list[object] = [
+        SetBatch(b.record.batch_id, BatchState.PENDING, now),
+        SetInstances(d.run_id, records, now),
+    ]
+    b.state = BatchState.PENDING
+    if not remaining:
+        ops.append(SetBatch(b.record.batch_id, BatchState.FAILED, now, error_code=err.code))
+        await d.ledger.submit(*ops)  # type: ignore[arg-type]
+        return BatchEnd.FAILED
+    b.token = client_token(d.run_id, b.record.region, remaining)
+    b.instance_ids = remaining
+    ops.append(ShrinkBatch(b.record.batch_id, remaining, b.token, now))
+    await d.ledger.submit(*ops)  # type: ignore[arg-type]
+    return None
