@@ -8,6 +8,14 @@ fleet, seeded fault injection, and `/_emulator/*` endpoints to inspect and steer
 async with running_emulator(EmulatorConfig(instances_per_region=1000)) as emu:
     ...  # point a client at emu.url with DEMO_ACCESS_KEY_ID / DEMO_ACCESS_KEY_SECRET
 ```
+
+Unauthenticated, uncounted control endpoints:
+- `GET /_emulator/state`: calls by action and quota used per region, every accepted invocation.
+- `POST /_emulator/clock {"advance_s": N, "freeze": bool}`: move the emulator clock forward
+  (executions progress, the UTC+8 quota day rolls over); `freeze` stops it between advances.
+- `POST /_emulator/instances {"instance_ids": [...], "status": "Stopped"|"Running",
+  "agent_online": bool}`: change instances (unfinished executions become Aborted / interrupted).
+- `POST /_emulator/quota/reset {"region": optional}`: forget today's quota usage.
 """
 
 from __future__ import annotations

@@ -30,6 +30,7 @@ _CERT_DAYS = 30
 # Every RPC parameter travels in the query string: Parameters alone may be 16-24 KB of JSON,
 # up to three times that once percent-encoded. aiohttp's default request line limit is 8 KB.
 _MAX_REQUEST_LINE_BYTES = 1024 * 1024
+_SHUTDOWN_TIMEOUT_S = 1.0  # in-flight requests get this long to finish when the emulator stops
 _THREAD_START_TIMEOUT_S = 120.0  # a 100 000-instance fleet takes a moment to build
 
 
@@ -79,6 +80,7 @@ class Emulator:
             handle_signals=False,
             max_line_size=_MAX_REQUEST_LINE_BYTES,
             max_field_size=_MAX_REQUEST_LINE_BYTES,
+            shutdown_timeout=_SHUTDOWN_TIMEOUT_S,
         )
         await runner.setup()
         self._runner = runner

@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import hashlib
+import re
+import time
 from urllib.parse import quote_plus
 
 from fanout.aliyun.signing import canonical_query, rpc_signature, v3_authorization
+from fanout.emulator import DEMO_COMMAND_ID, Emulator
+from fanout.emulator.auth import NonceMemory
 
 from .conftest import MakeApi
 from .helpers import API_VERSION, REGION, Api, fresh_nonce, utc_stamp
@@ -275,3 +279,54 @@ async def test_region_errors(api: Api) -> None:
     assert (reply.status, reply.code) == (400, "MissingParameter")
     reply = await api.error("DescribeInstances", region="mars-north-1")
     assert (reply.status, reply.code) == (404, "InvalidRegionId.NotFound")
+
+
+async def test_v3_with_form_body(api: Api) -> None:
+    """V3 may carry business parameters in a form body: its hash is signed, its values used."""
+    host = api.base_url.split("//")[1]
+    body = b"MaxResults=20&Status=Running"
+    headers = {
+        "host": host,
+        "content-type": "application/x-www-form-urlencoded",
+        "x-acs-action": "DescribeInstances",
+        "x-acs-version": API_VERSION,
+        "x-acs-date": utc_stamp(),
+        "x-acs-signature-nonce": fresh_nonce(),
+        "x-acs-content-sha256": hashlib.sha256(body).hexdigest(),
+    }
+    query = {"RegionId": REGION}
+    headers["Authorization"] = v3_authorization(
+        api.key_id, api.secret, "POST", query, headers, hashlib.sha256(body).hexdigest()
+    )
+    reply = await api.send("POST", canonical_query(query), body=body, headers=headers)
+    assert reply.status == 200, reply.text
+    assert len(reply.body["Instances"]["Instance"]) == 20
+
+
+def test_nonce_memory_is_bounded_and_expires() -> None:
+    """Nonces are forgotten after the window, and the oldest go first beyond the cap."""
+    memory = NonceMemory(ttl_s=0.05, max_entries=3)
+    assert not memory.seen_before("k", "a")
+    assert memory.seen_before("k", "a")
+    assert not memory.seen_before("other-key", "a")
+    for nonce in ("b", "c", "d"):
+        memory.seen_before("k", nonce)
+    assert len(memory) <= 3
+    time.sleep(0.06)
+    assert not memory.seen_before("k", "d")
+    assert len(memory) == 1
+
+
+async def test_xml_invoke_command_response(emu_api: tuple[Emulator, Api]) -> None:
+    """InvokeCommand in XML: `<InvokeCommandResponse><RequestId/><InvokeId/>`."""
+    emulator, api = emu_api
+    iid = emulator.world.fleet.regions[REGION].instances[0].instance_id
+    reply = await api.call(
+        "InvokeCommand", {"CommandId": DEMO_COMMAND_ID, "InstanceId.1": iid}, fmt="XML"
+    )
+    assert reply.status == 200
+    assert re.fullmatch(
+        r"<\?xml version='1.0' encoding='UTF-8'\?><InvokeCommandResponse><RequestId>[0-9A-F-]{36}"
+        r"</RequestId><InvokeId>t-[0-9a-f]{30}</InvokeId></InvokeCommandResponse>",
+        reply.text,
+    )

@@ -325,3 +325,17 @@ async def test_content_limit_counts_base64_of_both(make_api: MakeApi) -> None:
         "InvokeCommand", invoke_params(ids, DEMO_PARAM_COMMAND_ID, Parameters=too_big)
     )
     assert reply.code == "CmdContent.ExceedLimit"
+
+
+async def test_quota_is_per_region(make_api: MakeApi) -> None:
+    """Each region has its own daily quota."""
+    emulator, api = await make_api(
+        regions=("cn-hangzhou", "cn-beijing"), instances_per_region=2, daily_quota=1
+    )
+    await api.invoke(region_ids(emulator)[:1], DEMO_COMMAND_ID)
+    beijing = invoke_params(region_ids(emulator, "cn-beijing")[:1])
+    await api.ok("InvokeCommand", beijing, region="cn-beijing")
+    reply = await api.error("InvokeCommand", beijing, region="cn-beijing")
+    assert reply.code == "Invocation.ExceedQuota"
+    regions = emulator.snapshot()["regions"]
+    assert (regions["cn-hangzhou"]["quota_used"], regions["cn-beijing"]["quota_used"]) == (1, 1)

@@ -130,6 +130,19 @@ def test_cli_tls_prints_certificate_and_serves_https() -> None:
     assert not cert.exists()  # removed on exit
 
 
+def test_cli_tls_without_openssl_fails_in_one_line(tmp_path: Path) -> None:
+    """Without openssl on PATH, --tls fails with a one-line error and a non-zero exit."""
+    result = subprocess.run(
+        [sys.executable, "-m", "fanout.emulator.cli", "--port", "0", "--tls"],
+        capture_output=True, text=True, timeout=30, check=False, env={"PATH": str(tmp_path)},
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert result.stdout == ""
+    assert result.stderr.strip().splitlines() == [
+        "Error: --tls needs the openssl command, which is not on PATH"
+    ]
+
+
 async def test_tls_emulator_with_real_client() -> None:
     """An aiohttp client trusting the emulator's certificate makes signed calls over HTTPS."""
     async with running_emulator(EmulatorConfig(tls=True, instances_per_region=3)) as emulator:
