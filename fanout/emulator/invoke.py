@@ -170,12 +170,12 @@ def _repeat_mode(params: Params, now_s: float) -> tuple[str, str, Schedule | Non
     if (timed or mode == "Period") and not frequency:  # spec S7
         raise _fault(403, "MissingParam.Frequency", "The frequency must be specified when you create a timed task.")  # fmt: skip
     schedule: Schedule | None = None
-    if frequency and mode in ("Period", "DryRun"):
+    if frequency:  # checked whatever the mode; only Period runs on it
         try:
             schedule = parse_frequency(frequency, now_s)
         except ValueError as exc:
             raise _fault(400, "InvalidParam.Frequency", f"The specified frequency is not valid: {exc}.") from None  # fmt: skip
-    return mode, frequency, schedule
+    return mode, frequency, schedule if mode == "Period" else None
 
 
 def _parameters(params: Params, command: Command, limit_bytes: int) -> dict[str, str] | None:

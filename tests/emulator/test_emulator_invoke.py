@@ -40,6 +40,7 @@ _ERROR_CASES = [
     ({"Timed": "true", "Frequency": "0 0 25 * * *"}, DEMO_COMMAND_ID, 400, "InvalidParam.Frequency"),
     ({"Timed": "true", "Frequency": "0 0 1 * * * Mars/Olympus"}, DEMO_COMMAND_ID, 400, "InvalidParam.Frequency"),
     ({"Timed": "true", "Frequency": "at(2027-02-30 10:00:00)"}, DEMO_COMMAND_ID, 400, "InvalidParam.Frequency"),
+    ({"RepeatMode": "Once", "Frequency": "rate(1s)"}, DEMO_COMMAND_ID, 400, "InvalidParam.Frequency"),
     ({"RepeatMode": "Sometimes"}, DEMO_COMMAND_ID, 404, "InvalidRepeatMode.NotFound"),
     ({"Parameters": "{not json"}, DEMO_PARAM_COMMAND_ID, 400, "InvalidParameter.Parameters"),
     ({"Parameters": '["name"]'}, DEMO_PARAM_COMMAND_ID, 400, "InvalidParameter.Parameters"),
