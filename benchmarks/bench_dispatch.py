@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import subprocess
 import sys
 import tempfile
@@ -30,6 +31,7 @@ from fanout.emulator import (
 from fanout.emulator.fleet import Fleet
 from fanout.invoke import CommandSpec
 from fanout.ledger import BatchRecord, BatchState, RunRecord, RunState, open_ledger
+from fanout.logs import configure_logging
 from fanout.plan import make_plan
 from fanout.runner import drive
 from fanout.settings import Settings
@@ -38,11 +40,21 @@ from fanout.targets import Target
 REGIONS = ("cn-beijing", "cn-hangzhou", "cn-shanghai", "cn-shenzhen")
 
 
-def start_emulator(per_region: int, latency_ms: float) -> tuple[subprocess.Popen[str], str]:
+def process_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of another process, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def start_emulator(
+    per_region: int, latency_ms: float, profile: str | None = None
+) -> tuple[subprocess.Popen[str], str]:
     """`fanout emulator` in its own process; returns it and its URL."""
+    profiler = ["-m", "cProfile", "-o", profile] if profile else []
     proc = subprocess.Popen(
         [
             sys.executable,
+            *profiler,
             "-m",
             "fanout",
             "emulator",
@@ -109,6 +121,12 @@ async def dispatch(ledger: str, url: str, per_region: int, concurrency: int) -> 
         daily_quota=1_000_000,
     )
     credentials = Credentials(DEMO_ACCESS_KEY_ID, DEMO_ACCESS_KEY_SECRET)
+    ends: list[float] = []
+
+    def on_event(kind: str, _data: object) -> None:
+        if kind == "batch":
+            ends.append(time.perf_counter())
+
     cpu0, t0 = time.process_time(), time.perf_counter()
     outcome = await drive(
         settings,
@@ -116,13 +134,15 @@ async def dispatch(ledger: str, url: str, per_region: int, concurrency: int) -> 
         store,
         run,
         CommandSpec(DEMO_COMMAND_ID),
-        emit=lambda *_: None,
+        emit=on_event,
         wait_for_quota=False,
         handle_signals=False,
     )
     elapsed, cpu = time.perf_counter() - t0, time.process_time() - cpu0
     batches = len(plan.batches)
     return {
+        "first_end_s": ends[0] - t0,
+        "last_end_s": ends[-1] - t0,
         "batches": batches,
         "exit_code": int(outcome.exit_code),
         "dispatch_s": elapsed,
@@ -131,13 +151,18 @@ async def dispatch(ledger: str, url: str, per_region: int, concurrency: int) -> 
 
 
 def main() -> None:
+    configure_logging("warning")
     parser = argparse.ArgumentParser()
     parser.add_argument("--instances-per-region", type=int, default=25_000)
     parser.add_argument("--latency-ms", type=float, default=50)
     parser.add_argument("--concurrency", type=int, default=64)
     parser.add_argument("--ledger", default=None, help="ledger path (default: a temp SQLite file)")
+    parser.add_argument(
+        "--profile-emulator", default=None, help="write the emulator's cProfile here"
+    )
     args = parser.parse_args()
-    proc, url = start_emulator(args.instances_per_region, args.latency_ms)
+    proc, url = start_emulator(args.instances_per_region, args.latency_ms, args.profile_emulator)
+    emulator_cpu0 = process_cpu_s(proc.pid)
     try:
         with tempfile.TemporaryDirectory() as tmp:
             ledger = args.ledger or str(Path(tmp) / "ledger.sqlite3")
@@ -149,6 +174,7 @@ def main() -> None:
                 args.concurrency,
                 backend="asyncio",
             )
+        emulator_cpu = process_cpu_s(proc.pid) - emulator_cpu0
     finally:
         proc.terminate()
         proc.wait(10)
@@ -163,7 +189,10 @@ def main() -> None:
         "dispatch_s": round(result["dispatch_s"], 3),
         "ideal_s": round(ideal, 3),
         "efficiency": round(ideal / result["dispatch_s"], 3),
+        "first_batch_done_s": round(result["first_end_s"], 3),
+        "last_batch_done_s": round(result["last_end_s"], 3),
         "cpu_ms_per_batch": round(result["cpu_s"] * 1000 / batches, 3),
+        "emulator_cpu_ms_per_batch": round(emulator_cpu * 1000 / batches, 3),
     }
     print(json.dumps(report, indent=2))
 

@@ -71,19 +71,20 @@ class Gate:
         return state
 
     @asynccontextmanager
-    async def slot(self, region: str) -> AsyncIterator[None]:
-        """Hold one in-flight slot overall and one in the region."""
-        async with self._slots, self._region(region).slots:
-            yield
+    async def sending(self, region: str) -> AsyncIterator[None]:
+        """Admission for one call: a region slot, the throttle pause and rate, then a global slot.
 
-    async def admit(self, region: str) -> None:
-        """Wait out a throttle pause, then for the region's rate limiter."""
+        A paused (throttled) region holds only its own slots, never the global ones.
+        """
         state = self._region(region)
-        pause = state.paused_until - time.monotonic()
-        if pause > 0:
-            await anyio.sleep(pause)
-        if state.limiter is not None:
-            await state.limiter.acquire()
+        async with state.slots:
+            pause = state.paused_until - time.monotonic()
+            if pause > 0:
+                await anyio.sleep(pause)
+            if state.limiter is not None:
+                await state.limiter.acquire()
+            async with self._slots:
+                yield
 
     def throttled(self, region: str, hint_s: float | None = None) -> float:
         """The server throttled us: pause the region, doubling the pause each time in a row."""

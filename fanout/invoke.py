@@ -37,6 +37,7 @@ from fanout.quota import QuotaPolicy
 
 if TYPE_CHECKING:
     from fanout.aliyun.client import EcsClient
+    from fanout.aliyun.responses import InvokeResult
 
 __all__ = ["BatchEnd", "CommandSpec", "Dispatch", "invoke_batch"]
 
@@ -162,29 +163,20 @@ async def _attempts(d: Dispatch, b: _Batch) -> BatchEnd:
             return _park(d, b, BatchEnd.FATAL if d.fatal else BatchEnd.STOPPED)
         if region in d.quota_blocked:
             return _park(d, b, BatchEnd.QUOTA)
-        await d.gate.admit(region)
+        # The intent is made durable before the slot is taken: slots bound calls in flight,
+        # and the commit of the next intents overlaps the calls on the wire.
         if not await _begin(d, b):
             d.quota_blocked.add(region)
             return _park(d, b, BatchEnd.QUOTA)
         try:
-            result = await d.client.invoke_command(
-                region,
-                d.spec.command_id,
-                b.instance_ids,
-                client_token=b.token,
-                parameters=d.spec.parameters,
-                timed=d.spec.timed,
-                frequency=d.spec.frequency,
-                repeat_mode=d.spec.repeat_mode,
-                timeout_s=d.spec.timeout_s,
-                username=d.spec.username,
-                working_dir=d.spec.working_dir,
-            )
+            result = await _send(d, b)
         except CallError as err:
             end = await _failed_attempt(d, b, err)
             if end is not None:
                 return end
             continue
+        if result is None:  # halted between the intent and the send: nothing went out
+            return _park(d, b, BatchEnd.FATAL if d.fatal else BatchEnd.STOPPED)
         d.gate.succeeded(region)
         b.invoke_id = result.invoke_id
         now = time.time()
@@ -197,15 +189,30 @@ async def _attempts(d: Dispatch, b: _Batch) -> BatchEnd:
                 request_id=result.request_id,
                 invoke_id=result.invoke_id,
             ),
-            SetBatch(
-                b.record.batch_id,
-                BatchState.ACCEPTED,
-                now,
-                invoke_id=result.invoke_id,
-                instance_state=InstanceState.INVOKED,
-            ),
+            # Its instances are now reported `invoked` through the batch: no per-row write.
+            SetBatch(b.record.batch_id, BatchState.ACCEPTED, now, invoke_id=result.invoke_id),
         )
         return BatchEnd.ACCEPTED
+
+
+async def _send(d: Dispatch, b: _Batch) -> InvokeResult | None:
+    """Pass the gate and send; None if the run halted while waiting (nothing was sent)."""
+    async with d.gate.sending(b.record.region):
+        if d.halted:
+            return None
+        return await d.client.invoke_command(
+            b.record.region,
+            d.spec.command_id,
+            b.instance_ids,
+            client_token=b.token,
+            parameters=d.spec.parameters,
+            timed=d.spec.timed,
+            frequency=d.spec.frequency,
+            repeat_mode=d.spec.repeat_mode,
+            timeout_s=d.spec.timeout_s,
+            username=d.spec.username,
+            working_dir=d.spec.working_dir,
+        )
 
 
 async def _begin(d: Dispatch, b: _Batch) -> bool:

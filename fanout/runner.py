@@ -481,8 +481,13 @@ async def _reload(store: LedgerStore, run_id: str) -> list[BatchRecord]:
     return await anyio.to_thread.run_sync(store.load_batches, run_id)
 
 
+# Workers per concurrency slot: while one batch's call is on the wire, the next batch's intent
+# is being committed, so the slots stay busy (the gate still bounds calls in flight).
+_WORKERS_PER_SLOT = 2
+
+
 async def _dispatch(d: Dispatch, settings: Settings, batches: Sequence[BatchRecord]) -> None:
-    """Invoke `batches` with `concurrency` workers pulling from one queue."""
+    """Invoke `batches` with workers pulling from one queue; the gate bounds calls in flight."""
     queue = deque(batches)
     await d.ledger.flush()
 
@@ -491,11 +496,10 @@ async def _dispatch(d: Dispatch, settings: Settings, batches: Sequence[BatchReco
             batch = queue.popleft()
             if batch.region in d.quota_blocked:
                 continue
-            async with d.gate.slot(batch.region):
-                await invoke_batch(d, batch)
+            await invoke_batch(d, batch)
 
     async with anyio.create_task_group() as tg:
-        for _ in range(min(settings.concurrency, len(queue))):
+        for _ in range(min(settings.concurrency * _WORKERS_PER_SLOT, len(queue))):
             tg.start_soon(worker)
     await d.ledger.flush()
 

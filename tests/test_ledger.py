@@ -154,25 +154,25 @@ def test_transitions_are_checked(ledger: SqliteLedger) -> None:
     assert ledger.load_batches(RUN)[1].state is BatchState.PENDING  # rolled back
 
 
-def test_accept_moves_open_instances(ledger: SqliteLedger) -> None:
-    """Accepting a batch marks its instances invoked with the InvokeId."""
+def test_accept_reports_instances_invoked(ledger: SqliteLedger) -> None:
+    """Accepting a batch reports its pending instances invoked, with the batch's InvokeId."""
     now = time.time()
     ledger.apply(
         [
             _begin(0),
             FinishAttempt(f"{RUN}-b0", 1, "accepted", now, invoke_id="t-1", request_id="R"),
-            SetBatch(
-                f"{RUN}-b0",
-                BatchState.ACCEPTED,
-                now,
-                invoke_id="t-1",
-                instance_state=InstanceState.INVOKED,
-            ),
+            SetBatch(f"{RUN}-b0", BatchState.ACCEPTED, now, invoke_id="t-1"),
         ]
     )
     rows = {r.instance_id: r for r in ledger.iter_instances(RUN)}
     assert rows["i-a"].state is InstanceState.INVOKED
     assert rows["i-a"].invoke_id == "t-1"
+    assert ledger.instance_counts(RUN) == {"cn-hangzhou": {"invoked": 2, "pending": 1}}
+    done = InstanceRecord(RUN, "cn-hangzhou", "i-a", f"{RUN}-b0", InstanceState.SUCCEEDED)
+    ledger.apply([SetInstances(RUN, (done,), now)])
+    assert ledger.instance_counts(RUN) == {
+        "cn-hangzhou": {"invoked": 1, "pending": 1, "succeeded": 1}
+    }
     assert rows["i-c"].state is InstanceState.PENDING
 
 

@@ -26,8 +26,10 @@ def test_calendar_window_starts_at_local_midnight() -> None:
     assert NOW - DAY_S < start < NOW
 
 
-@pytest.mark.parametrize(("quota", "reserve", "used", "left"),
-                         [(5000, 0, 0, 5000), (5000, 100, 4900, 0), (30, 0, 29, 1), (30, 0, 31, 0)])
+@pytest.mark.parametrize(
+    ("quota", "reserve", "used", "left"),
+    [(5000, 0, 0, 5000), (5000, 100, 4900, 0), (30, 0, 29, 1), (30, 0, 31, 0)],
+)
 def test_left(quota: int, reserve: int, used: int, left: int) -> None:
     """What is left is the quota minus the reserve minus what was used, never negative."""
     assert QuotaPolicy(daily_quota=quota, reserve=reserve).left(used) == left

@@ -383,12 +383,14 @@ class InvocationStore:
         region_list = self.by_region.setdefault(region, [])
         inv = Invocation(invoke_id, len(region_list), region, spec, now_s)
         low, high = self._exec_seconds
-        rng = self._rng
+        span = high - low
+        draw = self._rng.random  # plain random() draws: ~5x cheaper than uniform()/randint()
+        timing = inv.timing
         for pos, iid in enumerate(spec.instance_ids):
-            inv.timing.pending_s.append(rng.random() * self._pending_max_s)
-            inv.timing.duration_s.append(rng.uniform(low, high))
-            failed = rng.random() < self._failure_fraction
-            inv.timing.exit_code.append(rng.randint(1, 127) if failed else 0)
+            timing.pending_s.append(draw() * self._pending_max_s)
+            timing.duration_s.append(low + span * draw())
+            failed = draw() < self._failure_fraction
+            timing.exit_code.append(1 + int(draw() * 127) if failed else 0)
             self.by_instance.setdefault(iid, []).append((inv, pos))
         region_list.append(inv)
         self.all.append(inv)

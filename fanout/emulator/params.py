@@ -17,10 +17,11 @@ _T = TypeVar("_T")
 class Params:
     """The decoded parameters of one request, with typed getters that raise API errors."""
 
-    __slots__ = ("raw",)
+    __slots__ = ("_repeated", "raw")
 
     def __init__(self, raw: Mapping[str, str]) -> None:
         self.raw = raw
+        self._repeated: dict[str, list[str]] = {}
 
     def get(self, name: str, default: str = "") -> str:
         """A string parameter ("" when absent)."""
@@ -61,6 +62,13 @@ class Params:
 
     def repeated(self, name: str) -> list[str]:
         """A flattened list `Name.1`, `Name.2`, ... in N order (duplicates dropped)."""
+        cached = self._repeated.get(name)
+        if cached is None:
+            cached = self._repeated[name] = self._collect(name)
+        return list(cached)
+
+    def _collect(self, name: str) -> list[str]:
+        """Scan the parameters once for `Name.N`."""
         prefix = f"{name}."
         numbered: list[tuple[int, str]] = []
         for key, value in self.raw.items():

@@ -84,7 +84,10 @@ def parse_form(raw: str) -> dict[str, str]:
         if not pair:
             continue
         key, _, value = pair.partition("=")
-        params[unquote_plus(key, errors="replace")] = unquote_plus(value, errors="replace")
+        if "%" not in pair and "+" not in pair:  # hot path: ids and names need no decoding
+            params[key] = value
+        else:
+            params[unquote_plus(key, errors="replace")] = unquote_plus(value, errors="replace")
     return params
 
 

@@ -65,7 +65,8 @@ class InstanceState(enum.StrEnum):
     """Where one target stands; the final ones add up to the target count."""
 
     PENDING = "pending"
-    INVOKED = "invoked"  # its batch was accepted; result not collected (yet)
+    # Reported, not stored: a pending row whose batch was accepted (the batch holds the fact).
+    INVOKED = "invoked"
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     EXCLUDED = "excluded"  # by preflight, with a reason
@@ -107,7 +108,9 @@ BATCH_TRANSITIONS: Mapping[BatchState, frozenset[BatchState]] = {
     _B.DONE: frozenset(),
 }
 INSTANCE_TRANSITIONS: Mapping[InstanceState, frozenset[InstanceState]] = {
-    _I.PENDING: frozenset({_I.INVOKED, _I.FAILED, _I.EXCLUDED, _I.NOT_INVOKED, _I.UNKNOWN}),
+    _I.PENDING: frozenset(
+        {_I.INVOKED, _I.SUCCEEDED, _I.FAILED, _I.EXCLUDED, _I.NOT_INVOKED, _I.UNKNOWN}
+    ),
     _I.INVOKED: frozenset({_I.INVOKED, _I.SUCCEEDED, _I.FAILED, _I.UNKNOWN}),
     _I.NOT_INVOKED: frozenset({_I.PENDING, _I.INVOKED}),  # resume picks them up again
     _I.UNKNOWN: frozenset({_I.INVOKED, _I.SUCCEEDED, _I.FAILED, _I.PENDING}),

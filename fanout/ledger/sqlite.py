@@ -58,6 +58,20 @@ _INSTANCE_COLUMNS = (
     "run_id, region, instance_id, batch_id, state, reason, invoke_id, exit_code, error_code, "
     "error_info, output, dropped, start_time, finish_time, invocation_status"
 )
+# A pending row of an accepted batch is reported `invoked`, with the batch's InvokeId: the
+# acceptance is stored once, on the batch, not copied into 50 instance rows.
+_ACCEPTED = "('accepted', 'done')"
+_REPORTED_STATE = (
+    f"CASE WHEN i.state = 'pending' AND b.state IN {_ACCEPTED} THEN 'invoked' ELSE i.state END"
+)
+_REPORTED_COLUMNS = (
+    "i.run_id, i.region, i.instance_id, i.batch_id, "
+    f"{_REPORTED_STATE}, i.reason, "
+    f"COALESCE(i.invoke_id, CASE WHEN b.state IN {_ACCEPTED} THEN b.invoke_id END), "
+    "i.exit_code, i.error_code, i.error_info, i.output, i.dropped, i.start_time, i.finish_time, "
+    "i.invocation_status"
+)
+_REPORTED_FROM = "instances i LEFT JOIN batches b ON b.batch_id = i.batch_id"
 
 
 def _placeholders(states: Sequence[str]) -> str:
@@ -236,7 +250,8 @@ class SqliteLedger:
         """Instance counts by region, then by state."""
         counts: dict[str, dict[str, int]] = {}
         for region, state, n in self._query(
-            "SELECT region, state, COUNT(*) FROM instances WHERE run_id = ? GROUP BY region, state",
+            f"SELECT i.region, {_REPORTED_STATE} AS s, COUNT(*) FROM {_REPORTED_FROM} "
+            "WHERE i.run_id = ? GROUP BY i.region, s",
             (run_id,),
         ):
             counts.setdefault(region, {})[state] = n
@@ -255,8 +270,8 @@ class SqliteLedger:
     def iter_instances(self, run_id: str) -> Iterator[InstanceRecord]:
         """Every instance row of a run, ordered by region and id."""
         rows = self._query(
-            f"SELECT {_INSTANCE_COLUMNS} FROM instances WHERE run_id = ? "
-            "ORDER BY region, instance_id",
+            f"SELECT {_REPORTED_COLUMNS} FROM {_REPORTED_FROM} WHERE i.run_id = ? "
+            "ORDER BY i.region, i.instance_id",
             (run_id,),
         )
         return (_instance_from_row(r) for r in rows)
@@ -264,7 +279,7 @@ class SqliteLedger:
     def instances_of_batch(self, batch_id: str) -> list[InstanceRecord]:
         """The instance rows that were planned into one batch."""
         rows = self._query(
-            f"SELECT {_INSTANCE_COLUMNS} FROM instances WHERE batch_id = ?", (batch_id,)
+            f"SELECT {_REPORTED_COLUMNS} FROM {_REPORTED_FROM} WHERE i.batch_id = ?", (batch_id,)
         )
         return [_instance_from_row(r) for r in rows]
 
