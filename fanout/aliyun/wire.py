@@ -234,11 +234,16 @@ def sign_request(
     if key.security_token:
         headers["x-acs-accesskey-id"] = key.access_key_id
         headers["x-acs-security-token"] = key.security_token
-    query = canonical_query(params)  # signed and sent: computed once, byte-identical
+    query_string = canonical_query(params)  # signed and sent: computed once, byte-identical
     headers["Authorization"] = v3_authorization(
-        key.access_key_id, key.access_key_secret, "POST", params, headers, query_string=query
+        key.access_key_id,
+        key.access_key_secret,
+        "POST",
+        params,
+        headers,
+        query_string=query_string,
     )
-    url = f"{root}?{query}" if params else root
+    url = f"{root}?{query_string}" if params else root
     return SignedRequest(host, url, headers)
 
 
