@@ -88,6 +88,8 @@ class Out:
 
     def event(self, kind: str, data: Mapping[str, object]) -> None:
         """A run event: a JSON line on stdout, or a human line on stderr."""
+        if kind == "instance":  # per-instance results are in `fanout report`, not the event stream
+            return
         if self.json:
             click.echo(json.dumps({"event": kind, **data}, default=str))
             return
@@ -100,6 +102,14 @@ class Out:
             )
         elif kind == "end":
             click.echo(f"{data['state']} (exit {data['exit_code']}): {data['instances']}", err=True)
+        elif kind == "wave":
+            click.echo(f"wave {data['wave']} done ({data['failures']} failures so far)", err=True)
+        elif kind == "halted":
+            click.echo(
+                f"error budget exceeded: {data['failures']} failures > {data['allowed']} allowed; "
+                "no more dispatching, collecting what is in flight",
+                err=True,
+            )
         elif kind in ("quota_wait", "resume"):
             click.echo(f"{kind}: {dict(data)}", err=True)
 

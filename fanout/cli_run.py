@@ -24,6 +24,7 @@ from fanout.runner import RunOutcome, RunRequest, preview_preflight, resume_run,
 from fanout.secrets import is_secret_key
 from fanout.settings import Settings
 from fanout.targets import Target, TargetList, merge_targets, parse_instance_ids, parse_target_text
+from fanout.waves import parse_max_errors
 
 __all__ = ["COMMANDS"]
 
@@ -216,10 +217,6 @@ def _refuse_unimplemented(opts: dict[str, Any]) -> None:
     """Options whose behaviour is not built yet are refused, never ignored."""
     if opts.get("tags"):
         refuse("--tag")
-    if opts.get("max_errors"):
-        refuse("--max-errors")
-    if opts.get("pause_after_wave"):
-        refuse("--pause-after-wave")
 
 
 def _confirm(opts: dict[str, Any], targets: Sequence[Target], batches: int) -> None:
@@ -264,6 +261,7 @@ def run_command(**opts: Any) -> None:
         register_secret((params or {}).get(key))
     spec = _spec(opts["command_id"], params, opts)
     parse_waves(opts["waves"], len(target_list.targets))
+    parse_max_errors(opts["max_errors"], len(target_list.targets))
     credentials = _credentials(settings)
     store = ledger_for(settings)
     plan = make_plan("preview", target_list.targets, batch_size=settings.batch_size)
@@ -275,6 +273,8 @@ def run_command(**opts: Any) -> None:
         spec=spec,
         secret_keys=secret_keys,
         waves=opts["waves"],
+        max_errors=opts["max_errors"],
+        pause_after_wave=opts["pause_after_wave"],
         preflight=not opts["no_preflight"],
         wait=opts["wait"] is not False,
         wait_for_quota=opts["wait_for_quota"],

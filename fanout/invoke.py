@@ -86,23 +86,40 @@ class Dispatch:
     max_attempts: int
     on_end: Callable[[BatchRecord, BatchEnd, str | None], None] = lambda *_: None
     stopping: bool = False
+    stop_requested: bool = False  # `fanout stop` rather than a signal
+    over_budget: bool = False  # --max-errors tripped
+    paused: bool = False  # --pause-after-wave
     fatal: CallError | None = None
     quota_blocked: set[str] = field(default_factory=set)
-    halt_event: anyio.Event = field(default_factory=anyio.Event)
+    halt_event: anyio.Event = field(default_factory=anyio.Event)  # no more dispatching
+    abort_event: anyio.Event = field(default_factory=anyio.Event)  # nor results collection
 
     @property
     def halted(self) -> bool:
         """True once nothing more may be dispatched."""
-        return self.stopping or self.fatal is not None
+        return self.stopping or self.over_budget or self.paused or self.fatal is not None
 
-    def stop(self) -> None:
-        """Stop dispatching; calls in flight finish."""
+    def stop(self, *, requested: bool = False) -> None:
+        """Stop dispatching and collecting; calls in flight finish."""
         self.stopping = True
+        self.stop_requested = self.stop_requested or requested
         self.halt_event.set()
+        self.abort_event.set()
 
     def fail(self, err: CallError) -> None:
         """A fatal error: nothing more may be sent."""
         self.fatal = self.fatal or err
+        self.halt_event.set()
+        self.abort_event.set()
+
+    def halt_for_errors(self) -> None:
+        """The error budget is spent: stop dispatching; invocations in flight are still followed."""
+        self.over_budget = True
+        self.halt_event.set()
+
+    def pause(self) -> None:
+        """A wave ended with --pause-after-wave: dispatch nothing more in this leg."""
+        self.paused = True
         self.halt_event.set()
 
     async def sleep(self, seconds: float) -> None:
@@ -123,6 +140,7 @@ class _Batch:
     state: BatchState
     isolations: int = 0
     invoke_id: str | None = None
+    note: str | None = None  # "isolated": every instance was refused individually
     backoff: Backoff = field(default_factory=Backoff)
 
 
@@ -141,7 +159,7 @@ async def invoke_batch(d: Dispatch, record: BatchRecord) -> BatchEnd:
     final = replace(
         record, instance_ids=b.instance_ids, client_token=b.token, invoke_id=b.invoke_id
     )
-    d.on_end(final, end, None)
+    d.on_end(final, end, b.note)
     log.info(
         "batch",
         run_id=d.run_id,
@@ -337,6 +355,7 @@ async def _isolate(d: Dispatch, b: _Batch, err: CallError) -> BatchEnd | None:
     ]
     b.state = BatchState.PENDING
     if not remaining:
+        b.note = "isolated"
         ops.append(SetBatch(b.record.batch_id, BatchState.FAILED, now, error_code=err.code))
         await d.ledger.submit(*ops)  # type: ignore[arg-type]
         return BatchEnd.FAILED

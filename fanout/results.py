@@ -1,9 +1,12 @@
 """The results stage: follow every accepted invocation to each instance's final state.
 
-An accepted InvokeCommand only means Cloud Assistant took the command. The collector polls
-DescribeInvocationResults per invocation (paged, complete), with an interval that starts short
-and grows while nothing changes, and writes each instance's terminal state, exit code, error and
-output (capped) into the ledger. An invocation that is not visible yet is not an error.
+An accepted InvokeCommand only means Cloud Assistant took the command. Per region, the collector
+sweeps `DescribeInvocations(CommandId, InvokeStatus=Running)` every `poll_interval_s`: one page
+lists 50 running invocations with every instance's status, so instances that finished are
+recorded within about one interval, whatever the number of invocations. An invocation that has
+left the running list (or never showed up in it) gets one `DescribeInvocationResults(InvokeId)`,
+which brings the outputs and settles it. That is about one Describe call per invocation plus
+the shared sweep pages. An invocation that is not visible yet right after submit is not an error.
 """
 
 from __future__ import annotations
@@ -11,7 +14,7 @@ from __future__ import annotations
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
 import anyio
 import structlog
@@ -29,9 +32,14 @@ from fanout.ledger import (
 
 if TYPE_CHECKING:
     from fanout.aliyun.client import EcsClient
-    from fanout.aliyun.wire import InvocationResult
 
-__all__ = ["SUCCESS_STATUS", "TERMINAL_STATUSES", "Collector", "instance_outcome"]
+__all__ = [
+    "COUNTED_FAILURES",
+    "SUCCESS_STATUS",
+    "TERMINAL_STATUSES",
+    "Collector",
+    "instance_outcome",
+]
 
 SUCCESS_STATUS = "Success"
 # facts 2.3: per-instance terminal statuses; Stopped is treated as terminal too (UNCERTAIN there).
@@ -48,13 +56,36 @@ TERMINAL_STATUSES = frozenset(
         "Stopped",
     }
 )
-# Polls grow by this factor while an invocation is unfinished, up to the cap; Describe calls are
-# free of quota but throttled per region like every API.
-_GROWTH = 1.5
-_MAX_INTERVAL_S = 10.0
+# The outcomes the error budget counts (issue 4); Cancelled/Terminated/Stopped follow a stop.
+COUNTED_FAILURES = frozenset({"Failed", "Error", "Timeout", "Invalid", "Aborted"})
+# Describe calls in flight per collector: they cost no quota but are throttled like any API.
 _DESCRIBE_CONCURRENCY = 8
+# An invocation not (yet) in the running list is fetched after this grace, which doubles while
+# it stays pending (an agent that is slow to pick it up), up to the cap.
+_PENDING_CAP_S = 30.0
 
 log = structlog.get_logger("fanout.results")
+
+
+class _Result(Protocol):
+    """What both DescribeInvocations instances and DescribeInvocationResults records carry."""
+
+    @property
+    def instance_id(self) -> str: ...
+    @property
+    def status(self) -> str: ...
+    @property
+    def exit_code(self) -> int | None: ...
+    @property
+    def output(self) -> str: ...
+    @property
+    def dropped(self) -> int: ...
+    @property
+    def error_code(self) -> str: ...
+    @property
+    def error_info(self) -> str: ...
+    @property
+    def start_time(self) -> str | None: ...
 
 
 def _cap(text: str, max_bytes: int) -> tuple[str, int]:
@@ -66,26 +97,30 @@ def _cap(text: str, max_bytes: int) -> tuple[str, int]:
 
 
 def instance_outcome(
-    run_id: str, region: str, batch_id: str, result: InvocationResult, max_output_bytes: int
+    batch: BatchRecord,
+    invoke_id: str,
+    result: _Result,
+    finish_time: str | None,
+    max_output_bytes: int,
 ) -> InstanceRecord:
     """The ledger record of one instance's terminal result."""
     output, dropped = _cap(result.output or "", max_output_bytes)
     ok = result.status == SUCCESS_STATUS
     return InstanceRecord(
-        run_id=run_id,
-        region=region,
+        run_id=batch.run_id,
+        region=batch.region,
         instance_id=result.instance_id,
-        batch_id=batch_id,
+        batch_id=batch.batch_id,
         state=InstanceState.SUCCEEDED if ok else InstanceState.FAILED,
         reason=None if ok else (result.error_info or f"invocation status {result.status}"),
-        invoke_id=result.invoke_id,
+        invoke_id=invoke_id,
         exit_code=result.exit_code,
         error_code=None if ok else (result.error_code or result.status),
         error_info=result.error_info or None,
-        output=output,
+        output=output or None,
         dropped=dropped + (result.dropped or 0),
         start_time=result.start_time,
-        finish_time=result.finished_time,
+        finish_time=finish_time,
         invocation_status=result.status,
     )
 
@@ -97,17 +132,19 @@ class _Watch:
     batch: BatchRecord
     invoke_id: str
     open_ids: set[str]
-    next_at: float
-    interval_s: float
+    final_ids: set[str] = field(default_factory=set)
+    seen_running: bool = False
+    fetch_after: float = 0.0
+    grace_s: float = 1.0
 
 
 @dataclass(slots=True)
 class Collector:
     """Follows accepted invocations until every instance is final (or the run stops)."""
 
-    run_id: str
     client: EcsClient
     ledger: GroupCommitter
+    command_id: str
     poll_interval_s: float
     max_output_bytes: int
     on_final: Callable[[InstanceRecord], None] = lambda _r: None
@@ -119,13 +156,13 @@ class Collector:
 
     def follow(self, batch: BatchRecord, invoke_id: str) -> None:
         """Start following an accepted batch's invocation."""
-        now = time.monotonic()
+        grace = max(0.2, self.poll_interval_s)
         self._watches[invoke_id] = _Watch(
             batch,
             invoke_id,
             set(batch.instance_ids),
-            now + self.poll_interval_s,
-            self.poll_interval_s,
+            fetch_after=time.monotonic() + grace,
+            grace_s=grace,
         )
         self._changed.set()
 
@@ -154,65 +191,93 @@ class Collector:
         self._changed.set()
 
     async def run(self) -> None:
-        """Poll due invocations, sleeping until the next one is due."""
-        slots = anyio.CapacityLimiter(_DESCRIBE_CONCURRENCY)
+        """Sweep every region with open invocations, then sleep until the next sweep."""
         while not self._closed:
-            now = time.monotonic()
-            due = [w for w in self._watches.values() if w.next_at <= now]
-            if due:
-                async with anyio.create_task_group() as tg:
-                    for watch in due:
-                        tg.start_soon(self._poll_with, slots, watch)
-                continue
-            wait_s = min((w.next_at for w in self._watches.values()), default=now + 1.0) - now
-            self._changed = anyio.Event()
-            with anyio.move_on_after(max(0.01, wait_s)):
+            if not self._watches:
+                self._changed = anyio.Event()
                 await self._changed.wait()
-
-    async def _poll_with(self, slots: anyio.CapacityLimiter, watch: _Watch) -> None:
-        """One poll under the Describe concurrency limit."""
-        async with slots:
-            await self._poll(watch)
-
-    async def _poll(self, watch: _Watch) -> None:
-        """Read an invocation's results and record the instances that became final."""
-        region = watch.batch.region
-        self.describe_calls += 1
-        try:
-            results = await self.client.describe_invocation_results(
-                region, invoke_id=watch.invoke_id
-            )
-        except CallError as err:
-            log.warning("results poll failed", invoke_id=watch.invoke_id, error=str(err))
-            results = []
-        finished = self._record(watch, results)
-        if not watch.open_ids:
-            self.ledger.post(SetBatch(watch.batch.batch_id, BatchState.DONE, time.time()))
-            self._watches.pop(watch.invoke_id, None)
+                continue
+            started = time.monotonic()
+            regions = sorted({w.batch.region for w in self._watches.values()})
+            async with anyio.create_task_group() as tg:
+                for region in regions:
+                    tg.start_soon(self._sweep, region)
             if not self._watches:
                 self._idle.set()
-            return
-        if not finished:
-            watch.interval_s = min(_MAX_INTERVAL_S, watch.interval_s * _GROWTH)
-        watch.next_at = time.monotonic() + watch.interval_s
+            await anyio.sleep(max(0.05, self.poll_interval_s - (time.monotonic() - started)))
 
-    def _record(self, watch: _Watch, results: Sequence[InvocationResult]) -> int:
-        """Write terminal results of still-open instances; return how many."""
+    async def _describe(self, what: str, call: Callable[[], object]) -> object:
+        """One Describe call (counted); None on failure (tried again next sweep)."""
+        self.describe_calls += 1
+        try:
+            return await call()  # type: ignore[misc]
+        except CallError as err:
+            log.warning("results poll failed", call=what, error=str(err))
+            return None
+
+    async def _sweep(self, region: str) -> None:
+        """Record what the running list shows; fetch the invocations that left it."""
+        running = await self._describe(
+            "DescribeInvocations",
+            lambda: self.client.describe_invocations(
+                region, command_id=self.command_id, invoke_status="Running"
+            ),
+        )
+        if running is None:
+            return
+        listed = {inv.invoke_id: inv for inv in running}  # type: ignore[attr-defined]
+        now = time.monotonic()
+        due: list[_Watch] = []
+        for watch in [w for w in self._watches.values() if w.batch.region == region]:
+            inv = listed.get(watch.invoke_id)
+            if inv is not None:
+                watch.seen_running = True
+                self._record(watch, inv.instances, with_output=False)
+            elif watch.seen_running or now >= watch.fetch_after:
+                due.append(watch)
+        slots = anyio.CapacityLimiter(_DESCRIBE_CONCURRENCY)
+        async with anyio.create_task_group() as tg:
+            for watch in due:
+                tg.start_soon(self._fetch, slots, watch)
+
+    async def _fetch(self, slots: anyio.CapacityLimiter, watch: _Watch) -> None:
+        """Read an invocation's results with outputs; settle it if every instance is final."""
+        async with slots:
+            results = await self._describe(
+                "DescribeInvocationResults",
+                lambda: self.client.describe_invocation_results(
+                    watch.batch.region, invoke_id=watch.invoke_id
+                ),
+            )
+        if results is None:
+            return
+        self._record(watch, results, with_output=True)  # type: ignore[arg-type]
+        if watch.open_ids:  # still pending: look again later, less and less often
+            watch.seen_running = False
+            watch.grace_s = min(_PENDING_CAP_S, watch.grace_s * 2)
+            watch.fetch_after = time.monotonic() + watch.grace_s
+            return
+        self.ledger.post(SetBatch(watch.batch.batch_id, BatchState.DONE, time.time()))
+        self._watches.pop(watch.invoke_id, None)
+
+    def _record(self, watch: _Watch, results: Sequence[_Result], *, with_output: bool) -> None:
+        """Write terminal results: newly final instances, and outputs of ones already final."""
         records = []
         for result in results:
-            if result.instance_id in watch.open_ids and result.status in TERMINAL_STATUSES:
-                watch.open_ids.discard(result.instance_id)
-                records.append(
-                    instance_outcome(
-                        self.run_id,
-                        watch.batch.region,
-                        watch.batch.batch_id,
-                        result,
-                        self.max_output_bytes,
-                    )
-                )
-        if records:
-            self.ledger.post(SetInstances(self.run_id, tuple(records), time.time()))
-            for record in records:
+            iid = result.instance_id
+            if result.status not in TERMINAL_STATUSES:
+                continue
+            first = iid in watch.open_ids
+            if not first and not (with_output and iid in watch.final_ids):
+                continue
+            finish = getattr(result, "finished_time", None) or getattr(result, "finish_time", None)
+            record = instance_outcome(
+                watch.batch, watch.invoke_id, result, finish, self.max_output_bytes
+            )
+            records.append(record)
+            if first:
+                watch.open_ids.discard(iid)
+                watch.final_ids.add(iid)
                 self.on_final(record)
-        return len(records)
+        if records:
+            self.ledger.post(SetInstances(watch.batch.run_id, tuple(records), time.time()))

@@ -13,7 +13,6 @@ import secrets
 import signal
 import socket
 import time
-from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -25,7 +24,7 @@ from fanout.aliyun.client import ClientOptions, EcsClient
 from fanout.aliyun.credentials import Credentials
 from fanout.errors import ExitCode, UsageError
 from fanout.gate import Gate
-from fanout.invoke import BatchEnd, CommandSpec, Dispatch, invoke_batch
+from fanout.invoke import CommandSpec, Dispatch
 from fanout.ledger import (
     AcquireLease,
     AppendEvent,
@@ -45,6 +44,15 @@ from fanout.results import Collector
 from fanout.secrets import redact_params
 from fanout.settings import Settings
 from fanout.targets import Target
+from fanout.waves import (
+    ErrorBudget,
+    Leg,
+    dispatch_waves,
+    parse_max_errors,
+    quota_frees_at,
+    verdict,
+    waits_for_results,
+)
 
 __all__ = [
     "Emit",
@@ -60,7 +68,8 @@ Emit = Callable[[str, Mapping[str, object]], None]
 log = structlog.get_logger("fanout.runner")
 
 _SPEC_OPTIONS = ("timed", "frequency", "repeat_mode", "timeout_s", "username", "working_dir")
-_OPEN_BATCH_STATES = (BatchState.SENDING, BatchState.UNKNOWN, BatchState.PENDING)
+# The event `fanout stop` appends; the runner driving the run polls for it.
+STOP_REQUEST = "stop_requested"
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,6 +80,8 @@ class RunRequest:
     spec: CommandSpec
     secret_keys: tuple[str, ...] = ()
     waves: str | None = None
+    max_errors: str | None = None
+    pause_after_wave: bool = False
     preflight: bool = True
     wait: bool = False
     wait_for_quota: bool = False
@@ -221,6 +232,8 @@ def _options(request: RunRequest, settings: Settings) -> dict[str, object]:
     return {
         "spec": spec,
         "waves": request.waves,
+        "max_errors": request.max_errors,
+        "pause_after_wave": request.pause_after_wave,
         "preflight": request.preflight,
         "wait": request.wait,
         "batch_size": settings.batch_size,
@@ -266,39 +279,6 @@ async def resume_run(
     )
 
 
-_NO_WAIT_REPEAT_MODES = frozenset({"Period", "EveryReboot", "NextRebootOnly", "DryRun"})
-
-
-def waits_for_results(spec: CommandSpec) -> bool:
-    """False for periodic and dry-run invocations: they are recorded, not waited for."""
-    return not (spec.timed or spec.frequency or spec.repeat_mode in _NO_WAIT_REPEAT_MODES)
-
-
-@dataclass(slots=True)
-class _Tally:
-    """Counts of batch ends in this leg of the run; hands accepted ones to the collector."""
-
-    emit: Emit
-    collector: Collector | None = None
-    ends: dict[BatchEnd, int] = field(default_factory=dict)
-
-    def add(self, record: BatchRecord, end: BatchEnd, _note: str | None) -> None:
-        self.ends[end] = self.ends.get(end, 0) + 1
-        if end is BatchEnd.ACCEPTED and self.collector is not None and record.invoke_id:
-            self.collector.follow(record, record.invoke_id)
-        self.emit(
-            "batch",
-            {
-                "run_id": record.run_id,
-                "batch_id": record.batch_id,
-                "region": record.region,
-                "outcome": end.value,
-                "invoke_id": record.invoke_id,
-                "instances": len(record.instance_ids),
-            },
-        )
-
-
 async def drive(
     settings: Settings,
     credentials: Credentials,
@@ -311,15 +291,15 @@ async def drive(
     handle_signals: bool,
     wait: bool | None = None,
 ) -> RunOutcome:
-    """Dispatch every open batch of a stored run and record how it ended."""
+    """Dispatch every open batch of a stored run, follow the results, record how it ended."""
     committer = GroupCommitter(store)
-    tally = _Tally(emit)
     wait = bool(run.options.get("wait") if wait is None else wait) and waits_for_results(spec)
     gate = Gate(
         concurrency=settings.concurrency,
         region_concurrency=settings.region_concurrency,
         rate_per_s=settings.rate_per_s,
     )
+    allowed = parse_max_errors(_text_option(run, "max_errors"), run.target_count)
     outcome: RunOutcome | None = None
     async with _client(settings, credentials) as client, anyio.create_task_group() as tg:
         tg.start_soon(committer.run)
@@ -332,9 +312,12 @@ async def drive(
             gate=gate,
             quota=settings.quota,
             max_attempts=settings.max_attempts,
-            on_end=tally.add,
         )
+        leg = Leg(d, emit, ErrorBudget(allowed))
+        d.on_end = leg.batch_ended
         await _take_lease(committer, run, settings)
+        seen = await anyio.to_thread.run_sync(store.events, run.run_id)
+        last_event = seen[-1][0] if seen else 0
         now = time.time()
         await committer.submit(
             SetRun(run.run_id, RunState.RUNNING, now),
@@ -343,28 +326,28 @@ async def drive(
         async with anyio.create_task_group() as helpers:
             if handle_signals:
                 helpers.start_soon(_watch_signals, d, tg.cancel_scope)
-            helpers.start_soon(_renew_lease, committer, run, settings)
-            batches = await _reload(store, run.run_id)
+            helpers.start_soon(_keep_lease, committer, store, run, settings, d, last_event)
+            batches = await anyio.to_thread.run_sync(store.load_batches, run.run_id)
             if wait:
-                tally.collector = Collector(
-                    run.run_id,
+                leg.collector = Collector(
                     client,
                     committer,
+                    spec.command_id,
                     settings.poll_interval_s,
                     settings.max_output_bytes,
+                    on_final=leg.instance_final,
                 )
-                helpers.start_soon(tally.collector.run)
+                helpers.start_soon(leg.collector.run)
                 for b in batches:
                     if b.state is BatchState.ACCEPTED and b.invoke_id:
-                        tally.collector.follow(b, b.invoke_id)
-            await _dispatch_all(
-                d,
-                settings,
+                        leg.collector.follow(b, b.invoke_id)
+            await dispatch_waves(
+                leg,
                 store,
                 batches,
+                workers=settings.concurrency,
                 wait_for_quota=wait_for_quota,
-                emit=emit,
-                collector=tally.collector,
+                pause_after_wave=bool(run.options.get("pause_after_wave")),
             )
             helpers.cancel_scope.cancel()
         outcome = await _finish(d, store, run, committer)
@@ -381,6 +364,12 @@ async def drive(
         },
     )
     return outcome
+
+
+def _text_option(run: RunRecord, name: str) -> str | None:
+    """A string option stored with the run."""
+    value = run.options.get(name)
+    return value if isinstance(value, str) else None
 
 
 async def _take_lease(committer: GroupCommitter, run: RunRecord, settings: Settings) -> None:
@@ -423,12 +412,32 @@ def _holder_is_gone(holder: str | None) -> bool:
     return False
 
 
-async def _renew_lease(committer: GroupCommitter, run: RunRecord, settings: Settings) -> None:
-    """Keep the lease while this process drives the run."""
+# How often the runner looks for a `fanout stop` request in the ledger.
+_STOP_POLL_S = 1.0
+
+
+async def _keep_lease(
+    committer: GroupCommitter,
+    store: LedgerStore,
+    run: RunRecord,
+    settings: Settings,
+    d: Dispatch,
+    last_event: int,
+) -> None:
+    """Renew the lease while this process drives the run; obey `fanout stop` requests."""
+    renewed = time.monotonic()
     while True:
-        await anyio.sleep(settings.lease_s / 3)
-        now = time.time()
-        committer.post(AcquireLease(run.run_id, _owner(), now + settings.lease_s, now))
+        await anyio.sleep(_STOP_POLL_S)
+        events = await anyio.to_thread.run_sync(store.events, run.run_id, last_event)
+        if events:
+            last_event = events[-1][0]
+            if any(kind == STOP_REQUEST for _id, _ts, kind, _data in events):
+                d.stop(requested=True)
+                log.warning("stop requested", run_id=run.run_id)
+        if time.monotonic() - renewed >= settings.lease_s / 3:
+            renewed = time.monotonic()
+            now = time.time()
+            committer.post(AcquireLease(run.run_id, _owner(), now + settings.lease_s, now))
 
 
 async def _watch_signals(d: Dispatch, everything: anyio.CancelScope) -> None:
@@ -442,84 +451,6 @@ async def _watch_signals(d: Dispatch, everything: anyio.CancelScope) -> None:
             log.warning("stopping", run_id=d.run_id, hint="again to leave at once")
 
 
-async def _dispatch_all(
-    d: Dispatch,
-    settings: Settings,
-    store: LedgerStore,
-    batches: Sequence[BatchRecord],
-    *,
-    wait_for_quota: bool,
-    emit: Emit,
-    collector: Collector | None,
-) -> None:
-    """Dispatch the open batches wave by wave, results in between; wait out the quota if asked."""
-    open_batches = [b for b in batches if b.state in _OPEN_BATCH_STATES]
-    # Batches that may already have run are resolved first (same token, same answer).
-    open_batches.sort(key=lambda b: (b.wave, b.state is BatchState.PENDING, b.seq))
-    for wave in sorted({b.wave for b in open_batches}):
-        todo = [b for b in open_batches if b.wave == wave]
-        while todo and not d.halted:
-            await _dispatch(d, settings, todo)
-            todo = [
-                b
-                for b in await _reload(store, d.run_id)
-                if b.state in _OPEN_BATCH_STATES and b.wave == wave
-            ]
-            if not todo or not d.quota_blocked or not wait_for_quota:
-                break
-            await _sleep_for_quota(d, store, emit)
-        if collector is not None:
-            await collector.drain(d.halt_event)
-        if d.halted or (d.quota_blocked and not wait_for_quota):
-            return
-    if collector is not None:  # accepted earlier (resume) and not final yet
-        await collector.drain(d.halt_event)
-
-
-async def _reload(store: LedgerStore, run_id: str) -> list[BatchRecord]:
-    """The run's batches as stored now."""
-    return await anyio.to_thread.run_sync(store.load_batches, run_id)
-
-
-# Workers per concurrency slot: while one batch's call is on the wire, the next batch's intent
-# is being committed, so the slots stay busy (the gate still bounds calls in flight).
-_WORKERS_PER_SLOT = 2
-
-
-async def _dispatch(d: Dispatch, settings: Settings, batches: Sequence[BatchRecord]) -> None:
-    """Invoke `batches` with workers pulling from one queue; the gate bounds calls in flight."""
-    queue = deque(batches)
-    await d.ledger.flush()
-
-    async def worker() -> None:
-        while queue and not d.halted:
-            batch = queue.popleft()
-            if batch.region in d.quota_blocked:
-                continue
-            await invoke_batch(d, batch)
-
-    async with anyio.create_task_group() as tg:
-        for _ in range(min(settings.concurrency * _WORKERS_PER_SLOT, len(queue))):
-            tg.start_soon(worker)
-    await d.ledger.flush()
-
-
-async def _sleep_for_quota(d: Dispatch, store: LedgerStore, emit: Emit) -> None:
-    """Sleep until every blocked region can make a call again."""
-    now = time.time()
-    start = d.quota.window_start(now)
-    frees = [
-        d.quota.frees_at(
-            await anyio.to_thread.run_sync(store.quota_times, d.account, region, start), now
-        )
-        for region in d.quota_blocked
-    ]
-    until = max(frees, default=now)
-    emit("quota_wait", {"run_id": d.run_id, "regions": sorted(d.quota_blocked), "until": until})
-    await d.sleep(max(0.0, until - now) + 1.0)
-    d.quota_blocked.clear()
-
-
 async def _finish(
     d: Dispatch, store: LedgerStore, run: RunRecord, committer: GroupCommitter
 ) -> RunOutcome:
@@ -530,16 +461,8 @@ async def _finish(
     for per_state in counts_by_region.values():
         for state, n in per_state.items():
             counts[state] = counts.get(state, 0) + n
-    state, code, message = _verdict(d, counts)
-    frees_at = None
-    if state is RunState.QUOTA:
-        now = time.time()
-        start = d.quota.window_start(now)
-        frees_at = max(
-            d.quota.frees_at(store.quota_times(d.account, region, start), now)
-            for region in d.quota_blocked
-        )
-        message += f"; capacity frees at {datetime.fromtimestamp(frees_at, UTC).isoformat(timespec='seconds')}"
+    frees_at = await quota_frees_at(d, store) if d.quota_blocked else None
+    state, code, message = verdict(d, counts, frees_at)
     now = time.time()
     await committer.submit(
         SetRun(run.run_id, state, now, exit_code=int(code)),
@@ -548,23 +471,3 @@ async def _finish(
     )
     committer.close()
     return RunOutcome(run.run_id, state, code, message, counts, frees_at)
-
-
-def _verdict(d: Dispatch, counts: Mapping[str, int]) -> tuple[RunState, ExitCode, str]:
-    """The run's state, exit code and a one-line summary."""
-    summary = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
-    if d.fatal is not None:
-        return RunState.FATAL, ExitCode.FATAL_API, f"stopped by a fatal API error: {d.fatal}"
-    if d.stopping:
-        return RunState.INTERRUPTED, ExitCode.INTERRUPTED, f"interrupted ({summary}); resumable"
-    open_left = counts.get(InstanceState.PENDING, 0)
-    if d.quota_blocked and open_left:
-        return (
-            RunState.QUOTA,
-            ExitCode.QUOTA,
-            f"daily quota spent with {open_left} instances not invoked",
-        )
-    good = counts.get(InstanceState.SUCCEEDED, 0) + counts.get(InstanceState.INVOKED, 0)
-    if good == sum(counts.values()):
-        return RunState.FINISHED, ExitCode.OK, f"finished: {summary}"
-    return RunState.FINISHED, ExitCode.FINISHED_WITH_FAILURES, f"finished with problems: {summary}"

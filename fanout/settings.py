@@ -45,7 +45,7 @@ class Settings:
     max_attempts: int = 8  # InvokeCommand attempts per batch before it is failed / unknown
     connect_timeout_s: float = 5.0
     read_timeout_s: float = 16.0  # the SDK's read timeout for InvokeCommand
-    poll_interval_s: float = 2.0  # first results poll delay; grows adaptively
+    poll_interval_s: float = 1.0  # seconds between results sweeps (Describe calls, no quota)
     max_output_bytes: int = 4096  # output kept per instance in the ledger
     lease_s: float = 60.0  # a run's lease; renewed while it is driven
 

@@ -131,14 +131,19 @@ class EcsActions(abc.ABC):
         invoke_id: str | None = None,
         instance_id: str | None = None,
         command_id: str | None = None,
+        invoke_status: str | None = None,
         include_output: bool = False,
         max_results: int = PAGE_SIZE_MAX,
     ) -> list[Invocation]:
-        """Invocations with their instances (output in plain text when asked for), all pages."""
+        """Invocations with their instances (output in plain text when asked for), all pages.
+
+        `invoke_status` filters on the overall status (Running, Finished, Pending, ...).
+        """
         params = {
             "InvokeId": invoke_id,
             "InstanceId": instance_id,
             "CommandId": command_id,
+            "InvokeStatus": invoke_status,
             "IncludeOutput": include_output,
             "ContentEncoding": "PlainText",
             "MaxResults": max_results,

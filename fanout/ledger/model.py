@@ -114,8 +114,9 @@ INSTANCE_TRANSITIONS: Mapping[InstanceState, frozenset[InstanceState]] = {
     _I.INVOKED: frozenset({_I.INVOKED, _I.SUCCEEDED, _I.FAILED, _I.UNKNOWN}),
     _I.NOT_INVOKED: frozenset({_I.PENDING, _I.INVOKED}),  # resume picks them up again
     _I.UNKNOWN: frozenset({_I.INVOKED, _I.SUCCEEDED, _I.FAILED, _I.PENDING}),
-    _I.SUCCEEDED: frozenset(),
-    _I.FAILED: frozenset(),
+    # A final state is never left; the same state may be written again to add details (output).
+    _I.SUCCEEDED: frozenset({_I.SUCCEEDED}),
+    _I.FAILED: frozenset({_I.FAILED}),
     _I.EXCLUDED: frozenset(),
 }
 
