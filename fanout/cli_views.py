@@ -10,7 +10,8 @@ import click
 
 from fanout.cli import Out, common_options, guarded, ledger_for, settings_from
 from fanout.errors import ConfigError
-from fanout.report import iso, render_report, run_summary, status_document
+from fanout.ledger import LedgerStore, RunRecord
+from fanout.report import iso, render_report, roll_up, run_summary, status_document
 
 __all__ = ["COMMANDS"]
 
@@ -78,10 +79,31 @@ def report_command(run_id: str, fmt: str, **opts: Any) -> None:
     """
     store = ledger_for(settings_from(opts["config_file"], ledger=opts["ledger"]))
     run = store.get_run(run_id)
+    retries = _retries_of(store, run_id)
+    records = roll_up(
+        store.iter_instances(run_id), (store.iter_instances(r.run_id) for r in retries)
+    )
     click.echo(
-        render_report(store.iter_instances(run_id), run, "json" if opts["as_json"] else fmt),
+        render_report(
+            records,
+            run,
+            "json" if opts["as_json"] else fmt,
+            {r.run_id: r.state for r in retries},
+        ),
         nl=False,
     )
+
+
+def _retries_of(store: LedgerStore, run_id: str) -> list[RunRecord]:
+    """Every run linked to `run_id` by retry, transitively, oldest first."""
+    runs = store.list_runs(limit=100_000)
+    found: list[RunRecord] = []
+    parents = {run_id}
+    for run in sorted(runs, key=lambda r: r.created_at):
+        if run.parent_run_id in parents:
+            found.append(run)
+            parents.add(run.run_id)
+    return found
 
 
 @click.command("quota")

@@ -27,6 +27,7 @@ __all__ = [
 # The per-instance states a status reports; `invoked` = accepted, result not collected yet.
 FINAL_STATES = ("succeeded", "failed", "excluded", "not_invoked", "unknown", "invoked")
 _REPORT_FIELDS = (
+    "run_id",
     "region",
     "instance_id",
     "state",
@@ -127,20 +128,47 @@ def _row(record: InstanceRecord, run_state: RunState) -> dict[str, object]:
     return {name: data.get(name) for name in _REPORT_FIELDS}
 
 
-def render_report(records: Iterable[InstanceRecord], run: RunRecord, fmt: str) -> str:
-    """Per-instance results as `table`, `json` (one document) or `csv`."""
-    rows = [_row(r, run.state) for r in records]
+def roll_up(
+    original: Iterable[InstanceRecord], retries: Iterable[Iterable[InstanceRecord]]
+) -> list[InstanceRecord]:
+    """The original run's rows, each replaced by its latest retry's row (retries oldest first)."""
+    latest = {(r.region, r.instance_id): r for r in original}
+    for rows in retries:
+        for r in rows:
+            if (r.region, r.instance_id) in latest:
+                latest[(r.region, r.instance_id)] = r
+    return sorted(latest.values(), key=lambda r: (r.region, r.instance_id))
+
+
+def render_report(
+    records: Iterable[InstanceRecord],
+    run: RunRecord,
+    fmt: str,
+    run_states: Mapping[str, RunState] | None = None,
+) -> str:
+    """Per-instance results as `table`, `json` (one document) or `csv`.
+
+    `run_states` gives the state of each run the rows come from (retries rolled up).
+    """
+    states = {run.run_id: run.state, **(run_states or {})}
+    rows = [_row(r, states.get(r.run_id, run.state)) for r in records]
     summary: dict[str, int] = dict.fromkeys(FINAL_STATES, 0)
     by_error: dict[str, int] = {}
+    by_region: dict[str, dict[str, int]] = {}
     for row in rows:
-        summary[str(row["state"])] = summary.get(str(row["state"]), 0) + 1
+        state = str(row["state"])
+        summary[state] = summary.get(state, 0) + 1
+        region = by_region.setdefault(str(row["region"]), {})
+        region[state] = region.get(state, 0) + 1
         if row["error_code"]:
             by_error[str(row["error_code"])] = by_error.get(str(row["error_code"]), 0) + 1
     if fmt == "json":
         doc = {
             "run_id": run.run_id,
             "target_count": run.target_count,
+            "runs": sorted(states),
             "summary": summary,
+            "by_region": by_region,
             "by_error_code": by_error,
             "instances": rows,
         }
@@ -151,11 +179,14 @@ def render_report(records: Iterable[InstanceRecord], run: RunRecord, fmt: str) -
         writer.writeheader()
         writer.writerows(rows)
         return buf.getvalue()
-    return _table(rows, summary, by_error)
+    return _table(rows, summary, by_error, by_region)
 
 
 def _table(
-    rows: list[dict[str, object]], summary: Mapping[str, int], by_error: Mapping[str, int]
+    rows: list[dict[str, object]],
+    summary: Mapping[str, int],
+    by_error: Mapping[str, int],
+    by_region: Mapping[str, Mapping[str, int]],
 ) -> str:
     """Fixed-width text table plus summaries."""
     columns = ("region", "instance_id", "state", "exit_code", "error_code", "invoke_id", "output")
@@ -165,6 +196,8 @@ def _table(
     lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip() for r in cells]
     lines.append("")
     lines.append("by state: " + ", ".join(f"{s} {n}" for s, n in summary.items() if n))
+    for region, counts in sorted(by_region.items()):
+        lines.append(f"  {region}: " + ", ".join(f"{s} {n}" for s, n in sorted(counts.items())))
     if by_error:
         lines.append("by error code: " + ", ".join(f"{c} {n}" for c, n in sorted(by_error.items())))
     return "\n".join(lines) + "\n"

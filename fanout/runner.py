@@ -22,6 +22,7 @@ import structlog
 
 from fanout.aliyun.client import ClientOptions, EcsClient
 from fanout.aliyun.credentials import Credentials
+from fanout.control import STOP_REQUEST, run_spec
 from fanout.errors import ExitCode, UsageError
 from fanout.gate import Gate
 from fanout.invoke import CommandSpec, Dispatch
@@ -39,7 +40,7 @@ from fanout.ledger import (
     SetRun,
 )
 from fanout.plan import make_plan, parse_waves
-from fanout.preflight import preflight_region
+from fanout.preflight import check_command, preflight_region
 from fanout.results import Collector
 from fanout.secrets import redact_params
 from fanout.settings import Settings
@@ -66,10 +67,6 @@ __all__ = [
 
 Emit = Callable[[str, Mapping[str, object]], None]
 log = structlog.get_logger("fanout.runner")
-
-_SPEC_OPTIONS = ("timed", "frequency", "repeat_mode", "timeout_s", "username", "working_dir")
-# The event `fanout stop` appends; the runner driving the run polls for it.
-STOP_REQUEST = "stop_requested"
 
 
 @dataclass(frozen=True, slots=True)
@@ -111,7 +108,7 @@ def _owner() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
-def _client(settings: Settings, credentials: Credentials) -> EcsClient:
+def client_for(settings: Settings, credentials: Credentials) -> EcsClient:
     """The one API client (one connection pool) of this process."""
     from pathlib import Path  # noqa: PLC0415
 
@@ -144,7 +141,15 @@ async def start_run(
     waves = parse_waves(request.waves, len(request.targets))
     plan = make_plan(run_id, request.targets, batch_size=settings.batch_size, waves=waves)
     account = settings.account or credentials.access_key_id
-    async with _client(settings, credentials) as client:
+    async with client_for(settings, credentials) as client:
+        # The command check is one free DescribeCommands per region: on even with --no-preflight.
+        await check_command(
+            client,
+            [t.region for t in request.targets],
+            request.spec,
+            content_limit_bytes=settings.content_limit_bytes,
+            now_s=now,
+        )
         excluded: dict[tuple[str, str], str] = {}
         if request.preflight:
             excluded = await _preflight(client, request.targets)
@@ -205,11 +210,27 @@ async def start_run(
 
 
 async def preview_preflight(
-    settings: Settings, credentials: Credentials, targets: Sequence[Target]
+    settings: Settings,
+    credentials: Credentials,
+    targets: Sequence[Target],
+    spec: CommandSpec | None = None,
+    *,
+    instances: bool = True,
 ) -> dict[tuple[str, str], str]:
-    """The preflight of `fanout plan`: read-only Describe calls, nothing stored."""
-    async with _client(settings, credentials) as client:
-        return await _preflight(client, targets)
+    """The preflight of `fanout plan`: read-only Describe calls, nothing stored.
+
+    Checks the command (`spec`) the way `start_run` does, then the instances unless told not to.
+    """
+    async with client_for(settings, credentials) as client:
+        if spec is not None:
+            await check_command(
+                client,
+                [t.region for t in targets],
+                spec,
+                content_limit_bytes=settings.content_limit_bytes,
+                now_s=time.time(),
+            )
+        return await _preflight(client, targets) if instances else {}
 
 
 async def _preflight(client: EcsClient, targets: Sequence[Target]) -> dict[tuple[str, str], str]:
@@ -254,17 +275,7 @@ async def resume_run(
 ) -> RunOutcome:
     """Continue a stored run with the same command, parameters and tokens."""
     run = await anyio.to_thread.run_sync(store.get_run, run_id)
-    missing = [k for k in run.secret_keys if k not in secret_params]
-    if missing:
-        msg = f"run {run_id} has secret parameters that are not stored: give --param for {', '.join(missing)}"
-        raise UsageError(msg)
-    params = {**run.parameters, **{k: secret_params[k] for k in run.secret_keys}}
-    raw_spec = dict(run.options.get("spec", {}))  # type: ignore[call-overload]
-    spec = CommandSpec(
-        command_id=run.command_id,
-        parameters=params if (params or raw_spec.get("had_parameters")) else None,
-        **{k: v for k, v in raw_spec.items() if k in _SPEC_OPTIONS},
-    )
+    spec = run_spec(run, secret_params)
     emit("resume", {"run_id": run_id, "state": run.state.value})
     return await drive(
         settings,
@@ -301,7 +312,7 @@ async def drive(
     )
     allowed = parse_max_errors(_text_option(run, "max_errors"), run.target_count)
     outcome: RunOutcome | None = None
-    async with _client(settings, credentials) as client, anyio.create_task_group() as tg:
+    async with client_for(settings, credentials) as client, anyio.create_task_group() as tg:
         tg.start_soon(committer.run)
         d = Dispatch(
             run_id=run.run_id,
