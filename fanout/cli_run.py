@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import time
+from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -13,17 +14,26 @@ import click
 
 from fanout.aliyun.credentials import Credentials, load_credentials
 from fanout.aliyun.endpoints import KNOWN_REGIONS
-from fanout.cli import Out, common_options, guarded, ledger_for, refuse, settings_from
+from fanout.cli import Out, common_options, guarded, ledger_for, settings_from
 from fanout.errors import ConfigError, TargetError
 from fanout.invoke import CommandSpec
 from fanout.logs import configure_logging, register_secret
 from fanout.params import parse_params
 from fanout.plan import estimate_region, make_plan, parse_waves
+from fanout.preflight import resolve_tags
 from fanout.report import iso
-from fanout.runner import RunOutcome, RunRequest, preview_preflight, resume_run, start_run
+from fanout.runner import (
+    RunOutcome,
+    RunRequest,
+    client_for,
+    preview_preflight,
+    resume_run,
+    start_run,
+)
 from fanout.secrets import is_secret_key
 from fanout.settings import Settings
 from fanout.targets import Target, TargetList, merge_targets, parse_instance_ids, parse_target_text
+from fanout.validate import check_schedule
 from fanout.waves import parse_max_errors
 
 __all__ = ["COMMANDS"]
@@ -126,8 +136,13 @@ def _read_targets(
     instance_ids: Sequence[str],
     regions: Sequence[str],
     settings: Settings,
+    *,
+    tagged: bool = False,
 ) -> TargetList:
-    """Every target from the file/stdin and the flags, validated and deduplicated."""
+    """Every target from the file/stdin and the flags, validated and deduplicated.
+
+    With `tagged` (a `--tag` query follows) having no explicit target is fine.
+    """
     default_region = regions[0] if len(regions) == 1 else settings.region
     lists = []
     if targets_file:
@@ -150,8 +165,69 @@ def _read_targets(
             )
         )
     if not lists:
+        if tagged:
+            return TargetList(())
         raise TargetError("targets", "no targets: give --targets FILE, --instance-id or --tag")
     return merge_targets(*lists)
+
+
+# DescribeInstances takes at most 20 Tag.N filters (aliyun-api-facts, DescribeInstances).
+_MAX_TAG_FILTERS = 20
+
+
+def _parse_tags(items: Sequence[str]) -> dict[str, str]:
+    """`--tag KEY=VALUE` items as one filter (every pair must match)."""
+    tags: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip() or not value:
+            raise ConfigError(f"--tag {item!r}: expected KEY=VALUE (both non-empty)")
+        if key in tags:
+            raise ConfigError(f"--tag {key!r}: given twice (every tag must match: use one value)")
+        tags[key] = value
+    if len(tags) > _MAX_TAG_FILTERS:
+        raise ConfigError(
+            f"--tag: {len(tags)} tags, DescribeInstances takes at most {_MAX_TAG_FILTERS}"
+        )
+    return tags
+
+
+def _tag_regions(regions: Sequence[str], settings: Settings) -> tuple[str, ...]:
+    """The regions a tag query searches: every --region, else the configured region."""
+    chosen = tuple(dict.fromkeys(regions)) or ((settings.region,) if settings.region else ())
+    if not chosen:
+        raise ConfigError("--tag needs --region (repeatable): the regions to search")
+    for region in chosen:  # validated like a target's region (TargetError names --region)
+        parse_instance_ids((), default_region=region, known_regions=KNOWN_REGIONS)
+    return chosen
+
+
+def _with_tagged(
+    explicit: TargetList,
+    tags: dict[str, str],
+    regions: Sequence[str],
+    settings: Settings,
+    credentials: Credentials,
+) -> TargetList:
+    """The explicit targets, then every instance carrying all `tags` in `regions` (duplicates dropped)."""
+    if not tags:
+        return explicit
+
+    async def resolve() -> list[Target]:
+        async with client_for(settings, credentials) as client:
+            return await resolve_tags(client, regions, tags)
+
+    found = anyio.run(resolve, backend="asyncio")
+    label = ",".join(f"{k}={v}" for k, v in tags.items())
+    if found:
+        text = "".join(f"{t.region},{t.instance_id}\n" for t in found)
+        tagged = parse_target_text(
+            text, source=f"--tag {label}", default_region=None, known_regions=KNOWN_REGIONS
+        )
+        explicit = merge_targets(explicit, tagged)
+    if not explicit.targets:
+        raise TargetError("--tag", f"no instance in {', '.join(regions)} carries {label}")
+    return explicit
 
 
 def _read_params(
@@ -174,10 +250,8 @@ def _read_params(
 
 
 def _spec(command_id: str, params: dict[str, str] | None, opts: dict[str, Any]) -> CommandSpec:
-    """The command spec, with the client-side schedule checks."""
-    if opts["timed"] and not opts["frequency"]:
-        raise ConfigError("--timed needs --frequency (spec S7, MissingParam.Frequency)")
-    return CommandSpec(
+    """The command spec, with the client-side schedule checks (spec S7)."""
+    spec = CommandSpec(
         command_id=command_id,
         parameters=params,
         timed=opts["timed"],
@@ -187,6 +261,32 @@ def _spec(command_id: str, params: dict[str, str] | None, opts: dict[str, Any]) 
         username=opts["username"],
         working_dir=opts["working_dir"],
     )
+    check_schedule(spec, time.time())
+    return spec
+
+
+def _inputs(
+    opts: dict[str, Any], settings: Settings
+) -> tuple[TargetList, CommandSpec, tuple[str, ...], Credentials]:
+    """What `plan` and `run` read before any InvokeCommand: targets (tag queries resolved),
+    the command spec with its offline checks, the secret parameter keys, and credentials.
+
+    Everything that needs no API call is refused first; a tag query is the only call made here.
+    """
+    tags = _parse_tags(opts["tags"])
+    tag_regions = _tag_regions(opts["regions"], settings) if tags else ()
+    explicit = _read_targets(
+        opts["targets_file"], opts["instance_ids"], opts["regions"], settings, tagged=bool(tags)
+    )
+    params, secret_keys = _read_params(opts["params"], opts["params_json"], opts["secret_params"])
+    for key in secret_keys:
+        register_secret((params or {}).get(key))
+    spec = _spec(opts["command_id"], params, opts)
+    parse_waves(opts["waves"], len(explicit.targets))  # its syntax, before any call
+    credentials = _credentials(settings)
+    target_list = _with_tagged(explicit, tags, tag_regions, settings, credentials)
+    parse_waves(opts["waves"], len(target_list.targets))
+    return target_list, spec, secret_keys, credentials
 
 
 def _settings(opts: dict[str, Any]) -> Settings:
@@ -211,12 +311,6 @@ def _credentials(settings: Settings) -> Credentials:
     register_secret(credentials.access_key_secret)
     register_secret(credentials.security_token)
     return credentials
-
-
-def _refuse_unimplemented(opts: dict[str, Any]) -> None:
-    """Options whose behaviour is not built yet are refused, never ignored."""
-    if opts.get("tags"):
-        refuse("--tag")
 
 
 def _confirm(opts: dict[str, Any], targets: Sequence[Target], batches: int) -> None:
@@ -250,19 +344,10 @@ def run_command(**opts: Any) -> None:
     fanout run --command-id c-xxx --instance-id cn-beijing:i-abc --param version=1.2
     """
     configure_logging(opts["log_level"])
-    _refuse_unimplemented(opts)
     settings = _settings(opts)
     out = Out(as_json=opts["as_json"])
-    target_list = _read_targets(
-        opts["targets_file"], opts["instance_ids"], opts["regions"], settings
-    )
-    params, secret_keys = _read_params(opts["params"], opts["params_json"], opts["secret_params"])
-    for key in secret_keys:
-        register_secret((params or {}).get(key))
-    spec = _spec(opts["command_id"], params, opts)
-    parse_waves(opts["waves"], len(target_list.targets))
+    target_list, spec, secret_keys, credentials = _inputs(opts, settings)
     parse_max_errors(opts["max_errors"], len(target_list.targets))
-    credentials = _credentials(settings)
     store = ledger_for(settings)
     plan = make_plan("preview", target_list.targets, batch_size=settings.batch_size)
     _confirm(opts, target_list.targets, len(plan.batches))
@@ -285,6 +370,10 @@ def run_command(**opts: Any) -> None:
     _finish(outcome, out)
 
 
+# Seconds one InvokeCommand takes on the wire, for the ETA when --rate does not bound it.
+_PLAN_CALL_LATENCY_S = 0.2
+
+
 def _plan_document(
     targets: Sequence[Target],
     excluded: dict[tuple[str, str], str],
@@ -292,18 +381,24 @@ def _plan_document(
     used: dict[str, tuple[int, float]],
     duplicates: int,
 ) -> dict[str, Any]:
-    """The `fanout plan` document: per region targets, exclusions, calls, quota and ETA."""
+    """The `fanout plan` document: per region targets, exclusions, calls, quota and ETA.
+
+    The ETA spends what is left of the quota now, then `daily_quota - quota_reserve` per quota
+    day: `days` is the quota day on which a region's last call goes (1: within the current one).
+    """
     kept = [t for t in targets if (t.region, t.instance_id) not in excluded]
     plan = make_plan("plan", kept, batch_size=settings.batch_size)
     policy = settings.quota
+    per_region = Counter(t.region for t in targets)
+    calls_by_region = Counter(b.region for b in plan.batches)
+    reasons_by_region: dict[str, Counter[str]] = {}
+    for (region, _iid), reason in excluded.items():
+        reasons_by_region.setdefault(region, Counter())[reason] += 1
     regions: dict[str, Any] = {}
     now = time.time()
-    for region in sorted({t.region for t in targets}):
-        reasons: dict[str, int] = {}
-        for (r, _iid), reason in excluded.items():
-            if r == region:
-                reasons[reason] = reasons.get(reason, 0) + 1
-        calls = sum(1 for b in plan.batches if b.region == region)
+    for region in sorted(per_region):
+        reasons = dict(reasons_by_region.get(region, Counter()))
+        calls = calls_by_region[region]
         left = policy.left(used.get(region, (0, 0.0))[0])
         eta = estimate_region(
             region,
@@ -312,26 +407,31 @@ def _plan_document(
             daily_quota=policy.daily_quota,
             reserve=policy.reserve,
             rate_per_s=settings.rate_per_s or None,
-            call_latency_s=0.2,
+            call_latency_s=_PLAN_CALL_LATENCY_S,
             concurrency=settings.region_concurrency,
         )
         regions[region] = {
-            "targets": sum(1 for t in targets if t.region == region),
+            "targets": per_region[region],
             "excluded": sum(reasons.values()),
             "excluded_by_reason": reasons,
             "batches": calls,
             "calls_needed": calls,
             "quota_left_now": left,
+            "calls_now": min(calls, left),
             "days": eta.days,
             "finish_after_s": round(eta.finish_after_s, 1),
             "finishes_at": iso(now + eta.finish_after_s),
         }
+    last = max(regions.values(), key=lambda r: r["finish_after_s"], default=None)
     return {
         "targets": len(targets),
         "duplicates_dropped": duplicates,
         "batch_size": settings.batch_size,
         "calls_needed": len(plan.batches),
         "excluded": len(excluded),
+        "days": max((r["days"] for r in regions.values()), default=0),
+        "finishes_at": last["finishes_at"] if last else None,
+        "quota_mode": policy.mode.value,
         "regions": regions,
         "spends_quota": False,
     }
@@ -339,11 +439,14 @@ def _plan_document(
 
 def _plan_text(doc: dict[str, Any]) -> str:
     """The plan as a human table."""
+    dropped = (
+        f", {doc['duplicates_dropped']} duplicates dropped" if doc["duplicates_dropped"] else ""
+    )
     lines = [
-        f"{doc['targets']} targets, {doc['excluded']} excluded, {doc['calls_needed']} InvokeCommand "
-        f"calls (batches of {doc['batch_size']}); nothing was spent",
+        f"{doc['targets']} targets{dropped}, {doc['excluded']} excluded, {doc['calls_needed']} "
+        f"InvokeCommand calls (batches of {doc['batch_size']}); nothing was spent",
         f"{'region':<20} {'targets':>8} {'excluded':>8} {'calls':>6} {'quota left':>10} "
-        f"{'days':>4}  finishes",
+        f"{'day':>4}  finishes",
     ]
     for region, r in doc["regions"].items():
         lines.append(
@@ -351,6 +454,13 @@ def _plan_text(doc: dict[str, Any]) -> str:
             f"{r['quota_left_now']:>10} {r['days']:>4}  {r['finishes_at']}"
         )
         lines += [f"    excluded: {n} {reason}" for reason, n in r["excluded_by_reason"].items()]
+    if doc["days"] > 1:
+        short = [name for name, r in doc["regions"].items() if r["days"] > 1]
+        lines.append(
+            f"the daily quota is short in {', '.join(short)}: the last call goes on quota day "
+            f"{doc['days']} ({doc['finishes_at']}); `fanout run --wait-for-quota` waits it out, "
+            "or exit 4 and `fanout resume` each day"
+        )
     return "\n".join(lines)
 
 
@@ -367,22 +477,16 @@ def plan_command(**opts: Any) -> None:
     fanout plan --command-id c-xxx --targets hosts.txt --region cn-hangzhou
     """
     configure_logging(opts["log_level"])
-    _refuse_unimplemented(opts)
     settings = _settings(opts)
-    target_list = _read_targets(
-        opts["targets_file"], opts["instance_ids"], opts["regions"], settings
+    target_list, spec, _secret_keys, credentials = _inputs(opts, settings)
+    account = settings.account or credentials.access_key_id
+    # The command is checked even with --no-preflight (one free DescribeCommands per region).
+    excluded = anyio.run(
+        lambda: preview_preflight(
+            settings, credentials, target_list.targets, spec, instances=not opts["no_preflight"]
+        ),
+        backend="asyncio",
     )
-    params, _secret_keys = _read_params(opts["params"], opts["params_json"], opts["secret_params"])
-    _spec(opts["command_id"], params, opts)
-    parse_waves(opts["waves"], len(target_list.targets))
-    excluded: dict[tuple[str, str], str] = {}
-    account = settings.account
-    if not opts["no_preflight"]:
-        credentials = _credentials(settings)
-        account = account or credentials.access_key_id
-        excluded = anyio.run(
-            lambda: preview_preflight(settings, credentials, target_list.targets), backend="asyncio"
-        )
     store = ledger_for(settings)
     used = store.quota_used(account, settings.quota.window_start(time.time())) if account else {}
     doc = _plan_document(target_list.targets, excluded, settings, used, len(target_list.duplicates))

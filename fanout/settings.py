@@ -48,6 +48,7 @@ class Settings:
     poll_interval_s: float = 1.0  # seconds between results sweeps (Describe calls, no quota)
     max_output_bytes: int = 4096  # output kept per instance in the ledger
     lease_s: float = 60.0  # a run's lease; renewed while it is driven
+    content_limit_bytes: int = 16384  # spec P4: Base64 content + parameters (seed: 16 KB)
 
     @property
     def quota(self) -> QuotaPolicy:
@@ -134,6 +135,7 @@ _PARSERS: Mapping[str, Callable[[object], object]] = {
     "poll_interval_s": _float,
     "max_output_bytes": _int,
     "lease_s": _float,
+    "content_limit_bytes": _positive_int,
 }
 assert set(_PARSERS) == {f.name for f in fields(Settings)}, "every setting needs a parser"
 
