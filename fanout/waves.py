@@ -125,7 +125,14 @@ class Leg:
         """The collector's callback: count failures the budget covers."""
         if record.state is InstanceState.FAILED and record.invocation_status in COUNTED_FAILURES:
             self._count(1)
-        self.emit("instance", {"instance_id": record.instance_id, "state": record.state.value})
+        self.emit(
+            "instance",
+            {
+                "instance_id": record.instance_id,
+                "state": record.state.value,
+                "finish_time": record.finish_time,
+            },
+        )
 
     def _count(self, n: int) -> None:
         """Add failures; halt dispatching once the budget is exceeded."""

@@ -153,6 +153,7 @@ class Invocation:
         "region",
         "run_times",
         "seq",
+        "settled",
         "spec",
         "stop_all_s",
         "stops",
@@ -172,6 +173,9 @@ class Invocation:
         self.stop_all_s: float | None = None
         self.interrupts: dict[int, tuple[float, str]] = {}
         self.run_times = array("d")  # periodic: run times found so far, ascending
+        # One-time executions that reached a final state never change again (the clock only
+        # moves forward; stops and interrupts only touch unfinished ones): computed once.
+        self.settled: dict[int, Execution] = {}
 
     @property
     def periodic(self) -> bool:
@@ -189,7 +193,13 @@ class Invocation:
         """The state of instance number `pos` at `now_s`."""
         if self.periodic:
             return self._periodic_execution(pos, now_s)
-        return self._once_execution(pos, now_s)
+        settled = self.settled.get(pos)
+        if settled is not None:
+            return settled
+        found = self._once_execution(pos, now_s)
+        if found.status not in _ACTIVE:
+            self.settled[pos] = found
+        return found
 
     def executions(self, now_s: float) -> list[Execution]:
         """Every instance's state at `now_s`, in request order."""

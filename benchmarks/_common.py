@@ -1,0 +1,84 @@
+"""What the benchmarks share: the emulator in its own process, a stored run, CPU readings."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from fanout.emulator import DEMO_COMMAND_ID, EmulatorConfig
+from fanout.emulator.fleet import Fleet
+from fanout.ledger import BatchRecord, BatchState, LedgerStore, RunRecord, RunState
+from fanout.plan import make_plan
+from fanout.targets import Target
+
+REGIONS = ("cn-beijing", "cn-hangzhou", "cn-shanghai", "cn-shenzhen")
+
+
+def process_cpu_s(pid: int) -> float:
+    """User + system CPU seconds of another process, from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def start_emulator(
+    per_region: int, extra: Sequence[str] = (), profile: str | None = None
+) -> tuple[subprocess.Popen[str], str]:
+    """`fanout emulator` in its own process (4 regions); returns it and its URL."""
+    profiler = ["-m", "cProfile", "-o", profile] if profile else []
+    argv = [sys.executable, *profiler, "-m", "fanout", "emulator", "--port", "0"]
+    argv += ["--regions", ",".join(REGIONS), "--instances-per-region", str(per_region)]
+    argv += ["--daily-quota", "1000000", *extra]
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None
+    line = proc.stdout.readline().strip()
+    return proc, line.rsplit(" ", 1)[-1]
+
+
+def emulator_state(url: str) -> dict[str, Any]:
+    """GET /_emulator/state (loopback)."""
+    with urllib.request.urlopen(f"{url}/_emulator/state", timeout=30) as response:
+        state: dict[str, Any] = json.loads(response.read())
+        return state
+
+
+def store_run(store: LedgerStore, per_region: int, *, wait: bool) -> tuple[RunRecord, int]:
+    """A stored run over every instance of the emulator's fleet; (run, number of batches)."""
+    fleet = Fleet.from_config(EmulatorConfig(regions=REGIONS, instances_per_region=per_region))
+    targets = [Target(r, i.instance_id) for r in REGIONS for i in fleet.regions[r].instances]
+    run_id = f"rbench-{int(time.time() * 1000)}"
+    plan = make_plan(run_id, targets, batch_size=50)
+    now = time.time()
+    run = RunRecord(
+        run_id,
+        now,
+        now,
+        RunState.CREATED,
+        DEMO_COMMAND_ID,
+        "bench",
+        len(targets),
+        options={"wait": wait},
+    )
+    store.create_run(
+        run,
+        [
+            BatchRecord(
+                b.batch_id,
+                run_id,
+                b.region,
+                b.seq,
+                b.wave,
+                b.instance_ids,
+                b.client_token,
+                BatchState.PENDING,
+            )
+            for b in plan.batches
+        ],
+    )
+    return run, len(plan.batches)
