@@ -1,0 +1,94 @@
+"""fanout: run one Alibaba Cloud Cloud Assistant command across a whole ECS fleet, safely.
+
+The public API, for runbooks (see `fanout.api`)::
+
+    from fanout import Target, rollout_blocking
+    outcome = rollout_blocking([Target("cn-hangzhou", "i-...")], command_id="c-...")
+
+Names are loaded on first use, so importing one stage (e.g. `fanout.targets`) stays light.
+"""
+
+from __future__ import annotations
+
+import importlib
+from importlib.metadata import PackageNotFoundError, version
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from fanout.aliyun.credentials import Credentials, load_credentials
+    from fanout.api import resume, resume_blocking, rollout, rollout_blocking, status
+    from fanout.errors import (
+        ApiError,
+        CallError,
+        ConfigError,
+        CredentialsError,
+        ExitCode,
+        FanoutError,
+        LedgerError,
+        TargetError,
+        UsageError,
+    )
+    from fanout.runner import RunOutcome
+    from fanout.settings import Settings, load_settings
+    from fanout.targets import Target
+
+try:
+    __version__ = version("fanout")
+except PackageNotFoundError:  # pragma: no cover - running from a source tree without install
+    __version__ = "0+unknown"
+
+_EXPORTS = {
+    "ApiError": "fanout.errors",
+    "CallError": "fanout.errors",
+    "ConfigError": "fanout.errors",
+    "Credentials": "fanout.aliyun.credentials",
+    "CredentialsError": "fanout.errors",
+    "ExitCode": "fanout.errors",
+    "FanoutError": "fanout.errors",
+    "LedgerError": "fanout.errors",
+    "RunOutcome": "fanout.runner",
+    "Settings": "fanout.settings",
+    "Target": "fanout.targets",
+    "TargetError": "fanout.errors",
+    "UsageError": "fanout.errors",
+    "load_credentials": "fanout.aliyun.credentials",
+    "load_settings": "fanout.settings",
+    "resume": "fanout.api",
+    "resume_blocking": "fanout.api",
+    "rollout": "fanout.api",
+    "rollout_blocking": "fanout.api",
+    "status": "fanout.api",
+}
+
+__all__ = [
+    "ApiError",
+    "CallError",
+    "ConfigError",
+    "Credentials",
+    "CredentialsError",
+    "ExitCode",
+    "FanoutError",
+    "LedgerError",
+    "RunOutcome",
+    "Settings",
+    "Target",
+    "TargetError",
+    "UsageError",
+    "__version__",
+    "load_credentials",
+    "load_settings",
+    "resume",
+    "resume_blocking",
+    "rollout",
+    "rollout_blocking",
+    "status",
+]
+
+
+def __getattr__(name: str) -> Any:
+    """Load a public name from the module that defines it."""
+    module = _EXPORTS.get(name)
+    if module is None:
+        msg = f"module 'fanout' has no attribute {name!r}"
+        raise AttributeError(msg)
+    return getattr(importlib.import_module(module), name)
