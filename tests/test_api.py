@@ -36,7 +36,7 @@ def test_public_names_sorted_and_resolvable() -> None:
     for name in fanout.__all__:
         assert getattr(fanout, name) is not None
     with pytest.raises(AttributeError):
-        _ = fanout.does_not_exist  # type: ignore[attr-defined]
+        _ = fanout.does_not_exist
 
 
 async def test_async_rollout_reports_like_the_cli(tmp_path: Path) -> None:
@@ -64,7 +64,7 @@ def test_blocking_rollout_and_resume(tmp_path: Path) -> None:
     """The blocking wrappers work from code without an event loop; resume of a done run is a no-op."""
     with EmulatorThread(CONFIG) as emu:
         settings = Settings(ledger=str(tmp_path / "l.sqlite3"), endpoint=emu.url, rate_per_s=0)
-        good = [t for t in _targets()][:10]
+        good = _targets()[:10]
         outcome = fanout.rollout_blocking(
             good, command_id=DEMO_COMMAND_ID, settings=settings, credentials=CREDS, preflight=False
         )
