@@ -1,10 +1,13 @@
-"""Shared fixtures: the emulator on 127.0.0.1 and `fanout` run as a real subprocess."""
+"""Shared fixtures: the emulator on 127.0.0.1, `fanout` run as a real subprocess, and the ledger
+location it uses: a SQLite file in tmp_path by default, or a fresh PostgreSQL database for tests
+parametrized with `both_backends` (or `postgres_only`)."""
 
 from __future__ import annotations
 
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import urllib.request
@@ -22,6 +25,13 @@ from fanout.emulator import (
     EmulatorConfig,
     EmulatorThread,
 )
+from fanout.ledger import is_postgres_location
+from tests.pgserver import POSTGRES_ENV, Server, fresh_database, start_server
+
+BACKENDS = ("sqlite", "postgres")
+# Run a test once per ledger backend (the `ledger_location` fixture), or on PostgreSQL only.
+both_backends = pytest.mark.parametrize("ledger_location", BACKENDS, indirect=True)
+postgres_only = pytest.mark.parametrize("ledger_location", ["postgres"], indirect=True)
 
 
 @dataclass
@@ -29,7 +39,7 @@ class Fanout:
     """Runs the `fanout` CLI as a subprocess against one emulator and one ledger file."""
 
     endpoint: str
-    ledger: Path
+    ledger: str  # a SQLite file path or a postgresql:// URL
     home: Path
     procs: list[subprocess.Popen[str]] = field(default_factory=list)
 
@@ -43,7 +53,7 @@ class Fanout:
             "ALIBABA_CLOUD_ACCESS_KEY_ID": DEMO_ACCESS_KEY_ID,
             "ALIBABA_CLOUD_ACCESS_KEY_SECRET": DEMO_ACCESS_KEY_SECRET,
             "FANOUT_ENDPOINT": self.endpoint,
-            "FANOUT_LEDGER": str(self.ledger),
+            "FANOUT_LEDGER": self.ledger,
             "PYTHONUNBUFFERED": "1",
         }
 
@@ -69,14 +79,14 @@ class Fanout:
             check=False,
         )
 
-    def start(self, *args: str) -> subprocess.Popen[str]:
+    def start(self, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
         """Start in the background (for kill tests); reaped at the end of the test."""
         proc = subprocess.Popen(
             self.argv(*args),
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
-            env=self.env,
+            env=env or self.env,
         )
         self.procs.append(proc)
         return proc
@@ -108,15 +118,64 @@ def emulator() -> Iterator[Callable[..., EmulatorThread]]:
         yield start
 
 
+@pytest.fixture(scope="session")
+def postgres_admin_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A PostgreSQL server's admin URL: $FANOUT_TEST_POSTGRES, else a throwaway server.
+
+    Skipped only where neither is possible; in CI (CI=true) that is a failure, not a skip.
+    """
+    url = os.environ.get(POSTGRES_ENV)
+    if url:
+        yield url
+        return
+    server = start_server(tmp_path_factory.mktemp("postgres"))
+    if not isinstance(server, Server):
+        reason = f"PostgreSQL ledger tests need {POSTGRES_ENV} or a local server: {server}"
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"in CI: {reason}")
+        pytest.skip(reason)
+    try:
+        yield server.url
+    finally:
+        server.stop()
+
+
 @pytest.fixture
-def fanout_cli(tmp_path: Path) -> Iterator[Callable[[EmulatorThread], Fanout]]:
-    """A Fanout runner bound to an emulator and a ledger in tmp_path."""
+def ledger_location(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """Where the test's ledger lives: a SQLite file in tmp_path (default), or a fresh
+    PostgreSQL database (dropped afterwards) when parametrized indirectly with "postgres"."""
+    backend = getattr(request, "param", "sqlite")
+    if backend == "sqlite":
+        yield str(tmp_path / "ledger.sqlite3")
+        return
+    assert backend == "postgres", backend
+    with fresh_database(request.getfixturevalue("postgres_admin_url")) as url:
+        yield url
+
+
+def ledger_sql(location: str, sql: str) -> list[tuple[Any, ...]]:
+    """Run one SQL statement straight on a ledger of either backend (commits); its rows."""
+    if is_postgres_location(location):
+        import psycopg  # noqa: PLC0415 - only for PostgreSQL ledgers
+
+        with psycopg.connect(location, autocommit=True) as conn:
+            cur = conn.execute(sql)
+            return cur.fetchall() if cur.description else []
+    with sqlite3.connect(location) as conn:
+        return conn.execute(sql).fetchall()
+
+
+@pytest.fixture
+def fanout_cli(
+    tmp_path: Path, ledger_location: str
+) -> Iterator[Callable[[EmulatorThread], Fanout]]:
+    """A Fanout runner bound to an emulator and the test's ledger (`ledger_location`)."""
     home = tmp_path / "home"
     home.mkdir()
     bound: list[Fanout] = []
 
     def bind(emu: EmulatorThread) -> Fanout:
-        cli = Fanout(endpoint=emu.url, ledger=tmp_path / "ledger.sqlite3", home=home)
+        cli = Fanout(endpoint=emu.url, ledger=ledger_location, home=home)
         bound.append(cli)
         return cli
 

@@ -1,6 +1,7 @@
-"""DESIGN invariants I1-I4, proven from the emulator's own record and the ledger file.
+"""DESIGN invariants I1-I4, proven from the emulator's own record and the ledger.
 
-Every test runs the real `fanout` CLI as a subprocess against the emulator on 127.0.0.1.
+Every test runs the real `fanout` CLI as a subprocess against the emulator on 127.0.0.1; I1-I3
+run once per ledger backend (a SQLite file, a PostgreSQL database).
 """
 
 from __future__ import annotations
@@ -8,7 +9,6 @@ from __future__ import annotations
 import json
 import random
 import signal
-import sqlite3
 import subprocess
 import time
 from collections.abc import Callable
@@ -19,7 +19,15 @@ import pytest
 
 from fanout.emulator import DEMO_COMMAND_ID, EmulatorConfig, EmulatorThread
 from fanout.emulator.fleet import Fleet
-from tests.conftest import Fanout, close, control, invoked_instances, write_targets
+from tests.conftest import (
+    Fanout,
+    both_backends,
+    close,
+    control,
+    invoked_instances,
+    ledger_sql,
+    write_targets,
+)
 
 Start = Callable[..., EmulatorThread]
 Bind = Callable[[EmulatorThread], Fanout]
@@ -31,10 +39,9 @@ def fleet_ids(**fields: Any) -> list[tuple[str, str]]:
     return [(r, i.instance_id) for r, rf in sorted(fleet.regions.items()) for i in rf.instances]
 
 
-def batch_states(ledger: Path) -> dict[str, int]:
-    """Batch counts by state, read straight from the ledger file."""
-    with sqlite3.connect(ledger) as conn:
-        return dict(conn.execute("SELECT state, COUNT(*) FROM batches GROUP BY state").fetchall())
+def batch_states(ledger: str) -> dict[str, int]:
+    """Batch counts by state, read straight from the ledger (either backend)."""
+    return dict(ledger_sql(ledger, "SELECT state, COUNT(*) FROM batches GROUP BY state"))
 
 
 def read_run_id(proc: subprocess.Popen[str]) -> str:
@@ -46,6 +53,7 @@ def read_run_id(proc: subprocess.Popen[str]) -> str:
 
 
 @pytest.mark.slow
+@both_backends
 def test_i1_exactly_once_under_kill_9(emulator: Start, fanout_cli: Bind, tmp_path: Path) -> None:
     """SIGKILL at random moments (>= 20 times) plus lost answers and 500s: every instance runs once."""
     fields: dict[str, Any] = {
@@ -96,6 +104,7 @@ def test_i1_exactly_once_under_kill_9(emulator: Start, fanout_cli: Bind, tmp_pat
     assert batch_states(cli.ledger) == {"accepted": 200}
 
 
+@both_backends
 def test_i2_final_states_add_up(emulator: Start, fanout_cli: Bind, tmp_path: Path) -> None:
     """Per-instance states in `status --json` add up to the target count, excluded ones included."""
     fields: dict[str, Any] = {"regions": ("cn-hangzhou",), "instances_per_region": 120, "seed": 3}
@@ -115,6 +124,7 @@ def test_i2_final_states_add_up(emulator: Start, fanout_cli: Bind, tmp_path: Pat
     assert doc["instances"]["succeeded"] == 114 - doc["instances"]["failed"]
 
 
+@both_backends
 def test_i3_two_processes_share_quota(emulator: Start, fanout_cli: Bind, tmp_path: Path) -> None:
     """Two runs on one ledger with a quota of 30 make at most 30 calls together, exit 4, then resume."""
     fields: dict[str, Any] = {"regions": ("cn-hangzhou",), "instances_per_region": 1000}
@@ -123,11 +133,12 @@ def test_i3_two_processes_share_quota(emulator: Start, fanout_cli: Bind, tmp_pat
     ids = fleet_ids(**fields)
     first = write_targets(tmp_path / "a.txt", ids[:500])
     second = write_targets(tmp_path / "b.txt", ids[500:])
+    # 32 calls per run: more than the quota, so both stop at it however their starts interleave.
     common = (
         "--command-id",
         DEMO_COMMAND_ID,
         "--batch-size",
-        "25",
+        "16",
         "--daily-quota",
         "30",
         "--yes",
@@ -144,13 +155,20 @@ def test_i3_two_processes_share_quota(emulator: Start, fanout_cli: Bind, tmp_pat
     assert codes == [4, 4]
     state = emu.snapshot()
     assert state["regions"]["cn-hangzhou"]["calls"]["InvokeCommand"] == 30
-    # The window frees: age the recorded calls by a day, and give the emulator a new day.
-    with sqlite3.connect(cli.ledger) as conn:
-        conn.execute("UPDATE quota_calls SET ts = ts - 86401")
-    control(emu, "clock", {"advance_s": 86_400})
-    for run_id in run_ids:
-        resumed = cli.run("resume", run_id, "--yes", "--no-wait", "--daily-quota", "30")
-        assert resumed.returncode == 0, resumed.stderr
+    # Each new day (calls aged by a day in the ledger, the emulator's clock moved on) the
+    # resumes spend at most 30 calls together; 64 calls take three days.
+    todo = list(run_ids)
+    for day in range(1, 4):
+        ledger_sql(cli.ledger, "UPDATE quota_calls SET ts = ts - 86401")
+        control(emu, "clock", {"advance_s": 86_400})
+        for run_id in list(todo):
+            resumed = cli.run("resume", run_id, "--yes", "--no-wait", "--daily-quota", "30")
+            assert resumed.returncode in (0, 4), resumed.stderr
+            if resumed.returncode == 0:
+                todo.remove(run_id)
+        calls = emu.snapshot()["regions"]["cn-hangzhou"]["calls"]["InvokeCommand"]
+        assert calls == min(30 * (day + 1), 64)
+    assert todo == []
     counts = invoked_instances(emu.snapshot())
     assert len(counts) == 1000
     assert set(counts.values()) == {1}

@@ -1,4 +1,7 @@
-"""The SQLite ledger: schema, file mode, checked transitions, atomic quota, group commit."""
+"""The ledger stores: schema, file mode, checked transitions, atomic quota, group commit.
+
+Tests marked `both_backends` run against SQLite and PostgreSQL with the same expectations.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +9,8 @@ import multiprocessing
 import sqlite3
 import stat
 import time
+from collections.abc import Iterator
+from multiprocessing.synchronize import Barrier
 from pathlib import Path
 
 import anyio
@@ -21,16 +26,19 @@ from fanout.ledger import (
     GroupCommitter,
     InstanceRecord,
     InstanceState,
+    LedgerStore,
     RunRecord,
     RunState,
     SetBatch,
     SetInstances,
     SetRun,
     ShrinkBatch,
+    open_ledger,
 )
 from fanout.ledger.model import BATCH_TRANSITIONS, check_transition
 from fanout.ledger.schema import SCHEMA_VERSION
 from fanout.ledger.sqlite import SqliteLedger
+from tests.conftest import both_backends
 
 RUN = "r-test"
 
@@ -57,10 +65,11 @@ def _batch(seq: int, ids: tuple[str, ...], run_id: str = RUN) -> BatchRecord:
 
 
 @pytest.fixture
-def ledger(tmp_path: Path) -> SqliteLedger:
-    store = SqliteLedger(tmp_path / "ledger.sqlite3")
+def ledger(ledger_location: str) -> Iterator[LedgerStore]:
+    store = open_ledger(ledger_location)
     store.create_run(_run(), [_batch(0, ("i-a", "i-b")), _batch(1, ("i-c",))])
-    return store
+    yield store
+    store.close()
 
 
 def _begin(batch: int, attempt: int = 1, limit: int = 10, account: str = "acct") -> BeginAttempt:
@@ -105,7 +114,8 @@ def test_not_a_ledger_is_refused(tmp_path: Path) -> None:
         SqliteLedger(path)
 
 
-def test_run_round_trip(ledger: SqliteLedger) -> None:
+@both_backends
+def test_run_round_trip(ledger: LedgerStore) -> None:
     """A stored run reads back with its redacted parameters, batches and pending instances."""
     run = ledger.get_run(RUN)
     assert run.parameters == {"name": "x", "password": "***"}
@@ -119,7 +129,8 @@ def test_run_round_trip(ledger: SqliteLedger) -> None:
         ledger.create_run(_run(), [])
 
 
-def test_begin_attempt_marks_sending_and_counts_quota(ledger: SqliteLedger) -> None:
+@both_backends
+def test_begin_attempt_marks_sending_and_counts_quota(ledger: LedgerStore) -> None:
     """A granted attempt is durable: batch SENDING, attempt row, one quota call."""
     assert ledger.apply([_begin(0)]) == [True]
     batch = ledger.load_batches(RUN)[0]
@@ -129,24 +140,25 @@ def test_begin_attempt_marks_sending_and_counts_quota(ledger: SqliteLedger) -> N
     assert ledger.quota_used("acct", 0)["cn-hangzhou"][0] == 1
 
 
+@both_backends
 @pytest.mark.parametrize(
     ("limit", "granted"), [(0, [False, False]), (1, [True, False]), (2, [True, True])]
 )
-def test_quota_limit_within_one_group(
-    ledger: SqliteLedger, limit: int, granted: list[bool]
-) -> None:
+def test_quota_limit_within_one_group(ledger: LedgerStore, limit: int, granted: list[bool]) -> None:
     """Reservations in one transaction never exceed the limit, exactly at the boundary too."""
     assert ledger.apply([_begin(0, limit=limit), _begin(1, limit=limit)]) == granted
     assert sum(n for n, _ in ledger.quota_used("acct", 0).values()) == sum(granted)
 
 
-def test_quota_is_per_account(ledger: SqliteLedger) -> None:
+@both_backends
+def test_quota_is_per_account(ledger: LedgerStore) -> None:
     """Another account's calls do not count against this one."""
     ledger.apply([_begin(0, limit=1, account="other")])
     assert ledger.apply([_begin(1, limit=1, account="acct")]) == [True]
 
 
-def test_transitions_are_checked(ledger: SqliteLedger) -> None:
+@both_backends
+def test_transitions_are_checked(ledger: LedgerStore) -> None:
     """A forbidden batch transition raises and rolls back the whole group."""
     now = time.time()
     with pytest.raises(TransitionError, match="pending -> accepted"):
@@ -154,7 +166,8 @@ def test_transitions_are_checked(ledger: SqliteLedger) -> None:
     assert ledger.load_batches(RUN)[1].state is BatchState.PENDING  # rolled back
 
 
-def test_accept_reports_instances_invoked(ledger: SqliteLedger) -> None:
+@both_backends
+def test_accept_reports_instances_invoked(ledger: LedgerStore) -> None:
     """Accepting a batch reports its pending instances invoked, with the batch's InvokeId."""
     now = time.time()
     ledger.apply(
@@ -176,7 +189,8 @@ def test_accept_reports_instances_invoked(ledger: SqliteLedger) -> None:
     assert rows["i-c"].state is InstanceState.PENDING
 
 
-def test_shrink_only_when_never_maybe_applied(ledger: SqliteLedger) -> None:
+@both_backends
+def test_shrink_only_when_never_maybe_applied(ledger: LedgerStore) -> None:
     """Isolation may change a pending batch's token, but never one whose answer was lost."""
     now = time.time()
     ledger.apply(
@@ -192,7 +206,8 @@ def test_shrink_only_when_never_maybe_applied(ledger: SqliteLedger) -> None:
         ledger.apply([ShrinkBatch(f"{RUN}-b1", (), "tok-x", now)])
 
 
-def test_instance_transitions_checked(ledger: SqliteLedger) -> None:
+@both_backends
+def test_instance_transitions_checked(ledger: LedgerStore) -> None:
     """A final instance state cannot be left."""
     now = time.time()
     rec = InstanceRecord(RUN, "cn-hangzhou", "i-a", f"{RUN}-b0", InstanceState.FAILED, reason="x")
@@ -202,7 +217,8 @@ def test_instance_transitions_checked(ledger: SqliteLedger) -> None:
         ledger.apply([SetInstances(RUN, (again,), now)])
 
 
-def test_run_transitions_and_lease(ledger: SqliteLedger) -> None:
+@both_backends
+def test_run_transitions_and_lease(ledger: LedgerStore) -> None:
     """Run state changes are checked; a live lease refuses another owner until it expires."""
     now = time.time()
     ledger.apply([SetRun(RUN, RunState.RUNNING, now)])
@@ -221,7 +237,8 @@ def test_transition_table_is_data() -> None:
         check_transition(BATCH_TRANSITIONS, BatchState.DONE, BatchState.PENDING, "b")
 
 
-async def test_group_commit_shares_transactions(ledger: SqliteLedger) -> None:
+@both_backends
+async def test_group_commit_shares_transactions(ledger: LedgerStore) -> None:
     """Many concurrent submits are committed in fewer transactions, each result to its caller."""
     committer = GroupCommitter(ledger)
     results: list[object] = []
@@ -240,7 +257,8 @@ async def test_group_commit_shares_transactions(ledger: SqliteLedger) -> None:
     assert committer.commits <= 2
 
 
-async def test_posted_error_surfaces_at_flush(ledger: SqliteLedger) -> None:
+@both_backends
+async def test_posted_error_surfaces_at_flush(ledger: LedgerStore) -> None:
     """A failed fire-and-forget write is raised by the next flush, not lost."""
     committer = GroupCommitter(ledger)
     async with anyio.create_task_group() as tg:
@@ -251,8 +269,11 @@ async def test_posted_error_surfaces_at_flush(ledger: SqliteLedger) -> None:
         committer.close()
 
 
-def _reserve_many(path: str, worker: int, n: int, out: multiprocessing.Queue[int]) -> None:
-    store = SqliteLedger(Path(path))
+def _reserve_many(
+    location: str, worker: int, n: int, start: Barrier, out: multiprocessing.Queue[int]
+) -> None:
+    store = open_ledger(location)
+    start.wait(30)  # every process reserves at the same time
     granted = 0
     for i in range(n):
         now = time.time()
@@ -261,18 +282,23 @@ def _reserve_many(path: str, worker: int, n: int, out: multiprocessing.Queue[int
             RUN, f"{RUN}-b{i % 2}", "cn-hangzhou", attempt, "t", "acct", now - 86_400, 30, now
         )
         granted += bool(store.apply([op])[0])
+    store.close()
     out.put(granted)
 
 
-def test_quota_is_atomic_across_processes(tmp_path: Path) -> None:
-    """Three processes reserving from one file never exceed the shared limit together (I3)."""
-    path = tmp_path / "shared.sqlite3"
-    store = SqliteLedger(path)
+@both_backends
+def test_quota_is_atomic_across_processes(ledger_location: str) -> None:
+    """Three processes reserving from one ledger never exceed the shared limit together (I3)."""
+    store = open_ledger(ledger_location)
     store.create_run(_run(), [_batch(0, ("i-a",)), _batch(1, ("i-b",))])
     store.apply([_begin(0), _begin(1)])  # both SENDING so re-begins are allowed
     ctx = multiprocessing.get_context("spawn")
     queue: multiprocessing.Queue[int] = ctx.Queue()
-    procs = [ctx.Process(target=_reserve_many, args=(str(path), w, 25, queue)) for w in range(3)]
+    start = ctx.Barrier(3)
+    procs = [
+        ctx.Process(target=_reserve_many, args=(ledger_location, w, 25, start, queue))
+        for w in range(3)
+    ]
     for p in procs:
         p.start()
     for p in procs:
@@ -280,3 +306,68 @@ def test_quota_is_atomic_across_processes(tmp_path: Path) -> None:
     granted = sum(queue.get(timeout=5) for _ in procs)
     assert granted == 28  # 30 minus the 2 reserved above
     assert store.quota_used("acct", 0)["cn-hangzhou"][0] == 30
+    store.close()
+
+
+_REGIONS = ("cn-beijing", "cn-hangzhou", "cn-shanghai", "cn-shenzhen")
+
+
+def _reserve_regions(
+    location: str,
+    worker: int,
+    rounds: int,
+    start: Barrier,
+    out: multiprocessing.Queue[dict[str, int]],
+) -> None:
+    """Each group reserves one call in every region, in an order that differs by worker."""
+    store = open_ledger(location)
+    start.wait(30)
+    regions = _REGIONS if worker % 2 else tuple(reversed(_REGIONS))
+    granted = dict.fromkeys(_REGIONS, 0)
+    for i in range(rounds):
+        now = time.time()
+        ops = [
+            BeginAttempt(
+                RUN, f"{RUN}-{r}", r, 1 + worker * 1000 + i, "t", "acct", now - 86_400, 20, now
+            )
+            for r in regions
+        ]
+        for region, ok in zip(regions, store.apply(ops), strict=True):
+            granted[region] += bool(ok)
+    store.close()
+    out.put(granted)
+
+
+@both_backends
+def test_quota_groups_over_many_regions_do_not_deadlock(ledger_location: str) -> None:
+    """Groups naming regions in opposite orders from several processes neither deadlock nor
+    exceed any region's limit."""
+    store = open_ledger(ledger_location)
+    batches = [
+        BatchRecord(f"{RUN}-{r}", RUN, r, n, 0, (f"i-{n}",), f"tok-{r}", BatchState.PENDING)
+        for n, r in enumerate(_REGIONS)
+    ]
+    store.create_run(_run(targets=len(_REGIONS)), batches)
+    now = time.time()
+    first = [
+        BeginAttempt(RUN, b.batch_id, b.region, 0, "t", "acct", now - 86_400, 20, now)
+        for b in batches
+    ]
+    assert store.apply(first) == [True] * len(_REGIONS)  # SENDING, so re-begins are allowed
+    ctx = multiprocessing.get_context("spawn")
+    queue: multiprocessing.Queue[dict[str, int]] = ctx.Queue()
+    start = ctx.Barrier(3)
+    procs = [
+        ctx.Process(target=_reserve_regions, args=(ledger_location, w, 10, start, queue))
+        for w in range(3)
+    ]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(60)
+    results = [queue.get(timeout=5) for _ in procs]
+    assert [p.exitcode for p in procs] == [0, 0, 0]
+    for region in _REGIONS:
+        assert sum(r[region] for r in results) == 19  # 20 minus the first reservation
+        assert store.quota_used("acct", 0)[region][0] == 20
+    store.close()

@@ -1,7 +1,8 @@
 """The durable ledger: runs, batches, attempts, instances, quota calls and the event journal.
 
 The runner reaches storage only through `LedgerStore` (and `GroupCommitter`, which turns many
-tasks' writes into one transaction), so other backends can follow without touching it.
+tasks' writes into one transaction). Two backends: a SQLite file for one host (`sqlite.py`) and
+a PostgreSQL database shared by runners on many hosts (`postgres.py`, DESIGN section 6).
 """
 
 from __future__ import annotations
@@ -11,8 +12,8 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
-from fanout.errors import ConfigError
 from fanout.ledger.group import GroupCommitter
+from fanout.ledger.location import is_postgres_location, location_password, redact_location
 from fanout.ledger.model import (
     FINAL_INSTANCE_STATES,
     AcquireLease,
@@ -52,12 +53,20 @@ __all__ = [
     "SetRun",
     "ShrinkBatch",
     "default_ledger_location",
+    "is_postgres_location",
     "open_ledger",
+    "redact_location",
 ]
 
 
 class LedgerStore(Protocol):
     """What the runner, status and report need from storage. Methods block; call from a thread."""
+
+    @property
+    def local(self) -> bool:
+        """True if every process using this ledger runs on this host (so a lease holder whose
+        pid is gone here is gone); False for a ledger shared between hosts."""
+        ...
 
     def close(self) -> None: ...
     def create_run(
@@ -92,10 +101,14 @@ def default_ledger_location(env: dict[str, str] | None = None) -> str:
 
 
 def open_ledger(location: str) -> LedgerStore:
-    """Open (creating if needed) the ledger at a path or `sqlite:///path` URL."""
-    if location.startswith(("postgresql://", "postgres://")):
-        msg = f"--ledger {location.rsplit('@', maxsplit=1)[-1]}: PostgreSQL ledgers are not supported yet"
-        raise ConfigError(msg)
+    """Open (creating or migrating if needed) the ledger at a path, `sqlite:///path` or
+    `postgresql://` URL. A URL's password is never shown, in logs or in errors."""
+    if is_postgres_location(location):
+        from fanout.ledger.postgres import PostgresLedger  # noqa: PLC0415 - psycopg only if used
+        from fanout.logs import register_secret  # noqa: PLC0415
+
+        register_secret(location_password(location))
+        return PostgresLedger(location)
     path = location.removeprefix("sqlite:///") if location.startswith("sqlite:") else location
     from fanout.ledger.sqlite import SqliteLedger  # noqa: PLC0415 - keep sqlite off pure imports
 

@@ -84,6 +84,9 @@ class SqliteLedger:
 
     __slots__ = ("_conn", "_lock", "path")
 
+    # Every process sharing the file runs on this host: a lease holder whose pid is gone is gone.
+    local = True
+
     def __init__(self, path: Path, *, synchronous: str = "FULL") -> None:
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
