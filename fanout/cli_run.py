@@ -17,6 +17,7 @@ from fanout.aliyun.endpoints import KNOWN_REGIONS
 from fanout.cli import Out, common_options, guarded, ledger_for, settings_from
 from fanout.errors import ConfigError, TargetError
 from fanout.invoke import CommandSpec
+from fanout.ledger import LedgerStore
 from fanout.logs import configure_logging, register_secret
 from fanout.params import parse_params
 from fanout.plan import estimate_region, make_plan, parse_waves
@@ -493,13 +494,36 @@ def plan_command(**opts: Any) -> None:
     Out(as_json=opts["as_json"]).document(doc, _plan_text(doc))
 
 
+def _warn_takeover(run_id: str, store: LedgerStore) -> None:
+    """`resume --force`: say on stderr whose live lease is being taken, and what follows."""
+    run = store.get_run(run_id)
+    if run.lease_owner is None or (run.lease_until or 0.0) <= time.time():
+        return
+    click.echo(
+        f"fanout: warning: --force: taking run {run_id} over from {run.lease_owner} "
+        f"(its lease runs until {iso(run.lease_until or 0.0)}). If that runner is still "
+        "alive it must be stopped: its calls in flight are re-sent here with the same "
+        "ClientToken (no instance runs twice) and, on a PostgreSQL ledger, it is refused "
+        "any new call.",
+        err=True,
+    )
+
+
 @click.command("resume")
 @click.argument("run_id")
 @click.option("--param", "params", multiple=True, help="KEY=VALUE for each secret parameter.")
+@click.option(
+    "--force",
+    is_flag=True,
+    help="Take the run over even while another runner holds its lease (warns first).",
+)
 @_spend_options
 @guarded
 def resume_command(run_id: str, **opts: Any) -> None:
     """Continue a run that was interrupted, halted by quota, or crashed.
+
+    One runner drives a run at a time: while another holds its lease (renewed as it runs),
+    resume exits 2 naming the holder and until when; --force takes it over regardless.
 
     \b
     fanout resume r20261128-063512-a1b2c3 --yes
@@ -512,6 +536,8 @@ def resume_command(run_id: str, **opts: Any) -> None:
         register_secret(value)
     credentials = _credentials(settings)
     store = ledger_for(settings)
+    if opts["force"]:
+        _warn_takeover(run_id, store)
     outcome = anyio.run(
         lambda: resume_run(
             settings,
@@ -522,6 +548,7 @@ def resume_command(run_id: str, **opts: Any) -> None:
             emit=out.event,
             wait_for_quota=opts["wait_for_quota"],
             wait=opts["wait"],
+            force_lease=opts["force"],
         ),
         backend="asyncio",
     )

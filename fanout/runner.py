@@ -272,8 +272,12 @@ async def resume_run(
     wait_for_quota: bool = False,
     wait: bool | None = None,
     handle_signals: bool = True,
+    force_lease: bool = False,
 ) -> RunOutcome:
-    """Continue a stored run with the same command, parameters and tokens."""
+    """Continue a stored run with the same command, parameters and tokens.
+
+    `force_lease` takes the run over even from a live runner (`resume --force`).
+    """
     run = await anyio.to_thread.run_sync(store.get_run, run_id)
     spec = run_spec(run, secret_params)
     emit("resume", {"run_id": run_id, "state": run.state.value})
@@ -287,6 +291,7 @@ async def resume_run(
         wait_for_quota=wait_for_quota,
         handle_signals=handle_signals,
         wait=wait,
+        force_lease=force_lease,
     )
 
 
@@ -301,6 +306,7 @@ async def drive(
     wait_for_quota: bool,
     handle_signals: bool,
     wait: bool | None = None,
+    force_lease: bool = False,
 ) -> RunOutcome:
     """Dispatch every open batch of a stored run, follow the results, record how it ended."""
     committer = GroupCommitter(store)
@@ -326,7 +332,7 @@ async def drive(
         )
         leg = Leg(d, emit, ErrorBudget(allowed))
         d.on_end = leg.batch_ended
-        await _take_lease(committer, run, settings)
+        await _take_lease(committer, run, settings, local=store.local, force=force_lease)
         seen = await anyio.to_thread.run_sync(store.events, run.run_id)
         last_event = seen[-1][0] if seen else 0
         now = time.time()
@@ -383,13 +389,20 @@ def _text_option(run: RunRecord, name: str) -> str | None:
     return value if isinstance(value, str) else None
 
 
-async def _take_lease(committer: GroupCommitter, run: RunRecord, settings: Settings) -> None:
-    """Become the one runner of this run, or refuse with who holds it."""
+async def _take_lease(
+    committer: GroupCommitter, run: RunRecord, settings: Settings, *, local: bool, force: bool
+) -> None:
+    """Become the one runner of this run, or refuse with who holds it.
+
+    A dead holder on this host is taken over at once only for a host-local ledger: host names
+    are not unique across the hosts sharing a PostgreSQL ledger (which checks its holders'
+    connections itself).
+    """
     now = time.time()
     granted, holder, until = await _lease(
-        committer, AcquireLease(run.run_id, _owner(), now + settings.lease_s, now)
+        committer, AcquireLease(run.run_id, _owner(), now + settings.lease_s, now, force=force)
     )
-    if not granted and _holder_is_gone(holder):
+    if not granted and local and _holder_is_gone(holder):
         granted, holder, until = await _lease(
             committer, AcquireLease(run.run_id, _owner(), now + settings.lease_s, now, force=True)
         )
