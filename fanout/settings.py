@@ -17,7 +17,7 @@ from typing import Any
 from fanout.errors import ConfigError
 from fanout.quota import DEFAULT_DAILY_QUOTA, QuotaMode, QuotaPolicy
 
-__all__ = ["Settings", "config_file_location", "load_settings"]
+__all__ = ["Settings", "config_file_location", "load_rollout", "load_settings"]
 
 _ENV_PREFIX = "FANOUT_"
 
@@ -167,6 +167,55 @@ def _read_file(path: Path) -> dict[str, Any]:
         msg = f"{path}: [fanout] must be a table"
         raise ConfigError(msg)
     return {k: v for k, v in table.items() if k != "rollout"}
+
+
+# `[rollout]` keys: defaults for the `run` / `plan` flags of the same name, so a reviewed file
+# can describe a whole rollout. Values: strings, except the lists and the params table.
+_ROLLOUT_KEYS: Mapping[str, type] = {
+    "command_id": str,
+    "targets": str,
+    "regions": list,
+    "instance_ids": list,
+    "tags": list,
+    "params": dict,
+    "secret_params": list,
+    "waves": str,
+    "max_errors": str,
+    "frequency": str,
+    "repeat_mode": str,
+    "timeout_s": int,
+    "username": str,
+    "working_dir": str,
+}
+
+
+def load_rollout(config_file: Path | None) -> dict[str, Any]:
+    """The `[rollout]` table of a config file (empty without one), checked key by key."""
+    if config_file is None:
+        return {}
+    try:
+        data = tomllib.loads(config_file.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+        msg = f"{config_file}: cannot read config file ({exc})"
+        raise ConfigError(msg) from exc
+    table = data.get("rollout", {})
+    if not isinstance(table, dict):
+        msg = f"{config_file}: [rollout] must be a table"
+        raise ConfigError(msg)
+    for key, value in table.items():
+        kind = _ROLLOUT_KEYS.get(key)
+        if kind is None:
+            msg = (
+                f"{config_file}: [rollout] key {key!r}: unknown (known: {', '.join(_ROLLOUT_KEYS)})"
+            )
+            raise ConfigError(msg)
+        items = value.values() if isinstance(value, dict) else value
+        if not isinstance(value, kind) or (
+            isinstance(value, list | dict) and not all(isinstance(v, str) for v in items)
+        ):
+            msg = f"{config_file}: [rollout] key {key!r}: expected {kind.__name__} of strings"
+            raise ConfigError(msg)
+    return dict(table)
 
 
 def _parse(name: str, value: object, where: str) -> object:
