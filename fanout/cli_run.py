@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from collections import Counter
@@ -32,7 +33,7 @@ from fanout.runner import (
     start_run,
 )
 from fanout.secrets import is_secret_key
-from fanout.settings import Settings
+from fanout.settings import Settings, config_file_location, load_rollout
 from fanout.targets import Target, TargetList, merge_targets, parse_instance_ids, parse_target_text
 from fanout.validate import check_schedule
 from fanout.waves import parse_max_errors
@@ -85,9 +86,7 @@ def _run_options(func: F) -> F:
     """Targets, command and batching options of `plan` and `run`."""
     for option in reversed(
         [
-            click.option(
-                "--command-id", required=True, help="The Cloud Assistant command (c-...)."
-            ),
+            click.option("--command-id", help="The Cloud Assistant command (c-...); required."),
             click.option("--targets", "targets_file", help="Target file, or - for stdin."),
             click.option(
                 "--instance-id", "instance_ids", multiple=True, help="A target (repeatable)."
@@ -290,6 +289,21 @@ def _inputs(
     return target_list, spec, secret_keys, credentials
 
 
+def _apply_rollout(opts: dict[str, Any]) -> None:
+    """Fill the flags not given on the command line from the config file's `[rollout]` table."""
+    config = opts.get("config_file") or config_file_location(os.environ)
+    for key, value in load_rollout(config).items():
+        name = "targets_file" if key == "targets" else key
+        if name == "params":
+            from_flags = dict(item.partition("=")[::2] for item in opts["params"])
+            opts["params"] = tuple(f"{k}={v}" for k, v in {**value, **from_flags}.items())
+        elif opts.get(name) in (None, (), False):
+            opts[name] = tuple(value) if isinstance(value, list) else value
+    if not opts.get("command_id"):
+        msg = "--command-id is required (or command_id in the config file's [rollout] table)"
+        raise ConfigError(msg)
+
+
 def _settings(opts: dict[str, Any]) -> Settings:
     """Settings from config/env with this command's flags on top."""
     return settings_from(
@@ -345,6 +359,7 @@ def run_command(**opts: Any) -> None:
     fanout run --command-id c-xxx --instance-id cn-beijing:i-abc --param version=1.2
     """
     configure_logging(opts["log_level"])
+    _apply_rollout(opts)
     settings = _settings(opts)
     out = Out(as_json=opts["as_json"])
     target_list, spec, secret_keys, credentials = _inputs(opts, settings)
@@ -478,6 +493,7 @@ def plan_command(**opts: Any) -> None:
     fanout plan --command-id c-xxx --targets hosts.txt --region cn-hangzhou
     """
     configure_logging(opts["log_level"])
+    _apply_rollout(opts)
     settings = _settings(opts)
     target_list, spec, _secret_keys, credentials = _inputs(opts, settings)
     account = settings.account or credentials.access_key_id
