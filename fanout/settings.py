@@ -20,6 +20,8 @@ from fanout.quota import DEFAULT_DAILY_QUOTA, QuotaMode, QuotaPolicy
 __all__ = ["Settings", "config_file_location", "load_rollout", "load_settings"]
 
 _ENV_PREFIX = "FANOUT_"
+# Settings whose command-line flag is not `--` + the name in kebab case (errors name the flag).
+_FLAG_NAMES = {"rate_per_s": "--rate"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -249,7 +251,8 @@ def load_settings(
             values[name] = _parse(name, env[variable], f"environment {variable}")
     for name, value in (flags or {}).items():
         if value is not None:
-            values[name] = _parse(name, value, f"--{name.replace('_', '-')}")
+            flag = _FLAG_NAMES.get(name, f"--{name.replace('_', '-')}")
+            values[name] = _parse(name, value, flag)
     settings = dataclasses.replace(Settings(), **values)  # type: ignore[arg-type]
     if settings.quota_reserve > settings.daily_quota:
         msg = "quota_reserve is larger than daily_quota: no call could ever be made"
