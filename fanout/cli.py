@@ -53,13 +53,32 @@ def fail(message: str, code: ExitCode = ExitCode.BAD_INPUT) -> NoReturn:
     sys.exit(int(code))
 
 
+def _leaf_errors(group: BaseExceptionGroup[BaseException]) -> list[BaseException]:
+    """Every exception in a (nested) exception group."""
+    leaves: list[BaseException] = []
+    for exc in group.exceptions:
+        leaves += _leaf_errors(exc) if isinstance(exc, BaseExceptionGroup) else [exc]
+    return leaves
+
+
+def _unwrapped(func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+    """Call `func`; a task group's exception group of FanoutErrors is raised as the first one."""
+    try:
+        return func(*args, **kwargs)
+    except BaseExceptionGroup as group:
+        leaves = _leaf_errors(group)
+        if not leaves or not all(isinstance(exc, FanoutError) for exc in leaves):
+            raise
+        raise leaves[0] from None
+
+
 def guarded(func: F) -> F:
     """Turn FanoutError into a one-line message and its exit code (never a traceback)."""
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
-            return func(*args, **kwargs)
+            return _unwrapped(func, *args, **kwargs)
         except RunNotFoundError as exc:
             fail(str(exc))
         except UsageError as exc:

@@ -43,6 +43,10 @@ log = structlog.get_logger("fanout.ledger")
 _CONNECT_TIMEOUT_S = 10
 # Leases and quota windows compare the runners' clocks; more skew than this deserves a warning.
 _MAX_CLOCK_SKEW_S = 5.0
+# fanout issues a group's statements back to back (milliseconds). A session that sits this long
+# inside a transaction is stalled (process stopped, host partitioned): the server ends it, so
+# the quota locks it holds do not block the runners on other hosts.
+_IDLE_IN_TRANSACTION_TIMEOUT_MS = 10_000
 
 _RUN_COLUMNS = (
     "run_id, created_at, updated_at, state, command_id, account, target_count, parameters, "
@@ -97,6 +101,9 @@ class PostgresLedger:
         try:
             # Quota counting relies on each statement seeing what committed before it started.
             self._conn.isolation_level = IsolationLevel.READ_COMMITTED
+            self._conn.execute(
+                f"SET idle_in_transaction_session_timeout = {_IDLE_IN_TRANSACTION_TIMEOUT_MS}"
+            )
             self._migrate()
             self._check_clock()
         except psycopg.Error as exc:
