@@ -43,6 +43,8 @@ __all__ = ["SqliteLedger"]
 
 # Waiting this long for another process's write lock is normal under load; longer means stuck.
 _BUSY_TIMEOUT_MS = 60_000
+# The first 16 bytes of every SQLite 3 database file (an empty file is a new ledger).
+_SQLITE_HEADER = b"SQLite format 3\x00"
 # Rows per executemany chunk when creating a run: bounds memory for million-target runs.
 _INSERT_CHUNK = 20_000
 
@@ -74,6 +76,18 @@ _REPORTED_COLUMNS = (
 _REPORTED_FROM = "instances i LEFT JOIN batches b ON b.batch_id = i.batch_id"
 
 
+def _refuse_foreign_database(conn: sqlite3.Connection, path: Path) -> None:
+    """Refuse another application's SQLite database before changing anything in it."""
+    tables = sorted(r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'"))
+    if tables and "meta" not in tables:
+        conn.close()
+        msg = (
+            f"{path}: not a fanout ledger (a SQLite database with other tables: "
+            f"{', '.join(tables[:3])}); left untouched"
+        )
+        raise LedgerError(msg)
+
+
 def _placeholders(states: Sequence[str]) -> str:
     """`?, ?, ?` for an IN clause."""
     return ", ".join("?" for _ in states)
@@ -92,13 +106,17 @@ class SqliteLedger:
         path.parent.mkdir(parents=True, exist_ok=True)
         # Create the file 0600 before SQLite does (its -wal/-shm files copy this mode): I5.
         fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-        os.close(fd)
-        if path.stat().st_mode & 0o077:
-            path.chmod(0o600)
+        with os.fdopen(fd, "rb") as file:
+            if file.read(len(_SQLITE_HEADER)) not in (b"", _SQLITE_HEADER):
+                msg = f"{path}: not a fanout ledger (not a SQLite database); left untouched"
+                raise LedgerError(msg)
         try:
             self._conn = sqlite3.connect(
                 path, isolation_level=None, check_same_thread=False, timeout=60
             )
+            _refuse_foreign_database(self._conn, path)
+            if path.stat().st_mode & 0o077:
+                path.chmod(0o600)
             self._conn.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
             self._conn.execute("PRAGMA journal_mode = WAL")
             self._conn.execute(f"PRAGMA synchronous = {synchronous}")
