@@ -578,7 +578,9 @@ def resume_command(run_id: str, **opts: Any) -> None:
     type=click.Path(file_okay=False, path_type=Path),
     help="Folder for the demo ledger (default: a new temporary folder).",
 )
-@click.option("--json", "as_json", is_flag=True, help="Run events as JSON lines, then the status.")
+@click.option(
+    "--json", "as_json", is_flag=True, help="Run events as JSON lines; the last is the status."
+)
 @guarded
 def demo_command(folder: Path | None, as_json: bool) -> None:
     """Run a 10 000-instance, 3-region rollout in waves against the built-in emulator.
@@ -587,6 +589,9 @@ def demo_command(folder: Path | None, as_json: bool) -> None:
     The fleet has a few stopped, classic-network and agent-offline instances (excluded by
     preflight) and some failing executions, as a real fleet does. Exits 0 when every target
     is accounted for in the ledger; the run itself finishes with problems (its exit would be 1).
+    \b
+    fanout demo
+    fanout demo --dir ./demo --json | tail -n 1 | jq .instances
     """
     from fanout.demo import run_demo  # noqa: PLC0415 - the emulator is only loaded for the demo
 
@@ -596,8 +601,10 @@ def demo_command(folder: Path | None, as_json: bool) -> None:
     counts = result.status["instances"]
     assert isinstance(counts, dict)
     complete = sum(counts.values()) == result.status["target_count"]
-    out.document(dict(result.status, ledger=str(result.ledger)), result.summary)
-    if not as_json:
+    if as_json:  # one more JSON line, so that all of stdout is JSON lines
+        out.event("status", dict(result.status, ledger=str(result.ledger)))
+    else:
+        click.echo(result.summary)
         click.echo(f"\nledger: {result.ledger}", err=True)
         click.echo(f"  fanout status {result.outcome.run_id} --ledger {result.ledger}", err=True)
         click.echo(f"  fanout report {result.outcome.run_id} --ledger {result.ledger}", err=True)

@@ -37,7 +37,12 @@ def status_command(run_id: str, **opts: Any) -> None:
 @common_options
 @guarded
 def runs_command(limit: int, **opts: Any) -> None:
-    """List the runs in the ledger, newest first."""
+    """List the runs in the ledger, newest first.
+
+    \b
+    fanout runs --limit 5
+    fanout runs --json | jq -r '.[] | select(.state == "halted") | .run_id'
+    """
     store = ledger_for(settings_from(opts["config_file"], ledger=opts["ledger"]))
     runs = store.list_runs(limit)
     doc = [
@@ -113,7 +118,12 @@ def _retries_of(store: LedgerStore, run_id: str) -> list[RunRecord]:
 @common_options
 @guarded
 def quota_command(account: str | None, **opts: Any) -> None:
-    """Calls used and left per region in the current quota day, and when capacity frees."""
+    """Calls used and left per region in the current quota day, and when capacity frees.
+
+    \b
+    fanout quota
+    fanout quota --account LTAI5t... --json | jq '.regions["cn-hangzhou"].left'
+    """
     settings = settings_from(
         opts["config_file"],
         ledger=opts["ledger"],

@@ -147,7 +147,12 @@ def emulator_command(
     sts_tokens: tuple[str, ...],
     **options: object,
 ) -> None:
-    """Serve the local ECS API emulator until interrupted."""
+    """Serve the local ECS API emulator until interrupted.
+
+    \b
+    fanout emulator --port 0 --regions cn-hangzhou,cn-beijing --instances-per-region 1000
+    fanout emulator --port 8080 --exec-failure-fraction 0.05 --throttle-rate 0.1 --tls
+    """
     try:
         config = EmulatorConfig(
             regions=regions,
