@@ -168,7 +168,7 @@ def ledger_for(settings: Settings) -> LedgerStore:
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]}, epilog=EXIT_CODES)
-@click.version_option(package_name="fanout")
+@click.version_option(package_name="fanout", prog_name="fanout")
 def main() -> None:
     """fanout: run one Cloud Assistant command across a whole ECS fleet, safely.
 
