@@ -1,10 +1,17 @@
-"""Dispatch efficiency and runner CPU per batch.
+"""Dispatch efficiency and runner CPU per batch, on a SQLite or a PostgreSQL ledger.
 
 Issue 3 setup: 100 000 instances in 4 regions, the emulator in its own process with 50 ms
 latency, concurrency 64, no rate limit, --no-wait. Efficiency = ideal time
 (ceil(batches / concurrency) x latency) / measured dispatch time, target >= 0.8; runner CPU per
 batch (process time of this process / batches), target <= 1.5 ms.
-Usage: python -m benchmarks.bench_dispatch [--instances-per-region N] [--ledger PATH]
+With a PostgreSQL ledger the server's CPU (every `postgres` process on this machine) is
+reported too, per batch: it is work the SQLite runner does in its own process.
+
+Usage: python -m benchmarks.bench_dispatch [--instances-per-region N] [--ledger PATH|URL]
+       python -m benchmarks.bench_dispatch --compare postgresql://USER:PASSWORD@HOST/DB [--rounds N]
+--compare measures SQLite (a temp file) and PostgreSQL (a fresh database created through the
+URL, dropped afterwards) alternately in the same invocation, a new emulator for each, and
+prints both side by side.
 """
 
 from __future__ import annotations
@@ -12,106 +19,43 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import os
-import subprocess
-import sys
+import secrets
 import tempfile
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import anyio
 
+from benchmarks._common import REGIONS, process_cpu_s, start_emulator, store_run
 from fanout.aliyun.credentials import Credentials
-from fanout.emulator import (
-    DEMO_ACCESS_KEY_ID,
-    DEMO_ACCESS_KEY_SECRET,
-    DEMO_COMMAND_ID,
-    EmulatorConfig,
-)
-from fanout.emulator.fleet import Fleet
+from fanout.emulator import DEMO_ACCESS_KEY_ID, DEMO_ACCESS_KEY_SECRET, DEMO_COMMAND_ID
 from fanout.invoke import CommandSpec
-from fanout.ledger import BatchRecord, BatchState, RunRecord, RunState, open_ledger
+from fanout.ledger import is_postgres_location, open_ledger, redact_location
 from fanout.logs import configure_logging
-from fanout.plan import make_plan
 from fanout.runner import drive
 from fanout.settings import Settings
-from fanout.targets import Target
-
-REGIONS = ("cn-beijing", "cn-hangzhou", "cn-shanghai", "cn-shenzhen")
 
 
-def process_cpu_s(pid: int) -> float:
-    """User + system CPU seconds of another process, from /proc."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def start_emulator(
-    per_region: int, latency_ms: float, profile: str | None = None
-) -> tuple[subprocess.Popen[str], str]:
-    """`fanout emulator` in its own process; returns it and its URL."""
-    profiler = ["-m", "cProfile", "-o", profile] if profile else []
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            *profiler,
-            "-m",
-            "fanout",
-            "emulator",
-            "--port",
-            "0",
-            "--regions",
-            ",".join(REGIONS),
-            "--instances-per-region",
-            str(per_region),
-            "--latency-ms",
-            str(latency_ms),
-            "--daily-quota",
-            "1000000",
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    assert proc.stdout is not None
-    line = proc.stdout.readline().strip()
-    return proc, line.rsplit(" ", 1)[-1]
+def postgres_cpu_s() -> float:
+    """CPU seconds of every `postgres` process on this machine (server, WAL writer, ...)."""
+    total = 0.0
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:  # the process ended meanwhile
+            continue
+        if text.split(" (", 1)[1].startswith("postgres"):
+            total += process_cpu_s(int(stat.parent.name))
+    return total
 
 
 async def dispatch(ledger: str, url: str, per_region: int, concurrency: int) -> dict[str, float]:
     """Store a run of every instance and time its dispatch."""
-    config = EmulatorConfig(regions=REGIONS, instances_per_region=per_region)
-    fleet = Fleet.from_config(config)
-    targets = [Target(r, i.instance_id) for r in REGIONS for i in fleet.regions[r].instances]
-    run_id = f"rbench-{int(time.time())}"
-    plan = make_plan(run_id, targets, batch_size=50)
     store = open_ledger(ledger)
-    now = time.time()
-    run = RunRecord(
-        run_id,
-        now,
-        now,
-        RunState.CREATED,
-        DEMO_COMMAND_ID,
-        "bench",
-        len(targets),
-        options={"wait": False},
-    )
-    store.create_run(
-        run,
-        [
-            BatchRecord(
-                b.batch_id,
-                run_id,
-                b.region,
-                b.seq,
-                b.wave,
-                b.instance_ids,
-                b.client_token,
-                BatchState.PENDING,
-            )
-            for b in plan.batches
-        ],
-    )
+    run, batches = store_run(store, per_region, wait=False)
     settings = Settings(
         ledger=ledger,
         endpoint=url,
@@ -127,6 +71,7 @@ async def dispatch(ledger: str, url: str, per_region: int, concurrency: int) -> 
         if kind == "batch":
             ends.append(time.perf_counter())
 
+    server_cpu0 = postgres_cpu_s() if is_postgres_location(ledger) else 0.0
     cpu0, t0 = time.process_time(), time.perf_counter()
     outcome = await drive(
         settings,
@@ -139,7 +84,8 @@ async def dispatch(ledger: str, url: str, per_region: int, concurrency: int) -> 
         handle_signals=False,
     )
     elapsed, cpu = time.perf_counter() - t0, time.process_time() - cpu0
-    batches = len(plan.batches)
+    server_cpu = postgres_cpu_s() - server_cpu0 if is_postgres_location(ledger) else 0.0
+    store.close()
     return {
         "first_end_s": ends[0] - t0,
         "last_end_s": ends[-1] - t0,
@@ -147,40 +93,27 @@ async def dispatch(ledger: str, url: str, per_region: int, concurrency: int) -> 
         "exit_code": int(outcome.exit_code),
         "dispatch_s": elapsed,
         "cpu_s": cpu,
+        "server_cpu_s": server_cpu,
     }
 
 
-def main() -> None:
-    configure_logging("warning")
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--instances-per-region", type=int, default=25_000)
-    parser.add_argument("--latency-ms", type=float, default=50)
-    parser.add_argument("--concurrency", type=int, default=64)
-    parser.add_argument("--ledger", default=None, help="ledger path (default: a temp SQLite file)")
-    parser.add_argument(
-        "--profile-emulator", default=None, help="write the emulator's cProfile here"
-    )
-    args = parser.parse_args()
-    proc, url = start_emulator(args.instances_per_region, args.latency_ms, args.profile_emulator)
+def measure(ledger: str, args: argparse.Namespace) -> dict[str, object]:
+    """One dispatch of the whole fleet into `ledger`, against a new emulator process."""
+    extra = ["--latency-ms", str(args.latency_ms)]
+    proc, url = start_emulator(args.instances_per_region, extra, args.profile_emulator)
     emulator_cpu0 = process_cpu_s(proc.pid)
     try:
-        with tempfile.TemporaryDirectory() as tmp:
-            ledger = args.ledger or str(Path(tmp) / "ledger.sqlite3")
-            result = anyio.run(
-                dispatch,
-                ledger,
-                url,
-                args.instances_per_region,
-                args.concurrency,
-                backend="asyncio",
-            )
+        result = anyio.run(
+            dispatch, ledger, url, args.instances_per_region, args.concurrency, backend="asyncio"
+        )
         emulator_cpu = process_cpu_s(proc.pid) - emulator_cpu0
     finally:
         proc.terminate()
         proc.wait(10)
     batches = result["batches"]
     ideal = math.ceil(batches / args.concurrency) * args.latency_ms / 1000
-    report = {
+    report: dict[str, object] = {
+        "ledger": "postgresql" if is_postgres_location(ledger) else "sqlite",
         "instances": args.instances_per_region * len(REGIONS),
         "batches": batches,
         "concurrency": args.concurrency,
@@ -194,6 +127,84 @@ def main() -> None:
         "cpu_ms_per_batch": round(result["cpu_s"] * 1000 / batches, 3),
         "emulator_cpu_ms_per_batch": round(emulator_cpu * 1000 / batches, 3),
     }
+    if is_postgres_location(ledger):
+        report["postgres_server_cpu_ms_per_batch"] = round(
+            result["server_cpu_s"] * 1000 / batches, 3
+        )
+    return report
+
+
+@contextmanager
+def fresh_database(url: str) -> Iterator[str]:
+    """A new database on the server of `url` (which needs CREATEDB); dropped afterwards."""
+    import psycopg  # noqa: PLC0415 - only for PostgreSQL runs
+
+    name = f"fanout_bench_{secrets.token_hex(4)}"
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    parts = urlsplit(url)
+    try:
+        yield urlunsplit((parts.scheme, parts.netloc, f"/{name}", parts.query, parts.fragment))
+    finally:
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")
+
+
+_COMPARED = (
+    ("efficiency", "dispatch efficiency (ideal / measured)"),
+    ("dispatch_s", "measured dispatch (s)"),
+    ("first_batch_done_s", "first batch done (s)"),
+    ("cpu_ms_per_batch", "runner CPU per batch (ms)"),
+    ("postgres_server_cpu_ms_per_batch", "PostgreSQL server CPU per batch (ms)"),
+    ("emulator_cpu_ms_per_batch", "emulator CPU per batch (ms)"),
+)
+
+
+def compare(url: str, args: argparse.Namespace) -> None:
+    """SQLite and PostgreSQL alternately, `rounds` times each; JSON lines, then a table."""
+    results: dict[str, list[dict[str, object]]] = {"sqlite": [], "postgresql": []}
+    for _ in range(args.rounds):
+        with tempfile.TemporaryDirectory() as tmp:
+            results["sqlite"].append(measure(str(Path(tmp) / "ledger.sqlite3"), args))
+        print(json.dumps(results["sqlite"][-1]))
+        with fresh_database(url) as database:
+            results["postgresql"].append(measure(database, args))
+        print(json.dumps(results["postgresql"][-1]))
+    print(f"\n{'figure':<40} {'SQLite':>16} {'PostgreSQL':>16}")
+    for key, label in _COMPARED:
+        cells = []
+        for backend in ("sqlite", "postgresql"):
+            values = sorted(float(str(r[key])) for r in results[backend] if key in r)
+            low, high = (values[0], values[-1]) if values else (None, None)
+            cells.append(
+                "-" if low is None else f"{low:.3f}" if low == high else f"{low:.3f}-{high:.3f}"
+            )
+        print(f"{label:<40} {cells[0]:>16} {cells[1]:>16}")
+    print(f"(PostgreSQL: {redact_location(url)}; {args.rounds} round(s), ranges are min-max)")
+
+
+def main() -> None:
+    configure_logging("warning")
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--instances-per-region", type=int, default=25_000)
+    parser.add_argument("--latency-ms", type=float, default=50)
+    parser.add_argument("--concurrency", type=int, default=64)
+    parser.add_argument(
+        "--ledger", default=None, help="ledger path or postgresql:// URL (default: temp SQLite)"
+    )
+    parser.add_argument(
+        "--compare", metavar="URL", help="SQLite vs PostgreSQL (a fresh database via URL)"
+    )
+    parser.add_argument("--rounds", type=int, default=1, help="--compare: rounds per backend")
+    parser.add_argument(
+        "--profile-emulator", default=None, help="write the emulator's cProfile here"
+    )
+    args = parser.parse_args()
+    if args.compare:
+        compare(args.compare, args)
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        report = measure(args.ledger or str(Path(tmp) / "ledger.sqlite3"), args)
     print(json.dumps(report, indent=2))
 
 
