@@ -2,7 +2,7 @@
 
 Semantics are those of the SQLite store (`sqlite.py`), statement for statement. What differs is
 how a quota reservation is made atomic: SQLite holds one write lock for the whole file; here
-`lock_keys` takes a transaction-scoped advisory lock per (account, region) before any
+`prepare` takes a transaction-scoped advisory lock per (account, region) before any
 window is counted, so runners on different hosts reserve one region's calls one at a time while
 other regions proceed in parallel. The transaction must run at READ COMMITTED: each statement
 then reads what was committed before it started, i.e. after the lock was granted.
@@ -19,8 +19,9 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from psycopg import Cursor
 from psycopg.rows import TupleRow
@@ -35,6 +36,7 @@ from fanout.ledger.model import (
     BatchState,
     BeginAttempt,
     FinishAttempt,
+    InstanceRecord,
     InstanceState,
     Op,
     RunState,
@@ -47,12 +49,20 @@ from fanout.ledger.model import (
 )
 from fanout.ledger.pg_schema import EVENTS_LOCK_CLASS, FANOUT_LOCK_CLASS, RUN_LOCK_CLASS
 
-__all__ = ["Group", "apply_one", "lock_keys", "quota_lock_id"]
+__all__ = ["Group", "apply_one", "prepare", "quota_lock_id"]
+
+Row = tuple[Any, ...]
 
 
 @dataclass(slots=True)
 class Group:
-    """State shared by the operations of one transaction."""
+    """State shared by the operations of one transaction.
+
+    The group runs in pipeline mode: statements whose result is not needed at once are sent
+    without waiting for the server. A checked update returns the row's state before it, and
+    its check runs when the results are in (`run_checks`, before COMMIT): a failed check
+    raises as at once would, and the whole group is rolled back either way.
+    """
 
     cur: Cursor[TupleRow]
     leases: dict[str, str]  # run id -> owner, for every lease this store holds (committed)
@@ -60,6 +70,21 @@ class Group:
     granted: dict[str, str] = field(default_factory=dict)  # leases granted in this group
     quota_used: dict[tuple[str, str], int] = field(default_factory=dict)
     fenced: set[str] = field(default_factory=set)  # runs whose lease was checked in this group
+    checks: list[Callable[[], None]] = field(default_factory=list)  # run once results are in
+
+    def checked(
+        self, sql: str, args: Sequence[object], check: Callable[[Row | None], None]
+    ) -> None:
+        """Send one statement returning one row now; `check` that row once results are in."""
+        cur = self.cur.connection.cursor()
+        cur.execute(sql, args)
+        self.checks.append(lambda: check(cur.fetchone()))
+
+    def run_checks(self) -> None:
+        """Every deferred check, in the order the statements were sent."""
+        for check in self.checks:
+            check()
+        self.checks.clear()
 
 
 def _lock_id(*parts: str) -> int:
@@ -77,22 +102,40 @@ def quota_lock_id(account: str, region: str) -> int:
     return _lock_id(account, region)
 
 
-def lock_keys(cur: Cursor[TupleRow], ops: Sequence[Op]) -> None:
-    """Take the group's advisory locks, all up front and in one global order (no deadlocks).
+def prepare(group: Group, ops: Sequence[Op]) -> None:
+    """Take the group's advisory locks, then count every quota window it reserves from.
 
+    Locks are all taken up front and in one global order (no deadlocks):
     - one per (account, region) reserved from: a window is counted and a call reserved by one
       transaction at a time, whichever host it comes from (I3);
     - one per run whose journal is appended to: event ids then grow in commit order per run,
       so a reader that remembers the last id it saw (the stop-request poll) misses none.
+    The windows are counted in one statement (one round trip), each from the first reservation
+    of its key in the group, and kept as the group's count cache.
     """
     keys: set[tuple[int, int]] = set()
+    windows: dict[tuple[str, str], float] = {}
     for op in ops:
         if isinstance(op, BeginAttempt):
             keys.add((FANOUT_LOCK_CLASS, quota_lock_id(op.account, op.region)))
+            windows.setdefault((op.account, op.region), op.window_start)
         elif isinstance(op, AppendEvent):
             keys.add((EVENTS_LOCK_CLASS, _lock_id(op.run_id)))
+    cur = group.cur
     for classid, objid in sorted(keys):
         cur.execute("SELECT pg_advisory_xact_lock(%s, %s)", (classid, objid))
+    if not windows:
+        return
+    accounts, regions = [a for a, _r in windows], [r for _a, r in windows]
+    rows = cur.execute(
+        "SELECT k.n, (SELECT COUNT(*) FROM quota_calls q "
+        "WHERE q.account = k.account AND q.region = k.region AND q.ts > k.since) "
+        "FROM unnest(%s::text[], %s::text[], %s::float8[]) "
+        "WITH ORDINALITY AS k(account, region, since, n)",
+        (accounts, regions, list(windows.values())),
+    ).fetchall()
+    for n, used in rows:
+        group.quota_used[(accounts[n - 1], regions[n - 1])] = int(used)
 
 
 def apply_one(group: Group, op: Op) -> object:  # noqa: PLR0911 - one line per operation type
@@ -104,13 +147,13 @@ def apply_one(group: Group, op: Op) -> object:  # noqa: PLR0911 - one line per o
         _finish_attempt(cur, op)
         return None
     if isinstance(op, SetBatch):
-        _set_batch(cur, op)
+        _set_batch(group, op)
         return None
     if isinstance(op, ShrinkBatch):
-        _shrink_batch(cur, op)
+        _shrink_batch(group, op)
         return None
     if isinstance(op, SetInstances):
-        _set_instances(cur, op)
+        _set_instances(group, op)
         return None
     if isinstance(op, SetRun):
         _set_run(cur, op)
@@ -129,20 +172,22 @@ def _check_fence(group: Group, run_id: str) -> None:
 
     `FOR SHARE` makes a concurrent takeover wait for this transaction (or this one see it), so
     the new owner loads the run's batches only after every intent written under the old lease.
+    The check runs before COMMIT; a refusal rolls the whole group back.
     """
     owner = group.leases.get(run_id)
     if owner is None or run_id in group.fenced or run_id in group.granted:
         return
-    row = group.cur.execute(
-        "SELECT lease_owner, lease_until FROM runs WHERE run_id = %s FOR SHARE", (run_id,)
-    ).fetchone()
-    if row is not None and row[0] != owner:
-        msg = (
-            f"run {run_id}: the lease was taken over by {row[0]}; this runner ({owner}) "
-            "stops dispatching"
-        )
-        raise LedgerError(msg)
     group.fenced.add(run_id)
+
+    def check(row: Row | None) -> None:
+        if row is not None and row[0] != owner:
+            msg = (
+                f"run {run_id}: the lease was taken over by {row[0]}; this runner ({owner}) "
+                "stops dispatching"
+            )
+            raise LedgerError(msg)
+
+    group.checked("SELECT lease_owner FROM runs WHERE run_id = %s FOR SHARE", (run_id,), check)
 
 
 def _begin_attempt(group: Group, op: BeginAttempt) -> bool:
@@ -150,14 +195,7 @@ def _begin_attempt(group: Group, op: BeginAttempt) -> bool:
     _check_fence(group, op.run_id)
     cur = group.cur
     key = (op.account, op.region)
-    used = group.quota_used.get(key)
-    if used is None:
-        row = cur.execute(
-            "SELECT COUNT(*) FROM quota_calls WHERE account = %s AND region = %s AND ts > %s",
-            (op.account, op.region, op.window_start),
-        ).fetchone()
-        assert row is not None
-        used = int(row[0])
+    used = group.quota_used[key]  # counted by `prepare`
     if used >= op.limit:
         group.quota_used[key] = used
         return False
@@ -170,27 +208,33 @@ def _begin_attempt(group: Group, op: BeginAttempt) -> bool:
         "INSERT INTO attempts (batch_id, attempt, client_token, sent_at) VALUES (%s, %s, %s, %s)",
         (op.batch_id, op.attempt, op.client_token, op.now),
     )
-    _update_batch_state(cur, op.batch_id, BatchState.SENDING, op.now, attempts=op.attempt)
+    _update_batch_state(group, op.batch_id, BatchState.SENDING, op.now, attempts=op.attempt)
     return True
 
 
 def _update_batch_state(
-    cur: Cursor[TupleRow], batch_id: str, state: BatchState, now: float, **extra: object
+    group: Group, batch_id: str, state: BatchState, now: float, **extra: object
 ) -> None:
     """Checked state change of one batch, with extra columns set alongside."""
     allowed = [s.value for s in predecessors(BATCH_TRANSITIONS, state)]
     sets = "".join(f", {column} = %s" for column in extra)
-    cur.execute(
-        f"UPDATE batches SET state = %s, updated_at = %s{sets} "
-        "WHERE batch_id = %s AND state = ANY(%s)",
-        (state.value, now, *extra.values(), batch_id, allowed),
+
+    def check(row: Row | None) -> None:
+        before, changed = row or (None, 0)
+        if changed != 1:
+            if before is None:
+                msg = f"batch {batch_id}: no such batch"
+                raise TransitionError(msg)
+            check_transition(BATCH_TRANSITIONS, BatchState(before), state, f"batch {batch_id}")
+
+    group.checked(
+        "WITH before AS (SELECT state FROM batches WHERE batch_id = %s), "
+        f"changed AS (UPDATE batches SET state = %s, updated_at = %s{sets} "
+        "WHERE batch_id = %s AND state = ANY(%s) RETURNING 1) "
+        "SELECT (SELECT state FROM before), (SELECT COUNT(*) FROM changed)",
+        (batch_id, state.value, now, *extra.values(), batch_id, allowed),
+        check,
     )
-    if cur.rowcount != 1:
-        row = cur.execute("SELECT state FROM batches WHERE batch_id = %s", (batch_id,)).fetchone()
-        if row is None:
-            msg = f"batch {batch_id}: no such batch"
-            raise TransitionError(msg)
-        check_transition(BATCH_TRANSITIONS, BatchState(row[0]), state, f"batch {batch_id}")
 
 
 def _finish_attempt(cur: Cursor[TupleRow], op: FinishAttempt) -> None:
@@ -212,18 +256,18 @@ def _finish_attempt(cur: Cursor[TupleRow], op: FinishAttempt) -> None:
     )
 
 
-def _set_batch(cur: Cursor[TupleRow], op: SetBatch) -> None:
+def _set_batch(group: Group, op: SetBatch) -> None:
     """Checked batch transition, and its open instances with it."""
     extra: dict[str, object] = {"error_code": op.error_code, "error_message": op.error_message}
     if op.invoke_id is not None:
         extra["invoke_id"] = op.invoke_id
     if op.maybe_applied is not None:
         extra["maybe_applied"] = op.maybe_applied
-    _update_batch_state(cur, op.batch_id, op.state, op.now, **extra)
+    _update_batch_state(group, op.batch_id, op.state, op.now, **extra)
     if op.instance_state is None:
         return
     allowed = [s.value for s in predecessors(INSTANCE_TRANSITIONS, op.instance_state)]
-    cur.execute(
+    group.cur.execute(
         "UPDATE instances SET state = %s, invoke_id = COALESCE(%s, invoke_id), "
         "error_code = COALESCE(%s, error_code), reason = COALESCE(%s, reason), updated_at = %s "
         "WHERE batch_id = %s AND state = ANY(%s)",
@@ -239,28 +283,55 @@ def _set_batch(cur: Cursor[TupleRow], op: SetBatch) -> None:
     )
 
 
-def _shrink_batch(cur: Cursor[TupleRow], op: ShrinkBatch) -> None:
+def _shrink_batch(group: Group, op: ShrinkBatch) -> None:
     """Replace a pending batch's instance set and token."""
-    cur.execute(
-        "UPDATE batches SET instance_ids = %s, client_token = %s, updated_at = %s "
-        "WHERE batch_id = %s AND state = %s AND NOT maybe_applied",
+
+    def check(row: Row | None) -> None:
+        if row is None or row[0] != 1:
+            msg = f"batch {op.batch_id}: only a pending batch that never may have run can shrink"
+            raise TransitionError(msg)
+
+    group.checked(
+        "WITH changed AS (UPDATE batches SET instance_ids = %s, client_token = %s, "
+        "updated_at = %s WHERE batch_id = %s AND state = %s AND NOT maybe_applied RETURNING 1) "
+        "SELECT COUNT(*) FROM changed",
         (",".join(op.instance_ids), op.client_token, op.now, op.batch_id, BatchState.PENDING.value),
+        check,
     )
-    if cur.rowcount != 1:
-        msg = f"batch {op.batch_id}: only a pending batch that never may have run can shrink"
-        raise TransitionError(msg)
 
 
-def _set_instances(cur: Cursor[TupleRow], op: SetInstances) -> None:
+def _instance_check(rec: InstanceRecord) -> Callable[[Row | None], None]:
+    """The check of one instance's transition, given (state before, rows changed)."""
+
+    def check(row: Row | None) -> None:
+        before, changed = row or (None, 0)
+        if changed != 1:
+            what = f"instance {rec.region}/{rec.instance_id}"
+            if before is None:
+                msg = f"{what}: not in run {rec.run_id}"
+                raise TransitionError(msg)
+            check_transition(INSTANCE_TRANSITIONS, InstanceState(before), rec.state, what)
+
+    return check
+
+
+def _set_instances(group: Group, op: SetInstances) -> None:
     """Checked transitions of individual instances, with their outcome details."""
     for rec in op.records:
         allowed = [s.value for s in predecessors(INSTANCE_TRANSITIONS, rec.state)]
-        cur.execute(
-            "UPDATE instances SET state = %s, reason = %s, invoke_id = COALESCE(%s, invoke_id), "
-            "exit_code = %s, error_code = %s, error_info = %s, output = %s, dropped = %s, "
-            "start_time = %s, finish_time = %s, invocation_status = %s, updated_at = %s "
-            "WHERE run_id = %s AND region = %s AND instance_id = %s AND state = ANY(%s)",
+        key = (rec.run_id, rec.region, rec.instance_id)
+        group.checked(
+            "WITH before AS (SELECT state FROM instances "
+            "WHERE run_id = %s AND region = %s AND instance_id = %s), "
+            "changed AS (UPDATE instances SET state = %s, reason = %s, "
+            "invoke_id = COALESCE(%s, invoke_id), exit_code = %s, error_code = %s, "
+            "error_info = %s, output = %s, dropped = %s, start_time = %s, finish_time = %s, "
+            "invocation_status = %s, updated_at = %s "
+            "WHERE run_id = %s AND region = %s AND instance_id = %s AND state = ANY(%s) "
+            "RETURNING 1) "
+            "SELECT (SELECT state FROM before), (SELECT COUNT(*) FROM changed)",
             (
+                *key,
                 rec.state.value,
                 rec.reason,
                 rec.invoke_id,
@@ -273,23 +344,11 @@ def _set_instances(cur: Cursor[TupleRow], op: SetInstances) -> None:
                 rec.finish_time,
                 rec.invocation_status,
                 op.now,
-                rec.run_id,
-                rec.region,
-                rec.instance_id,
+                *key,
                 allowed,
             ),
+            _instance_check(rec),
         )
-        if cur.rowcount != 1:
-            row = cur.execute(
-                "SELECT state FROM instances WHERE run_id = %s AND region = %s "
-                "AND instance_id = %s",
-                (rec.run_id, rec.region, rec.instance_id),
-            ).fetchone()
-            what = f"instance {rec.region}/{rec.instance_id}"
-            if row is None:
-                msg = f"{what}: not in run {rec.run_id}"
-                raise TransitionError(msg)
-            check_transition(INSTANCE_TRANSITIONS, InstanceState(row[0]), rec.state, what)
 
 
 def _set_run(cur: Cursor[TupleRow], op: SetRun) -> None:

@@ -21,7 +21,7 @@ __all__ = [
 # pg_advisory_lock(classid, objid) keys: the class is fanout's own ("fnot" in ASCII), so fanout
 # never waits on another application's advisory locks in a shared database.
 FANOUT_LOCK_CLASS = 0x666E6F74
-EVENTS_LOCK_CLASS = FANOUT_LOCK_CLASS + 1  # per-run journal appends (see pg_ops.lock_keys)
+EVENTS_LOCK_CLASS = FANOUT_LOCK_CLASS + 1  # per-run journal appends (see pg_ops.prepare)
 MIGRATION_LOCK = (FANOUT_LOCK_CLASS + 2, 0)  # schema migrations, one opener at a time
 RUN_LOCK_CLASS = FANOUT_LOCK_CLASS + 3  # a lease holder's session lock (see pg_ops)
 

@@ -32,7 +32,7 @@ from fanout.ledger.model import (
     RunRecord,
     RunState,
 )
-from fanout.ledger.pg_ops import Group, apply_one, lock_keys
+from fanout.ledger.pg_ops import Group, apply_one, prepare
 from fanout.ledger.pg_schema import MIGRATION_LOCK, MIGRATIONS, SCHEMA_VERSION
 
 __all__ = ["PostgresLedger"]
@@ -206,11 +206,26 @@ class PostgresLedger:
             )
 
     def apply(self, ops: Sequence[Op]) -> list[object]:
-        """Apply operations in order in one transaction; one result per operation."""
-        with self._transaction() as cur:
-            group = Group(cur, self._leases, self._run_locks)
-            lock_keys(cur, ops)
-            results = [apply_one(group, op) for op in ops]
+        """Apply operations in order in one transaction; one result per operation.
+
+        Pipelined: statements are sent without waiting for each answer, except where a
+        result decides what comes next (a quota count, a lease); checks run before COMMIT.
+        """
+        with self._lock:
+            try:
+                with (
+                    self._conn.pipeline() as pipeline,
+                    self._conn.transaction(),
+                    self._conn.cursor() as cur,
+                ):
+                    group = Group(cur, self._leases, self._run_locks)
+                    prepare(group, ops)
+                    results = [apply_one(group, op) for op in ops]
+                    pipeline.sync()
+                    group.run_checks()
+            except psycopg.Error as exc:
+                msg = f"{self.location}: {self._reason(exc)}"
+                raise LedgerError(msg) from exc
         self._leases.update(group.granted)  # only once committed
         return results
 
