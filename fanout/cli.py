@@ -12,14 +12,17 @@ Exit codes (also in the README and `fanout --help`):
 
 from __future__ import annotations
 
+import atexit
 import functools
 import json
+import logging
 import sys
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
+import structlog
 
 from fanout.errors import (
     ConfigError,
@@ -30,7 +33,13 @@ from fanout.errors import (
     UsageError,
 )
 from fanout.ledger import LedgerStore, default_ledger_location, open_ledger
+from fanout.report import iso
 from fanout.settings import Settings, load_settings
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from fanout.progress import LiveView
 
 __all__ = ["main"]
 
@@ -93,44 +102,100 @@ def guarded(func: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+# Events a person does not read one by one: their sums are in the live view and `fanout report`.
+_QUIET_EVENTS = frozenset({"instance", "batch_start"})
+
+
 class Out:
-    """Where output goes: JSON on stdout with --json, human text otherwise."""
+    """Where output goes: JSON on stdout with --json; a live view on a TTY; plain lines otherwise.
 
-    __slots__ = ("json",)
+    stdout carries only the run id (first) and documents; progress goes to stderr.
+    """
 
-    def __init__(self, *, as_json: bool) -> None:
+    __slots__ = ("_console", "_live", "json")
+
+    def __init__(self, *, as_json: bool, console: Console | None = None) -> None:
         self.json = as_json
+        self._console = console  # draw the live view here whatever stderr is (tests)
+        self._live: LiveView | None = None
 
     def document(self, doc: object, human: str) -> None:
         """One JSON document, or its human rendering."""
         click.echo(json.dumps(doc, indent=2, default=str) if self.json else human)
 
     def event(self, kind: str, data: Mapping[str, object]) -> None:
-        """A run event: a JSON line on stdout, or a human line on stderr."""
-        if kind == "instance":  # per-instance results are in `fanout report`, not the event stream
+        """A run event: a JSON line on stdout, the live view, or a short line on stderr."""
+        if self._live is not None:
+            self._live.feed(kind, data)
+            if kind == "end":
+                self._stop_live()
+            return
+        if kind in _QUIET_EVENTS:
             return
         if self.json:
             click.echo(json.dumps({"event": kind, **data}, default=str))
             return
         if kind == "run":
             click.echo(data["run_id"])  # the run id first, alone on stdout, for scripts
-            click.echo(
-                f"run {data['run_id']}: {data['targets']} targets, {data['batches']} batches, "
-                f"{data['excluded']} excluded by preflight",
-                err=True,
-            )
-        elif kind == "end":
-            click.echo(f"{data['state']} (exit {data['exit_code']}): {data['instances']}", err=True)
-        elif kind == "wave":
-            click.echo(f"wave {data['wave']} done ({data['failures']} failures so far)", err=True)
-        elif kind == "halted":
-            click.echo(
-                f"error budget exceeded: {data['failures']} failures > {data['allowed']} allowed; "
-                "no more dispatching, collecting what is in flight",
-                err=True,
-            )
-        elif kind in ("quota_wait", "resume"):
-            click.echo(f"{kind}: {dict(data)}", err=True)
+        if kind in ("run", "resume") and self._wants_live():
+            self._start_live()
+            self.event(kind, data)
+            return
+        line = _PLAIN_LINES.get(kind)
+        if line is not None:
+            click.echo(line(data), err=True)
+
+    def _wants_live(self) -> bool:
+        """A person at a terminal, and no info/debug log lines (those are the progress then)."""
+        return self._console is not None or (sys.stderr.isatty() and not _logs_verbose())
+
+    def _start_live(self) -> None:
+        """Start drawing the live view on stderr."""
+        from rich.console import Console  # noqa: PLC0415 - rich is loaded only for a live view
+
+        from fanout.progress import LiveView  # noqa: PLC0415
+
+        self._live = LiveView(self._console or Console(stderr=True))
+        self._live.start()
+        atexit.register(self._stop_live)  # an error or exit mid-run: give the cursor back
+
+    def _stop_live(self) -> None:
+        """Leave the last frame on the screen."""
+        if self._live is not None:
+            self._live.stop()
+            self._live = None
+            atexit.unregister(self._stop_live)
+
+
+def _logs_verbose() -> bool:
+    """True if structlog lets info lines through (`--log-level info` or `debug`)."""
+    enabled = getattr(structlog.get_logger("fanout.cli").bind(), "is_enabled_for", None)
+    return bool(enabled(logging.INFO)) if callable(enabled) else False
+
+
+def _quota_wait_line(data: Mapping[str, object]) -> str:
+    """The line of a quota wait: which regions, until when."""
+    until, regions = data["until"], data["regions"]
+    when = iso(until) if isinstance(until, int | float) else until
+    names = ", ".join(map(str, regions)) if isinstance(regions, list | tuple) else regions
+    return f"daily quota spent in {names}: waiting until {when}"
+
+
+# The one stderr line per event kind without a TTY; other kinds print nothing.
+_PLAIN_LINES: dict[str, Callable[[Mapping[str, object]], str]] = {
+    "run": lambda d: (
+        f"run {d['run_id']}: {d['targets']} targets, {d['batches']} batches, "
+        f"{d['excluded']} excluded by preflight"
+    ),
+    "resume": lambda d: f"resuming {d['run_id']} (was {d['state']})",
+    "end": lambda d: f"{d['state']} (exit {d['exit_code']}): {d['instances']}",
+    "wave": lambda d: f"wave {d['wave']} done ({d['failures']} failures so far)",
+    "halted": lambda d: (
+        f"error budget exceeded: {d['failures']} failures > {d['allowed']} allowed; "
+        "no more dispatching, collecting what is in flight"
+    ),
+    "quota_wait": _quota_wait_line,
+}
 
 
 def common_options(func: F) -> F:

@@ -21,8 +21,9 @@ from fanout.invoke import CommandSpec
 from fanout.ledger import LedgerStore
 from fanout.logs import configure_logging, register_secret
 from fanout.params import parse_params
-from fanout.plan import estimate_region, make_plan, parse_waves
+from fanout.plan import Batch, estimate_region, make_plan, parse_waves
 from fanout.preflight import resolve_tags
+from fanout.progress import confirm_summary
 from fanout.report import iso
 from fanout.runner import (
     RunOutcome,
@@ -328,17 +329,21 @@ def _credentials(settings: Settings) -> Credentials:
     return credentials
 
 
-def _confirm(opts: dict[str, Any], targets: Sequence[Target], batches: int) -> None:
-    """Ask on a TTY before quota is spent (never without one; --yes skips)."""
+def _confirm(
+    opts: dict[str, Any],
+    batches: Sequence[Batch],
+    store: LedgerStore,
+    settings: Settings,
+    account: str,
+) -> None:
+    """Show the plan and ask on a TTY before quota is spent (never without one; --yes skips)."""
     if opts.get("yes") or not (sys.stdin.isatty() and sys.stderr.isatty()):
         return
-    regions = len({t.region for t in targets})
-    click.confirm(
-        f"Invoke {opts['command_id']} on {len(targets)} instances in {regions} regions "
-        f"({batches} InvokeCommand calls)?",
-        abort=True,
-        err=True,
-    )
+    used = store.quota_used(account, settings.quota.window_start(time.time()))
+    left = {b.region: settings.quota.left(used.get(b.region, (0, 0.0))[0]) for b in batches}
+    calls = [(b.region, len(b.instance_ids)) for b in batches]
+    click.echo(confirm_summary(opts["command_id"], calls, left), err=True)
+    click.confirm("Go ahead?", abort=True, err=True)
 
 
 def _finish(outcome: RunOutcome, out: Out) -> None:
@@ -366,7 +371,7 @@ def run_command(**opts: Any) -> None:
     parse_max_errors(opts["max_errors"], len(target_list.targets))
     store = ledger_for(settings)
     plan = make_plan("preview", target_list.targets, batch_size=settings.batch_size)
-    _confirm(opts, target_list.targets, len(plan.batches))
+    _confirm(opts, plan.batches, store, settings, settings.account or credentials.access_key_id)
     for dup in target_list.duplicates:
         click.echo(f"{dup.location}: duplicate of {dup.first_location}, dropped", err=True)
     request = RunRequest(

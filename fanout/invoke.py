@@ -157,7 +157,11 @@ async def invoke_batch(d: Dispatch, record: BatchRecord) -> BatchEnd:
     started = time.monotonic()
     end = await _attempts(d, b)
     final = replace(
-        record, instance_ids=b.instance_ids, client_token=b.token, invoke_id=b.invoke_id
+        record,
+        instance_ids=b.instance_ids,
+        client_token=b.token,
+        invoke_id=b.invoke_id,
+        attempts=b.attempt,
     )
     d.on_end(final, end, b.note)
     log.info(

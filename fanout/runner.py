@@ -41,6 +41,7 @@ from fanout.ledger import (
 )
 from fanout.plan import make_plan, parse_waves
 from fanout.preflight import check_command, preflight_region
+from fanout.progress import planned_regions, stored_regions
 from fanout.results import Collector
 from fanout.secrets import redact_params
 from fanout.settings import Settings
@@ -188,6 +189,9 @@ async def start_run(
         for (region, iid), reason in excluded.items()
     ]
     await anyio.to_thread.run_sync(store.create_run, run, batches, extra)
+    used = await anyio.to_thread.run_sync(
+        store.quota_used, account, settings.quota.window_start(now)
+    )
     emit(
         "run",
         {
@@ -195,6 +199,8 @@ async def start_run(
             "targets": len(request.targets),
             "batches": len(batches),
             "excluded": len(excluded),
+            "allowed": parse_max_errors(request.max_errors, len(request.targets)),
+            "regions": planned_regions(batches, excluded, settings.quota, used),
         },
     )
     return await drive(
@@ -280,7 +286,14 @@ async def resume_run(
     """
     run = await anyio.to_thread.run_sync(store.get_run, run_id)
     spec = run_spec(run, secret_params)
-    emit("resume", {"run_id": run_id, "state": run.state.value})
+    regions = await anyio.to_thread.run_sync(
+        stored_regions, store, run, settings.quota, time.time()
+    )
+    allowed = parse_max_errors(_text_option(run, "max_errors"), run.target_count)
+    emit(
+        "resume",
+        {"run_id": run_id, "state": run.state.value, "allowed": allowed, "regions": regions},
+    )
     return await drive(
         settings,
         credentials,

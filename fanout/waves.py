@@ -101,6 +101,13 @@ class Leg:
     collector: Collector | None = None
     ends: dict[BatchEnd, int] = field(default_factory=dict)
 
+    def batch_started(self, record: BatchRecord) -> None:
+        """A worker took the batch: it is in flight until `batch_ended` (progress only)."""
+        self.emit(
+            "batch_start",
+            {"batch_id": record.batch_id, "region": record.region, "attempts": record.attempts},
+        )
+
     def batch_ended(self, record: BatchRecord, end: BatchEnd, note: str | None) -> None:
         """invoke's callback: follow accepted batches, count permanent failures."""
         self.ends[end] = self.ends.get(end, 0) + 1
@@ -118,6 +125,8 @@ class Leg:
                 "outcome": end.value,
                 "invoke_id": record.invoke_id,
                 "instances": len(record.instance_ids),
+                "attempts": record.attempts,
+                "failures": self.budget.failures,
             },
         )
 
@@ -129,7 +138,9 @@ class Leg:
             "instance",
             {
                 "instance_id": record.instance_id,
+                "region": record.region,
                 "state": record.state.value,
+                "failures": self.budget.failures,
                 "finish_time": record.finish_time,
             },
         )
@@ -168,10 +179,12 @@ async def dispatch_waves(
     # Batches that may already have run are resolved first (same token, same answer).
     open_batches.sort(key=lambda b: (b.wave, b.state is BatchState.PENDING, b.seq))
     waves = sorted({b.wave for b in open_batches})
+    total = max((b.wave for b in batches), default=-1) + 1
     for index, wave in enumerate(waves):
+        leg.emit("wave_start", {"run_id": d.run_id, "wave": wave + 1, "waves": total})
         todo = [b for b in open_batches if b.wave == wave]
         while todo and not d.halted:
-            await _dispatch(d, todo, workers)
+            await _dispatch(d, todo, workers, leg.batch_started)
             todo = [
                 b
                 for b in await _reload(store, d.run_id)
@@ -192,7 +205,12 @@ async def dispatch_waves(
         await leg.collector.drain(d.abort_event)
 
 
-async def _dispatch(d: Dispatch, batches: Sequence[BatchRecord], workers: int) -> None:
+async def _dispatch(
+    d: Dispatch,
+    batches: Sequence[BatchRecord],
+    workers: int,
+    started: Callable[[BatchRecord], None],
+) -> None:
     """Invoke `batches` with workers pulling from one queue; the gate bounds calls in flight."""
     queue = deque(batches)
     await d.ledger.flush()
@@ -202,6 +220,7 @@ async def _dispatch(d: Dispatch, batches: Sequence[BatchRecord], workers: int) -
             batch = queue.popleft()
             if batch.region in d.quota_blocked:
                 continue
+            started(batch)
             await invoke_batch(d, batch)
 
     async with anyio.create_task_group() as tg:
