@@ -1,6 +1,6 @@
 """The write operations on PostgreSQL: one handler per `Op`, all inside one transaction.
 
-Semantics are those of the SQLite store (`sqlite.py`), statement for statement. What differs is
+Semantics are those of the SQLite store (`sqlite.py`), operation for operation. What differs is
 how a quota reservation is made atomic: SQLite holds one write lock for the whole file; here
 `prepare` takes a transaction-scoped advisory lock per (account, region) before any
 window is counted, so runners on different hosts reserve one region's calls one at a time while
