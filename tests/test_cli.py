@@ -51,6 +51,93 @@ COMMANDS = (
     "stop",
 )
 INSTANCE_STATES = ("succeeded", "failed", "excluded", "not_invoked", "unknown", "invoked")
+# The stable --json field names, as README.md's "Machine-readable output" documents them.
+DOCUMENTED: dict[str, frozenset[str]] = {
+    "run event": frozenset({"event", "run_id", "targets", "batches", "excluded", "regions"}),
+    "end event": frozenset({"event", "run_id", "state", "exit_code", "instances"}),
+    "batch event": frozenset(
+        {"event", "batch_id", "region", "wave", "outcome", "invoke_id", "instances"}
+    ),
+    "status": frozenset(
+        {
+            "run_id",
+            "state",
+            "exit_code",
+            "command_id",
+            "parent_run_id",
+            "created_at",
+            "updated_at",
+            "target_count",
+            "instances",
+            "batches",
+            "regions",
+            "lease",
+        }
+    ),
+    "runs": frozenset(
+        {
+            "run_id",
+            "state",
+            "exit_code",
+            "command_id",
+            "target_count",
+            "created_at",
+            "parent_run_id",
+        }
+    ),
+    "report": frozenset(
+        {"run_id", "target_count", "runs", "summary", "by_region", "by_error_code", "instances"}
+    ),
+    "report row": frozenset(
+        {
+            "run_id",
+            "region",
+            "instance_id",
+            "state",
+            "batch_id",
+            "invoke_id",
+            "invocation_status",
+            "exit_code",
+            "error_code",
+            "reason",
+            "start_time",
+            "finish_time",
+            "output",
+        }
+    ),
+    "quota": frozenset({"account", "mode", "daily_quota", "reserve", "regions"}),
+    "quota region": frozenset({"used", "left", "limit", "next_call_frees_at"}),
+    "plan": frozenset(
+        {
+            "targets",
+            "duplicates_dropped",
+            "batch_size",
+            "calls_needed",
+            "excluded",
+            "days",
+            "finishes_at",
+            "quota_mode",
+            "spends_quota",
+            "regions",
+        }
+    ),
+    "plan region": frozenset(
+        {
+            "targets",
+            "excluded",
+            "excluded_by_reason",
+            "batches",
+            "calls_needed",
+            "quota_left_now",
+            "calls_now",
+            "days",
+            "finish_after_s",
+            "finishes_at",
+        }
+    ),
+    "stop": frozenset({"run_id", "state", "stop_calls", "instances_stopped", "runner_released"}),
+}
+REPO = Path(__file__).resolve().parent.parent
 # A run id that no ledger holds (the real ones are r<date>-<time>-<hex>).
 UNKNOWN_RUN = "r20000101-000000-000000"
 
@@ -402,6 +489,11 @@ def test_run_json_is_json_lines_from_run_to_end(rollout: Rollout) -> None:
     state and the exit code the process exits with."""
     events = json_lines(rollout.run.stdout)
     first, last = events[0], events[-1]
+    assert DOCUMENTED["run event"] <= set(first)
+    assert DOCUMENTED["end event"] <= set(last)
+    batches = [e for e in events if e["event"] == "batch"]
+    assert len(batches) == 4
+    assert all(DOCUMENTED["batch event"] <= set(e) for e in batches)
     assert first["event"] == "run"
     assert first["run_id"].startswith("r")
     assert first["targets"] == 120
@@ -431,6 +523,7 @@ def test_status_json_fields(rollout: Rollout) -> None:
     """`status --json` carries run_id, state, exit_code, target_count, every instance state,
     batches and per-region counts, and the counts add up to the targets."""
     doc = rollout.json("status", rollout.run_id, "--json")
+    assert DOCUMENTED["status"] <= set(doc)
     assert doc["run_id"] == rollout.run_id
     assert doc["state"] == "finished"
     assert doc["exit_code"] == 1
@@ -451,17 +544,8 @@ def test_runs_json_fields(rollout: Rollout) -> None:
     """`runs --json` lists every run, newest first, with the documented fields."""
     doc = rollout.json("runs", "--json")
     assert [r["run_id"] for r in doc] == [rollout.halted_id, rollout.run_id]
-    fields = {
-        "run_id",
-        "state",
-        "exit_code",
-        "command_id",
-        "target_count",
-        "created_at",
-        "parent_run_id",
-    }
     for run in doc:
-        assert fields <= set(run)
+        assert DOCUMENTED["runs"] <= set(run)
         assert run["command_id"] == DEMO_COMMAND_ID
         assert run["target_count"] == 120
         assert run["parent_run_id"] is None
@@ -479,20 +563,12 @@ def test_report_json_fields(rollout: Rollout, how: tuple[str, ...]) -> None:
     assert sum(doc["summary"].values()) == 120
     assert set(doc["by_region"]) == {"cn-beijing", "cn-hangzhou"}
     assert isinstance(doc["by_error_code"], dict)
+    assert DOCUMENTED["report"] <= set(doc)
+    assert doc["runs"] == [rollout.run_id]
     rows = doc["instances"]
     assert len(rows) == 120
-    fields = {
-        "run_id",
-        "region",
-        "instance_id",
-        "state",
-        "exit_code",
-        "error_code",
-        "invoke_id",
-        "output",
-    }
     for row in rows:
-        assert fields <= set(row), row
+        assert DOCUMENTED["report row"] <= set(row), row
     succeeded = [r for r in rows if r["state"] == "succeeded"]
     assert succeeded
     assert all(r["exit_code"] == 0 and r["invoke_id"].startswith("t-") for r in succeeded)
@@ -507,6 +583,8 @@ def test_quota_json_fields(rollout: Rollout) -> None:
     """`quota --json` names the account, the window and, per region, the calls the emulator
     counted as used, what is left and the limit."""
     doc = rollout.json("quota", "--json")
+    assert DOCUMENTED["quota"] <= set(doc)
+    assert all(DOCUMENTED["quota region"] <= set(r) for r in doc["regions"].values())
     assert doc["account"] == DEMO_ACCESS_KEY_ID
     assert doc["mode"] == "rolling"
     assert doc["daily_quota"] == 5000
@@ -526,12 +604,13 @@ def test_plan_json_fields_and_spends_nothing(rollout: Rollout) -> None:
     doc = rollout.json(
         "plan", "--command-id", DEMO_COMMAND_ID, "--targets", str(rollout.targets), "--json"
     )
+    assert DOCUMENTED["plan"] <= set(doc)
     assert doc["targets"] == 120
     assert doc["calls_needed"] == sum(r["calls_needed"] for r in doc["regions"].values())
     assert doc["calls_needed"] == 4  # 60 per region, less the stopped ones: 2 batches each
     assert doc["spends_quota"] is False
     for region in doc["regions"].values():
-        assert {"targets", "excluded", "batches", "calls_needed", "quota_left_now"} <= set(region)
+        assert DOCUMENTED["plan region"] <= set(region)
         assert region["targets"] == 60
     assert sum(r["excluded"] for r in doc["regions"].values()) == doc["excluded"] > 0
     assert rollout.emu.snapshot()["invocations"] == before
@@ -540,6 +619,44 @@ def test_plan_json_fields_and_spends_nothing(rollout: Rollout) -> None:
 def test_stop_json_fields(rollout: Rollout) -> None:
     """`stop --json` on a finished run reports it unchanged, with nothing to stop."""
     doc = rollout.json("stop", rollout.run_id, "--json")
+    assert DOCUMENTED["stop"] <= set(doc)
     assert doc["run_id"] == rollout.run_id
     assert doc["state"] == "finished"
     assert doc["instances_stopped"] == 0
+
+
+def test_readme_documents_every_stable_field() -> None:
+    """Every field these tests hold the commands to is named in the README's machine-readable
+    output section, so the documentation and the output cannot drift apart unnoticed."""
+    readme = (REPO / "README.md").read_text(encoding="utf-8")
+    section = readme.split("## Machine-readable output", 1)[1].split("\n## ", 1)[0]
+    named = set(re.findall(r"`([a-z_]+)`", section))
+    missing = {name for fields in DOCUMENTED.values() for name in fields} - named
+    assert missing == set()
+
+
+@pytest.mark.slow
+def test_demo_json_is_json_lines_ending_with_the_status(tmp_path: Path) -> None:
+    """`demo --json` prints only JSON lines: the run's events, then its status with the ledger."""
+    done = subprocess.run(
+        [sys.executable, "-m", "fanout", "demo", "--dir", str(tmp_path), "--json"],
+        capture_output=True,
+        text=True,
+        timeout=110,
+        env={
+            **{k: v for k, v in os.environ.items() if not k.startswith(("FANOUT_", "ALIBABA_"))},
+            "HOME": str(tmp_path),
+            "XDG_CONFIG_HOME": str(tmp_path),
+        },
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    events = json_lines(done.stdout)
+    assert events[0]["event"] == "run"
+    assert events[-2]["event"] == "end"
+    status = events[-1]
+    assert status["event"] == "status"
+    assert DOCUMENTED["status"] <= set(status)
+    assert status["run_id"] == events[0]["run_id"]
+    assert Path(status["ledger"]) == tmp_path / "ledger.sqlite3"
+    assert sum(status["instances"].values()) == status["target_count"] == 10_000
