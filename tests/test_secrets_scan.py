@@ -171,13 +171,15 @@ def test_no_secret_in_any_output_or_the_ledger(
     debug = ("--log-level", "debug")
     run_id, captured = kill_mid_run(cli, env, targets, emu)
 
-    # Resume (refused without the secret value, then with it), and a retry of the failures.
+    # Resume (refused without the secret value, then with it), and a retry of the failures
+    # signed with the other scheme (RPC HMAC-SHA1: the token goes in the query string).
+    rpc = {**env, "FANOUT_SIGNATURE": "rpc"}
     for name, args in [
         ("resume without secret", ("resume", run_id, "--yes", *debug)),
         ("resume", ("resume", run_id, "--yes", "--json", *debug, "--param", PARAMS[3])),
         ("retry", ("retry", run_id, "--only", "failed", "--yes", "--json", *debug, *PARAMS[2:])),
     ]:
-        done = cli.run(*args, env=env)
+        done = cli.run(*args, env=rpc if name == "retry" else env)
         captured |= outputs(name, done)
         assert done.returncode in ((2,) if name == "resume without secret" else (0, 1)), done.stderr
 
@@ -212,6 +214,11 @@ def test_no_secret_in_any_output_or_the_ledger(
         (
             "secret",
             {**env, "ALIBABA_CLOUD_ACCESS_KEY_SECRET": WRONG_SECRET},
+            "SignatureDoesNotMatch",
+        ),
+        (
+            "secret, RPC signing",
+            {**rpc, "ALIBABA_CLOUD_ACCESS_KEY_SECRET": WRONG_SECRET},
             "SignatureDoesNotMatch",
         ),
         ("token", {**env, "ALIBABA_CLOUD_SECURITY_TOKEN": WRONG_TOKEN}, "InvalidSecurityToken"),
