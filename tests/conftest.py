@@ -10,6 +10,7 @@ import signal
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import urllib.request
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack
@@ -119,7 +120,7 @@ def emulator() -> Iterator[Callable[..., EmulatorThread]]:
 
 
 @pytest.fixture(scope="session")
-def postgres_admin_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def postgres_admin_url() -> Iterator[str]:
     """A PostgreSQL server's admin URL: $FANOUT_TEST_POSTGRES, else a throwaway server.
 
     Skipped only where neither is possible; in CI (CI=true) that is a failure, not a skip.
@@ -128,7 +129,8 @@ def postgres_admin_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str
     if url:
         yield url
         return
-    server = start_server(tmp_path_factory.mktemp("postgres"))
+    # Not under pytest's tmp dir: that is private to root, and the server runs as `postgres`.
+    server = start_server(Path(tempfile.mkdtemp(prefix="fanout-pg-")))
     if not isinstance(server, Server):
         reason = f"PostgreSQL ledger tests need {POSTGRES_ENV} or a local server: {server}"
         if os.environ.get("CI") == "true":

@@ -65,7 +65,15 @@ def _free_port() -> int:
 
 
 def start_server(base: Path) -> Server | str:
-    """Start a server in `base`; the reason as a string if that is not possible here."""
+    """Start a server in `base` (removed if that fails); else the reason, as a string."""
+    server = _start_server(base)
+    if not isinstance(server, Server):
+        shutil.rmtree(base, ignore_errors=True)
+    return server
+
+
+def _start_server(base: Path) -> Server | str:
+    """initdb and pg_ctl start in `base`; the reason as a string if that is not possible here."""
     bin_dir = _bin_dir()
     if bin_dir is None:
         return "no PostgreSQL server binaries (/usr/lib/postgresql/*/bin/initdb)"

@@ -14,12 +14,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from fanout.emulator import DEMO_COMMAND_ID, EmulatorThread
 from fanout.ledger import open_ledger
 from tests.conftest import Fanout, close, invoked_instances, postgres_only, write_targets
-from tests.test_invariants import fleet_ids, read_run_id
+from tests.test_invariants import fleet_ids
 
 Start = Callable[..., EmulatorThread]
 Bind = Callable[[EmulatorThread], Fanout]
