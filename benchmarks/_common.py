@@ -28,14 +28,18 @@ def process_cpu_s(pid: int) -> float:
 
 
 def start_emulator(
-    per_region: int, extra: Sequence[str] = (), profile: str | None = None
+    per_region: int,
+    extra: Sequence[str] = (),
+    profile: str | None = None,
+    cpus: set[int] | None = None,
 ) -> tuple[subprocess.Popen[str], str]:
-    """`fanout emulator` in its own process (4 regions); returns it and its URL."""
+    """`fanout emulator` in its own process (4 regions, on `cpus` if given); returns it and its URL."""
     profiler = ["-m", "cProfile", "-o", profile] if profile else []
     argv = [sys.executable, *profiler, "-m", "fanout", "emulator", "--port", "0"]
     argv += ["--regions", ",".join(REGIONS), "--instances-per-region", str(per_region)]
     argv += ["--daily-quota", "1000000", *extra]
-    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
+    pin = (lambda: os.sched_setaffinity(0, cpus)) if cpus else None
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True, preexec_fn=pin)  # noqa: PLW1509
     assert proc.stdout is not None
     line = proc.stdout.readline().strip()
     return proc, line.rsplit(" ", 1)[-1]

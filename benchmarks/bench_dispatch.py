@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import secrets
 import tempfile
 import time
@@ -100,7 +101,12 @@ async def dispatch(ledger: str, url: str, per_region: int, concurrency: int) -> 
 def measure(ledger: str, args: argparse.Namespace) -> dict[str, object]:
     """One dispatch of the whole fleet into `ledger`, against a new emulator process."""
     extra = ["--latency-ms", str(args.latency_ms)]
-    proc, url = start_emulator(args.instances_per_region, extra, args.profile_emulator)
+    # --pin: the emulator stands in for a remote server; give it its own core and keep the
+    # runner on the other, so the two do not take CPU time from each other.
+    server_cpus = {1} if args.pin else None
+    proc, url = start_emulator(args.instances_per_region, extra, args.profile_emulator, server_cpus)
+    if args.pin:
+        os.sched_setaffinity(0, {0})
     emulator_cpu0 = process_cpu_s(proc.pid)
     try:
         result = anyio.run(
@@ -196,6 +202,9 @@ def main() -> None:
         "--compare", metavar="URL", help="SQLite vs PostgreSQL (a fresh database via URL)"
     )
     parser.add_argument("--rounds", type=int, default=1, help="--compare: rounds per backend")
+    parser.add_argument(
+        "--pin", action="store_true", help="emulator on CPU 1, runner on CPU 0 (2+ cores)"
+    )
     parser.add_argument(
         "--profile-emulator", default=None, help="write the emulator's cProfile here"
     )

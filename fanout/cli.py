@@ -208,7 +208,11 @@ def common_options(func: F) -> F:
                 type=click.Path(path_type=Path),
                 help="Settings file (TOML); default $FANOUT_CONFIG.",
             ),
-            click.option("--ledger", help="Ledger path (default $FANOUT_LEDGER or XDG state)."),
+            click.option(
+                "--ledger",
+                help="Ledger: a SQLite path or postgresql:// URL "
+                "(default $FANOUT_LEDGER, else XDG state).",
+            ),
             click.option("--json", "as_json", is_flag=True, help="Machine-readable output."),
             click.option(
                 "--log-level",
@@ -227,9 +231,13 @@ def settings_from(config_file: Path | None, **flags: object) -> Settings:
     return load_settings(config_file=config_file, flags=flags)
 
 
-def ledger_for(settings: Settings) -> LedgerStore:
-    """Open the configured ledger."""
-    return open_ledger(settings.ledger or default_ledger_location())
+def ledger_for(settings: Settings, *, run_id: str | None = None) -> LedgerStore:
+    """Open the configured ledger; with `run_id`, refuse to create one (the run must exist)."""
+    location = settings.ledger or default_ledger_location()
+    if run_id is not None and "://" not in location and not Path(location).expanduser().exists():
+        msg = f"no run {run_id!r}: there is no ledger at {location}"
+        raise RunNotFoundError(msg)
+    return open_ledger(location)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]}, epilog=EXIT_CODES)

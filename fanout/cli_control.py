@@ -51,7 +51,7 @@ def retry_command(run_id: str, only: str, **opts: Any) -> None:
     secret_params, _ = _read_params(opts["params"], None, ())
     for value in (secret_params or {}).values():
         register_secret(value)
-    store = ledger_for(settings)
+    store = ledger_for(settings, run_id=run_id)
     parent = store.get_run(run_id)
     spec = run_spec(parent, secret_params or {})
     chosen = {part.strip() for part in only.split(",") if part.strip()}
@@ -103,7 +103,7 @@ def stop_command(run_id: str, wait_s: float, **opts: Any) -> None:
     configure_logging(opts["log_level"])
     settings = _settings(opts)
     out = Out(as_json=opts["as_json"])
-    store = ledger_for(settings)
+    store = ledger_for(settings, run_id=run_id)
     store.get_run(run_id)
     credentials = _credentials(settings)
 

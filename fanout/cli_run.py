@@ -556,7 +556,7 @@ def resume_command(run_id: str, **opts: Any) -> None:
     for value in (secret_params or {}).values():
         register_secret(value)
     credentials = _credentials(settings)
-    store = ledger_for(settings)
+    store = ledger_for(settings, run_id=run_id)
     if opts["force"]:
         _warn_takeover(run_id, store)
     outcome = anyio.run(

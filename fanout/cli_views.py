@@ -26,7 +26,7 @@ def status_command(run_id: str, **opts: Any) -> None:
     \b
     fanout status r20261128-063512-a1b2c3 --json | jq .instances
     """
-    store = ledger_for(settings_from(opts["config_file"], ledger=opts["ledger"]))
+    store = ledger_for(settings_from(opts["config_file"], ledger=opts["ledger"]), run_id=run_id)
     run = store.get_run(run_id)
     doc = status_document(run, store.instance_counts(run_id), store.batch_counts(run_id))
     Out(as_json=opts["as_json"]).document(doc, run_summary(doc))
@@ -82,7 +82,7 @@ def report_command(run_id: str, fmt: str, **opts: Any) -> None:
     \b
     fanout report r20261128-063512-a1b2c3 --format csv > results.csv
     """
-    store = ledger_for(settings_from(opts["config_file"], ledger=opts["ledger"]))
+    store = ledger_for(settings_from(opts["config_file"], ledger=opts["ledger"]), run_id=run_id)
     run = store.get_run(run_id)
     retries = _retries_of(store, run_id)
     records = roll_up(

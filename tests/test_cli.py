@@ -395,8 +395,10 @@ def test_bad_input_from_a_real_process_is_one_stderr_line(sandbox: Sandbox) -> N
     assert done.returncode == 2
     assert done.stdout == ""
     assert done.stderr.splitlines() == [
-        f"fanout: error: no run {UNKNOWN_RUN!r} in ledger {sandbox.tmp / 'ledger.sqlite3'}"
+        f"fanout: error: no run {UNKNOWN_RUN!r}: there is no ledger at "
+        f"{sandbox.tmp / 'ledger.sqlite3'}"
     ]
+    assert not (sandbox.tmp / "ledger.sqlite3").exists()  # a read-only command creates nothing
 
 
 def test_another_applications_database_is_refused_and_left_untouched(sandbox: Sandbox) -> None:
