@@ -11,6 +11,7 @@ import sqlite3
 import subprocess
 import sys
 import tempfile
+import time
 import urllib.request
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack
@@ -26,6 +27,7 @@ from fanout.emulator import (
     EmulatorConfig,
     EmulatorThread,
 )
+from fanout.emulator.fleet import Fleet
 from fanout.ledger import is_postgres_location
 from tests.pgserver import POSTGRES_ENV, Server, fresh_database, start_server
 
@@ -212,3 +214,17 @@ def invoked_instances(snapshot: dict[str, Any]) -> dict[str, int]:
         for iid in invocation["instance_ids"]:
             counts[iid] = counts.get(iid, 0) + 1
     return counts
+
+
+def fleet_ids(**fields: Any) -> list[tuple[str, str]]:
+    """(region, id) of every instance the emulator generates for these config fields."""
+    fleet = Fleet.from_config(EmulatorConfig(**fields))
+    return [(r, i.instance_id) for r, rf in sorted(fleet.regions.items()) for i in rf.instances]
+
+
+def wait_for(predicate: Callable[[], bool], timeout_s: float = 30) -> None:
+    """Poll until `predicate()` holds (fails the test after `timeout_s`)."""
+    deadline = time.monotonic() + timeout_s
+    while not predicate():
+        assert time.monotonic() < deadline, "timed out waiting"
+        time.sleep(0.05)

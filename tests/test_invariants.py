@@ -17,13 +17,13 @@ from typing import Any
 
 import pytest
 
-from fanout.emulator import DEMO_COMMAND_ID, EmulatorConfig, EmulatorThread
-from fanout.emulator.fleet import Fleet
+from fanout.emulator import DEMO_COMMAND_ID, EmulatorThread
 from tests.conftest import (
     Fanout,
     both_backends,
     close,
     control,
+    fleet_ids,
     invoked_instances,
     ledger_sql,
     write_targets,
@@ -31,12 +31,6 @@ from tests.conftest import (
 
 Start = Callable[..., EmulatorThread]
 Bind = Callable[[EmulatorThread], Fanout]
-
-
-def fleet_ids(**fields: Any) -> list[tuple[str, str]]:
-    """(region, instance id) of every instance the emulator will generate for these fields."""
-    fleet = Fleet.from_config(EmulatorConfig(**fields))
-    return [(r, i.instance_id) for r, rf in sorted(fleet.regions.items()) for i in rf.instances]
 
 
 def batch_states(ledger: str) -> dict[str, int]:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -17,20 +16,12 @@ from fanout.emulator import (
     DEMO_ACCESS_KEY_ID,
     DEMO_ACCESS_KEY_SECRET,
     DEMO_COMMAND_ID,
-    EmulatorConfig,
     EmulatorThread,
 )
-from fanout.emulator.fleet import Fleet
-from tests.conftest import Fanout, control, invoked_instances, write_targets
+from tests.conftest import Fanout, control, fleet_ids, invoked_instances, wait_for, write_targets
 
 Start = Callable[..., EmulatorThread]
 Bind = Callable[[EmulatorThread], Fanout]
-
-
-def fleet_ids(**fields: Any) -> list[tuple[str, str]]:
-    """(region, id) of the instances the emulator generates for these fields, in fleet order."""
-    fleet = Fleet.from_config(EmulatorConfig(**fields))
-    return [(r, i.instance_id) for r, rf in sorted(fleet.regions.items()) for i in rf.instances]
 
 
 def report(cli: Fanout, run_id: str) -> dict[str, Any]:
@@ -45,14 +36,6 @@ def first_json_line(stdout: str) -> dict[str, Any]:
     """The first JSON event of `--json` output."""
     line: dict[str, Any] = json.loads(stdout.splitlines()[0])
     return line
-
-
-def wait_for(predicate: Callable[[], bool], timeout_s: float = 30) -> None:
-    """Poll until `predicate()` holds."""
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out waiting"
-        time.sleep(0.1)
 
 
 FLEET: dict[str, Any] = {"regions": ("cn-hangzhou",), "instances_per_region": 1000, "seed": 11}

@@ -16,7 +16,6 @@ import json
 import signal
 import stat
 import subprocess
-import time
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -26,7 +25,7 @@ import pytest
 
 from fanout.emulator import DEMO_PARAM_COMMAND_ID, EmulatorConfig, EmulatorThread
 from fanout.emulator.fleet import Fleet
-from tests.conftest import Fanout, write_targets
+from tests.conftest import Fanout, wait_for, write_targets
 
 Start = Callable[..., EmulatorThread]
 Bind = Callable[[EmulatorThread], Fanout]
@@ -90,14 +89,6 @@ def ledger_files(ledger: Path, label: str) -> dict[str, bytes]:
 def mode(path: Path) -> int:
     """A file's permission bits."""
     return stat.S_IMODE(path.stat().st_mode)
-
-
-def wait_for(predicate: Callable[[], bool], timeout_s: float = 30) -> None:
-    """Poll until `predicate()` holds."""
-    deadline = time.monotonic() + timeout_s
-    while not predicate():
-        assert time.monotonic() < deadline, "timed out waiting"
-        time.sleep(0.05)
 
 
 def run_all(

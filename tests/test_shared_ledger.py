@@ -16,8 +16,7 @@ from typing import Any
 
 from fanout.emulator import DEMO_COMMAND_ID, EmulatorThread
 from fanout.ledger import open_ledger
-from tests.conftest import Fanout, close, invoked_instances, postgres_only, write_targets
-from tests.test_invariants import fleet_ids
+from tests.conftest import Fanout, close, fleet_ids, invoked_instances, postgres_only, write_targets
 
 Start = Callable[..., EmulatorThread]
 Bind = Callable[[EmulatorThread], Fanout]
