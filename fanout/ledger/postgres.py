@@ -9,7 +9,6 @@ password redacted.
 
 from __future__ import annotations
 
-import json
 import threading
 import time
 from collections.abc import Iterator, Sequence
@@ -25,15 +24,27 @@ from fanout.errors import LedgerError, RunNotFoundError
 from fanout.ledger.location import location_password, redact_location
 from fanout.ledger.model import (
     BatchRecord,
-    BatchState,
     InstanceRecord,
     InstanceState,
     Op,
     RunRecord,
-    RunState,
 )
 from fanout.ledger.pg_ops import Group, apply_one, prepare
 from fanout.ledger.pg_schema import MIGRATION_LOCK, MIGRATIONS, SCHEMA_VERSION
+from fanout.ledger.rows import (
+    BATCH_COLUMNS,
+    INSTANCE_COLUMNS,
+    REPORTED_COLUMNS,
+    REPORTED_FROM,
+    REPORTED_STATE,
+    RUN_COLUMNS,
+    batch_from_row,
+    batch_row,
+    instance_from_row,
+    instance_row,
+    run_from_row,
+    run_row,
+)
 
 __all__ = ["PostgresLedger"]
 
@@ -47,33 +58,6 @@ _MAX_CLOCK_SKEW_S = 5.0
 # inside a transaction is stalled (process stopped, host partitioned): the server ends it, so
 # the quota locks it holds do not block the runners on other hosts.
 _IDLE_IN_TRANSACTION_TIMEOUT_MS = 10_000
-
-_RUN_COLUMNS = (
-    "run_id, created_at, updated_at, state, command_id, account, target_count, parameters, "
-    "secret_keys, options, parent_run_id, exit_code, lease_owner, lease_until"
-)
-_BATCH_COLUMNS = (
-    "batch_id, run_id, region, seq, wave, instance_ids, client_token, state, attempts, "
-    "maybe_applied, invoke_id, error_code, error_message"
-)
-_INSTANCE_COLUMNS = (
-    "run_id, region, instance_id, batch_id, state, reason, invoke_id, exit_code, error_code, "
-    "error_info, output, dropped, start_time, finish_time, invocation_status"
-)
-# As in the SQLite store: a pending row of an accepted batch is reported `invoked`, with the
-# batch's InvokeId (the acceptance is stored once, on the batch).
-_ACCEPTED = "('accepted', 'done')"
-_REPORTED_STATE = (
-    f"CASE WHEN i.state = 'pending' AND b.state IN {_ACCEPTED} THEN 'invoked' ELSE i.state END"
-)
-_REPORTED_COLUMNS = (
-    "i.run_id, i.region, i.instance_id, i.batch_id, "
-    f"{_REPORTED_STATE}, i.reason, "
-    f"COALESCE(i.invoke_id, CASE WHEN b.state IN {_ACCEPTED} THEN b.invoke_id END), "
-    "i.exit_code, i.error_code, i.error_info, i.output, i.dropped, i.start_time, i.finish_time, "
-    "i.invocation_status"
-)
-_REPORTED_FROM = "instances i LEFT JOIN batches b ON b.batch_id = i.batch_id"
 
 
 class PostgresLedger:
@@ -183,14 +167,14 @@ class PostgresLedger:
                 msg = f"run {run.run_id} already exists"
                 raise LedgerError(msg)
             cur.execute(
-                f"INSERT INTO runs ({_RUN_COLUMNS}) VALUES "
+                f"INSERT INTO runs ({RUN_COLUMNS}) VALUES "
                 "(%s, %s, %s, %s, %s, %s, %s, %s::jsonb, %s::jsonb, %s::jsonb, %s, %s, %s, %s)",
-                _run_row(run),
+                run_row(run),
             )
             now = run.created_at
-            with cur.copy(f"COPY batches ({_BATCH_COLUMNS}, updated_at) FROM STDIN") as copy:
+            with cur.copy(f"COPY batches ({BATCH_COLUMNS}, updated_at) FROM STDIN") as copy:
                 for b in batches:
-                    copy.write_row((*_batch_row(b), now))
+                    copy.write_row((*batch_row(b), now))
             with cur.copy(
                 "COPY instances (run_id, region, instance_id, batch_id, state, updated_at) "
                 "FROM STDIN"
@@ -200,9 +184,9 @@ class PostgresLedger:
                     for iid in b.instance_ids:
                         copy.write_row((run.run_id, b.region, iid, b.batch_id, pending, now))
             cur.executemany(
-                f"INSERT INTO instances ({_INSTANCE_COLUMNS}, updated_at) VALUES "
+                f"INSERT INTO instances ({INSTANCE_COLUMNS}, updated_at) VALUES "
                 f"({', '.join(['%s'] * 16)})",
-                [(*_instance_row(i), now) for i in extra_instances],
+                [(*instance_row(i), now) for i in extra_instances],
             )
 
     def apply(self, ops: Sequence[Op]) -> list[object]:
@@ -242,31 +226,31 @@ class PostgresLedger:
 
     def get_run(self, run_id: str) -> RunRecord:
         """One run, or RunNotFoundError."""
-        rows = self._query(f"SELECT {_RUN_COLUMNS} FROM runs WHERE run_id = %s", (run_id,))
+        rows = self._query(f"SELECT {RUN_COLUMNS} FROM runs WHERE run_id = %s", (run_id,))
         if not rows:
             msg = f"no run {run_id!r} in ledger {self.location}"
             raise RunNotFoundError(msg)
-        return _run_from_row(rows[0])
+        return run_from_row(rows[0])
 
     def list_runs(self, limit: int = 50) -> list[RunRecord]:
         """The newest runs first."""
         rows = self._query(
-            f"SELECT {_RUN_COLUMNS} FROM runs ORDER BY created_at DESC LIMIT %s", (limit,)
+            f"SELECT {RUN_COLUMNS} FROM runs ORDER BY created_at DESC LIMIT %s", (limit,)
         )
-        return [_run_from_row(r) for r in rows]
+        return [run_from_row(r) for r in rows]
 
     def load_batches(self, run_id: str) -> list[BatchRecord]:
         """Every batch of a run in dispatch order."""
         rows = self._query(
-            f"SELECT {_BATCH_COLUMNS} FROM batches WHERE run_id = %s ORDER BY seq", (run_id,)
+            f"SELECT {BATCH_COLUMNS} FROM batches WHERE run_id = %s ORDER BY seq", (run_id,)
         )
-        return [_batch_from_row(r) for r in rows]
+        return [batch_from_row(r) for r in rows]
 
     def instance_counts(self, run_id: str) -> dict[str, dict[str, int]]:
         """Instance counts by region, then by state."""
         counts: dict[str, dict[str, int]] = {}
         for region, state, n in self._query(
-            f"SELECT i.region, {_REPORTED_STATE} AS s, COUNT(*) FROM {_REPORTED_FROM} "
+            f"SELECT i.region, {REPORTED_STATE} AS s, COUNT(*) FROM {REPORTED_FROM} "
             "WHERE i.run_id = %s GROUP BY i.region, s",
             (run_id,),
         ):
@@ -286,18 +270,18 @@ class PostgresLedger:
     def iter_instances(self, run_id: str) -> Iterator[InstanceRecord]:
         """Every instance row of a run, ordered by region and id."""
         rows = self._query(
-            f"SELECT {_REPORTED_COLUMNS} FROM {_REPORTED_FROM} WHERE i.run_id = %s "
+            f"SELECT {REPORTED_COLUMNS} FROM {REPORTED_FROM} WHERE i.run_id = %s "
             "ORDER BY i.region, i.instance_id",
             (run_id,),
         )
-        return (_instance_from_row(r) for r in rows)
+        return (instance_from_row(r) for r in rows)
 
     def instances_of_batch(self, batch_id: str) -> list[InstanceRecord]:
         """The instance rows that were planned into one batch."""
         rows = self._query(
-            f"SELECT {_REPORTED_COLUMNS} FROM {_REPORTED_FROM} WHERE i.batch_id = %s", (batch_id,)
+            f"SELECT {REPORTED_COLUMNS} FROM {REPORTED_FROM} WHERE i.batch_id = %s", (batch_id,)
         )
-        return [_instance_from_row(r) for r in rows]
+        return [instance_from_row(r) for r in rows]
 
     def events(
         self, run_id: str, after_id: int = 0
@@ -338,126 +322,3 @@ class PostgresLedger:
             (account, region, window_start),
         )
         return [r[0] for r in rows]
-
-
-# --- row <-> record ---------------------------------------------------------------------------
-
-
-def _run_row(run: RunRecord) -> tuple[object, ...]:
-    """RunRecord as a runs row (JSON columns as text, cast to jsonb by the statement)."""
-    return (
-        run.run_id,
-        run.created_at,
-        run.updated_at,
-        run.state.value,
-        run.command_id,
-        run.account,
-        run.target_count,
-        json.dumps(dict(run.parameters)),
-        json.dumps(list(run.secret_keys)),
-        json.dumps(dict(run.options), default=str),
-        run.parent_run_id,
-        run.exit_code,
-        run.lease_owner,
-        run.lease_until,
-    )
-
-
-def _run_from_row(row: TupleRow) -> RunRecord:
-    """A runs row as RunRecord."""
-    return RunRecord(
-        run_id=row[0],
-        created_at=row[1],
-        updated_at=row[2],
-        state=RunState(row[3]),
-        command_id=row[4],
-        account=row[5],
-        target_count=row[6],
-        parameters=row[7],
-        secret_keys=tuple(row[8]),
-        options=row[9],
-        parent_run_id=row[10],
-        exit_code=row[11],
-        lease_owner=row[12],
-        lease_until=row[13],
-    )
-
-
-def _batch_row(b: BatchRecord) -> tuple[object, ...]:
-    """BatchRecord as a batches row (without updated_at)."""
-    return (
-        b.batch_id,
-        b.run_id,
-        b.region,
-        b.seq,
-        b.wave,
-        ",".join(b.instance_ids),
-        b.client_token,
-        b.state.value,
-        b.attempts,
-        b.maybe_applied,
-        b.invoke_id,
-        b.error_code,
-        b.error_message,
-    )
-
-
-def _batch_from_row(row: TupleRow) -> BatchRecord:
-    """A batches row as BatchRecord."""
-    return BatchRecord(
-        batch_id=row[0],
-        run_id=row[1],
-        region=row[2],
-        seq=row[3],
-        wave=row[4],
-        instance_ids=tuple(row[5].split(",")) if row[5] else (),
-        client_token=row[6],
-        state=BatchState(row[7]),
-        attempts=row[8],
-        maybe_applied=row[9],
-        invoke_id=row[10],
-        error_code=row[11],
-        error_message=row[12],
-    )
-
-
-def _instance_row(i: InstanceRecord) -> tuple[object, ...]:
-    """InstanceRecord as an instances row (without updated_at)."""
-    return (
-        i.run_id,
-        i.region,
-        i.instance_id,
-        i.batch_id,
-        i.state.value,
-        i.reason,
-        i.invoke_id,
-        i.exit_code,
-        i.error_code,
-        i.error_info,
-        i.output,
-        i.dropped,
-        i.start_time,
-        i.finish_time,
-        i.invocation_status,
-    )
-
-
-def _instance_from_row(row: TupleRow) -> InstanceRecord:
-    """An instances row as InstanceRecord."""
-    return InstanceRecord(
-        run_id=row[0],
-        region=row[1],
-        instance_id=row[2],
-        batch_id=row[3],
-        state=InstanceState(row[4]),
-        reason=row[5],
-        invoke_id=row[6],
-        exit_code=row[7],
-        error_code=row[8],
-        error_info=row[9],
-        output=row[10],
-        dropped=row[11] or 0,
-        start_time=row[12],
-        finish_time=row[13],
-        invocation_status=row[14],
-    )

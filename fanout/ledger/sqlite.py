@@ -37,6 +37,20 @@ from fanout.ledger.model import (
     check_transition,
     predecessors,
 )
+from fanout.ledger.rows import (
+    BATCH_COLUMNS,
+    INSTANCE_COLUMNS,
+    REPORTED_COLUMNS,
+    REPORTED_FROM,
+    REPORTED_STATE,
+    RUN_COLUMNS,
+    batch_from_row,
+    batch_row,
+    instance_from_row,
+    instance_row,
+    run_from_row,
+    run_row,
+)
 from fanout.ledger.schema import MIGRATIONS, SCHEMA_VERSION
 
 __all__ = ["SqliteLedger"]
@@ -47,33 +61,6 @@ _BUSY_TIMEOUT_MS = 60_000
 _SQLITE_HEADER = b"SQLite format 3\x00"
 # Rows per executemany chunk when creating a run: bounds memory for million-target runs.
 _INSERT_CHUNK = 20_000
-
-_RUN_COLUMNS = (
-    "run_id, created_at, updated_at, state, command_id, account, target_count, parameters, "
-    "secret_keys, options, parent_run_id, exit_code, lease_owner, lease_until"
-)
-_BATCH_COLUMNS = (
-    "batch_id, run_id, region, seq, wave, instance_ids, client_token, state, attempts, "
-    "maybe_applied, invoke_id, error_code, error_message"
-)
-_INSTANCE_COLUMNS = (
-    "run_id, region, instance_id, batch_id, state, reason, invoke_id, exit_code, error_code, "
-    "error_info, output, dropped, start_time, finish_time, invocation_status"
-)
-# A pending row of an accepted batch is reported `invoked`, with the batch's InvokeId: the
-# acceptance is stored once, on the batch, not copied into 50 instance rows.
-_ACCEPTED = "('accepted', 'done')"
-_REPORTED_STATE = (
-    f"CASE WHEN i.state = 'pending' AND b.state IN {_ACCEPTED} THEN 'invoked' ELSE i.state END"
-)
-_REPORTED_COLUMNS = (
-    "i.run_id, i.region, i.instance_id, i.batch_id, "
-    f"{_REPORTED_STATE}, i.reason, "
-    f"COALESCE(i.invoke_id, CASE WHEN b.state IN {_ACCEPTED} THEN b.invoke_id END), "
-    "i.exit_code, i.error_code, i.error_info, i.output, i.dropped, i.start_time, i.finish_time, "
-    "i.invocation_status"
-)
-_REPORTED_FROM = "instances i LEFT JOIN batches b ON b.batch_id = i.batch_id"
 
 
 def _refuse_foreign_database(conn: sqlite3.Connection, path: Path) -> None:
@@ -177,14 +164,14 @@ class SqliteLedger:
                 msg = f"run {run.run_id} already exists"
                 raise LedgerError(msg)
             cur.execute(
-                f"INSERT INTO runs ({_RUN_COLUMNS}) VALUES ({_placeholders(['?'] * 14)})",
-                _run_row(run),
+                f"INSERT INTO runs ({RUN_COLUMNS}) VALUES ({_placeholders(['?'] * 14)})",
+                run_row(run),
             )
             now = run.created_at
             cur.executemany(
-                f"INSERT INTO batches ({_BATCH_COLUMNS}, updated_at) "
+                f"INSERT INTO batches ({BATCH_COLUMNS}, updated_at) "
                 f"VALUES ({_placeholders(['?'] * 14)})",
-                ((*_batch_row(b), now) for b in batches),
+                ((*batch_row(b), now) for b in batches),
             )
             rows = (
                 (run.run_id, b.region, iid, b.batch_id, InstanceState.PENDING.value, now)
@@ -198,9 +185,9 @@ class SqliteLedger:
                 rows,
             )
             cur.executemany(
-                f"INSERT INTO instances ({_INSTANCE_COLUMNS}, updated_at) "
+                f"INSERT INTO instances ({INSTANCE_COLUMNS}, updated_at) "
                 f"VALUES ({_placeholders(['?'] * 16)})",
-                ((*_instance_row(i), now) for i in extra_instances),
+                ((*instance_row(i), now) for i in extra_instances),
             )
 
     def apply(self, ops: Sequence[Op]) -> list[object]:
@@ -247,31 +234,31 @@ class SqliteLedger:
 
     def get_run(self, run_id: str) -> RunRecord:
         """One run, or RunNotFoundError."""
-        rows = self._query(f"SELECT {_RUN_COLUMNS} FROM runs WHERE run_id = ?", (run_id,))
+        rows = self._query(f"SELECT {RUN_COLUMNS} FROM runs WHERE run_id = ?", (run_id,))
         if not rows:
             msg = f"no run {run_id!r} in ledger {self.path}"
             raise RunNotFoundError(msg)
-        return _run_from_row(rows[0])
+        return run_from_row(rows[0])
 
     def list_runs(self, limit: int = 50) -> list[RunRecord]:
         """The newest runs first."""
         rows = self._query(
-            f"SELECT {_RUN_COLUMNS} FROM runs ORDER BY created_at DESC LIMIT ?", (limit,)
+            f"SELECT {RUN_COLUMNS} FROM runs ORDER BY created_at DESC LIMIT ?", (limit,)
         )
-        return [_run_from_row(r) for r in rows]
+        return [run_from_row(r) for r in rows]
 
     def load_batches(self, run_id: str) -> list[BatchRecord]:
         """Every batch of a run in dispatch order."""
         rows = self._query(
-            f"SELECT {_BATCH_COLUMNS} FROM batches WHERE run_id = ? ORDER BY seq", (run_id,)
+            f"SELECT {BATCH_COLUMNS} FROM batches WHERE run_id = ? ORDER BY seq", (run_id,)
         )
-        return [_batch_from_row(r) for r in rows]
+        return [batch_from_row(r) for r in rows]
 
     def instance_counts(self, run_id: str) -> dict[str, dict[str, int]]:
         """Instance counts by region, then by state."""
         counts: dict[str, dict[str, int]] = {}
         for region, state, n in self._query(
-            f"SELECT i.region, {_REPORTED_STATE} AS s, COUNT(*) FROM {_REPORTED_FROM} "
+            f"SELECT i.region, {REPORTED_STATE} AS s, COUNT(*) FROM {REPORTED_FROM} "
             "WHERE i.run_id = ? GROUP BY i.region, s",
             (run_id,),
         ):
@@ -291,18 +278,18 @@ class SqliteLedger:
     def iter_instances(self, run_id: str) -> Iterator[InstanceRecord]:
         """Every instance row of a run, ordered by region and id."""
         rows = self._query(
-            f"SELECT {_REPORTED_COLUMNS} FROM {_REPORTED_FROM} WHERE i.run_id = ? "
+            f"SELECT {REPORTED_COLUMNS} FROM {REPORTED_FROM} WHERE i.run_id = ? "
             "ORDER BY i.region, i.instance_id",
             (run_id,),
         )
-        return (_instance_from_row(r) for r in rows)
+        return (instance_from_row(r) for r in rows)
 
     def instances_of_batch(self, batch_id: str) -> list[InstanceRecord]:
         """The instance rows that were planned into one batch."""
         rows = self._query(
-            f"SELECT {_REPORTED_COLUMNS} FROM {_REPORTED_FROM} WHERE i.batch_id = ?", (batch_id,)
+            f"SELECT {REPORTED_COLUMNS} FROM {REPORTED_FROM} WHERE i.batch_id = ?", (batch_id,)
         )
-        return [_instance_from_row(r) for r in rows]
+        return [instance_from_row(r) for r in rows]
 
     def events(
         self, run_id: str, after_id: int = 0
@@ -561,126 +548,3 @@ def _acquire_lease(cur: sqlite3.Cursor, op: AcquireLease) -> tuple[bool, str | N
         msg = f"no run {op.run_id!r}"
         raise RunNotFoundError(msg)
     return False, row[0], row[1]
-
-
-# --- row <-> record ---------------------------------------------------------------------------
-
-
-def _run_row(run: RunRecord) -> tuple[object, ...]:
-    """RunRecord as a runs row."""
-    return (
-        run.run_id,
-        run.created_at,
-        run.updated_at,
-        run.state.value,
-        run.command_id,
-        run.account,
-        run.target_count,
-        json.dumps(dict(run.parameters)),
-        json.dumps(list(run.secret_keys)),
-        json.dumps(dict(run.options), default=str),
-        run.parent_run_id,
-        run.exit_code,
-        run.lease_owner,
-        run.lease_until,
-    )
-
-
-def _run_from_row(row: Sequence[Any]) -> RunRecord:
-    """A runs row as RunRecord."""
-    return RunRecord(
-        run_id=row[0],
-        created_at=row[1],
-        updated_at=row[2],
-        state=RunState(row[3]),
-        command_id=row[4],
-        account=row[5],
-        target_count=row[6],
-        parameters=json.loads(row[7]),
-        secret_keys=tuple(json.loads(row[8])),
-        options=json.loads(row[9]),
-        parent_run_id=row[10],
-        exit_code=row[11],
-        lease_owner=row[12],
-        lease_until=row[13],
-    )
-
-
-def _batch_row(b: BatchRecord) -> tuple[object, ...]:
-    """BatchRecord as a batches row (without updated_at)."""
-    return (
-        b.batch_id,
-        b.run_id,
-        b.region,
-        b.seq,
-        b.wave,
-        ",".join(b.instance_ids),
-        b.client_token,
-        b.state.value,
-        b.attempts,
-        int(b.maybe_applied),
-        b.invoke_id,
-        b.error_code,
-        b.error_message,
-    )
-
-
-def _batch_from_row(row: Sequence[Any]) -> BatchRecord:
-    """A batches row as BatchRecord."""
-    return BatchRecord(
-        batch_id=row[0],
-        run_id=row[1],
-        region=row[2],
-        seq=row[3],
-        wave=row[4],
-        instance_ids=tuple(row[5].split(",")) if row[5] else (),
-        client_token=row[6],
-        state=BatchState(row[7]),
-        attempts=row[8],
-        maybe_applied=bool(row[9]),
-        invoke_id=row[10],
-        error_code=row[11],
-        error_message=row[12],
-    )
-
-
-def _instance_row(i: InstanceRecord) -> tuple[object, ...]:
-    """InstanceRecord as an instances row (without updated_at)."""
-    return (
-        i.run_id,
-        i.region,
-        i.instance_id,
-        i.batch_id,
-        i.state.value,
-        i.reason,
-        i.invoke_id,
-        i.exit_code,
-        i.error_code,
-        i.error_info,
-        i.output,
-        i.dropped,
-        i.start_time,
-        i.finish_time,
-        i.invocation_status,
-    )
-
-
-def _instance_from_row(row: Sequence[Any]) -> InstanceRecord:
-    """An instances row as InstanceRecord."""
-    return InstanceRecord(
-        run_id=row[0],
-        region=row[1],
-        instance_id=row[2],
-        batch_id=row[3],
-        state=InstanceState(row[4]),
-        reason=row[5],
-        invoke_id=row[6],
-        exit_code=row[7],
-        error_code=row[8],
-        error_info=row[9],
-        output=row[10],
-        dropped=row[11] or 0,
-        start_time=row[12],
-        finish_time=row[13],
-        invocation_status=row[14],
-    )
