@@ -136,9 +136,12 @@ class EcsClient(EcsActions):
             raise RuntimeError("EcsClient is closed")
         if self._session is None:
             options = self._options
+            # Building a TLS context reads the system CA store (~25 ms): only when it can be
+            # used. `True` is aiohttp's verifying default, never verification off.
+            plain_http = (options.endpoint or "").startswith("http://")
             connector = aiohttp.TCPConnector(
                 limit=options.max_connections,
-                ssl=self._ssl_context(),
+                ssl=True if plain_http else self._ssl_context(),
                 keepalive_timeout=_KEEPALIVE_S,
             )
             self._session = aiohttp.ClientSession(
