@@ -94,8 +94,8 @@ def flatten(params: Mapping[str, object]) -> dict[str, str]:
     for key, value in params.items():
         if type(value) is str:  # the common case, already flat (hot path: ~60 per request)
             out[key] = value
-        elif type(value) in (list, tuple) and all(type(v) is str for v in value):  # InstanceId.N
-            out.update({f"{key}.{n}": v for n, v in enumerate(value, start=1)})
+        elif isinstance(value, list | tuple) and all(type(v) is str for v in value):
+            out.update({f"{key}.{n}": str(v) for n, v in enumerate(value, start=1)})  # Key.N
         else:
             _flatten_into(out, key, value)
     return out
