@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Protocol
 
 import anyio
 import structlog
+from aiolimiter import AsyncLimiter
 
 from fanout.errors import CallError
 from fanout.ledger import (
@@ -148,7 +149,10 @@ class Collector:
     poll_interval_s: float
     max_output_bytes: int
     on_final: Callable[[InstanceRecord], None] = lambda _r: None
+    # Describe calls cost no InvokeCommand quota but are throttled per region like every API.
+    describe_rate_per_s: float = 20.0
     describe_calls: int = 0
+    _limiters: dict[str, AsyncLimiter] = field(default_factory=dict)
     _watches: dict[str, _Watch] = field(default_factory=dict)
     _changed: anyio.Event = field(default_factory=anyio.Event)
     _idle: anyio.Event = field(default_factory=anyio.Event)
@@ -206,8 +210,20 @@ class Collector:
                 self._idle.set()
             await anyio.sleep(max(0.05, self.poll_interval_s - (time.monotonic() - started)))
 
-    async def _describe(self, what: str, call: Callable[[], object]) -> object:
-        """One Describe call (counted); None on failure (tried again next sweep)."""
+    def _limiter(self, region: str) -> AsyncLimiter | None:
+        """The region's Describe rate limiter (None: unlimited)."""
+        if self.describe_rate_per_s <= 0:
+            return None
+        limiter = self._limiters.get(region)
+        if limiter is None:
+            limiter = self._limiters[region] = AsyncLimiter(self.describe_rate_per_s, 1.0)
+        return limiter
+
+    async def _describe(self, region: str, what: str, call: Callable[[], object]) -> object:
+        """One Describe call (rate-limited, counted); None on failure (tried again next sweep)."""
+        limiter = self._limiter(region)
+        if limiter is not None:
+            await limiter.acquire()
         self.describe_calls += 1
         try:
             return await call()  # type: ignore[misc]
@@ -218,6 +234,7 @@ class Collector:
     async def _sweep(self, region: str) -> None:
         """Record what the running list shows; fetch the invocations that left it."""
         running = await self._describe(
+            region,
             "DescribeInvocations",
             lambda: self.client.describe_invocations(
                 region, command_id=self.command_id, invoke_status="Running"
@@ -244,6 +261,7 @@ class Collector:
         """Read an invocation's results with outputs; settle it if every instance is final."""
         async with slots:
             results = await self._describe(
+                watch.batch.region,
                 "DescribeInvocationResults",
                 lambda: self.client.describe_invocation_results(
                     watch.batch.region, invoke_id=watch.invoke_id

@@ -366,6 +366,7 @@ async def drive(
                     settings.poll_interval_s,
                     settings.max_output_bytes,
                     on_final=leg.instance_final,
+                    describe_rate_per_s=settings.describe_rate_per_s,
                 )
                 helpers.start_soon(leg.collector.run)
                 for b in batches:
