@@ -57,6 +57,10 @@ USER_AGENT = f"fanout/{_package_version()}"
 
 # Backoff of read-only retries never waits longer than this, whatever the server asks.
 _RETRY_CAP_S = 5.0
+# Throttling lasts up to the next minute (facts 6.2): 8 tries, the waits doubling up to 30 s,
+# span about a minute and a half before a read gives up.
+_THROTTLED_ATTEMPTS = 8
+_THROTTLED_CAP_S = 30.0
 # Close idle pooled connections before the typical server idle timeout (15 s and up) does, so a
 # request is rarely written into a connection the server has just closed (an ambiguous failure).
 _KEEPALIVE_S = 10.0
@@ -208,18 +212,21 @@ class EcsClient(EcsActions):
             try:
                 return await self._send(action, region, params)
             except CallError as err:
-                if attempt >= attempts or err.kind not in _TRANSIENT:
+                # ECS throttles per minute: throttled reads wait longer and try more often.
+                limit = max(attempts, _THROTTLED_ATTEMPTS) if err.is_throttling else attempts
+                if attempt >= limit or err.kind not in _TRANSIENT:
                     raise
-                delay_s = self._backoff_s(attempt, err.retry_after_s)
+                cap = _THROTTLED_CAP_S if err.is_throttling else _RETRY_CAP_S
+                delay_s = self._backoff_s(attempt, err.retry_after_s, cap)
             await anyio.sleep(delay_s)
             attempt += 1
 
-    def _backoff_s(self, attempt: int, retry_after_s: float | None) -> float:
-        """Exponential delay with jitter before retry number `attempt`, at most `_RETRY_CAP_S`."""
-        ceiling = min(_RETRY_CAP_S, self._options.retry_base_delay_s * 2 ** (attempt - 1))
+    def _backoff_s(self, attempt: int, retry_after_s: float | None, cap_s: float) -> float:
+        """Exponential delay with jitter before retry number `attempt`, at most `cap_s`."""
+        ceiling = min(cap_s, self._options.retry_base_delay_s * 2 ** (attempt - 1))
         delay_s = random.uniform(ceiling / 2, ceiling)
         if retry_after_s is not None:
-            delay_s = max(delay_s, min(retry_after_s, _RETRY_CAP_S))
+            delay_s = max(delay_s, min(retry_after_s, cap_s))
         return delay_s
 
     async def call(self, action: str, region: str, params: Mapping[str, object]) -> dict[str, Any]:
