@@ -33,6 +33,7 @@ from fanout.errors import (
     UsageError,
 )
 from fanout.ledger import LedgerStore, default_ledger_location, open_ledger
+from fanout.logs import redact
 from fanout.report import iso
 from fanout.settings import Settings, load_settings
 
@@ -57,8 +58,9 @@ Exit codes:
 
 
 def fail(message: str, code: ExitCode = ExitCode.BAD_INPUT) -> NoReturn:
-    """Print one line to stderr and exit."""
-    click.echo(f"fanout: error: {message}", err=True)
+    """Print one line to stderr (secrets redacted, newlines folded) and exit."""
+    text = " ".join(redact(message).split())
+    click.echo(f"fanout: error: {text}", err=True)
     sys.exit(int(code))
 
 

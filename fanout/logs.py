@@ -16,7 +16,7 @@ import structlog
 
 from fanout.secrets import REDACTED, redact_text
 
-__all__ = ["configure_logging", "register_secret"]
+__all__ = ["configure_logging", "redact", "register_secret"]
 
 _SECRETS: set[str] = set()
 # Shorter values would redact ordinary words and numbers; no real secret is this short.
@@ -27,6 +27,11 @@ def register_secret(value: str | None) -> None:
     """Never log this value."""
     if value and len(value) >= _MIN_SECRET_LEN:
         _SECRETS.add(value)
+
+
+def redact(text: str) -> str:
+    """`text` with every registered secret replaced (for messages printed outside the logs)."""
+    return redact_text(text, _SECRETS) if _SECRETS else text
 
 
 def _redact_value(value: object) -> object:
