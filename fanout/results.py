@@ -233,11 +233,16 @@ class Collector:
 
     async def _sweep(self, region: str) -> None:
         """Record what the running list shows; fetch the invocations that left it."""
+        open_ids = {w.invoke_id for w in self._watches.values() if w.batch.region == region}
         running = await self._describe(
             region,
             "DescribeInvocations",
             lambda: self.client.describe_invocations(
-                region, command_id=self.command_id, invoke_status="Running"
+                region,
+                command_id=self.command_id,
+                invoke_status="Running",
+                keep_invoke_ids=open_ids,
+                keep_statuses=TERMINAL_STATUSES,
             ),
         )
         if running is None:

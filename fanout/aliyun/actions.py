@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import abc
 import base64
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
+from functools import partial
 from typing import Any, TypeVar
 
 from fanout.aliyun import responses, wire
@@ -134,10 +135,13 @@ class EcsActions(abc.ABC):
         invoke_status: str | None = None,
         include_output: bool = False,
         max_results: int = PAGE_SIZE_MAX,
+        keep_invoke_ids: Collection[str] | None = None,
+        keep_statuses: Collection[str] | None = None,
     ) -> list[Invocation]:
         """Invocations with their instances (output in plain text when asked for), all pages.
 
-        `invoke_status` filters on the overall status (Running, Finished, Pending, ...).
+        `invoke_status` filters on the overall status (Running, Finished, Pending, ...) on the
+        server; `keep_invoke_ids` / `keep_statuses` filter what is parsed, on our side.
         """
         params = {
             "InvokeId": invoke_id,
@@ -149,7 +153,14 @@ class EcsActions(abc.ABC):
             "MaxResults": max_results,
         }
         return await self._collect(
-            "DescribeInvocations", region, params, responses.parse_invocations
+            "DescribeInvocations",
+            region,
+            params,
+            partial(
+                responses.parse_invocations,
+                invoke_ids=keep_invoke_ids,
+                statuses=keep_statuses,
+            ),
         )
 
     async def describe_instances(

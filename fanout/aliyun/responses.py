@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -245,8 +245,18 @@ def _invocation_instance(r: Mapping[str, Any], encoding: str) -> InvocationInsta
     )
 
 
-def parse_invocations(body: Mapping[str, Any], encoding: str = "PlainText") -> Page[Invocation]:
-    """DescribeInvocations: `Invocations.Invocation[].InvokeInstances.InvokeInstance[]`."""
+def parse_invocations(
+    body: Mapping[str, Any],
+    encoding: str = "PlainText",
+    *,
+    invoke_ids: Collection[str] | None = None,
+    statuses: Collection[str] | None = None,
+) -> Page[Invocation]:
+    """DescribeInvocations: `Invocations.Invocation[].InvokeInstances.InvokeInstance[]`.
+
+    `invoke_ids` keeps only those invocations; `statuses` keeps only instances in those states
+    (a sweep over thousands of running instances then builds objects only for what it needs).
+    """
     return _page(
         (
             Invocation(
@@ -257,9 +267,12 @@ def parse_invocations(body: Mapping[str, Any], encoding: str = "PlainText") -> P
                 instances=tuple(
                     _invocation_instance(i, encoding)
                     for i in _items(r, "InvokeInstances", "InvokeInstance")
+                    if statuses is None
+                    or (i.get("InvocationStatus") or i.get("InstanceInvokeStatus")) in statuses
                 ),
             )
             for r in _items(body, "Invocations", "Invocation")
+            if invoke_ids is None or r.get("InvokeId") in invoke_ids
         ),
         body.get("NextToken"),
     )

@@ -147,6 +147,7 @@ class Invocation:
     """An accepted, executed InvokeCommand."""
 
     __slots__ = (
+        "bodies",
         "created_s",
         "interrupts",
         "invoke_id",
@@ -176,6 +177,8 @@ class Invocation:
         # One-time executions that reached a final state never change again (the clock only
         # moves forward; stops and interrupts only touch unfinished ones): computed once.
         self.settled: dict[int, Execution] = {}
+        # Response entries of settled executions, by (position, with output, base64).
+        self.bodies: dict[tuple[int, bool, bool], dict[str, Any]] = {}
 
     @property
     def periodic(self) -> bool:

@@ -157,9 +157,25 @@ def _invocation_body(
         "InvokeStatus": legacy_invoke_status(overall),
         "Tags": {"Tag": []},
         "InvokeInstances": {
-            "InvokeInstance": [_instance_body(inv, e, include_output, b64) for e in executions]
+            "InvokeInstance": _instance_bodies(inv, executions, include_output, b64)
         },
     }
+
+
+def _instance_bodies(
+    inv: Invocation, executions: list[Execution], include_output: bool, b64: bool
+) -> list[dict[str, Any]]:
+    """The instance entries; a settled execution's entry is built once and reused."""
+    bodies = []
+    for pos, e in enumerate(executions):
+        key = (pos, include_output, b64)
+        body = inv.bodies.get(key)
+        if body is None:
+            body = _instance_body(inv, e, include_output, b64)
+            if inv.settled.get(pos) is e:
+                inv.bodies[key] = body
+        bodies.append(body)
+    return bodies
 
 
 def _instance_body(
