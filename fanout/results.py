@@ -150,7 +150,7 @@ class Collector:
     max_output_bytes: int
     on_final: Callable[[InstanceRecord], None] = lambda _r: None
     # Describe calls cost no InvokeCommand quota but are throttled per region like every API.
-    describe_rate_per_s: float = 20.0
+    describe_rate_per_s: float = 50.0
     describe_calls: int = 0
     _limiters: dict[str, AsyncLimiter] = field(default_factory=dict)
     _watches: dict[str, _Watch] = field(default_factory=dict)
@@ -219,9 +219,15 @@ class Collector:
             limiter = self._limiters[region] = AsyncLimiter(self.describe_rate_per_s, 1.0)
         return limiter
 
-    async def _describe(self, region: str, what: str, call: Callable[[], object]) -> object:
-        """One Describe call (rate-limited, counted); None on failure (tried again next sweep)."""
-        limiter = self._limiter(region)
+    async def _describe(
+        self, region: str, what: str, call: Callable[[], object], *, metered: bool
+    ) -> object:
+        """One Describe call (counted); None on failure (tried again next sweep).
+
+        `metered` calls (the per-invocation fetches, the bulk) pass the region's rate limiter;
+        sweep pages do not queue behind them: they are bounded by `poll_interval_s` already.
+        """
+        limiter = self._limiter(region) if metered else None
         if limiter is not None:
             await limiter.acquire()
         self.describe_calls += 1
@@ -244,6 +250,7 @@ class Collector:
                 keep_invoke_ids=open_ids,
                 keep_statuses=TERMINAL_STATUSES,
             ),
+            metered=False,
         )
         if running is None:
             return
@@ -271,6 +278,7 @@ class Collector:
                 lambda: self.client.describe_invocation_results(
                     watch.batch.region, invoke_id=watch.invoke_id
                 ),
+                metered=True,
             )
         if results is None:
             return
