@@ -27,6 +27,7 @@ from fanout.ledger import (
     GroupCommitter,
     InstanceRecord,
     InstanceState,
+    Op,
     SetBatch,
     SetInstances,
     ShrinkBatch,
@@ -353,7 +354,7 @@ async def _isolate(d: Dispatch, b: _Batch, err: CallError) -> BatchEnd | None:
         )
         for iid, reason in unusable.items()
     )
-    ops: list[object] = [
+    ops: list[Op] = [
         SetBatch(b.record.batch_id, BatchState.PENDING, now),
         SetInstances(d.run_id, records, now),
     ]
@@ -361,10 +362,10 @@ async def _isolate(d: Dispatch, b: _Batch, err: CallError) -> BatchEnd | None:
     if not remaining:
         b.note = "isolated"
         ops.append(SetBatch(b.record.batch_id, BatchState.FAILED, now, error_code=err.code))
-        await d.ledger.submit(*ops)  # type: ignore[arg-type]
+        await d.ledger.submit(*ops)
         return BatchEnd.FAILED
     b.token = client_token(d.run_id, b.record.region, remaining)
     b.instance_ids = remaining
     ops.append(ShrinkBatch(b.record.batch_id, remaining, b.token, now))
-    await d.ledger.submit(*ops)  # type: ignore[arg-type]
+    await d.ledger.submit(*ops)
     return None

@@ -12,9 +12,9 @@ the shared sweep pages. An invocation that is not visible yet right after submit
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Protocol, TypeVar
 
 import anyio
 import structlog
@@ -66,6 +66,7 @@ _DESCRIBE_CONCURRENCY = 8
 _PENDING_CAP_S = 30.0
 
 log = structlog.get_logger("fanout.results")
+T = TypeVar("T")
 
 
 class _Result(Protocol):
@@ -220,8 +221,8 @@ class Collector:
         return limiter
 
     async def _describe(
-        self, region: str, what: str, call: Callable[[], object], *, metered: bool
-    ) -> object:
+        self, region: str, what: str, call: Callable[[], Awaitable[T]], *, metered: bool
+    ) -> T | None:
         """One Describe call (counted); None on failure (tried again next sweep).
 
         `metered` calls (the per-invocation fetches, the bulk) pass the region's rate limiter;
@@ -232,7 +233,7 @@ class Collector:
             await limiter.acquire()
         self.describe_calls += 1
         try:
-            return await call()  # type: ignore[misc]
+            return await call()
         except CallError as err:
             log.warning("results poll failed", call=what, error=str(err))
             return None
@@ -254,7 +255,7 @@ class Collector:
         )
         if running is None:
             return
-        listed = {inv.invoke_id: inv for inv in running}  # type: ignore[attr-defined]
+        listed = {inv.invoke_id: inv for inv in running}
         now = time.monotonic()
         due: list[_Watch] = []
         for watch in [w for w in self._watches.values() if w.batch.region == region]:
@@ -282,7 +283,7 @@ class Collector:
             )
         if results is None:
             return
-        self._record(watch, results, with_output=True)  # type: ignore[arg-type]
+        self._record(watch, results, with_output=True)
         if watch.open_ids:  # still pending: look again later, less and less often
             watch.seen_running = False
             watch.grace_s = min(_PENDING_CAP_S, watch.grace_s * 2)

@@ -16,6 +16,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
+from pathlib import Path
 
 import anyio
 import structlog
@@ -111,8 +112,6 @@ def _owner() -> str:
 
 def client_for(settings: Settings, credentials: Credentials) -> EcsClient:
     """The one API client (one connection pool) of this process."""
-    from pathlib import Path  # noqa: PLC0415
-
     return EcsClient(
         credentials,
         ClientOptions(
