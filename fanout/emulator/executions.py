@@ -142,11 +142,38 @@ class _Timing:
     duration_s: array[float] = field(default_factory=lambda: array("d"))
     exit_code: array[int] = field(default_factory=lambda: array("h"))
 
+    @classmethod
+    def draw(cls, plan: _Plan) -> _Timing:
+        """The plan's per-instance timing, from its own seeded generator."""
+        rng = random.Random(plan.seed)
+        draw = rng.random  # plain random() draws: ~5x cheaper than uniform()/randint()
+        timing = cls()
+        for _ in range(plan.count):
+            timing.pending_s.append(draw() * plan.pending_max_s)
+            timing.duration_s.append(plan.low_s + plan.span_s * draw())
+            failed = draw() < plan.failure_fraction
+            timing.exit_code.append(1 + int(draw() * 127) if failed else 0)
+        return timing
+
+
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """What an invocation's timing is drawn from: drawn on first look, not in the request."""
+
+    seed: str
+    count: int
+    pending_max_s: float
+    low_s: float
+    span_s: float
+    failure_fraction: float
+
 
 class Invocation:
     """An accepted, executed InvokeCommand."""
 
     __slots__ = (
+        "_plan",
+        "_timing",
         "bodies",
         "created_s",
         "interrupts",
@@ -158,7 +185,6 @@ class Invocation:
         "spec",
         "stop_all_s",
         "stops",
-        "timing",
     )
 
     def __init__(
@@ -169,7 +195,8 @@ class Invocation:
         self.region = region
         self.spec = spec
         self.created_s = created_s
-        self.timing = _Timing()
+        self._plan: _Plan | None = None
+        self._timing: _Timing | None = None
         self.stops: dict[int, float] = {}
         self.stop_all_s: float | None = None
         self.interrupts: dict[int, tuple[float, str]] = {}
@@ -179,6 +206,13 @@ class Invocation:
         self.settled: dict[int, Execution] = {}
         # Response entries of settled executions, by (position, with output, base64).
         self.bodies: dict[tuple[int, bool, bool], dict[str, Any]] = {}
+
+    @property
+    def timing(self) -> _Timing:
+        """Per-instance pending delay, run time and exit code, drawn on first use."""
+        if self._timing is None:
+            self._timing = _Timing.draw(self._plan) if self._plan else _Timing()
+        return self._timing
 
     @property
     def periodic(self) -> bool:
@@ -374,7 +408,7 @@ class InvocationStore:
     def __init__(
         self, seed: int, exec_seconds: tuple[float, float], failure_fraction: float
     ) -> None:
-        self._rng = random.Random(f"exec:{seed}")
+        self._seed_text = f"exec:{seed}"
         self._ids = random.Random(f"invoke-ids:{seed}")
         self._exec_seconds = exec_seconds
         self._failure_fraction = failure_fraction
@@ -396,14 +430,17 @@ class InvocationStore:
         region_list = self.by_region.setdefault(region, [])
         inv = Invocation(invoke_id, len(region_list), region, spec, now_s)
         low, high = self._exec_seconds
-        span = high - low
-        draw = self._rng.random  # plain random() draws: ~5x cheaper than uniform()/randint()
-        timing = inv.timing
+        # Each invocation draws from its own seeded generator, on first look (lazily): the
+        # request path pays nothing per instance, and outcomes do not depend on arrival order.
+        inv._plan = _Plan(
+            f"{self._seed_text}:{invoke_id}",
+            len(spec.instance_ids),
+            self._pending_max_s,
+            low,
+            high - low,
+            self._failure_fraction,
+        )
         for pos, iid in enumerate(spec.instance_ids):
-            timing.pending_s.append(draw() * self._pending_max_s)
-            timing.duration_s.append(low + span * draw())
-            failed = draw() < self._failure_fraction
-            timing.exit_code.append(1 + int(draw() * 127) if failed else 0)
             self.by_instance.setdefault(iid, []).append((inv, pos))
         region_list.append(inv)
         self.all.append(inv)
