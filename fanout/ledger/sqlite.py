@@ -37,18 +37,13 @@ from fanout.ledger.model import (
     check_transition,
     predecessors,
 )
+from fanout.ledger.reads import LedgerReads
 from fanout.ledger.rows import (
     BATCH_COLUMNS,
     INSTANCE_COLUMNS,
-    REPORTED_COLUMNS,
-    REPORTED_FROM,
-    REPORTED_STATE,
     RUN_COLUMNS,
-    batch_from_row,
     batch_row,
-    instance_from_row,
     instance_row,
-    run_from_row,
     run_row,
 )
 from fanout.ledger.schema import MIGRATIONS, SCHEMA_VERSION
@@ -80,7 +75,7 @@ def _placeholders(states: Sequence[str]) -> str:
     return ", ".join("?" for _ in states)
 
 
-class SqliteLedger:
+class SqliteLedger(LedgerReads):
     """A ledger in one SQLite file; safe to share between processes on one host."""
 
     __slots__ = ("_conn", "_lock", "path")
@@ -227,109 +222,15 @@ class SqliteLedger:
 
     # --- reads ---------------------------------------------------------------------------
 
+    @property
+    def _ledger_name(self) -> str:
+        """This ledger's path, for messages."""
+        return str(self.path)
+
     def _query(self, sql: str, args: Sequence[object] = ()) -> list[Any]:
         """Run one read query under the lock."""
         with self._lock:
             return self._conn.execute(sql, args).fetchall()
-
-    def get_run(self, run_id: str) -> RunRecord:
-        """One run, or RunNotFoundError."""
-        rows = self._query(f"SELECT {RUN_COLUMNS} FROM runs WHERE run_id = ?", (run_id,))
-        if not rows:
-            msg = f"no run {run_id!r} in ledger {self.path}"
-            raise RunNotFoundError(msg)
-        return run_from_row(rows[0])
-
-    def list_runs(self, limit: int = 50) -> list[RunRecord]:
-        """The newest runs first."""
-        rows = self._query(
-            f"SELECT {RUN_COLUMNS} FROM runs ORDER BY created_at DESC LIMIT ?", (limit,)
-        )
-        return [run_from_row(r) for r in rows]
-
-    def load_batches(self, run_id: str) -> list[BatchRecord]:
-        """Every batch of a run in dispatch order."""
-        rows = self._query(
-            f"SELECT {BATCH_COLUMNS} FROM batches WHERE run_id = ? ORDER BY seq", (run_id,)
-        )
-        return [batch_from_row(r) for r in rows]
-
-    def instance_counts(self, run_id: str) -> dict[str, dict[str, int]]:
-        """Instance counts by region, then by state."""
-        counts: dict[str, dict[str, int]] = {}
-        for region, state, n in self._query(
-            f"SELECT i.region, {REPORTED_STATE} AS s, COUNT(*) FROM {REPORTED_FROM} "
-            "WHERE i.run_id = ? GROUP BY i.region, s",
-            (run_id,),
-        ):
-            counts.setdefault(region, {})[state] = n
-        return counts
-
-    def batch_counts(self, run_id: str) -> dict[str, dict[str, int]]:
-        """Batch counts by region, then by state."""
-        counts: dict[str, dict[str, int]] = {}
-        for region, state, n in self._query(
-            "SELECT region, state, COUNT(*) FROM batches WHERE run_id = ? GROUP BY region, state",
-            (run_id,),
-        ):
-            counts.setdefault(region, {})[state] = n
-        return counts
-
-    def iter_instances(self, run_id: str) -> Iterator[InstanceRecord]:
-        """Every instance row of a run, ordered by region and id."""
-        rows = self._query(
-            f"SELECT {REPORTED_COLUMNS} FROM {REPORTED_FROM} WHERE i.run_id = ? "
-            "ORDER BY i.region, i.instance_id",
-            (run_id,),
-        )
-        return (instance_from_row(r) for r in rows)
-
-    def instances_of_batch(self, batch_id: str) -> list[InstanceRecord]:
-        """The instance rows that were planned into one batch."""
-        rows = self._query(
-            f"SELECT {REPORTED_COLUMNS} FROM {REPORTED_FROM} WHERE i.batch_id = ?", (batch_id,)
-        )
-        return [instance_from_row(r) for r in rows]
-
-    def events(
-        self, run_id: str, after_id: int = 0
-    ) -> list[tuple[int, float, str, dict[str, Any]]]:
-        """The run's journal after `after_id`."""
-        rows = self._query(
-            "SELECT id, ts, kind, data FROM events WHERE run_id = ? AND id > ? ORDER BY id",
-            (run_id, after_id),
-        )
-        return [(i, ts, kind, json.loads(data)) for i, ts, kind, data in rows]
-
-    def attempts(self, batch_id: str) -> list[dict[str, Any]]:
-        """Every attempt of a batch, oldest first."""
-        rows = self._query(
-            "SELECT attempt, client_token, sent_at, finished_at, outcome, request_id, invoke_id,"
-            " error_code, http_status FROM attempts WHERE batch_id = ? ORDER BY attempt",
-            (batch_id,),
-        )
-        keys = (
-            *("attempt", "client_token", "sent_at", "finished_at", "outcome", "request_id"),
-            *("invoke_id", "error_code", "http_status"),
-        )
-        return [dict(zip(keys, r, strict=True)) for r in rows]
-
-    def quota_used(self, account: str, window_start: float) -> dict[str, tuple[int, float]]:
-        """Per region: calls counted since `window_start` and the oldest of them."""
-        rows = self._query(
-            "SELECT region, COUNT(*), MIN(ts) FROM quota_calls WHERE account = ? AND ts > ? "
-            "GROUP BY region",
-            (account, window_start),
-        )
-        return {region: (n, oldest) for region, n, oldest in rows}
-
-    def quota_times(self, account: str, region: str, window_start: float) -> list[float]:
-        """The times of the calls counted in the window, oldest first."""
-        rows = self._query(
-            "SELECT ts FROM quota_calls WHERE account = ? AND region = ? AND ts > ? ORDER BY ts",
-            (account, region, window_start),
-        )
-        return [r[0] for r in rows]
 
 
 class _Transaction:
