@@ -40,6 +40,29 @@ class Backoff:
         return max(delay, hint_s or 0.0)
 
 
+class _Slot:
+    """A slot of a CapacityLimiter, taken without a trip through the event loop when one is free.
+
+    `async with limiter` always checkpoints (a yield to the loop); at ~1 000 calls a second
+    through two limiters that is a measurable share of the runner's CPU. Waiters keep their
+    order: `acquire_nowait` refuses while anyone is queued.
+    """
+
+    __slots__ = ("_limiter",)
+
+    def __init__(self, limiter: anyio.CapacityLimiter) -> None:
+        self._limiter = limiter
+
+    async def __aenter__(self) -> None:
+        try:
+            self._limiter.acquire_nowait()
+        except anyio.WouldBlock:
+            await self._limiter.acquire()
+
+    async def __aexit__(self, *_exc: object) -> None:
+        self._limiter.release()
+
+
 class _Region:
     """One region's limiter, slots and throttle pause."""
 
@@ -47,7 +70,7 @@ class _Region:
 
     def __init__(self, rate_per_s: float, concurrency: int) -> None:
         self.limiter = AsyncLimiter(rate_per_s, 1.0) if rate_per_s > 0 else None
-        self.slots = anyio.CapacityLimiter(concurrency)
+        self.slots = _Slot(anyio.CapacityLimiter(concurrency))
         self.paused_until = 0.0
         self.throttle_s = 0.0
 
@@ -58,7 +81,7 @@ class Gate:
     __slots__ = ("_rate_per_s", "_region_concurrency", "_regions", "_slots")
 
     def __init__(self, *, concurrency: int, region_concurrency: int, rate_per_s: float) -> None:
-        self._slots = anyio.CapacityLimiter(concurrency)
+        self._slots = _Slot(anyio.CapacityLimiter(concurrency))
         self._region_concurrency = region_concurrency
         self._rate_per_s = rate_per_s
         self._regions: dict[str, _Region] = {}

@@ -19,6 +19,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any, Literal, Protocol
 from urllib.parse import urlsplit
 
@@ -128,7 +129,14 @@ def format_timestamp(moment: datetime) -> str:
     """UTC `YYYY-MM-DDTHH:MM:SSZ`; a naive datetime is taken as UTC."""
     if moment.tzinfo is None:
         moment = moment.replace(tzinfo=UTC)
-    return moment.astimezone(UTC).strftime(_TIMESTAMP_FORMAT)
+    elif moment.tzinfo is not UTC:
+        moment = moment.astimezone(UTC)
+    return _format_second(moment.replace(microsecond=0, tzinfo=None))
+
+
+@lru_cache(maxsize=8)  # one call per request, the same second for hundreds of them
+def _format_second(moment: datetime) -> str:
+    return moment.strftime(_TIMESTAMP_FORMAT)
 
 
 def invoke_command_params(
@@ -185,6 +193,7 @@ def rpc_params(
     return full
 
 
+@lru_cache(maxsize=64)
 def host_header(base_url: str) -> str:
     """The `host` value for `base_url`: lowercase host, `:port` only when not the default."""
     parts = urlsplit(base_url)
@@ -218,9 +227,9 @@ def sign_request(
     moment: datetime,
 ) -> SignedRequest:
     """The request to send for `action`: URL (canonical query) and headers, signed by `scheme`."""
-    parts = urlsplit(base_url)
-    root = f"{parts.scheme}://{parts.netloc}/"
+    root = _root(base_url)
     host = host_header(base_url)
+
     if scheme == "rpc":
         query = rpc_params(action, params, key, nonce=nonce, moment=moment)
         query["Signature"] = rpc_signature(key.access_key_secret, "POST", query)
@@ -308,3 +317,10 @@ def _retry_after_s(header: str | None) -> float | None:
         return max(0.0, float(header) / 1000)
     except ValueError:
         return None
+
+
+@lru_cache(maxsize=64)
+def _root(base_url: str) -> str:
+    """`scheme://netloc/` of an endpoint (one per region: computed once each)."""
+    parts = urlsplit(base_url)
+    return f"{parts.scheme}://{parts.netloc}/"

@@ -15,6 +15,7 @@ from __future__ import annotations
 import calendar
 import hashlib
 import hmac
+import re
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -34,7 +35,8 @@ __all__ = ["Authenticator", "NonceMemory", "RequestView", "is_v3"]
 _V3_PREFIX = "ACS3-HMAC-SHA256 "
 # Beyond this many remembered nonces the oldest are forgotten first: bounded memory under load.
 _MAX_REMEMBERED_NONCES = 1_000_000
-_TIMESTAMP_FORMATS = ("%Y-%m-%dT%H:%M:%SZ", "%Y-%m-%dT%H:%M:%S.%fZ")
+# ISO 8601 in UTC, to the second or with up to 6 fractional digits.
+_TIMESTAMP = re.compile(r"(\d{4})-(\d\d)-(\d\d)T(\d\d):(\d\d):(\d\d)(?:\.(\d{1,6}))?Z").fullmatch
 _V1_REQUIRED = (
     "AccessKeyId",
     "SignatureMethod",
@@ -210,10 +212,14 @@ class Authenticator:
 
 
 def _parse_timestamp(value: str) -> float | None:
-    for fmt in _TIMESTAMP_FORMATS:
-        try:
-            parsed = datetime.strptime(value, fmt)  # noqa: DTZ007 - the trailing Z means UTC
-        except ValueError:
-            continue
-        return calendar.timegm(parsed.timetuple()) + parsed.microsecond / 1e6
-    return None
+    match = _TIMESTAMP(value)
+    if match is None:
+        return None
+    year, month, day, hour, minute, second, fraction = match.groups()
+    try:
+        parsed = datetime(  # noqa: DTZ001 - the trailing Z means UTC
+            int(year), int(month), int(day), int(hour), int(minute), int(second)
+        )
+    except ValueError:  # month 13, February 30, ...
+        return None
+    return calendar.timegm(parsed.timetuple()) + float(f"0.{fraction or 0}")

@@ -197,7 +197,7 @@ async def describe_cloud_assistant_status(call: Call) -> Body:
 
 def _status_body(call: Call, inst: Instance) -> dict[str, Any]:
     online = inst.agent_online and inst.status == "Running"
-    history = call.world.invocations.by_instance.get(inst.instance_id, [])
+    history = call.world.invocations.of_instance(inst.instance_id)
     active = sum(
         1
         for inv, pos in history[-_STATUS_PAGE[1] :]

@@ -417,7 +417,9 @@ class InvocationStore:
         self.all: list[Invocation] = []
         self.by_id: dict[str, Invocation] = {}
         self.by_region: dict[str, list[Invocation]] = {}
-        self.by_instance: dict[str, list[tuple[Invocation, int]]] = {}
+        # Invocations by instance, brought up to date on first look (not in the request path).
+        self._by_instance: dict[str, list[tuple[Invocation, int]]] = {}
+        self._indexed = 0  # how many of `all` are in `_by_instance`
         self.command_counts: dict[str, int] = {}  # DescribeCommands InvokeTimes
         self.records_by_region: dict[str, int] = {}  # (invocation, instance) pairs per region
 
@@ -440,8 +442,6 @@ class InvocationStore:
             high - low,
             self._failure_fraction,
         )
-        for pos, iid in enumerate(spec.instance_ids):
-            self.by_instance.setdefault(iid, []).append((inv, pos))
         region_list.append(inv)
         self.all.append(inv)
         self.records_by_region[region] = self.records_by_region.get(region, 0) + len(
@@ -452,6 +452,16 @@ class InvocationStore:
         self.by_id[invoke_id] = inv
         return inv
 
+    def of_instance(self, instance_id: str) -> list[tuple[Invocation, int]]:
+        """Every invocation that includes the instance, oldest first, with its position."""
+        if self._indexed < len(self.all):
+            index = self._by_instance
+            for inv in self.all[self._indexed :]:
+                for pos, iid in enumerate(inv.spec.instance_ids):
+                    index.setdefault(iid, []).append((inv, pos))
+            self._indexed = len(self.all)
+        return self._by_instance.get(instance_id, [])
+
     def instance_changed(self, instance: Instance, now_s: float) -> None:
         """Abort or interrupt the unfinished executions of an instance that became unusable."""
         if instance.status != "Running":
@@ -460,7 +470,7 @@ class InvocationStore:
             code = "ClientNotOnline"
         else:
             return
-        for inv, pos in self.by_instance.get(instance.instance_id, ()):
+        for inv, pos in self.of_instance(instance.instance_id):
             if pos not in inv.interrupts and not inv.periodic:
                 inv.interrupts[pos] = (now_s, code)
 

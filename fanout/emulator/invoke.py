@@ -56,13 +56,12 @@ async def invoke_command(call: Call) -> Body:
     if token and (not token.isascii() or len(token) > _MAX_TOKEN_CHARS):
         raise _fault(400, "InvalidClientToken.Malformed", "The specified ClientToken is not valid: ASCII only, at most 64 characters.")  # fmt: skip
     key = (region, token)
-    fingerprint = _fingerprint(params)
     if token and (entry := world.tokens.get(key)) is not None:
-        return _repeat(entry, fingerprint)
+        return _repeat(entry, params)
     if not world.consume_quota(region):  # spec S1
         raise _fault(403, "Invocation.ExceedQuota", "The invocation quota in the current region has been reached for today.")  # fmt: skip
     if token:
-        world.tokens[key] = IdempotencyEntry(fingerprint)
+        world.tokens[key] = IdempotencyEntry(params.raw)
     try:
         spec = _validate(call)
         if call.processing_s:
@@ -84,9 +83,9 @@ async def invoke_command(call: Call) -> Body:
     return {"InvokeId": invoke_id}
 
 
-def _repeat(entry: IdempotencyEntry, fingerprint: tuple[Any, ...]) -> Body:
+def _repeat(entry: IdempotencyEntry, params: Params) -> Body:
     """A ClientToken seen before: the original InvokeId, or why not."""
-    if entry.fingerprint != fingerprint:
+    if _fingerprint(Params(entry.params)) != _fingerprint(params):
         raise _fault(403, "IdempotentParameterMismatch", "The request uses the same client token as a previous, but non-identical request.")  # fmt: skip
     if entry.invoke_id is None:
         raise _fault(403, "IdempotentProcessing", "The previous idempotent request(s) is still processing, please try again later.")  # fmt: skip

@@ -96,7 +96,7 @@ def _invocations(call: Call, params: Params, from_seq: int | None) -> Iterator[I
             yield inv
         return
     if instance_id:
-        history = call.world.invocations.by_instance.get(instance_id, [])
+        history = call.world.invocations.of_instance(instance_id)
         for inv, _ in reversed(history):
             if inv.region == call.region and (from_seq is None or inv.seq <= from_seq):
                 yield inv
@@ -243,7 +243,7 @@ def _records(
     if instance_id and not params.get("InvokeId"):
         pairs = [
             (inv, pos)
-            for inv, pos in reversed(call.world.invocations.by_instance.get(instance_id, []))
+            for inv, pos in reversed(call.world.invocations.of_instance(instance_id))
             if inv.region == call.region
         ]
     else:

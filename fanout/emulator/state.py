@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import random
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -77,9 +78,10 @@ class RegionState:
 
 @dataclass(slots=True)
 class IdempotencyEntry:
-    """A ClientToken seen in a region: its request fingerprint and, once done, the InvokeId."""
+    """A ClientToken seen in a region: its request's parameters and, once done, the InvokeId."""
 
-    fingerprint: tuple[Any, ...]
+    params: Mapping[str, str]  # compared only when the token comes again
+
     invoke_id: str | None = None  # None while the first request is still being processed
 
 

@@ -21,13 +21,13 @@ __all__ = ["GroupCommitter"]
 
 
 class _Pending:
-    """Operations waiting for a commit, and the event their submitter waits on."""
+    """Operations waiting for a commit, and the event their group's submitters wait on."""
 
     __slots__ = ("done", "error", "ops", "results")
 
-    def __init__(self, ops: Sequence[Op]) -> None:
+    def __init__(self, ops: Sequence[Op], done: anyio.Event) -> None:
         self.ops = ops
-        self.done = anyio.Event()
+        self.done = done  # shared by the whole group: one event per commit, not per write
         self.results: list[object] = []
         self.error: BaseException | None = None
 
@@ -35,11 +35,12 @@ class _Pending:
 class GroupCommitter:
     """Collects writes from many tasks and applies each group in one transaction (a thread)."""
 
-    __slots__ = ("_closed", "_error", "_idle", "_queue", "_store", "_wakeup", "commits")
+    __slots__ = ("_closed", "_done", "_error", "_idle", "_queue", "_store", "_wakeup", "commits")
 
     def __init__(self, store: LedgerStore) -> None:
         self._store = store
         self._queue: list[_Pending] = []
+        self._done = anyio.Event()  # set when the group now queueing is committed
         self._wakeup = anyio.Event()
         self._idle = anyio.Event()
         self._idle.set()
@@ -84,8 +85,10 @@ class GroupCommitter:
                     return
                 continue
             group, self._queue = self._queue, []
+            done, self._done = self._done, anyio.Event()
             self._idle = anyio.Event()
             await self._commit(group)
+            done.set()
             self._idle.set()
 
     def _enqueue(self, ops: Sequence[Op]) -> _Pending:
@@ -93,7 +96,7 @@ class GroupCommitter:
         if self._closed:
             msg = "ledger writer is closed"
             raise LedgerError(msg)
-        item = _Pending(ops)
+        item = _Pending(ops, self._done)
         self._queue.append(item)
         self._wakeup.set()
         return item
@@ -107,11 +110,9 @@ class GroupCommitter:
             self._error = exc
             for item in group:
                 item.error = exc
-                item.done.set()
             return
         self.commits += 1
         offset = 0
         for item in group:
             item.results = results[offset : offset + len(item.ops)]
             offset += len(item.ops)
-            item.done.set()
