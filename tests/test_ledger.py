@@ -9,6 +9,7 @@ import multiprocessing
 import sqlite3
 import stat
 import time
+from collections import Counter
 from collections.abc import Iterator
 from multiprocessing.synchronize import Barrier
 from pathlib import Path
@@ -187,6 +188,10 @@ def test_accept_reports_instances_invoked(ledger: LedgerStore) -> None:
         "cn-hangzhou": {"invoked": 1, "pending": 1, "succeeded": 1}
     }
     assert rows["i-c"].state is InstanceState.PENDING
+    # The counts and the rows report the same states (counted two different ways).
+    listed = Counter(r.state.value for r in ledger.iter_instances(RUN))
+    assert ledger.instance_counts(RUN) == {"cn-hangzhou": dict(listed)}
+
 
 
 @both_backends

@@ -96,7 +96,8 @@ def flatten(params: Mapping[str, object]) -> dict[str, str]:
         if type(value) is str:  # the common case, already flat (hot path: ~60 per request)
             out[key] = value
         elif isinstance(value, list | tuple) and all(type(v) is str for v in value):
-            out.update({f"{key}.{n}": str(v) for n, v in enumerate(value, start=1)})  # Key.N
+            out.update(zip(_numbered(key, len(value)), value, strict=True))  # Key.1, Key.2, ...
+
         else:
             _flatten_into(out, key, value)
     return out
@@ -324,3 +325,9 @@ def _root(base_url: str) -> str:
     """`scheme://netloc/` of an endpoint (one per region: computed once each)."""
     parts = urlsplit(base_url)
     return f"{parts.scheme}://{parts.netloc}/"
+
+
+@lru_cache(maxsize=64)
+def _numbered(key: str, count: int) -> tuple[str, ...]:
+    """`Key.1` ... `Key.count` (InstanceId.1..50 on every InvokeCommand: built once)."""
+    return tuple(f"{key}.{n}" for n in range(1, count + 1))

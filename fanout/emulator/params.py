@@ -70,8 +70,15 @@ class Params:
     def _collect(self, name: str) -> list[str]:
         """Scan the parameters once for `Name.N`."""
         prefix = f"{name}."
+        raw = self.raw
+        # Hot path (InstanceId.1..50): `Name.1`, `Name.2`, ... in a row and nothing else.
+        in_a_row: list[str] = []
+        while (value := raw.get(f"{prefix}{len(in_a_row) + 1}")) is not None:
+            in_a_row.append(value)
+        if len(in_a_row) == sum(1 for key in raw if key.startswith(prefix)):
+            return list(dict.fromkeys(value for value in in_a_row if value))
         numbered: list[tuple[int, str]] = []
-        for key, value in self.raw.items():
+        for key, value in raw.items():
             if key.startswith(prefix) and key[len(prefix) :].isdigit():
                 numbered.append((int(key[len(prefix) :]), value))
         numbered.sort()
