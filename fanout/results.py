@@ -3,22 +3,28 @@
 An accepted InvokeCommand only means Cloud Assistant took the command. Per region, the collector
 sweeps `DescribeInvocations(CommandId, InvokeStatus=Running)` every `poll_interval_s`: one page
 lists 50 running invocations with every instance's status, so instances that finished are
-recorded within about one interval, whatever the number of invocations. An invocation that has
-left the running list (or never showed up in it) gets one `DescribeInvocationResults(InvokeId)`,
-which brings the outputs and settles it. That is about one Describe call per invocation plus
-the shared sweep pages. An invocation that is not visible yet right after submit is not an error.
+recorded within about one interval (each page as it arrives), whatever the number of
+invocations. An invocation that has left the running list (or never showed up in it) gets one
+`DescribeInvocationResults(InvokeId)`, which brings the outputs and settles it; those fetches
+run beside the sweeps, metered per region (`describe_rate_per_s`, halved on throttling). That is
+about one Describe call per invocation plus the shared sweep pages. An invocation that is not
+visible yet right after submit is not an error.
+
 """
 
 from __future__ import annotations
 
+import math
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Callable, Sequence
+from contextlib import aclosing
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol, TypeVar
+from typing import TYPE_CHECKING, Protocol
 
 import anyio
 import structlog
 from aiolimiter import AsyncLimiter
+from anyio.streams.memory import MemoryObjectReceiveStream
 
 from fanout.errors import CallError
 from fanout.ledger import (
@@ -61,12 +67,14 @@ TERMINAL_STATUSES = frozenset(
 COUNTED_FAILURES = frozenset({"Failed", "Error", "Timeout", "Invalid", "Aborted"})
 # Describe calls in flight per collector: they cost no quota but are throttled like any API.
 _DESCRIBE_CONCURRENCY = 8
+# Results fetches slow down on throttling to no less than this, and climb back after this long.
+_MIN_DESCRIBE_RATE = 1.0
+_RECOVER_AFTER_S = 5.0
 # An invocation not (yet) in the running list is fetched after this grace, which doubles while
 # it stays pending (an agent that is slow to pick it up), up to the cap.
 _PENDING_CAP_S = 30.0
 
 log = structlog.get_logger("fanout.results")
-T = TypeVar("T")
 
 
 class _Result(Protocol):
@@ -127,6 +135,36 @@ def instance_outcome(
     )
 
 
+class _DescribeMeter:
+    """A region's rate for results fetches: at most `ceiling` per second; halved whenever the
+    API has throttled a read in the region since the last look, and raised by a quarter every
+    few seconds without, back up to the ceiling (ECS throttles per API, region and account,
+    with other clients of the account sharing the budget: facts 6.2)."""
+
+    __slots__ = ("_ceiling", "_changed_at", "_limiter", "_seen_throttle", "rate")
+
+    def __init__(self, ceiling_per_s: float) -> None:
+        self._ceiling = ceiling_per_s
+        self.rate = ceiling_per_s
+        self._limiter = AsyncLimiter(ceiling_per_s, 1.0)
+        self._changed_at = time.monotonic()
+        self._seen_throttle = 0.0
+
+    async def acquire(self, throttled_at: float) -> None:
+        """Wait for the next fetch's turn; `throttled_at` is when the last throttled read was."""
+        now = time.monotonic()
+        if throttled_at > self._seen_throttle:
+            self._seen_throttle = throttled_at
+            self._set(max(_MIN_DESCRIBE_RATE, self.rate / 2), now)
+        elif self.rate < self._ceiling and now - self._changed_at >= _RECOVER_AFTER_S:
+            self._set(min(self._ceiling, self.rate * 1.25), now)
+        await self._limiter.acquire()
+
+    def _set(self, rate: float, now: float) -> None:
+        self.rate, self._changed_at = rate, now
+        self._limiter = AsyncLimiter(rate, 1.0)  # callers already waiting finish on the old one
+
+
 @dataclass(slots=True)
 class _Watch:
     """One invocation being followed."""
@@ -136,13 +174,19 @@ class _Watch:
     open_ids: set[str]
     final_ids: set[str] = field(default_factory=set)
     seen_running: bool = False
+    queued: bool = False  # waiting for (or in) its DescribeInvocationResults fetch
     fetch_after: float = 0.0
     grace_s: float = 1.0
 
 
 @dataclass(slots=True)
 class Collector:
-    """Follows accepted invocations until every instance is final (or the run stops)."""
+    """Follows accepted invocations until every instance is final (or the run stops).
+
+    Each region has its own sweep loop and its own fetchers, so a slow region, or a burst of
+    invocations finishing together, delays nothing else: a sweep records each page as it
+    arrives and hands the invocations that left the running list to the fetchers' queue.
+    """
 
     client: EcsClient
     ledger: GroupCommitter
@@ -151,10 +195,11 @@ class Collector:
     max_output_bytes: int
     on_final: Callable[[InstanceRecord], None] = lambda _r: None
     # Describe calls cost no InvokeCommand quota but are throttled per region like every API.
-    describe_rate_per_s: float = 50.0
+    describe_rate_per_s: float = 200.0
     describe_calls: int = 0
-    _limiters: dict[str, AsyncLimiter] = field(default_factory=dict)
+    _meters: dict[str, _DescribeMeter] = field(default_factory=dict)
     _watches: dict[str, _Watch] = field(default_factory=dict)
+    _regions: set[str] = field(default_factory=set)  # regions whose loop is running
     _changed: anyio.Event = field(default_factory=anyio.Event)
     _idle: anyio.Event = field(default_factory=anyio.Event)
     _closed: bool = False
@@ -191,98 +236,112 @@ class Collector:
             tg.cancel_scope.cancel()
 
     def close(self) -> None:
-        """End `run` after the current round."""
+        """End `run` (and every region's loop) after the current round."""
         self._closed = True
         self._changed.set()
 
     async def run(self) -> None:
-        """Sweep every region with open invocations, then sleep until the next sweep."""
-        while not self._closed:
-            if not self._watches:
+        """Start a loop for every region with open invocations, as they appear."""
+        async with anyio.create_task_group() as tg:
+            while not self._closed:
                 self._changed = anyio.Event()
+                for region in {w.batch.region for w in self._watches.values()} - self._regions:
+                    self._regions.add(region)
+                    tg.start_soon(self._region_loop, region)
                 await self._changed.wait()
-                continue
-            started = time.monotonic()
-            regions = sorted({w.batch.region for w in self._watches.values()})
-            async with anyio.create_task_group() as tg:
-                for region in regions:
-                    tg.start_soon(self._sweep, region)
-            if not self._watches:
-                self._idle.set()
-            await anyio.sleep(max(0.05, self.poll_interval_s - (time.monotonic() - started)))
+            tg.cancel_scope.cancel()
 
-    def _limiter(self, region: str) -> AsyncLimiter | None:
-        """The region's Describe rate limiter (None: unlimited)."""
+    def _open_in(self, region: str) -> list[_Watch]:
+        return [w for w in self._watches.values() if w.batch.region == region]
+
+    async def _region_loop(self, region: str) -> None:
+        """Sweep the region every `poll_interval_s` while it has open invocations; fetch the
+        ones that left the running list concurrently, never holding up the next sweep."""
+        send, receive = anyio.create_memory_object_stream[_Watch](max_buffer_size=math.inf)
+        try:
+            async with anyio.create_task_group() as tg, send:
+                for _ in range(_DESCRIBE_CONCURRENCY):
+                    tg.start_soon(self._fetcher, receive.clone())
+                receive.close()
+                while not self._closed and self._open_in(region):
+                    started = time.monotonic()
+                    for watch in await self._sweep(region):
+                        watch.queued = True
+                        send.send_nowait(watch)
+                    elapsed = time.monotonic() - started
+                    await anyio.sleep(max(0.05, self.poll_interval_s - elapsed))
+        finally:
+            self._regions.discard(region)
+            self._changed.set()  # new invocations may have arrived as this loop ended
+
+    def _meter(self, region: str) -> _DescribeMeter | None:
+        """The region's meter for results fetches (None: unlimited)."""
         if self.describe_rate_per_s <= 0:
             return None
-        limiter = self._limiters.get(region)
-        if limiter is None:
-            limiter = self._limiters[region] = AsyncLimiter(self.describe_rate_per_s, 1.0)
-        return limiter
+        meter = self._meters.get(region)
+        if meter is None:
+            meter = self._meters[region] = _DescribeMeter(self.describe_rate_per_s)
+        return meter
 
-    async def _describe(
-        self, region: str, what: str, call: Callable[[], Awaitable[T]], *, metered: bool
-    ) -> T | None:
-        """One Describe call (counted); None on failure (tried again next sweep).
+    async def _sweep(self, region: str) -> list[_Watch]:
+        """Record what the running list shows, page by page; return the invocations due for a
+        fetch (they left the list, or never showed up in it within their grace)."""
+        open_ids = {w.invoke_id for w in self._open_in(region)}
+        listed: set[str] = set()
+        pages = self.client.invocation_pages(
+            region,
+            command_id=self.command_id,
+            invoke_status="Running",
+            keep_invoke_ids=open_ids,
+            keep_statuses=TERMINAL_STATUSES,
+        )
+        try:
+            async with aclosing(pages):
+                while True:
+                    self.describe_calls += 1
+                    page = await anext(pages, None)
+                    if page is None:
+                        self.describe_calls -= 1  # the listing ended: no call was made
+                        break
+                    for inv in page:
+                        watch = self._watches.get(inv.invoke_id)
+                        if watch is not None:
+                            listed.add(inv.invoke_id)
+                            watch.seen_running = True
+                            self._record(watch, inv.instances, with_output=False)
+        except CallError as err:
+            log.warning("results poll failed", call="DescribeInvocations", error=str(err))
+            return []  # whatever was listed is recorded; the rest waits for the next sweep
+        now = time.monotonic()
+        return [
+            w
+            for w in self._open_in(region)
+            if not w.queued
+            and w.invoke_id not in listed
+            and (w.seen_running or now >= w.fetch_after)
+        ]
 
-        `metered` calls (the per-invocation fetches, the bulk) pass the region's rate limiter;
-        sweep pages do not queue behind them: they are bounded by `poll_interval_s` already.
-        """
-        limiter = self._limiter(region) if metered else None
-        if limiter is not None:
-            await limiter.acquire()
+    async def _fetcher(self, queue: MemoryObjectReceiveStream[_Watch]) -> None:
+        """Fetch queued invocations one at a time (a region has several of these)."""
+        async with queue:
+            async for watch in queue:
+                await self._fetch(watch)
+                watch.queued = False
+
+    async def _fetch(self, watch: _Watch) -> None:
+        """Read an invocation's results with outputs; settle it if every instance is final."""
+        region = watch.batch.region
+        meter = self._meter(region)
+        if meter is not None:
+            await meter.acquire(self.client.reads_throttled_at(region))
         self.describe_calls += 1
         try:
-            return await call()
-        except CallError as err:
-            log.warning("results poll failed", call=what, error=str(err))
-            return None
-
-    async def _sweep(self, region: str) -> None:
-        """Record what the running list shows; fetch the invocations that left it."""
-        open_ids = {w.invoke_id for w in self._watches.values() if w.batch.region == region}
-        running = await self._describe(
-            region,
-            "DescribeInvocations",
-            lambda: self.client.describe_invocations(
-                region,
-                command_id=self.command_id,
-                invoke_status="Running",
-                keep_invoke_ids=open_ids,
-                keep_statuses=TERMINAL_STATUSES,
-            ),
-            metered=False,
-        )
-        if running is None:
-            return
-        listed = {inv.invoke_id: inv for inv in running}
-        now = time.monotonic()
-        due: list[_Watch] = []
-        for watch in [w for w in self._watches.values() if w.batch.region == region]:
-            inv = listed.get(watch.invoke_id)
-            if inv is not None:
-                watch.seen_running = True
-                self._record(watch, inv.instances, with_output=False)
-            elif watch.seen_running or now >= watch.fetch_after:
-                due.append(watch)
-        slots = anyio.CapacityLimiter(_DESCRIBE_CONCURRENCY)
-        async with anyio.create_task_group() as tg:
-            for watch in due:
-                tg.start_soon(self._fetch, slots, watch)
-
-    async def _fetch(self, slots: anyio.CapacityLimiter, watch: _Watch) -> None:
-        """Read an invocation's results with outputs; settle it if every instance is final."""
-        async with slots:
-            results = await self._describe(
-                watch.batch.region,
-                "DescribeInvocationResults",
-                lambda: self.client.describe_invocation_results(
-                    watch.batch.region, invoke_id=watch.invoke_id
-                ),
-                metered=True,
+            results = await self.client.describe_invocation_results(
+                region, invoke_id=watch.invoke_id
             )
-        if results is None:
-            return
+        except CallError as err:
+            log.warning("results poll failed", call="DescribeInvocationResults", error=str(err))
+            return  # tried again after the next sweep
         self._record(watch, results, with_output=True)
         if watch.open_ids:  # still pending: look again later, less and less often
             watch.seen_running = False
@@ -291,6 +350,8 @@ class Collector:
             return
         self.ledger.post(SetBatch(watch.batch.batch_id, BatchState.DONE, time.time()))
         self._watches.pop(watch.invoke_id, None)
+        if not self._watches:
+            self._idle.set()
 
     def _record(self, watch: _Watch, results: Sequence[_Result], *, with_output: bool) -> None:
         """Write terminal results: newly final instances, and outputs of ones already final."""

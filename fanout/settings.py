@@ -49,7 +49,7 @@ class Settings:
     read_timeout_s: float = 16.0  # the SDK's read timeout for InvokeCommand
     poll_interval_s: float = 1.0  # seconds between results sweeps (Describe calls, no quota)
     max_output_bytes: int = 4096  # output kept per instance in the ledger
-    describe_rate_per_s: float = 50.0  # results fetches per second per region (0: no limit)
+    describe_rate_per_s: float = 200.0  # results fetches per second per region, at most (0: none)
     lease_s: float = 60.0  # a run's lease; renewed while it is driven
     content_limit_bytes: int = 16384  # spec P4: Base64 content + parameters (seed: 16 KB)
 

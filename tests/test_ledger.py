@@ -193,7 +193,6 @@ def test_accept_reports_instances_invoked(ledger: LedgerStore) -> None:
     assert ledger.instance_counts(RUN) == {"cn-hangzhou": dict(listed)}
 
 
-
 @both_backends
 def test_shrink_only_when_never_maybe_applied(ledger: LedgerStore) -> None:
     """Isolation may change a pending batch's token, but never one whose answer was lost."""

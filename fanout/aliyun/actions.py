@@ -10,7 +10,8 @@ from __future__ import annotations
 
 import abc
 import base64
-from collections.abc import Callable, Collection, Mapping, Sequence
+from collections.abc import AsyncGenerator, Callable, Collection, Mapping, Sequence
+from contextlib import aclosing
 from functools import partial
 from typing import Any, TypeVar
 
@@ -60,16 +61,28 @@ class EcsActions(abc.ABC):
     ) -> list[T]:
         """Every item of a NextToken-paged listing."""
         items: list[T] = []
+        async with aclosing(self._pages(action, region, params, parse)) as pages:
+            async for page in pages:
+                items.extend(page)
+        return items
+
+    async def _pages(
+        self,
+        action: str,
+        region: str,
+        params: Mapping[str, object],
+        parse: Callable[[dict[str, Any]], Page[T]],
+    ) -> AsyncGenerator[list[T], None]:
+        """The items of a NextToken-paged listing, a page at a time, as each one arrives."""
         token = ""
         seen: set[str] = set()
         for _ in range(_MAX_PAGES):
             page = parse(await self.call(action, region, {**params, "NextToken": token or None}))
-            items.extend(page.items)
+            yield list(page.items)
             token = page.next_token
             if not token or token in seen:
                 break
             seen.add(token)
-        return items
 
     async def invoke_command(
         self,
@@ -143,6 +156,38 @@ class EcsActions(abc.ABC):
         `invoke_status` filters on the overall status (Running, Finished, Pending, ...) on the
         server; `keep_invoke_ids` / `keep_statuses` filter what is parsed, on our side.
         """
+        items: list[Invocation] = []
+        async with aclosing(
+            self.invocation_pages(
+                region,
+                invoke_id=invoke_id,
+                instance_id=instance_id,
+                command_id=command_id,
+                invoke_status=invoke_status,
+                include_output=include_output,
+                max_results=max_results,
+                keep_invoke_ids=keep_invoke_ids,
+                keep_statuses=keep_statuses,
+            )
+        ) as pages:
+            async for page in pages:
+                items.extend(page)
+        return items
+
+    def invocation_pages(
+        self,
+        region: str,
+        *,
+        invoke_id: str | None = None,
+        instance_id: str | None = None,
+        command_id: str | None = None,
+        invoke_status: str | None = None,
+        include_output: bool = False,
+        max_results: int = PAGE_SIZE_MAX,
+        keep_invoke_ids: Collection[str] | None = None,
+        keep_statuses: Collection[str] | None = None,
+    ) -> AsyncGenerator[list[Invocation], None]:
+        """`describe_invocations` a page at a time (use with `contextlib.aclosing`)."""
         params = {
             "InvokeId": invoke_id,
             "InstanceId": instance_id,
@@ -152,7 +197,7 @@ class EcsActions(abc.ABC):
             "ContentEncoding": "PlainText",
             "MaxResults": max_results,
         }
-        return await self._collect(
+        return self._pages(
             "DescribeInvocations",
             region,
             params,

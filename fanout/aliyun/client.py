@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import random
 import ssl
+import time
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -109,6 +110,8 @@ class EcsClient(EcsActions):
         self._clock = clock or _utc_now
         self._session: aiohttp.ClientSession | None = None
         self._closed = False
+        # When a read was last throttled, per region (monotonic): pollers slow down on it.
+        self._reads_throttled_at: dict[str, float] = {}
 
     def __repr__(self) -> str:
         return f"EcsClient(key={self._credentials.access_key_id!r}, options={self._options!r})"
@@ -213,13 +216,20 @@ class EcsClient(EcsActions):
                 return await self._send(action, region, params)
             except CallError as err:
                 # ECS throttles per minute: throttled reads wait longer and try more often.
+                if err.is_throttling:
+                    self._reads_throttled_at[region] = time.monotonic()
                 limit = max(attempts, _THROTTLED_ATTEMPTS) if err.is_throttling else attempts
+
                 if attempt >= limit or err.kind not in _TRANSIENT:
                     raise
                 cap = _THROTTLED_CAP_S if err.is_throttling else _RETRY_CAP_S
                 delay_s = self._backoff_s(attempt, err.retry_after_s, cap)
             await anyio.sleep(delay_s)
             attempt += 1
+
+    def reads_throttled_at(self, region: str) -> float:
+        """When a Describe call in `region` was last answered with Throttling (monotonic; 0: never)."""
+        return self._reads_throttled_at.get(region, 0.0)
 
     def _backoff_s(self, attempt: int, retry_after_s: float | None, cap_s: float) -> float:
         """Exponential delay with jitter before retry number `attempt`, at most `cap_s`."""

@@ -1,0 +1,107 @@
+"""Results collection under Describe throttling: the client notes it, the fetch rate follows it,
+and every instance still reaches its final state (real HTTP to the emulator, a real ledger)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from pathlib import Path
+
+import pytest
+
+import fanout
+from fanout import results
+from fanout.aliyun.client import ClientOptions, EcsClient
+from fanout.aliyun.credentials import Credentials
+from fanout.emulator import (
+    DEMO_ACCESS_KEY_ID,
+    DEMO_ACCESS_KEY_SECRET,
+    DEMO_COMMAND_ID,
+    EmulatorConfig,
+    running_emulator,
+)
+from fanout.emulator.fleet import Fleet
+from fanout.errors import ExitCode
+from fanout.settings import Settings
+from fanout.targets import Target
+
+CREDS = Credentials(DEMO_ACCESS_KEY_ID, DEMO_ACCESS_KEY_SECRET)
+REGION = "cn-hangzhou"
+# Every instance usable, two regions; at most 3 calls per action and region each second.
+CONFIG = EmulatorConfig(
+    regions=(REGION, "cn-beijing"),
+    instances_per_region=200,
+    stopped_fraction=0,
+    classic_fraction=0,
+    agent_offline_fraction=0,
+    qps=3,
+)
+
+
+async def test_client_notes_throttled_reads_per_region() -> None:
+    """Describe calls over the server's limit are retried inside the client, which records when
+    the region last throttled a read (and only that region)."""
+    async with (
+        running_emulator(CONFIG) as emu,
+        EcsClient(CREDS, ClientOptions(endpoint=emu.url, retry_base_delay_s=0.05)) as ecs,
+    ):
+        assert ecs.reads_throttled_at(REGION) == 0.0
+        before = time.monotonic()
+        found = await asyncio.gather(*(ecs.describe_instances(REGION) for _ in range(8)))
+        calls = emu.snapshot()["regions"][REGION]["calls"]["DescribeInstances"]
+    assert all(len(instances) == 200 for instances in found)  # every read got through
+    assert calls > 8  # some were throttled and sent again
+    assert ecs.reads_throttled_at(REGION) >= before
+    assert ecs.reads_throttled_at("cn-beijing") == 0.0
+
+
+async def test_fetch_rate_halves_on_each_new_throttle_and_climbs_back(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    meter = results._DescribeMeter(200.0)
+    await meter.acquire(0.0)
+    assert meter.rate == 200.0  # nothing throttled yet
+    first = time.monotonic()
+    await meter.acquire(first)
+    assert meter.rate == 100.0
+    await meter.acquire(first)  # the same throttle, seen again: no second cut
+    assert meter.rate == 100.0
+    await meter.acquire(time.monotonic())
+    assert meter.rate == 50.0
+    monkeypatch.setattr(results, "_RECOVER_AFTER_S", 0.0)
+    await meter.acquire(0.0)
+    assert meter.rate == 62.5  # a quarter more once a while has passed without throttling
+    for _ in range(20):
+        await meter.acquire(0.0)
+    assert meter.rate == 200.0  # never above the configured ceiling
+
+
+async def test_rollout_finishes_every_instance_through_throttled_describes(
+    tmp_path: Path,
+) -> None:
+    """A server that throttles every action at 3 calls per second: InvokeCommand retries go
+    through the runner, Describe retries through the client; every instance ends final."""
+    fleet = Fleet.from_config(CONFIG)
+    targets = [Target(r, i.instance_id) for r in CONFIG.regions for i in fleet.regions[r].instances]
+    async with running_emulator(CONFIG) as emu:
+        settings = Settings(
+            ledger=str(tmp_path / "l.sqlite3"),
+            endpoint=emu.url,
+            rate_per_s=0,
+            poll_interval_s=0.2,
+        )
+        outcome = await fanout.rollout(
+            targets,
+            command_id=DEMO_COMMAND_ID,
+            preflight=False,
+            settings=settings,
+            credentials=CREDS,
+        )
+        regions = emu.snapshot()["regions"]
+    assert outcome.exit_code is ExitCode.OK
+    assert outcome.instances == {"succeeded": 400}
+    for region in CONFIG.regions:
+        calls = regions[region]["calls"]
+        assert calls["DescribeInvocationResults"] >= 4  # one per invocation at least
+    doc = fanout.status(outcome.run_id, settings=settings)
+    assert doc["target_count"] == 400
