@@ -185,13 +185,16 @@ async def dispatch_waves(
         todo = [b for b in open_batches if b.wave == wave]
         while todo and not d.halted:
             await _dispatch(d, todo, workers, leg.batch_started)
-            todo = [
+            if not d.quota_blocked or not wait_for_quota:
+                break
+            todo = [  # what the quota left open, to be sent once the window frees
                 b
                 for b in await _reload(store, d.run_id)
                 if b.state in OPEN_BATCH_STATES and b.wave == wave
             ]
-            if not todo or not d.quota_blocked or not wait_for_quota:
+            if not todo:
                 break
+
             await _sleep_for_quota(d, store, leg.emit)
         if leg.collector is not None:
             await leg.collector.drain(d.abort_event)
