@@ -45,9 +45,10 @@ def start_emulator(
     return proc, line.rsplit(" ", 1)[-1]
 
 
-def emulator_state(url: str) -> dict[str, Any]:
-    """GET /_emulator/state (loopback)."""
-    with urllib.request.urlopen(f"{url}/_emulator/state", timeout=30) as response:
+def emulator_state(url: str, *, executions: bool = False) -> dict[str, Any]:
+    """GET /_emulator/state (loopback); with every execution's exact finish time if asked."""
+    query = "?executions=1" if executions else ""
+    with urllib.request.urlopen(f"{url}/_emulator/state{query}", timeout=60) as response:
         state: dict[str, Any] = json.loads(response.read())
         return state
 

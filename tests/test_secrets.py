@@ -110,4 +110,3 @@ def test_no_secret_survives_redaction(text: str, secrets: list[str]) -> None:
         if secret not in REDACTED:
             # Between the markers: a marker stand-in could itself be a secret ("\x00" was one).
             assert all(secret not in part for part in redacted.split(REDACTED))
-

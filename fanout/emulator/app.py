@@ -129,8 +129,10 @@ class EmulatorApp:
         return region
 
     async def state(self, request: web.Request) -> web.Response:
-        """GET /_emulator/state: counters, quota and every accepted invocation."""
-        return web.json_response(self.world.snapshot())
+        """GET /_emulator/state: counters, quota and every accepted invocation
+        (`?executions=1`: with each instance's status and exact finish time)."""
+        executions = request.query.get("executions", "") in ("1", "true")
+        return web.json_response(self.world.snapshot(executions=executions))
 
     async def clock(self, request: web.Request) -> web.Response:
         """POST /_emulator/clock {"advance_s": N, "freeze": bool}: move (or freeze) the clock."""

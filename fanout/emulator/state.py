@@ -131,8 +131,10 @@ class World:
             if region is None or name == region:
                 state.quota_used = 0
 
-    def snapshot(self) -> dict[str, Any]:
-        """The `/_emulator/state` document (DESIGN section 5, plus extra fields)."""
+    def snapshot(self, *, executions: bool = False) -> dict[str, Any]:
+        """The `/_emulator/state` document (DESIGN section 5, plus extra fields); with
+        `executions`, each invocation's per-instance status and exact finish time (epoch
+        seconds, not truncated to the second as the API's FinishTime is), for benchmarks."""
         now_s = self.clock.now()
         regions: dict[str, Any] = {}
         for name, state in self.regions.items():
@@ -145,7 +147,7 @@ class World:
                 "dry_runs": state.dry_runs,
                 "instances": len(self.fleet.regions[name].instances),
             }
-        invocations = [
+        invocations: list[dict[str, Any]] = [
             {
                 "invoke_id": inv.invoke_id,
                 "region": inv.region,
@@ -159,6 +161,13 @@ class World:
             }
             for inv in self.invocations.all
         ]
+        if executions:
+            for entry, inv in zip(invocations, self.invocations.all, strict=True):
+                entry["executions"] = [
+                    {"instance_id": e.instance_id, "status": e.status.value, "finish_s": e.finish_s}
+                    for e in inv.executions(now_s)
+                ]
+
         clock = {
             "now": iso_utc(now_s),
             "offset_s": self.clock.offset_s,

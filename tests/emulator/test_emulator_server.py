@@ -195,6 +195,25 @@ async def test_state_endpoint_matches_snapshot(emu_api: tuple[Emulator, Api]) ->
     }
     assert state["regions"][REGION]["calls"] == {"InvokeCommand": 1}
     assert state["regions"][REGION]["quota_used"] == 1
+    assert "executions" not in record
+
+
+async def test_state_with_exact_finish_times(emu_api: tuple[Emulator, Api]) -> None:
+    """`?executions=1` adds each instance's status and exact (unrounded) finish time."""
+    emulator, api = emu_api
+    ids = [i.instance_id for i in emulator.world.fleet.regions[REGION].instances[:2]]
+    await api.invoke(ids, DEMO_COMMAND_ID, ClientToken="s2")
+    await asyncio.sleep(0.3)  # the default emulator finishes executions at once
+    state = await api.control("state?executions=1")
+    (record,) = state["invocations"]
+    assert [e["instance_id"] for e in record["executions"]] == ids
+    for execution in record["executions"]:
+        if execution["status"] in ("Success", "Failed"):
+            assert isinstance(execution["finish_s"], float)
+            assert abs(execution["finish_s"] - time.time()) < 60
+        else:
+            assert execution["finish_s"] is None
+    assert any(e["finish_s"] is not None for e in record["executions"])
 
 
 @pytest.mark.parametrize(
