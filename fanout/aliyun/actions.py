@@ -13,7 +13,7 @@ import base64
 from collections.abc import AsyncGenerator, Callable, Collection, Mapping, Sequence
 from contextlib import aclosing
 from functools import partial
-from typing import Any, TypeVar
+from typing import Any, TypedDict, TypeVar, Unpack
 
 from fanout.aliyun import responses, wire
 from fanout.aliyun.responses import (
@@ -32,6 +32,7 @@ __all__ = [
     "STATUS_IDS_MAX",
     "STOP_IDS_MAX",
     "EcsActions",
+    "InvocationQuery",
 ]
 
 T = TypeVar("T")
@@ -43,6 +44,19 @@ STATUS_IDS_MAX = 50  # DescribeCloudAssistantStatus' InstanceId.N (no documented
 STOP_IDS_MAX = 50  # StopInvocation's InstanceId.N
 # A server that keeps answering with new NextTokens must not keep us paging forever.
 _MAX_PAGES = 10_000
+
+
+class InvocationQuery(TypedDict, total=False):
+    """DescribeInvocations' filters (server side) and what to keep of its answer (our side)."""
+
+    invoke_id: str | None
+    instance_id: str | None
+    command_id: str | None
+    invoke_status: str | None  # overall status: Running, Finished, Pending, ...
+    include_output: bool  # default False
+    max_results: int  # default PAGE_SIZE_MAX
+    keep_invoke_ids: Collection[str] | None  # parse only these invocations
+    keep_statuses: Collection[str] | None  # and only instances in these statuses
 
 
 class EcsActions(abc.ABC):
@@ -139,17 +153,7 @@ class EcsActions(abc.ABC):
         )
 
     async def describe_invocations(
-        self,
-        region: str,
-        *,
-        invoke_id: str | None = None,
-        instance_id: str | None = None,
-        command_id: str | None = None,
-        invoke_status: str | None = None,
-        include_output: bool = False,
-        max_results: int = PAGE_SIZE_MAX,
-        keep_invoke_ids: Collection[str] | None = None,
-        keep_statuses: Collection[str] | None = None,
+        self, region: str, **query: Unpack[InvocationQuery]
     ) -> list[Invocation]:
         """Invocations with their instances (output in plain text when asked for), all pages.
 
@@ -157,45 +161,23 @@ class EcsActions(abc.ABC):
         server; `keep_invoke_ids` / `keep_statuses` filter what is parsed, on our side.
         """
         items: list[Invocation] = []
-        async with aclosing(
-            self.invocation_pages(
-                region,
-                invoke_id=invoke_id,
-                instance_id=instance_id,
-                command_id=command_id,
-                invoke_status=invoke_status,
-                include_output=include_output,
-                max_results=max_results,
-                keep_invoke_ids=keep_invoke_ids,
-                keep_statuses=keep_statuses,
-            )
-        ) as pages:
+        async with aclosing(self.invocation_pages(region, **query)) as pages:
             async for page in pages:
                 items.extend(page)
         return items
 
     def invocation_pages(
-        self,
-        region: str,
-        *,
-        invoke_id: str | None = None,
-        instance_id: str | None = None,
-        command_id: str | None = None,
-        invoke_status: str | None = None,
-        include_output: bool = False,
-        max_results: int = PAGE_SIZE_MAX,
-        keep_invoke_ids: Collection[str] | None = None,
-        keep_statuses: Collection[str] | None = None,
+        self, region: str, **query: Unpack[InvocationQuery]
     ) -> AsyncGenerator[list[Invocation], None]:
         """`describe_invocations` a page at a time (use with `contextlib.aclosing`)."""
         params = {
-            "InvokeId": invoke_id,
-            "InstanceId": instance_id,
-            "CommandId": command_id,
-            "InvokeStatus": invoke_status,
-            "IncludeOutput": include_output,
+            "InvokeId": query.get("invoke_id"),
+            "InstanceId": query.get("instance_id"),
+            "CommandId": query.get("command_id"),
+            "InvokeStatus": query.get("invoke_status"),
+            "IncludeOutput": query.get("include_output", False),
             "ContentEncoding": "PlainText",
-            "MaxResults": max_results,
+            "MaxResults": query.get("max_results", PAGE_SIZE_MAX),
         }
         return self._pages(
             "DescribeInvocations",
@@ -203,8 +185,8 @@ class EcsActions(abc.ABC):
             params,
             partial(
                 responses.parse_invocations,
-                invoke_ids=keep_invoke_ids,
-                statuses=keep_statuses,
+                invoke_ids=query.get("keep_invoke_ids"),
+                statuses=query.get("keep_statuses"),
             ),
         )
 
