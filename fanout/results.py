@@ -196,7 +196,6 @@ class Collector:
     on_final: Callable[[InstanceRecord], None] = lambda _r: None
     # Describe calls cost no InvokeCommand quota but are throttled per region like every API.
     describe_rate_per_s: float = 200.0
-    describe_calls: int = 0
     _meters: dict[str, _DescribeMeter] = field(default_factory=dict)
     _watches: dict[str, _Watch] = field(default_factory=dict)
     _regions: set[str] = field(default_factory=set)  # regions whose loop is running
@@ -297,12 +296,7 @@ class Collector:
         )
         try:
             async with aclosing(pages):
-                while True:
-                    self.describe_calls += 1
-                    page = await anext(pages, None)
-                    if page is None:
-                        self.describe_calls -= 1  # the listing ended: no call was made
-                        break
+                async for page in pages:
                     for inv in page:
                         watch = self._watches.get(inv.invoke_id)
                         if watch is not None:
@@ -334,7 +328,6 @@ class Collector:
         meter = self._meter(region)
         if meter is not None:
             await meter.acquire(self.client.reads_throttled_at(region))
-        self.describe_calls += 1
         try:
             results = await self.client.describe_invocation_results(
                 region, invoke_id=watch.invoke_id

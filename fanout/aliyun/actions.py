@@ -74,11 +74,7 @@ class EcsActions(abc.ABC):
         parse: Callable[[dict[str, Any]], Page[T]],
     ) -> list[T]:
         """Every item of a NextToken-paged listing."""
-        items: list[T] = []
-        async with aclosing(self._pages(action, region, params, parse)) as pages:
-            async for page in pages:
-                items.extend(page)
-        return items
+        return await _gather(self._pages(action, region, params, parse))
 
     async def _pages(
         self,
@@ -160,11 +156,7 @@ class EcsActions(abc.ABC):
         `invoke_status` filters on the overall status (Running, Finished, Pending, ...) on the
         server; `keep_invoke_ids` / `keep_statuses` filter what is parsed, on our side.
         """
-        items: list[Invocation] = []
-        async with aclosing(self.invocation_pages(region, **query)) as pages:
-            async for page in pages:
-                items.extend(page)
-        return items
+        return await _gather(self.invocation_pages(region, **query))
 
     def invocation_pages(
         self, region: str, **query: Unpack[InvocationQuery]
@@ -286,3 +278,12 @@ class EcsActions(abc.ABC):
 def _chunks(items: Sequence[str], size: int) -> list[Sequence[str]]:
     """`items` in slices of at most `size` (none for an empty sequence)."""
     return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+async def _gather(pages: AsyncGenerator[list[T], None]) -> list[T]:
+    """Every item of every page, the generator closed even if a call fails."""
+    items: list[T] = []
+    async with aclosing(pages):
+        async for page in pages:
+            items.extend(page)
+    return items
