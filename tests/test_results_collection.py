@@ -43,14 +43,15 @@ async def test_client_notes_throttled_reads_per_region() -> None:
     the region last throttled a read (and only that region)."""
     async with (
         running_emulator(CONFIG) as emu,
-        EcsClient(CREDS, ClientOptions(endpoint=emu.url, retry_base_delay_s=0.05)) as ecs,
+        EcsClient(CREDS, ClientOptions(endpoint=emu.url)) as ecs,
     ):
         assert ecs.reads_throttled_at(REGION) == 0.0
         before = time.monotonic()
-        found = await asyncio.gather(*(ecs.describe_instances(REGION) for _ in range(8)))
+        # 5 at once against 3 a second: some are throttled; 8 tries over ~25 s get all through.
+        found = await asyncio.gather(*(ecs.describe_instances(REGION) for _ in range(5)))
         calls = emu.snapshot()["regions"][REGION]["calls"]["DescribeInstances"]
     assert all(len(instances) == 200 for instances in found)  # every read got through
-    assert calls > 8  # some were throttled and sent again
+    assert calls > 5  # some were throttled and sent again
     assert ecs.reads_throttled_at(REGION) >= before
     assert ecs.reads_throttled_at("cn-beijing") == 0.0
 
