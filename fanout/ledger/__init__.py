@@ -2,7 +2,8 @@
 
 The runner reaches storage only through `LedgerStore` (and `GroupCommitter`, which turns many
 tasks' writes into one transaction). Two backends: a SQLite file for one host (`sqlite.py`) and
-a PostgreSQL database shared by runners on many hosts (`postgres.py`, DESIGN section 6).
+a PostgreSQL database shared by runners on many hosts (`postgres.py`, DESIGN section 6). They
+share their rows (`rows.py`), read queries (`reads.py`) and write statements (`writes.py`).
 """
 
 from __future__ import annotations

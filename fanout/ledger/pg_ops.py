@@ -27,6 +27,7 @@ from psycopg import Cursor
 from psycopg.rows import TupleRow
 
 from fanout.errors import LedgerError, RunNotFoundError, TransitionError
+from fanout.ledger import writes
 from fanout.ledger.model import (
     BATCH_TRANSITIONS,
     INSTANCE_TRANSITIONS,
@@ -45,13 +46,19 @@ from fanout.ledger.model import (
     SetRun,
     ShrinkBatch,
     check_transition,
-    predecessors,
 )
 from fanout.ledger.pg_schema import EVENTS_LOCK_CLASS, FANOUT_LOCK_CLASS, RUN_LOCK_CLASS
 
 __all__ = ["Group", "apply_one", "prepare", "quota_lock_id"]
 
 Row = tuple[Any, ...]
+# The statements shared with the SQLite store, with PostgreSQL's placeholders.
+_QUOTA_CALL = writes.pg(writes.QUOTA_CALL)
+_ATTEMPT = writes.pg(writes.ATTEMPT)
+_FINISH_ATTEMPT = writes.pg(writes.FINISH_ATTEMPT)
+_SET_RUN = writes.pg(writes.SET_RUN)
+_INSTANCE_OUTCOME_SET = writes.pg(writes.INSTANCE_OUTCOME_SET)
+_BATCH_INSTANCES_SET = writes.pg(writes.BATCH_INSTANCES_SET)
 
 
 @dataclass(slots=True)
@@ -200,14 +207,8 @@ def _begin_attempt(group: Group, op: BeginAttempt) -> bool:
         group.quota_used[key] = used
         return False
     group.quota_used[key] = used + 1
-    cur.execute(
-        "INSERT INTO quota_calls VALUES (%s, %s, %s, %s, %s, %s)",
-        (op.account, op.region, op.now, op.run_id, op.batch_id, op.attempt),
-    )
-    cur.execute(
-        "INSERT INTO attempts (batch_id, attempt, client_token, sent_at) VALUES (%s, %s, %s, %s)",
-        (op.batch_id, op.attempt, op.client_token, op.now),
-    )
+    cur.execute(_QUOTA_CALL, writes.quota_call_args(op))
+    cur.execute(_ATTEMPT, writes.attempt_args(op))
     _update_batch_state(group, op.batch_id, BatchState.SENDING, op.now, attempts=op.attempt)
     return True
 
@@ -216,7 +217,7 @@ def _update_batch_state(
     group: Group, batch_id: str, state: BatchState, now: float, **extra: object
 ) -> None:
     """Checked state change of one batch, with extra columns set alongside."""
-    allowed = [s.value for s in predecessors(BATCH_TRANSITIONS, state)]
+    allowed = writes.allowed_before(BATCH_TRANSITIONS, state)
     sets = "".join(f", {column} = %s" for column in extra)
 
     def check(row: Row | None) -> None:
@@ -239,47 +240,18 @@ def _update_batch_state(
 
 def _finish_attempt(cur: Cursor[TupleRow], op: FinishAttempt) -> None:
     """Record the end of an attempt."""
-    cur.execute(
-        "UPDATE attempts SET finished_at = %s, outcome = %s, request_id = %s, invoke_id = %s, "
-        "error_code = %s, http_status = %s, message = %s WHERE batch_id = %s AND attempt = %s",
-        (
-            op.now,
-            op.outcome,
-            op.request_id,
-            op.invoke_id,
-            op.error_code,
-            op.http_status,
-            op.message,
-            op.batch_id,
-            op.attempt,
-        ),
-    )
+    cur.execute(_FINISH_ATTEMPT, writes.finish_attempt_args(op))
 
 
 def _set_batch(group: Group, op: SetBatch) -> None:
     """Checked batch transition, and its open instances with it."""
-    extra: dict[str, object] = {"error_code": op.error_code, "error_message": op.error_message}
-    if op.invoke_id is not None:
-        extra["invoke_id"] = op.invoke_id
-    if op.maybe_applied is not None:
-        extra["maybe_applied"] = op.maybe_applied
-    _update_batch_state(group, op.batch_id, op.state, op.now, **extra)
+    _update_batch_state(group, op.batch_id, op.state, op.now, **writes.batch_extra(op))
     if op.instance_state is None:
         return
-    allowed = [s.value for s in predecessors(INSTANCE_TRANSITIONS, op.instance_state)]
+    allowed = writes.allowed_before(INSTANCE_TRANSITIONS, op.instance_state)
     group.cur.execute(
-        "UPDATE instances SET state = %s, invoke_id = COALESCE(%s, invoke_id), "
-        "error_code = COALESCE(%s, error_code), reason = COALESCE(%s, reason), updated_at = %s "
-        "WHERE batch_id = %s AND state = ANY(%s)",
-        (
-            op.instance_state.value,
-            op.invoke_id,
-            op.error_code,
-            op.error_message,
-            op.now,
-            op.batch_id,
-            allowed,
-        ),
+        f"UPDATE instances SET {_BATCH_INSTANCES_SET} WHERE batch_id = %s AND state = ANY(%s)",
+        (*writes.batch_instances_args(op), op.batch_id, allowed),
     )
 
 
@@ -318,35 +290,16 @@ def _instance_check(rec: InstanceRecord) -> Callable[[Row | None], None]:
 def _set_instances(group: Group, op: SetInstances) -> None:
     """Checked transitions of individual instances, with their outcome details."""
     for rec in op.records:
-        allowed = [s.value for s in predecessors(INSTANCE_TRANSITIONS, rec.state)]
+        allowed = writes.allowed_before(INSTANCE_TRANSITIONS, rec.state)
         key = (rec.run_id, rec.region, rec.instance_id)
         group.checked(
             "WITH before AS (SELECT state FROM instances "
             "WHERE run_id = %s AND region = %s AND instance_id = %s), "
-            "changed AS (UPDATE instances SET state = %s, reason = %s, "
-            "invoke_id = COALESCE(%s, invoke_id), exit_code = %s, error_code = %s, "
-            "error_info = %s, output = %s, dropped = %s, start_time = %s, finish_time = %s, "
-            "invocation_status = %s, updated_at = %s "
+            f"changed AS (UPDATE instances SET {_INSTANCE_OUTCOME_SET} "
             "WHERE run_id = %s AND region = %s AND instance_id = %s AND state = ANY(%s) "
             "RETURNING 1) "
             "SELECT (SELECT state FROM before), (SELECT COUNT(*) FROM changed)",
-            (
-                *key,
-                rec.state.value,
-                rec.reason,
-                rec.invoke_id,
-                rec.exit_code,
-                rec.error_code,
-                rec.error_info,
-                rec.output,
-                rec.dropped,
-                rec.start_time,
-                rec.finish_time,
-                rec.invocation_status,
-                op.now,
-                *key,
-                allowed,
-            ),
+            (*key, *writes.instance_outcome_args(rec, op.now), *key, allowed),
             _instance_check(rec),
         )
 
@@ -360,11 +313,7 @@ def _set_run(cur: Cursor[TupleRow], op: SetRun) -> None:
         msg = f"no run {op.run_id!r}"
         raise RunNotFoundError(msg)
     check_transition(RUN_TRANSITIONS, RunState(row[0]), op.state, f"run {op.run_id}")
-    cur.execute(
-        "UPDATE runs SET state = %s, updated_at = %s, exit_code = COALESCE(%s, exit_code) "
-        "WHERE run_id = %s",
-        (op.state.value, op.now, op.exit_code, op.run_id),
-    )
+    cur.execute(_SET_RUN, writes.set_run_args(op))
 
 
 def _try_run_lock(group: Group, run_id: str) -> bool:

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from fanout.errors import LedgerError, RunNotFoundError, TransitionError
+from fanout.ledger import writes
 from fanout.ledger.model import (
     BATCH_TRANSITIONS,
     INSTANCE_TRANSITIONS,
@@ -35,7 +36,6 @@ from fanout.ledger.model import (
     SetRun,
     ShrinkBatch,
     check_transition,
-    predecessors,
 )
 from fanout.ledger.reads import LedgerReads
 from fanout.ledger.rows import (
@@ -289,14 +289,8 @@ def _begin_attempt(
         quota_cache[key] = used
         return False
     quota_cache[key] = used + 1
-    cur.execute(
-        "INSERT INTO quota_calls VALUES (?, ?, ?, ?, ?, ?)",
-        (op.account, op.region, op.now, op.run_id, op.batch_id, op.attempt),
-    )
-    cur.execute(
-        "INSERT INTO attempts (batch_id, attempt, client_token, sent_at) VALUES (?, ?, ?, ?)",
-        (op.batch_id, op.attempt, op.client_token, op.now),
-    )
+    cur.execute(writes.QUOTA_CALL, writes.quota_call_args(op))
+    cur.execute(writes.ATTEMPT, writes.attempt_args(op))
     _update_batch_state(cur, op.batch_id, BatchState.SENDING, op.now, attempts=op.attempt)
     return True
 
@@ -305,7 +299,7 @@ def _update_batch_state(
     cur: sqlite3.Cursor, batch_id: str, state: BatchState, now: float, **extra: object
 ) -> None:
     """Checked state change of one batch, with extra columns set alongside."""
-    allowed = [s.value for s in predecessors(BATCH_TRANSITIONS, state)]
+    allowed = writes.allowed_before(BATCH_TRANSITIONS, state)
     sets = "".join(f", {column} = ?" for column in extra)
     cur.execute(
         f"UPDATE batches SET state = ?, updated_at = ?{sets} "
@@ -322,47 +316,19 @@ def _update_batch_state(
 
 def _finish_attempt(cur: sqlite3.Cursor, op: FinishAttempt) -> None:
     """Record the end of an attempt."""
-    cur.execute(
-        "UPDATE attempts SET finished_at = ?, outcome = ?, request_id = ?, invoke_id = ?, "
-        "error_code = ?, http_status = ?, message = ? WHERE batch_id = ? AND attempt = ?",
-        (
-            op.now,
-            op.outcome,
-            op.request_id,
-            op.invoke_id,
-            op.error_code,
-            op.http_status,
-            op.message,
-            op.batch_id,
-            op.attempt,
-        ),
-    )
+    cur.execute(writes.FINISH_ATTEMPT, writes.finish_attempt_args(op))
 
 
 def _set_batch(cur: sqlite3.Cursor, op: SetBatch) -> None:
     """Checked batch transition, and its open instances with it."""
-    extra: dict[str, object] = {"error_code": op.error_code, "error_message": op.error_message}
-    if op.invoke_id is not None:
-        extra["invoke_id"] = op.invoke_id
-    if op.maybe_applied is not None:
-        extra["maybe_applied"] = int(op.maybe_applied)
-    _update_batch_state(cur, op.batch_id, op.state, op.now, **extra)
+    _update_batch_state(cur, op.batch_id, op.state, op.now, **writes.batch_extra(op))
     if op.instance_state is None:
         return
-    allowed = [s.value for s in predecessors(INSTANCE_TRANSITIONS, op.instance_state)]
+    allowed = writes.allowed_before(INSTANCE_TRANSITIONS, op.instance_state)
     cur.execute(
-        "UPDATE instances SET state = ?, invoke_id = COALESCE(?, invoke_id), "
-        "error_code = COALESCE(?, error_code), reason = COALESCE(?, reason), updated_at = ? "
+        f"UPDATE instances SET {writes.BATCH_INSTANCES_SET} "
         f"WHERE batch_id = ? AND state IN ({_placeholders(allowed)})",
-        (
-            op.instance_state.value,
-            op.invoke_id,
-            op.error_code,
-            op.error_message,
-            op.now,
-            op.batch_id,
-            *allowed,
-        ),
+        (*writes.batch_instances_args(op), op.batch_id, *allowed),
     )
 
 
@@ -381,26 +347,13 @@ def _shrink_batch(cur: sqlite3.Cursor, op: ShrinkBatch) -> None:
 def _set_instances(cur: sqlite3.Cursor, op: SetInstances) -> None:
     """Checked transitions of individual instances, with their outcome details."""
     for rec in op.records:
-        allowed = [s.value for s in predecessors(INSTANCE_TRANSITIONS, rec.state)]
+        allowed = writes.allowed_before(INSTANCE_TRANSITIONS, rec.state)
         cur.execute(
-            "UPDATE instances SET state = ?, reason = ?, invoke_id = COALESCE(?, invoke_id), "
-            "exit_code = ?, error_code = ?, error_info = ?, output = ?, dropped = ?, "
-            "start_time = ?, finish_time = ?, invocation_status = ?, updated_at = ? "
-            f"WHERE run_id = ? AND region = ? AND instance_id = ? "
+            f"UPDATE instances SET {writes.INSTANCE_OUTCOME_SET} "
+            "WHERE run_id = ? AND region = ? AND instance_id = ? "
             f"AND state IN ({_placeholders(allowed)})",
             (
-                rec.state.value,
-                rec.reason,
-                rec.invoke_id,
-                rec.exit_code,
-                rec.error_code,
-                rec.error_info,
-                rec.output,
-                rec.dropped,
-                rec.start_time,
-                rec.finish_time,
-                rec.invocation_status,
-                op.now,
+                *writes.instance_outcome_args(rec, op.now),
                 rec.run_id,
                 rec.region,
                 rec.instance_id,
@@ -426,11 +379,7 @@ def _set_run(cur: sqlite3.Cursor, op: SetRun) -> None:
         msg = f"no run {op.run_id!r}"
         raise RunNotFoundError(msg)
     check_transition(RUN_TRANSITIONS, RunState(row[0]), op.state, f"run {op.run_id}")
-    cur.execute(
-        "UPDATE runs SET state = ?, updated_at = ?, exit_code = COALESCE(?, exit_code) "
-        "WHERE run_id = ?",
-        (op.state.value, op.now, op.exit_code, op.run_id),
-    )
+    cur.execute(writes.SET_RUN, writes.set_run_args(op))
 
 
 def _acquire_lease(cur: sqlite3.Cursor, op: AcquireLease) -> tuple[bool, str | None, float | None]:
