@@ -31,9 +31,9 @@ from urllib.parse import urlsplit, urlunsplit
 import anyio
 
 from benchmarks._common import REGIONS, process_cpu_s, start_emulator, store_run
+from fanout.aliyun.command import CommandSpec
 from fanout.aliyun.credentials import Credentials
 from fanout.emulator import DEMO_ACCESS_KEY_ID, DEMO_ACCESS_KEY_SECRET, DEMO_COMMAND_ID
-from fanout.invoke import CommandSpec
 from fanout.ledger import is_postgres_location, open_ledger, redact_location
 from fanout.logs import configure_logging
 from fanout.runner import drive

@@ -23,9 +23,9 @@ from pathlib import Path
 import anyio
 
 from benchmarks._common import emulator_state, start_emulator, store_run
+from fanout.aliyun.command import CommandSpec
 from fanout.aliyun.credentials import Credentials
 from fanout.emulator import DEMO_ACCESS_KEY_ID, DEMO_ACCESS_KEY_SECRET, DEMO_COMMAND_ID
-from fanout.invoke import CommandSpec
 from fanout.ledger import open_ledger
 from fanout.logs import configure_logging
 from fanout.runner import drive

@@ -24,12 +24,13 @@ from typing import Any
 
 import anyio
 
+from fanout.aliyun.command import CommandSpec
 from fanout.aliyun.credentials import Credentials, load_credentials
-from fanout.invoke import CommandSpec
 from fanout.ledger import LedgerStore, default_ledger_location, open_ledger
 from fanout.logs import register_secret
 from fanout.report import status_document
-from fanout.runner import RunOutcome, RunRequest, resume_run, start_run
+from fanout.request import RunRequest
+from fanout.runner import RunOutcome, resume_run, start_run
 from fanout.secrets import is_secret_key
 from fanout.settings import Settings, load_settings
 from fanout.targets import Target

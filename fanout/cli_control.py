@@ -17,7 +17,8 @@ from fanout.cli_run import (
 )
 from fanout.control import RETRY_CHOICES, retry_targets, run_spec, stop_run
 from fanout.logs import configure_logging, register_secret
-from fanout.runner import RunRequest, client_for, start_run
+from fanout.request import RunRequest
+from fanout.runner import client_for, start_run
 
 __all__ = ["COMMANDS"]
 

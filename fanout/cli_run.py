@@ -13,11 +13,11 @@ from typing import Any, TypeVar
 import anyio
 import click
 
+from fanout.aliyun.command import CommandSpec
 from fanout.aliyun.credentials import Credentials, load_credentials
 from fanout.aliyun.endpoints import KNOWN_REGIONS
 from fanout.cli import Out, common_options, guarded, ledger_for, settings_from
 from fanout.errors import ConfigError, TargetError
-from fanout.invoke import CommandSpec
 from fanout.ledger import LedgerStore
 from fanout.logs import configure_logging, register_secret
 from fanout.params import parse_params
@@ -25,9 +25,9 @@ from fanout.plan import Batch, estimate_region, make_plan, parse_waves
 from fanout.preflight import resolve_tags
 from fanout.progress import confirm_summary
 from fanout.report import iso
+from fanout.request import RunRequest
 from fanout.runner import (
     RunOutcome,
-    RunRequest,
     client_for,
     preview_preflight,
     resume_run,

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 import anyio
 
 from fanout.aliyun.client import EcsClient
+from fanout.aliyun.command import SPEC_OPTIONS, CommandSpec
 from fanout.errors import CallError, UsageError
-from fanout.invoke import CommandSpec
 from fanout.ledger import (
     AppendEvent,
     BatchState,
@@ -34,7 +34,6 @@ __all__ = ["RETRY_CHOICES", "StopResult", "retry_targets", "run_spec", "stop_run
 
 RETRY_CHOICES = ("failed", "unknown", "not-invoked")
 STOP_REQUEST = "stop_requested"
-_SPEC_OPTIONS = ("timed", "frequency", "repeat_mode", "timeout_s", "username", "working_dir")
 # How often `stop` looks whether the runner has let go of the run.
 _POLL_S = 0.5
 
@@ -54,7 +53,7 @@ def run_spec(run: RunRecord, secret_params: Mapping[str, str]) -> CommandSpec:
     return CommandSpec(
         command_id=run.command_id,
         parameters=params if (params or stored.get("had_parameters")) else None,
-        **{k: v for k, v in stored.items() if k in _SPEC_OPTIONS},
+        **{k: v for k, v in stored.items() if k in SPEC_OPTIONS},
     )
 
 

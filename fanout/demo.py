@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from fanout.aliyun.command import CommandSpec
 from fanout.aliyun.credentials import Credentials
 from fanout.emulator import (
     DEMO_ACCESS_KEY_ID,
@@ -22,10 +23,10 @@ from fanout.emulator import (
     running_emulator,
 )
 from fanout.emulator.fleet import Fleet
-from fanout.invoke import CommandSpec
 from fanout.ledger import open_ledger
 from fanout.report import run_summary, status_document
-from fanout.runner import Emit, RunOutcome, RunRequest, start_run
+from fanout.request import RunRequest
+from fanout.runner import Emit, RunOutcome, start_run
 from fanout.settings import Settings
 from fanout.targets import Target
 

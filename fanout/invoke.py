@@ -10,13 +10,14 @@ from __future__ import annotations
 
 import enum
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
 import anyio
 import structlog
 
+from fanout.aliyun.command import CommandSpec
 from fanout.errors import CallError, CallKind
 from fanout.gate import Backoff, Gate
 from fanout.ledger import (
@@ -57,20 +58,6 @@ class BatchEnd(enum.StrEnum):
     QUOTA = "quota"  # left pending: the region's quota is spent
     STOPPED = "stopped"  # left pending/unknown: the run is stopping
     FATAL = "fatal"  # left pending/unknown: nothing more may be sent
-
-
-@dataclass(frozen=True, slots=True)
-class CommandSpec:
-    """What every InvokeCommand of a run sends besides the instances and the token."""
-
-    command_id: str
-    parameters: Mapping[str, str] | None = None
-    timed: bool | None = None
-    frequency: str | None = None
-    repeat_mode: str | None = None
-    timeout_s: int | None = None
-    username: str | None = None
-    working_dir: str | None = None
 
 
 @dataclass(slots=True)
@@ -224,17 +211,7 @@ async def _send(d: Dispatch, b: _Batch) -> InvokeResult | None:
         if d.halted:
             return None
         return await d.client.invoke_command(
-            b.record.region,
-            d.spec.command_id,
-            b.instance_ids,
-            client_token=b.token,
-            parameters=d.spec.parameters,
-            timed=d.spec.timed,
-            frequency=d.spec.frequency,
-            repeat_mode=d.spec.repeat_mode,
-            timeout_s=d.spec.timeout_s,
-            username=d.spec.username,
-            working_dir=d.spec.working_dir,
+            b.record.region, d.spec, b.instance_ids, client_token=b.token
         )
 
 

@@ -22,11 +22,12 @@ import anyio
 import structlog
 
 from fanout.aliyun.client import ClientOptions, EcsClient
+from fanout.aliyun.command import CommandSpec
 from fanout.aliyun.credentials import Credentials
 from fanout.control import STOP_REQUEST, run_spec
 from fanout.errors import ExitCode, UsageError
 from fanout.gate import Gate
-from fanout.invoke import CommandSpec, Dispatch
+from fanout.invoke import Dispatch
 from fanout.ledger import (
     AcquireLease,
     AppendEvent,
@@ -43,6 +44,7 @@ from fanout.ledger import (
 from fanout.plan import make_plan, parse_waves
 from fanout.preflight import check_command, preflight_region
 from fanout.progress import planned_regions, stored_regions
+from fanout.request import RunRequest
 from fanout.results import Collector
 from fanout.secrets import redact_params
 from fanout.settings import Settings
@@ -60,7 +62,6 @@ from fanout.waves import (
 __all__ = [
     "Emit",
     "RunOutcome",
-    "RunRequest",
     "drive",
     "preview_preflight",
     "resume_run",
@@ -69,22 +70,6 @@ __all__ = [
 
 Emit = Callable[[str, Mapping[str, object]], None]
 log = structlog.get_logger("fanout.runner")
-
-
-@dataclass(frozen=True, slots=True)
-class RunRequest:
-    """A new run: what to invoke where, and how."""
-
-    targets: tuple[Target, ...]
-    spec: CommandSpec
-    secret_keys: tuple[str, ...] = ()
-    waves: str | None = None
-    max_errors: str | None = None
-    pause_after_wave: bool = False
-    preflight: bool = True
-    wait: bool = False
-    wait_for_quota: bool = False
-    parent_run_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -45,7 +45,7 @@ _PERIODIC_MODE = "Period"
 
 
 class SpecLike(Protocol):
-    """The parts of a run's command spec (`fanout.invoke.CommandSpec`) that are validated."""
+    """The parts of a run's command spec (`fanout.aliyun.command.CommandSpec`) that are validated."""
 
     @property
     def command_id(self) -> str: ...

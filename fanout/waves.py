@@ -23,8 +23,9 @@ from datetime import UTC, datetime
 
 import anyio
 
+from fanout.aliyun.command import CommandSpec
 from fanout.errors import ConfigError, ExitCode
-from fanout.invoke import BatchEnd, CommandSpec, Dispatch, invoke_batch
+from fanout.invoke import BatchEnd, Dispatch, invoke_batch
 from fanout.ledger import (
     BatchRecord,
     BatchState,

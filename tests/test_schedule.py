@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 import pytest
 
 from fanout.aliyun.client import ClientOptions, EcsClient
+from fanout.aliyun.command import CommandSpec
 from fanout.aliyun.credentials import Credentials
 from fanout.emulator import (
     DEMO_ACCESS_KEY_ID,
@@ -204,11 +205,9 @@ async def test_client_verdict_agrees_with_the_emulator() -> None:
                 try:
                     await client.invoke_command(
                         "cn-hangzhou",
-                        DEMO_COMMAND_ID,
+                        CommandSpec(DEMO_COMMAND_ID, timed=True, frequency=text),
                         [instance.instance_id],
                         client_token=secrets.token_hex(16),
-                        timed=True,
-                        frequency=text,
                     )
                 except ApiError as exc:
                     code = exc.code

@@ -8,9 +8,9 @@ from datetime import UTC, datetime
 
 import pytest
 
+from fanout.aliyun.command import CommandSpec
 from fanout.aliyun.responses import Command
 from fanout.errors import ConfigError
-from fanout.invoke import CommandSpec
 from fanout.validate import (
     DEFAULT_CONTENT_LIMIT_BYTES,
     check_parameters,

@@ -16,6 +16,7 @@ from functools import partial
 from typing import Any, TypedDict, TypeVar, Unpack
 
 from fanout.aliyun import responses, wire
+from fanout.aliyun.command import CommandSpec
 from fanout.aliyun.responses import (
     AgentStatus,
     Command,
@@ -97,32 +98,13 @@ class EcsActions(abc.ABC):
     async def invoke_command(
         self,
         region: str,
-        command_id: str,
+        spec: CommandSpec,
         instance_ids: Sequence[str],
         *,
         client_token: str,
-        parameters: Mapping[str, str] | None = None,
-        timed: bool | None = None,
-        frequency: str | None = None,
-        repeat_mode: str | None = None,
-        timeout_s: int | None = None,
-        username: str | None = None,
-        working_dir: str | None = None,
     ) -> InvokeResult:
         """InvokeCommand, sent once (never retried here: it costs quota)."""
-        params = wire.invoke_command_params(
-            region,
-            command_id,
-            instance_ids,
-            client_token=client_token,
-            parameters=parameters,
-            timed=timed,
-            frequency=frequency,
-            repeat_mode=repeat_mode,
-            timeout_s=timeout_s,
-            username=username,
-            working_dir=working_dir,
-        )
+        params = wire.invoke_command_params(region, spec, instance_ids, client_token=client_token)
         return responses.parse_invoke(await self.call("InvokeCommand", region, params))
 
     async def describe_invocation_results(

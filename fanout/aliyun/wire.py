@@ -23,6 +23,8 @@ from functools import lru_cache
 from typing import Any, Literal, Protocol
 from urllib.parse import urlsplit
 
+from fanout.aliyun.command import CommandSpec
+
 # The response values live in `responses`; they are re-exported here, where callers look first.
 from fanout.aliyun.responses import (
     AgentStatus,
@@ -142,32 +144,25 @@ def _format_second(moment: datetime) -> str:
 
 def invoke_command_params(
     region: str,
-    command_id: str,
+    spec: CommandSpec,
     instance_ids: Sequence[str],
     *,
     client_token: str | None = None,
-    parameters: Mapping[str, str] | None = None,
-    timed: bool | None = None,
-    frequency: str | None = None,
-    repeat_mode: str | None = None,
-    timeout_s: int | None = None,
-    username: str | None = None,
-    working_dir: str | None = None,
 ) -> dict[str, str]:
     """InvokeCommand's business parameters; the same input always gives the same bytes."""
     return flatten(
         {
             "RegionId": region,
-            "CommandId": command_id,
+            "CommandId": spec.command_id,
             "InstanceId": list(instance_ids),
             "ClientToken": client_token,
-            "Parameters": dict(parameters) if parameters else None,
-            "Timed": timed,
-            "Frequency": frequency,
-            "RepeatMode": repeat_mode,
-            "Timeout": timeout_s,
-            "Username": username,
-            "WorkingDir": working_dir,
+            "Parameters": dict(spec.parameters) if spec.parameters else None,
+            "Timed": spec.timed,
+            "Frequency": spec.frequency,
+            "RepeatMode": spec.repeat_mode,
+            "Timeout": spec.timeout_s,
+            "Username": spec.username,
+            "WorkingDir": spec.working_dir,
         }
     )
 

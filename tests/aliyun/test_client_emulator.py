@@ -10,6 +10,7 @@ import anyio
 import pytest
 
 from fanout.aliyun.client import ClientOptions, EcsClient
+from fanout.aliyun.command import CommandSpec
 from fanout.aliyun.credentials import Credentials
 from fanout.emulator import (
     DEMO_ACCESS_KEY_ID,
@@ -75,7 +76,10 @@ async def test_every_method(emulator: Emulator, signature: Literal["v3", "rpc"])
         assert demo.content.startswith("#!/bin/bash")
 
         result = await client.invoke_command(
-            REGION, DEMO_COMMAND_ID, usable, client_token=f"tok-{signature}", timeout_s=60
+            REGION,
+            CommandSpec(DEMO_COMMAND_ID, timeout_s=60),
+            usable,
+            client_token=f"tok-{signature}",
         )
         assert result.invoke_id.startswith("t-")
         assert result.request_id
@@ -110,7 +114,9 @@ async def test_results_reach_a_final_state(emulator: Emulator) -> None:
     """An invocation's per-instance results become Success with exit code 0 and output."""
     async with EcsClient(DEMO, _options(emulator)) as client:
         usable = await _usable(client)
-        result = await client.invoke_command(REGION, DEMO_COMMAND_ID, usable, client_token="t1")
+        result = await client.invoke_command(
+            REGION, CommandSpec(DEMO_COMMAND_ID), usable, client_token="t1"
+        )
         with anyio.fail_after(5):
             while True:
                 results = await client.describe_invocation_results(
@@ -128,8 +134,12 @@ async def test_client_token_is_idempotent(emulator: Emulator) -> None:
     """The same ClientToken twice gives the same InvokeId and runs the instances once."""
     async with EcsClient(DEMO, _options(emulator)) as client:
         usable = await _usable(client)
-        first = await client.invoke_command(REGION, DEMO_COMMAND_ID, usable, client_token="same")
-        again = await client.invoke_command(REGION, DEMO_COMMAND_ID, usable, client_token="same")
+        first = await client.invoke_command(
+            REGION, CommandSpec(DEMO_COMMAND_ID), usable, client_token="same"
+        )
+        again = await client.invoke_command(
+            REGION, CommandSpec(DEMO_COMMAND_ID), usable, client_token="same"
+        )
     assert first.invoke_id == again.invoke_id
     state = emulator.snapshot()
     assert len(state["invocations"]) == 1
@@ -141,7 +151,9 @@ async def test_api_errors_from_the_emulator(emulator: Emulator) -> None:
     async with EcsClient(DEMO, _options(emulator)) as client:
         usable = await _usable(client)
         with pytest.raises(ApiError) as info:
-            await client.invoke_command(REGION, "c-doesnotexist00000", usable, client_token="x")
+            await client.invoke_command(
+                REGION, CommandSpec("c-doesnotexist00000"), usable, client_token="x"
+            )
     assert info.value.code == "InvalidCmdId.NotFound"
     assert info.value.kind is CallKind.FATAL
     wrong = Credentials(DEMO_ACCESS_KEY_ID, "wrong-secret", source="test")
@@ -151,10 +163,9 @@ async def test_api_errors_from_the_emulator(emulator: Emulator) -> None:
             with pytest.raises(ApiError) as info:
                 await client.invoke_command(
                     REGION,
-                    DEMO_COMMAND_ID,
+                    CommandSpec(DEMO_COMMAND_ID, parameters={"pw": "hunter2"}),
                     usable,
                     client_token="y",
-                    parameters={"pw": "hunter2"},
                 )
         assert info.value.code == "SignatureDoesNotMatch"
         assert info.value.kind is CallKind.FATAL
@@ -169,7 +180,9 @@ async def test_invoke_is_sent_once_on_injected_faults() -> None:
         async with EcsClient(DEMO, _options(emulator)) as client:
             usable = await _usable(client)
             with pytest.raises(ApiError) as info:
-                await client.invoke_command(REGION, DEMO_COMMAND_ID, usable, client_token="f")
+                await client.invoke_command(
+                    REGION, CommandSpec(DEMO_COMMAND_ID), usable, client_token="f"
+                )
         assert info.value.code == "InternalError.Dispatch"
         assert info.value.kind is CallKind.RETRYABLE
         assert emulator.snapshot()["regions"][REGION]["calls"]["InvokeCommand"] == 1
@@ -182,7 +195,9 @@ async def test_dropped_connection_is_ambiguous() -> None:
         async with EcsClient(DEMO, _options(emulator)) as client:
             usable = await _usable(client)
             with pytest.raises(TransportError) as info:
-                await client.invoke_command(REGION, DEMO_COMMAND_ID, usable, client_token="d")
+                await client.invoke_command(
+                    REGION, CommandSpec(DEMO_COMMAND_ID), usable, client_token="d"
+                )
         assert info.value.kind is CallKind.AMBIGUOUS
         assert len(emulator.snapshot()["invocations"]) == 1
 

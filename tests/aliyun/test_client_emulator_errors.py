@@ -20,6 +20,7 @@ import yarl
 
 from fanout.aliyun import wire
 from fanout.aliyun.client import ClientOptions, EcsClient
+from fanout.aliyun.command import CommandSpec
 from fanout.aliyun.credentials import Credentials
 from fanout.aliyun.responses import InvokeResult
 from fanout.emulator import (
@@ -207,7 +208,7 @@ async def test_refused_invoke_is_typed_and_creates_nothing(
     batch = _batch(fleet, case.batch)
     with pytest.raises(ApiError) as info:
         await client.invoke_command(
-            REGION, case.command_id, batch, client_token="refused", **case.options
+            REGION, CommandSpec(case.command_id, **case.options), batch, client_token="refused"
         )
     _assert_api_error(info.value, case.code, case.http_status, case.kind)
     if case.batch in ("stopped", "classic", "offline", "unknown"):
@@ -217,7 +218,9 @@ async def test_refused_invoke_is_typed_and_creates_nothing(
     assert region["calls"]["InvokeCommand"] == 1
     assert region["quota_used"] == 1  # the emulator charges every evaluated call (invoke.py)
     # Nothing was remembered for the token: the same token with a valid request now succeeds.
-    await client.invoke_command(REGION, DEMO_COMMAND_ID, fleet.usable[:3], client_token="refused")
+    await client.invoke_command(
+        REGION, CommandSpec(DEMO_COMMAND_ID), fleet.usable[:3], client_token="refused"
+    )
     assert _tokens(emulator) == ["refused"]
 
 
@@ -229,16 +232,18 @@ async def test_content_and_parameters_over_the_size_limit() -> None:
         with pytest.raises(ApiError) as info:
             await ecs.invoke_command(
                 REGION,
-                DEMO_PARAM_COMMAND_ID,
+                CommandSpec(DEMO_PARAM_COMMAND_ID, parameters={"name": "x" * 200, "version": "1"}),
                 usable,
                 client_token="big",
-                parameters={"name": "x" * 200, "version": "1"},
             )
         _assert_api_error(info.value, "CmdContent.ExceedLimit", 403, CallKind.BAD_REQUEST)
         assert emulator.snapshot()["invocations"] == []
         small = {"name": "web", "version": "1"}
         await ecs.invoke_command(
-            REGION, DEMO_PARAM_COMMAND_ID, usable, client_token="small", parameters=small
+            REGION,
+            CommandSpec(DEMO_PARAM_COMMAND_ID, parameters=small),
+            usable,
+            client_token="small",
         )
         assert _tokens(emulator) == ["small"]
 
@@ -253,12 +258,18 @@ async def test_daily_quota_reached_is_quota_kind() -> None:
         EcsClient(DEMO, _options(emulator)) as ecs,
     ):
         usable = (await _preflight(ecs)).usable[:2]
-        first = await ecs.invoke_command(REGION, DEMO_COMMAND_ID, usable, client_token="q1")
-        await ecs.invoke_command(REGION, DEMO_COMMAND_ID, usable, client_token="q2")
+        first = await ecs.invoke_command(
+            REGION, CommandSpec(DEMO_COMMAND_ID), usable, client_token="q1"
+        )
+        await ecs.invoke_command(REGION, CommandSpec(DEMO_COMMAND_ID), usable, client_token="q2")
         with pytest.raises(ApiError) as info:
-            await ecs.invoke_command(REGION, DEMO_COMMAND_ID, usable, client_token="q3")
+            await ecs.invoke_command(
+                REGION, CommandSpec(DEMO_COMMAND_ID), usable, client_token="q3"
+            )
         _assert_api_error(info.value, "Invocation.ExceedQuota", 403, CallKind.QUOTA)
-        again = await ecs.invoke_command(REGION, DEMO_COMMAND_ID, usable, client_token="q1")
+        again = await ecs.invoke_command(
+            REGION, CommandSpec(DEMO_COMMAND_ID), usable, client_token="q1"
+        )
         assert again.invoke_id == first.invoke_id
     assert _tokens(emulator) == ["q1", "q2"]
     assert _region_state(emulator)["quota_used"] == 2
@@ -275,7 +286,9 @@ async def test_qps_limit_is_retryable_throttling() -> None:
         usable = [i.instance_id for i in await ecs.describe_instances(REGION)][:2]
         outcomes = await asyncio.gather(
             *(
-                ecs.invoke_command(REGION, DEMO_COMMAND_ID, usable, client_token=f"t{n}")
+                ecs.invoke_command(
+                    REGION, CommandSpec(DEMO_COMMAND_ID), usable, client_token=f"t{n}"
+                )
                 for n in range(5)
             ),
             return_exceptions=True,
@@ -340,10 +353,9 @@ async def test_auth_failures_are_fatal_and_uncounted(
         with pytest.raises(ApiError) as info:
             await ecs.invoke_command(
                 REGION,
-                DEMO_COMMAND_ID,
+                CommandSpec(DEMO_COMMAND_ID, parameters={"pw": "hunter2"}),
                 fleet.usable[:2],
                 client_token="auth",
-                parameters={"pw": "hunter2"},
             )
     code, http_status = expected
     _assert_api_error(info.value, code, http_status, CallKind.FATAL)
@@ -361,7 +373,7 @@ async def test_known_sts_token_works(
     sts = Credentials(DEMO_ACCESS_KEY_ID, DEMO_ACCESS_KEY_SECRET, "good", source="test")
     async with EcsClient(sts, _options(emulator, signature)) as ecs:
         result = await ecs.invoke_command(
-            REGION, DEMO_COMMAND_ID, fleet.usable[:2], client_token="sts"
+            REGION, CommandSpec(DEMO_COMMAND_ID), fleet.usable[:2], client_token="sts"
         )
     assert [inv["invoke_id"] for inv in emulator.snapshot()["invocations"]] == [result.invoke_id]
 
@@ -384,7 +396,7 @@ async def test_tampered_and_replayed_requests(
 ) -> None:
     """Uses aiohttp directly (a correct client never tampers or replays): a request signed by wire.sign_request with one query value altered is SignatureDoesNotMatch, and the same signed request sent twice is SignatureNonceUsed."""
     params = wire.invoke_command_params(
-        REGION, DEMO_COMMAND_ID, fleet.usable[:2], client_token="signed-once"
+        REGION, CommandSpec(DEMO_COMMAND_ID), fleet.usable[:2], client_token="signed-once"
     )
     request = wire.sign_request(
         signature,
@@ -420,7 +432,9 @@ async def test_accept_then_drop_is_ambiguous_but_applied() -> None:
         usable = (await _preflight(ecs)).usable[:3]
         for attempt in (1, 2):  # the first send, then a re-send with the same ClientToken
             with pytest.raises(TransportError) as info:
-                await ecs.invoke_command(REGION, DEMO_COMMAND_ID, usable, client_token="lost")
+                await ecs.invoke_command(
+                    REGION, CommandSpec(DEMO_COMMAND_ID), usable, client_token="lost"
+                )
             assert (info.value.kind, info.value.sent) == (CallKind.AMBIGUOUS, True)
             assert info.value.code == "Transport.Ambiguous"
             (record,) = emulator.snapshot()["invocations"]
@@ -438,7 +452,9 @@ async def _send_until_dropped(ecs: EcsClient, usable: list[str]) -> tuple[str, i
     for n in range(1, MAX_ATTEMPTS + 1):
         token = f"tok-{n}"
         try:
-            await ecs.invoke_command(REGION, DEMO_COMMAND_ID, usable, client_token=token)
+            await ecs.invoke_command(
+                REGION, CommandSpec(DEMO_COMMAND_ID), usable, client_token=token
+            )
         except TransportError as err:
             return token, n, err.kind
     raise AssertionError(f"no answer was dropped in {MAX_ATTEMPTS} calls")
@@ -451,7 +467,9 @@ async def _resend_until_answered(
     lost: list[CallKind] = []
     while len(lost) < MAX_ATTEMPTS:
         try:
-            result = await ecs.invoke_command(REGION, DEMO_COMMAND_ID, usable, client_token=token)
+            result = await ecs.invoke_command(
+                REGION, CommandSpec(DEMO_COMMAND_ID), usable, client_token=token
+            )
         except TransportError as err:
             lost.append(err.kind)
             continue

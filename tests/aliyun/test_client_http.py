@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from fanout.aliyun.client import ClientOptions, EcsClient
+from fanout.aliyun.command import CommandSpec
 from fanout.aliyun.credentials import Credentials
 from fanout.aliyun.wire import compact_json
 from fanout.errors import ConfigError, TransportError
@@ -74,12 +75,11 @@ async def test_signature_verified_by_the_server(
     """The server recomputes the signature from the bytes it got and it matches, tricky values too."""
     result = await make_client(credentials, signature=signature).invoke_command(
         REGION,
-        "c-1",
+        CommandSpec(
+            "c-1", parameters={"msg": TRICKY}, username="some user", working_dir="/opt/x y"
+        ),
         [f"i-{n}" for n in range(1, 12)],
         client_token="tok-1",
-        parameters={"msg": TRICKY},
-        username="some user",
-        working_dir="/opt/x y",
     )
     assert (result.invoke_id, result.request_id) == ("t-0001", "req-invoke")
     (seen,) = server.seen

@@ -12,6 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from fanout.aliyun import signing, wire
+from fanout.aliyun.command import CommandSpec
 
 KEY_ID = "testid"
 SECRET = "testsecret"
@@ -214,7 +215,7 @@ def test_v3_sts_vector() -> None:
 def test_wire_builds_vector_a_from_an_invoke_command_call() -> None:
     """wire.py turns an invoke_command-shaped call into exactly vector A's parameter set."""
     business = wire.invoke_command_params(
-        "cn-hangzhou", "c-hz01272yr52abcd", INSTANCES, parameters={"name": "Jack"}
+        "cn-hangzhou", CommandSpec("c-hz01272yr52abcd", parameters={"name": "Jack"}), INSTANCES
     )
     params = wire.rpc_params("InvokeCommand", business, _Key(), nonce=NONCE, moment=MOMENT)
     assert params == VECTOR_A
@@ -224,7 +225,7 @@ def test_wire_builds_vector_a_from_an_invoke_command_call() -> None:
 def test_wire_rpc_request_url_is_vector_a_plus_signature() -> None:
     """The V1 URL's query is vector A's canonical query with the encoded signature merged in."""
     business = wire.invoke_command_params(
-        "cn-hangzhou", "c-hz01272yr52abcd", INSTANCES, parameters={"name": "Jack"}
+        "cn-hangzhou", CommandSpec("c-hz01272yr52abcd", parameters={"name": "Jack"}), INSTANCES
     )
     request = wire.sign_request(
         "rpc",
@@ -243,7 +244,7 @@ def test_wire_rpc_request_url_is_vector_a_plus_signature() -> None:
 def test_wire_v3_request_matches_the_v3_vectors() -> None:
     """wire.py's V3 headers for vector A's call carry the published Authorization, plain and STS."""
     business = wire.invoke_command_params(
-        "cn-hangzhou", "c-hz01272yr52abcd", INSTANCES, parameters={"name": "Jack"}
+        "cn-hangzhou", CommandSpec("c-hz01272yr52abcd", parameters={"name": "Jack"}), INSTANCES
     )
     request = wire.sign_request(
         "v3",

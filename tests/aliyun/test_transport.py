@@ -13,6 +13,7 @@ import pytest
 from aiohttp.client_reqrep import ConnectionKey
 
 from fanout.aliyun.client import ClientOptions, EcsClient, _transport_error
+from fanout.aliyun.command import CommandSpec
 from fanout.aliyun.credentials import Credentials
 from fanout.errors import ApiError, CallKind, TransportError
 from tests.aliyun.server import (
@@ -60,7 +61,10 @@ async def make_client(server: Server) -> AsyncIterator[MakeClient]:
 
 async def _invoke(client: EcsClient) -> object:
     return await client.invoke_command(
-        REGION, "c-1", ["i-1", "i-2"], client_token="tok-1", parameters={"pw": "hunter2"}
+        REGION,
+        CommandSpec("c-1", parameters={"pw": "hunter2"}),
+        ["i-1", "i-2"],
+        client_token="tok-1",
     )
 
 

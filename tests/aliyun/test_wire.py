@@ -10,6 +10,7 @@ from datetime import UTC, datetime, timedelta, timezone
 import pytest
 
 from fanout.aliyun import responses, wire
+from fanout.aliyun.command import CommandSpec
 from fanout.aliyun.signing import EMPTY_SHA256, canonical_query, parse_v3_authorization
 from fanout.errors import ApiError, CallKind, TransportError
 
@@ -61,16 +62,18 @@ def test_invoke_command_params_full() -> None:
     ids = [f"i-{n}" for n in range(1, 12)]
     params = wire.invoke_command_params(
         "cn-shanghai",
-        "c-1",
+        CommandSpec(
+            "c-1",
+            parameters={"a": "1"},
+            timed=False,
+            frequency="0 */20 * * * *",
+            repeat_mode="Period",
+            timeout_s=120,
+            username="root",
+            working_dir="/tmp",
+        ),
         ids,
         client_token="tok-1",
-        parameters={"a": "1"},
-        timed=False,
-        frequency="0 */20 * * * *",
-        repeat_mode="Period",
-        timeout_s=120,
-        username="root",
-        working_dir="/tmp",
     )
     assert params["ClientToken"] == "tok-1"
     assert params["InstanceId.11"] == "i-11"
@@ -85,7 +88,7 @@ def test_invoke_command_params_full() -> None:
 
 def test_invoke_command_params_omit_unset_and_empty_parameters() -> None:
     """Options left at None and an empty Parameters map are not sent at all."""
-    params = wire.invoke_command_params("cn-hangzhou", "c-1", ["i-1"], parameters={})
+    params = wire.invoke_command_params("cn-hangzhou", CommandSpec("c-1", parameters={}), ["i-1"])
     assert params == {"RegionId": "cn-hangzhou", "CommandId": "c-1", "InstanceId.1": "i-1"}
 
 

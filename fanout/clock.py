@@ -1,0 +1,108 @@
+"""The clock seam: wall time, monotonic time and sleep, injected wherever the runner reads time.
+
+Every time read of the runner and its stages goes through a `Clock` handed down in the run's
+context, so tests run on `FakeClock` (no sleeps, no elapsed-time asserts: aiolimiter's way) and a
+simulation can later run days in minutes by passing a faster clock here — this is the seam.
+Request signing is the one exception: its timestamps and nonces always use the real wall clock
+(`fanout.aliyun.client`), since the server checks them against its own.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Protocol
+
+import anyio
+import anyio.lowlevel
+
+__all__ = ["SYSTEM_CLOCK", "Clock", "FakeClock", "SystemClock", "sleep_or_wake"]
+
+
+class Clock(Protocol):
+    """Where time comes from."""
+
+    def time(self) -> float:
+        """Wall-clock time, Unix seconds (ledger stamps, quota windows, leases)."""
+        ...
+
+    def monotonic(self) -> float:
+        """Monotonic seconds (durations, pauses, rates)."""
+        ...
+
+    async def sleep(self, seconds: float) -> None:
+        """Wait `seconds`."""
+        ...
+
+
+class SystemClock:
+    """The real clock."""
+
+    __slots__ = ()
+
+    def time(self) -> float:
+        """`time.time()`."""
+        return time.time()
+
+    def monotonic(self) -> float:
+        """`time.monotonic()`."""
+        return time.monotonic()
+
+    async def sleep(self, seconds: float) -> None:
+        """`anyio.sleep`."""
+        await anyio.sleep(max(0.0, seconds))
+
+
+SYSTEM_CLOCK = SystemClock()
+
+
+class FakeClock:
+    """A clock for tests: time moves only when told, or by exactly what a sleep asks.
+
+    `sleep(s)` advances both clocks by `s` at once and yields to the event loop, so code that
+    waits a minute runs in microseconds and reads exactly one minute later. `sleeps` records every
+    requested sleep for assertions.
+    """
+
+    __slots__ = ("_mono", "_wall", "sleeps")
+
+    def __init__(self, start: float = 1_800_000_000.0) -> None:
+        self._wall = start
+        self._mono = 1_000.0
+        self.sleeps: list[float] = []
+
+    def time(self) -> float:
+        """The fake wall time."""
+        return self._wall
+
+    def monotonic(self) -> float:
+        """The fake monotonic time."""
+        return self._mono
+
+    def advance(self, seconds: float) -> None:
+        """Move both clocks forward."""
+        self._wall += seconds
+        self._mono += seconds
+
+    async def sleep(self, seconds: float) -> None:
+        """Advance by `seconds` and let other tasks run."""
+        self.sleeps.append(seconds)
+        self.advance(max(0.0, seconds))
+        await anyio.lowlevel.checkpoint()
+
+
+async def sleep_or_wake(clock: Clock, seconds: float, wake: anyio.Event) -> bool:
+    """Sleep `seconds` on `clock` unless `wake` is set first; True if woken early."""
+    if wake.is_set():
+        return True
+    woken = False
+    async with anyio.create_task_group() as tg:
+
+        async def _sleep() -> None:
+            await clock.sleep(seconds)
+            tg.cancel_scope.cancel()
+
+        tg.start_soon(_sleep)
+        await wake.wait()
+        woken = True
+        tg.cancel_scope.cancel()
+    return woken

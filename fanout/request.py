@@ -1,0 +1,45 @@
+"""The one description of a rollout: what to invoke where, and how to pace and judge it.
+
+A `RunRequest` is built where input enters — the CLI (flags and the config file's `[rollout]`
+table), the Python API (`fanout.api`), `retry` and the demo — and handed whole to
+`fanout.runner.start_run(request, settings)`; no options mapping crosses a module boundary.
+`ResumeRequest` is the same for `fanout resume`. Settings (batch size, concurrency, rate, quota)
+stay in `fanout.settings.Settings`: they are the operator's defaults, not the rollout's content.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from fanout.aliyun.command import CommandSpec
+from fanout.targets import Target
+
+__all__ = ["CommandSpec", "ResumeRequest", "RunRequest"]
+
+
+@dataclass(frozen=True, slots=True)
+class RunRequest:
+    """A new run: targets, the command with its options, waves, the error budget, and waiting."""
+
+    targets: tuple[Target, ...]
+    spec: CommandSpec
+    secret_keys: tuple[str, ...] = ()
+    waves: str | None = None
+    max_errors: str | None = None
+    pause_after_wave: bool = False
+    preflight: bool = True
+    wait: bool = False
+    wait_for_quota: bool = False
+    parent_run_id: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ResumeRequest:
+    """Continue a stored run: secret values again (they are never stored), and how to wait."""
+
+    run_id: str
+    secret_params: Mapping[str, str] = field(default_factory=dict)
+    wait: bool | None = None  # None: as the run was started
+    wait_for_quota: bool = False
+    force_lease: bool = False
