@@ -36,7 +36,7 @@ from fanout.aliyun.credentials import Credentials
 from fanout.emulator import DEMO_ACCESS_KEY_ID, DEMO_ACCESS_KEY_SECRET, DEMO_COMMAND_ID
 from fanout.ledger import is_postgres_location, open_ledger, redact_location
 from fanout.logs import configure_logging
-from fanout.runner import drive
+from fanout.runner import DriveOptions, drive
 from fanout.settings import Settings
 
 
@@ -81,8 +81,7 @@ async def dispatch(ledger: str, url: str, per_region: int, concurrency: int) -> 
         run,
         CommandSpec(DEMO_COMMAND_ID),
         emit=on_event,
-        wait_for_quota=False,
-        handle_signals=False,
+        options=DriveOptions(handle_signals=False),
     )
     elapsed, cpu = time.perf_counter() - t0, time.process_time() - cpu0
     server_cpu = postgres_cpu_s() - server_cpu0 if is_postgres_location(ledger) else 0.0

@@ -28,7 +28,7 @@ from fanout.aliyun.credentials import Credentials
 from fanout.emulator import DEMO_ACCESS_KEY_ID, DEMO_ACCESS_KEY_SECRET, DEMO_COMMAND_ID
 from fanout.ledger import open_ledger
 from fanout.logs import configure_logging
-from fanout.runner import drive
+from fanout.runner import DriveOptions, drive
 from fanout.settings import Settings
 
 
@@ -64,8 +64,7 @@ async def collect(ledger: str, url: str, per_region: int) -> dict[str, float]:
         run,
         CommandSpec(DEMO_COMMAND_ID),
         emit=on_event,
-        wait_for_quota=False,
-        handle_signals=False,
+        options=DriveOptions(handle_signals=False),
     )
     elapsed = time.perf_counter() - started
     exact = {

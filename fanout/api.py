@@ -29,7 +29,7 @@ from fanout.aliyun.credentials import Credentials, load_credentials
 from fanout.ledger import LedgerStore, default_ledger_location, open_ledger
 from fanout.logs import register_secret
 from fanout.report import status_document
-from fanout.request import RunRequest
+from fanout.request import ResumeRequest, RunRequest
 from fanout.runner import RunOutcome, resume_run, start_run
 from fanout.secrets import is_secret_key
 from fanout.settings import Settings, load_settings
@@ -112,10 +112,8 @@ async def resume(
             settings,
             credentials,
             store,
-            run_id,
-            secret_params=secret_params or {},
+            ResumeRequest(run_id, secret_params or {}, wait=wait),
             emit=on_event or _quiet,
-            wait=wait,
             handle_signals=False,
         )
     finally:

@@ -25,7 +25,7 @@ from fanout.plan import Batch, estimate_region, make_plan, parse_waves
 from fanout.preflight import resolve_tags
 from fanout.progress import confirm_summary
 from fanout.report import iso
-from fanout.request import RunRequest
+from fanout.request import ResumeRequest, RunRequest
 from fanout.runner import (
     RunOutcome,
     client_for,
@@ -564,12 +564,14 @@ def resume_command(run_id: str, **opts: Any) -> None:
             settings,
             credentials,
             store,
-            run_id,
-            secret_params=secret_params or {},
+            ResumeRequest(
+                run_id,
+                secret_params or {},
+                wait=opts["wait"],
+                wait_for_quota=opts["wait_for_quota"],
+                force_lease=opts["force"],
+            ),
             emit=out.event,
-            wait_for_quota=opts["wait_for_quota"],
-            wait=opts["wait"],
-            force_lease=opts["force"],
         ),
         backend="asyncio",
     )

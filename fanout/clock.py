@@ -9,13 +9,15 @@ Request signing is the one exception: its timestamps and nonces always use the r
 
 from __future__ import annotations
 
+import random
 import time
+from dataclasses import dataclass
 from typing import Protocol
 
 import anyio
 import anyio.lowlevel
 
-__all__ = ["SYSTEM_CLOCK", "Clock", "FakeClock", "SystemClock", "sleep_or_wake"]
+__all__ = ["SYSTEM_CLOCK", "Backoff", "Clock", "FakeClock", "SystemClock", "sleep_or_wake"]
 
 
 class Clock(Protocol):
@@ -106,3 +108,29 @@ async def sleep_or_wake(clock: Clock, seconds: float, wake: anyio.Event) -> bool
         woken = True
         tg.cancel_scope.cancel()
     return woken
+
+
+@dataclass(slots=True)
+class Backoff:
+    """Exponential back-off with jitter: one per retried thing (a batch, a read), shared by the
+    invoke stage and the client's read retries."""
+
+    base_s: float = 0.2
+    cap_s: float = 10.0
+    failures: int = 0
+
+    def next_delay_s(
+        self, hint_s: float | None = None, *, hint_cap_s: float | None = None
+    ) -> float:
+        """The delay before the next try: doubling from `base_s` up to `cap_s`, jittered between
+        half and all of it, and at least the server's hint (itself at most `hint_cap_s`)."""
+        self.failures += 1
+        ceiling = min(self.cap_s, self.base_s * 2 ** (self.failures - 1))
+        delay = random.uniform(ceiling / 2, ceiling)
+        if hint_s is not None:
+            delay = max(delay, hint_s if hint_cap_s is None else min(hint_s, hint_cap_s))
+        return delay
+
+    def reset(self) -> None:
+        """A try went through: the next failure starts from `base_s` again."""
+        self.failures = 0

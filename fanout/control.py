@@ -18,6 +18,7 @@ import anyio
 from fanout.aliyun.client import EcsClient
 from fanout.aliyun.command import SPEC_OPTIONS, CommandSpec
 from fanout.errors import CallError, UsageError
+from fanout.lease import STOP_REQUEST
 from fanout.ledger import (
     AppendEvent,
     BatchState,
@@ -33,7 +34,6 @@ from fanout.targets import Target
 __all__ = ["RETRY_CHOICES", "StopResult", "retry_targets", "run_spec", "stop_run"]
 
 RETRY_CHOICES = ("failed", "unknown", "not-invoked")
-STOP_REQUEST = "stop_requested"
 # How often `stop` looks whether the runner has let go of the run.
 _POLL_S = 0.5
 

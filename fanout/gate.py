@@ -7,37 +7,20 @@ daily quota is a durable reservation in the ledger (`BeginAttempt`), taken by th
 
 from __future__ import annotations
 
-import random
-import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 
 import anyio
 from aiolimiter import AsyncLimiter
 
-__all__ = ["Backoff", "Gate"]
+from fanout.clock import Clock
+
+__all__ = ["Gate"]
 
 # Throttling back-off: ECS throttles per minute ("throttled at minute T, calls continue at T+1",
 # facts 6.2), so the pause grows from 1 s up to a minute and resets on the first success.
 _THROTTLE_FIRST_S = 1.0
 _THROTTLE_MAX_S = 60.0
-
-
-@dataclass(slots=True)
-class Backoff:
-    """Exponential back-off with full jitter for retryable failures of one batch."""
-
-    base_s: float = 0.2
-    cap_s: float = 10.0
-    failures: int = 0
-
-    def next_delay_s(self, hint_s: float | None = None) -> float:
-        """The delay before the next try (at least the server's hint, if any)."""
-        self.failures += 1
-        ceiling = min(self.cap_s, self.base_s * 2 ** (self.failures - 1))
-        delay = random.uniform(ceiling / 2, ceiling)
-        return max(delay, hint_s or 0.0)
 
 
 class _Slot:
@@ -78,9 +61,12 @@ class _Region:
 class Gate:
     """Admission control for InvokeCommand calls."""
 
-    __slots__ = ("_rate_per_s", "_region_concurrency", "_regions", "_slots")
+    __slots__ = ("_clock", "_rate_per_s", "_region_concurrency", "_regions", "_slots")
 
-    def __init__(self, *, concurrency: int, region_concurrency: int, rate_per_s: float) -> None:
+    def __init__(
+        self, clock: Clock, *, concurrency: int, region_concurrency: int, rate_per_s: float
+    ) -> None:
+        self._clock = clock
         self._slots = _Slot(anyio.CapacityLimiter(concurrency))
         self._region_concurrency = region_concurrency
         self._rate_per_s = rate_per_s
@@ -101,9 +87,9 @@ class Gate:
         """
         state = self._region(region)
         async with state.slots:
-            pause = state.paused_until - time.monotonic()
+            pause = state.paused_until - self._clock.monotonic()
             if pause > 0:
-                await anyio.sleep(pause)
+                await self._clock.sleep(pause)
             if state.limiter is not None:
                 await state.limiter.acquire()
             async with self._slots:
@@ -114,7 +100,7 @@ class Gate:
         state = self._region(region)
         state.throttle_s = min(_THROTTLE_MAX_S, max(_THROTTLE_FIRST_S, state.throttle_s * 2))
         pause = max(state.throttle_s, hint_s or 0.0)
-        state.paused_until = max(state.paused_until, time.monotonic() + pause)
+        state.paused_until = max(state.paused_until, self._clock.monotonic() + pause)
         return pause
 
     def succeeded(self, region: str) -> None:

@@ -9,17 +9,16 @@ changes only when bad instances are isolated, and only if no earlier answer was 
 from __future__ import annotations
 
 import enum
-import time
-from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING
 
-import anyio
 import structlog
 
 from fanout.aliyun.command import CommandSpec
+from fanout.clock import Backoff, Clock
 from fanout.errors import CallError, CallKind
-from fanout.gate import Backoff, Gate
+from fanout.gate import Gate
+from fanout.halt import HaltReason, RunControl
 from fanout.ledger import (
     BatchRecord,
     BatchState,
@@ -41,7 +40,7 @@ if TYPE_CHECKING:
     from fanout.aliyun.client import EcsClient
     from fanout.aliyun.responses import InvokeResult
 
-__all__ = ["BatchEnd", "CommandSpec", "Dispatch", "invoke_batch"]
+__all__ = ["BatchEnd", "BatchOutcome", "InvokeContext", "invoke_batch"]
 
 # Isolating bad instances costs one extra call each time; two rounds bound that cost per batch.
 _MAX_ISOLATION_ROUNDS = 2
@@ -60,9 +59,9 @@ class BatchEnd(enum.StrEnum):
     FATAL = "fatal"  # left pending/unknown: nothing more may be sent
 
 
-@dataclass(slots=True)
-class Dispatch:
-    """Everything the invoke stage shares across the batches of one run."""
+@dataclass(frozen=True, slots=True)
+class InvokeContext:
+    """The invoke stage's collaborators for one leg of a run (shared by every batch)."""
 
     run_id: str
     account: str
@@ -71,49 +70,18 @@ class Dispatch:
     ledger: GroupCommitter
     gate: Gate
     quota: QuotaPolicy
+    control: RunControl
+    clock: Clock
     max_attempts: int
-    on_end: Callable[[BatchRecord, BatchEnd, str | None], None] = lambda *_: None
-    stopping: bool = False
-    stop_requested: bool = False  # `fanout stop` rather than a signal
-    over_budget: bool = False  # --max-errors tripped
-    paused: bool = False  # --pause-after-wave
-    fatal: CallError | None = None
-    quota_blocked: set[str] = field(default_factory=set)
-    halt_event: anyio.Event = field(default_factory=anyio.Event)  # no more dispatching
-    abort_event: anyio.Event = field(default_factory=anyio.Event)  # nor results collection
 
-    @property
-    def halted(self) -> bool:
-        """True once nothing more may be dispatched."""
-        return self.stopping or self.over_budget or self.paused or self.fatal is not None
 
-    def stop(self, *, requested: bool = False) -> None:
-        """Stop dispatching and collecting; calls in flight finish."""
-        self.stopping = True
-        self.stop_requested = self.stop_requested or requested
-        self.halt_event.set()
-        self.abort_event.set()
+@dataclass(frozen=True, slots=True)
+class BatchOutcome:
+    """How `invoke_batch` left a batch: the record as it now stands, and why."""
 
-    def fail(self, err: CallError) -> None:
-        """A fatal error: nothing more may be sent."""
-        self.fatal = self.fatal or err
-        self.halt_event.set()
-        self.abort_event.set()
-
-    def halt_for_errors(self) -> None:
-        """The error budget is spent: stop dispatching; invocations in flight are still followed."""
-        self.over_budget = True
-        self.halt_event.set()
-
-    def pause(self) -> None:
-        """A wave ended with --pause-after-wave: dispatch nothing more in this leg."""
-        self.paused = True
-        self.halt_event.set()
-
-    async def sleep(self, seconds: float) -> None:
-        """Sleep, waking early if the run halts."""
-        with anyio.move_on_after(seconds):
-            await self.halt_event.wait()
+    record: BatchRecord
+    end: BatchEnd
+    note: str | None = None  # "isolated": every instance was refused individually
 
 
 @dataclass(slots=True)
@@ -132,7 +100,7 @@ class _Batch:
     backoff: Backoff = field(default_factory=Backoff)
 
 
-async def invoke_batch(d: Dispatch, record: BatchRecord) -> BatchEnd:
+async def invoke_batch(d: InvokeContext, record: BatchRecord) -> BatchOutcome:
     """Send one batch until it is accepted, failed, unknown, or must wait (quota, stop, fatal)."""
     b = _Batch(
         record=record,
@@ -142,7 +110,7 @@ async def invoke_batch(d: Dispatch, record: BatchRecord) -> BatchEnd:
         maybe_applied=record.maybe_applied,
         state=record.state,
     )
-    started = time.monotonic()
+    started = d.clock.monotonic()
     end = await _attempts(d, b)
     final = replace(
         record,
@@ -151,7 +119,6 @@ async def invoke_batch(d: Dispatch, record: BatchRecord) -> BatchEnd:
         invoke_id=b.invoke_id,
         attempts=b.attempt,
     )
-    d.on_end(final, end, b.note)
     log.info(
         "batch",
         run_id=d.run_id,
@@ -160,23 +127,23 @@ async def invoke_batch(d: Dispatch, record: BatchRecord) -> BatchEnd:
         attempt=b.attempt,
         outcome=end.value,
         instances=len(b.instance_ids),
-        duration_s=round(time.monotonic() - started, 3),
+        duration_s=round(d.clock.monotonic() - started, 3),
     )
-    return end
+    return BatchOutcome(final, end, b.note)
 
 
-async def _attempts(d: Dispatch, b: _Batch) -> BatchEnd:
+async def _attempts(d: InvokeContext, b: _Batch) -> BatchEnd:
     """The attempt loop."""
     region = b.record.region
     while True:
-        if d.halted:
-            return _park(d, b, BatchEnd.FATAL if d.fatal else BatchEnd.STOPPED)
-        if region in d.quota_blocked:
+        if d.control.halted:
+            return _park(d, b, BatchEnd.FATAL if d.control.fatal else BatchEnd.STOPPED)
+        if d.control.is_blocked(region):
             return _park(d, b, BatchEnd.QUOTA)
         # The intent is made durable before the slot is taken: slots bound calls in flight,
         # and the commit of the next intents overlaps the calls on the wire.
         if not await _begin(d, b):
-            d.quota_blocked.add(region)
+            d.control.block_region(region)
             return _park(d, b, BatchEnd.QUOTA)
         try:
             result = await _send(d, b)
@@ -186,10 +153,10 @@ async def _attempts(d: Dispatch, b: _Batch) -> BatchEnd:
                 return end
             continue
         if result is None:  # halted between the intent and the send: nothing went out
-            return _park(d, b, BatchEnd.FATAL if d.fatal else BatchEnd.STOPPED)
+            return _park(d, b, BatchEnd.FATAL if d.control.fatal else BatchEnd.STOPPED)
         d.gate.succeeded(region)
         b.invoke_id = result.invoke_id
-        now = time.time()
+        now = d.clock.time()
         d.ledger.post(
             FinishAttempt(
                 b.record.batch_id,
@@ -205,19 +172,19 @@ async def _attempts(d: Dispatch, b: _Batch) -> BatchEnd:
         return BatchEnd.ACCEPTED
 
 
-async def _send(d: Dispatch, b: _Batch) -> InvokeResult | None:
+async def _send(d: InvokeContext, b: _Batch) -> InvokeResult | None:
     """Pass the gate and send; None if the run halted while waiting (nothing was sent)."""
     async with d.gate.sending(b.record.region):
-        if d.halted:
+        if d.control.halted:
             return None
         return await d.client.invoke_command(
             b.record.region, d.spec, b.instance_ids, client_token=b.token
         )
 
 
-async def _begin(d: Dispatch, b: _Batch) -> bool:
+async def _begin(d: InvokeContext, b: _Batch) -> bool:
     """Reserve quota and commit the intent; False if the quota is spent."""
-    now = time.time()
+    now = d.clock.time()
     op = BeginAttempt(
         run_id=d.run_id,
         batch_id=b.record.batch_id,
@@ -236,24 +203,24 @@ async def _begin(d: Dispatch, b: _Batch) -> bool:
     return bool(granted)
 
 
-def _park(d: Dispatch, b: _Batch, end: BatchEnd) -> BatchEnd:
+def _park(d: InvokeContext, b: _Batch, end: BatchEnd) -> BatchEnd:
     """Leave the batch for a later resume: pending if nothing can have run, else unknown."""
     if b.state is BatchState.SENDING:
         state = BatchState.UNKNOWN if b.maybe_applied else BatchState.PENDING
         d.ledger.post(
-            SetBatch(b.record.batch_id, state, time.time(), maybe_applied=b.maybe_applied)
+            SetBatch(b.record.batch_id, state, d.clock.time(), maybe_applied=b.maybe_applied)
         )
     return end
 
 
-def _settle(d: Dispatch, b: _Batch, state: BatchState, err: CallError) -> None:
+def _settle(d: InvokeContext, b: _Batch, state: BatchState, err: CallError) -> None:
     """Finish the batch as FAILED or UNKNOWN, its instances with it."""
     instance_state = InstanceState.FAILED if state is BatchState.FAILED else InstanceState.UNKNOWN
     d.ledger.post(
         SetBatch(
             b.record.batch_id,
             state,
-            time.time(),
+            d.clock.time(),
             error_code=err.code,
             error_message=str(err),
             maybe_applied=b.maybe_applied,
@@ -262,14 +229,14 @@ def _settle(d: Dispatch, b: _Batch, state: BatchState, err: CallError) -> None:
     )
 
 
-async def _failed_attempt(d: Dispatch, b: _Batch, err: CallError) -> BatchEnd | None:
+async def _failed_attempt(d: InvokeContext, b: _Batch, err: CallError) -> BatchEnd | None:
     """Record a failed attempt and decide: None to try again, or how the batch ends."""
     d.ledger.post(
         FinishAttempt(
             b.record.batch_id,
             b.attempt,
             err.kind.value,
-            time.time(),
+            d.clock.time(),
             request_id=getattr(err, "request_id", None),
             error_code=err.code,
             http_status=getattr(err, "http_status", None),
@@ -281,21 +248,21 @@ async def _failed_attempt(d: Dispatch, b: _Batch, err: CallError) -> BatchEnd | 
     if err.kind in (CallKind.RETRYABLE, CallKind.AMBIGUOUS):
         return await _retry_later(d, b, err)
     if err.kind is CallKind.QUOTA:
-        d.quota_blocked.add(b.record.region)
+        d.control.block_region(b.record.region)
         return _park(d, b, BatchEnd.QUOTA)
     if err.kind is CallKind.PER_INSTANCE and not b.maybe_applied:
         return await _isolate(d, b, err)
     if err.kind is CallKind.FATAL:
-        d.fail(err)
+        d.control.halt(HaltReason.FATAL, str(err))
         return _park(d, b, BatchEnd.FATAL)
     if err.kind is CallKind.BAD_REQUEST:  # every batch would fail the same way: stop the run
-        d.fail(err)
+        d.control.halt(HaltReason.FATAL, str(err))
     state = BatchState.UNKNOWN if b.maybe_applied else BatchState.FAILED
     _settle(d, b, state, err)
     return BatchEnd.UNKNOWN if b.maybe_applied else BatchEnd.FAILED
 
 
-async def _retry_later(d: Dispatch, b: _Batch, err: CallError) -> BatchEnd | None:
+async def _retry_later(d: InvokeContext, b: _Batch, err: CallError) -> BatchEnd | None:
     """Back off and try again with the same token, unless attempts are used up."""
     if b.attempt >= d.max_attempts:
         state = BatchState.UNKNOWN if b.maybe_applied else BatchState.FAILED
@@ -304,11 +271,11 @@ async def _retry_later(d: Dispatch, b: _Batch, err: CallError) -> BatchEnd | Non
     delay = b.backoff.next_delay_s(err.retry_after_s)
     if err.is_throttling:
         delay = max(delay, d.gate.throttled(b.record.region, err.retry_after_s))
-    await d.sleep(delay)
+    await d.control.sleep(delay)
     return None
 
 
-async def _isolate(d: Dispatch, b: _Batch, err: CallError) -> BatchEnd | None:
+async def _isolate(d: InvokeContext, b: _Batch, err: CallError) -> BatchEnd | None:
     """Find the unusable instances (free Describe calls), fail them, and go on with the rest."""
     unusable = {}
     if b.isolations < _MAX_ISOLATION_ROUNDS:
@@ -317,7 +284,7 @@ async def _isolate(d: Dispatch, b: _Batch, err: CallError) -> BatchEnd | None:
         _settle(d, b, BatchState.FAILED, err)
         return BatchEnd.FAILED
     b.isolations += 1
-    now = time.time()
+    now = d.clock.time()
     remaining = tuple(i for i in b.instance_ids if i not in unusable)
     records = tuple(
         InstanceRecord(

@@ -3,16 +3,14 @@
 `start_run` plans a new run and stores it; `resume_run` continues a stored one; both end in
 `drive`, which owns the task group, the signal handling (first SIGINT/SIGTERM: stop dispatching,
 let calls in flight finish, exit 5; second: leave at once — the write-ahead ledger stays
-consistent), the quota wait and the final state and exit code.
+consistent), the lease, and the final state and exit code. Halting is the run control's
+(`fanout.halt`), the verdict a pure function (`fanout.verdict`), time the injected clock's.
 """
 
 from __future__ import annotations
 
-import os
 import secrets
 import signal
-import socket
-import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -24,12 +22,14 @@ import structlog
 from fanout.aliyun.client import ClientOptions, EcsClient
 from fanout.aliyun.command import CommandSpec
 from fanout.aliyun.credentials import Credentials
-from fanout.control import STOP_REQUEST, run_spec
-from fanout.errors import ExitCode, UsageError
+from fanout.clock import SYSTEM_CLOCK, Clock
+from fanout.control import run_spec
+from fanout.errors import ExitCode
 from fanout.gate import Gate
-from fanout.invoke import Dispatch
+from fanout.halt import HaltReason, RunControl
+from fanout.invoke import InvokeContext
+from fanout.lease import keep_lease, owner, release, take_lease
 from fanout.ledger import (
-    AcquireLease,
     AppendEvent,
     BatchRecord,
     BatchState,
@@ -41,25 +41,27 @@ from fanout.ledger import (
     RunState,
     SetRun,
 )
-from fanout.plan import make_plan, parse_waves
+from fanout.plan import Plan, make_plan, parse_waves
 from fanout.preflight import check_command, preflight_region
 from fanout.progress import planned_regions, stored_regions
-from fanout.request import RunRequest
+from fanout.request import ResumeRequest, RunRequest
 from fanout.results import Collector
 from fanout.secrets import redact_params
 from fanout.settings import Settings
 from fanout.targets import Target
+from fanout.verdict import verdict
 from fanout.waves import (
     ErrorBudget,
     Leg,
+    WaveOptions,
     dispatch_waves,
     parse_max_errors,
     quota_frees_at,
-    verdict,
     waits_for_results,
 )
 
 __all__ = [
+    "DriveOptions",
     "Emit",
     "RunOutcome",
     "drive",
@@ -84,18 +86,26 @@ class RunOutcome:
     quota_frees_at: float | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class DriveOptions:
+    """How this process drives a leg of a stored run."""
+
+    wait_for_quota: bool = False
+    wait: bool | None = None  # None: as the run was started
+    handle_signals: bool = True
+    force_lease: bool = False
+    clock: Clock = SYSTEM_CLOCK
+
+
 def new_run_id(now: float) -> str:
     """Sortable and readable: r20261128-063512-a1b2c3."""
     stamp = datetime.fromtimestamp(now, UTC).strftime("%Y%m%d-%H%M%S")
     return f"r{stamp}-{secrets.token_hex(3)}"
 
 
-def _owner() -> str:
-    """Who drives a run: host and pid."""
-    return f"{socket.gethostname()}:{os.getpid()}"
-
-
-def client_for(settings: Settings, credentials: Credentials) -> EcsClient:
+def client_for(
+    settings: Settings, credentials: Credentials, clock: Clock = SYSTEM_CLOCK
+) -> EcsClient:
     """The one API client (one connection pool) of this process."""
     return EcsClient(
         credentials,
@@ -108,6 +118,7 @@ def client_for(settings: Settings, credentials: Credentials) -> EcsClient:
             max_connections=max(settings.concurrency * 2, 16),
             ca_bundle=Path(settings.ca_bundle) if settings.ca_bundle else None,
         ),
+        clock=clock,
     )
 
 
@@ -119,29 +130,13 @@ async def start_run(
     *,
     emit: Emit,
     handle_signals: bool = True,
+    clock: Clock = SYSTEM_CLOCK,
 ) -> RunOutcome:
     """Plan, preflight and store a new run, then drive it."""
-    now = time.time()
+    now = clock.time()
     run_id = new_run_id(now)
-    waves = parse_waves(request.waves, len(request.targets))
-    plan = make_plan(run_id, request.targets, batch_size=settings.batch_size, waves=waves)
     account = settings.account or credentials.access_key_id
-    async with client_for(settings, credentials) as client:
-        # The command check is one free DescribeCommands per region: on even with --no-preflight.
-        await check_command(
-            client,
-            [t.region for t in request.targets],
-            request.spec,
-            content_limit_bytes=settings.content_limit_bytes,
-            now_s=now,
-        )
-        excluded: dict[tuple[str, str], str] = {}
-        if request.preflight:
-            excluded = await _preflight(client, request.targets)
-        if excluded:
-            kept = tuple(t for t in request.targets if (t.region, t.instance_id) not in excluded)
-            waves = parse_waves(request.waves, len(kept)) if kept else ()
-            plan = make_plan(run_id, kept, batch_size=settings.batch_size, waves=waves or None)
+    plan, excluded = await _checked_plan(settings, credentials, request, run_id, now, clock)
     run = RunRecord(
         run_id=run_id,
         created_at=now,
@@ -155,19 +150,7 @@ async def start_run(
         options=_options(request, settings),
         parent_run_id=request.parent_run_id,
     )
-    batches = [
-        BatchRecord(
-            batch_id=b.batch_id,
-            run_id=run_id,
-            region=b.region,
-            seq=b.seq,
-            wave=b.wave,
-            instance_ids=b.instance_ids,
-            client_token=b.client_token,
-            state=BatchState.PENDING,
-        )
-        for b in plan.batches
-    ]
+    batches = _batch_records(run_id, plan)
     extra = [
         InstanceRecord(run_id, region, iid, None, InstanceState.EXCLUDED, reason=reason)
         for (region, iid), reason in excluded.items()
@@ -187,16 +170,52 @@ async def start_run(
             "regions": planned_regions(batches, excluded, settings.quota, used),
         },
     )
-    return await drive(
-        settings,
-        credentials,
-        store,
-        run,
-        request.spec,
-        emit=emit,
-        wait_for_quota=request.wait_for_quota,
-        handle_signals=handle_signals,
+    options = DriveOptions(
+        wait_for_quota=request.wait_for_quota, handle_signals=handle_signals, clock=clock
     )
+    return await drive(settings, credentials, store, run, request.spec, emit=emit, options=options)
+
+
+async def _checked_plan(
+    settings: Settings,
+    credentials: Credentials,
+    request: RunRequest,
+    run_id: str,
+    now: float,
+    clock: Clock,
+) -> tuple[Plan, dict[tuple[str, str], str]]:
+    """The run's plan after the command check and the preflight, with the exclusions."""
+    async with client_for(settings, credentials, clock) as client:
+        # The command check is one free DescribeCommands per region: on even with --no-preflight.
+        await check_command(
+            client,
+            [t.region for t in request.targets],
+            request.spec,
+            content_limit_bytes=settings.content_limit_bytes,
+            now_s=now,
+        )
+        excluded = await _preflight(client, request.targets) if request.preflight else {}
+    kept = tuple(t for t in request.targets if (t.region, t.instance_id) not in excluded)
+    waves = parse_waves(request.waves, len(kept)) if kept else ()
+    plan = make_plan(run_id, kept, batch_size=settings.batch_size, waves=waves or None)
+    return plan, excluded
+
+
+def _batch_records(run_id: str, plan: Plan) -> list[BatchRecord]:
+    """The plan's batches as ledger rows, every one pending."""
+    return [
+        BatchRecord(
+            batch_id=b.batch_id,
+            run_id=run_id,
+            region=b.region,
+            seq=b.seq,
+            wave=b.wave,
+            instance_ids=b.instance_ids,
+            client_token=b.client_token,
+            state=BatchState.PENDING,
+        )
+        for b in plan.batches
+    ]
 
 
 async def preview_preflight(
@@ -206,19 +225,20 @@ async def preview_preflight(
     spec: CommandSpec | None = None,
     *,
     instances: bool = True,
+    clock: Clock = SYSTEM_CLOCK,
 ) -> dict[tuple[str, str], str]:
     """The preflight of `fanout plan`: read-only Describe calls, nothing stored.
 
     Checks the command (`spec`) the way `start_run` does, then the instances unless told not to.
     """
-    async with client_for(settings, credentials) as client:
+    async with client_for(settings, credentials, clock) as client:
         if spec is not None:
             await check_command(
                 client,
                 [t.region for t in targets],
                 spec,
                 content_limit_bytes=settings.content_limit_bytes,
-                now_s=time.time(),
+                now_s=clock.time(),
             )
         return await _preflight(client, targets) if instances else {}
 
@@ -255,41 +275,34 @@ async def resume_run(
     settings: Settings,
     credentials: Credentials,
     store: LedgerStore,
-    run_id: str,
+    request: ResumeRequest,
     *,
-    secret_params: Mapping[str, str],
     emit: Emit,
-    wait_for_quota: bool = False,
-    wait: bool | None = None,
     handle_signals: bool = True,
-    force_lease: bool = False,
+    clock: Clock = SYSTEM_CLOCK,
 ) -> RunOutcome:
     """Continue a stored run with the same command, parameters and tokens.
 
-    `force_lease` takes the run over even from a live runner (`resume --force`).
+    `request.force_lease` takes the run over even from a live runner (`resume --force`).
     """
-    run = await anyio.to_thread.run_sync(store.get_run, run_id)
-    spec = run_spec(run, secret_params)
+    run = await anyio.to_thread.run_sync(store.get_run, request.run_id)
+    spec = run_spec(run, request.secret_params)
     regions = await anyio.to_thread.run_sync(
-        stored_regions, store, run, settings.quota, time.time()
+        stored_regions, store, run, settings.quota, clock.time()
     )
     allowed = parse_max_errors(_text_option(run, "max_errors"), run.target_count)
     emit(
         "resume",
-        {"run_id": run_id, "state": run.state.value, "allowed": allowed, "regions": regions},
+        {"run_id": run.run_id, "state": run.state.value, "allowed": allowed, "regions": regions},
     )
-    return await drive(
-        settings,
-        credentials,
-        store,
-        run,
-        spec,
-        emit=emit,
-        wait_for_quota=wait_for_quota,
+    options = DriveOptions(
+        wait_for_quota=request.wait_for_quota,
+        wait=request.wait,
         handle_signals=handle_signals,
-        wait=wait,
-        force_lease=force_lease,
+        force_lease=request.force_lease,
+        clock=clock,
     )
+    return await drive(settings, credentials, store, run, spec, emit=emit, options=options)
 
 
 async def drive(
@@ -300,72 +313,40 @@ async def drive(
     spec: CommandSpec,
     *,
     emit: Emit,
-    wait_for_quota: bool,
-    handle_signals: bool,
-    wait: bool | None = None,
-    force_lease: bool = False,
+    options: DriveOptions = DriveOptions(),
 ) -> RunOutcome:
     """Dispatch every open batch of a stored run, follow the results, record how it ended."""
+    clock = options.clock
     committer = GroupCommitter(store)
-    wait = bool(run.options.get("wait") if wait is None else wait) and waits_for_results(spec)
-    gate = Gate(
-        concurrency=settings.concurrency,
-        region_concurrency=settings.region_concurrency,
-        rate_per_s=settings.rate_per_s,
-    )
-    allowed = parse_max_errors(_text_option(run, "max_errors"), run.target_count)
+    control = RunControl(clock)
     outcome: RunOutcome | None = None
-    async with client_for(settings, credentials) as client, anyio.create_task_group() as tg:
+    async with (
+        client_for(settings, credentials, clock) as client,
+        anyio.create_task_group() as tg,
+    ):
         tg.start_soon(committer.run)
-        d = Dispatch(
+        ctx = InvokeContext(
             run_id=run.run_id,
             account=run.account,
             spec=spec,
             client=client,
             ledger=committer,
-            gate=gate,
+            gate=Gate(
+                clock,
+                concurrency=settings.concurrency,
+                region_concurrency=settings.region_concurrency,
+                rate_per_s=settings.rate_per_s,
+            ),
             quota=settings.quota,
+            control=control,
+            clock=clock,
             max_attempts=settings.max_attempts,
         )
-        leg = Leg(d, emit, ErrorBudget(allowed))
-        d.on_end = leg.batch_ended
-        await _take_lease(committer, run, settings, local=store.local, force=force_lease)
-        seen = await anyio.to_thread.run_sync(store.events, run.run_id)
-        last_event = seen[-1][0] if seen else 0
-        now = time.time()
-        await committer.submit(
-            SetRun(run.run_id, RunState.RUNNING, now),
-            AppendEvent(run.run_id, "start", now, {"owner": _owner()}),
+        await take_lease(
+            committer, run, clock, settings.lease_s, local=store.local, force=options.force_lease
         )
-        async with anyio.create_task_group() as helpers:
-            if handle_signals:
-                helpers.start_soon(_watch_signals, d, tg.cancel_scope)
-            helpers.start_soon(_keep_lease, committer, store, run, settings, d, last_event)
-            batches = await anyio.to_thread.run_sync(store.load_batches, run.run_id)
-            if wait:
-                leg.collector = Collector(
-                    client,
-                    committer,
-                    spec.command_id,
-                    settings.poll_interval_s,
-                    settings.max_output_bytes,
-                    on_final=leg.instance_final,
-                    describe_rate_per_s=settings.describe_rate_per_s,
-                )
-                helpers.start_soon(leg.collector.run)
-                for b in batches:
-                    if b.state is BatchState.ACCEPTED and b.invoke_id:
-                        leg.collector.follow(b, b.invoke_id)
-            await dispatch_waves(
-                leg,
-                store,
-                batches,
-                workers=settings.concurrency,
-                wait_for_quota=wait_for_quota,
-                pause_after_wave=bool(run.options.get("pause_after_wave")),
-            )
-            helpers.cancel_scope.cancel()
-        outcome = await _finish(d, store, run, committer)
+        await _leg(ctx, settings, store, run, emit, options, tg.cancel_scope)
+        outcome = await _finish(ctx, store, run)
         tg.cancel_scope.cancel()
     if outcome is None:  # a second signal: left at once; the ledger holds every intent
         outcome = RunOutcome(run.run_id, RunState.RUNNING, ExitCode.INTERRUPTED, "left at once")
@@ -381,115 +362,101 @@ async def drive(
     return outcome
 
 
+async def _leg(
+    ctx: InvokeContext,
+    settings: Settings,
+    store: LedgerStore,
+    run: RunRecord,
+    emit: Emit,
+    options: DriveOptions,
+    everything: anyio.CancelScope,
+) -> None:
+    """This process's leg: mark the run running, then its waves with their helpers around them."""
+    wait = bool(run.options.get("wait") if options.wait is None else options.wait)
+    seen = await anyio.to_thread.run_sync(store.events, run.run_id)
+    last_event = seen[-1][0] if seen else 0
+    now = ctx.clock.time()
+    await ctx.ledger.submit(
+        SetRun(run.run_id, RunState.RUNNING, now),
+        AppendEvent(run.run_id, "start", now, {"owner": owner()}),
+    )
+    allowed = parse_max_errors(_text_option(run, "max_errors"), run.target_count)
+    leg = Leg(run.run_id, ctx.control, emit, ErrorBudget(allowed))
+    async with anyio.create_task_group() as helpers:
+        if options.handle_signals:
+            helpers.start_soon(_watch_signals, ctx.control, run.run_id, everything)
+        helpers.start_soon(
+            keep_lease,
+            ctx.ledger,
+            store,
+            run,
+            ctx.clock,
+            settings.lease_s,
+            ctx.control,
+            last_event,
+        )
+        batches = await anyio.to_thread.run_sync(store.load_batches, run.run_id)
+        collector = None
+        if wait and waits_for_results(ctx.spec):
+            collector = Collector(
+                ctx.client,
+                ctx.ledger,
+                ctx.spec.command_id,
+                settings.poll_interval_s,
+                settings.max_output_bytes,
+                on_final=leg.instance_final,
+                describe_rate_per_s=settings.describe_rate_per_s,
+            )
+            helpers.start_soon(collector.run)
+            for b in batches:
+                if b.state is BatchState.ACCEPTED and b.invoke_id:
+                    collector.follow(b, b.invoke_id)
+        waves = WaveOptions(
+            workers=settings.concurrency,
+            wait_for_quota=options.wait_for_quota,
+            pause_after_wave=bool(run.options.get("pause_after_wave")),
+        )
+        await dispatch_waves(ctx, leg, collector, store, batches, waves)
+        helpers.cancel_scope.cancel()
+
+
 def _text_option(run: RunRecord, name: str) -> str | None:
     """A string option stored with the run."""
     value = run.options.get(name)
     return value if isinstance(value, str) else None
 
 
-async def _take_lease(
-    committer: GroupCommitter, run: RunRecord, settings: Settings, *, local: bool, force: bool
-) -> None:
-    """Become the one runner of this run, or refuse with who holds it.
-
-    A dead holder on this host is taken over at once only for a host-local ledger: host names
-    are not unique across the hosts sharing a PostgreSQL ledger (which checks its holders'
-    connections itself).
-    """
-    now = time.time()
-    granted, holder, until = await _lease(
-        committer, AcquireLease(run.run_id, _owner(), now + settings.lease_s, now, force=force)
-    )
-    if not granted and local and _holder_is_gone(holder):
-        granted, holder, until = await _lease(
-            committer, AcquireLease(run.run_id, _owner(), now + settings.lease_s, now, force=True)
-        )
-    if not granted:
-        when = datetime.fromtimestamp(until or now, UTC).isoformat(timespec="seconds")
-        msg = f"run {run.run_id} is being driven by {holder} (lease until {when})"
-        raise UsageError(msg)
-
-
-async def _lease(
-    committer: GroupCommitter, op: AcquireLease
-) -> tuple[bool, str | None, float | None]:
-    """Apply one lease operation: (granted, holder, until)."""
-    (result,) = await committer.submit(op)
-    assert isinstance(result, tuple)
-    granted, holder, until = result
-    return bool(granted), holder, until
-
-
-def _holder_is_gone(holder: str | None) -> bool:
-    """True if the lease holder was a process on this host that no longer exists."""
-    host, _, pid = (holder or "").rpartition(":")
-    if host != socket.gethostname() or not pid.isdigit():
-        return False
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    return False
-
-
-# How often the runner looks for a `fanout stop` request in the ledger.
-_STOP_POLL_S = 1.0
-
-
-async def _keep_lease(
-    committer: GroupCommitter,
-    store: LedgerStore,
-    run: RunRecord,
-    settings: Settings,
-    d: Dispatch,
-    last_event: int,
-) -> None:
-    """Renew the lease while this process drives the run; obey `fanout stop` requests."""
-    renewed = time.monotonic()
-    while True:
-        await anyio.sleep(_STOP_POLL_S)
-        events = await anyio.to_thread.run_sync(store.events, run.run_id, last_event)
-        if events:
-            last_event = events[-1][0]
-            if any(kind == STOP_REQUEST for _id, _ts, kind, _data in events):
-                d.stop(requested=True)
-                log.warning("stop requested", run_id=run.run_id)
-        if time.monotonic() - renewed >= settings.lease_s / 3:
-            renewed = time.monotonic()
-            now = time.time()
-            committer.post(AcquireLease(run.run_id, _owner(), now + settings.lease_s, now))
-
-
-async def _watch_signals(d: Dispatch, everything: anyio.CancelScope) -> None:
+async def _watch_signals(control: RunControl, run_id: str, everything: anyio.CancelScope) -> None:
     """First SIGINT/SIGTERM: stop dispatching; second: leave at once."""
     with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
         async for _ in signals:
-            if d.stopping:
+            if control.halted_by(HaltReason.SIGNAL, HaltReason.STOP_REQUESTED):
                 everything.cancel()
                 return
-            d.stop()
-            log.warning("stopping", run_id=d.run_id, hint="again to leave at once")
+            control.halt(HaltReason.SIGNAL)
+            log.warning("stopping", run_id=run_id, hint="again to leave at once")
 
 
-async def _finish(
-    d: Dispatch, store: LedgerStore, run: RunRecord, committer: GroupCommitter
-) -> RunOutcome:
+async def _finish(ctx: InvokeContext, store: LedgerStore, run: RunRecord) -> RunOutcome:
     """Decide the run's state and exit code from the ledger, and record it."""
-    await committer.flush()
+    await ctx.ledger.flush()
     counts_by_region = await anyio.to_thread.run_sync(store.instance_counts, run.run_id)
     counts: dict[str, int] = {}
     for per_state in counts_by_region.values():
         for state, n in per_state.items():
             counts[state] = counts.get(state, 0) + n
-    frees_at = await quota_frees_at(d, store) if d.quota_blocked else None
-    state, code, message = verdict(d, counts, frees_at)
-    now = time.time()
-    await committer.submit(
-        SetRun(run.run_id, state, now, exit_code=int(code)),
-        AppendEvent(run.run_id, "end", now, {"state": state.value, "exit_code": int(code)}),
-        AcquireLease(run.run_id, _owner(), now, now),  # release: expire our lease now
+    halt = ctx.control.state()
+    frees_at = None
+    if halt.quota_blocked:
+        frees_at = await quota_frees_at(ctx, store, sorted(halt.quota_blocked))
+    now = ctx.clock.time()
+    end = verdict(halt, counts, frees_at, now)
+    await ctx.ledger.submit(
+        SetRun(run.run_id, end.state, now, exit_code=int(end.exit_code)),
+        AppendEvent(
+            run.run_id, "end", now, {"state": end.state.value, "exit_code": int(end.exit_code)}
+        ),
+        release(run.run_id, now),
     )
-    committer.close()
-    return RunOutcome(run.run_id, state, code, message, counts, frees_at)
+    ctx.ledger.close()
+    return RunOutcome(run.run_id, end.state, end.exit_code, end.message, counts, frees_at)

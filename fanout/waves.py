@@ -15,33 +15,32 @@ calls in flight, at most `--concurrency`).
 from __future__ import annotations
 
 import math
-import time
 from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 
 import anyio
 
 from fanout.aliyun.command import CommandSpec
-from fanout.errors import ConfigError, ExitCode
-from fanout.invoke import BatchEnd, Dispatch, invoke_batch
+from fanout.errors import ConfigError
+from fanout.halt import HaltReason, RunControl
+from fanout.invoke import BatchEnd, BatchOutcome, InvokeContext, invoke_batch
 from fanout.ledger import (
     BatchRecord,
     BatchState,
     InstanceRecord,
     InstanceState,
     LedgerStore,
-    RunState,
 )
 from fanout.results import COUNTED_FAILURES, Collector
 
 __all__ = [
     "ErrorBudget",
     "Leg",
+    "WaveOptions",
     "dispatch_waves",
     "parse_max_errors",
-    "verdict",
+    "quota_frees_at",
     "waits_for_results",
 ]
 
@@ -94,12 +93,12 @@ class ErrorBudget:
 
 @dataclass(slots=True)
 class Leg:
-    """This process's leg of a run: batch ends, the collector, the budget, progress events."""
+    """This process's leg of a run: counts failures against the budget and reports progress."""
 
-    d: Dispatch
+    run_id: str
+    control: RunControl
     emit: Emit
     budget: ErrorBudget
-    collector: Collector | None = None
     ends: dict[BatchEnd, int] = field(default_factory=dict)
 
     def batch_started(self, record: BatchRecord) -> None:
@@ -109,12 +108,11 @@ class Leg:
             {"batch_id": record.batch_id, "region": record.region, "attempts": record.attempts},
         )
 
-    def batch_ended(self, record: BatchRecord, end: BatchEnd, note: str | None) -> None:
-        """invoke's callback: follow accepted batches, count permanent failures."""
+    def batch_ended(self, outcome: BatchOutcome) -> None:
+        """Count permanent failures of a batch call and report how the batch ended."""
+        record, end = outcome.record, outcome.end
         self.ends[end] = self.ends.get(end, 0) + 1
-        if end is BatchEnd.ACCEPTED and self.collector is not None and record.invoke_id:
-            self.collector.follow(record, record.invoke_id)
-        if end is BatchEnd.FAILED and note != "isolated":
+        if end is BatchEnd.FAILED and outcome.note != "isolated":
             self._count(len(record.instance_ids))
         self.emit(
             "batch",
@@ -148,12 +146,11 @@ class Leg:
 
     def _count(self, n: int) -> None:
         """Add failures; halt dispatching once the budget is exceeded."""
-        if self.budget.add(n) and not self.d.over_budget:
-            self.d.halt_for_errors()
+        if self.budget.add(n) and self.control.halt(HaltReason.BUDGET):
             self.emit(
                 "halted",
                 {
-                    "run_id": self.d.run_id,
+                    "run_id": self.run_id,
                     "failures": self.budget.failures,
                     "allowed": self.budget.allowed,
                 },
@@ -165,123 +162,103 @@ async def _reload(store: LedgerStore, run_id: str) -> list[BatchRecord]:
     return await anyio.to_thread.run_sync(store.load_batches, run_id)
 
 
+@dataclass(frozen=True, slots=True)
+class WaveOptions:
+    """How the waves of this leg are driven."""
+
+    workers: int
+    wait_for_quota: bool
+    pause_after_wave: bool
+
+
 async def dispatch_waves(
+    ctx: InvokeContext,
     leg: Leg,
+    collector: Collector | None,
     store: LedgerStore,
     batches: Sequence[BatchRecord],
-    *,
-    workers: int,
-    wait_for_quota: bool,
-    pause_after_wave: bool,
+    options: WaveOptions,
 ) -> None:
     """Dispatch the open batches wave by wave, results in between; wait out the quota if asked."""
-    d = leg.d
+    control = ctx.control
     open_batches = [b for b in batches if b.state in OPEN_BATCH_STATES]
     # Batches that may already have run are resolved first (same token, same answer).
     open_batches.sort(key=lambda b: (b.wave, b.state is BatchState.PENDING, b.seq))
     waves = sorted({b.wave for b in open_batches})
     total = max((b.wave for b in batches), default=-1) + 1
     for index, wave in enumerate(waves):
-        leg.emit("wave_start", {"run_id": d.run_id, "wave": wave + 1, "waves": total})
+        leg.emit("wave_start", {"run_id": ctx.run_id, "wave": wave + 1, "waves": total})
         todo = [b for b in open_batches if b.wave == wave]
-        while todo and not d.halted:
-            await _dispatch(d, todo, workers, leg.batch_started)
-            if not d.quota_blocked or not wait_for_quota:
+        while todo and not control.halted:
+            await _dispatch(ctx, leg, collector, todo, options.workers)
+            if not control.quota_blocked or not options.wait_for_quota:
                 break
             todo = [  # what the quota left open, to be sent once the window frees
                 b
-                for b in await _reload(store, d.run_id)
+                for b in await _reload(store, ctx.run_id)
                 if b.state in OPEN_BATCH_STATES and b.wave == wave
             ]
             if not todo:
                 break
-
-            await _sleep_for_quota(d, store, leg.emit)
-        if leg.collector is not None:
-            await leg.collector.drain(d.abort_event)
-        leg.emit("wave", {"run_id": d.run_id, "wave": wave + 1, "failures": leg.budget.failures})
-        if d.halted or (d.quota_blocked and not wait_for_quota):
+            await _sleep_for_quota(ctx, store, leg.emit)
+        if collector is not None:
+            await collector.drain(control.abort_event)
+        leg.emit("wave", {"run_id": ctx.run_id, "wave": wave + 1, "failures": leg.budget.failures})
+        if control.halted or (control.quota_blocked and not options.wait_for_quota):
             return
-        if pause_after_wave and index < len(waves) - 1:
-            d.pause()
+        if options.pause_after_wave and index < len(waves) - 1:
+            control.halt(HaltReason.PAUSE)
             return
-    if leg.collector is not None:  # accepted earlier (resume) and not final yet
-        await leg.collector.drain(d.abort_event)
+    if collector is not None:  # accepted earlier (resume) and not final yet
+        await collector.drain(control.abort_event)
 
 
 async def _dispatch(
-    d: Dispatch,
+    ctx: InvokeContext,
+    leg: Leg,
+    collector: Collector | None,
     batches: Sequence[BatchRecord],
     workers: int,
-    started: Callable[[BatchRecord], None],
 ) -> None:
     """Invoke `batches` with workers pulling from one queue; the gate bounds calls in flight."""
     queue = deque(batches)
-    await d.ledger.flush()
+    await ctx.ledger.flush()
 
     async def worker() -> None:
-        while queue and not d.halted:
+        while queue and not ctx.control.halted:
             batch = queue.popleft()
-            if batch.region in d.quota_blocked:
+            if ctx.control.is_blocked(batch.region):
                 continue
-            started(batch)
-            await invoke_batch(d, batch)
+            leg.batch_started(batch)
+            outcome = await invoke_batch(ctx, batch)
+            invoke_id = outcome.record.invoke_id
+            if outcome.end is BatchEnd.ACCEPTED and collector is not None and invoke_id:
+                collector.follow(outcome.record, invoke_id)
+            leg.batch_ended(outcome)
 
     async with anyio.create_task_group() as tg:
         for _ in range(min(workers * _WORKERS_PER_SLOT, len(queue))):
             tg.start_soon(worker)
-    await d.ledger.flush()
+    await ctx.ledger.flush()
 
 
-async def _sleep_for_quota(d: Dispatch, store: LedgerStore, emit: Emit) -> None:
+async def _sleep_for_quota(ctx: InvokeContext, store: LedgerStore, emit: Emit) -> None:
     """Sleep until every blocked region can make a call again."""
-    until = await quota_frees_at(d, store)
-    emit("quota_wait", {"run_id": d.run_id, "regions": sorted(d.quota_blocked), "until": until})
-    await d.sleep(max(0.0, until - time.time()) + 1.0)
-    d.quota_blocked.clear()
+    blocked = sorted(ctx.control.quota_blocked)
+    until = await quota_frees_at(ctx, store, blocked)
+    emit("quota_wait", {"run_id": ctx.run_id, "regions": blocked, "until": until})
+    await ctx.control.sleep(max(0.0, until - ctx.clock.time()) + 1.0)
+    ctx.control.unblock_regions()
 
 
-async def quota_frees_at(d: Dispatch, store: LedgerStore) -> float:
-    """When every quota-blocked region can make its next call."""
-    now = time.time()
-    start = d.quota.window_start(now)
+async def quota_frees_at(ctx: InvokeContext, store: LedgerStore, regions: Sequence[str]) -> float:
+    """When every region of `regions` can make its next call."""
+    now = ctx.clock.time()
+    start = ctx.quota.window_start(now)
     frees = [
-        d.quota.frees_at(
-            await anyio.to_thread.run_sync(store.quota_times, d.account, region, start), now
+        ctx.quota.frees_at(
+            await anyio.to_thread.run_sync(store.quota_times, ctx.account, region, start), now
         )
-        for region in d.quota_blocked
+        for region in regions
     ]
     return max(frees, default=now)
-
-
-def verdict(  # noqa: PLR0911 - one return per documented exit code, in priority order
-    d: Dispatch, counts: Mapping[str, int], frees_at: float | None
-) -> tuple[RunState, ExitCode, str]:
-    """The run's state, exit code and a one-line summary."""
-    summary = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
-    if d.fatal is not None:
-        return RunState.FATAL, ExitCode.FATAL_API, f"stopped by a fatal API error: {d.fatal}"
-    if d.stop_requested:
-        return RunState.STOPPED, ExitCode.INTERRUPTED, f"stopped ({summary}); resumable"
-    if d.stopping:
-        return RunState.INTERRUPTED, ExitCode.INTERRUPTED, f"interrupted ({summary}); resumable"
-    if d.over_budget:
-        return (
-            RunState.HALTED,
-            ExitCode.HALTED,
-            f"halted by --max-errors ({summary}); look, then `fanout resume` or `fanout retry`",
-        )
-    if d.paused:
-        return RunState.INTERRUPTED, ExitCode.INTERRUPTED, f"paused after a wave ({summary})"
-    open_left = counts.get(InstanceState.PENDING, 0)
-    if d.quota_blocked and open_left:
-        when = datetime.fromtimestamp(frees_at or time.time(), UTC).isoformat(timespec="seconds")
-        return (
-            RunState.QUOTA,
-            ExitCode.QUOTA,
-            f"daily quota spent with {open_left} instances not invoked; capacity frees at {when}",
-        )
-    good = counts.get(InstanceState.SUCCEEDED, 0) + counts.get(InstanceState.INVOKED, 0)
-    if good == sum(counts.values()):
-        return RunState.FINISHED, ExitCode.OK, f"finished: {summary}"
-    return RunState.FINISHED, ExitCode.FINISHED_WITH_FAILURES, f"finished with problems: {summary}"

@@ -21,9 +21,7 @@ sent exactly once per method call: the runner owns their retries, as ledger even
 
 from __future__ import annotations
 
-import random
 import ssl
-import time
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -34,13 +32,13 @@ from types import TracebackType
 from typing import Any, Literal, Self
 
 import aiohttp
-import anyio
 import yarl
 
 from fanout.aliyun import wire
 from fanout.aliyun.actions import EcsActions
 from fanout.aliyun.credentials import Credentials
 from fanout.aliyun.endpoints import resolve_endpoint
+from fanout.clock import SYSTEM_CLOCK, Backoff, Clock
 from fanout.errors import CallError, CallKind, ConfigError, TransportError
 
 __all__ = ["DEFAULT_OPTIONS", "USER_AGENT", "ClientOptions", "EcsClient"]
@@ -103,11 +101,15 @@ class EcsClient(EcsActions):
         credentials: Credentials,
         options: ClientOptions = DEFAULT_OPTIONS,
         *,
-        clock: Callable[[], datetime] | None = None,
+        clock: Clock = SYSTEM_CLOCK,
+        signing_clock: Callable[[], datetime] | None = None,
     ) -> None:
+        # `clock` paces retries; `signing_clock` stamps requests and is the real wall clock
+        # unless a test sets it (the server checks the stamp against its own clock).
         self._credentials = credentials
         self._options = options
-        self._clock = clock or _utc_now
+        self._clock = clock
+        self._signing_clock = signing_clock or _utc_now
         self._session: aiohttp.ClientSession | None = None
         self._closed = False
         # When a read was last throttled, per region (monotonic): pollers slow down on it.
@@ -189,7 +191,7 @@ class EcsClient(EcsActions):
             params,
             self._credentials,
             nonce=uuid.uuid4().hex,
-            moment=self._clock(),
+            moment=self._signing_clock(),
         )
         try:
             async with session.post(
@@ -211,33 +213,26 @@ class EcsClient(EcsActions):
         """`_send` with bounded retries of transient failures (for calls that change nothing)."""
         attempts = max(1, self._options.describe_attempts)
         attempt = 1
+        backoff = Backoff(self._options.retry_base_delay_s, _RETRY_CAP_S)
         while True:
             try:
                 return await self._send(action, region, params)
             except CallError as err:
                 # ECS throttles per minute: throttled reads wait longer and try more often.
                 if err.is_throttling:
-                    self._reads_throttled_at[region] = time.monotonic()
+                    self._reads_throttled_at[region] = self._clock.monotonic()
                 limit = max(attempts, _THROTTLED_ATTEMPTS) if err.is_throttling else attempts
 
                 if attempt >= limit or err.kind not in _TRANSIENT:
                     raise
-                cap = _THROTTLED_CAP_S if err.is_throttling else _RETRY_CAP_S
-                delay_s = self._backoff_s(attempt, err.retry_after_s, cap)
-            await anyio.sleep(delay_s)
+                backoff.cap_s = _THROTTLED_CAP_S if err.is_throttling else _RETRY_CAP_S
+                delay_s = backoff.next_delay_s(err.retry_after_s, hint_cap_s=backoff.cap_s)
+            await self._clock.sleep(delay_s)
             attempt += 1
 
     def reads_throttled_at(self, region: str) -> float:
         """When a Describe call in `region` was last answered with Throttling (monotonic; 0: never)."""
         return self._reads_throttled_at.get(region, 0.0)
-
-    def _backoff_s(self, attempt: int, retry_after_s: float | None, cap_s: float) -> float:
-        """Exponential delay with jitter before retry number `attempt`, at most `cap_s`."""
-        ceiling = min(cap_s, self._options.retry_base_delay_s * 2 ** (attempt - 1))
-        delay_s = random.uniform(ceiling / 2, ceiling)
-        if retry_after_s is not None:
-            delay_s = max(delay_s, min(retry_after_s, cap_s))
-        return delay_s
 
     async def call(self, action: str, region: str, params: Mapping[str, object]) -> dict[str, Any]:
         """Call `action` in `region`; `RegionId` is added. `Describe*` actions retry, others never."""

@@ -349,7 +349,7 @@ async def test_auth_failures_are_fatal_and_uncounted(
     """A bad secret, key id, timestamp or STS token is a FATAL ApiError, and the call is never counted."""
     clock = _stale_clock if stale else None
     calls_before = dict(_region_state(emulator)["calls"])  # the preflight's Describe calls
-    async with EcsClient(credentials, _options(emulator, signature), clock=clock) as ecs:
+    async with EcsClient(credentials, _options(emulator, signature), signing_clock=clock) as ecs:
         with pytest.raises(ApiError) as info:
             await ecs.invoke_command(
                 REGION,

@@ -60,7 +60,7 @@ async def make_client(server: Server) -> AsyncIterator[MakeClient]:
             **options: Any,
         ) -> EcsClient:
             opts = ClientOptions(endpoint=server.url, retry_base_delay_s=0.01, **options)
-            client = EcsClient(credentials, opts, clock=clock)
+            client = EcsClient(credentials, opts, signing_clock=clock)
             stack.push_async_callback(client.close)
             return client
 

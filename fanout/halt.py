@@ -1,0 +1,104 @@
+"""Run control: the one owner of "may this run still send, and why not".
+
+Every stage that can end dispatching says so through one verb, `RunControl.halt(reason)`: the
+error budget (`BUDGET`), a `fanout stop` request seen in the ledger (`STOP_REQUESTED`), SIGINT or
+SIGTERM (`SIGNAL`), a fatal API answer (`FATAL`), `--pause-after-wave` (`PAUSE`). A region whose
+daily quota is spent is blocked on its own (`block_region`): the other regions go on, and the
+run waits for it or ends with exit 4. The verdict (`fanout.verdict`) reads a `HaltState` snapshot,
+never the live object.
+
+    halt reason        dispatching   results collection
+    BUDGET, PAUSE      stops         goes on (what was sent is followed to its end)
+    SIGNAL, STOP_...   stops         stops (resume picks it up)
+    FATAL              stops         stops
+"""
+
+from __future__ import annotations
+
+import anyio
+
+from fanout.clock import Clock, sleep_or_wake
+from fanout.verdict import HaltReason, HaltState
+
+__all__ = ["HaltReason", "HaltState", "RunControl"]
+
+
+# Reasons that also end results collection: the operator wants the process back now.
+_ABORTING = frozenset({HaltReason.STOP_REQUESTED, HaltReason.SIGNAL, HaltReason.FATAL})
+
+
+class RunControl:
+    """Halting state of one leg of a run, with the waits on it."""
+
+    __slots__ = ("_abort", "_clock", "_fatal", "_halt", "_quota_blocked", "_reasons")
+
+    def __init__(self, clock: Clock) -> None:
+        self._clock = clock
+        self._reasons: set[HaltReason] = set()
+        self._fatal: str | None = None
+        self._quota_blocked: set[str] = set()
+        self._halt = anyio.Event()
+        self._abort = anyio.Event()
+
+    def halt(self, reason: HaltReason, detail: str | None = None) -> bool:
+        """Stop dispatching for `reason`; True if this reason is new.
+
+        `detail` is kept for `FATAL` (the first one wins): the error the verdict reports.
+        """
+        new = reason not in self._reasons
+        self._reasons.add(reason)
+        if reason is HaltReason.FATAL and self._fatal is None:
+            self._fatal = detail or "fatal API error"
+        self._halt.set()
+        if reason in _ABORTING:
+            self._abort.set()
+        return new
+
+    def halted_by(self, *reasons: HaltReason) -> bool:
+        """True if the run halted for any of `reasons` (for any reason when none are named)."""
+        return bool(self._reasons.intersection(reasons)) if reasons else bool(self._reasons)
+
+    @property
+    def halted(self) -> bool:
+        """True once nothing more may be dispatched."""
+        return bool(self._reasons)
+
+    @property
+    def fatal(self) -> bool:
+        """True after a fatal API answer."""
+        return HaltReason.FATAL in self._reasons
+
+    @property
+    def halt_event(self) -> anyio.Event:
+        """Set when dispatching stops."""
+        return self._halt
+
+    @property
+    def abort_event(self) -> anyio.Event:
+        """Set when results collection stops too."""
+        return self._abort
+
+    def block_region(self, region: str) -> None:
+        """The region's daily quota is spent: send nothing more there until `unblock_regions`."""
+        self._quota_blocked.add(region)
+
+    def is_blocked(self, region: str) -> bool:
+        """True while `region`'s quota is spent."""
+        return region in self._quota_blocked
+
+    @property
+    def quota_blocked(self) -> frozenset[str]:
+        """The regions whose quota is spent now."""
+        return frozenset(self._quota_blocked)
+
+    def unblock_regions(self) -> None:
+        """The quota windows have moved on: every region may send again."""
+        self._quota_blocked.clear()
+
+    async def sleep(self, seconds: float) -> None:
+        """Sleep on the run's clock, waking early if the run halts."""
+        await sleep_or_wake(self._clock, seconds, self._halt)
+
+    def state(self) -> HaltState:
+        """A snapshot for the verdict."""
+        return HaltState(frozenset(self._reasons), self._fatal, frozenset(self._quota_blocked))

@@ -1,0 +1,116 @@
+"""The lease: one runner drives a run at a time, and it listens for `fanout stop` while it does.
+
+A runner takes the run's lease before it sends anything (`take_lease`), renews it a third of
+`lease_s` at a time while it runs and, on the same beat, reads the run's new ledger events for a
+stop request (`keep_lease`); `release` expires it when the leg ends. A holder that died on this
+host is taken over at once for a host-local ledger; PostgreSQL checks its holders' connections.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+from datetime import UTC, datetime
+
+import anyio
+import structlog
+
+from fanout.clock import Clock
+from fanout.errors import UsageError
+from fanout.halt import HaltReason, RunControl
+from fanout.ledger import AcquireLease, GroupCommitter, LedgerStore, RunRecord
+
+__all__ = ["STOP_POLL_S", "STOP_REQUEST", "keep_lease", "owner", "release", "take_lease"]
+
+log = structlog.get_logger("fanout.lease")
+
+# The ledger event kind `fanout stop` appends for the runner to obey.
+STOP_REQUEST = "stop_requested"
+# How often the runner looks for a `fanout stop` request in the ledger.
+STOP_POLL_S = 1.0
+
+
+def owner() -> str:
+    """Who drives a run: host and pid."""
+    return f"{socket.gethostname()}:{os.getpid()}"
+
+
+async def take_lease(
+    committer: GroupCommitter,
+    run: RunRecord,
+    clock: Clock,
+    lease_s: float,
+    *,
+    local: bool,
+    force: bool,
+) -> None:
+    """Become the one runner of this run, or refuse with who holds it.
+
+    A dead holder on this host is taken over at once only for a host-local ledger: host names
+    are not unique across the hosts sharing a PostgreSQL ledger (which checks its holders'
+    connections itself).
+    """
+    now = clock.time()
+    op = AcquireLease(run.run_id, owner(), now + lease_s, now, force=force)
+    granted, holder, until = await _lease(committer, op)
+    if not granted and local and _holder_is_gone(holder):
+        op = AcquireLease(run.run_id, owner(), now + lease_s, now, force=True)
+        granted, holder, until = await _lease(committer, op)
+    if not granted:
+        when = datetime.fromtimestamp(until or now, UTC).isoformat(timespec="seconds")
+        msg = f"run {run.run_id} is being driven by {holder} (lease until {when})"
+        raise UsageError(msg)
+
+
+def release(run_id: str, now: float) -> AcquireLease:
+    """The ledger operation that lets go of the lease (it expires now)."""
+    return AcquireLease(run_id, owner(), now, now)
+
+
+async def _lease(
+    committer: GroupCommitter, op: AcquireLease
+) -> tuple[bool, str | None, float | None]:
+    """Apply one lease operation: (granted, holder, until)."""
+    (result,) = await committer.submit(op)
+    assert isinstance(result, tuple)
+    granted, holder, until = result
+    return bool(granted), holder, until
+
+
+def _holder_is_gone(holder: str | None) -> bool:
+    """True if the lease holder was a process on this host that no longer exists."""
+    host, _, pid = (holder or "").rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+async def keep_lease(
+    committer: GroupCommitter,
+    store: LedgerStore,
+    run: RunRecord,
+    clock: Clock,
+    lease_s: float,
+    control: RunControl,
+    last_event: int,
+) -> None:
+    """Renew the lease while this process drives the run; obey `fanout stop` requests."""
+    renewed = clock.monotonic()
+    while True:
+        await clock.sleep(STOP_POLL_S)
+        events = await anyio.to_thread.run_sync(store.events, run.run_id, last_event)
+        if events:
+            last_event = events[-1][0]
+            if any(kind == STOP_REQUEST for _id, _ts, kind, _data in events):
+                control.halt(HaltReason.STOP_REQUESTED)
+                log.warning("stop requested", run_id=run.run_id)
+        if clock.monotonic() - renewed >= lease_s / 3:
+            renewed = clock.monotonic()
+            now = clock.time()
+            committer.post(AcquireLease(run.run_id, owner(), now + lease_s, now))

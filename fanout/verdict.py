@@ -1,0 +1,89 @@
+"""How a run (or this leg of it) ended: state, exit code and a one-line summary. Pure.
+
+The verdict is a function of the run control's snapshot (`HaltState`: why it stopped
+dispatching) and the ledger's instance counts, in the priority of the documented exit codes:
+a fatal API error (6) over a stop or a signal (5) over the error budget (3) over a pause (5)
+over the quota (4) over the outcome of what ran (0 or 1).
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from fanout.errors import ExitCode
+from fanout.ledger.model import InstanceState, RunState
+
+__all__ = ["HaltReason", "HaltState", "Verdict", "verdict"]
+
+
+class HaltReason(enum.StrEnum):
+    """Why a run stopped dispatching."""
+
+    BUDGET = "budget"  # --max-errors spent
+    STOP_REQUESTED = "stop_requested"  # `fanout stop`, through the ledger
+    SIGNAL = "signal"  # SIGINT / SIGTERM
+    FATAL = "fatal"  # an API answer after which nothing more may be sent
+    PAUSE = "pause"  # --pause-after-wave
+
+
+@dataclass(frozen=True, slots=True)
+class HaltState:
+    """What the run control knew when the run ended (the verdict's input)."""
+
+    reasons: frozenset[HaltReason] = frozenset()
+    fatal: str | None = None  # the fatal error's one-line text
+    quota_blocked: frozenset[str] = frozenset()
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    """The run's final state, its exit code and the last line printed."""
+
+    state: RunState
+    exit_code: ExitCode
+    message: str
+
+
+def verdict(  # noqa: PLR0911 - one return per documented exit code, in priority order
+    halt: HaltState, counts: Mapping[str, int], frees_at: float | None, now: float
+) -> Verdict:
+    """The verdict for a leg that ended with `halt` and the ledger's `counts` per state."""
+    summary = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+    reasons = halt.reasons
+    if HaltReason.FATAL in reasons:
+        return Verdict(
+            RunState.FATAL, ExitCode.FATAL_API, f"stopped by a fatal API error: {halt.fatal}"
+        )
+    if HaltReason.STOP_REQUESTED in reasons:
+        return Verdict(RunState.STOPPED, ExitCode.INTERRUPTED, f"stopped ({summary}); resumable")
+    if HaltReason.SIGNAL in reasons:
+        return Verdict(
+            RunState.INTERRUPTED, ExitCode.INTERRUPTED, f"interrupted ({summary}); resumable"
+        )
+    if HaltReason.BUDGET in reasons:
+        return Verdict(
+            RunState.HALTED,
+            ExitCode.HALTED,
+            f"halted by --max-errors ({summary}); look, then `fanout resume` or `fanout retry`",
+        )
+    if HaltReason.PAUSE in reasons:
+        return Verdict(
+            RunState.INTERRUPTED, ExitCode.INTERRUPTED, f"paused after a wave ({summary})"
+        )
+    open_left = counts.get(InstanceState.PENDING, 0)
+    if halt.quota_blocked and open_left:
+        when = datetime.fromtimestamp(frees_at or now, UTC).isoformat(timespec="seconds")
+        return Verdict(
+            RunState.QUOTA,
+            ExitCode.QUOTA,
+            f"daily quota spent with {open_left} instances not invoked; capacity frees at {when}",
+        )
+    good = counts.get(InstanceState.SUCCEEDED, 0) + counts.get(InstanceState.INVOKED, 0)
+    if good == sum(counts.values()):
+        return Verdict(RunState.FINISHED, ExitCode.OK, f"finished: {summary}")
+    return Verdict(
+        RunState.FINISHED, ExitCode.FINISHED_WITH_FAILURES, f"finished with problems: {summary}"
+    )
