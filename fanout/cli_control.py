@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import anyio
@@ -56,7 +57,7 @@ def retry_command(run_id: str, only: str, **opts: Any) -> None:
     parent = store.get_run(run_id)
     spec = run_spec(parent, secret_params or {})
     chosen = {part.strip() for part in only.split(",") if part.strip()}
-    targets = retry_targets(store, parent, chosen)
+    targets = retry_targets(store, parent, chosen, now=time.time())
     if not targets:
         out.document(
             {"run_id": None, "parent_run_id": run_id, "targets": 0},

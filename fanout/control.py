@@ -9,7 +9,6 @@ the ledger, so it works across hosts), stops the invocations still running with 
 
 from __future__ import annotations
 
-import time
 from collections.abc import Collection, Mapping
 from dataclasses import dataclass
 
@@ -17,6 +16,7 @@ import anyio
 
 from fanout.aliyun.client import EcsClient
 from fanout.aliyun.command import SPEC_OPTIONS, CommandSpec
+from fanout.clock import SYSTEM_CLOCK, Clock
 from fanout.errors import CallError, UsageError
 from fanout.lease import STOP_REQUEST
 from fanout.ledger import (
@@ -57,13 +57,15 @@ def run_spec(run: RunRecord, secret_params: Mapping[str, str]) -> CommandSpec:
     )
 
 
-def retry_targets(store: LedgerStore, run: RunRecord, only: Collection[str]) -> tuple[Target, ...]:
+def retry_targets(
+    store: LedgerStore, run: RunRecord, only: Collection[str], *, now: float
+) -> tuple[Target, ...]:
     """The targets of `run` whose reported state is one of `only` (failed, unknown, not-invoked)."""
     unknown = set(only) - set(RETRY_CHOICES)
     if unknown or not only:
         msg = f"--only: choose from {', '.join(RETRY_CHOICES)} (got {', '.join(sorted(only)) or 'nothing'})"
         raise UsageError(msg)
-    if run.state is RunState.RUNNING and (run.lease_until or 0) > time.time():
+    if run.state is RunState.RUNNING and (run.lease_until or 0) > now:
         msg = f"run {run.run_id} is still being driven by {run.lease_owner}; stop it or wait"
         raise UsageError(msg)
     wanted = {choice.replace("-", "_") for choice in only}
@@ -86,19 +88,26 @@ class StopResult:
 
 
 async def stop_run(
-    store: LedgerStore, client: EcsClient, run_id: str, *, wait_s: float
+    store: LedgerStore,
+    client: EcsClient,
+    run_id: str,
+    *,
+    wait_s: float,
+    clock: Clock = SYSTEM_CLOCK,
 ) -> StopResult:
     """Ask the runner to stop, stop running invocations, and mark the run stopped."""
     run = await anyio.to_thread.run_sync(store.get_run, run_id)
-    now = time.time()
+    now = clock.time()
     await anyio.to_thread.run_sync(
         store.apply, [AppendEvent(run_id, STOP_REQUEST, now, {"by": "fanout stop"})]
     )
     calls, stopped = await _stop_invocations(store, client, run_id)
-    released = await _wait_for_release(store, run_id, wait_s)
+    released = await _wait_for_release(store, run_id, wait_s, clock)
     run = await anyio.to_thread.run_sync(store.get_run, run_id)
     if released and run.state not in (RunState.STOPPED, RunState.FINISHED):
-        await anyio.to_thread.run_sync(store.apply, [SetRun(run_id, RunState.STOPPED, time.time())])
+        await anyio.to_thread.run_sync(
+            store.apply, [SetRun(run_id, RunState.STOPPED, clock.time())]
+        )
         run = await anyio.to_thread.run_sync(store.get_run, run_id)
     return StopResult(run_id, run.state, calls, stopped, released)
 
@@ -125,13 +134,13 @@ async def _stop_invocations(store: LedgerStore, client: EcsClient, run_id: str) 
     return calls, stopped
 
 
-async def _wait_for_release(store: LedgerStore, run_id: str, wait_s: float) -> bool:
+async def _wait_for_release(store: LedgerStore, run_id: str, wait_s: float, clock: Clock) -> bool:
     """True once no live runner holds the run (it stopped, or its lease expired)."""
-    deadline = time.monotonic() + wait_s
+    deadline = clock.monotonic() + wait_s
     while True:
         run = await anyio.to_thread.run_sync(store.get_run, run_id)
-        if run.state is not RunState.RUNNING or (run.lease_until or 0) <= time.time():
+        if run.state is not RunState.RUNNING or (run.lease_until or 0) <= clock.time():
             return True
-        if time.monotonic() >= deadline:
+        if clock.monotonic() >= deadline:
             return False
-        await anyio.sleep(_POLL_S)
+        await clock.sleep(_POLL_S)

@@ -10,7 +10,6 @@ import json
 import random
 import signal
 import subprocess
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -26,6 +25,7 @@ from tests.conftest import (
     fleet_ids,
     invoked_instances,
     ledger_sql,
+    wait_for,
     write_targets,
 )
 
@@ -244,7 +244,8 @@ def test_interrupt_exits_5_and_resume_completes(
         "--no-preflight",
     )
     run_id = read_run_id(proc)
-    time.sleep(0.5)
+    # Interrupt once the ledger shows the first accepted batch (not after a guessed delay).
+    wait_for(lambda: batch_states(cli.ledger).get("accepted", 0) > 0)
     proc.send_signal(signal.SIGINT)
     assert proc.wait(timeout=30) == 5
     states = batch_states(cli.ledger)

@@ -1,0 +1,48 @@
+"""The gate on the fake clock: throttling pauses only its region, doubling up to a minute."""
+
+from __future__ import annotations
+
+import anyio
+
+from fanout.clock import FakeClock
+from fanout.gate import Gate
+
+
+def _gate(clock: FakeClock) -> Gate:
+    return Gate(clock, concurrency=4, region_concurrency=2, rate_per_s=0)
+
+
+async def test_a_throttled_region_waits_its_pause_before_the_next_call() -> None:
+    """After a throttle answer the region's next call waits the pause on the run's clock."""
+    clock = FakeClock()
+    gate = _gate(clock)
+    pause = gate.throttled("cn-hangzhou")
+    assert pause == 1.0
+    async with gate.sending("cn-hangzhou"):
+        pass
+    assert clock.sleeps == [1.0]
+
+
+async def test_the_pause_doubles_per_throttle_in_a_row_up_to_a_minute_and_resets() -> None:
+    """Throttles in a row double the pause (1, 2, 4 ... 60 s); a success starts from 1 s again."""
+    gate = _gate(FakeClock())
+    pauses = [gate.throttled("cn-hangzhou") for _ in range(8)]
+    assert pauses == [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 60.0, 60.0]
+    gate.succeeded("cn-hangzhou")
+    assert gate.throttled("cn-hangzhou") == 1.0
+
+
+async def test_the_servers_hint_lengthens_the_pause() -> None:
+    """A Retry-After longer than the doubling pause is honoured."""
+    assert _gate(FakeClock()).throttled("cn-hangzhou", hint_s=45.0) == 45.0
+
+
+async def test_other_regions_are_not_held_by_a_throttled_one() -> None:
+    """A call in another region goes through without waiting."""
+    clock = FakeClock()
+    gate = _gate(clock)
+    gate.throttled("cn-hangzhou", hint_s=30.0)
+    with anyio.fail_after(5):
+        async with gate.sending("cn-beijing"):
+            pass
+    assert clock.sleeps == []

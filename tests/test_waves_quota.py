@@ -1,0 +1,131 @@
+"""The quota wait on the injected clock: a day of waiting costs no real time, and the waves
+resume on their own when the window frees (the emulator answers over real HTTP, the ledger is a
+real SQLite file; only time is fake)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+from fanout.aliyun.command import CommandSpec
+from fanout.aliyun.credentials import Credentials
+from fanout.clock import FakeClock
+from fanout.emulator import (
+    DEMO_ACCESS_KEY_ID,
+    DEMO_ACCESS_KEY_SECRET,
+    DEMO_COMMAND_ID,
+    EmulatorConfig,
+    running_emulator,
+)
+from fanout.emulator.fleet import Fleet
+from fanout.gate import Gate
+from fanout.halt import HaltReason, RunControl
+from fanout.invoke import InvokeContext
+from fanout.ledger import BatchRecord, BatchState, GroupCommitter, RunRecord, RunState
+from fanout.ledger.sqlite import SqliteLedger
+from fanout.plan import make_plan
+from fanout.quota import DAY_S, QuotaPolicy
+from fanout.runner import client_for
+from fanout.settings import Settings
+from fanout.targets import Target
+from fanout.waves import ErrorBudget, Leg, WaveOptions, dispatch_waves
+
+REGION = "cn-hangzhou"
+CREDS = Credentials(DEMO_ACCESS_KEY_ID, DEMO_ACCESS_KEY_SECRET)
+
+
+def _stored_run(store: SqliteLedger, clock: FakeClock, instances: int) -> list[BatchRecord]:
+    """A run of `instances` usable instances in one region, 50 per batch, stored pending."""
+    config = EmulatorConfig(regions=(REGION,), instances_per_region=instances)
+    ids = [i.instance_id for i in Fleet.from_config(config).regions[REGION].instances]
+    plan = make_plan("r-quota", [Target(REGION, i) for i in ids], batch_size=50)
+    now = clock.time()
+    run = RunRecord("r-quota", now, now, RunState.CREATED, DEMO_COMMAND_ID, "acct", len(ids))
+    batches = [
+        BatchRecord(
+            b.batch_id,
+            "r-quota",
+            b.region,
+            b.seq,
+            b.wave,
+            b.instance_ids,
+            b.client_token,
+            BatchState.PENDING,
+        )
+        for b in plan.batches
+    ]
+    store.create_run(run, batches, [])
+    return batches
+
+
+async def _drive_waves(
+    tmp_path: Path, clock: FakeClock, *, wait_for_quota: bool
+) -> tuple[list[tuple[str, dict[str, Any]]], dict[str, Any], SqliteLedger, RunControl]:
+    """Dispatch a 4-batch run with a fanout quota of 2 calls a day; return events and state."""
+    config = EmulatorConfig(regions=(REGION,), instances_per_region=200)
+    store = SqliteLedger(tmp_path / "ledger.sqlite3")
+    batches = _stored_run(store, clock, 200)
+    events: list[tuple[str, dict[str, Any]]] = []
+    control = RunControl(clock)
+    async with running_emulator(config) as emu:
+        settings = Settings(endpoint=emu.url, rate_per_s=0)
+        committer = GroupCommitter(store)
+        async with client_for(settings, CREDS, clock) as client, anyio.create_task_group() as tg:
+            tg.start_soon(committer.run)
+            ctx = InvokeContext(
+                run_id="r-quota",
+                account="acct",
+                spec=CommandSpec(DEMO_COMMAND_ID),
+                client=client,
+                ledger=committer,
+                gate=Gate(clock, concurrency=4, region_concurrency=4, rate_per_s=0),
+                quota=QuotaPolicy(daily_quota=2),
+                control=control,
+                clock=clock,
+                max_attempts=3,
+            )
+            leg = Leg(
+                "r-quota", control, lambda k, d: events.append((k, dict(d))), ErrorBudget(None)
+            )
+            options = WaveOptions(workers=4, wait_for_quota=wait_for_quota, pause_after_wave=False)
+            with anyio.fail_after(60):  # real seconds: a hang fails, the fake day does not count
+                await dispatch_waves(ctx, leg, None, store, batches, options)
+            await committer.flush()
+            committer.close()
+        snapshot = emu.snapshot()
+    return events, snapshot, store, control
+
+
+async def test_waiting_for_quota_sleeps_a_day_on_the_clock_and_sends_the_rest(
+    tmp_path: Path,
+) -> None:
+    """With --wait-for-quota, 2 calls go out, the waves sleep until the window frees, then 2 more."""
+    clock = FakeClock()
+    start = clock.time()
+    events, snapshot, store, control = await _drive_waves(tmp_path, clock, wait_for_quota=True)
+    assert snapshot["regions"][REGION]["calls"]["InvokeCommand"] == 4
+    assert {b.state for b in store.load_batches("r-quota")} == {BatchState.ACCEPTED}
+    (wait,) = [data for kind, data in events if kind == "quota_wait"]
+    assert wait["regions"] == [REGION]
+    assert start + DAY_S <= wait["until"] <= start + DAY_S + 5
+    assert any(s >= DAY_S - 5 for s in clock.sleeps)  # one day, slept on the fake clock
+    assert not control.halted
+    store.close()
+
+
+async def test_without_waiting_the_spent_region_is_blocked_and_nothing_more_goes_out(
+    tmp_path: Path,
+) -> None:
+    """Without --wait-for-quota the waves end after 2 calls with the region blocked (exit 4)."""
+    clock = FakeClock()
+    events, snapshot, store, control = await _drive_waves(tmp_path, clock, wait_for_quota=False)
+    assert snapshot["regions"][REGION]["calls"]["InvokeCommand"] == 2
+    states = [b.state for b in store.load_batches("r-quota")]
+    assert states.count(BatchState.ACCEPTED) == 2
+    assert states.count(BatchState.PENDING) == 2
+    assert control.quota_blocked == frozenset({REGION})
+    assert not control.halted_by(HaltReason.BUDGET, HaltReason.FATAL)
+    assert not [kind for kind, _ in events if kind == "quota_wait"]
+    store.close()
