@@ -96,12 +96,20 @@ class Gate:
                 yield
 
     def throttled(self, region: str, hint_s: float | None = None) -> float:
-        """The server throttled us: pause the region, doubling the pause each time in a row."""
+        """The server throttled a call of `region`: pause the region (and only it).
+
+        The pause doubles (1 s up to a minute) only for a throttle answered after the last pause
+        ended: the answers of calls that were already in flight when the region was paused are
+        the same throttle, not a new one. Returns how long the region is paused from now.
+        """
         state = self._region(region)
+        now = self._clock.monotonic()
+        if state.paused_until > now:  # an answer to a call sent before the pause began
+            state.paused_until = max(state.paused_until, now + (hint_s or 0.0))
+            return state.paused_until - now
         state.throttle_s = min(_THROTTLE_MAX_S, max(_THROTTLE_FIRST_S, state.throttle_s * 2))
-        pause = max(state.throttle_s, hint_s or 0.0)
-        state.paused_until = max(state.paused_until, self._clock.monotonic() + pause)
-        return pause
+        state.paused_until = now + max(state.throttle_s, hint_s or 0.0)
+        return state.paused_until - now
 
     def succeeded(self, region: str) -> None:
         """A call went through: the throttle pause starts from scratch next time."""

@@ -91,9 +91,9 @@ class RunControl:
         """The regions whose quota is spent now."""
         return frozenset(self._quota_blocked)
 
-    def unblock_regions(self) -> None:
-        """The quota windows have moved on: every region may send again."""
-        self._quota_blocked.clear()
+    def unblock_region(self, region: str) -> None:
+        """`region`'s quota window has moved on: it may send again."""
+        self._quota_blocked.discard(region)
 
     async def sleep(self, seconds: float) -> None:
         """Sleep on the run's clock, waking early if the run halts."""

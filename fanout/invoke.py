@@ -44,6 +44,8 @@ __all__ = ["BatchEnd", "BatchOutcome", "InvokeContext", "invoke_batch"]
 
 # Isolating bad instances costs one extra call each time; two rounds bound that cost per batch.
 _MAX_ISOLATION_ROUNDS = 2
+# Throttled attempts of one batch before it is given up (each waits up to a minute in the gate).
+_MAX_THROTTLED_ATTEMPTS = 32
 
 log = structlog.get_logger("fanout.invoke")
 
@@ -95,6 +97,7 @@ class _Batch:
     maybe_applied: bool
     state: BatchState
     isolations: int = 0
+    throttled: int = 0  # attempts the server throttled (never applied)
     invoke_id: str | None = None
     note: str | None = None  # "isolated": every instance was refused individually
     backoff: Backoff = field(default_factory=Backoff)
@@ -263,8 +266,16 @@ async def _failed_attempt(d: InvokeContext, b: _Batch, err: CallError) -> BatchE
 
 
 async def _retry_later(d: InvokeContext, b: _Batch, err: CallError) -> BatchEnd | None:
-    """Back off and try again with the same token, unless attempts are used up."""
-    if b.attempt >= d.max_attempts:
+    """Back off and try again with the same token, unless attempts are used up.
+
+    A throttled attempt was refused before it was applied, so it does not use up one of the
+    batch's `max_attempts`: a region throttled hard slows down, its batches do not fail. A
+    server that throttles a batch `_MAX_THROTTLED_ATTEMPTS` times (about half an hour at
+    the gate's one-minute ceiling) fails it all the same.
+    """
+    if err.is_throttling:
+        b.throttled += 1
+    if b.attempt - b.throttled >= d.max_attempts or b.throttled >= _MAX_THROTTLED_ATTEMPTS:
         state = BatchState.UNKNOWN if b.maybe_applied else BatchState.FAILED
         _settle(d, b, state, err)
         return BatchEnd.UNKNOWN if b.maybe_applied else BatchEnd.FAILED

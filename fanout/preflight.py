@@ -31,15 +31,19 @@ __all__ = [
     "check_command",
     "find_unusable",
     "preflight_region",
+    "preflight_targets",
     "resolve_tags",
 ]
 
 log = structlog.get_logger("fanout.preflight")
 
 DESCRIBE_INSTANCES_MAX = 100  # facts 2.5: InstanceIds takes at most 100 ids
-STATUS_MAX = 50  # facts 2.4: no documented maximum; 50 is the safe page size
-# Describe calls in flight per region during preflight: they are throttled per region too.
-_PREFLIGHT_CONCURRENCY = 4
+# DescribeCloudAssistantStatus takes up to 100 InstanceId.N in the current API reference
+# (facts 2.4 left it open; the emulator enforces 100, fanout/emulator/describe.py).
+STATUS_MAX = 100
+# Describe calls in flight per region by default (Settings.preflight_concurrency): ECS throttles
+# per region, so every region runs at once with its own slots.
+DEFAULT_PREFLIGHT_CONCURRENCY = 8
 
 REASON_NOT_FOUND = "not found in the region"
 REASON_CLASSIC = "classic network, not VPC (spec S2)"
@@ -81,12 +85,43 @@ async def find_unusable(
     return unusable
 
 
+async def preflight_targets(
+    client: EcsClient,
+    targets: Sequence[Target],
+    *,
+    concurrency: int = DEFAULT_PREFLIGHT_CONCURRENCY,
+) -> dict[tuple[str, str], str]:
+    """(region, id) -> reason for every target InvokeCommand would refuse; every region at once."""
+    by_region: dict[str, list[str]] = {}
+    for t in targets:
+        by_region.setdefault(t.region, []).append(t.instance_id)
+    found: dict[str, dict[str, str]] = {}
+
+    async def one(region: str, ids: Sequence[str]) -> None:
+        found[region] = await preflight_region(client, region, ids, concurrency=concurrency)
+
+    async with anyio.create_task_group() as tg:
+        for region, ids in by_region.items():
+            tg.start_soon(one, region, ids)
+    return {
+        (region, iid): reason for region in sorted(found) for iid, reason in found[region].items()
+    }
+
+
 async def preflight_region(
-    client: EcsClient, region: str, instance_ids: Sequence[str]
+    client: EcsClient,
+    region: str,
+    instance_ids: Sequence[str],
+    *,
+    concurrency: int = DEFAULT_PREFLIGHT_CONCURRENCY,
 ) -> dict[str, str]:
-    """`find_unusable` over a whole region's targets, a few Describe calls in flight at once."""
+    """`find_unusable` over a whole region's targets, `concurrency` chunks in flight at once.
+
+    Each chunk of 100 ids is one DescribeInstances then one DescribeCloudAssistantStatus, so the
+    calls of different chunks overlap; a throttled region backs off in the client on its own.
+    """
     unusable: dict[str, str] = {}
-    slots = anyio.CapacityLimiter(_PREFLIGHT_CONCURRENCY)
+    slots = anyio.CapacityLimiter(concurrency)
 
     async def one(chunk: Sequence[str]) -> None:
         async with slots:
@@ -96,10 +131,6 @@ async def preflight_region(
         for chunk in _chunks(instance_ids, DESCRIBE_INSTANCES_MAX):
             tg.start_soon(one, chunk)
     return unusable
-
-
-# Describe calls in flight while checking commands or resolving tags, all regions together.
-_REGION_CONCURRENCY = 4
 
 
 async def _describe_command(client: EcsClient, region: str, command_id: str) -> Command | None:
@@ -123,20 +154,18 @@ async def check_command(
     checked: a warning is logged and the run goes on (InvokeCommand still enforces every rule).
     """
     found: dict[str, Command | None] = {}
-    slots = anyio.CapacityLimiter(_REGION_CONCURRENCY)
 
-    async def one(region: str) -> None:
-        async with slots:
-            try:
-                found[region] = await _describe_command(client, region, spec.command_id)
-            except CallError as exc:
-                log.warning(
-                    "command_not_checked",
-                    region=region,
-                    command_id=spec.command_id,
-                    error=str(exc),
-                    hint="DescribeCommands failed; InvokeCommand will apply the rules itself",
-                )
+    async def one(region: str) -> None:  # one call per region, every region at once
+        try:
+            found[region] = await _describe_command(client, region, spec.command_id)
+        except CallError as exc:
+            log.warning(
+                "command_not_checked",
+                region=region,
+                command_id=spec.command_id,
+                error=str(exc),
+                hint="DescribeCommands failed; InvokeCommand will apply the rules itself",
+            )
 
     async with anyio.create_task_group() as tg:
         for region in sorted(set(regions)):
@@ -157,15 +186,13 @@ async def resolve_tags(
     """Every instance in `regions` that carries all of `tags` (DescribeInstances, every page)."""
     found: dict[str, list[str]] = {}
     failures: list[CallError] = []
-    slots = anyio.CapacityLimiter(_REGION_CONCURRENCY)
 
-    async def one(region: str) -> None:
-        async with slots:
-            try:
-                instances = await client.describe_instances(region, tags=tags)
-            except CallError as exc:  # raised below, not out of the task group (no ExceptionGroup)
-                failures.append(exc)
-                return
+    async def one(region: str) -> None:  # pages follow each other; the regions run at once
+        try:
+            instances = await client.describe_instances(region, tags=tags)
+        except CallError as exc:  # raised below, not out of the task group (no ExceptionGroup)
+            failures.append(exc)
+            return
         # The filter is the server's; checking it again guards against a lax one.
         found[region] = [
             i.instance_id for i in instances if all(i.tags.get(k) == v for k, v in tags.items())

@@ -24,6 +24,7 @@ from fanout.aliyun.command import CommandSpec
 from fanout.aliyun.credentials import Credentials
 from fanout.clock import SYSTEM_CLOCK, Clock
 from fanout.control import run_spec
+from fanout.dispatch import WaveOptions, dispatch_waves
 from fanout.errors import ExitCode
 from fanout.gate import Gate
 from fanout.halt import HaltReason, RunControl
@@ -42,7 +43,7 @@ from fanout.ledger import (
     SetRun,
 )
 from fanout.plan import Plan, make_plan, parse_waves
-from fanout.preflight import check_command, preflight_region
+from fanout.preflight import check_command, preflight_targets
 from fanout.progress import planned_regions, stored_regions
 from fanout.request import ResumeRequest, RunRequest
 from fanout.results import Collector
@@ -53,8 +54,6 @@ from fanout.verdict import verdict
 from fanout.waves import (
     ErrorBudget,
     Leg,
-    WaveOptions,
-    dispatch_waves,
     parse_max_errors,
     quota_frees_at,
     waits_for_results,
@@ -194,7 +193,13 @@ async def _checked_plan(
             content_limit_bytes=settings.content_limit_bytes,
             now_s=now,
         )
-        excluded = await _preflight(client, request.targets) if request.preflight else {}
+        excluded = (
+            await preflight_targets(
+                client, request.targets, concurrency=settings.preflight_concurrency
+            )
+            if request.preflight
+            else {}
+        )
     kept = tuple(t for t in request.targets if (t.region, t.instance_id) not in excluded)
     waves = parse_waves(request.waves, len(kept)) if kept else ()
     plan = make_plan(run_id, kept, batch_size=settings.batch_size, waves=waves or None)
@@ -240,19 +245,9 @@ async def preview_preflight(
                 content_limit_bytes=settings.content_limit_bytes,
                 now_s=clock.time(),
             )
-        return await _preflight(client, targets) if instances else {}
-
-
-async def _preflight(client: EcsClient, targets: Sequence[Target]) -> dict[tuple[str, str], str]:
-    """(region, id) -> reason for every target InvokeCommand would refuse."""
-    by_region: dict[str, list[str]] = {}
-    for t in targets:
-        by_region.setdefault(t.region, []).append(t.instance_id)
-    excluded: dict[tuple[str, str], str] = {}
-    for region, ids in sorted(by_region.items()):
-        found = await preflight_region(client, region, ids)
-        excluded.update({(region, iid): reason for iid, reason in found.items()})
-    return excluded
+        if not instances:
+            return {}
+        return await preflight_targets(client, targets, concurrency=settings.preflight_concurrency)
 
 
 def _options(request: RunRequest, settings: Settings) -> dict[str, object]:
@@ -412,7 +407,7 @@ async def _leg(
                 if b.state is BatchState.ACCEPTED and b.invoke_id:
                     collector.follow(b, b.invoke_id)
         waves = WaveOptions(
-            workers=settings.concurrency,
+            region_concurrency=settings.region_concurrency,
             wait_for_quota=options.wait_for_quota,
             pause_after_wave=bool(run.options.get("pause_after_wave")),
         )

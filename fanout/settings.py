@@ -39,6 +39,8 @@ class Settings:
     batch_size: int = 50  # instances per InvokeCommand call (seed limit 50; API allows 100)
     concurrency: int = 16  # InvokeCommand calls in flight, all regions together
     region_concurrency: int = 8  # InvokeCommand calls in flight per region
+    # Preflight / tag Describe calls in flight per region, every region at once (README: why 8).
+    preflight_concurrency: int = 8
     rate_per_s: float = 10.0  # InvokeCommand calls per second per region (0: unlimited)
     daily_quota: int = DEFAULT_DAILY_QUOTA  # calls per region per quota day (spec S1)
     quota_reserve: int = 0  # calls per region left for other tools and people
@@ -127,6 +129,7 @@ _PARSERS: Mapping[str, Callable[[object], object]] = {
     "batch_size": _positive_int,
     "concurrency": _positive_int,
     "region_concurrency": _positive_int,
+    "preflight_concurrency": _positive_int,
     "rate_per_s": _float,
     "daily_quota": _int,
     "quota_reserve": _int,

@@ -1,8 +1,8 @@
-"""Rollout safety: dispatch wave by wave, keep the error budget, pause, wait for quota, decide.
+"""Rollout safety: the error budget that judges each wave, and when quota frees.
 
-Waves are cumulative shares of the targets (`--waves 1,10%,100%`). A wave's batches are
-dispatched, then its results are collected; the next wave starts only when they are all in and
-the error budget holds. The budget (`--max-errors N|P%`) counts instances that ended Failed,
+Waves are cumulative shares of the targets (`--waves 1,10%,100%`); `fanout.dispatch` sends a
+wave's batches in every region at once and collects its results, and the next wave starts only
+when they are all in and the error budget holds. The budget (`--max-errors N|P%`) counts instances that ended Failed,
 Error, Timeout, Invalid or Aborted, and the instances of batch calls that failed permanently;
 preflight exclusions and instances refused one by one (isolated) are reported separately.
 
@@ -15,7 +15,6 @@ calls in flight, at most `--concurrency`).
 from __future__ import annotations
 
 import math
-from collections import deque
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
@@ -24,32 +23,25 @@ import anyio
 from fanout.aliyun.command import CommandSpec
 from fanout.errors import ConfigError
 from fanout.halt import HaltReason, RunControl
-from fanout.invoke import BatchEnd, BatchOutcome, InvokeContext, invoke_batch
+from fanout.invoke import BatchEnd, BatchOutcome, InvokeContext
 from fanout.ledger import (
     BatchRecord,
-    BatchState,
     InstanceRecord,
     InstanceState,
     LedgerStore,
 )
-from fanout.results import COUNTED_FAILURES, Collector
+from fanout.results import COUNTED_FAILURES
 
 __all__ = [
     "ErrorBudget",
     "Leg",
-    "WaveOptions",
-    "dispatch_waves",
     "parse_max_errors",
     "quota_frees_at",
     "waits_for_results",
 ]
 
 Emit = Callable[[str, Mapping[str, object]], None]
-OPEN_BATCH_STATES = (BatchState.SENDING, BatchState.UNKNOWN, BatchState.PENDING)
 _NO_WAIT_REPEAT_MODES = frozenset({"Period", "EveryReboot", "NextRebootOnly", "DryRun"})
-# Workers per concurrency slot: while one batch's call is on the wire, the next batch's intent
-# is being committed, so the slots stay busy (the gate still bounds calls in flight).
-_WORKERS_PER_SLOT = 2
 
 
 def waits_for_results(spec: CommandSpec) -> bool:
@@ -155,100 +147,6 @@ class Leg:
                     "allowed": self.budget.allowed,
                 },
             )
-
-
-async def _reload(store: LedgerStore, run_id: str) -> list[BatchRecord]:
-    """The run's batches as stored now."""
-    return await anyio.to_thread.run_sync(store.load_batches, run_id)
-
-
-@dataclass(frozen=True, slots=True)
-class WaveOptions:
-    """How the waves of this leg are driven."""
-
-    workers: int
-    wait_for_quota: bool
-    pause_after_wave: bool
-
-
-async def dispatch_waves(
-    ctx: InvokeContext,
-    leg: Leg,
-    collector: Collector | None,
-    store: LedgerStore,
-    batches: Sequence[BatchRecord],
-    options: WaveOptions,
-) -> None:
-    """Dispatch the open batches wave by wave, results in between; wait out the quota if asked."""
-    control = ctx.control
-    open_batches = [b for b in batches if b.state in OPEN_BATCH_STATES]
-    # Batches that may already have run are resolved first (same token, same answer).
-    open_batches.sort(key=lambda b: (b.wave, b.state is BatchState.PENDING, b.seq))
-    waves = sorted({b.wave for b in open_batches})
-    total = max((b.wave for b in batches), default=-1) + 1
-    for index, wave in enumerate(waves):
-        leg.emit("wave_start", {"run_id": ctx.run_id, "wave": wave + 1, "waves": total})
-        todo = [b for b in open_batches if b.wave == wave]
-        while todo and not control.halted:
-            await _dispatch(ctx, leg, collector, todo, options.workers)
-            if not control.quota_blocked or not options.wait_for_quota:
-                break
-            todo = [  # what the quota left open, to be sent once the window frees
-                b
-                for b in await _reload(store, ctx.run_id)
-                if b.state in OPEN_BATCH_STATES and b.wave == wave
-            ]
-            if not todo:
-                break
-            await _sleep_for_quota(ctx, store, leg.emit)
-        if collector is not None:
-            await collector.drain(control.abort_event)
-        leg.emit("wave", {"run_id": ctx.run_id, "wave": wave + 1, "failures": leg.budget.failures})
-        if control.halted or (control.quota_blocked and not options.wait_for_quota):
-            return
-        if options.pause_after_wave and index < len(waves) - 1:
-            control.halt(HaltReason.PAUSE)
-            return
-    if collector is not None:  # accepted earlier (resume) and not final yet
-        await collector.drain(control.abort_event)
-
-
-async def _dispatch(
-    ctx: InvokeContext,
-    leg: Leg,
-    collector: Collector | None,
-    batches: Sequence[BatchRecord],
-    workers: int,
-) -> None:
-    """Invoke `batches` with workers pulling from one queue; the gate bounds calls in flight."""
-    queue = deque(batches)
-    await ctx.ledger.flush()
-
-    async def worker() -> None:
-        while queue and not ctx.control.halted:
-            batch = queue.popleft()
-            if ctx.control.is_blocked(batch.region):
-                continue
-            leg.batch_started(batch)
-            outcome = await invoke_batch(ctx, batch)
-            invoke_id = outcome.record.invoke_id
-            if outcome.end is BatchEnd.ACCEPTED and collector is not None and invoke_id:
-                collector.follow(outcome.record, invoke_id)
-            leg.batch_ended(outcome)
-
-    async with anyio.create_task_group() as tg:
-        for _ in range(min(workers * _WORKERS_PER_SLOT, len(queue))):
-            tg.start_soon(worker)
-    await ctx.ledger.flush()
-
-
-async def _sleep_for_quota(ctx: InvokeContext, store: LedgerStore, emit: Emit) -> None:
-    """Sleep until every blocked region can make a call again."""
-    blocked = sorted(ctx.control.quota_blocked)
-    until = await quota_frees_at(ctx, store, blocked)
-    emit("quota_wait", {"run_id": ctx.run_id, "regions": blocked, "until": until})
-    await ctx.control.sleep(max(0.0, until - ctx.clock.time()) + 1.0)
-    ctx.control.unblock_regions()
 
 
 async def quota_frees_at(ctx: InvokeContext, store: LedgerStore, regions: Sequence[str]) -> float:

@@ -24,12 +24,26 @@ async def test_a_throttled_region_waits_its_pause_before_the_next_call() -> None
 
 
 async def test_the_pause_doubles_per_throttle_in_a_row_up_to_a_minute_and_resets() -> None:
-    """Throttles in a row double the pause (1, 2, 4 ... 60 s); a success starts from 1 s again."""
-    gate = _gate(FakeClock())
-    pauses = [gate.throttled("cn-hangzhou") for _ in range(8)]
+    """Throttles after each pause double it (1, 2, 4 ... 60 s); a success starts from 1 s again."""
+    clock = FakeClock()
+    gate = _gate(clock)
+    pauses = []
+    for _ in range(8):
+        pauses.append(gate.throttled("cn-hangzhou"))
+        clock.advance(pauses[-1])  # the pause is over; the next call is throttled again
     assert pauses == [1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 60.0, 60.0]
     gate.succeeded("cn-hangzhou")
     assert gate.throttled("cn-hangzhou") == 1.0
+
+
+async def test_answers_of_calls_already_in_flight_do_not_lengthen_the_pause() -> None:
+    """Eight calls throttled together are one throttle: the pause stays 1 s, not 2**7 s."""
+    clock = FakeClock()
+    gate = _gate(clock)
+    pauses = [gate.throttled("cn-hangzhou") for _ in range(8)]
+    assert pauses == [1.0] * 8
+    clock.advance(0.5)
+    assert gate.throttled("cn-hangzhou") == 0.5  # still the same pause, half of it left
 
 
 async def test_the_servers_hint_lengthens_the_pause() -> None:

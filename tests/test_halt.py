@@ -42,16 +42,17 @@ async def test_the_first_fatal_error_is_the_one_reported() -> None:
     assert control.state().fatal == "Forbidden.RAM: no permission"
 
 
-async def test_quota_blocks_are_per_region_and_cleared_together() -> None:
-    """A spent region is blocked alone; unblocking frees them all and does not halt the run."""
+async def test_quota_blocks_are_per_region() -> None:
+    """A spent region is blocked alone and unblocked alone; neither halts the run."""
     control = RunControl(FakeClock())
     control.block_region("cn-hangzhou")
     assert control.is_blocked("cn-hangzhou")
     assert not control.is_blocked("cn-beijing")
     assert not control.halted
     assert control.state().quota_blocked == frozenset({"cn-hangzhou"})
-    control.unblock_regions()
-    assert control.quota_blocked == frozenset()
+    control.block_region("cn-beijing")
+    control.unblock_region("cn-hangzhou")
+    assert control.quota_blocked == frozenset({"cn-beijing"})
 
 
 async def test_sleep_runs_on_the_injected_clock() -> None:

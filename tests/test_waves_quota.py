@@ -12,6 +12,7 @@ import anyio
 from fanout.aliyun.command import CommandSpec
 from fanout.aliyun.credentials import Credentials
 from fanout.clock import FakeClock
+from fanout.dispatch import WaveOptions, dispatch_waves
 from fanout.emulator import (
     DEMO_ACCESS_KEY_ID,
     DEMO_ACCESS_KEY_SECRET,
@@ -30,7 +31,7 @@ from fanout.quota import DAY_S, QuotaPolicy
 from fanout.runner import client_for
 from fanout.settings import Settings
 from fanout.targets import Target
-from fanout.waves import ErrorBudget, Leg, WaveOptions, dispatch_waves
+from fanout.waves import ErrorBudget, Leg
 
 REGION = "cn-hangzhou"
 CREDS = Credentials(DEMO_ACCESS_KEY_ID, DEMO_ACCESS_KEY_SECRET)
@@ -89,7 +90,9 @@ async def _drive_waves(
             leg = Leg(
                 "r-quota", control, lambda k, d: events.append((k, dict(d))), ErrorBudget(None)
             )
-            options = WaveOptions(workers=4, wait_for_quota=wait_for_quota, pause_after_wave=False)
+            options = WaveOptions(
+                region_concurrency=4, wait_for_quota=wait_for_quota, pause_after_wave=False
+            )
             with anyio.fail_after(60):  # real seconds: a hang fails, the fake day does not count
                 await dispatch_waves(ctx, leg, None, store, batches, options)
             await committer.flush()

@@ -50,7 +50,7 @@ class EmulatorApp:
         self.world = world
         self.auth = Authenticator(config.access_keys, config.sts_tokens, config.max_clock_skew_s)
         self.faults = FaultInjector(config)
-        self.qps = QpsLimiter(config.qps)
+        self.qps = QpsLimiter(config.qps, config.region_qps)
         self._latency_s = config.latency_ms / 1000
 
     def build(self) -> web.Application:

@@ -112,7 +112,10 @@ def _exec_seconds(ctx: click.Context, param: click.Parameter, value: str) -> tup
     help="Comma-separated actions the faults apply to (default: all).",
 )
 @click.option(
-    "--qps", type=click.FloatRange(0, min_open=True), help="Calls per second per region and action."
+    "--qps",
+    "qps_items",
+    multiple=True,
+    help="Calls per second per region and action: N for every region, or REGION=N (repeatable).",
 )
 @click.option(
     "--daily-quota",
@@ -145,6 +148,7 @@ def emulator_command(
     access_key_id: str,
     access_key_secret: str,
     sts_tokens: tuple[str, ...],
+    qps_items: tuple[str, ...],
     **options: object,
 ) -> None:
     """Serve the local ECS API emulator until interrupted.
@@ -153,9 +157,12 @@ def emulator_command(
     fanout emulator --port 0 --regions cn-hangzhou,cn-beijing --instances-per-region 1000
     fanout emulator --port 8080 --exec-failure-fraction 0.05 --throttle-rate 0.1 --tls
     """
+    qps, region_qps = _parse_qps(qps_items)
     try:
         config = EmulatorConfig(
             regions=regions,
+            qps=qps,
+            region_qps=region_qps,
             fault_actions=None if fault_actions is None else frozenset(fault_actions),
             access_keys={access_key_id: access_key_secret},
             sts_tokens=frozenset(sts_tokens),
@@ -170,6 +177,27 @@ def emulator_command(
         asyncio.run(_serve(config))
     except EmulatorStartError as exc:
         raise click.ClickException(str(exc)) from exc
+
+
+def _parse_qps(items: tuple[str, ...]) -> tuple[float | None, dict[str, float]]:
+    """`--qps N` (every region) and `--qps REGION=N` items."""
+    default: float | None = None
+    per_region: dict[str, float] = {}
+    for item in items:
+        region, sep, value = item.rpartition("=")
+        try:
+            number = float(value)
+        except ValueError:
+            raise click.BadParameter(
+                f"{item!r}: expected N or REGION=N", param_hint="--qps"
+            ) from None
+        if not number > 0 or number == float("inf"):
+            raise click.BadParameter(f"{item!r}: N must be a positive number", param_hint="--qps")
+        if sep:
+            per_region[region] = number
+        else:
+            default = number
+    return default, per_region
 
 
 async def _serve(config: EmulatorConfig) -> None:

@@ -52,7 +52,8 @@ class EmulatorConfig:
     drop_rate: float = 0.0
     accept_then_drop_rate: float = 0.0
     fault_actions: frozenset[str] | None = None
-    qps: float | None = None
+    qps: float | None = None  # every region and action (ECS throttles per region and API)
+    region_qps: Mapping[str, float] = field(default_factory=dict)  # per region, over `qps`
     daily_quota: int = 5000
     max_instances_per_call: int = 50
     content_limit_bytes: int = 16384
@@ -95,6 +96,7 @@ class EmulatorConfig:
             found.append("latency_ms: must be >= 0")
         if self.qps is not None and self.qps <= 0:
             found.append("qps: must be > 0")
+        found += [f"qps {region}: must be > 0" for region, v in self.region_qps.items() if v <= 0]
         if self.daily_quota < 0:
             found.append("daily_quota: must be >= 0")
         if not 1 <= self.max_instances_per_call <= _MAX_INSTANCES_PER_CALL_LIMIT:

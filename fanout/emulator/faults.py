@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import random
 import time
+from collections.abc import Mapping
 from enum import StrEnum
 
 from fanout.emulator.config import EmulatorConfig
@@ -64,24 +65,27 @@ class FaultInjector:
 
 
 class QpsLimiter:
-    """At most `qps` calls per (region, action) in each one-second window."""
+    """At most `qps` calls per (region, action) in each one-second window; `region_qps` sets a
+    region's own limit (ECS throttles per API and region: aliyun-api-facts 6.2)."""
 
-    __slots__ = ("_qps", "_windows")
+    __slots__ = ("_qps", "_region_qps", "_windows")
 
-    def __init__(self, qps: float | None) -> None:
+    def __init__(self, qps: float | None, region_qps: Mapping[str, float] | None = None) -> None:
         self._qps = qps
+        self._region_qps = dict(region_qps or {})
         self._windows: dict[tuple[str, str], tuple[int, int]] = {}
 
     def allow(self, region: str, action: str) -> bool:
         """Count one call; False when it is over the limit of the current window."""
-        if self._qps is None:
+        limit = self._region_qps.get(region, self._qps)
+        if limit is None:
             return True
         window = int(time.monotonic() // _WINDOW_S)
         key = (region, action)
         current, count = self._windows.get(key, (window, 0))
         if current != window:
             count = 0
-        if count >= self._qps:
+        if count >= limit:
             self._windows[key] = (window, count)
             return False
         self._windows[key] = (window, count + 1)

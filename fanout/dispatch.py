@@ -1,0 +1,216 @@
+"""Dispatch: every region at once, wave by wave, without one region's limits holding up another.
+
+Each region has its own queue and its own workers (`region_concurrency` calls in flight, its own
+rate and throttle pause in the gate); the global `--concurrency` is the gate's FIFO slots, so
+regions waiting for one are served in turn. A wave is opened for every region together; it ends
+when every region that is not quota-blocked has dispatched its share, and then the wave's
+results are collected and judged (`fanout.waves.Leg`) before the next wave opens.
+
+A region whose daily quota runs out drops out of the wave on its own: the other regions finish
+the wave and go on. With `--wait-for-quota` the blocked region sleeps until its own window frees,
+finishes its share of the old wave, waits for that share to be judged, and only then takes the
+next wave that is open; without it, the region stops and the run ends with exit 4.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import anyio
+
+from fanout.halt import HaltReason
+from fanout.invoke import BatchEnd, InvokeContext, invoke_batch
+from fanout.ledger import BatchRecord, BatchState, LedgerStore
+from fanout.results import Collector
+from fanout.waves import Leg, quota_frees_at
+
+__all__ = ["OPEN_BATCH_STATES", "WaveOptions", "dispatch_waves"]
+
+OPEN_BATCH_STATES = (BatchState.SENDING, BatchState.UNKNOWN, BatchState.PENDING)
+# Workers per concurrency slot of a region: while one batch's call is on the wire, the next
+# batch's intent is being committed, so the slots stay busy (the gate still bounds calls).
+_WORKERS_PER_SLOT = 2
+
+
+@dataclass(frozen=True, slots=True)
+class WaveOptions:
+    """How the waves of this leg are driven."""
+
+    region_concurrency: int
+    wait_for_quota: bool
+    pause_after_wave: bool
+
+
+class _Waves:
+    """The wave barrier shared by the region loops and the wave loop."""
+
+    __slots__ = ("_changed", "_out", "lagging", "opened", "waves")
+
+    def __init__(self, waves: Sequence[int]) -> None:
+        self.waves = list(waves)
+        self.opened = {wave: anyio.Event() for wave in waves}
+        # Per wave: regions whose share is sent. Lagging regions (their quota ran out) judge
+        # their own shares from then on, and no wave waits for them.
+        self._out: dict[int, set[str]] = {wave: set() for wave in waves}
+        self.lagging: set[str] = set()
+        self._changed = anyio.Event()
+
+    def leave(self, wave: int, region: str) -> None:
+        """`region` has sent its share of `wave`."""
+        self._out[wave].add(region)
+        self._changed.set()
+
+    def lag(self, region: str) -> None:
+        """`region` is quota-blocked: the waves go on without it."""
+        self.lagging.add(region)
+        self._changed.set()
+
+    def open_all(self) -> None:
+        """No wave will be judged any more (the run halted or ended): release every waiter."""
+        for opened in self.opened.values():
+            opened.set()
+
+    async def wait_out(self, wave: int, regions: set[str]) -> None:
+        """Until every region of `regions` has sent its share of `wave` or is lagging."""
+        while not regions <= self._out[wave] | self.lagging:
+            self._changed = anyio.Event()
+            await self._changed.wait()
+
+
+async def dispatch_waves(
+    ctx: InvokeContext,
+    leg: Leg,
+    collector: Collector | None,
+    store: LedgerStore,
+    batches: Sequence[BatchRecord],
+    options: WaveOptions,
+) -> None:
+    """Dispatch the open batches wave by wave, every region at once, results in between."""
+    open_batches = [b for b in batches if b.state in OPEN_BATCH_STATES]
+    # Batches that may already have run are resolved first (same token, same answer).
+    open_batches.sort(key=lambda b: (b.wave, b.state is BatchState.PENDING, b.seq))
+    by_region: dict[str, dict[int, list[BatchRecord]]] = {}
+    for b in open_batches:
+        by_region.setdefault(b.region, {}).setdefault(b.wave, []).append(b)
+    waves = _Waves(sorted({b.wave for b in open_batches}))
+    total = max((b.wave for b in batches), default=-1) + 1
+    region = _Region(ctx, leg, collector, store, options, waves)
+    async with anyio.create_task_group() as tg:
+        for name, work in by_region.items():
+            tg.start_soon(region.run, name, work)
+        try:
+            await _wave_loop(ctx, leg, collector, options, waves, by_region, total)
+        finally:
+            waves.open_all()
+    if collector is not None:  # accepted earlier (resume), or by regions that caught up
+        await collector.drain(ctx.control.abort_event)
+
+
+async def _wave_loop(
+    ctx: InvokeContext,
+    leg: Leg,
+    collector: Collector | None,
+    options: WaveOptions,
+    waves: _Waves,
+    by_region: dict[str, dict[int, list[BatchRecord]]],
+    total: int,
+) -> None:
+    """Open each wave, wait for every region's share, collect and judge, then the next."""
+    control = ctx.control
+    for index, wave in enumerate(waves.waves):
+        leg.emit("wave_start", {"run_id": ctx.run_id, "wave": wave + 1, "waves": total})
+        waves.opened[wave].set()
+        regions = {name for name, work in by_region.items() if wave in work}
+        with anyio.CancelScope() as scope:
+            if not control.halt_event.is_set():
+
+                async def on_halt(scope: anyio.CancelScope = scope) -> None:
+                    await control.halt_event.wait()
+                    scope.cancel()
+
+                async with anyio.create_task_group() as watch:
+                    watch.start_soon(on_halt)
+                    await waves.wait_out(wave, regions)
+                    watch.cancel_scope.cancel()
+        if collector is not None:
+            await collector.drain(control.abort_event)
+        leg.emit("wave", {"run_id": ctx.run_id, "wave": wave + 1, "failures": leg.budget.failures})
+        if control.halted:
+            return
+        if options.pause_after_wave and index < len(waves.waves) - 1:
+            control.halt(HaltReason.PAUSE)
+            return
+
+
+@dataclass(frozen=True, slots=True)
+class _Region:
+    """The loop each region runs: its share of each open wave, its own quota waits."""
+
+    ctx: InvokeContext
+    leg: Leg
+    collector: Collector | None
+    store: LedgerStore
+    options: WaveOptions
+    waves: _Waves
+
+    async def run(self, region: str, work: dict[int, list[BatchRecord]]) -> None:
+        """Every wave in order: wait for it to open, send this region's share, leave it."""
+        control = self.ctx.control
+        for wave in self.waves.waves:
+            todo = work.get(wave, [])
+            await self.waves.opened[wave].wait()
+            while todo and not control.halted:
+                await self._send(region, todo)
+                if not control.is_blocked(region):
+                    break
+                self.waves.lag(region)  # the others go on without this region
+                if not self.options.wait_for_quota:
+                    return
+                await self._sleep_for_quota(region)
+                todo = await self._left_open(region, wave)
+            self.waves.leave(wave, region)
+            if control.halted:
+                return
+            if region in self.waves.lagging and self.collector is not None:
+                await self.collector.drain(control.abort_event)  # judged before its next wave
+
+    async def _send(self, region: str, batches: Sequence[BatchRecord]) -> None:
+        """Invoke `batches` of one region with its own workers; the gate bounds calls in flight."""
+        ctx, leg, collector = self.ctx, self.leg, self.collector
+        queue = deque(batches)
+        await ctx.ledger.flush()
+
+        async def worker() -> None:
+            while queue and not ctx.control.halted and not ctx.control.is_blocked(region):
+                batch = queue.popleft()
+                leg.batch_started(batch)
+                outcome = await invoke_batch(ctx, batch)
+                invoke_id = outcome.record.invoke_id
+                if outcome.end is BatchEnd.ACCEPTED and collector is not None and invoke_id:
+                    collector.follow(outcome.record, invoke_id)
+                leg.batch_ended(outcome)
+
+        workers = min(self.options.region_concurrency * _WORKERS_PER_SLOT, len(queue))
+        async with anyio.create_task_group() as tg:
+            for _ in range(workers):
+                tg.start_soon(worker)
+        await ctx.ledger.flush()
+
+    async def _left_open(self, region: str, wave: int) -> list[BatchRecord]:
+        """The region's batches of `wave` the quota left open, as stored now."""
+        stored = await anyio.to_thread.run_sync(self.store.load_batches, self.ctx.run_id)
+        return [
+            b
+            for b in stored
+            if b.region == region and b.wave == wave and b.state in OPEN_BATCH_STATES
+        ]
+
+    async def _sleep_for_quota(self, region: str) -> None:
+        """Sleep until `region` can make a call again, then let it send."""
+        ctx = self.ctx
+        until = await quota_frees_at(ctx, self.store, [region])
+        self.leg.emit("quota_wait", {"run_id": ctx.run_id, "regions": [region], "until": until})
+        await ctx.control.sleep(max(0.0, until - ctx.clock.time()) + 1.0)
+        ctx.control.unblock_region(region)
