@@ -60,17 +60,20 @@ SYSTEM_CLOCK = SystemClock()
 class FakeClock:
     """A clock for tests: time moves only when told, or by exactly what a sleep asks.
 
-    `sleep(s)` advances both clocks by `s` at once and yields to the event loop, so code that
-    waits a minute runs in microseconds and reads exactly one minute later. `sleeps` records every
-    requested sleep for assertions.
+    With `autojump` (the default) `sleep(s)` advances both clocks by `s` at once and yields to
+    the event loop, so code that waits a minute runs in microseconds and reads exactly one
+    minute later. Without it, a sleeper waits until the test calls `advance` past its deadline
+    (to hold one task asleep while others go on). `sleeps` records every requested sleep.
     """
 
-    __slots__ = ("_mono", "_wall", "sleeps")
+    __slots__ = ("_mono", "_sleepers", "_wall", "autojump", "sleeps")
 
-    def __init__(self, start: float = 1_800_000_000.0) -> None:
+    def __init__(self, start: float = 1_800_000_000.0, *, autojump: bool = True) -> None:
         self._wall = start
         self._mono = 1_000.0
+        self.autojump = autojump
         self.sleeps: list[float] = []
+        self._sleepers: list[tuple[float, anyio.Event]] = []
 
     def time(self) -> float:
         """The fake wall time."""
@@ -81,15 +84,32 @@ class FakeClock:
         return self._mono
 
     def advance(self, seconds: float) -> None:
-        """Move both clocks forward."""
+        """Move both clocks forward, waking the sleepers whose time has come."""
         self._wall += seconds
         self._mono += seconds
+        due = [(deadline, event) for deadline, event in self._sleepers if deadline <= self._mono]
+        for item in due:
+            self._sleepers.remove(item)
+            item[1].set()
+
+    @property
+    def sleeping(self) -> int:
+        """How many tasks wait in `sleep` (manual mode)."""
+        return len(self._sleepers)
 
     async def sleep(self, seconds: float) -> None:
-        """Advance by `seconds` and let other tasks run."""
+        """Advance by `seconds` (autojump) or wait for `advance` to reach the deadline."""
         self.sleeps.append(seconds)
-        self.advance(max(0.0, seconds))
-        await anyio.lowlevel.checkpoint()
+        if self.autojump:
+            self.advance(max(0.0, seconds))
+            await anyio.lowlevel.checkpoint()
+            return
+        event = anyio.Event()
+        self._sleepers.append((self._mono + max(0.0, seconds), event))
+        try:
+            await event.wait()
+        finally:
+            self._sleepers = [item for item in self._sleepers if item[1] is not event]
 
 
 async def sleep_or_wake(clock: Clock, seconds: float, wake: anyio.Event) -> bool:

@@ -78,3 +78,24 @@ def test_backoff_reset_starts_from_the_base_again() -> None:
         backoff.next_delay_s()
     backoff.reset()
     assert backoff.next_delay_s() <= 1.0
+
+
+async def test_manual_fake_clock_holds_a_sleeper_until_advanced() -> None:
+    """Without autojump a sleeper waits until the test moves the clock past its deadline."""
+    clock = FakeClock(autojump=False)
+    woke: list[float] = []
+
+    async def sleeper() -> None:
+        await clock.sleep(60.0)
+        woke.append(clock.monotonic())
+
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(sleeper)
+            while clock.sleeping == 0:
+                await anyio.lowlevel.checkpoint()
+            clock.advance(59.0)
+            await anyio.sleep(0.01)
+            assert woke == []
+            clock.advance(1.0)
+    assert woke == [clock.monotonic()]

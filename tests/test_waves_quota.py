@@ -132,3 +132,74 @@ async def test_without_waiting_the_spent_region_is_blocked_and_nothing_more_goes
     assert not control.halted_by(HaltReason.BUDGET, HaltReason.FATAL)
     assert not [kind for kind, _ in events if kind == "quota_wait"]
     store.close()
+
+
+async def test_a_quota_blocked_region_does_not_hold_the_waves_of_the_others(
+    tmp_path: Path,
+) -> None:
+    """Region A runs out of quota in wave 1: region B finishes waves 1 and 2 while A sleeps;
+    A then catches up on its own (on a clock the test moves by hand)."""
+    a, b = "cn-hangzhou", "cn-beijing"
+    config = EmulatorConfig(regions=(a, b), instances_per_region=400)
+    fleet = Fleet.from_config(config)
+    store = SqliteLedger(tmp_path / "ledger.sqlite3")
+    clock = FakeClock(autojump=False)
+    batches: list[BatchRecord] = []
+    for region, count in ((a, 400), (b, 100)):
+        ids = [i.instance_id for i in fleet.regions[region].instances][:count]
+        plan = make_plan("r-lag", [Target(region, i) for i in ids], batch_size=50)
+        half = len(plan.batches) // 2
+        batches += [
+            BatchRecord(
+                x.batch_id,
+                "r-lag",
+                region,
+                x.seq,
+                0 if n < half else 1,
+                x.instance_ids,
+                x.client_token,
+                BatchState.PENDING,
+            )
+            for n, x in enumerate(plan.batches)
+        ]
+    now = clock.time()
+    run = RunRecord("r-lag", now, now, RunState.CREATED, DEMO_COMMAND_ID, "acct", 500)
+    store.create_run(run, batches, [])
+    events: list[tuple[str, dict[str, Any]]] = []
+    control = RunControl(clock)
+
+    def invoked(snapshot: dict[str, Any], region: str) -> int:
+        return sum(1 for inv in snapshot["invocations"] if inv["region"] == region)
+
+    async with running_emulator(config) as emu:
+        settings = Settings(endpoint=emu.url, rate_per_s=0)
+        committer = GroupCommitter(store)
+        async with client_for(settings, CREDS, clock) as client, anyio.create_task_group() as tg:
+            tg.start_soon(committer.run)
+            ctx = InvokeContext(
+                "r-lag", "acct", CommandSpec(DEMO_COMMAND_ID), client, committer,
+                Gate(clock, concurrency=8, region_concurrency=4, rate_per_s=0),
+                QuotaPolicy(daily_quota=3), control, clock, 3,
+            )  # fmt: skip
+            leg = Leg("r-lag", control, lambda k, d: events.append((k, dict(d))), ErrorBudget(None))
+            options = WaveOptions(region_concurrency=4, wait_for_quota=True, pause_after_wave=False)
+            with anyio.fail_after(60):
+                async with anyio.create_task_group() as run_tg:
+                    run_tg.start_soon(dispatch_waves, ctx, leg, None, store, batches, options)
+                    # Both waves end for B while A sleeps for its quota (nobody moves the clock).
+                    while [k for k, _ in events].count("wave") < 2 or clock.sleeping == 0:  # noqa: ASYNC110
+                        await anyio.sleep(0.01)
+                    snapshot = emu.snapshot()
+                    assert (invoked(snapshot, a), invoked(snapshot, b)) == (3, 2)
+                    clock.advance(DAY_S + 2)  # A's window frees: 3 more, then it sleeps again
+                    while invoked(emu.snapshot(), a) < 6 or clock.sleeping == 0:  # noqa: ASYNC110
+                        await anyio.sleep(0.01)
+                    clock.advance(DAY_S + 2)
+            await committer.flush()
+            committer.close()
+        snapshot = emu.snapshot()
+    assert (invoked(snapshot, a), invoked(snapshot, b)) == (8, 2)
+    assert {x.state for x in store.load_batches("r-lag")} == {BatchState.ACCEPTED}
+    waits = [d["regions"] for k, d in events if k == "quota_wait"]
+    assert waits == [[a], [a]]
+    store.close()
