@@ -136,19 +136,7 @@ async def start_run(
     run_id = new_run_id(now)
     account = settings.account or credentials.access_key_id
     plan, excluded = await _checked_plan(settings, credentials, request, run_id, now, clock)
-    run = RunRecord(
-        run_id=run_id,
-        created_at=now,
-        updated_at=now,
-        state=RunState.CREATED,
-        command_id=request.spec.command_id,
-        account=account,
-        target_count=len(request.targets),
-        parameters=redact_params(request.spec.parameters or {}, request.secret_keys),
-        secret_keys=request.secret_keys,
-        options=_options(request, settings),
-        parent_run_id=request.parent_run_id,
-    )
+    run = _run_record(request, settings, run_id, account, now)
     batches = _batch_records(run_id, plan)
     extra = [
         InstanceRecord(run_id, region, iid, None, InstanceState.EXCLUDED, reason=reason)
@@ -173,6 +161,25 @@ async def start_run(
         wait_for_quota=request.wait_for_quota, handle_signals=handle_signals, clock=clock
     )
     return await drive(settings, credentials, store, run, request.spec, emit=emit, options=options)
+
+
+def _run_record(
+    request: RunRequest, settings: Settings, run_id: str, account: str, now: float
+) -> RunRecord:
+    """The new run's ledger row (secret parameter values redacted)."""
+    return RunRecord(
+        run_id=run_id,
+        created_at=now,
+        updated_at=now,
+        state=RunState.CREATED,
+        command_id=request.spec.command_id,
+        account=account,
+        target_count=len(request.targets),
+        parameters=redact_params(request.spec.parameters or {}, request.secret_keys),
+        secret_keys=request.secret_keys,
+        options=_options(request, settings),
+        parent_run_id=request.parent_run_id,
+    )
 
 
 async def _checked_plan(
@@ -326,12 +333,7 @@ async def drive(
             spec=spec,
             client=client,
             ledger=committer,
-            gate=Gate(
-                clock,
-                concurrency=settings.concurrency,
-                region_concurrency=settings.region_concurrency,
-                rate_per_s=settings.rate_per_s,
-            ),
+            gate=_gate(settings, clock),
             quota=settings.quota,
             control=control,
             clock=clock,
@@ -355,6 +357,16 @@ async def drive(
         },
     )
     return outcome
+
+
+def _gate(settings: Settings, clock: Clock) -> Gate:
+    """The gate of this leg: the settings' concurrency and per-region rate."""
+    return Gate(
+        clock,
+        concurrency=settings.concurrency,
+        region_concurrency=settings.region_concurrency,
+        rate_per_s=settings.rate_per_s,
+    )
 
 
 async def _leg(
@@ -393,19 +405,8 @@ async def _leg(
         batches = await anyio.to_thread.run_sync(store.load_batches, run.run_id)
         collector = None
         if wait and waits_for_results(ctx.spec):
-            collector = Collector(
-                ctx.client,
-                ctx.ledger,
-                ctx.spec.command_id,
-                settings.poll_interval_s,
-                settings.max_output_bytes,
-                on_final=leg.instance_final,
-                describe_rate_per_s=settings.describe_rate_per_s,
-            )
+            collector = _collector(ctx, settings, leg, batches)
             helpers.start_soon(collector.run)
-            for b in batches:
-                if b.state is BatchState.ACCEPTED and b.invoke_id:
-                    collector.follow(b, b.invoke_id)
         waves = WaveOptions(
             region_concurrency=settings.region_concurrency,
             wait_for_quota=options.wait_for_quota,
@@ -413,6 +414,25 @@ async def _leg(
         )
         await dispatch_waves(ctx, leg, collector, store, batches, waves)
         helpers.cancel_scope.cancel()
+
+
+def _collector(
+    ctx: InvokeContext, settings: Settings, leg: Leg, batches: Sequence[BatchRecord]
+) -> Collector:
+    """The results collector of this leg, already following the batches accepted earlier."""
+    collector = Collector(
+        ctx.client,
+        ctx.ledger,
+        ctx.spec.command_id,
+        settings.poll_interval_s,
+        settings.max_output_bytes,
+        on_final=leg.instance_final,
+        describe_rate_per_s=settings.describe_rate_per_s,
+    )
+    for b in batches:
+        if b.state is BatchState.ACCEPTED and b.invoke_id:
+            collector.follow(b, b.invoke_id)
+    return collector
 
 
 def _text_option(run: RunRecord, name: str) -> str | None:
