@@ -41,7 +41,9 @@ T = TypeVar("T")
 # Per-call limits of the API (aliyun-api-facts.md sections 1.3, 2.1-2.6).
 PAGE_SIZE_MAX = 50  # MaxResults of DescribeInvocation(Result)s, DescribeCloudAssistantStatus
 INSTANCE_IDS_MAX = 100  # DescribeInstances' InstanceIds JSON array
-STATUS_IDS_MAX = 50  # DescribeCloudAssistantStatus' InstanceId.N (no documented max: stay small)
+# DescribeCloudAssistantStatus' InstanceId.N: up to 100 in the current API reference (issue 12;
+# facts 2.4 had no documented max). The emulator enforces 100 (emulator/describe.py).
+STATUS_IDS_MAX = 100
 STOP_IDS_MAX = 50  # StopInvocation's InstanceId.N
 # A server that keeps answering with new NextTokens must not keep us paging forever.
 _MAX_PAGES = 10_000
