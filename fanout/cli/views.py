@@ -8,7 +8,7 @@ from typing import Any
 
 import click
 
-from fanout.cli import Out, common_options, guarded, ledger_for, settings_from
+from fanout.cli.app import Out, common_options, guarded, ledger_for, settings_from
 from fanout.errors import ConfigError
 from fanout.ledger import LedgerStore, RunRecord
 from fanout.report import iso, render_report, roll_up, run_summary, status_document

@@ -256,9 +256,9 @@ def main() -> None:
 
 def _register() -> None:
     """Attach the sub-commands (kept in their own modules)."""
-    from fanout import cli_control, cli_run, cli_views  # noqa: PLC0415 - they import this module
+    from fanout.cli import control, run, views  # noqa: PLC0415 - they import this module
 
-    for command in (*cli_run.COMMANDS, *cli_control.COMMANDS, *cli_views.COMMANDS):
+    for command in (*run.COMMANDS, *control.COMMANDS, *views.COMMANDS):
         main.add_command(command)
     try:
         from fanout.emulator.cli import emulator_command  # noqa: PLC0415

@@ -8,8 +8,8 @@ from typing import Any
 import anyio
 import click
 
-from fanout.cli import Out, guarded, ledger_for
-from fanout.cli_run import (
+from fanout.cli.app import Out, guarded, ledger_for
+from fanout.cli.run import (
     _credentials,
     _finish,
     _read_params,

@@ -16,7 +16,7 @@ import click
 from fanout.aliyun.command import CommandSpec
 from fanout.aliyun.credentials import Credentials, load_credentials
 from fanout.aliyun.endpoints import KNOWN_REGIONS
-from fanout.cli import Out, common_options, guarded, ledger_for, settings_from
+from fanout.cli.app import Out, common_options, guarded, ledger_for, settings_from
 from fanout.errors import ConfigError, TargetError
 from fanout.ledger import LedgerStore
 from fanout.logs import configure_logging, register_secret
