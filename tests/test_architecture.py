@@ -16,6 +16,7 @@ PACKAGE_ROOT = Path(fanout.__file__).parent
 PURE_MODULES = (
     "fanout.targets",
     "fanout.plan",
+    "fanout.plan_summary",
     "fanout.secrets",
     "fanout.report",
     "fanout.aliyun.signing",

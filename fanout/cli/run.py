@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import sys
 import time
-from collections import Counter
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
@@ -17,11 +16,13 @@ from fanout.aliyun.command import CommandSpec
 from fanout.aliyun.credentials import Credentials, load_credentials
 from fanout.aliyun.endpoints import KNOWN_REGIONS
 from fanout.cli.app import Out, common_options, guarded, ledger_for, settings_from
+from fanout.cli.views import plan_text
 from fanout.errors import ConfigError, TargetError
 from fanout.ledger import LedgerStore
 from fanout.logs import configure_logging, register_secret
 from fanout.params import parse_params
-from fanout.plan import Batch, estimate_region, make_plan, parse_waves
+from fanout.plan import Batch, make_plan, parse_waves
+from fanout.plan_summary import plan_document
 from fanout.preflight import resolve_tags
 from fanout.progress import confirm_summary
 from fanout.report import iso
@@ -391,100 +392,6 @@ def run_command(**opts: Any) -> None:
     _finish(outcome, out)
 
 
-# Seconds one InvokeCommand takes on the wire, for the ETA when --rate does not bound it.
-_PLAN_CALL_LATENCY_S = 0.2
-
-
-def _plan_document(
-    targets: Sequence[Target],
-    excluded: dict[tuple[str, str], str],
-    settings: Settings,
-    used: dict[str, tuple[int, float]],
-    duplicates: int,
-) -> dict[str, Any]:
-    """The `fanout plan` document: per region targets, exclusions, calls, quota and ETA.
-
-    The ETA spends what is left of the quota now, then `daily_quota - quota_reserve` per quota
-    day: `days` is the quota day on which a region's last call goes (1: within the current one).
-    """
-    kept = [t for t in targets if (t.region, t.instance_id) not in excluded]
-    plan = make_plan("plan", kept, batch_size=settings.batch_size)
-    policy = settings.quota
-    per_region = Counter(t.region for t in targets)
-    calls_by_region = Counter(b.region for b in plan.batches)
-    reasons_by_region: dict[str, Counter[str]] = {}
-    for (region, _iid), reason in excluded.items():
-        reasons_by_region.setdefault(region, Counter())[reason] += 1
-    regions: dict[str, Any] = {}
-    now = time.time()
-    for region in sorted(per_region):
-        reasons = dict(reasons_by_region.get(region, Counter()))
-        calls = calls_by_region[region]
-        left = policy.left(used.get(region, (0, 0.0))[0])
-        eta = estimate_region(
-            region,
-            calls,
-            quota_left_now=left,
-            daily_quota=policy.daily_quota,
-            reserve=policy.reserve,
-            rate_per_s=settings.rate_per_s or None,
-            call_latency_s=_PLAN_CALL_LATENCY_S,
-            concurrency=settings.region_concurrency,
-        )
-        regions[region] = {
-            "targets": per_region[region],
-            "excluded": sum(reasons.values()),
-            "excluded_by_reason": reasons,
-            "batches": calls,
-            "calls_needed": calls,
-            "quota_left_now": left,
-            "calls_now": min(calls, left),
-            "days": eta.days,
-            "finish_after_s": round(eta.finish_after_s, 1),
-            "finishes_at": iso(now + eta.finish_after_s),
-        }
-    last = max(regions.values(), key=lambda r: r["finish_after_s"], default=None)
-    return {
-        "targets": len(targets),
-        "duplicates_dropped": duplicates,
-        "batch_size": settings.batch_size,
-        "calls_needed": len(plan.batches),
-        "excluded": len(excluded),
-        "days": max((r["days"] for r in regions.values()), default=0),
-        "finishes_at": last["finishes_at"] if last else None,
-        "quota_mode": policy.mode.value,
-        "regions": regions,
-        "spends_quota": False,
-    }
-
-
-def _plan_text(doc: dict[str, Any]) -> str:
-    """The plan as a human table."""
-    dropped = (
-        f", {doc['duplicates_dropped']} duplicates dropped" if doc["duplicates_dropped"] else ""
-    )
-    lines = [
-        f"{doc['targets']} targets{dropped}, {doc['excluded']} excluded, {doc['calls_needed']} "
-        f"InvokeCommand calls (batches of {doc['batch_size']}); nothing was spent",
-        f"{'region':<20} {'targets':>8} {'excluded':>8} {'calls':>6} {'quota left':>10} "
-        f"{'day':>4}  finishes",
-    ]
-    for region, r in doc["regions"].items():
-        lines.append(
-            f"{region:<20} {r['targets']:>8} {r['excluded']:>8} {r['calls_needed']:>6} "
-            f"{r['quota_left_now']:>10} {r['days']:>4}  {r['finishes_at']}"
-        )
-        lines += [f"    excluded: {n} {reason}" for reason, n in r["excluded_by_reason"].items()]
-    if doc["days"] > 1:
-        short = [name for name, r in doc["regions"].items() if r["days"] > 1]
-        lines.append(
-            f"the daily quota is short in {', '.join(short)}: the last call goes on quota day "
-            f"{doc['days']} ({doc['finishes_at']}); `fanout run --wait-for-quota` waits it out, "
-            "or exit 4 and `fanout resume` each day"
-        )
-    return "\n".join(lines)
-
-
 @click.command("plan")
 @_run_options
 @guarded
@@ -511,8 +418,15 @@ def plan_command(**opts: Any) -> None:
     )
     store = ledger_for(settings)
     used = store.quota_used(account, settings.quota.window_start(time.time())) if account else {}
-    doc = _plan_document(target_list.targets, excluded, settings, used, len(target_list.duplicates))
-    Out(as_json=opts["as_json"]).document(doc, _plan_text(doc))
+    doc = plan_document(
+        target_list.targets,
+        excluded,
+        settings,
+        used,
+        duplicates=len(target_list.duplicates),
+        now=time.time(),
+    )
+    Out(as_json=opts["as_json"]).document(doc, plan_text(doc))
 
 
 def _warn_takeover(run_id: str, store: LedgerStore) -> None:

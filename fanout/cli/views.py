@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import click
@@ -165,6 +166,33 @@ def quota_command(account: str | None, **opts: Any) -> None:
     if not regions:
         lines.append("  no calls counted in the current window")
     Out(as_json=opts["as_json"]).document(doc, "\n".join(lines))
+
+
+def plan_text(doc: Mapping[str, Any]) -> str:
+    """The plan as a human table."""
+    dropped = (
+        f", {doc['duplicates_dropped']} duplicates dropped" if doc["duplicates_dropped"] else ""
+    )
+    lines = [
+        f"{doc['targets']} targets{dropped}, {doc['excluded']} excluded, {doc['calls_needed']} "
+        f"InvokeCommand calls (batches of {doc['batch_size']}); nothing was spent",
+        f"{'region':<20} {'targets':>8} {'excluded':>8} {'calls':>6} {'quota left':>10} "
+        f"{'day':>4}  finishes",
+    ]
+    for region, r in doc["regions"].items():
+        lines.append(
+            f"{region:<20} {r['targets']:>8} {r['excluded']:>8} {r['calls_needed']:>6} "
+            f"{r['quota_left_now']:>10} {r['days']:>4}  {r['finishes_at']}"
+        )
+        lines += [f"    excluded: {n} {reason}" for reason, n in r["excluded_by_reason"].items()]
+    if doc["days"] > 1:
+        short = [name for name, r in doc["regions"].items() if r["days"] > 1]
+        lines.append(
+            f"the daily quota is short in {', '.join(short)}: the last call goes on quota day "
+            f"{doc['days']} ({doc['finishes_at']}); `fanout run --wait-for-quota` waits it out, "
+            "or exit 4 and `fanout resume` each day"
+        )
+    return "\n".join(lines)
 
 
 COMMANDS = (status_command, runs_command, report_command, quota_command)
