@@ -3,7 +3,7 @@
 The runner calls `emit(kind, data)` up to ~20 000 times per run. `ProgressModel.feed` only moves
 counters (no I/O, no formatting); `LiveView` draws a snapshot of the model from rich's own refresh
 thread at a fixed low rate, so dispatch never waits for the terminal. Without a TTY nothing here is
-used: the CLI prints plain lines (`fanout.cli.Out`).
+used: the CLI prints plain lines (`fanout.cli.views.Out`).
 
 Events read (data fields beyond `run_id`):
   run / resume  regions {region: {batches, batches_done, instances, <instance state>: n,

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 from rich.console import Console
 
-from fanout.cli.app import Out
+from fanout.cli.views import Out
 from fanout.emulator import DEMO_COMMAND_ID, EmulatorConfig, EmulatorThread
 from fanout.emulator.fleet import Fleet
 from fanout.ledger import (

@@ -1,27 +1,174 @@
-"""`fanout retry` and `fanout stop`: act on a stored run."""
+"""The commands that act on stored runs: `status`, `runs`, `report` and `quota` read the ledger
+and spend nothing; `retry` starts a linked run; `stop` stops one, from any host."""
 
 from __future__ import annotations
 
+import os
 import time
-from typing import Any
 
 import anyio
 import click
 
-from fanout.cli.app import Out, guarded, ledger_for
-from fanout.cli.run import (
-    _credentials,
-    _finish,
-    _read_params,
-    _settings,
-    _spend_options,
+from fanout.cli.exits import guarded
+from fanout.cli.inputs import secret_values
+from fanout.cli.options import (
+    CommonFlags,
+    SpendFlags,
+    common_options,
+    credentials_for,
+    ledger_for,
+    settings_from,
+    spend_options,
 )
-from fanout.control import RETRY_CHOICES, retry_targets, run_spec, stop_run
-from fanout.logs import configure_logging, register_secret
+from fanout.cli.views import Out, finish, quota_text, runs_text, stop_text
+from fanout.control import RETRY_CHOICES, StopResult, retry_targets, run_spec, stop_run
+from fanout.errors import ConfigError
+from fanout.ledger import LedgerStore, RunRecord
+from fanout.logs import configure_logging
+from fanout.report import iso, render_report, roll_up, run_summary, status_document
 from fanout.request import RunRequest
 from fanout.runner import client_for, start_run
 
 __all__ = ["COMMANDS"]
+
+
+@click.command("status")
+@click.argument("run_id")
+@common_options
+@guarded
+def status_command(run_id: str, common: CommonFlags) -> None:
+    """Progress of one run: instances and batches by state, per region.
+
+    \b
+    fanout status r20261128-063512-a1b2c3 --json | jq .instances
+    """
+    store = ledger_for(settings_from(common.config_file, ledger=common.ledger), run_id=run_id)
+    run = store.get_run(run_id)
+    doc = status_document(run, store.instance_counts(run_id), store.batch_counts(run_id))
+    Out(as_json=common.as_json).document(doc, run_summary(doc))
+
+
+@click.command("runs")
+@click.option("--limit", default=20, show_default=True, type=click.IntRange(min=1))
+@common_options
+@guarded
+def runs_command(limit: int, common: CommonFlags) -> None:
+    """List the runs in the ledger, newest first.
+
+    \b
+    fanout runs --limit 5
+    fanout runs --json | jq -r '.[] | select(.state == "halted") | .run_id'
+    """
+    store = ledger_for(settings_from(common.config_file, ledger=common.ledger))
+    doc = [
+        {
+            "run_id": r.run_id,
+            "state": r.state.value,
+            "exit_code": r.exit_code,
+            "command_id": r.command_id,
+            "target_count": r.target_count,
+            "created_at": iso(r.created_at),
+            "parent_run_id": r.parent_run_id,
+        }
+        for r in store.list_runs(limit)
+    ]
+    Out(as_json=common.as_json).document(doc, runs_text(doc))
+
+
+@click.command("report")
+@click.argument("run_id")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["table", "json", "csv"]),
+    default="table",
+    show_default=True,
+)
+@common_options
+@guarded
+def report_command(run_id: str, fmt: str, common: CommonFlags) -> None:
+    """Per-instance results of a run (every target, with region, batch, state and codes).
+
+    \b
+    fanout report r20261128-063512-a1b2c3 --format csv > results.csv
+    """
+    store = ledger_for(settings_from(common.config_file, ledger=common.ledger), run_id=run_id)
+    run = store.get_run(run_id)
+    retries = _retries_of(store, run_id)
+    records = roll_up(
+        store.iter_instances(run_id), (store.iter_instances(r.run_id) for r in retries)
+    )
+    click.echo(
+        render_report(
+            records,
+            run,
+            "json" if common.as_json else fmt,
+            {r.run_id: r.state for r in retries},
+        ),
+        nl=False,
+    )
+
+
+def _retries_of(store: LedgerStore, run_id: str) -> list[RunRecord]:
+    """Every run linked to `run_id` by retry, transitively, oldest first."""
+    runs = store.list_runs(limit=100_000)
+    found: list[RunRecord] = []
+    parents = {run_id}
+    for run in sorted(runs, key=lambda r: r.created_at):
+        if run.parent_run_id in parents:
+            found.append(run)
+            parents.add(run.run_id)
+    return found
+
+
+@click.command("quota")
+@click.option("--account", help="Quota account (default: the access key id).")
+@click.option("--daily-quota", type=int)
+@click.option("--quota-reserve", type=int)
+@common_options
+@guarded
+def quota_command(
+    account: str | None, daily_quota: int | None, quota_reserve: int | None, common: CommonFlags
+) -> None:
+    """Calls used and left per region in the current quota day, and when capacity frees.
+
+    \b
+    fanout quota
+    fanout quota --account LTAI5t... --json | jq '.regions["cn-hangzhou"].left'
+    """
+    settings = settings_from(
+        common.config_file,
+        ledger=common.ledger,
+        account=account,
+        daily_quota=daily_quota,
+        quota_reserve=quota_reserve,
+    )
+    account = settings.account or os.environ.get("ALIBABA_CLOUD_ACCESS_KEY_ID")
+    if not account:
+        raise ConfigError("--account: give the quota account (or set ALIBABA_CLOUD_ACCESS_KEY_ID)")
+    store = ledger_for(settings)
+    policy = settings.quota
+    now = time.time()
+    start = policy.window_start(now)
+    regions = {}
+    for region, (used, _oldest) in sorted(store.quota_used(account, start).items()):
+        times = store.quota_times(account, region, start)
+        regions[region] = {
+            "used": used,
+            "left": policy.left(used),
+            "limit": policy.limit,
+            "next_call_frees_at": iso(policy.frees_at(times, now))
+            if policy.left(used) == 0
+            else None,
+        }
+    doc = {
+        "account": account,
+        "mode": policy.mode.value,
+        "daily_quota": policy.daily_quota,
+        "reserve": policy.reserve,
+        "regions": regions,
+    }
+    Out(as_json=common.as_json).document(doc, quota_text(doc, policy.limit))
 
 
 @click.command("retry")
@@ -36,9 +183,17 @@ __all__ = ["COMMANDS"]
 @click.option("--waves", help="Cumulative wave sizes for the retry run.")
 @click.option("--max-errors", help="Halt the retry run after N or P% failed instances.")
 @click.option("--no-preflight", is_flag=True, help="Skip the Describe checks.")
-@_spend_options
+@spend_options
 @guarded
-def retry_command(run_id: str, only: str, **opts: Any) -> None:
+def retry_command(
+    run_id: str,
+    only: str,
+    params: tuple[str, ...],
+    waves: str | None,
+    max_errors: str | None,
+    no_preflight: bool,
+    spend: SpendFlags,
+) -> None:
     """A new attempt, as a linked run, for the instances that did not succeed.
 
     \b
@@ -47,15 +202,13 @@ def retry_command(run_id: str, only: str, **opts: Any) -> None:
     \b
     fanout retry r20261128-063512-a1b2c3 --only failed --yes
     """
-    configure_logging(opts["log_level"])
-    settings = _settings(opts)
-    out = Out(as_json=opts["as_json"])
-    secret_params, _ = _read_params(opts["params"], None, ())
-    for value in (secret_params or {}).values():
-        register_secret(value)
+    configure_logging(spend.common.log_level)
+    settings = spend.settings()
+    out = Out(as_json=spend.common.as_json)
+    secrets = secret_values(params)
     store = ledger_for(settings, run_id=run_id)
     parent = store.get_run(run_id)
-    spec = run_spec(parent, secret_params or {})
+    spec = run_spec(parent, secrets)
     chosen = {part.strip() for part in only.split(",") if part.strip()}
     targets = retry_targets(store, parent, chosen, now=time.time())
     if not targets:
@@ -64,24 +217,24 @@ def retry_command(run_id: str, only: str, **opts: Any) -> None:
             f"nothing to retry in {run_id} ({only})",
         )
         return
-    credentials = _credentials(settings)
-    wait = parent.options.get("wait") if opts["wait"] is None else opts["wait"]
+    credentials = credentials_for(settings)
+    wait = parent.options.get("wait") if spend.wait is None else spend.wait
     request = RunRequest(
         targets=targets,
         spec=spec,
         secret_keys=parent.secret_keys,
-        waves=opts["waves"],
-        max_errors=opts["max_errors"],
-        preflight=not opts["no_preflight"],
+        waves=waves,
+        max_errors=max_errors,
+        preflight=not no_preflight,
         wait=bool(wait),
-        wait_for_quota=opts["wait_for_quota"],
+        wait_for_quota=spend.wait_for_quota,
         parent_run_id=run_id,
     )
     outcome = anyio.run(
         lambda: start_run(settings, credentials, store, request, emit=out.event),
         backend="asyncio",
     )
-    _finish(outcome, out)
+    finish(outcome, out)
 
 
 @click.command("stop")
@@ -93,23 +246,22 @@ def retry_command(run_id: str, only: str, **opts: Any) -> None:
     type=float,
     help="How long to wait for the runner to let go of the run.",
 )
-@_spend_options
+@spend_options
 @guarded
-def stop_command(run_id: str, wait_s: float, **opts: Any) -> None:
+def stop_command(run_id: str, wait_s: float, spend: SpendFlags) -> None:
     """Stop a run: no more dispatching, StopInvocation for running invocations, mark it stopped.
 
     \b
     Works on a run driven by another process or host (the request goes through the ledger).
     fanout stop r20261128-063512-a1b2c3
     """
-    configure_logging(opts["log_level"])
-    settings = _settings(opts)
-    out = Out(as_json=opts["as_json"])
+    configure_logging(spend.common.log_level)
+    settings = spend.settings()
     store = ledger_for(settings, run_id=run_id)
     store.get_run(run_id)
-    credentials = _credentials(settings)
+    credentials = credentials_for(settings)
 
-    async def stop() -> Any:
+    async def stop() -> StopResult:
         async with client_for(settings, credentials) as client:
             return await stop_run(store, client, run_id, wait_s=wait_s)
 
@@ -121,12 +273,14 @@ def stop_command(run_id: str, wait_s: float, **opts: Any) -> None:
         "instances_stopped": result.instances_stopped,
         "runner_released": result.runner_released,
     }
-    human = (
-        f"run {run_id}: {result.state.value}; StopInvocation for {result.instances_stopped} "
-        f"instances in {result.stop_calls} calls"
-        + ("" if result.runner_released else "; the runner has not let go yet")
-    )
-    out.document(doc, human)
+    Out(as_json=spend.common.as_json).document(doc, stop_text(doc))
 
 
-COMMANDS = (retry_command, stop_command)
+COMMANDS = (
+    status_command,
+    runs_command,
+    report_command,
+    quota_command,
+    retry_command,
+    stop_command,
+)

@@ -1,175 +1,134 @@
-"""`fanout status`, `runs`, `report` and `quota`: read the ledger, spend nothing."""
+"""How the commands show what they did: `Out` (JSON, the live view or plain lines) and the text
+renderings of their documents. Data in, text out; the commands decide what to show.
+"""
 
 from __future__ import annotations
 
-import os
-import time
-from collections.abc import Mapping
-from typing import Any
+import atexit
+import json
+import logging
+import sys
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, NoReturn
 
 import click
+import structlog
 
-from fanout.cli.app import Out, common_options, guarded, ledger_for, settings_from
-from fanout.errors import ConfigError
-from fanout.ledger import LedgerStore, RunRecord
-from fanout.report import iso, render_report, roll_up, run_summary, status_document
+from fanout.report import iso
 
-__all__ = ["COMMANDS"]
+if TYPE_CHECKING:
+    from rich.console import Console
+
+    from fanout.progress import LiveView
+    from fanout.runner import RunOutcome
+
+__all__ = ["Out", "finish", "plan_text", "quota_text", "runs_text", "stop_text"]
+
+# Events a person does not read one by one: their sums are in the live view and `fanout report`.
+_QUIET_EVENTS = frozenset({"instance", "batch_start"})
 
 
-@click.command("status")
-@click.argument("run_id")
-@common_options
-@guarded
-def status_command(run_id: str, **opts: Any) -> None:
-    """Progress of one run: instances and batches by state, per region.
+class Out:
+    """Where output goes: JSON on stdout with --json; a live view on a TTY; plain lines otherwise.
 
-    \b
-    fanout status r20261128-063512-a1b2c3 --json | jq .instances
+    stdout carries only the run id (first) and documents; progress goes to stderr.
     """
-    store = ledger_for(settings_from(opts["config_file"], ledger=opts["ledger"]), run_id=run_id)
-    run = store.get_run(run_id)
-    doc = status_document(run, store.instance_counts(run_id), store.batch_counts(run_id))
-    Out(as_json=opts["as_json"]).document(doc, run_summary(doc))
+
+    __slots__ = ("_console", "_live", "json")
+
+    def __init__(self, *, as_json: bool, console: Console | None = None) -> None:
+        self.json = as_json
+        self._console = console  # draw the live view here whatever stderr is (tests)
+        self._live: LiveView | None = None
+
+    def document(self, doc: object, human: str) -> None:
+        """One JSON document, or its human rendering."""
+        click.echo(json.dumps(doc, indent=2, default=str) if self.json else human)
+
+    def event(self, kind: str, data: Mapping[str, object]) -> None:
+        """A run event: a JSON line on stdout, the live view, or a short line on stderr."""
+        if self._live is not None:
+            self._live.feed(kind, data)
+            if kind == "end":
+                self._stop_live()
+            return
+        if kind in _QUIET_EVENTS:
+            return
+        if self.json:
+            click.echo(json.dumps({"event": kind, **data}, default=str))
+            return
+        if kind == "run":
+            click.echo(data["run_id"])  # the run id first, alone on stdout, for scripts
+        if kind in ("run", "resume") and self._wants_live():
+            self._start_live()
+            self.event(kind, data)
+            return
+        line = _PLAIN_LINES.get(kind)
+        if line is not None:
+            click.echo(line(data), err=True)
+
+    def _wants_live(self) -> bool:
+        """A person at a terminal, and no info/debug log lines (those are the progress then)."""
+        return self._console is not None or (sys.stderr.isatty() and not _logs_verbose())
+
+    def _start_live(self) -> None:
+        """Start drawing the live view on stderr."""
+        from rich.console import Console  # noqa: PLC0415 - rich is loaded only for a live view
+
+        from fanout.progress import LiveView  # noqa: PLC0415
+
+        self._live = LiveView(self._console or Console(stderr=True))
+        self._live.start()
+        atexit.register(self._stop_live)  # an error or exit mid-run: give the cursor back
+
+    def _stop_live(self) -> None:
+        """Leave the last frame on the screen."""
+        if self._live is not None:
+            self._live.stop()
+            self._live = None
+            atexit.unregister(self._stop_live)
 
 
-@click.command("runs")
-@click.option("--limit", default=20, show_default=True, type=click.IntRange(min=1))
-@common_options
-@guarded
-def runs_command(limit: int, **opts: Any) -> None:
-    """List the runs in the ledger, newest first.
-
-    \b
-    fanout runs --limit 5
-    fanout runs --json | jq -r '.[] | select(.state == "halted") | .run_id'
-    """
-    store = ledger_for(settings_from(opts["config_file"], ledger=opts["ledger"]))
-    runs = store.list_runs(limit)
-    doc = [
-        {
-            "run_id": r.run_id,
-            "state": r.state.value,
-            "exit_code": r.exit_code,
-            "command_id": r.command_id,
-            "target_count": r.target_count,
-            "created_at": iso(r.created_at),
-            "parent_run_id": r.parent_run_id,
-        }
-        for r in runs
-    ]
-    lines = [
-        f"{d['run_id']}  {d['state']:<11} exit={d['exit_code']!s:<4} {d['target_count']:>8} targets"
-        f"  {d['command_id']}  {d['created_at']}"
-        for d in doc
-    ]
-    Out(as_json=opts["as_json"]).document(doc, "\n".join(lines) or "no runs")
+def finish(outcome: RunOutcome, out: Out) -> NoReturn:
+    """Print the run's last line (without --json) and exit with its code."""
+    if not out.json:
+        click.echo(outcome.message, err=True)
+    sys.exit(int(outcome.exit_code))
 
 
-@click.command("report")
-@click.argument("run_id")
-@click.option(
-    "--format",
-    "fmt",
-    type=click.Choice(["table", "json", "csv"]),
-    default="table",
-    show_default=True,
-)
-@common_options
-@guarded
-def report_command(run_id: str, fmt: str, **opts: Any) -> None:
-    """Per-instance results of a run (every target, with region, batch, state and codes).
-
-    \b
-    fanout report r20261128-063512-a1b2c3 --format csv > results.csv
-    """
-    store = ledger_for(settings_from(opts["config_file"], ledger=opts["ledger"]), run_id=run_id)
-    run = store.get_run(run_id)
-    retries = _retries_of(store, run_id)
-    records = roll_up(
-        store.iter_instances(run_id), (store.iter_instances(r.run_id) for r in retries)
-    )
-    click.echo(
-        render_report(
-            records,
-            run,
-            "json" if opts["as_json"] else fmt,
-            {r.run_id: r.state for r in retries},
-        ),
-        nl=False,
-    )
+def _logs_verbose() -> bool:
+    """True if structlog lets info lines through (`--log-level info` or `debug`)."""
+    enabled = getattr(structlog.get_logger("fanout.cli").bind(), "is_enabled_for", None)
+    return bool(enabled(logging.INFO)) if callable(enabled) else False
 
 
-def _retries_of(store: LedgerStore, run_id: str) -> list[RunRecord]:
-    """Every run linked to `run_id` by retry, transitively, oldest first."""
-    runs = store.list_runs(limit=100_000)
-    found: list[RunRecord] = []
-    parents = {run_id}
-    for run in sorted(runs, key=lambda r: r.created_at):
-        if run.parent_run_id in parents:
-            found.append(run)
-            parents.add(run.run_id)
-    return found
+def _quota_wait_line(data: Mapping[str, object]) -> str:
+    """The line of a quota wait: which regions, until when."""
+    until, regions = data["until"], data["regions"]
+    when = iso(until) if isinstance(until, int | float) else until
+    names = ", ".join(map(str, regions)) if isinstance(regions, list | tuple) else regions
+    return f"daily quota spent in {names}: waiting until {when}"
 
 
-@click.command("quota")
-@click.option("--account", help="Quota account (default: the access key id).")
-@click.option("--daily-quota", type=int)
-@click.option("--quota-reserve", type=int)
-@common_options
-@guarded
-def quota_command(account: str | None, **opts: Any) -> None:
-    """Calls used and left per region in the current quota day, and when capacity frees.
-
-    \b
-    fanout quota
-    fanout quota --account LTAI5t... --json | jq '.regions["cn-hangzhou"].left'
-    """
-    settings = settings_from(
-        opts["config_file"],
-        ledger=opts["ledger"],
-        account=account,
-        daily_quota=opts["daily_quota"],
-        quota_reserve=opts["quota_reserve"],
-    )
-    account = settings.account or os.environ.get("ALIBABA_CLOUD_ACCESS_KEY_ID")
-    if not account:
-        raise ConfigError("--account: give the quota account (or set ALIBABA_CLOUD_ACCESS_KEY_ID)")
-    store = ledger_for(settings)
-    policy = settings.quota
-    now = time.time()
-    start = policy.window_start(now)
-    regions = {}
-    for region, (used, _oldest) in sorted(store.quota_used(account, start).items()):
-        times = store.quota_times(account, region, start)
-        regions[region] = {
-            "used": used,
-            "left": policy.left(used),
-            "limit": policy.limit,
-            "next_call_frees_at": iso(policy.frees_at(times, now))
-            if policy.left(used) == 0
-            else None,
-        }
-    doc = {
-        "account": account,
-        "mode": policy.mode.value,
-        "daily_quota": policy.daily_quota,
-        "reserve": policy.reserve,
-        "regions": regions,
-    }
-    lines = [f"account {account}: {policy.mode.value} window, {policy.limit} calls/region/day"]
-    lines += [
-        f"  {r}: {d['used']} used, {d['left']} left"
-        + (f", frees at {d['next_call_frees_at']}" if d["next_call_frees_at"] else "")
-        for r, d in regions.items()
-    ]
-    if not regions:
-        lines.append("  no calls counted in the current window")
-    Out(as_json=opts["as_json"]).document(doc, "\n".join(lines))
+# The one stderr line per event kind without a TTY; other kinds print nothing.
+_PLAIN_LINES: dict[str, Callable[[Mapping[str, object]], str]] = {
+    "run": lambda d: (
+        f"run {d['run_id']}: {d['targets']} targets, {d['batches']} batches, "
+        f"{d['excluded']} excluded by preflight"
+    ),
+    "resume": lambda d: f"resuming {d['run_id']} (was {d['state']})",
+    "end": lambda d: f"{d['state']} (exit {d['exit_code']}): {d['instances']}",
+    "wave": lambda d: f"wave {d['wave']} done ({d['failures']} failures so far)",
+    "halted": lambda d: (
+        f"error budget exceeded: {d['failures']} failures > {d['allowed']} allowed; "
+        "no more dispatching, collecting what is in flight"
+    ),
+    "quota_wait": _quota_wait_line,
+}
 
 
 def plan_text(doc: Mapping[str, Any]) -> str:
-    """The plan as a human table."""
+    """The `fanout plan` document as a human table."""
     dropped = (
         f", {doc['duplicates_dropped']} duplicates dropped" if doc["duplicates_dropped"] else ""
     )
@@ -195,4 +154,33 @@ def plan_text(doc: Mapping[str, Any]) -> str:
     return "\n".join(lines)
 
 
-COMMANDS = (status_command, runs_command, report_command, quota_command)
+def runs_text(doc: Sequence[Mapping[str, Any]]) -> str:
+    """The `fanout runs` list, one line per run."""
+    lines = [
+        f"{d['run_id']}  {d['state']:<11} exit={d['exit_code']!s:<4} {d['target_count']:>8} targets"
+        f"  {d['command_id']}  {d['created_at']}"
+        for d in doc
+    ]
+    return "\n".join(lines) or "no runs"
+
+
+def quota_text(doc: Mapping[str, Any], limit: int) -> str:
+    """The `fanout quota` document: the window, then per region used, left and when it frees."""
+    lines = [f"account {doc['account']}: {doc['mode']} window, {limit} calls/region/day"]
+    lines += [
+        f"  {r}: {d['used']} used, {d['left']} left"
+        + (f", frees at {d['next_call_frees_at']}" if d["next_call_frees_at"] else "")
+        for r, d in doc["regions"].items()
+    ]
+    if not doc["regions"]:
+        lines.append("  no calls counted in the current window")
+    return "\n".join(lines)
+
+
+def stop_text(doc: Mapping[str, Any]) -> str:
+    """What `fanout stop` did, in one line."""
+    return (
+        f"run {doc['run_id']}: {doc['state']}; StopInvocation for {doc['instances_stopped']} "
+        f"instances in {doc['stop_calls']} calls"
+        + ("" if doc["runner_released"] else "; the runner has not let go yet")
+    )

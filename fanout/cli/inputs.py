@@ -1,0 +1,241 @@
+"""From the command line to a `RunRequest`: flags, the config file's `[rollout]` table, target
+files, tag queries and parameters, read and checked before any InvokeCommand.
+
+`read_rollout` is the one place where `plan` and `run` build their request. Everything that
+needs no API call is refused first; a tag query is the only call made here.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+from fanout.aliyun.command import CommandSpec
+from fanout.aliyun.credentials import Credentials
+from fanout.aliyun.endpoints import KNOWN_REGIONS
+from fanout.cli.options import RolloutFlags, SpendFlags, credentials_for
+from fanout.errors import ConfigError, TargetError
+from fanout.logs import register_secret
+from fanout.params import parse_params
+from fanout.plan import parse_waves
+from fanout.preflight import resolve_tags
+from fanout.request import RunRequest
+from fanout.runner import client_for
+from fanout.secrets import is_secret_key
+from fanout.settings import Settings, config_file_location, load_rollout
+from fanout.targets import (
+    Duplicate,
+    Target,
+    TargetList,
+    merge_targets,
+    parse_instance_ids,
+    parse_target_text,
+)
+from fanout.validate import check_schedule
+
+__all__ = ["Rollout", "read_params", "read_rollout", "secret_values", "with_rollout_table"]
+
+# DescribeInstances takes at most 20 Tag.N filters (aliyun-api-facts, DescribeInstances).
+_MAX_TAG_FILTERS = 20
+
+
+@dataclass(frozen=True, slots=True)
+class Rollout:
+    """A rollout as the command line asks for it, and what reading it took."""
+
+    request: RunRequest
+    settings: Settings
+    credentials: Credentials
+    duplicates: tuple[Duplicate, ...]  # dropped from the targets, reported by `run`
+
+
+def read_rollout(flags: RolloutFlags, spend: SpendFlags) -> Rollout:
+    """The request of `plan` / `run`: the flags over the `[rollout]` table, the targets (tag
+    queries resolved), the command spec with its offline checks, waves, budget and waiting."""
+    config = spend.common.config_file or config_file_location(os.environ)
+    flags = with_rollout_table(flags, load_rollout(config))
+    if not flags.command_id:
+        msg = "--command-id is required (or command_id in the config file's [rollout] table)"
+        raise ConfigError(msg)
+    settings = spend.settings(batch_size=flags.batch_size)
+    tags = _parse_tags(flags.tags)
+    tag_regions = _tag_regions(flags.regions, settings) if tags else ()
+    explicit = _read_targets(flags, settings, tagged=bool(tags))
+    params, secret_keys = read_params(flags.params, flags.params_json, flags.secret_params)
+    for key in secret_keys:
+        register_secret((params or {}).get(key))
+    spec = _spec(flags, flags.command_id, params)
+    parse_waves(flags.waves, len(explicit.targets))  # its syntax, before any call
+    credentials = credentials_for(settings)
+    target_list = _with_tagged(explicit, tags, tag_regions, settings, credentials)
+    parse_waves(flags.waves, len(target_list.targets))
+    request = RunRequest(
+        targets=target_list.targets,
+        spec=spec,
+        secret_keys=secret_keys,
+        waves=flags.waves,
+        max_errors=flags.max_errors,
+        pause_after_wave=flags.pause_after_wave,
+        preflight=not flags.no_preflight,
+        wait=spend.wait is not False,
+        wait_for_quota=spend.wait_for_quota,
+    )
+    return Rollout(request, settings, credentials, target_list.duplicates)
+
+
+def with_rollout_table(flags: RolloutFlags, table: Mapping[str, Any]) -> RolloutFlags:
+    """The flags, those not given filled from a `[rollout]` table (`load_rollout` checked it);
+    `params` are merged, a `--param` winning over the table's value for its key."""
+    changes: dict[str, object] = {}
+    for key, value in table.items():
+        name = "targets_file" if key == "targets" else key
+        if name == "params":
+            from_flags = dict(item.partition("=")[::2] for item in flags.params)
+            changes[name] = tuple(f"{k}={v}" for k, v in {**value, **from_flags}.items())
+        elif getattr(flags, name) in (None, (), False):
+            changes[name] = tuple(value) if isinstance(value, list) else value
+    return dataclasses.replace(flags, **changes)  # type: ignore[arg-type]
+
+
+def read_params(
+    params: Sequence[str], params_json: str | None, secret_params: Sequence[str]
+) -> tuple[dict[str, str] | None, tuple[str, ...]]:
+    """Parameters from --param / --params-json, and the keys whose values are secret."""
+    text = params_json
+    if params_json is not None and params_json.startswith("@"):
+        try:
+            text = Path(params_json[1:]).read_text(encoding="utf-8")
+        except OSError as exc:
+            msg = f"--params-json {params_json}: cannot read ({exc.strerror})"
+            raise ConfigError(msg) from exc
+    result = parse_params(params, text)
+    unknown = [k for k in secret_params if k not in (result or {})]
+    if unknown:
+        raise ConfigError(f"--secret-param {unknown[0]!r}: no such parameter given")
+    secret_keys = tuple(sorted({*secret_params, *(k for k in result or {} if is_secret_key(k))}))
+    return result, secret_keys
+
+
+def secret_values(params: Sequence[str]) -> dict[str, str]:
+    """`--param KEY=VALUE` of `resume` / `retry`: the secret values again, registered for
+    redaction (they are never stored)."""
+    values, _ = read_params(params, None, ())
+    for value in (values or {}).values():
+        register_secret(value)
+    return values or {}
+
+
+def _read_targets(flags: RolloutFlags, settings: Settings, *, tagged: bool) -> TargetList:
+    """Every target from the file/stdin and the flags, validated and deduplicated.
+
+    With `tagged` (a `--tag` query follows) having no explicit target is fine.
+    """
+    regions = flags.regions
+    default_region = regions[0] if len(regions) == 1 else settings.region
+    lists = []
+    if flags.targets_file:
+        lists.append(_read_target_file(flags.targets_file, default_region))
+    if flags.instance_ids:
+        lists.append(
+            parse_instance_ids(
+                flags.instance_ids, default_region=default_region, known_regions=KNOWN_REGIONS
+            )
+        )
+    if not lists:
+        if tagged:
+            return TargetList(())
+        raise TargetError("targets", "no targets: give --targets FILE, --instance-id or --tag")
+    return merge_targets(*lists)
+
+
+def _read_target_file(targets_file: str, default_region: str | None) -> TargetList:
+    """The targets of a file, or of stdin for `-`."""
+    if targets_file == "-":
+        data, source = sys.stdin.buffer.read(), "<stdin>"
+    else:
+        try:
+            data, source = Path(targets_file).read_bytes(), targets_file
+        except OSError as exc:
+            raise TargetError(targets_file, f"cannot read ({exc.strerror})") from exc
+    return parse_target_text(
+        data, source=source, default_region=default_region, known_regions=KNOWN_REGIONS
+    )
+
+
+def _parse_tags(items: Sequence[str]) -> dict[str, str]:
+    """`--tag KEY=VALUE` items as one filter (every pair must match)."""
+    tags: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip() or not value:
+            raise ConfigError(f"--tag {item!r}: expected KEY=VALUE (both non-empty)")
+        if key in tags:
+            raise ConfigError(f"--tag {key!r}: given twice (every tag must match: use one value)")
+        tags[key] = value
+    if len(tags) > _MAX_TAG_FILTERS:
+        raise ConfigError(
+            f"--tag: {len(tags)} tags, DescribeInstances takes at most {_MAX_TAG_FILTERS}"
+        )
+    return tags
+
+
+def _tag_regions(regions: Sequence[str], settings: Settings) -> tuple[str, ...]:
+    """The regions a tag query searches: every --region, else the configured region."""
+    chosen = tuple(dict.fromkeys(regions)) or ((settings.region,) if settings.region else ())
+    if not chosen:
+        raise ConfigError("--tag needs --region (repeatable): the regions to search")
+    for region in chosen:  # validated like a target's region (TargetError names --region)
+        parse_instance_ids((), default_region=region, known_regions=KNOWN_REGIONS)
+    return chosen
+
+
+def _with_tagged(
+    explicit: TargetList,
+    tags: dict[str, str],
+    regions: Sequence[str],
+    settings: Settings,
+    credentials: Credentials,
+) -> TargetList:
+    """The explicit targets, then every instance carrying all `tags` in `regions` (duplicates dropped)."""
+    if not tags:
+        return explicit
+
+    async def resolve() -> list[Target]:
+        async with client_for(settings, credentials) as client:
+            return await resolve_tags(client, regions, tags)
+
+    found = anyio.run(resolve, backend="asyncio")
+    label = ",".join(f"{k}={v}" for k, v in tags.items())
+    if found:
+        text = "".join(f"{t.region},{t.instance_id}\n" for t in found)
+        tagged = parse_target_text(
+            text, source=f"--tag {label}", default_region=None, known_regions=KNOWN_REGIONS
+        )
+        explicit = merge_targets(explicit, tagged)
+    if not explicit.targets:
+        raise TargetError("--tag", f"no instance in {', '.join(regions)} carries {label}")
+    return explicit
+
+
+def _spec(flags: RolloutFlags, command_id: str, params: dict[str, str] | None) -> CommandSpec:
+    """The command spec, with the client-side schedule checks (spec S7)."""
+    spec = CommandSpec(
+        command_id=command_id,
+        parameters=params,
+        timed=flags.timed,
+        frequency=flags.frequency,
+        repeat_mode=flags.repeat_mode,
+        timeout_s=flags.timeout_s,
+        username=flags.username,
+        working_dir=flags.working_dir,
+    )
+    check_schedule(spec, time.time())
+    return spec

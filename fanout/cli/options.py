@@ -1,0 +1,265 @@
+"""The options commands share, each group handed to the command as one typed value.
+
+`common_options` gives a command `common: CommonFlags`, `spend_options` (the commands that can
+spend quota) `spend: SpendFlags` and `rollout_options` (`plan`, `run`) `rollout: RolloutFlags`
+besides; click's keyword arguments never travel further than the command function. Settings,
+the ledger and credentials are opened here the same way for every command.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import click
+
+from fanout.aliyun.credentials import Credentials, load_credentials
+from fanout.errors import RunNotFoundError
+from fanout.ledger import LedgerStore, default_ledger_location, open_ledger
+from fanout.logs import register_secret
+from fanout.settings import Settings, load_settings
+
+__all__ = [
+    "CommonFlags",
+    "RolloutFlags",
+    "SpendFlags",
+    "common_options",
+    "credentials_for",
+    "ledger_for",
+    "rollout_options",
+    "settings_from",
+    "spend_options",
+]
+
+Command = Callable[..., None]
+
+
+@dataclass(frozen=True, slots=True)
+class CommonFlags:
+    """The options every command takes."""
+
+    config_file: Path | None
+    ledger: str | None
+    as_json: bool
+    log_level: str
+
+
+@dataclass(frozen=True, slots=True)
+class SpendFlags:
+    """The options of every command that can spend quota (None: not given)."""
+
+    common: CommonFlags
+    endpoint: str | None
+    ca_bundle: str | None
+    profile: str | None
+    yes: bool
+    wait: bool | None
+    wait_for_quota: bool
+    concurrency: int | None
+    rate_per_s: float | None
+    daily_quota: int | None
+    quota_reserve: int | None
+
+    def settings(self, *, batch_size: int | None = None) -> Settings:
+        """Settings from the config file and the environment with these flags on top."""
+        return settings_from(
+            self.common.config_file,
+            ledger=self.common.ledger,
+            endpoint=self.endpoint,
+            ca_bundle=self.ca_bundle,
+            profile=self.profile,
+            batch_size=batch_size,
+            concurrency=self.concurrency,
+            rate_per_s=self.rate_per_s,
+            daily_quota=self.daily_quota,
+            quota_reserve=self.quota_reserve,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class RolloutFlags:
+    """What `plan` and `run` were told on the command line: targets, command, waves, budget.
+
+    Empty or None where not given; the config file's `[rollout]` table fills those
+    (`fanout.cli.inputs.with_rollout_table`).
+    """
+
+    command_id: str | None
+    targets_file: str | None
+    instance_ids: tuple[str, ...]
+    tags: tuple[str, ...]
+    regions: tuple[str, ...]
+    params: tuple[str, ...]
+    params_json: str | None
+    secret_params: tuple[str, ...]
+    timed: bool | None
+    frequency: str | None
+    repeat_mode: str | None
+    timeout_s: int | None
+    username: str | None
+    working_dir: str | None
+    batch_size: int | None
+    waves: str | None
+    max_errors: str | None
+    pause_after_wave: bool
+    no_preflight: bool
+
+
+def _collected(
+    cls: type[Any], name: str, options: list[Callable[[Command], Command]]
+) -> Callable[[Command], Command]:
+    """A decorator adding `options` to a command, whose values reach it as one `cls`, `name`."""
+    names = [field.name for field in dataclasses.fields(cls)]
+
+    def decorate(func: Command) -> Command:
+        @functools.wraps(func)
+        def command(*args: Any, **kwargs: Any) -> None:
+            values = {key: kwargs.pop(key) for key in names}
+            func(*args, **kwargs, **{name: cls(**values)})
+
+        decorated: Command = command
+        for option in reversed(options):
+            decorated = option(decorated)
+        return decorated
+
+    return decorate
+
+
+_COMMON = _collected(
+    CommonFlags,
+    "common",
+    [
+        click.option(
+            "--config",
+            "config_file",
+            type=click.Path(path_type=Path),
+            help="Settings file (TOML); default $FANOUT_CONFIG.",
+        ),
+        click.option(
+            "--ledger",
+            help="Ledger: a SQLite path or postgresql:// URL "
+            "(default $FANOUT_LEDGER, else XDG state).",
+        ),
+        click.option("--json", "as_json", is_flag=True, help="Machine-readable output."),
+        click.option(
+            "--log-level",
+            default="warning",
+            show_default=True,
+            type=click.Choice(["debug", "info", "warning", "error"]),
+        ),
+    ],
+)
+
+_SPEND = _collected(
+    SpendFlags,
+    "spend",
+    [
+        click.option("--endpoint", help="API endpoint URL for every region (e.g. the emulator)."),
+        click.option(
+            "--ca-bundle", type=click.Path(dir_okay=False), help="Extra trusted CA (PEM)."
+        ),
+        click.option("--profile", help="Credentials profile (aliyun CLI / credentials.ini)."),
+        click.option("--yes", "-y", is_flag=True, help="Do not ask for confirmation."),
+        click.option(
+            "--wait/--no-wait",
+            default=None,
+            help="Follow every instance to its result (default) or only submit.",
+        ),
+        click.option(
+            "--wait-for-quota",
+            is_flag=True,
+            help="Sleep until quota frees instead of exiting 4.",
+        ),
+        click.option(
+            "--concurrency", type=int, help="InvokeCommand calls in flight (all regions)."
+        ),
+        click.option(
+            "--rate",
+            "rate_per_s",
+            type=float,
+            help="Calls per second per region (0: no limit).",
+        ),
+        click.option("--daily-quota", type=int, help="InvokeCommand calls per region per day."),
+        click.option("--quota-reserve", type=int, help="Calls per region left for others."),
+    ],
+)
+
+_ROLLOUT = _collected(
+    RolloutFlags,
+    "rollout",
+    [
+        click.option("--command-id", help="The Cloud Assistant command (c-...); required."),
+        click.option("--targets", "targets_file", help="Target file, or - for stdin."),
+        click.option("--instance-id", "instance_ids", multiple=True, help="A target (repeatable)."),
+        click.option("--tag", "tags", multiple=True, help="KEY=VALUE tag filter (repeatable)."),
+        click.option(
+            "--region", "regions", multiple=True, help="Region for bare ids / tag queries."
+        ),
+        click.option("--param", "params", multiple=True, help="KEY=VALUE parameter (repeatable)."),
+        click.option("--params-json", help="Parameters as a JSON object, or @FILE."),
+        click.option(
+            "--secret-param",
+            "secret_params",
+            multiple=True,
+            help="A parameter whose value is secret (never logged or stored).",
+        ),
+        click.option("--timed", is_flag=True, default=None, help="Periodic (needs --frequency)."),
+        click.option("--frequency", help="Schedule: cron with seconds, rate(...) or at(...)."),
+        click.option(
+            "--repeat-mode",
+            type=click.Choice(["Once", "Period", "NextRebootOnly", "EveryReboot", "DryRun"]),
+        ),
+        click.option(
+            "--timeout", "timeout_s", type=click.IntRange(min=10), help="Seconds (>= 10)."
+        ),
+        click.option("--username", help="User to run as on the instance."),
+        click.option("--working-dir", help="Working directory on the instance."),
+        click.option("--batch-size", type=int, help="Instances per call (default 50, max 100)."),
+        click.option("--waves", help="Cumulative wave sizes, e.g. 1,10%,50%,100%."),
+        click.option("--max-errors", help="Halt after N or P% failed instances."),
+        click.option("--pause-after-wave", is_flag=True, help="Stop after each wave (exit 5)."),
+        click.option("--no-preflight", is_flag=True, help="Skip the Describe checks."),
+    ],
+)
+
+
+def common_options(func: Command) -> Command:
+    """Options every command takes; the command gets `common: CommonFlags`."""
+    return _COMMON(func)
+
+
+def spend_options(func: Command) -> Command:
+    """Options of every command that can spend quota; the command gets `spend: SpendFlags`."""
+    return common_options(_SPEND(func))
+
+
+def rollout_options(func: Command) -> Command:
+    """Targets, command and batching options of `plan` and `run`, then the spending ones; the
+    command gets `rollout: RolloutFlags` and `spend: SpendFlags`."""
+    return spend_options(_ROLLOUT(func))
+
+
+def settings_from(config_file: Path | None, **flags: object) -> Settings:
+    """Load settings with these flags on top."""
+    return load_settings(config_file=config_file, flags=flags)
+
+
+def ledger_for(settings: Settings, *, run_id: str | None = None) -> LedgerStore:
+    """Open the configured ledger; with `run_id`, refuse to create one (the run must exist)."""
+    location = settings.ledger or default_ledger_location()
+    if run_id is not None and "://" not in location and not Path(location).expanduser().exists():
+        msg = f"no run {run_id!r}: there is no ledger at {location}"
+        raise RunNotFoundError(msg)
+    return open_ledger(location)
+
+
+def credentials_for(settings: Settings) -> Credentials:
+    """Credentials from the chain, registered for redaction."""
+    credentials = load_credentials(profile=settings.profile)
+    register_secret(credentials.access_key_secret)
+    register_secret(credentials.security_token)
+    return credentials
