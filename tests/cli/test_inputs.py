@@ -1,0 +1,137 @@
+"""From the command line to a `RunRequest`: flags over the config file's `[rollout]` table, read
+into one request (real files, the real settings and credentials chain, no API call)."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from fanout.cli.inputs import read_rollout, with_rollout_table
+from fanout.cli.options import CommonFlags, RolloutFlags, SpendFlags
+from fanout.errors import ConfigError
+from fanout.targets import Target
+
+HZ1, HZ2, BJ1 = "i-bp1aaaaaaaaaaaaaaaa1", "i-bp1aaaaaaaaaaaaaaaa2", "i-2zeaaaaaaaaaaaaaaaa1"
+
+
+def rollout_flags(**given: Any) -> RolloutFlags:
+    """`RolloutFlags` as click gives them when only `given` is on the command line."""
+    empty: dict[str, Any] = {
+        field.name: () if field.type == "tuple[str, ...]" else None
+        for field in dataclasses.fields(RolloutFlags)
+    }
+    return RolloutFlags(**{**empty, "pause_after_wave": False, "no_preflight": False, **given})
+
+
+def spend_flags(config_file: Path | None = None, **given: Any) -> SpendFlags:
+    """`SpendFlags` as click gives them when only `given` is on the command line."""
+    common = CommonFlags(config_file=config_file, ledger=None, as_json=False, log_level="warning")
+    empty: dict[str, Any] = {field.name: None for field in dataclasses.fields(SpendFlags)}
+    return SpendFlags(**{**empty, "common": common, "yes": False, "wait_for_quota": False, **given})
+
+
+@pytest.fixture(autouse=True)
+def _environment(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No FANOUT_* or config file of the person running the tests; an access key in the env."""
+    for name in list(os.environ):
+        if name.startswith(("FANOUT_", "ALIBABA_CLOUD_")):
+            monkeypatch.delenv(name)
+    monkeypatch.setenv("HOME", str(tmp_path))
+    monkeypatch.setenv("XDG_CONFIG_HOME", str(tmp_path / "config"))
+    monkeypatch.setenv("ALIBABA_CLOUD_ACCESS_KEY_ID", "LTAI5tTestKeyId000000")
+    monkeypatch.setenv("ALIBABA_CLOUD_ACCESS_KEY_SECRET", "test-secret-value-0000")
+    monkeypatch.chdir(tmp_path)
+
+
+def test_the_table_fills_only_what_the_flags_left_out() -> None:
+    """A `[rollout]` value is used where no flag was given; a given flag wins."""
+    flags = rollout_flags(waves="1,100%", instance_ids=("cn-hangzhou:" + HZ1,))
+    table = {
+        "command_id": "c-fromthetable",
+        "targets": "hosts.txt",
+        "waves": "1,10%,100%",
+        "instance_ids": [BJ1],
+        "regions": ["cn-hangzhou", "cn-beijing"],
+        "timeout_s": 300,
+    }
+    merged = with_rollout_table(flags, table)
+    assert merged.command_id == "c-fromthetable"
+    assert merged.targets_file == "hosts.txt"
+    assert merged.waves == "1,100%"
+    assert merged.instance_ids == ("cn-hangzhou:" + HZ1,)
+    assert merged.regions == ("cn-hangzhou", "cn-beijing")
+    assert merged.timeout_s == 300
+    assert merged.max_errors is None
+
+
+def test_params_merge_key_by_key_and_a_flag_wins() -> None:
+    """`--param` and the table's params are merged; for the same key the flag's value is kept."""
+    flags = rollout_flags(params=("version=2.0", "user=ops"))
+    merged = with_rollout_table(flags, {"params": {"name": "nginx", "version": "1.25.3"}})
+    assert dict(p.split("=", 1) for p in merged.params) == {
+        "name": "nginx",
+        "version": "2.0",
+        "user": "ops",
+    }
+
+
+def test_no_table_changes_nothing() -> None:
+    """Without a `[rollout]` table the flags are the request's input as given."""
+    flags = rollout_flags(command_id="c-x", params=("a=1",))
+    assert with_rollout_table(flags, {}) == flags
+
+
+def test_read_rollout_builds_the_request_from_the_file_and_the_flags(tmp_path: Path) -> None:
+    """Flags over the config file's settings and `[rollout]` table become one request: targets
+    from the file's target list, the command and its options, secret keys, waves, budget and
+    waiting; the settings carry the file's values under the flags'."""
+    (tmp_path / "hosts.txt").write_text(
+        f"cn-hangzhou,{HZ1}\ncn-hangzhou,{HZ2}\ncn-hangzhou,{HZ1}\n"
+    )
+    config = tmp_path / "rollout.toml"
+    config.write_text(
+        "batch_size = 25\nconcurrency = 4\n\n[rollout]\n"
+        'command_id = "c-fanoutdemoparam01"\ntargets = "hosts.txt"\n'
+        'params = { name = "nginx", db_password = "hunter2-secret" }\n'
+        'waves = "1,100%"\nmax_errors = "2%"\ntimeout_s = 300\nusername = "ops"\n'
+    )
+    read = read_rollout(
+        rollout_flags(instance_ids=(f"cn-beijing:{BJ1}",), max_errors="5"),
+        spend_flags(config, wait=False, concurrency=2, wait_for_quota=True),
+    )
+    request = read.request
+    assert request.targets == (
+        Target("cn-hangzhou", HZ1),
+        Target("cn-hangzhou", HZ2),
+        Target("cn-beijing", BJ1),
+    )
+    assert [d.location for d in read.duplicates] == ["hosts.txt:3"]
+    assert request.spec.command_id == "c-fanoutdemoparam01"
+    assert request.spec.parameters == {"name": "nginx", "db_password": "hunter2-secret"}
+    assert (request.spec.timeout_s, request.spec.username) == (300, "ops")
+    assert request.secret_keys == ("db_password",)  # its name looks secret
+    assert (request.waves, request.max_errors) == ("1,100%", "5")
+    assert (request.wait, request.wait_for_quota, request.preflight) == (False, True, True)
+    assert (read.settings.batch_size, read.settings.concurrency) == (25, 2)
+    assert read.credentials.access_key_id == "LTAI5tTestKeyId000000"
+
+
+def test_read_rollout_waits_unless_told_not_to() -> None:
+    """Without --wait/--no-wait the run follows every instance to its result."""
+    read = read_rollout(
+        rollout_flags(command_id="c-x", instance_ids=(f"cn-hangzhou:{HZ1}",), no_preflight=True),
+        spend_flags(),
+    )
+    assert (read.request.wait, read.request.preflight) == (True, False)
+
+
+def test_a_command_id_is_required_from_a_flag_or_the_table(tmp_path: Path) -> None:
+    """Neither `--command-id` nor the table's `command_id`: refused, naming both."""
+    config = tmp_path / "rollout.toml"
+    config.write_text('[rollout]\nwaves = "1,100%"\n')
+    with pytest.raises(ConfigError, match=r"--command-id is required .*\[rollout\]"):
+        read_rollout(rollout_flags(instance_ids=(f"cn-hangzhou:{HZ1}",)), spend_flags(config))
