@@ -50,6 +50,7 @@ class ExitCode(enum.IntEnum):
     QUOTA = 4
     INTERRUPTED = 5
     FATAL_API = 6
+    INTERNAL = 70  # a bug: any other exception; sysexits' EX_SOFTWARE
 
 
 class CallKind(enum.StrEnum):

@@ -8,17 +8,29 @@ Exit codes (also in the README and `fanout --help`):
   4 stopped by the daily quota; `fanout resume` continues when capacity frees
   5 interrupted (SIGINT/SIGTERM) or stopped; resumable
   6 fatal API error (authentication, permission, unknown CommandId): nothing more sent
+ 70 internal error (a bug): one line naming the file that holds the traceback
+
+A programming error (any exception that is not a FanoutError, a click exception or an
+interrupt) is never reported as bad input: its traceback, secrets redacted, goes to
+`$XDG_STATE_HOME/fanout/crash-<UTC time>-<random>.txt` (else the temporary folder), mode 0600,
+and stderr gets one line naming the exception's type and that file.
 """
 
 from __future__ import annotations
 
 import functools
+import os
 import sys
+import tempfile
+import traceback
 from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
 import click
 
+from fanout import __version__
 from fanout.errors import ExitCode, FanoutError, LedgerError, RunNotFoundError, UsageError
 from fanout.logs import redact
 
@@ -34,7 +46,8 @@ Exit codes:
   3  halted by --max-errors; resumable
   4  stopped by the daily quota; resume when capacity frees
   5  interrupted or stopped; resumable
-  6  fatal API error (credentials, permission, unknown CommandId)"""
+  6  fatal API error (credentials, permission, unknown CommandId)
+  70 internal error (a bug): the traceback is in the file named"""
 
 
 def fail(message: str, code: ExitCode = ExitCode.BAD_INPUT) -> NoReturn:
@@ -64,7 +77,8 @@ def _unwrapped(func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
 
 
 def guarded(func: F) -> F:
-    """Turn FanoutError into a one-line message and its exit code (never a traceback)."""
+    """Turn FanoutError into a one-line message and its exit code (never a traceback); any
+    other exception is a bug: exit 70, its traceback in a file that the one line names."""
 
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -80,5 +94,62 @@ def guarded(func: F) -> F:
             fail(str(exc), ExitCode.FATAL_API)
         except KeyboardInterrupt:
             fail("interrupted", ExitCode.INTERRUPTED)
+        except (click.ClickException, click.Abort, click.exceptions.Exit):
+            raise  # click's own: usage errors, an answered "no", an explicit exit
+        except Exception as exc:  # noqa: BLE001 - anything else is a bug: exit 70, never 2
+            _crashed(exc)
 
     return wrapper  # type: ignore[return-value]
+
+
+def _crashed(exc: BaseException) -> NoReturn:
+    """Write the traceback of a bug to a file, name it in one stderr line and exit 70."""
+    kind = _bug_type(exc)
+    try:
+        where = f"traceback in {_write_traceback(exc)}"
+    except OSError as err:
+        where = f"the traceback could not be written ({err.strerror or err})"
+    click.echo(f"fanout: internal error (a bug): {kind}; {where}", err=True)
+    sys.exit(int(ExitCode.INTERNAL))
+
+
+def _bug_type(exc: BaseException) -> str:
+    """The exception's type name; for a task group's, the first leaf that is not a FanoutError."""
+    if isinstance(exc, BaseExceptionGroup):
+        bugs = [leaf for leaf in _leaf_errors(exc) if not isinstance(leaf, FanoutError)]
+        exc = bugs[0] if bugs else exc
+    return type(exc).__name__
+
+
+def _crash_folders() -> list[Path]:
+    """Where a traceback may go, first choice first: fanout's state folder, then the temp one."""
+    folders = [Path(tempfile.gettempdir())]
+    state_home = os.environ.get("XDG_STATE_HOME")
+    if not state_home:
+        try:
+            state_home = str(Path.home() / ".local" / "state")
+        except RuntimeError:  # no home folder to be found
+            return folders
+    return [Path(state_home) / "fanout", *folders]
+
+
+def _write_traceback(exc: BaseException) -> Path:
+    """A new file (mode 0600) holding the redacted traceback; the first folder that takes it."""
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    text = redact(
+        f"fanout {__version__}, Python {sys.version.split()[0]}, {stamp}\n\n"
+        + "".join(traceback.format_exception(exc))
+    )
+    error: OSError | None = None
+    for folder in _crash_folders():
+        try:
+            folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+            handle, name = tempfile.mkstemp(prefix=f"crash-{stamp}-", suffix=".txt", dir=folder)
+            with os.fdopen(handle, "w", encoding="utf-8") as file:
+                file.write(text)
+        except OSError as exc_write:
+            error = error or exc_write
+        else:
+            return Path(name)
+    assert error is not None
+    raise error
