@@ -6,7 +6,7 @@
   V1, `v3` = ACS3-HMAC-SHA256) and returns the exact URL to send: its query *is* the canonical
   encoding that was signed, so no byte differs between what was signed and what is sent.
 - `decode_answer` turns an HTTP status and body into the JSON object, or the `ApiError` it carries.
-- The answers' values (`InvocationResult`, `Instance`, ...) and their parsers are in
+- The answers' values (`InstanceResult`, `Instance`, ...) and their parsers are in
   `fanout.aliyun.responses`; the values are re-exported here.
 
 No clock, randomness or I/O: callers pass the nonce and the time.
@@ -30,9 +30,8 @@ from fanout.aliyun.responses import (
     AgentStatus,
     Command,
     Instance,
+    InstanceResult,
     Invocation,
-    InvocationInstance,
-    InvocationResult,
     InvokeResult,
     Page,
 )
@@ -45,9 +44,8 @@ __all__ = [
     "AgentStatus",
     "Command",
     "Instance",
+    "InstanceResult",
     "Invocation",
-    "InvocationInstance",
-    "InvocationResult",
     "InvokeResult",
     "KeyPair",
     "Page",
