@@ -263,6 +263,7 @@ def decode_answer(
                 f"{action} in {region} via {host}: HTTP {status} with an unreadable body "
                 "(the server may have applied it)",
                 sent=True,
+                http_status=status,
             )
         return body
     code = str(body.get("Code") or "") if body else ""
@@ -274,7 +275,7 @@ def decode_answer(
         code=code,
         message=message,
         http_status=status,
-        request_id=str(body.get("RequestId") or "") if body else "",
+        request_id=str(body.get("RequestId") or "") if body else None,
         action=action,
         retry_after_s=_retry_after_s(retry_after),
     )

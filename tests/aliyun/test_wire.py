@@ -490,6 +490,7 @@ def test_decode_answer_unparsable_error(status: int, code: str, kind: CallKind) 
     with pytest.raises(ApiError) as info:
         _decode(b"<html>bad gateway</html>", status)
     assert (info.value.code, info.value.http_status, info.value.kind) == (code, status, kind)
+    assert info.value.request_id is None
 
 
 def test_decode_answer_garbled_success_is_ambiguous() -> None:
@@ -498,3 +499,4 @@ def test_decode_answer_garbled_success_is_ambiguous() -> None:
         _decode(b'{"InvokeId": "t-', 200)
     assert info.value.sent is True
     assert info.value.kind is CallKind.AMBIGUOUS
+    assert (info.value.http_status, info.value.request_id) == (200, None)
