@@ -2,17 +2,20 @@
 
 Every group of operations is one `BEGIN IMMEDIATE` transaction, so quota reservations are atomic
 across processes: the write lock is held from counting the window to inserting the reservation.
+sqlite3 errors are mapped to `LedgerError` (naming the file) at one boundary, `_storage`, which
+wraps every method that touches the connection; nothing from sqlite3 leaves this module.
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sqlite3
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 from fanout.errors import LedgerError, RunNotFoundError, TransitionError
 from fanout.ledger import writes
@@ -58,6 +61,55 @@ _SQLITE_HEADER = b"SQLite format 3\x00"
 _INSERT_CHUNK = 20_000
 
 
+_P = ParamSpec("_P")
+_R = TypeVar("_R")
+
+
+def _storage(
+    what: str,
+) -> Callable[
+    [Callable[Concatenate[SqliteLedger, _P], _R]], Callable[Concatenate[SqliteLedger, _P], _R]
+]:
+    """The one boundary: a sqlite3 error in the wrapped method leaves as a LedgerError that
+    names the file and what was being done (`what`), with the driver's error as its cause."""
+
+    def wrap(
+        method: Callable[Concatenate[SqliteLedger, _P], _R],
+    ) -> Callable[Concatenate[SqliteLedger, _P], _R]:
+        @functools.wraps(method)
+        def mapped(self: SqliteLedger, /, *args: _P.args, **kwargs: _P.kwargs) -> _R:
+            try:
+                return method(self, *args, **kwargs)
+            except sqlite3.Error as exc:
+                msg = f"{self.path}: ledger {what} failed ({_reason(exc)})"
+                raise LedgerError(msg) from exc
+
+        return mapped
+
+    return wrap
+
+
+def _reason(exc: sqlite3.Error) -> str:
+    """A driver error as one line: its message, or its type when it has none."""
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def _create_private(path: Path) -> None:
+    """Create the file 0600 before SQLite does (its -wal/-shm files copy this mode: I5), or
+    check that the existing one is a SQLite database."""
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        with os.fdopen(fd, "rb") as file:
+            header = file.read(len(_SQLITE_HEADER))
+    except OSError as exc:
+        msg = f"{path}: cannot open the ledger file ({exc.strerror or exc})"
+        raise LedgerError(msg) from exc
+    if header not in (b"", _SQLITE_HEADER):
+        msg = f"{path}: not a fanout ledger (not a SQLite database); left untouched"
+        raise LedgerError(msg)
+
+
 def _refuse_foreign_database(conn: sqlite3.Connection, path: Path) -> None:
     """Refuse another application's SQLite database before changing anything in it."""
     tables = sorted(r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'"))
@@ -85,13 +137,7 @@ class SqliteLedger(LedgerReads):
 
     def __init__(self, path: Path, *, synchronous: str = "FULL") -> None:
         self.path = path
-        path.parent.mkdir(parents=True, exist_ok=True)
-        # Create the file 0600 before SQLite does (its -wal/-shm files copy this mode): I5.
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-        with os.fdopen(fd, "rb") as file:
-            if file.read(len(_SQLITE_HEADER)) not in (b"", _SQLITE_HEADER):
-                msg = f"{path}: not a fanout ledger (not a SQLite database); left untouched"
-                raise LedgerError(msg)
+        _create_private(path)
         try:
             self._conn = sqlite3.connect(
                 path, isolation_level=None, check_same_thread=False, timeout=60
@@ -103,13 +149,14 @@ class SqliteLedger(LedgerReads):
             self._conn.execute("PRAGMA journal_mode = WAL")
             self._conn.execute(f"PRAGMA synchronous = {synchronous}")
             self._migrate()
-        except sqlite3.DatabaseError as exc:
-            msg = f"{path}: not a usable fanout ledger ({exc})"
+        except sqlite3.Error as exc:
+            msg = f"{path}: not a usable fanout ledger ({_reason(exc)})"
             raise LedgerError(msg) from exc
         self._lock = threading.Lock()
 
     # --- lifecycle -----------------------------------------------------------------------
 
+    @_storage("close")
     def close(self) -> None:
         """Close the connection."""
         self._conn.close()
@@ -147,6 +194,7 @@ class SqliteLedger(LedgerReads):
 
     # --- writes --------------------------------------------------------------------------
 
+    @_storage("write")
     def create_run(
         self,
         run: RunRecord,
@@ -185,6 +233,7 @@ class SqliteLedger(LedgerReads):
                 ((*instance_row(i), now) for i in extra_instances),
             )
 
+    @_storage("write")
     def apply(self, ops: Sequence[Op]) -> list[object]:
         """Apply operations in order in one transaction; one result per operation."""
         with self._transaction() as cur:
@@ -227,8 +276,9 @@ class SqliteLedger(LedgerReads):
         """This ledger's path, for messages."""
         return str(self.path)
 
+    @_storage("read")
     def _query(self, sql: str, args: Sequence[object] = ()) -> list[Any]:
-        """Run one read query under the lock."""
+        """Run one read query under the lock (every read of `LedgerReads` comes here)."""
         with self._lock:
             return self._conn.execute(sql, args).fetchall()
 
@@ -253,9 +303,21 @@ class _Transaction:
 
     def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
         try:
-            self._conn.execute("ROLLBACK" if exc_type else "COMMIT")
+            if exc_type is None:
+                try:
+                    self._conn.execute("COMMIT")
+                except BaseException:
+                    self._rollback()  # a failed COMMIT leaves the transaction open
+                    raise
+            else:
+                self._rollback()
         finally:
             self._lock.release()
+
+    def _rollback(self) -> None:
+        """ROLLBACK, unless SQLite already rolled back (it does after some errors)."""
+        if self._conn.in_transaction:
+            self._conn.execute("ROLLBACK")
 
 
 # --- operation handlers (pure SQL over one cursor) ------------------------------------------
