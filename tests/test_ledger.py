@@ -21,6 +21,7 @@ import pytest
 from fanout.errors import LedgerError, RunNotFoundError, TransitionError
 from fanout.ledger import (
     AcquireLease,
+    AppendEvent,
     BatchRecord,
     BatchState,
     BeginAttempt,
@@ -306,6 +307,39 @@ async def test_posted_error_surfaces_at_flush(ledger: LedgerStore) -> None:
         with pytest.raises(LedgerError, match="pending -> done"):
             await committer.flush()
         committer.close()
+
+
+async def test_a_bug_in_a_write_reaches_every_submitter_unchanged(tmp_path: Path) -> None:
+    """A non-storage error in a store operation (an event that cannot be serialised: a bug)
+    reaches every submitter of its group as that error, not as a LedgerError; nothing of the
+    group is written, and the committer goes on."""
+    store = SqliteLedger(tmp_path / "l.sqlite3")
+    store.create_run(_run(), [_batch(0, ("i-a",))])
+    cyclic: dict[str, object] = {}
+    cyclic["self"] = cyclic
+    fine: dict[str, object] = {"ok": 1}
+    committer = GroupCommitter(store)
+    raised: list[BaseException] = []
+
+    async def submit(data: dict[str, object]) -> None:
+        try:
+            await committer.submit(AppendEvent(RUN, "event", time.time(), data))
+        except Exception as exc:  # noqa: BLE001 - collected to be asserted on
+            raised.append(exc)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(submit, fine)
+        tg.start_soon(submit, cyclic)
+        tg.start_soon(committer.run)  # after both submits: they form one group
+        await anyio.wait_all_tasks_blocked()
+        committer.post(AppendEvent(RUN, "event", time.time(), cyclic))
+        with pytest.raises(ValueError, match="Circular reference"):
+            await committer.flush()  # a posted bug surfaces at flush, as itself
+        assert await committer.submit(AppendEvent(RUN, "after", time.time())) == [None]
+        committer.close()
+    assert [type(exc) for exc in raised] == [ValueError, ValueError]
+    assert [kind for _, _, kind, _ in store.events(RUN)] == ["after"]
+    store.close()
 
 
 def _reserve_many(
