@@ -12,9 +12,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from fanout.emulator.config import EmulatorConfig
-from fanout.emulator.executions import InvocationStore, iso_utc, iso_utc_ms
+from fanout.emulator.executions import InvocationStore
 from fanout.emulator.fleet import CommandCatalog, Fleet
 from fanout.emulator.params import Params
+from fanout.emulator.timing import iso_utc, iso_utc_ms
 
 __all__ = ["Call", "Clock", "IdempotencyEntry", "RegionState", "World"]
 
