@@ -9,7 +9,8 @@ FanoutError
  ├── LedgerError             the ledger cannot be read or written as asked
  │    ├── TransitionError    a state change that the state machine forbids
  │    └── RunNotFoundError   no run with that id in the ledger                 exit 2
- └── CallError               one API call did not succeed; `.kind` says what to do next
+ └── CallError               one API call did not succeed; `.kind` says what to do next,
+      │                      `.request_id` / `.http_status` what the server said (None: unknown)
       ├── ApiError           the server answered with an error body (Code, HTTP status, RequestId)
       └── TransportError     no complete answer: never connected, or lost after sending
 ```
@@ -102,19 +103,34 @@ class RunNotFoundError(LedgerError):
 
 
 class CallError(FanoutError):
-    """One API call failed; `kind` tells the runner what may happen next."""
+    """One API call failed; `kind` tells the runner what may happen next.
+
+    `request_id` and `http_status` are the server's, None when no answer told them (every
+    subclass has both, so a caller records them without asking which error it holds).
+    """
 
     kind: CallKind
     code: str
     retry_after_s: float | None
+    request_id: str | None
+    http_status: int | None
 
     def __init__(
-        self, message: str, *, kind: CallKind, code: str, retry_after_s: float | None = None
+        self,
+        message: str,
+        *,
+        kind: CallKind,
+        code: str,
+        retry_after_s: float | None = None,
+        request_id: str | None = None,
+        http_status: int | None = None,
     ) -> None:
         super().__init__(message)
         self.kind = kind
         self.code = code
         self.retry_after_s = retry_after_s
+        self.request_id = request_id or None
+        self.http_status = http_status
 
     @property
     def is_throttling(self) -> bool:
@@ -125,13 +141,15 @@ class CallError(FanoutError):
 class ApiError(CallError):
     """The server answered with an error body."""
 
+    http_status: int
+
     def __init__(
         self,
         *,
         code: str,
         message: str,
         http_status: int,
-        request_id: str = "",
+        request_id: str | None = None,
         action: str = "",
         retry_after_s: float | None = None,
     ) -> None:
@@ -139,20 +157,28 @@ class ApiError(CallError):
         text = f"{action + ': ' if action else ''}{code} (HTTP {http_status}): {message}"
         if request_id:
             text += f" [RequestId {request_id}]"
-        super().__init__(text, kind=kind, code=code, retry_after_s=retry_after_s)
-        self.http_status = http_status
-        self.request_id = request_id
+        super().__init__(
+            text,
+            kind=kind,
+            code=code,
+            retry_after_s=retry_after_s,
+            request_id=request_id,
+            http_status=http_status,
+        )
         self.api_message = message
         self.action = action
 
 
 class TransportError(CallError):
-    """No complete answer arrived; `kind` is RETRYABLE if nothing was sent, else AMBIGUOUS."""
+    """No complete answer arrived; `kind` is RETRYABLE if nothing was sent, else AMBIGUOUS.
 
-    def __init__(self, message: str, *, sent: bool) -> None:
+    `http_status` is set when a status line arrived but the body could not be read.
+    """
+
+    def __init__(self, message: str, *, sent: bool, http_status: int | None = None) -> None:
         kind = CallKind.AMBIGUOUS if sent else CallKind.RETRYABLE
         code = "Transport.Ambiguous" if sent else "Transport.ConnectFailed"
-        super().__init__(message, kind=kind, code=code)
+        super().__init__(message, kind=kind, code=code, http_status=http_status)
         self.sent = sent
 
 

@@ -240,9 +240,9 @@ async def _failed_attempt(d: InvokeContext, b: _Batch, err: CallError) -> BatchE
             b.attempt,
             err.kind.value,
             d.clock.time(),
-            request_id=getattr(err, "request_id", None),
+            request_id=err.request_id,
             error_code=err.code,
-            http_status=getattr(err, "http_status", None),
+            http_status=err.http_status,
             message=str(err)[:500],
         )
     )

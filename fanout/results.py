@@ -19,7 +19,7 @@ import time
 from collections.abc import Callable, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING
 
 import anyio
 import structlog
@@ -39,6 +39,7 @@ from fanout.ledger import (
 
 if TYPE_CHECKING:
     from fanout.aliyun.client import EcsClient
+    from fanout.aliyun.responses import InstanceResult
 
 __all__ = [
     "COUNTED_FAILURES",
@@ -77,27 +78,6 @@ _PENDING_CAP_S = 30.0
 log = structlog.get_logger("fanout.results")
 
 
-class _Result(Protocol):
-    """What both DescribeInvocations instances and DescribeInvocationResults records carry."""
-
-    @property
-    def instance_id(self) -> str: ...
-    @property
-    def status(self) -> str: ...
-    @property
-    def exit_code(self) -> int | None: ...
-    @property
-    def output(self) -> str: ...
-    @property
-    def dropped(self) -> int: ...
-    @property
-    def error_code(self) -> str: ...
-    @property
-    def error_info(self) -> str: ...
-    @property
-    def start_time(self) -> str | None: ...
-
-
 def _cap(text: str, max_bytes: int) -> tuple[str, int]:
     """Text cut to `max_bytes` of UTF-8 and the number of bytes dropped."""
     data = text.encode()
@@ -109,8 +89,7 @@ def _cap(text: str, max_bytes: int) -> tuple[str, int]:
 def instance_outcome(
     batch: BatchRecord,
     invoke_id: str,
-    result: _Result,
-    finish_time: str | None,
+    result: InstanceResult,
     max_output_bytes: int,
 ) -> InstanceRecord:
     """The ledger record of one instance's terminal result."""
@@ -130,7 +109,7 @@ def instance_outcome(
         output=output or None,
         dropped=dropped + (result.dropped or 0),
         start_time=result.start_time,
-        finish_time=finish_time,
+        finish_time=result.finish_time,
         invocation_status=result.status,
     )
 
@@ -346,7 +325,9 @@ class Collector:
         if not self._watches:
             self._idle.set()
 
-    def _record(self, watch: _Watch, results: Sequence[_Result], *, with_output: bool) -> None:
+    def _record(
+        self, watch: _Watch, results: Sequence[InstanceResult], *, with_output: bool
+    ) -> None:
         """Write terminal results: newly final instances, and outputs of ones already final."""
         records = []
         for result in results:
@@ -356,10 +337,7 @@ class Collector:
             first = iid in watch.open_ids
             if not first and not (with_output and iid in watch.final_ids):
                 continue
-            finish = getattr(result, "finished_time", None) or getattr(result, "finish_time", None)
-            record = instance_outcome(
-                watch.batch, watch.invoke_id, result, finish, self.max_output_bytes
-            )
+            record = instance_outcome(watch.batch, watch.invoke_id, result, self.max_output_bytes)
             records.append(record)
             if first:
                 watch.open_ids.discard(iid)

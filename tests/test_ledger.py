@@ -6,11 +6,12 @@ Tests marked `both_backends` run against SQLite and PostgreSQL with the same exp
 from __future__ import annotations
 
 import multiprocessing
+import re
 import sqlite3
 import stat
 import time
 from collections import Counter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from multiprocessing.synchronize import Barrier
 from pathlib import Path
 
@@ -20,6 +21,7 @@ import pytest
 from fanout.errors import LedgerError, RunNotFoundError, TransitionError
 from fanout.ledger import (
     AcquireLease,
+    AppendEvent,
     BatchRecord,
     BatchState,
     BeginAttempt,
@@ -36,10 +38,11 @@ from fanout.ledger import (
     ShrinkBatch,
     open_ledger,
 )
+from fanout.ledger.location import redact_location
 from fanout.ledger.model import BATCH_TRANSITIONS, check_transition
 from fanout.ledger.schema import SCHEMA_VERSION
 from fanout.ledger.sqlite import SqliteLedger
-from tests.conftest import both_backends
+from tests.conftest import both_backends, ledger_sql
 
 RUN = "r-test"
 
@@ -112,6 +115,39 @@ def test_not_a_ledger_is_refused(tmp_path: Path) -> None:
     path = tmp_path / "junk.sqlite3"
     path.write_bytes(b"\x00garbage" * 200)
     with pytest.raises(LedgerError, match=r"junk\.sqlite3"):
+        SqliteLedger(path)
+
+
+@both_backends
+def test_driver_errors_leave_as_ledger_errors(ledger_location: str) -> None:
+    """A driver error (sqlite3, psycopg) in any method, write or read, is a LedgerError naming
+    the ledger and the driver's message, caused by the driver's error; the store stays usable."""
+    store = open_ledger(ledger_location)
+    store.create_run(_run(), [_batch(0, ("i-a", "i-b"))])
+    ledger_sql(ledger_location, "DROP TABLE instances")  # behind the store's back
+    done = InstanceRecord(RUN, "cn-hangzhou", "i-a", f"{RUN}-b0", InstanceState.SUCCEEDED)
+    calls: dict[str, Callable[[], object]] = {
+        "apply": lambda: store.apply([SetInstances(RUN, (done,), time.time())]),
+        "create_run": lambda: store.create_run(_run("r-2"), [_batch(0, ("i-x",), "r-2")]),
+        "instance_counts": lambda: store.instance_counts(RUN),
+        "iter_instances": lambda: list(store.iter_instances(RUN)),
+    }
+    name = re.escape(redact_location(ledger_location))
+    for call in calls.values():
+        with pytest.raises(LedgerError, match=rf"^{name}: .*instances") as info:
+            call()
+        driver = type(info.value.__cause__).__module__.partition(".")[0]
+        assert driver in {"sqlite3", "psycopg"}, info.value.__cause__
+    assert store.get_run(RUN).run_id == RUN  # the lock and the transaction were released
+    store.apply([FinishAttempt(f"{RUN}-b0", 1, "accepted", time.time())])
+    store.close()
+
+
+def test_unopenable_path_is_a_ledger_error(tmp_path: Path) -> None:
+    """A ledger path that cannot be opened as a file (a directory) is a LedgerError naming it."""
+    path = tmp_path / "ledger.sqlite3"
+    path.mkdir()
+    with pytest.raises(LedgerError, match=r"ledger\.sqlite3: cannot open the ledger file"):
         SqliteLedger(path)
 
 
@@ -271,6 +307,39 @@ async def test_posted_error_surfaces_at_flush(ledger: LedgerStore) -> None:
         with pytest.raises(LedgerError, match="pending -> done"):
             await committer.flush()
         committer.close()
+
+
+async def test_a_bug_in_a_write_reaches_every_submitter_unchanged(tmp_path: Path) -> None:
+    """A non-storage error in a store operation (an event that cannot be serialised: a bug)
+    reaches every submitter of its group as that error, not as a LedgerError; nothing of the
+    group is written, and the committer goes on."""
+    store = SqliteLedger(tmp_path / "l.sqlite3")
+    store.create_run(_run(), [_batch(0, ("i-a",))])
+    cyclic: dict[str, object] = {}
+    cyclic["self"] = cyclic
+    fine: dict[str, object] = {"ok": 1}
+    committer = GroupCommitter(store)
+    raised: list[BaseException] = []
+
+    async def submit(data: dict[str, object]) -> None:
+        try:
+            await committer.submit(AppendEvent(RUN, "event", time.time(), data))
+        except Exception as exc:  # noqa: BLE001 - collected to be asserted on
+            raised.append(exc)
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(submit, fine)
+        tg.start_soon(submit, cyclic)
+        tg.start_soon(committer.run)  # after both submits: they form one group
+        await anyio.wait_all_tasks_blocked()
+        committer.post(AppendEvent(RUN, "event", time.time(), cyclic))
+        with pytest.raises(ValueError, match="Circular reference"):
+            await committer.flush()  # a posted bug surfaces at flush, as itself
+        assert await committer.submit(AppendEvent(RUN, "after", time.time())) == [None]
+        committer.close()
+    assert [type(exc) for exc in raised] == [ValueError, ValueError]
+    assert [kind for _, _, kind, _ in store.events(RUN)] == ["after"]
+    store.close()
 
 
 def _reserve_many(

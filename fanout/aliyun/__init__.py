@@ -17,9 +17,8 @@ from fanout.aliyun.responses import (
     AgentStatus,
     Command,
     Instance,
+    InstanceResult,
     Invocation,
-    InvocationInstance,
-    InvocationResult,
     InvokeResult,
 )
 
@@ -31,9 +30,8 @@ __all__ = [
     "Credentials",
     "EcsClient",
     "Instance",
+    "InstanceResult",
     "Invocation",
-    "InvocationInstance",
-    "InvocationResult",
     "InvokeResult",
     "load_credentials",
     "resolve_endpoint",

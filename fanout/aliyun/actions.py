@@ -21,8 +21,8 @@ from fanout.aliyun.responses import (
     AgentStatus,
     Command,
     Instance,
+    InstanceResult,
     Invocation,
-    InvocationResult,
     InvokeResult,
     Page,
 )
@@ -117,7 +117,7 @@ class EcsActions(abc.ABC):
         instance_id: str | None = None,
         max_results: int = PAGE_SIZE_MAX,
         content_encoding: str = "PlainText",
-    ) -> list[InvocationResult]:
+    ) -> list[InstanceResult]:
         """Every per-instance result of an invocation (or of an instance), all pages."""
         params = {
             "InvokeId": invoke_id,

@@ -17,9 +17,8 @@ __all__ = [
     "AgentStatus",
     "Command",
     "Instance",
+    "InstanceResult",
     "Invocation",
-    "InvocationInstance",
-    "InvocationResult",
     "InvokeResult",
     "Page",
     "decode_text",
@@ -53,8 +52,14 @@ class InvokeResult:
 
 
 @dataclass(frozen=True, slots=True)
-class InvocationResult:
-    """One instance's result of one invocation (DescribeInvocationResults)."""
+class InstanceResult:
+    """One instance's result of one invocation.
+
+    DescribeInvocationResults lists these as `InvocationResult[]`, DescribeInvocations as the
+    `InvokeInstances.InvokeInstance[]` of each invocation: the same fields, except that the end
+    time is `FinishedTime` in the first and `FinishTime` in the second (facts 2.1); both parse
+    into `finish_time`.
+    """
 
     invoke_id: str
     instance_id: str
@@ -63,23 +68,6 @@ class InvocationResult:
     exit_code: int | None
     output: str
     dropped: int  # bytes of output cut off by the server (output over 24 KB)
-    error_code: str
-    error_info: str
-    start_time: str | None
-    finished_time: str | None
-    stop_time: str | None
-    repeats: int
-
-
-@dataclass(frozen=True, slots=True)
-class InvocationInstance:
-    """One instance of an invocation as DescribeInvocations lists it."""
-
-    instance_id: str
-    status: str
-    exit_code: int | None
-    output: str
-    dropped: int
     error_code: str
     error_info: str
     start_time: str | None
@@ -96,7 +84,7 @@ class Invocation:
     command_id: str
     status: str  # overall InvocationStatus
     creation_time: str | None
-    instances: tuple[InvocationInstance, ...]
+    instances: tuple[InstanceResult, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -199,39 +187,14 @@ def parse_invoke(body: Mapping[str, Any]) -> InvokeResult:
     return InvokeResult(invoke_id=_str(body, "InvokeId"), request_id=_str(body, "RequestId"))
 
 
-def parse_invocation_results(
-    body: Mapping[str, Any], encoding: str = "PlainText"
-) -> Page[InvocationResult]:
-    """DescribeInvocationResults: `Invocation.InvocationResults.InvocationResult[]`."""
-    wrapper = body.get("Invocation") or {}
-    rows = _items(body, "Invocation", "InvocationResults", "InvocationResult")
-    return _page(
-        (
-            InvocationResult(
-                invoke_id=_str(r, "InvokeId"),
-                instance_id=_str(r, "InstanceId"),
-                command_id=_str(r, "CommandId"),
-                status=_str(r, "InvocationStatus"),
-                exit_code=_opt_int(r, "ExitCode"),
-                output=decode_text(_str(r, "Output"), encoding),
-                dropped=_int(r, "Dropped"),
-                error_code=_str(r, "ErrorCode"),
-                error_info=_str(r, "ErrorInfo"),
-                start_time=_opt_str(r, "StartTime"),
-                finished_time=_opt_str(r, "FinishedTime"),
-                stop_time=_opt_str(r, "StopTime"),
-                repeats=_int(r, "Repeats"),
-            )
-            for r in rows
-        ),
-        wrapper.get("NextToken") if isinstance(wrapper, Mapping) else None,
-    )
-
-
-def _invocation_instance(r: Mapping[str, Any], encoding: str) -> InvocationInstance:
-    """One `InvokeInstances.InvokeInstance` entry."""
-    return InvocationInstance(
+def _instance_result(
+    r: Mapping[str, Any], encoding: str, *, invoke_id: str, command_id: str, finish_key: str
+) -> InstanceResult:
+    """One per-instance entry; `invoke_id` / `command_id` are the entry's own or its parent's."""
+    return InstanceResult(
+        invoke_id=invoke_id,
         instance_id=_str(r, "InstanceId"),
+        command_id=command_id,
         status=_str(r, "InvocationStatus") or _str(r, "InstanceInvokeStatus"),
         exit_code=_opt_int(r, "ExitCode"),
         output=decode_text(_str(r, "Output"), encoding),
@@ -239,9 +202,51 @@ def _invocation_instance(r: Mapping[str, Any], encoding: str) -> InvocationInsta
         error_code=_str(r, "ErrorCode"),
         error_info=_str(r, "ErrorInfo"),
         start_time=_opt_str(r, "StartTime"),
-        finish_time=_opt_str(r, "FinishTime"),
+        finish_time=_opt_str(r, finish_key),
         stop_time=_opt_str(r, "StopTime"),
         repeats=_int(r, "Repeats"),
+    )
+
+
+def parse_invocation_results(
+    body: Mapping[str, Any], encoding: str = "PlainText"
+) -> Page[InstanceResult]:
+    """DescribeInvocationResults: `Invocation.InvocationResults.InvocationResult[]`."""
+    wrapper = body.get("Invocation") or {}
+    rows = _items(body, "Invocation", "InvocationResults", "InvocationResult")
+    return _page(
+        (
+            _instance_result(
+                r,
+                encoding,
+                invoke_id=_str(r, "InvokeId"),
+                command_id=_str(r, "CommandId"),
+                finish_key="FinishedTime",
+            )
+            for r in rows
+        ),
+        wrapper.get("NextToken") if isinstance(wrapper, Mapping) else None,
+    )
+
+
+def _invocation(
+    r: Mapping[str, Any], encoding: str, statuses: Collection[str] | None
+) -> Invocation:
+    """One `Invocations.Invocation` entry with its instances (only those in `statuses`)."""
+    invoke_id, command_id = _str(r, "InvokeId"), _str(r, "CommandId")
+    return Invocation(
+        invoke_id=invoke_id,
+        command_id=command_id,
+        status=_str(r, "InvocationStatus") or _str(r, "InvokeStatus"),
+        creation_time=_opt_str(r, "CreationTime"),
+        instances=tuple(
+            _instance_result(
+                i, encoding, invoke_id=invoke_id, command_id=command_id, finish_key="FinishTime"
+            )
+            for i in _items(r, "InvokeInstances", "InvokeInstance")
+            if statuses is None
+            or (i.get("InvocationStatus") or i.get("InstanceInvokeStatus")) in statuses
+        ),
     )
 
 
@@ -259,18 +264,7 @@ def parse_invocations(
     """
     return _page(
         (
-            Invocation(
-                invoke_id=_str(r, "InvokeId"),
-                command_id=_str(r, "CommandId"),
-                status=_str(r, "InvocationStatus") or _str(r, "InvokeStatus"),
-                creation_time=_opt_str(r, "CreationTime"),
-                instances=tuple(
-                    _invocation_instance(i, encoding)
-                    for i in _items(r, "InvokeInstances", "InvokeInstance")
-                    if statuses is None
-                    or (i.get("InvocationStatus") or i.get("InstanceInvokeStatus")) in statuses
-                ),
-            )
+            _invocation(r, encoding, statuses)
             for r in _items(body, "Invocations", "Invocation")
             if invoke_ids is None or r.get("InvokeId") in invoke_ids
         ),

@@ -6,7 +6,7 @@
   V1, `v3` = ACS3-HMAC-SHA256) and returns the exact URL to send: its query *is* the canonical
   encoding that was signed, so no byte differs between what was signed and what is sent.
 - `decode_answer` turns an HTTP status and body into the JSON object, or the `ApiError` it carries.
-- The answers' values (`InvocationResult`, `Instance`, ...) and their parsers are in
+- The answers' values (`InstanceResult`, `Instance`, ...) and their parsers are in
   `fanout.aliyun.responses`; the values are re-exported here.
 
 No clock, randomness or I/O: callers pass the nonce and the time.
@@ -30,9 +30,8 @@ from fanout.aliyun.responses import (
     AgentStatus,
     Command,
     Instance,
+    InstanceResult,
     Invocation,
-    InvocationInstance,
-    InvocationResult,
     InvokeResult,
     Page,
 )
@@ -45,9 +44,8 @@ __all__ = [
     "AgentStatus",
     "Command",
     "Instance",
+    "InstanceResult",
     "Invocation",
-    "InvocationInstance",
-    "InvocationResult",
     "InvokeResult",
     "KeyPair",
     "Page",
@@ -265,6 +263,7 @@ def decode_answer(
                 f"{action} in {region} via {host}: HTTP {status} with an unreadable body "
                 "(the server may have applied it)",
                 sent=True,
+                http_status=status,
             )
         return body
     code = str(body.get("Code") or "") if body else ""
@@ -276,7 +275,7 @@ def decode_answer(
         code=code,
         message=message,
         http_status=status,
-        request_id=str(body.get("RequestId") or "") if body else "",
+        request_id=str(body.get("RequestId") or "") if body else None,
         action=action,
         retry_after_s=_retry_after_s(retry_after),
     )

@@ -11,12 +11,12 @@ from collections.abc import Awaitable, Callable, Iterator
 from typing import Any
 
 from fanout.emulator.describe import describe_cloud_assistant_status, describe_instances
-from fanout.emulator.executions import iso_utc
 from fanout.emulator.fleet import COMMAND_TYPES, Command
 from fanout.emulator.invoke import invoke_command
 from fanout.emulator.params import decode_token, encode_token, take_page
 from fanout.emulator.results import describe_invocation_results, describe_invocations
 from fanout.emulator.state import Call
+from fanout.emulator.timing import iso_utc
 from fanout.emulator.wire import ApiFault, Body, invalid_parameter, missing_parameter
 
 __all__ = ["ACTIONS", "Handler"]

@@ -8,7 +8,6 @@ A dropped request closes the TCP connection without any response.
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import Mapping
 from typing import Any
@@ -88,8 +87,8 @@ class EmulatorApp:
         world.count_call(region, action)
         in_flight_s = self._latency_s * _INVOKE_IN_FLIGHT_SHARE if action == "InvokeCommand" else 0
         if self._latency_s:
-            await asyncio.sleep(self._latency_s - in_flight_s)
-        if not self.qps.allow(region, action):
+            await world.clock.sleep(self._latency_s - in_flight_s)
+        if not self.qps.allow(region, action, world.clock.now()):
             raise _throttled()
         fault = self.faults.before(action)
         if fault is Fault.THROTTLE:
@@ -135,7 +134,10 @@ class EmulatorApp:
         return web.json_response(self.world.snapshot(executions=executions))
 
     async def clock(self, request: web.Request) -> web.Response:
-        """POST /_emulator/clock {"advance_s": N, "freeze": bool}: move (or freeze) the clock."""
+        """POST /_emulator/clock {"advance_s": N, "freeze": bool}: move (or freeze) the clock.
+
+        Executions, the quota day, the QPS windows and the simulated latency all follow it.
+        """
         data = await _json_object(request)
         advance = data.get("advance_s", 0)
         if not isinstance(advance, int | float) or isinstance(advance, bool) or advance < 0:

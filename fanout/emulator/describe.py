@@ -13,10 +13,11 @@ from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from fanout.emulator.executions import ExecutionStatus, iso_utc
+from fanout.emulator.executions import ExecutionStatus
 from fanout.emulator.fleet import Instance, RegionFleet, describe_tags
 from fanout.emulator.params import Params, decode_token, encode_token, take_page
 from fanout.emulator.state import Call, World
+from fanout.emulator.timing import iso_utc
 from fanout.emulator.wire import Body, invalid_parameter
 
 __all__ = ["describe_cloud_assistant_status", "describe_instances"]

@@ -1,7 +1,7 @@
 """Invocations and the per-instance execution status, computed lazily from the emulator clock.
 
-Nothing runs in the background: an accepted invocation stores, per instance, a seeded pending
-delay, run time and exit code (compact arrays), and every query derives the status at `now`:
+Nothing runs in the background: an accepted invocation keeps, per instance, a seeded pending
+delay, run time and exit code (`timing.py`), and every query derives the status at `now`:
 Pending -> Running -> Success / Failed / Timeout, or Cancelled / Terminated after StopInvocation,
 or Aborted when the instance became unusable before its execution started. Periodic
 invocations stay Scheduled with a growing `Repeats` until stopped.
@@ -9,18 +9,15 @@ invocations stay Scheduled with a growing `Repeats` until stopped.
 
 from __future__ import annotations
 
-import bisect
-import functools
 import random
-from array import array
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
 from fanout.emulator.fleet import Command, Instance
 from fanout.emulator.schedule import Schedule
+from fanout.emulator.timing import PENDING_MAX_S, RunTimes, Timing, TimingPlan
 
 __all__ = [
     "Execution",
@@ -28,16 +25,12 @@ __all__ = [
     "Invocation",
     "InvocationSpec",
     "InvocationStore",
-    "iso_utc",
-    "iso_utc_ms",
+    "legacy_invoke_status",
     "overall_status",
 ]
 
-_PENDING_MAX_S = 0.3  # time to verify and deliver a command before it runs
 _OUTPUT_LIMIT_BYTES = 24 * 1024  # DescribeInvocations: Output beyond 24 KB is dropped
-_MAX_TRACKED_RUNS = 200_000  # periodic run times kept exactly; beyond, counts are extrapolated
 _INTERRUPTED_EXIT_CODE = -1
-_ISO_CACHE_SIZE = 65536  # result pages repeat the same few seconds over and over
 
 
 class ExecutionStatus(StrEnum):
@@ -73,24 +66,6 @@ _ABORT_INFO = {
     "InstanceNotRunning": "The instance is not running.",
     "ClientNotOnline": "The Cloud Assistant agent is not online.",
 }
-
-
-def iso_utc(t: float | None) -> str:
-    """`2026-11-28T06:00:00Z`, or "" for no time."""
-    if t is None:
-        return ""
-    return _iso_second(int(t))
-
-
-@functools.lru_cache(maxsize=_ISO_CACHE_SIZE)
-def _iso_second(t: int) -> str:
-    return datetime.fromtimestamp(t, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def iso_utc_ms(t: float) -> str:
-    """`2026-11-28T06:00:00.123Z`."""
-    moment = datetime.fromtimestamp(t, UTC)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
 
 
 @dataclass(frozen=True, slots=True)
@@ -134,40 +109,6 @@ class Execution:
         return _RECORD_STATUS[self.status]
 
 
-@dataclass(slots=True)
-class _Timing:
-    """Seeded per-instance plan: pending delay, run time, exit code (parallel arrays)."""
-
-    pending_s: array[float] = field(default_factory=lambda: array("d"))
-    duration_s: array[float] = field(default_factory=lambda: array("d"))
-    exit_code: array[int] = field(default_factory=lambda: array("h"))
-
-    @classmethod
-    def draw(cls, plan: _Plan) -> _Timing:
-        """The plan's per-instance timing, from its own seeded generator."""
-        rng = random.Random(plan.seed)
-        draw = rng.random  # plain random() draws: ~5x cheaper than uniform()/randint()
-        timing = cls()
-        for _ in range(plan.count):
-            timing.pending_s.append(draw() * plan.pending_max_s)
-            timing.duration_s.append(plan.low_s + plan.span_s * draw())
-            failed = draw() < plan.failure_fraction
-            timing.exit_code.append(1 + int(draw() * 127) if failed else 0)
-        return timing
-
-
-@dataclass(frozen=True, slots=True)
-class _Plan:
-    """What an invocation's timing is drawn from: drawn on first look, not in the request."""
-
-    seed: str
-    count: int
-    pending_max_s: float
-    low_s: float
-    span_s: float
-    failure_fraction: float
-
-
 class Invocation:
     """An accepted, executed InvokeCommand."""
 
@@ -188,19 +129,25 @@ class Invocation:
     )
 
     def __init__(
-        self, invoke_id: str, seq: int, region: str, spec: InvocationSpec, created_s: float
+        self,
+        invoke_id: str,
+        seq: int,
+        region: str,
+        spec: InvocationSpec,
+        created_s: float,
+        plan: TimingPlan | None = None,
     ) -> None:
         self.invoke_id = invoke_id
         self.seq = seq
         self.region = region
         self.spec = spec
         self.created_s = created_s
-        self._plan: _Plan | None = None
-        self._timing: _Timing | None = None
+        self._plan = plan
+        self._timing: Timing | None = None
         self.stops: dict[int, float] = {}
         self.stop_all_s: float | None = None
         self.interrupts: dict[int, tuple[float, str]] = {}
-        self.run_times = array("d")  # periodic: run times found so far, ascending
+        self.run_times = RunTimes(spec.schedule, created_s)  # periodic: found as time goes by
         # One-time executions that reached a final state never change again (the clock only
         # moves forward; stops and interrupts only touch unfinished ones): computed once.
         self.settled: dict[int, Execution] = {}
@@ -208,10 +155,10 @@ class Invocation:
         self.bodies: dict[tuple[int, bool, bool], dict[str, Any]] = {}
 
     @property
-    def timing(self) -> _Timing:
+    def timing(self) -> Timing:
         """Per-instance pending delay, run time and exit code, drawn on first use."""
         if self._timing is None:
-            self._timing = _Timing.draw(self._plan) if self._plan else _Timing()
+            self._timing = self._plan.draw() if self._plan else Timing()
         return self._timing
 
     @property
@@ -284,7 +231,7 @@ class Invocation:
         iid = self.spec.instance_ids[pos]
         stop_s = self.stop_time(pos)
         horizon = now_s if stop_s is None else min(now_s, stop_s)
-        repeats, last_run = self._runs_until(horizon)
+        repeats, last_run = self.run_times.until(horizon)
         code = self.timing.exit_code[pos]
         if stop_s is not None and stop_s <= now_s:
             status = ExecutionStatus.TERMINATED if repeats else ExecutionStatus.CANCELLED
@@ -307,28 +254,6 @@ class Invocation:
             return _make(iid, ExecutionStatus.FAILED, self.created_s, code="CronExpressionExpired",
                          info="The schedule has no run time left.")  # fmt: skip
         return _finished(iid, code, last_run, last_run, repeats=repeats)
-
-    def _runs_until(self, horizon_s: float) -> tuple[int, float]:
-        """(number of scheduled runs at or before `horizon_s`, time of the last one)."""
-        schedule = self.spec.schedule
-        if schedule is None or horizon_s < self.created_s:
-            return 0, self.created_s
-        if schedule.period_s is not None:
-            count = int((horizon_s - self.created_s) // schedule.period_s) + 1
-            return count, self.created_s + (count - 1) * schedule.period_s
-        runs = self.run_times
-        after = runs[-1] if runs else self.created_s - 1
-        while after < horizon_s and len(runs) < _MAX_TRACKED_RUNS:
-            following = schedule.next_run(after, self.created_s)
-            if following is None or following > horizon_s:
-                break
-            runs.append(following)
-            after = following
-        count = bisect.bisect_right(runs, horizon_s)
-        if len(runs) >= _MAX_TRACKED_RUNS and horizon_s > runs[-1]:
-            gap = (runs[-1] - runs[0]) / (len(runs) - 1)
-            count += int((horizon_s - runs[-1]) // gap)
-        return count, runs[count - 1] if 0 < count <= len(runs) else horizon_s
 
 
 def _hello(instance_id: str) -> str:
@@ -413,7 +338,7 @@ class InvocationStore:
         self._exec_seconds = exec_seconds
         self._failure_fraction = failure_fraction
         # exec_seconds=(0, 0) should finish almost at once: the pending delay shrinks with run time.
-        self._pending_max_s = _PENDING_MAX_S * min(1.0, exec_seconds[1])
+        self._pending_max_s = PENDING_MAX_S * min(1.0, exec_seconds[1])
         self.all: list[Invocation] = []
         self.by_id: dict[str, Invocation] = {}
         self.by_region: dict[str, list[Invocation]] = {}
@@ -430,11 +355,10 @@ class InvocationStore:
     def create(self, invoke_id: str, region: str, spec: InvocationSpec, now_s: float) -> Invocation:
         """Record an accepted invocation and draw its per-instance plan."""
         region_list = self.by_region.setdefault(region, [])
-        inv = Invocation(invoke_id, len(region_list), region, spec, now_s)
         low, high = self._exec_seconds
         # Each invocation draws from its own seeded generator, on first look (lazily): the
         # request path pays nothing per instance, and outcomes do not depend on arrival order.
-        inv._plan = _Plan(
+        plan = TimingPlan(
             f"{self._seed_text}:{invoke_id}",
             len(spec.instance_ids),
             self._pending_max_s,
@@ -442,6 +366,7 @@ class InvocationStore:
             high - low,
             self._failure_fraction,
         )
+        inv = Invocation(invoke_id, len(region_list), region, spec, now_s, plan)
         region_list.append(inv)
         self.all.append(inv)
         self.records_by_region[region] = self.records_by_region.get(region, 0) + len(

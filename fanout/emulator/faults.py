@@ -8,7 +8,6 @@ accept-then-drop is drawn separately, after the action was applied.
 from __future__ import annotations
 
 import random
-import time
 from collections.abc import Mapping
 from enum import StrEnum
 
@@ -75,12 +74,13 @@ class QpsLimiter:
         self._region_qps = dict(region_qps or {})
         self._windows: dict[tuple[str, str], tuple[int, int]] = {}
 
-    def allow(self, region: str, action: str) -> bool:
-        """Count one call; False when it is over the limit of the current window."""
+    def allow(self, region: str, action: str, now_s: float) -> bool:
+        """Count one call at `now_s` (the emulator clock); False when it is over the limit of
+        the current window."""
         limit = self._region_qps.get(region, self._qps)
         if limit is None:
             return True
-        window = int(time.monotonic() // _WINDOW_S)
+        window = int(now_s // _WINDOW_S)
         key = (region, action)
         current, count = self._windows.get(key, (window, 0))
         if current != window:

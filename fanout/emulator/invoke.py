@@ -7,7 +7,6 @@ a repeated ClientToken with identical parameters returns the original InvokeId f
 
 from __future__ import annotations
 
-import asyncio
 import json
 import math
 import re
@@ -64,10 +63,8 @@ async def invoke_command(call: Call) -> Body:
         world.tokens[key] = IdempotencyEntry(params.raw)
     try:
         spec = _validate(call)
-        if call.processing_s:
-            await asyncio.sleep(
-                call.processing_s
-            )  # in flight: a repeat now is IdempotentProcessing
+        if call.processing_s:  # in flight: a repeat now is IdempotentProcessing
+            await world.clock.sleep(call.processing_s)
         invoke_id = world.invocations.new_invoke_id()
         if spec.repeat_mode == "DryRun":
             world.regions[region].dry_runs += 1

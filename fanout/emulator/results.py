@@ -15,12 +15,12 @@ from typing import Any
 from fanout.emulator.executions import (
     Execution,
     Invocation,
-    iso_utc,
     legacy_invoke_status,
     overall_status,
 )
 from fanout.emulator.params import Params, decode_token, encode_token, take_page
 from fanout.emulator.state import Call
+from fanout.emulator.timing import iso_utc
 from fanout.emulator.wire import Body, invalid_parameter
 
 __all__ = ["describe_invocation_results", "describe_invocations"]

@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import random
 import time
 from collections.abc import Mapping
@@ -12,9 +13,10 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from fanout.emulator.config import EmulatorConfig
-from fanout.emulator.executions import InvocationStore, iso_utc, iso_utc_ms
+from fanout.emulator.executions import InvocationStore
 from fanout.emulator.fleet import CommandCatalog, Fleet
 from fanout.emulator.params import Params
+from fanout.emulator.timing import iso_utc, iso_utc_ms
 
 __all__ = ["Call", "Clock", "IdempotencyEntry", "RegionState", "World"]
 
@@ -23,13 +25,19 @@ _QUOTA_TZ_OFFSET = timedelta(hours=8)
 
 
 class Clock:
-    """The emulator clock: real time plus an offset that tests advance; it can be frozen."""
+    """The emulator clock: real time plus an offset that tests advance; it can be frozen.
 
-    __slots__ = ("_frozen_at", "offset_s")
+    The emulator's own waits (latency, an InvokeCommand in flight) go through `sleep`, so with
+    the clock frozen they end only when a test advances the clock past them: a test can hold
+    a request at any point of its way through the server, without sleeping itself.
+    """
+
+    __slots__ = ("_frozen_at", "_moved", "offset_s")
 
     def __init__(self) -> None:
         self.offset_s = 0.0
         self._frozen_at: float | None = None
+        self._moved: asyncio.Event | None = None  # set when the clock is advanced or unfrozen
 
     def now(self) -> float:
         """Seconds since the epoch, as the emulator sees them."""
@@ -44,6 +52,7 @@ class Clock:
     def advance(self, seconds: float) -> None:
         """Jump forward (executions progress, the quota day may roll over)."""
         self.offset_s += seconds
+        self._wake()
 
     def freeze(self, frozen: bool) -> None:
         """Stop (or restart) the clock at its current reading."""
@@ -52,6 +61,24 @@ class Clock:
         elif not frozen and self._frozen_at is not None:
             self.offset_s += self._frozen_at - time.time()
             self._frozen_at = None
+            self._wake()
+
+    async def sleep(self, seconds: float) -> None:
+        """Wait until this clock has moved `seconds` on: real time passing, or `advance`."""
+        deadline = self.now() + seconds
+        while (left := deadline - self.now()) > 0:
+            if self._frozen_at is None:
+                await asyncio.sleep(left)  # an advance meanwhile cannot make this any later
+            else:
+                if self._moved is None:
+                    self._moved = asyncio.Event()
+                await self._moved.wait()
+
+    def _wake(self) -> None:
+        """Let every frozen `sleep` look at the clock again."""
+        if self._moved is not None:
+            self._moved.set()
+            self._moved = None
 
 
 def quota_day(now_s: float) -> str:

@@ -2,12 +2,15 @@
 serialise the run on fsync. `submit` waits until its operations are committed (write-ahead
 intent); `post` does not wait (outcomes that a resume can recompute), and its errors surface at
 the next `flush`.
+
+A storage failure (the store's `LedgerError`) reaches every waiter of the group as a
+`LedgerError` saying a write failed; any other exception is a bug and reaches them unchanged.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NoReturn
 
 import anyio
 
@@ -20,6 +23,14 @@ if TYPE_CHECKING:
 __all__ = ["GroupCommitter"]
 
 
+def _reraise(error: Exception) -> NoReturn:
+    """A storage error as a LedgerError saying a write failed; anything else as it is."""
+    if isinstance(error, LedgerError):
+        msg = f"ledger write failed: {error}"
+        raise LedgerError(msg) from error
+    raise error
+
+
 class _Pending:
     """Operations waiting for a commit, and the event their group's submitters wait on."""
 
@@ -29,7 +40,7 @@ class _Pending:
         self.ops = ops
         self.done = done  # shared by the whole group: one event per commit, not per write
         self.results: list[object] = []
-        self.error: BaseException | None = None
+        self.error: Exception | None = None
 
 
 class GroupCommitter:
@@ -45,7 +56,7 @@ class GroupCommitter:
         self._idle = anyio.Event()
         self._idle.set()
         self._closed = False
-        self._error: BaseException | None = None
+        self._error: Exception | None = None
         self.commits = 0
 
     async def submit(self, *ops: Op) -> list[object]:
@@ -53,8 +64,7 @@ class GroupCommitter:
         item = self._enqueue(ops)
         await item.done.wait()
         if item.error is not None:
-            msg = f"ledger write failed: {item.error}"
-            raise LedgerError(msg) from item.error
+            _reraise(item.error)
         return item.results
 
     def post(self, *ops: Op) -> None:
@@ -67,8 +77,7 @@ class GroupCommitter:
             await self.submit()
         if self._error is not None:
             error, self._error = self._error, None
-            msg = f"ledger write failed: {error}"
-            raise LedgerError(msg) from error
+            _reraise(error)
 
     def close(self) -> None:
         """Stop the loop once the queue is empty."""
@@ -106,7 +115,7 @@ class GroupCommitter:
         ops = [op for item in group for op in item.ops]
         try:
             results = await anyio.to_thread.run_sync(self._store.apply, ops)
-        except Exception as exc:  # noqa: BLE001 - handed to every waiter of the group
+        except Exception as exc:  # noqa: BLE001 - handed to every waiter of the group as it is
             self._error = exc
             for item in group:
                 item.error = exc

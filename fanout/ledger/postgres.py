@@ -3,8 +3,8 @@
 Same interface and semantics as the SQLite store (`sqlite.py`); the operation handlers are in
 `pg_ops.py`, the schema in `pg_schema.py`. One connection per process (calls are serialised by a
 lock, as the SQLite store's are), autocommit for reads, one READ COMMITTED transaction per
-group of writes. psycopg errors are mapped to `LedgerError` here and only here, with the URL's
-password redacted.
+group of writes. psycopg errors are mapped to `LedgerError` here and only here (`_driver_errors`,
+around every use of the connection), with the URL's password redacted.
 """
 
 from __future__ import annotations
@@ -70,25 +70,19 @@ class PostgresLedger(LedgerReads):
         self._lock = threading.Lock()
         self._leases: dict[str, str] = {}  # run id -> owner, for the leases this store holds
         self._run_locks: set[str] = set()  # runs whose session lock this connection holds
-        try:
+        with self._driver_errors("cannot connect"):
             self._conn = psycopg.connect(
                 url, autocommit=True, connect_timeout=_CONNECT_TIMEOUT_S, application_name="fanout"
             )
-        except psycopg.Error as exc:
-            msg = f"{self.location}: cannot connect ({self._reason(exc)})"
-            raise LedgerError(msg) from exc
         try:
-            # Quota counting relies on each statement seeing what committed before it started.
-            self._conn.isolation_level = IsolationLevel.READ_COMMITTED
-            self._conn.execute(
-                f"SET idle_in_transaction_session_timeout = {_IDLE_IN_TRANSACTION_TIMEOUT_MS}"
-            )
-            self._migrate()
-            self._check_clock()
-        except psycopg.Error as exc:
-            self._conn.close()
-            msg = f"{self.location}: not a usable fanout ledger ({self._reason(exc)})"
-            raise LedgerError(msg) from exc
+            with self._driver_errors("not a usable fanout ledger"):
+                # Quota counting relies on each statement seeing what committed before it started.
+                self._conn.isolation_level = IsolationLevel.READ_COMMITTED
+                self._conn.execute(
+                    f"SET idle_in_transaction_session_timeout = {_IDLE_IN_TRANSACTION_TIMEOUT_MS}"
+                )
+                self._migrate()
+                self._check_clock()
         except LedgerError:
             self._conn.close()
             raise
@@ -97,12 +91,24 @@ class PostgresLedger(LedgerReads):
 
     def close(self) -> None:
         """Close the connection."""
-        self._conn.close()
+        with self._driver_errors("close"):
+            self._conn.close()
 
     def _reason(self, exc: BaseException) -> str:
         """A driver error as one line, never with the password in it."""
         text = " ".join(str(exc).split()) or type(exc).__name__
         return text.replace(self._password, "***") if self._password else text
+
+    @contextmanager
+    def _driver_errors(self, doing: str = "") -> Iterator[None]:
+        """The one boundary: a psycopg error leaves as a LedgerError naming the ledger (its
+        password redacted) and what was being done, with the driver's error as its cause."""
+        try:
+            yield
+        except psycopg.Error as exc:
+            reason = self._reason(exc)
+            msg = f"{self.location}: {f'{doing} ({reason})' if doing else reason}"
+            raise LedgerError(msg) from exc
 
     def _migrate(self) -> None:
         """Bring the schema to SCHEMA_VERSION; concurrent openers wait on one advisory lock."""
@@ -140,13 +146,13 @@ class PostgresLedger(LedgerReads):
     @contextmanager
     def _transaction(self) -> Iterator[Cursor[TupleRow]]:
         """One READ COMMITTED transaction under the in-process lock; driver errors mapped."""
-        with self._lock:
-            try:
-                with self._conn.transaction(), self._conn.cursor() as cur:
-                    yield cur
-            except psycopg.Error as exc:
-                msg = f"{self.location}: {self._reason(exc)}"
-                raise LedgerError(msg) from exc
+        with (
+            self._lock,
+            self._driver_errors(),
+            self._conn.transaction(),
+            self._conn.cursor() as cur,
+        ):
+            yield cur
 
     # --- writes --------------------------------------------------------------------------
 
@@ -190,21 +196,18 @@ class PostgresLedger(LedgerReads):
         Pipelined: statements are sent without waiting for each answer, except where a
         result decides what comes next (a quota count, a lease); checks run before COMMIT.
         """
-        with self._lock:
-            try:
-                with (
-                    self._conn.pipeline() as pipeline,
-                    self._conn.transaction(),
-                    self._conn.cursor() as cur,
-                ):
-                    group = Group(cur, self._leases, self._run_locks)
-                    prepare(group, ops)
-                    results = [apply_one(group, op) for op in ops]
-                    pipeline.sync()
-                    group.run_checks()
-            except psycopg.Error as exc:
-                msg = f"{self.location}: {self._reason(exc)}"
-                raise LedgerError(msg) from exc
+        with (
+            self._lock,
+            self._driver_errors(),
+            self._conn.pipeline() as pipeline,
+            self._conn.transaction(),
+            self._conn.cursor() as cur,
+        ):
+            group = Group(cur, self._leases, self._run_locks)
+            prepare(group, ops)
+            results = [apply_one(group, op) for op in ops]
+            pipeline.sync()
+            group.run_checks()
         self._leases.update(group.granted)  # only once committed
         return results
 
@@ -220,9 +223,5 @@ class PostgresLedger(LedgerReads):
 
         The shared queries mark arguments with `?`; psycopg wants `%s`.
         """
-        with self._lock:
-            try:
-                return self._conn.execute(sql.replace("?", "%s"), args).fetchall()
-            except psycopg.Error as exc:
-                msg = f"{self.location}: {self._reason(exc)}"
-                raise LedgerError(msg) from exc
+        with self._lock, self._driver_errors():
+            return self._conn.execute(sql.replace("?", "%s"), args).fetchall()

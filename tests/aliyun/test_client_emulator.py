@@ -127,7 +127,7 @@ async def test_results_reach_a_final_state(emulator: Emulator) -> None:
                 await anyio.sleep(0.05)
     assert {r.exit_code for r in results} == {0}
     assert all(r.instance_id in r.output for r in results)
-    assert all(r.finished_time for r in results)
+    assert all(r.finish_time for r in results)
 
 
 async def test_client_token_is_idempotent(emulator: Emulator) -> None:

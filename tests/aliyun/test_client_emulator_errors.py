@@ -118,7 +118,7 @@ async def fleet(client: EcsClient) -> Fleet:
 def _assert_api_error(err: ApiError, code: str, http_status: int, kind: CallKind) -> None:
     """The error carries the code, status and kind expected, and the server's RequestId."""
     assert (err.code, err.http_status, err.kind) == (code, http_status, kind)
-    assert REQUEST_ID.fullmatch(err.request_id), err.request_id
+    assert REQUEST_ID.fullmatch(err.request_id or ""), err.request_id
     assert err.action == "InvokeCommand"
 
 

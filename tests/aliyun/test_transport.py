@@ -242,5 +242,6 @@ def test_transport_error_mapping(exc: BaseException, sent: bool) -> None:
     err = _transport_error(exc, action="InvokeCommand", region=REGION, host="h")
     assert err.sent is sent
     assert err.kind is (CallKind.AMBIGUOUS if sent else CallKind.RETRYABLE)
+    assert (err.request_id, err.http_status) == (None, None)
     assert type(exc).__name__ in str(err)
     assert "Signature" not in str(err)

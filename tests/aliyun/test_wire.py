@@ -228,7 +228,7 @@ def _result(**fields: object) -> dict[str, object]:
 
 
 def test_parse_invocation_results() -> None:
-    """DescribeInvocationResults rows become InvocationResult values, with the page's NextToken."""
+    """DescribeInvocationResults rows become InstanceResult values, with the page's NextToken."""
     body = {
         "RequestId": "r",
         "Invocation": {
@@ -244,7 +244,7 @@ def test_parse_invocation_results() -> None:
     page = responses.parse_invocation_results(body)
     assert page.next_token == "nt"
     first, second = page.items
-    assert first == responses.InvocationResult(
+    assert first == responses.InstanceResult(
         invoke_id="t-1",
         instance_id="i-1",
         command_id="c-1",
@@ -255,7 +255,7 @@ def test_parse_invocation_results() -> None:
         error_code="",
         error_info="",
         start_time="2024-01-01T12:00:00Z",
-        finished_time="2024-01-01T12:00:05Z",
+        finish_time="2024-01-01T12:00:05Z",
         stop_time=None,
         repeats=1,
     )
@@ -288,7 +288,8 @@ def test_parse_tolerates_missing_fields() -> None:
 
 
 def test_parse_invocations() -> None:
-    """DescribeInvocations nests instances under InvokeInstances; the end time is FinishTime."""
+    """DescribeInvocations' instances are InstanceResult values too: FinishTime is their
+    finish_time, and the invocation's InvokeId and CommandId are theirs."""
     body = {
         "NextToken": "",
         "Invocations": {
@@ -318,8 +319,21 @@ def test_parse_invocations() -> None:
     assert (inv.invoke_id, inv.command_id, inv.status) == ("t-1", "c-1", "Running")
     assert inv.creation_time == "2024-01-01T12:00:00Z"
     assert [i.instance_id for i in inv.instances] == ["i-1", "i-2"]
-    assert inv.instances[0].finish_time == "2024-01-01T12:00:03Z"
-    assert inv.instances[0].output == "ok"
+    assert inv.instances[0] == responses.InstanceResult(
+        invoke_id="t-1",
+        instance_id="i-1",
+        command_id="c-1",
+        status="Success",
+        exit_code=0,
+        output="ok",
+        dropped=0,
+        error_code="",
+        error_info="",
+        start_time=None,
+        finish_time="2024-01-01T12:00:03Z",
+        stop_time=None,
+        repeats=0,
+    )
 
 
 def test_parse_instances_with_tags() -> None:
@@ -476,6 +490,7 @@ def test_decode_answer_unparsable_error(status: int, code: str, kind: CallKind) 
     with pytest.raises(ApiError) as info:
         _decode(b"<html>bad gateway</html>", status)
     assert (info.value.code, info.value.http_status, info.value.kind) == (code, status, kind)
+    assert info.value.request_id is None
 
 
 def test_decode_answer_garbled_success_is_ambiguous() -> None:
@@ -484,3 +499,4 @@ def test_decode_answer_garbled_success_is_ambiguous() -> None:
         _decode(b'{"InvokeId": "t-', 200)
     assert info.value.sent is True
     assert info.value.kind is CallKind.AMBIGUOUS
+    assert (info.value.http_status, info.value.request_id) == (200, None)

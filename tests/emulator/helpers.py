@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import itertools
 import json
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
@@ -15,7 +17,7 @@ import aiohttp
 from yarl import URL
 
 from fanout.aliyun.signing import canonical_query, rpc_signature, v3_authorization
-from fanout.emulator import DEMO_ACCESS_KEY_ID, DEMO_ACCESS_KEY_SECRET
+from fanout.emulator import DEMO_ACCESS_KEY_ID, DEMO_ACCESS_KEY_SECRET, Emulator
 
 API_VERSION = "2014-05-26"
 REGION = "cn-hangzhou"
@@ -217,3 +219,23 @@ class Api:
 def instance_params(instance_ids: list[str], name: str = "InstanceId") -> dict[str, str]:
     """`InstanceId.1..N` parameters."""
     return {f"{name}.{n}": iid for n, iid in enumerate(instance_ids, start=1)}
+
+
+def calls(emulator: Emulator, action: str, region: str = REGION) -> int:
+    """How many `action` calls the emulator has counted in `region` (its own record)."""
+    counted: dict[str, int] = emulator.snapshot()["regions"][region]["calls"]
+    return counted.get(action, 0)
+
+
+# Loop turns a request on 127.0.0.1 to the in-process emulator takes at most, with a wide margin.
+_SETTLE_ROUNDS = 100_000
+
+
+async def settled(predicate: Callable[[], bool]) -> None:
+    """Let the event loop (the in-process emulator serves in it) run until `predicate()` holds:
+    turns of the loop, not time, so a busy machine cannot make it fail."""
+    for _ in range(_SETTLE_ROUNDS):
+        if predicate():
+            return
+        await asyncio.sleep(0)
+    raise AssertionError("the emulator never reached the expected state")

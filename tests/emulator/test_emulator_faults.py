@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 
 import aiohttp
 import pytest
@@ -11,7 +10,7 @@ import pytest
 from fanout.emulator import DEMO_COMMAND_ID, Emulator
 
 from .conftest import MakeApi
-from .helpers import REGION, instance_params
+from .helpers import REGION, calls, instance_params, settled
 
 
 def first_ids(emulator: Emulator, n: int) -> list[str]:
@@ -22,20 +21,23 @@ def first_ids(emulator: Emulator, n: int) -> list[str]:
 async def test_qps_limit_throttles_per_region_and_action(make_api: MakeApi) -> None:
     """Over `qps` calls of one action in a second are Throttling.User; other actions are unaffected."""
     emulator, api = await make_api(qps=5)
+    await api.control("clock", {"freeze": True})  # every call in one window
     replies = await asyncio.gather(*(api.call("DescribeInstances") for _ in range(20)))
     throttled = [r for r in replies if r.status != 200]
-    assert len(throttled) >= 10  # at most 2 windows x 5 calls can pass
+    assert len(throttled) == 15
     assert all((r.status, r.code) == (400, "Throttling.User") for r in throttled)
     assert throttled[0].body["Message"] == "Request was denied due to user flow control."
     await api.ok("DescribeCommands")
-    assert emulator.snapshot()["regions"][REGION]["calls"]["DescribeInstances"] == 20
+    assert calls(emulator, "DescribeInstances") == 20
 
 
 async def test_qps_window_frees_after_a_second(make_api: MakeApi) -> None:
-    """The limit is per one-second window: after it, calls pass again."""
+    """The limit is per one-second window of the emulator clock: after it, calls pass again."""
     _, api = await make_api(qps=1)
-    await asyncio.gather(*(api.call("DescribeInstances") for _ in range(3)))
-    await asyncio.sleep(1.05)
+    await api.control("clock", {"freeze": True})
+    replies = [await api.call("DescribeInstances") for _ in range(2)]
+    assert [(r.status, r.code) for r in replies] == [(200, ""), (400, "Throttling.User")]
+    await api.control("clock", {"advance_s": 1})
     await api.ok("DescribeInstances")
 
 
@@ -146,11 +148,16 @@ async def test_accept_then_drop_stop_invocation(make_api: MakeApi) -> None:
 
 
 async def test_latency_delays_answers(make_api: MakeApi) -> None:
-    """latency_ms delays every answer by about that much."""
-    _, api = await make_api(latency_ms=150)
-    started = time.monotonic()
-    await api.ok("DescribeInstances")
-    assert time.monotonic() - started >= 0.15
+    """latency_ms delays every answer by that much of the emulator clock."""
+    emulator, api = await make_api(latency_ms=150)
+    await api.control("clock", {"freeze": True})
+    reply = asyncio.create_task(api.call("DescribeInstances"))
+    await settled(lambda: calls(emulator, "DescribeInstances") == 1)  # counted, now waiting
+    await api.control("clock", {"advance_s": 0.1})
+    await api.control("state")  # a full round trip after the clock moved
+    assert not reply.done()
+    await api.control("clock", {"advance_s": 0.1})
+    assert (await reply).status == 200
 
 
 async def test_server_keeps_serving_after_drops(make_api: MakeApi) -> None:

@@ -10,7 +10,7 @@ import pytest
 from fanout.emulator import DEMO_COMMAND_ID, DEMO_PARAM_COMMAND_ID, Emulator
 
 from .conftest import MakeApi
-from .helpers import REGION, Api, instance_params
+from .helpers import REGION, Api, calls, instance_params, settled
 
 
 def region_ids(emulator: Emulator, region: str = REGION) -> list[str]:
@@ -230,18 +230,28 @@ async def test_same_token_in_other_region_is_independent(make_api: MakeApi) -> N
 
 async def test_concurrent_same_token_is_idempotent_processing(make_api: MakeApi) -> None:
     """While the first request with a token is in flight, a repeat is IdempotentProcessing (403)."""
+    # 400 ms of latency: InvokeCommand waits 200 ms before its action, then is 200 ms in flight.
     emulator, api = await make_api(latency_ms=400)
+    await api.control("clock", {"freeze": True})  # the requests move only as the test says
     params = invoke_params(region_ids(emulator)[:2], ClientToken="in-flight")
     first = asyncio.create_task(api.call("InvokeCommand", params))
-    # Each call waits 200 ms before its action, then the first is 200 ms in flight: the
-    # second, sent 100 ms later, reaches its action at 300 ms, while the first is in flight.
-    await asyncio.sleep(0.1)
-    second = await api.call("InvokeCommand", params)
+    await settled(lambda: calls(emulator, "InvokeCommand") == 1)
+    await api.control("clock", {"advance_s": 0.1})
+    second = asyncio.create_task(api.call("InvokeCommand", params))
+    await settled(lambda: calls(emulator, "InvokeCommand") == 2)
+    await api.control("clock", {"advance_s": 0.15})  # 0.25 s: the first is in flight
+    await settled(lambda: (REGION, "in-flight") in emulator.world.tokens)
+    await api.control("clock", {"advance_s": 0.1})  # 0.35 s: the second reaches its action
+    repeat = await second
+    assert (repeat.status, repeat.code) == (403, "IdempotentProcessing")
+    assert not first.done()
+    await api.control("clock", {"advance_s": 0.15})  # 0.5 s: the first is done
     done = await first
     assert done.status == 200
-    assert (second.status, second.code) == (403, "IdempotentProcessing")
-    third = await api.ok("InvokeCommand", params)
-    assert third["InvokeId"] == done.body["InvokeId"]
+    third = asyncio.create_task(api.ok("InvokeCommand", params))
+    await settled(lambda: calls(emulator, "InvokeCommand") == 3)
+    await api.control("clock", {"advance_s": 0.5})
+    assert (await third)["InvokeId"] == done.body["InvokeId"]
     assert len(emulator.snapshot()["invocations"]) == 1
 
 
