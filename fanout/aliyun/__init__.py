@@ -6,22 +6,46 @@ from fanout.aliyun import EcsClient, ClientOptions, load_credentials
 async with EcsClient(load_credentials(), ClientOptions(endpoint="http://127.0.0.1:8080")) as ecs:
     result = await ecs.invoke_command("cn-hangzhou", "c-...", ["i-..."], client_token="run-1-b-0")
 ```
+
+Names are loaded on first use: importing a pure part (`fanout.aliyun.signing`, `wire`,
+`endpoints`) runs this file, and must not load aiohttp with the client (PEP 562).
 """
 
 from __future__ import annotations
 
-from fanout.aliyun.client import ClientOptions, EcsClient
-from fanout.aliyun.credentials import Credentials, load_credentials
-from fanout.aliyun.endpoints import KNOWN_REGIONS, resolve_endpoint
-from fanout.aliyun.responses import (
-    AgentStatus,
-    Command,
-    Instance,
-    Invocation,
-    InvocationInstance,
-    InvocationResult,
-    InvokeResult,
-)
+import importlib
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from fanout.aliyun.client import ClientOptions, EcsClient
+    from fanout.aliyun.credentials import Credentials, load_credentials
+    from fanout.aliyun.endpoints import KNOWN_REGIONS, resolve_endpoint
+    from fanout.aliyun.responses import (
+        AgentStatus,
+        Command,
+        Instance,
+        Invocation,
+        InvocationInstance,
+        InvocationResult,
+        InvokeResult,
+    )
+
+# Public name -> the module that defines it (read by tests/test_architecture.py).
+_EXPORTS = {
+    "KNOWN_REGIONS": "fanout.aliyun.endpoints",
+    "AgentStatus": "fanout.aliyun.responses",
+    "ClientOptions": "fanout.aliyun.client",
+    "Command": "fanout.aliyun.responses",
+    "Credentials": "fanout.aliyun.credentials",
+    "EcsClient": "fanout.aliyun.client",
+    "Instance": "fanout.aliyun.responses",
+    "Invocation": "fanout.aliyun.responses",
+    "InvocationInstance": "fanout.aliyun.responses",
+    "InvocationResult": "fanout.aliyun.responses",
+    "InvokeResult": "fanout.aliyun.responses",
+    "load_credentials": "fanout.aliyun.credentials",
+    "resolve_endpoint": "fanout.aliyun.endpoints",
+}
 
 __all__ = [
     "KNOWN_REGIONS",
@@ -38,3 +62,12 @@ __all__ = [
     "load_credentials",
     "resolve_endpoint",
 ]
+
+
+def __getattr__(name: str) -> object:
+    """Load a public name from the module that defines it (a submodule is imported as usual)."""
+    module = _EXPORTS.get(name)
+    if module is None:
+        msg = f"module {__name__!r} has no attribute {name!r}"
+        raise AttributeError(msg)
+    return getattr(importlib.import_module(module), name)
