@@ -15,7 +15,6 @@ from fanout.errors import TransitionError
 
 __all__ = [
     "BATCH_TRANSITIONS",
-    "FINAL_INSTANCE_STATES",
     "INSTANCE_TRANSITIONS",
     "RUN_TRANSITIONS",
     "AcquireLease",
@@ -73,16 +72,6 @@ class InstanceState(enum.StrEnum):
     NOT_INVOKED = "not_invoked"  # halted, quota, stopped: never sent
     UNKNOWN = "unknown"
 
-
-FINAL_INSTANCE_STATES = frozenset(
-    {
-        InstanceState.SUCCEEDED,
-        InstanceState.FAILED,
-        InstanceState.EXCLUDED,
-        InstanceState.NOT_INVOKED,
-        InstanceState.UNKNOWN,
-    }
-)
 
 S = TypeVar("S", RunState, BatchState, InstanceState)
 
