@@ -1,7 +1,8 @@
 """Where the ledger lives and what the runner needs from it: `LedgerStore`, `open_ledger`.
 
 `open_ledger` picks the backend from the location: a SQLite file (`sqlite.py`) or a PostgreSQL
-URL (`postgres.py`). Neither backend's driver is imported before a ledger of that kind is opened.
+URL (`postgres.py`, which needs the optional `fanout[postgres]` extra). Neither backend's driver
+is imported before a ledger of that kind is opened.
 """
 
 from __future__ import annotations
@@ -11,7 +12,8 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
-from fanout.ledger.location import is_postgres_location, location_password
+from fanout.errors import ConfigError
+from fanout.ledger.location import is_postgres_location, location_password, redact_location
 from fanout.ledger.model import BatchRecord, InstanceRecord, Op, RunRecord
 
 __all__ = ["LedgerStore", "default_ledger_location", "open_ledger"]
@@ -62,13 +64,29 @@ def open_ledger(location: str) -> LedgerStore:
     """Open (creating or migrating if needed) the ledger at a path, `sqlite:///path` or
     `postgresql://` URL. A URL's password is never shown, in logs or in errors."""
     if is_postgres_location(location):
-        from fanout.ledger.postgres import PostgresLedger  # noqa: PLC0415 - psycopg only if used
         from fanout.logs import register_secret  # noqa: PLC0415
 
         register_secret(location_password(location))
+        _require_psycopg(location)
+        from fanout.ledger.postgres import PostgresLedger  # noqa: PLC0415 - psycopg only if used
 
         return PostgresLedger(location)
     path = location.removeprefix("sqlite:///") if location.startswith("sqlite:") else location
     from fanout.ledger.sqlite import SqliteLedger  # noqa: PLC0415 - keep sqlite off pure imports
 
     return SqliteLedger(Path(path).expanduser())
+
+
+def _require_psycopg(location: str) -> None:
+    """Refuse a PostgreSQL ledger, naming the extra to install, when psycopg cannot be imported."""
+    try:
+        import psycopg  # noqa: F401, PLC0415 - an optional dependency (`fanout[postgres]`)
+    except ImportError as exc:
+        missing = isinstance(exc, ModuleNotFoundError) and exc.name == "psycopg"
+        first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        why = "is not installed" if missing else f"cannot be loaded ({first_line})"
+        msg = (
+            f"ledger {redact_location(location)}: the PostgreSQL driver psycopg {why}; "
+            "pip install 'fanout[postgres]'"
+        )
+        raise ConfigError(msg) from exc
