@@ -24,6 +24,7 @@ from fanout.params import parse_params
 from fanout.plan import Batch, estimate_region, make_plan, parse_waves
 from fanout.preflight import resolve_tags
 from fanout.progress import confirm_summary
+from fanout.redaction import is_secret_key
 from fanout.report import iso
 from fanout.request import ResumeRequest, RunRequest
 from fanout.runner import (
@@ -33,7 +34,6 @@ from fanout.runner import (
     resume_run,
     start_run,
 )
-from fanout.secrets import is_secret_key
 from fanout.settings import Settings, config_file_location, load_rollout
 from fanout.targets import Target, TargetList, merge_targets, parse_instance_ids, parse_target_text
 from fanout.validate import check_schedule

@@ -16,7 +16,7 @@ PACKAGE_ROOT = Path(fanout.__file__).parent
 PURE_MODULES = (
     "fanout.targets",
     "fanout.plan",
-    "fanout.secrets",
+    "fanout.redaction",
     "fanout.report",
     "fanout.aliyun.signing",
     "fanout.aliyun.wire",
