@@ -23,7 +23,6 @@ from fanout.logs import configure_logging, register_secret
 from fanout.params import parse_params
 from fanout.plan import Batch, estimate_region, make_plan, parse_waves
 from fanout.preflight import resolve_tags
-from fanout.progress import confirm_summary
 from fanout.redaction import is_secret_key
 from fanout.report import iso
 from fanout.request import ResumeRequest, RunRequest
@@ -35,6 +34,7 @@ from fanout.runner import (
     start_run,
 )
 from fanout.settings import Settings, config_file_location, load_rollout
+from fanout.tally import confirm_summary
 from fanout.targets import Target, TargetList, merge_targets, parse_instance_ids, parse_target_text
 from fanout.validate import check_schedule
 from fanout.waves import parse_max_errors
