@@ -250,6 +250,11 @@ def is_forbidden_io(name: str) -> bool:
     return any(within(name, bad) for bad in FORBIDDEN)
 
 
+def forbidden_imports(root: str) -> list[str]:
+    """`root -> ... -> library` for every I/O library that importing `root` can load."""
+    return offenders(root, is_forbidden_io)
+
+
 @pytest.mark.parametrize("module", PURE_MODULES)
 def test_pure_module_exists(module: str) -> None:
     """Every module listed as pure is present (a rename must update the list)."""
@@ -260,7 +265,7 @@ def test_pure_module_exists(module: str) -> None:
 def test_pure_module_imports_no_io_library(module: str) -> None:
     """A pure module reaches no network, file, clock, event-loop or logging library, directly,
     through other fanout modules or through its parent packages."""
-    found = offenders(module, is_forbidden_io)
+    found = forbidden_imports(module)
     assert not found, "\n" + "\n".join(found)
 
 
@@ -421,9 +426,7 @@ def test_lazy_package_names_resolve(package: str) -> None:
 def test_the_checker_sees_io_parents_lazy_names_and_cycles() -> None:
     """The walk finds a real I/O import, runs parent packages, follows a lazily exported name to
     its module and reports a cycle with its lines, so an empty result above means something."""
-    assert any(
-        c.endswith(" -> sqlite3") for c in offenders("fanout.ledger.sqlite", is_forbidden_io)
-    )
+    assert any(c.endswith(" -> sqlite3") for c in forbidden_imports("fanout.ledger.sqlite"))
     assert {"fanout", "fanout.aliyun"} <= set(loaded_by("fanout.aliyun.signing"))
     assert "fanout.ledger.store" in loaded_by(
         "fanout.runner"
