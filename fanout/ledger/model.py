@@ -74,6 +74,14 @@ class InstanceState(enum.StrEnum):
     UNKNOWN = "unknown"
 
 
+def reported_state(state: str, run_state: RunState) -> str:
+    """How an instance is reported: `pending` counts as `not_invoked` once its run is not
+    running (I2: the counts add up to the target count); any other state as it is stored."""
+    if state == InstanceState.PENDING:
+        return InstanceState.PENDING if run_state is RunState.RUNNING else InstanceState.NOT_INVOKED
+    return state
+
+
 S = TypeVar("S", RunState, BatchState, InstanceState)
 
 _R, _B, _I = RunState, BatchState, InstanceState
@@ -121,14 +129,6 @@ def check_transition(table: Mapping[S, frozenset[S]], current: S, new: S, what: 
 def predecessors(table: Mapping[S, frozenset[S]], new: S) -> tuple[S, ...]:
     """Every state from which `new` may be reached."""
     return tuple(state for state, targets in table.items() if new in targets)
-
-
-def reported_state(state: str, run_state: RunState) -> str:
-    """How an instance is reported: `pending` counts as `not_invoked` once its run is not
-    running (I2: the counts add up to the target count); any other state as it is stored."""
-    if state == InstanceState.PENDING:
-        return InstanceState.PENDING if run_state is RunState.RUNNING else InstanceState.NOT_INVOKED
-    return state
 
 
 @dataclass(frozen=True, slots=True)
