@@ -11,12 +11,12 @@ includes `__version__`, read from the installed metadata only when asked for.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from fanout._lazy import lazy_getattr
 
 if TYPE_CHECKING:
-    __version__: str
-
+    from fanout._version import __version__
     from fanout.aliyun.credentials import Credentials, load_credentials
     from fanout.api import resume, resume_blocking, rollout, rollout_blocking, status
     from fanout.errors import (
@@ -48,6 +48,7 @@ _EXPORTS = {
     "Target": "fanout.targets",
     "TargetError": "fanout.errors",
     "UsageError": "fanout.errors",
+    "__version__": "fanout._version",
     "load_credentials": "fanout.aliyun.credentials",
     "load_settings": "fanout.settings",
     "resume": "fanout.api",
@@ -82,22 +83,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    """Load a public name from the module that defines it."""
-    if name == "__version__":
-        return _version()
-    module = _EXPORTS.get(name)
-    if module is None:
-        msg = f"module 'fanout' has no attribute {name!r}"
-        raise AttributeError(msg)
-    return getattr(importlib.import_module(module), name)
-
-
-def _version() -> str:
-    """The installed distribution's version (importlib.metadata reads files: only on demand)."""
-    from importlib.metadata import PackageNotFoundError, version  # noqa: PLC0415
-
-    try:
-        return version("fanout")
-    except PackageNotFoundError:  # pragma: no cover - running from a source tree without install
-        return "0+unknown"
+__getattr__ = lazy_getattr(__name__, _EXPORTS)

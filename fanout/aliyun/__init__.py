@@ -13,8 +13,9 @@ Names are loaded on first use: importing a pure part (`fanout.aliyun.signing`, `
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING
+
+from fanout._lazy import lazy_getattr
 
 if TYPE_CHECKING:
     from fanout.aliyun.client import ClientOptions, EcsClient
@@ -64,10 +65,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> object:
-    """Load a public name from the module that defines it (a submodule is imported as usual)."""
-    module = _EXPORTS.get(name)
-    if module is None:
-        msg = f"module {__name__!r} has no attribute {name!r}"
-        raise AttributeError(msg)
-    return getattr(importlib.import_module(module), name)
+__getattr__ = lazy_getattr(__name__, _EXPORTS)

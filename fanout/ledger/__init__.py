@@ -12,8 +12,9 @@ by pure modules such as `fanout.report`, which must not load anyio or sqlite3 th
 
 from __future__ import annotations
 
-import importlib
 from typing import TYPE_CHECKING
+
+from fanout._lazy import lazy_getattr
 
 if TYPE_CHECKING:
     from fanout.ledger.group import GroupCommitter
@@ -87,10 +88,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> object:
-    """Load a public name from the module that defines it (a submodule is imported as usual)."""
-    module = _EXPORTS.get(name)
-    if module is None:
-        msg = f"module {__name__!r} has no attribute {name!r}"
-        raise AttributeError(msg)
-    return getattr(importlib.import_module(module), name)
+__getattr__ = lazy_getattr(__name__, _EXPORTS)
