@@ -46,6 +46,7 @@ PURE_MODULES = (
     "fanout.request",
     "fanout.redaction",
     "fanout.tally",
+    "fanout.verdict",
     "fanout.report",
     "fanout.aliyun.signing",
     "fanout.aliyun.wire",
@@ -83,14 +84,31 @@ FORBIDDEN = (
 
 # What a fresh interpreter must not have loaded after importing a pure stage.
 RUNTIME_FORBIDDEN = ("aiohttp", "anyio", "asyncio", "sqlite3")
-RUNTIME_PURE = ("fanout.validate", "fanout.plan", "fanout.report", "fanout.targets", "fanout.tally")
+RUNTIME_PURE = (
+    "fanout.validate",
+    "fanout.plan",
+    "fanout.report",
+    "fanout.targets",
+    "fanout.tally",
+    "fanout.verdict",
+)
 
 # The root package and its lazy-name helper run before any fanout module: every layer may use them.
 PLUMBING = ("fanout", "fanout._lazy")
 # The ledger's pure parts; every other `fanout.ledger.*` module is the store side.
 LEDGER_CORE = ("fanout.ledger", "fanout.ledger.model", "fanout.ledger.rows", "fanout.ledger.writes")
 # The modules that drive a run; they emit events or return data and import no view.
-RUNNER_SIDE = ("fanout.runner", "fanout.waves", "fanout.invoke", "fanout.results", "fanout.control")
+RUNNER_SIDE = (
+    "fanout.runner",
+    "fanout.dispatch",
+    "fanout.waves",
+    "fanout.invoke",
+    "fanout.results",
+    "fanout.halt",
+    "fanout.lease",
+    "fanout.verdict",
+    "fanout.control",
+)
 
 
 def within(name: str, package: str) -> bool:
