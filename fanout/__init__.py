@@ -5,16 +5,18 @@ The public API, for runbooks (see `fanout.api`)::
     from fanout import Target, rollout_blocking
     outcome = rollout_blocking([Target("cn-hangzhou", "i-...")], command_id="c-...")
 
-Names are loaded on first use, so importing one stage (e.g. `fanout.targets`) stays light.
+Names are loaded on first use, so importing one stage (e.g. `fanout.targets`) stays light; that
+includes `__version__`, read from the installed metadata only when asked for.
 """
 
 from __future__ import annotations
 
-import importlib
-from importlib.metadata import PackageNotFoundError, version
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from fanout._lazy import lazy_getattr
 
 if TYPE_CHECKING:
+    from fanout._version import __version__
     from fanout.aliyun.credentials import Credentials, load_credentials
     from fanout.api import resume, resume_blocking, rollout, rollout_blocking, status
     from fanout.errors import (
@@ -32,11 +34,6 @@ if TYPE_CHECKING:
     from fanout.settings import Settings, load_settings
     from fanout.targets import Target
 
-try:
-    __version__ = version("fanout")
-except PackageNotFoundError:  # pragma: no cover - running from a source tree without install
-    __version__ = "0+unknown"
-
 _EXPORTS = {
     "ApiError": "fanout.errors",
     "CallError": "fanout.errors",
@@ -51,6 +48,7 @@ _EXPORTS = {
     "Target": "fanout.targets",
     "TargetError": "fanout.errors",
     "UsageError": "fanout.errors",
+    "__version__": "fanout._version",
     "load_credentials": "fanout.aliyun.credentials",
     "load_settings": "fanout.settings",
     "resume": "fanout.api",
@@ -85,10 +83,4 @@ __all__ = [
 ]
 
 
-def __getattr__(name: str) -> Any:
-    """Load a public name from the module that defines it."""
-    module = _EXPORTS.get(name)
-    if module is None:
-        msg = f"module 'fanout' has no attribute {name!r}"
-        raise AttributeError(msg)
-    return getattr(importlib.import_module(module), name)
+__getattr__ = lazy_getattr(__name__, _EXPORTS)

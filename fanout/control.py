@@ -28,7 +28,7 @@ from fanout.ledger import (
     RunState,
     SetRun,
 )
-from fanout.report import final_state
+from fanout.ledger.model import reported_state
 from fanout.targets import Target
 
 __all__ = ["RETRY_CHOICES", "StopResult", "retry_targets", "run_spec", "stop_run"]
@@ -72,7 +72,7 @@ def retry_targets(
     return tuple(
         Target(rec.region, rec.instance_id)
         for rec in store.iter_instances(run.run_id)
-        if final_state(rec.state, run.state) in wanted
+        if reported_state(rec.state, run.state) in wanted
     )
 
 

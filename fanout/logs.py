@@ -14,7 +14,7 @@ from typing import Any, TextIO
 
 import structlog
 
-from fanout.secrets import REDACTED, redact_text
+from fanout.redaction import REDACTED, redact_text
 
 __all__ = ["configure_logging", "redact", "register_secret"]
 

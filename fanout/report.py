@@ -13,19 +13,19 @@ from collections.abc import Iterable, Mapping
 from dataclasses import asdict
 from datetime import UTC, datetime
 
-from fanout.ledger.model import InstanceRecord, InstanceState, RunRecord, RunState
+from fanout.ledger.model import InstanceRecord, RunRecord, RunState, reported_state
 
 __all__ = [
-    "FINAL_STATES",
-    "final_state",
+    "REPORTED_STATES",
     "iso",
     "render_report",
     "run_summary",
     "status_document",
 ]
 
-# The per-instance states a status reports; `invoked` = accepted, result not collected yet.
-FINAL_STATES = ("succeeded", "failed", "excluded", "not_invoked", "unknown", "invoked")
+# The per-instance states a status or report always counts, in this order: the final ones, then
+# `invoked` (accepted, result not collected yet: not final). `pending` is added while running.
+REPORTED_STATES = ("succeeded", "failed", "excluded", "not_invoked", "unknown", "invoked")
 _REPORT_FIELDS = (
     "run_id",
     "region",
@@ -51,18 +51,11 @@ def iso(epoch: float | None) -> str | None:
     return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
-def final_state(state: str, run_state: RunState) -> str:
-    """The reported state of an instance: pending counts as not_invoked once the run is not running."""
-    if state == InstanceState.PENDING:
-        return "pending" if run_state is RunState.RUNNING else "not_invoked"
-    return state
-
-
-def _final_counts(per_state: Mapping[str, int], run_state: RunState) -> dict[str, int]:
+def _reported_counts(per_state: Mapping[str, int], run_state: RunState) -> dict[str, int]:
     """Counts by reported state, every reported state present."""
-    counts = dict.fromkeys(FINAL_STATES, 0)
+    counts = dict.fromkeys(REPORTED_STATES, 0)
     for state, n in per_state.items():
-        key = final_state(state, run_state)
+        key = reported_state(state, run_state)
         counts[key] = counts.get(key, 0) + n
     return counts
 
@@ -80,7 +73,7 @@ def status_document(
         for state, n in per_state.items():
             total[state] = total.get(state, 0) + n
         regions[region] = {
-            "instances": _final_counts(per_state, run.state),
+            "instances": _reported_counts(per_state, run.state),
             "batches": dict(sorted(batches.get(region, {}).items())),
         }
     batch_total: dict[str, int] = {}
@@ -96,7 +89,7 @@ def status_document(
         "created_at": iso(run.created_at),
         "updated_at": iso(run.updated_at),
         "target_count": run.target_count,
-        "instances": _final_counts(total, run.state),
+        "instances": _reported_counts(total, run.state),
         "batches": dict(sorted(batch_total.items())),
         "regions": regions,
         "lease": {"owner": run.lease_owner, "until": iso(run.lease_until)},
@@ -124,7 +117,7 @@ def run_summary(doc: Mapping[str, object]) -> str:
 def _row(record: InstanceRecord, run_state: RunState) -> dict[str, object]:
     """One report row."""
     data = asdict(record)
-    data["state"] = final_state(record.state, run_state)
+    data["state"] = reported_state(record.state, run_state)
     return {name: data.get(name) for name in _REPORT_FIELDS}
 
 
@@ -152,7 +145,7 @@ def render_report(
     """
     states = {run.run_id: run.state, **(run_states or {})}
     rows = [_row(r, states.get(r.run_id, run.state)) for r in records]
-    summary: dict[str, int] = dict.fromkeys(FINAL_STATES, 0)
+    summary: dict[str, int] = dict.fromkeys(REPORTED_STATES, 0)
     by_error: dict[str, int] = {}
     by_region: dict[str, dict[str, int]] = {}
     for row in rows:

@@ -44,11 +44,11 @@ from fanout.ledger import (
 )
 from fanout.plan import Plan, make_plan, parse_waves
 from fanout.preflight import check_command, preflight_targets
-from fanout.progress import planned_regions, stored_regions
+from fanout.redaction import redact_params
 from fanout.request import ResumeRequest, RunRequest
 from fanout.results import Collector
-from fanout.secrets import redact_params
 from fanout.settings import Settings
+from fanout.tally import planned_regions, stored_regions
 from fanout.targets import Target
 from fanout.verdict import verdict
 from fanout.waves import (

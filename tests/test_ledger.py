@@ -39,7 +39,7 @@ from fanout.ledger import (
     open_ledger,
 )
 from fanout.ledger.location import redact_location
-from fanout.ledger.model import BATCH_TRANSITIONS, check_transition
+from fanout.ledger.model import BATCH_TRANSITIONS, check_transition, reported_state
 from fanout.ledger.schema import SCHEMA_VERSION
 from fanout.ledger.sqlite import SqliteLedger
 from tests.conftest import both_backends, ledger_sql
@@ -275,6 +275,25 @@ def test_transition_table_is_data() -> None:
         assert not BATCH_TRANSITIONS[final]
     with pytest.raises(TransitionError):
         check_transition(BATCH_TRANSITIONS, BatchState.DONE, BatchState.PENDING, "b")
+
+
+@pytest.mark.parametrize(
+    ("state", "run_state", "reported"),
+    [
+        (InstanceState.PENDING, RunState.RUNNING, "pending"),
+        (InstanceState.PENDING, RunState.HALTED, "not_invoked"),
+        (InstanceState.PENDING, RunState.FINISHED, "not_invoked"),
+        (InstanceState.INVOKED, RunState.FINISHED, "invoked"),
+        (InstanceState.SUCCEEDED, RunState.RUNNING, "succeeded"),
+        (InstanceState.NOT_INVOKED, RunState.QUOTA, "not_invoked"),
+    ],
+)
+def test_pending_is_reported_not_invoked_once_the_run_is_not_running(
+    state: InstanceState, run_state: RunState, reported: str
+) -> None:
+    """A pending instance of a run that is not running is reported as not invoked; any other
+    state as stored."""
+    assert reported_state(state, run_state) == reported
 
 
 @both_backends

@@ -3,12 +3,16 @@ session-lock liveness. The shared behaviour is in test_ledger.py (both backends)
 
 from __future__ import annotations
 
+import sys
 import time
+from pathlib import Path
 
 import psycopg
 import pytest
+from click.testing import CliRunner
 
-from fanout.errors import LedgerError
+from fanout.cli import main
+from fanout.errors import ConfigError, LedgerError
 from fanout.ledger import AcquireLease, BeginAttempt, LedgerStore, open_ledger, redact_location
 from fanout.ledger.location import location_password
 from fanout.ledger.pg_schema import SCHEMA_VERSION
@@ -37,6 +41,37 @@ def test_urls_are_shown_without_their_password(
     if password is not None:
         assert password not in redacted
     assert location_password(location) == password
+
+
+def test_without_psycopg_a_url_is_refused_naming_the_extra(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """psycopg not installed: a PostgreSQL ledger is a ConfigError (exit 2) naming the extra to
+    install and the redacted URL; nothing is connected to."""
+    monkeypatch.setitem(sys.modules, "psycopg", None)  # as if the extra were not installed
+    with pytest.raises(ConfigError) as info:
+        open_ledger("postgresql://fanout:s3cret@db.example:5432/fanout")
+    assert str(info.value) == (
+        "ledger postgresql://fanout:***@db.example:5432/fanout: the PostgreSQL driver psycopg "
+        "is not installed; pip install 'fanout[postgres]'"
+    )
+
+
+def test_cli_without_psycopg_says_what_to_install_in_one_line(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """`fanout runs --ledger postgresql://...` without psycopg exits 2 with one line naming
+    `pip install 'fanout[postgres]'`, and no password."""
+    monkeypatch.setitem(sys.modules, "psycopg", None)
+    env = {"HOME": str(tmp_path), "FANOUT_LEDGER": None, "FANOUT_CONFIG": None}
+    url = "postgresql://fanout:s3cret@db.example:5432/fanout"
+    result = CliRunner().invoke(main, ["runs", "--ledger", url], env=env)
+    assert result.exit_code == 2, result.output
+    assert result.stdout == ""
+    assert result.stderr.splitlines() == [
+        "fanout: error: ledger postgresql://fanout:***@db.example:5432/fanout: the PostgreSQL "
+        "driver psycopg is not installed; pip install 'fanout[postgres]'"
+    ]
 
 
 @postgres_only

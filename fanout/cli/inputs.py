@@ -27,9 +27,9 @@ from fanout.logs import register_secret
 from fanout.params import parse_params
 from fanout.plan import parse_waves
 from fanout.preflight import resolve_tags
+from fanout.redaction import is_secret_key
 from fanout.request import RunRequest
 from fanout.runner import client_for
-from fanout.secrets import is_secret_key
 from fanout.settings import Settings, config_file_location, load_rollout
 from fanout.targets import (
     Duplicate,

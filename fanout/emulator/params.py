@@ -27,10 +27,6 @@ class Params:
         """A string parameter ("" when absent)."""
         return self.raw.get(name, default)
 
-    def has(self, name: str) -> bool:
-        """True when the parameter was sent (even empty)."""
-        return name in self.raw
-
     def required(self, name: str) -> str:
         """A parameter that must be present and non-empty (else MissingParameter)."""
         value = self.raw.get(name, "")

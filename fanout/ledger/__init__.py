@@ -1,41 +1,69 @@
 """The durable ledger: runs, batches, attempts, instances, quota calls and the event journal.
 
-The runner reaches storage only through `LedgerStore` (and `GroupCommitter`, which turns many
-tasks' writes into one transaction). Two backends: a SQLite file for one host (`sqlite.py`) and
-a PostgreSQL database shared by runners on many hosts (`postgres.py`, DESIGN section 6). They
-share their rows (`rows.py`), read queries (`reads.py`) and write statements (`writes.py`).
+The runner reaches storage only through `LedgerStore` (`store.py`, with `open_ledger`) and
+`GroupCommitter` (`group.py`, which turns many tasks' writes into one transaction). Two
+backends: a SQLite file for one host (`sqlite.py`) and a PostgreSQL database shared by runners
+on many hosts (`postgres.py`, DESIGN section 6). They share their rows (`rows.py`), read queries
+(`reads.py`) and write statements (`writes.py`); the states and records are in `model.py`.
+
+Names are loaded on first use (PEP 562): the pure parts (`model`, `rows`, `writes`) are imported
+by pure modules such as `fanout.report`, which must not load anyio or sqlite3 through this file.
 """
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterator, Sequence
-from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING
 
-from fanout.ledger.group import GroupCommitter
-from fanout.ledger.location import is_postgres_location, location_password, redact_location
-from fanout.ledger.model import (
-    FINAL_INSTANCE_STATES,
-    AcquireLease,
-    AppendEvent,
-    BatchRecord,
-    BatchState,
-    BeginAttempt,
-    FinishAttempt,
-    InstanceRecord,
-    InstanceState,
-    Op,
-    RunRecord,
-    RunState,
-    SetBatch,
-    SetInstances,
-    SetRun,
-    ShrinkBatch,
-)
+from fanout._lazy import lazy_getattr
+
+if TYPE_CHECKING:
+    from fanout.ledger.group import GroupCommitter
+    from fanout.ledger.location import is_postgres_location, redact_location
+    from fanout.ledger.model import (
+        AcquireLease,
+        AppendEvent,
+        BatchRecord,
+        BatchState,
+        BeginAttempt,
+        FinishAttempt,
+        InstanceRecord,
+        InstanceState,
+        Op,
+        RunRecord,
+        RunState,
+        SetBatch,
+        SetInstances,
+        SetRun,
+        ShrinkBatch,
+    )
+    from fanout.ledger.store import LedgerStore, default_ledger_location, open_ledger
+
+# Public name -> the module that defines it (read by tests/test_architecture.py).
+_EXPORTS = {
+    "AcquireLease": "fanout.ledger.model",
+    "AppendEvent": "fanout.ledger.model",
+    "BatchRecord": "fanout.ledger.model",
+    "BatchState": "fanout.ledger.model",
+    "BeginAttempt": "fanout.ledger.model",
+    "FinishAttempt": "fanout.ledger.model",
+    "GroupCommitter": "fanout.ledger.group",
+    "InstanceRecord": "fanout.ledger.model",
+    "InstanceState": "fanout.ledger.model",
+    "LedgerStore": "fanout.ledger.store",
+    "Op": "fanout.ledger.model",
+    "RunRecord": "fanout.ledger.model",
+    "RunState": "fanout.ledger.model",
+    "SetBatch": "fanout.ledger.model",
+    "SetInstances": "fanout.ledger.model",
+    "SetRun": "fanout.ledger.model",
+    "ShrinkBatch": "fanout.ledger.model",
+    "default_ledger_location": "fanout.ledger.store",
+    "is_postgres_location": "fanout.ledger.location",
+    "open_ledger": "fanout.ledger.store",
+    "redact_location": "fanout.ledger.location",
+}
 
 __all__ = [
-    "FINAL_INSTANCE_STATES",
     "AcquireLease",
     "AppendEvent",
     "BatchRecord",
@@ -60,57 +88,4 @@ __all__ = [
 ]
 
 
-class LedgerStore(Protocol):
-    """What the runner, status and report need from storage. Methods block; call from a thread."""
-
-    @property
-    def local(self) -> bool:
-        """True if every process using this ledger runs on this host (so a lease holder whose
-        pid is gone here is gone); False for a ledger shared between hosts."""
-        ...
-
-    def close(self) -> None: ...
-    def create_run(
-        self,
-        run: RunRecord,
-        batches: Sequence[BatchRecord],
-        extra_instances: Sequence[InstanceRecord] = (),
-    ) -> None: ...
-    def apply(self, ops: Sequence[Op]) -> list[object]: ...
-    def get_run(self, run_id: str) -> RunRecord: ...
-    def list_runs(self, limit: int = 50) -> list[RunRecord]: ...
-    def load_batches(self, run_id: str) -> list[BatchRecord]: ...
-    def instance_counts(self, run_id: str) -> dict[str, dict[str, int]]: ...
-    def batch_counts(self, run_id: str) -> dict[str, dict[str, int]]: ...
-    def iter_instances(self, run_id: str) -> Iterator[InstanceRecord]: ...
-    def instances_of_batch(self, batch_id: str) -> list[InstanceRecord]: ...
-    def events(
-        self, run_id: str, after_id: int = 0
-    ) -> list[tuple[int, float, str, dict[str, Any]]]: ...
-    def attempts(self, batch_id: str) -> list[dict[str, Any]]: ...
-    def quota_used(self, account: str, window_start: float) -> dict[str, tuple[int, float]]: ...
-    def quota_times(self, account: str, region: str, window_start: float) -> list[float]: ...
-
-
-def default_ledger_location(env: dict[str, str] | None = None) -> str:
-    """`$FANOUT_LEDGER`, else `$XDG_STATE_HOME/fanout/ledger.sqlite3` (DESIGN section 4)."""
-    env = dict(os.environ) if env is None else env
-    if env.get("FANOUT_LEDGER"):
-        return env["FANOUT_LEDGER"]
-    state_home = env.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
-    return str(Path(state_home) / "fanout" / "ledger.sqlite3")
-
-
-def open_ledger(location: str) -> LedgerStore:
-    """Open (creating or migrating if needed) the ledger at a path, `sqlite:///path` or
-    `postgresql://` URL. A URL's password is never shown, in logs or in errors."""
-    if is_postgres_location(location):
-        from fanout.ledger.postgres import PostgresLedger  # noqa: PLC0415 - psycopg only if used
-        from fanout.logs import register_secret  # noqa: PLC0415
-
-        register_secret(location_password(location))
-        return PostgresLedger(location)
-    path = location.removeprefix("sqlite:///") if location.startswith("sqlite:") else location
-    from fanout.ledger.sqlite import SqliteLedger  # noqa: PLC0415 - keep sqlite off pure imports
-
-    return SqliteLedger(Path(path).expanduser())
+__getattr__ = lazy_getattr(__name__, _EXPORTS)

@@ -15,7 +15,6 @@ from fanout.errors import TransitionError
 
 __all__ = [
     "BATCH_TRANSITIONS",
-    "FINAL_INSTANCE_STATES",
     "INSTANCE_TRANSITIONS",
     "RUN_TRANSITIONS",
     "AcquireLease",
@@ -34,6 +33,7 @@ __all__ = [
     "SetRun",
     "ShrinkBatch",
     "check_transition",
+    "reported_state",
 ]
 
 
@@ -74,15 +74,13 @@ class InstanceState(enum.StrEnum):
     UNKNOWN = "unknown"
 
 
-FINAL_INSTANCE_STATES = frozenset(
-    {
-        InstanceState.SUCCEEDED,
-        InstanceState.FAILED,
-        InstanceState.EXCLUDED,
-        InstanceState.NOT_INVOKED,
-        InstanceState.UNKNOWN,
-    }
-)
+def reported_state(state: str, run_state: RunState) -> str:
+    """How an instance is reported: `pending` counts as `not_invoked` once its run is not
+    running (I2: the counts add up to the target count); any other state as it is stored."""
+    if state == InstanceState.PENDING:
+        return InstanceState.PENDING if run_state is RunState.RUNNING else InstanceState.NOT_INVOKED
+    return state
+
 
 S = TypeVar("S", RunState, BatchState, InstanceState)
 

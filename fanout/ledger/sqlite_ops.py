@@ -118,7 +118,7 @@ def _update_batch_state(
     allowed = writes.allowed_before(BATCH_TRANSITIONS, state)
     sets = "".join(f", {column} = ?" for column in extra)
     cur.execute(
-        f"UPDATE batches SET state = ?, updated_at = ?{sets} "  # noqa: S608 - see top
+        f"UPDATE batches SET state = ?, updated_at = ?{sets} "
         f"WHERE batch_id = ? AND state IN ({placeholders(allowed)})",
         (state.value, now, *extra.values(), batch_id, *allowed),
     )
@@ -142,7 +142,7 @@ def _set_batch(cur: sqlite3.Cursor, op: SetBatch) -> None:
         return
     allowed = writes.allowed_before(INSTANCE_TRANSITIONS, op.instance_state)
     cur.execute(
-        f"UPDATE instances SET {writes.BATCH_INSTANCES_SET} "  # noqa: S608 - see top
+        f"UPDATE instances SET {writes.BATCH_INSTANCES_SET} "
         f"WHERE batch_id = ? AND state IN ({placeholders(allowed)})",
         (*writes.batch_instances_args(op), op.batch_id, *allowed),
     )
@@ -165,7 +165,7 @@ def _set_instances(cur: sqlite3.Cursor, op: SetInstances) -> None:
     for rec in op.records:
         allowed = writes.allowed_before(INSTANCE_TRANSITIONS, rec.state)
         cur.execute(
-            f"UPDATE instances SET {writes.INSTANCE_OUTCOME_SET} "  # noqa: S608 - see top
+            f"UPDATE instances SET {writes.INSTANCE_OUTCOME_SET} "
             "WHERE run_id = ? AND region = ? AND instance_id = ? "
             f"AND state IN ({placeholders(allowed)})",
             (

@@ -9,7 +9,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from fanout.aliyun.signing import percent_encode
-from fanout.secrets import REDACTED, is_secret_key, redact_params, redact_text
+from fanout.redaction import REDACTED, is_secret_key, redact_params, redact_text
 
 
 @pytest.mark.parametrize(

@@ -1,0 +1,92 @@
+"""Where the ledger lives and what the runner needs from it: `LedgerStore`, `open_ledger`.
+
+`open_ledger` picks the backend from the location: a SQLite file (`sqlite.py`) or a PostgreSQL
+URL (`postgres.py`, which needs the optional `fanout[postgres]` extra). Neither backend's driver
+is imported before a ledger of that kind is opened.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any, Protocol
+
+from fanout.errors import ConfigError
+from fanout.ledger.location import is_postgres_location, location_password, redact_location
+from fanout.ledger.model import BatchRecord, InstanceRecord, Op, RunRecord
+
+__all__ = ["LedgerStore", "default_ledger_location", "open_ledger"]
+
+
+class LedgerStore(Protocol):
+    """What the runner, status and report need from storage. Methods block; call from a thread."""
+
+    @property
+    def local(self) -> bool:
+        """True if every process using this ledger runs on this host (so a lease holder whose
+        pid is gone here is gone); False for a ledger shared between hosts."""
+        ...
+
+    def close(self) -> None: ...
+    def create_run(
+        self,
+        run: RunRecord,
+        batches: Sequence[BatchRecord],
+        extra_instances: Sequence[InstanceRecord] = (),
+    ) -> None: ...
+    def apply(self, ops: Sequence[Op]) -> list[object]: ...
+    def get_run(self, run_id: str) -> RunRecord: ...
+    def list_runs(self, limit: int = 50) -> list[RunRecord]: ...
+    def load_batches(self, run_id: str) -> list[BatchRecord]: ...
+    def instance_counts(self, run_id: str) -> dict[str, dict[str, int]]: ...
+    def batch_counts(self, run_id: str) -> dict[str, dict[str, int]]: ...
+    def iter_instances(self, run_id: str) -> Iterator[InstanceRecord]: ...
+    def instances_of_batch(self, batch_id: str) -> list[InstanceRecord]: ...
+    def events(
+        self, run_id: str, after_id: int = 0
+    ) -> list[tuple[int, float, str, dict[str, Any]]]: ...
+    def attempts(self, batch_id: str) -> list[dict[str, Any]]: ...
+    def quota_used(self, account: str, window_start: float) -> dict[str, tuple[int, float]]: ...
+    def quota_times(self, account: str, region: str, window_start: float) -> list[float]: ...
+
+
+def default_ledger_location(env: dict[str, str] | None = None) -> str:
+    """`$FANOUT_LEDGER`, else `$XDG_STATE_HOME/fanout/ledger.sqlite3` (DESIGN section 4)."""
+    env = dict(os.environ) if env is None else env
+    if env.get("FANOUT_LEDGER"):
+        return env["FANOUT_LEDGER"]
+    state_home = env.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
+    return str(Path(state_home) / "fanout" / "ledger.sqlite3")
+
+
+def open_ledger(location: str) -> LedgerStore:
+    """Open (creating or migrating if needed) the ledger at a path, `sqlite:///path` or
+    `postgresql://` URL. A URL's password is never shown, in logs or in errors."""
+    if is_postgres_location(location):
+        from fanout.logs import register_secret  # noqa: PLC0415
+
+        register_secret(location_password(location))
+        _require_psycopg(location)
+        from fanout.ledger.postgres import PostgresLedger  # noqa: PLC0415 - psycopg only if used
+
+        return PostgresLedger(location)
+    path = location.removeprefix("sqlite:///") if location.startswith("sqlite:") else location
+    from fanout.ledger.sqlite import SqliteLedger  # noqa: PLC0415 - keep sqlite off pure imports
+
+    return SqliteLedger(Path(path).expanduser())
+
+
+def _require_psycopg(location: str) -> None:
+    """Refuse a PostgreSQL ledger, naming the extra to install, when psycopg cannot be imported."""
+    try:
+        import psycopg  # noqa: F401, PLC0415 - an optional dependency (`fanout[postgres]`)
+    except ImportError as exc:
+        missing = isinstance(exc, ModuleNotFoundError) and exc.name == "psycopg"
+        first_line = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        why = "is not installed" if missing else f"cannot be loaded ({first_line})"
+        msg = (
+            f"ledger {redact_location(location)}: the PostgreSQL driver psycopg {why}; "
+            "pip install 'fanout[postgres]'"
+        )
+        raise ConfigError(msg) from exc
