@@ -15,7 +15,6 @@ visible yet right after submit is not an error.
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Callable, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass, field
@@ -26,6 +25,7 @@ import structlog
 from aiolimiter import AsyncLimiter
 from anyio.streams.memory import MemoryObjectReceiveStream
 
+from fanout.clock import SYSTEM_CLOCK, Clock
 from fanout.errors import CallError
 from fanout.ledger import (
     BatchRecord,
@@ -120,18 +120,19 @@ class _DescribeMeter:
     few seconds without, back up to the ceiling (ECS throttles per API, region and account,
     with other clients of the account sharing the budget: facts 6.2)."""
 
-    __slots__ = ("_ceiling", "_changed_at", "_limiter", "_seen_throttle", "rate")
+    __slots__ = ("_ceiling", "_changed_at", "_clock", "_limiter", "_seen_throttle", "rate")
 
-    def __init__(self, ceiling_per_s: float) -> None:
+    def __init__(self, ceiling_per_s: float, clock: Clock = SYSTEM_CLOCK) -> None:
         self._ceiling = ceiling_per_s
+        self._clock = clock
         self.rate = ceiling_per_s
         self._limiter = AsyncLimiter(ceiling_per_s, 1.0)
-        self._changed_at = time.monotonic()
+        self._changed_at = clock.monotonic()
         self._seen_throttle = 0.0
 
     async def acquire(self, throttled_at: float) -> None:
         """Wait for the next fetch's turn; `throttled_at` is when the last throttled read was."""
-        now = time.monotonic()
+        now = self._clock.monotonic()
         if throttled_at > self._seen_throttle:
             self._seen_throttle = throttled_at
             self._set(max(_MIN_DESCRIBE_RATE, self.rate / 2), now)
@@ -175,12 +176,12 @@ class Collector:
     on_final: Callable[[InstanceRecord], None] = lambda _r: None
     # Describe calls cost no InvokeCommand quota but are throttled per region like every API.
     describe_rate_per_s: float = 200.0
+    clock: Clock = SYSTEM_CLOCK
     _meters: dict[str, _DescribeMeter] = field(default_factory=dict)
     _watches: dict[str, _Watch] = field(default_factory=dict)
     _regions: set[str] = field(default_factory=set)  # regions whose loop is running
     _changed: anyio.Event = field(default_factory=anyio.Event)
     _idle: anyio.Event = field(default_factory=anyio.Event)
-    _closed: bool = False
 
     def follow(self, batch: BatchRecord, invoke_id: str) -> None:
         """Start following an accepted batch's invocation."""
@@ -189,15 +190,10 @@ class Collector:
             batch,
             invoke_id,
             set(batch.instance_ids),
-            fetch_after=time.monotonic() + grace,
+            fetch_after=self.clock.monotonic() + grace,
             grace_s=grace,
         )
         self._changed.set()
-
-    @property
-    def following(self) -> int:
-        """Invocations not yet final."""
-        return len(self._watches)
 
     async def drain(self, halt: anyio.Event) -> None:
         """Wait until nothing is followed any more, or `halt` is set."""
@@ -213,21 +209,15 @@ class Collector:
                 await self._idle.wait()
             tg.cancel_scope.cancel()
 
-    def close(self) -> None:
-        """End `run` (and every region's loop) after the current round."""
-        self._closed = True
-        self._changed.set()
-
     async def run(self) -> None:
-        """Start a loop for every region with open invocations, as they appear."""
+        """Start a loop for every region with open invocations, as they appear (until cancelled)."""
         async with anyio.create_task_group() as tg:
-            while not self._closed:
+            while True:
                 self._changed = anyio.Event()
                 for region in {w.batch.region for w in self._watches.values()} - self._regions:
                     self._regions.add(region)
                     tg.start_soon(self._region_loop, region)
                 await self._changed.wait()
-            tg.cancel_scope.cancel()
 
     def _open_in(self, region: str) -> list[_Watch]:
         return [w for w in self._watches.values() if w.batch.region == region]
@@ -241,13 +231,13 @@ class Collector:
                 for _ in range(_DESCRIBE_CONCURRENCY):
                     tg.start_soon(self._fetcher, receive.clone())
                 receive.close()
-                while not self._closed and self._open_in(region):
-                    started = time.monotonic()
+                while self._open_in(region):
+                    started = self.clock.monotonic()
                     for watch in await self._sweep(region):
                         watch.queued = True
                         send.send_nowait(watch)
-                    elapsed = time.monotonic() - started
-                    await anyio.sleep(max(0.05, self.poll_interval_s - elapsed))
+                    elapsed = self.clock.monotonic() - started
+                    await self.clock.sleep(max(0.05, self.poll_interval_s - elapsed))
         finally:
             self._regions.discard(region)
             self._changed.set()  # new invocations may have arrived as this loop ended
@@ -258,7 +248,7 @@ class Collector:
             return None
         meter = self._meters.get(region)
         if meter is None:
-            meter = self._meters[region] = _DescribeMeter(self.describe_rate_per_s)
+            meter = self._meters[region] = _DescribeMeter(self.describe_rate_per_s, self.clock)
         return meter
 
     async def _sweep(self, region: str) -> list[_Watch]:
@@ -285,7 +275,7 @@ class Collector:
         except CallError as err:
             log.warning("results poll failed", call="DescribeInvocations", error=str(err))
             return []  # whatever was listed is recorded; the rest waits for the next sweep
-        now = time.monotonic()
+        now = self.clock.monotonic()
         return [
             w
             for w in self._open_in(region)
@@ -318,9 +308,9 @@ class Collector:
         if watch.open_ids:  # still pending: look again later, less and less often
             watch.seen_running = False
             watch.grace_s = min(_PENDING_CAP_S, watch.grace_s * 2)
-            watch.fetch_after = time.monotonic() + watch.grace_s
+            watch.fetch_after = self.clock.monotonic() + watch.grace_s
             return
-        self.ledger.post(SetBatch(watch.batch.batch_id, BatchState.DONE, time.time()))
+        self.ledger.post(SetBatch(watch.batch.batch_id, BatchState.DONE, self.clock.time()))
         self._watches.pop(watch.invoke_id, None)
         if not self._watches:
             self._idle.set()
@@ -344,4 +334,4 @@ class Collector:
                 watch.final_ids.add(iid)
                 self.on_final(record)
         if records:
-            self.ledger.post(SetInstances(watch.batch.run_id, tuple(records), time.time()))
+            self.ledger.post(SetInstances(watch.batch.run_id, tuple(records), self.clock.time()))

@@ -428,6 +428,7 @@ def _collector(
         settings.max_output_bytes,
         on_final=leg.instance_final,
         describe_rate_per_s=settings.describe_rate_per_s,
+        clock=ctx.clock,
     )
     for b in batches:
         if b.state is BatchState.ACCEPTED and b.invoke_id:

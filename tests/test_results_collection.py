@@ -7,12 +7,11 @@ import asyncio
 import time
 from pathlib import Path
 
-import pytest
-
 import fanout
 from fanout import results
 from fanout.aliyun.client import ClientOptions, EcsClient
 from fanout.aliyun.credentials import Credentials
+from fanout.clock import FakeClock
 from fanout.emulator import (
     DEMO_ACCESS_KEY_ID,
     DEMO_ACCESS_KEY_SECRET,
@@ -56,23 +55,29 @@ async def test_client_notes_throttled_reads_per_region() -> None:
     assert ecs.reads_throttled_at("cn-beijing") == 0.0
 
 
-async def test_fetch_rate_halves_on_each_new_throttle_and_climbs_back(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    meter = results._DescribeMeter(200.0)
+async def test_fetch_rate_halves_on_each_new_throttle_and_climbs_back() -> None:
+    """The fetch rate halves on each new throttle (not again for the same one), and on the
+    run's clock climbs back by a quarter every recovery period, never above its ceiling."""
+    clock = FakeClock()
+    meter = results._DescribeMeter(200.0, clock)
     await meter.acquire(0.0)
     assert meter.rate == 200.0  # nothing throttled yet
-    first = time.monotonic()
+    first = clock.monotonic()
     await meter.acquire(first)
     assert meter.rate == 100.0
     await meter.acquire(first)  # the same throttle, seen again: no second cut
     assert meter.rate == 100.0
-    await meter.acquire(time.monotonic())
+    clock.advance(0.5)
+    await meter.acquire(clock.monotonic())
     assert meter.rate == 50.0
-    monkeypatch.setattr(results, "_RECOVER_AFTER_S", 0.0)
+    clock.advance(results._RECOVER_AFTER_S - 0.1)
+    await meter.acquire(0.0)
+    assert meter.rate == 50.0  # not yet a whole recovery period without throttling
+    clock.advance(0.1)
     await meter.acquire(0.0)
     assert meter.rate == 62.5  # a quarter more once a while has passed without throttling
     for _ in range(20):
+        clock.advance(results._RECOVER_AFTER_S)
         await meter.acquire(0.0)
     assert meter.rate == 200.0  # never above the configured ceiling
 
