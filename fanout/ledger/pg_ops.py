@@ -150,6 +150,8 @@ def apply_one(group: Group, op: Op) -> object:  # noqa: PLR0911 - one line per o
     cur = group.cur
     if isinstance(op, BeginAttempt):
         return _begin_attempt(group, op)
+    if isinstance(op, (FinishAttempt, SetBatch, ShrinkBatch, SetInstances, SetRun)):
+        _check_fences(group)
     if isinstance(op, FinishAttempt):
         _finish_attempt(cur, op)
         return None
@@ -172,6 +174,17 @@ def apply_one(group: Group, op: Op) -> object:  # noqa: PLR0911 - one line per o
         )
         return None
     return _acquire_lease(group, op)
+
+
+def _check_fences(group: Group) -> None:
+    """`_check_fence` for every run whose lease this store holds.
+
+    Not only new intents: after a takeover the old runner must not record anything more — an
+    acceptance it writes late would race the new runner's re-send of the same batch (whose same
+    ClientToken makes that re-send safe). A runner drives one run, so this is one check a group.
+    """
+    for run_id in tuple(group.leases):
+        _check_fence(group, run_id)
 
 
 def _check_fence(group: Group, run_id: str) -> None:
