@@ -26,12 +26,13 @@ import anyio
 
 from fanout.aliyun.command import CommandSpec
 from fanout.aliyun.credentials import Credentials, load_credentials
+from fanout.launch import start_run
 from fanout.ledger import LedgerStore, default_ledger_location, open_ledger
 from fanout.logs import register_secret
 from fanout.redaction import is_secret_key
 from fanout.report import status_document
 from fanout.request import ResumeRequest, RunRequest
-from fanout.runner import RunOutcome, resume_run, start_run
+from fanout.runner import RunOutcome, resume_run
 from fanout.settings import Settings, load_settings
 from fanout.targets import Target
 

@@ -23,10 +23,11 @@ from fanout.emulator import (
     running_emulator,
 )
 from fanout.emulator.fleet import Fleet
+from fanout.launch import start_run
 from fanout.ledger import open_ledger
 from fanout.report import run_summary, status_document
 from fanout.request import RunRequest
-from fanout.runner import Emit, RunOutcome, start_run
+from fanout.runner import Emit, RunOutcome
 from fanout.settings import Settings
 from fanout.targets import Target
 

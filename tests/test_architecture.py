@@ -101,6 +101,7 @@ LEDGER_CORE = ("fanout.ledger", "fanout.ledger.model", "fanout.ledger.rows", "fa
 # The modules that drive a run; they emit events or return data and import no view.
 RUNNER_SIDE = (
     "fanout.runner",
+    "fanout.launch",
     "fanout.dispatch",
     "fanout.waves",
     "fanout.invoke",

@@ -23,11 +23,12 @@ from fanout.cli.options import (
 from fanout.cli.views import Out, finish, quota_text, runs_text, stop_text
 from fanout.control import RETRY_CHOICES, StopResult, retry_targets, run_spec, stop_run
 from fanout.errors import ConfigError
+from fanout.launch import start_run
 from fanout.ledger import LedgerStore, RunRecord
 from fanout.logs import configure_logging
 from fanout.report import iso, render_report, roll_up, run_summary, status_document
 from fanout.request import RunRequest
-from fanout.runner import client_for, start_run
+from fanout.runner import client_for
 
 __all__ = ["COMMANDS"]
 

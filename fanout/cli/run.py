@@ -21,13 +21,14 @@ from fanout.cli.options import (
     spend_options,
 )
 from fanout.cli.views import Out, finish, plan_text
+from fanout.launch import preview_preflight, start_run
 from fanout.ledger import LedgerStore
 from fanout.logs import configure_logging
 from fanout.plan import Batch, make_plan
 from fanout.plan_summary import plan_document
 from fanout.report import iso
 from fanout.request import ResumeRequest
-from fanout.runner import preview_preflight, resume_run, start_run
+from fanout.runner import resume_run
 from fanout.settings import Settings
 from fanout.tally import confirm_summary
 from fanout.waves import parse_max_errors

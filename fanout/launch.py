@@ -1,0 +1,197 @@
+"""Launch: a new run from its request — plan, command check, preflight, store — then drive it.
+
+`start_run` is where a `RunRequest` becomes a run: the plan (batches and ClientTokens), the free
+command check in every target region, the preflight exclusions, the run's ledger rows, and then
+`fanout.runner.drive`. `preview_preflight` is the same read-only part for `fanout plan`.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Sequence
+from dataclasses import asdict
+from datetime import UTC, datetime
+
+import anyio
+
+from fanout.aliyun.command import CommandSpec
+from fanout.aliyun.credentials import Credentials
+from fanout.clock import SYSTEM_CLOCK, Clock
+from fanout.ledger import (
+    BatchRecord,
+    BatchState,
+    InstanceRecord,
+    InstanceState,
+    LedgerStore,
+    RunRecord,
+    RunState,
+)
+from fanout.plan import Plan, make_plan, parse_waves
+from fanout.preflight import check_command, preflight_targets
+from fanout.redaction import redact_params
+from fanout.request import RunRequest
+from fanout.runner import DriveOptions, Emit, RunOutcome, client_for, drive
+from fanout.settings import Settings
+from fanout.tally import planned_regions
+from fanout.targets import Target
+from fanout.waves import parse_max_errors
+
+__all__ = ["new_run_id", "preview_preflight", "start_run"]
+
+
+def new_run_id(now: float) -> str:
+    """Sortable and readable: r20261128-063512-a1b2c3."""
+    stamp = datetime.fromtimestamp(now, UTC).strftime("%Y%m%d-%H%M%S")
+    return f"r{stamp}-{secrets.token_hex(3)}"
+
+
+async def start_run(
+    settings: Settings,
+    credentials: Credentials,
+    store: LedgerStore,
+    request: RunRequest,
+    *,
+    emit: Emit,
+    handle_signals: bool = True,
+    clock: Clock = SYSTEM_CLOCK,
+) -> RunOutcome:
+    """Plan, preflight and store a new run, then drive it."""
+    now = clock.time()
+    run_id = new_run_id(now)
+    account = settings.account or credentials.access_key_id
+    plan, excluded = await _checked_plan(settings, credentials, request, run_id, now, clock)
+    run = _run_record(request, settings, run_id, account, now)
+    batches = _batch_records(run_id, plan)
+    extra = [
+        InstanceRecord(run_id, region, iid, None, InstanceState.EXCLUDED, reason=reason)
+        for (region, iid), reason in excluded.items()
+    ]
+    await anyio.to_thread.run_sync(store.create_run, run, batches, extra)
+    used = await anyio.to_thread.run_sync(
+        store.quota_used, account, settings.quota.window_start(now)
+    )
+    emit(
+        "run",
+        {
+            "run_id": run_id,
+            "targets": len(request.targets),
+            "batches": len(batches),
+            "excluded": len(excluded),
+            "allowed": parse_max_errors(request.max_errors, len(request.targets)),
+            "regions": planned_regions(batches, excluded, settings.quota, used),
+        },
+    )
+    options = DriveOptions(
+        wait_for_quota=request.wait_for_quota, handle_signals=handle_signals, clock=clock
+    )
+    return await drive(settings, credentials, store, run, request.spec, emit=emit, options=options)
+
+
+def _run_record(
+    request: RunRequest, settings: Settings, run_id: str, account: str, now: float
+) -> RunRecord:
+    """The new run's ledger row (secret parameter values redacted)."""
+    return RunRecord(
+        run_id=run_id,
+        created_at=now,
+        updated_at=now,
+        state=RunState.CREATED,
+        command_id=request.spec.command_id,
+        account=account,
+        target_count=len(request.targets),
+        parameters=redact_params(request.spec.parameters or {}, request.secret_keys),
+        secret_keys=request.secret_keys,
+        options=_options(request, settings),
+        parent_run_id=request.parent_run_id,
+    )
+
+
+async def _checked_plan(
+    settings: Settings,
+    credentials: Credentials,
+    request: RunRequest,
+    run_id: str,
+    now: float,
+    clock: Clock,
+) -> tuple[Plan, dict[tuple[str, str], str]]:
+    """The run's plan after the command check and the preflight, with the exclusions."""
+    async with client_for(settings, credentials, clock) as client:
+        # The command check is one free DescribeCommands per region: on even with --no-preflight.
+        await check_command(
+            client,
+            [t.region for t in request.targets],
+            request.spec,
+            content_limit_bytes=settings.content_limit_bytes,
+            now_s=now,
+        )
+        excluded = (
+            await preflight_targets(
+                client, request.targets, concurrency=settings.preflight_concurrency
+            )
+            if request.preflight
+            else {}
+        )
+    kept = tuple(t for t in request.targets if (t.region, t.instance_id) not in excluded)
+    waves = parse_waves(request.waves, len(kept)) if kept else ()
+    plan = make_plan(run_id, kept, batch_size=settings.batch_size, waves=waves or None)
+    return plan, excluded
+
+
+def _batch_records(run_id: str, plan: Plan) -> list[BatchRecord]:
+    """The plan's batches as ledger rows, every one pending."""
+    return [
+        BatchRecord(
+            batch_id=b.batch_id,
+            run_id=run_id,
+            region=b.region,
+            seq=b.seq,
+            wave=b.wave,
+            instance_ids=b.instance_ids,
+            client_token=b.client_token,
+            state=BatchState.PENDING,
+        )
+        for b in plan.batches
+    ]
+
+
+async def preview_preflight(
+    settings: Settings,
+    credentials: Credentials,
+    targets: Sequence[Target],
+    spec: CommandSpec | None = None,
+    *,
+    instances: bool = True,
+    clock: Clock = SYSTEM_CLOCK,
+) -> dict[tuple[str, str], str]:
+    """The preflight of `fanout plan`: read-only Describe calls, nothing stored.
+
+    Checks the command (`spec`) the way `start_run` does, then the instances unless told not to.
+    """
+    async with client_for(settings, credentials, clock) as client:
+        if spec is not None:
+            await check_command(
+                client,
+                [t.region for t in targets],
+                spec,
+                content_limit_bytes=settings.content_limit_bytes,
+                now_s=clock.time(),
+            )
+        if not instances:
+            return {}
+        return await preflight_targets(client, targets, concurrency=settings.preflight_concurrency)
+
+
+def _options(request: RunRequest, settings: Settings) -> dict[str, object]:
+    """What a resume needs to send identical requests (secret values are not stored)."""
+    spec = asdict(request.spec)
+    spec.pop("command_id")
+    spec["had_parameters"] = spec.pop("parameters") is not None
+    return {
+        "spec": spec,
+        "waves": request.waves,
+        "max_errors": request.max_errors,
+        "pause_after_wave": request.pause_after_wave,
+        "preflight": request.preflight,
+        "wait": request.wait,
+        "batch_size": settings.batch_size,
+    }
