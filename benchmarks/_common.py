@@ -14,7 +14,8 @@ from typing import Any
 
 from fanout.emulator import DEMO_COMMAND_ID, EmulatorConfig
 from fanout.emulator.fleet import Fleet
-from fanout.ledger import BatchRecord, BatchState, LedgerStore, RunRecord, RunState
+from fanout.launch import batch_records
+from fanout.ledger import LedgerStore, RunRecord, RunState
 from fanout.plan import make_plan
 from fanout.targets import Target
 
@@ -70,20 +71,5 @@ def store_run(store: LedgerStore, per_region: int, *, wait: bool) -> tuple[RunRe
         len(targets),
         options={"wait": wait},
     )
-    store.create_run(
-        run,
-        [
-            BatchRecord(
-                b.batch_id,
-                run_id,
-                b.region,
-                b.seq,
-                b.wave,
-                b.instance_ids,
-                b.client_token,
-                BatchState.PENDING,
-            )
-            for b in plan.batches
-        ],
-    )
+    store.create_run(run, batch_records(run_id, plan))
     return run, len(plan.batches)

@@ -14,7 +14,8 @@ import time
 from pathlib import Path
 
 from fanout.aliyun.endpoints import KNOWN_REGIONS
-from fanout.ledger import BatchRecord, BatchState, RunRecord, RunState, open_ledger
+from fanout.launch import batch_records
+from fanout.ledger import RunRecord, RunState, open_ledger
 from fanout.plan import make_plan
 from fanout.targets import parse_target_text
 
@@ -49,19 +50,7 @@ def main() -> None:
         store = open_ledger(str(ledger_path))
         now = time.time()
         run = RunRecord("rbench", now, now, RunState.CREATED, "c-bench", "acct", args.targets)
-        batches = [
-            BatchRecord(
-                b.batch_id,
-                "rbench",
-                b.region,
-                b.seq,
-                b.wave,
-                b.instance_ids,
-                b.client_token,
-                BatchState.PENDING,
-            )
-            for b in plan.batches
-        ]
+        batches = batch_records("rbench", plan)
         store.create_run(run, batches)
         stored = time.perf_counter()
         store.close()

@@ -36,7 +36,7 @@ from fanout.tally import planned_regions
 from fanout.targets import Target
 from fanout.waves import parse_max_errors
 
-__all__ = ["new_run_id", "preview_preflight", "start_run"]
+__all__ = ["batch_records", "new_run_id", "preview_preflight", "start_run"]
 
 
 def new_run_id(now: float) -> str:
@@ -61,7 +61,7 @@ async def start_run(
     account = settings.account or credentials.access_key_id
     plan, excluded = await _checked_plan(settings, credentials, request, run_id, now, clock)
     run = _run_record(request, settings, run_id, account, now)
-    batches = _batch_records(run_id, plan)
+    batches = batch_records(run_id, plan)
     extra = [
         InstanceRecord(run_id, region, iid, None, InstanceState.EXCLUDED, reason=reason)
         for (region, iid), reason in excluded.items()
@@ -137,7 +137,7 @@ async def _checked_plan(
     return plan, excluded
 
 
-def _batch_records(run_id: str, plan: Plan) -> list[BatchRecord]:
+def batch_records(run_id: str, plan: Plan) -> list[BatchRecord]:
     """The plan's batches as ledger rows, every one pending."""
     return [
         BatchRecord(

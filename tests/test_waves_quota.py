@@ -9,6 +9,7 @@ from typing import Any
 
 import anyio
 
+from fanout.aliyun.client import EcsClient
 from fanout.aliyun.command import CommandSpec
 from fanout.aliyun.credentials import Credentials
 from fanout.clock import FakeClock
@@ -24,6 +25,7 @@ from fanout.emulator.fleet import Fleet
 from fanout.gate import Gate
 from fanout.halt import HaltReason, RunControl
 from fanout.invoke import InvokeContext
+from fanout.launch import batch_records
 from fanout.ledger import BatchRecord, BatchState, GroupCommitter, RunRecord, RunState
 from fanout.ledger.sqlite import SqliteLedger
 from fanout.plan import make_plan
@@ -44,21 +46,34 @@ def _stored_run(store: SqliteLedger, clock: FakeClock, instances: int) -> list[B
     plan = make_plan("r-quota", [Target(REGION, i) for i in ids], batch_size=50)
     now = clock.time()
     run = RunRecord("r-quota", now, now, RunState.CREATED, DEMO_COMMAND_ID, "acct", len(ids))
-    batches = [
-        BatchRecord(
-            b.batch_id,
-            "r-quota",
-            b.region,
-            b.seq,
-            b.wave,
-            b.instance_ids,
-            b.client_token,
-            BatchState.PENDING,
-        )
-        for b in plan.batches
-    ]
+    batches = batch_records("r-quota", plan)
     store.create_run(run, batches, [])
     return batches
+
+
+Events = list[tuple[str, dict[str, Any]]]
+
+
+def _leg(
+    run_id: str, client: EcsClient, committer: GroupCommitter, clock: FakeClock, daily_quota: int
+) -> tuple[InvokeContext, Leg, Events]:
+    """The invoke context and leg of a test run (4 calls in flight per region), and its events."""
+    control = RunControl(clock)
+    ctx = InvokeContext(
+        run_id=run_id,
+        account="acct",
+        spec=CommandSpec(DEMO_COMMAND_ID),
+        client=client,
+        ledger=committer,
+        gate=Gate(clock, concurrency=8, region_concurrency=4, rate_per_s=0),
+        quota=QuotaPolicy(daily_quota=daily_quota),
+        control=control,
+        clock=clock,
+        max_attempts=3,
+    )
+    events: Events = []
+    leg = Leg(run_id, control, lambda k, d: events.append((k, dict(d))), ErrorBudget(None))
+    return ctx, leg, events
 
 
 async def _drive_waves(
@@ -68,28 +83,12 @@ async def _drive_waves(
     config = EmulatorConfig(regions=(REGION,), instances_per_region=200)
     store = SqliteLedger(tmp_path / "ledger.sqlite3")
     batches = _stored_run(store, clock, 200)
-    events: list[tuple[str, dict[str, Any]]] = []
-    control = RunControl(clock)
     async with running_emulator(config) as emu:
         settings = Settings(endpoint=emu.url, rate_per_s=0)
         committer = GroupCommitter(store)
         async with client_for(settings, CREDS, clock) as client, anyio.create_task_group() as tg:
             tg.start_soon(committer.run)
-            ctx = InvokeContext(
-                run_id="r-quota",
-                account="acct",
-                spec=CommandSpec(DEMO_COMMAND_ID),
-                client=client,
-                ledger=committer,
-                gate=Gate(clock, concurrency=4, region_concurrency=4, rate_per_s=0),
-                quota=QuotaPolicy(daily_quota=2),
-                control=control,
-                clock=clock,
-                max_attempts=3,
-            )
-            leg = Leg(
-                "r-quota", control, lambda k, d: events.append((k, dict(d))), ErrorBudget(None)
-            )
+            ctx, leg, events = _leg("r-quota", client, committer, clock, daily_quota=2)
             options = WaveOptions(
                 region_concurrency=4, wait_for_quota=wait_for_quota, pause_after_wave=False
             )
@@ -98,7 +97,7 @@ async def _drive_waves(
             await committer.flush()
             committer.close()
         snapshot = emu.snapshot()
-    return events, snapshot, store, control
+    return events, snapshot, store, ctx.control
 
 
 async def test_waiting_for_quota_sleeps_a_day_on_the_clock_and_sends_the_rest(
@@ -165,8 +164,6 @@ async def test_a_quota_blocked_region_does_not_hold_the_waves_of_the_others(
     now = clock.time()
     run = RunRecord("r-lag", now, now, RunState.CREATED, DEMO_COMMAND_ID, "acct", 500)
     store.create_run(run, batches, [])
-    events: list[tuple[str, dict[str, Any]]] = []
-    control = RunControl(clock)
 
     def invoked(snapshot: dict[str, Any], region: str) -> int:
         return sum(1 for inv in snapshot["invocations"] if inv["region"] == region)
@@ -176,12 +173,7 @@ async def test_a_quota_blocked_region_does_not_hold_the_waves_of_the_others(
         committer = GroupCommitter(store)
         async with client_for(settings, CREDS, clock) as client, anyio.create_task_group() as tg:
             tg.start_soon(committer.run)
-            ctx = InvokeContext(
-                "r-lag", "acct", CommandSpec(DEMO_COMMAND_ID), client, committer,
-                Gate(clock, concurrency=8, region_concurrency=4, rate_per_s=0),
-                QuotaPolicy(daily_quota=3), control, clock, 3,
-            )  # fmt: skip
-            leg = Leg("r-lag", control, lambda k, d: events.append((k, dict(d))), ErrorBudget(None))
+            ctx, leg, events = _leg("r-lag", client, committer, clock, daily_quota=3)
             options = WaveOptions(region_concurrency=4, wait_for_quota=True, pause_after_wave=False)
             with anyio.fail_after(60):
                 async with anyio.create_task_group() as run_tg:
