@@ -22,6 +22,7 @@ from fanout.targets import Target
 __all__ = [
     "DEFAULT_BATCH_SIZE",
     "MAX_BATCH_SIZE",
+    "WAVE_ORDERS",
     "Batch",
     "Plan",
     "RegionEta",
@@ -172,6 +173,38 @@ def _group(targets: Sequence[Target]) -> dict[str, list[str]]:
     return by_region
 
 
+def _spread(by_region: dict[str, list[str]], bounds: tuple[int, ...]) -> list[dict[str, list[str]]]:
+    """Each wave's ids per region: every region gives its share of each cumulative bound.
+
+    A region's cumulative count at bound b is its proportional share of b (largest remainders,
+    ties by region name; at least one each once b reaches the number of regions), never less
+    than at the bound before; so the waves add up to every target, and a canary as large as the
+    number of regions has an instance in each.
+    """
+    total = sum(len(ids) for ids in by_region.values())
+    done = dict.fromkeys(by_region, 0)
+    shares: list[dict[str, list[str]]] = []
+    for bound in bounds:
+        exact = {r: Fraction(len(ids) * bound, total) for r, ids in by_region.items()}
+        counts = {r: math.floor(x) for r, x in exact.items()}
+        order = sorted(by_region, key=lambda r: (-(exact[r] - counts[r]), r))
+        for region in order[: bound - sum(counts.values())]:
+            counts[region] += 1
+        if bound >= len(by_region):  # large enough to reach every region: at least one each
+            for region in sorted(r for r in counts if counts[r] == 0):
+                donor = max(counts, key=lambda r: (counts[r], r))
+                counts[donor] -= 1
+                counts[region] = 1
+        wave: dict[str, list[str]] = {}
+        for region, ids in by_region.items():
+            upto = min(len(ids), max(done[region], counts[region]))
+            if upto > done[region]:
+                wave[region] = ids[done[region] : upto]
+                done[region] = upto
+        shares.append(wave)
+    return shares
+
+
 def _check_new(seen: dict[str, set[str]], region: str, ids: list[str]) -> None:
     """Refuse a target given twice (in any wave): it would be invoked twice."""
     known = seen.setdefault(region, set())
@@ -199,26 +232,40 @@ def _cut(
     return batches
 
 
+# How waves take their targets: from every region in proportion to its targets (the default,
+# so a canary has instances in every region), or in input order, one region after another.
+WAVE_ORDERS = ("spread", "region-by-region")
+
+
 def make_plan(
     run_id: str,
     targets: Sequence[Target],
     *,
     batch_size: int = DEFAULT_BATCH_SIZE,
     waves: tuple[int, ...] | None = None,
+    wave_order: str = "spread",
 ) -> Plan:
-    """Cut `targets` (in order) into waves, and each wave into per-region batches."""
+    """Cut `targets` into waves, and each wave into per-region batches.
+
+    `spread`: wave k takes from each region its share of the first `waves[k]` targets, in
+    proportion to the region's targets (each region's own targets in input order);
+    `region-by-region`: wave k is the next targets in input order, whatever their region.
+    """
     if not 1 <= batch_size <= MAX_BATCH_SIZE:
         raise ConfigError(f"--batch-size: {batch_size} is not between 1 and {MAX_BATCH_SIZE}")
+    if wave_order not in WAVE_ORDERS:
+        raise ConfigError(f"--wave-order {wave_order!r}: choose from {', '.join(WAVE_ORDERS)}")
     bounds = _check_waves(waves, len(targets))
+    if wave_order == "spread":
+        shares = _spread(_group(targets), bounds)
+    else:
+        shares = [_group(targets[a:b]) for a, b in itertools.pairwise((0, *bounds))]
     batches: list[Batch] = []
     seen: dict[str, set[str]] = {}
-    start = 0
-    for wave, end in enumerate(bounds):
-        by_region = _group(targets[start:end])
+    for wave, by_region in enumerate(shares):
         for region in sorted(by_region):
             _check_new(seen, region, by_region[region])
             batches += _cut(run_id, region, by_region[region], batch_size, wave, len(batches))
-        start = end
     per_region: dict[str, int] = {}
     for batch in batches:
         per_region[batch.region] = per_region.get(batch.region, 0) + 1

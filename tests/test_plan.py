@@ -327,3 +327,60 @@ def test_estimate_region_refuses_impossible_settings(
     """Settings under which the calls could never go are a ConfigError naming the setting."""
     with pytest.raises(ConfigError, match=flag):
         eta(10, **overrides)
+
+
+def _fleet(sizes: dict[str, int]) -> list[Target]:
+    """Targets region by region, in input order (the order a targets file often has)."""
+    return [Target(r, f"i-{r[-4:]}{n:06d}") for r, size in sizes.items() for n in range(size)]
+
+
+def test_a_spread_canary_has_instances_in_every_region() -> None:
+    """A 1 % wave of a 3-region fleet (listed region by region) takes instances from all three."""
+    targets = _fleet({"cn-beijing": 325, "cn-hangzhou": 325, "cn-shanghai": 325})
+    plan = make_plan("r", targets, waves=parse_waves("1%,10%,100%", len(targets)))
+    first = [b for b in plan.batches if b.wave == 0]
+    assert {b.region for b in first} == {"cn-beijing", "cn-hangzhou", "cn-shanghai"}
+    assert sum(len(b.instance_ids) for b in first) == 10  # ceil(1 % of 975)
+    per_wave: Counter[int] = Counter()
+    for b in plan.batches:
+        per_wave[b.wave] += len(b.instance_ids)
+    assert list(itertools.accumulate(per_wave[w] for w in sorted(per_wave))) == [10, 98, 975]
+
+
+def test_region_by_region_keeps_the_input_order() -> None:
+    """`--wave-order region-by-region`: the first wave is the first targets of the input."""
+    targets = _fleet({"cn-beijing": 325, "cn-hangzhou": 325, "cn-shanghai": 325})
+    plan = make_plan("r", targets, waves=parse_waves("1%,100%", 975), wave_order="region-by-region")
+    assert {b.region for b in plan.batches if b.wave == 0} == {"cn-beijing"}
+
+
+def test_an_unknown_wave_order_is_refused() -> None:
+    """A wave order other than spread / region-by-region is a ConfigError naming the choices."""
+    with pytest.raises(ConfigError, match="spread, region-by-region"):
+        make_plan("r", _fleet({"cn-beijing": 3}), wave_order="random")
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    sizes=st.lists(st.integers(1, 120), min_size=1, max_size=6),
+    cuts=st.lists(st.integers(1, 100), min_size=1, max_size=5),
+)
+def test_spread_waves_cover_every_target_once_and_reach_every_region(
+    sizes: list[int], cuts: list[int]
+) -> None:
+    """Spread waves: every target in exactly one batch, each wave's cumulative size is at least
+    its bound, and a wave whose bound reaches the region count has every region in it or before."""
+    regions = [f"cn-region{n}" for n in range(len(sizes))]
+    targets = _fleet(dict(zip(regions, sizes, strict=True)))
+    spec = ",".join(f"{c}%" for c in sorted(cuts))
+    waves = parse_waves(spec, len(targets))
+    plan = make_plan("r", targets, waves=waves)
+    placed = [(b.region, i) for b in plan.batches for i in b.instance_ids]
+    assert sorted(placed) == sorted((t.region, t.instance_id) for t in targets)
+    cumulative = 0
+    for wave, bound in enumerate(waves):
+        cumulative += sum(len(b.instance_ids) for b in plan.batches if b.wave == wave)
+        assert cumulative >= bound
+        if bound >= len(regions):
+            assert {b.region for b in plan.batches if b.wave <= wave} == set(regions)
+    assert cumulative == len(targets)
