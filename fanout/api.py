@@ -65,9 +65,12 @@ async def rollout(
     parameters: Mapping[str, str] | None = None,
     secret_keys: Sequence[str] = (),
     waves: str | None = None,
+    wave_order: str = "spread",
     max_errors: str | None = None,
+    wave_max_failures: str | None = None,
     wait: bool = True,
     preflight: bool = True,
+    strict: bool = False,
     timeout_s: int | None = None,
     settings: Settings | None = None,
     credentials: Credentials | None = None,
@@ -83,9 +86,12 @@ async def rollout(
         spec=CommandSpec(command_id=command_id, parameters=parameters, timeout_s=timeout_s),
         secret_keys=keys,
         waves=waves,
+        wave_order=wave_order,
         max_errors=max_errors,
+        wave_max_failures=wave_max_failures,
         preflight=preflight,
         wait=wait,
+        strict=strict,
     )
     try:
         return await start_run(

@@ -136,7 +136,7 @@ async def _wave_loop(
                     watch.cancel_scope.cancel()
         if collector is not None:
             await collector.drain(control.abort_event)
-        leg.emit("wave", {"run_id": ctx.run_id, "wave": wave + 1, "failures": leg.budget.failures})
+        leg.end_wave(wave)
         if control.halted:
             return
         if options.pause_after_wave and index < len(waves.waves) - 1:
@@ -173,8 +173,10 @@ class _Region:
             self.waves.leave(wave, region)
             if control.halted:
                 return
-            if region in self.waves.lagging and self.collector is not None:
-                await self.collector.drain(control.abort_event)  # judged before its next wave
+            if region in self.waves.lagging:  # its share is judged before its next wave
+                if self.collector is not None:
+                    await self.collector.drain(control.abort_event)
+                self.leg.judge_wave(wave)
 
     async def _send(self, region: str, batches: Sequence[BatchRecord]) -> None:
         """Invoke `batches` of one region with its own workers; the gate bounds calls in flight."""

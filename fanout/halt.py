@@ -30,12 +30,12 @@ _ABORTING = frozenset({HaltReason.STOP_REQUESTED, HaltReason.SIGNAL, HaltReason.
 class RunControl:
     """Halting state of one leg of a run, with the waits on it."""
 
-    __slots__ = ("_abort", "_clock", "_fatal", "_halt", "_quota_blocked", "_reasons")
+    __slots__ = ("_abort", "_clock", "_details", "_halt", "_quota_blocked", "_reasons")
 
     def __init__(self, clock: Clock) -> None:
         self._clock = clock
         self._reasons: set[HaltReason] = set()
-        self._fatal: str | None = None
+        self._details: dict[HaltReason, str] = {}
         self._quota_blocked: set[str] = set()
         self._halt = anyio.Event()
         self._abort = anyio.Event()
@@ -43,12 +43,13 @@ class RunControl:
     def halt(self, reason: HaltReason, detail: str | None = None) -> bool:
         """Stop dispatching for `reason`; True if this reason is new.
 
-        `detail` is kept for `FATAL` (the first one wins): the error the verdict reports.
+        `detail` (the first one per reason wins) is what the verdict reports: the fatal error,
+        the budget that was spent.
         """
         new = reason not in self._reasons
         self._reasons.add(reason)
-        if reason is HaltReason.FATAL and self._fatal is None:
-            self._fatal = detail or "fatal API error"
+        if detail is not None:
+            self._details.setdefault(reason, detail)
         self._halt.set()
         if reason in _ABORTING:
             self._abort.set()
@@ -101,4 +102,6 @@ class RunControl:
 
     def state(self) -> HaltState:
         """A snapshot for the verdict."""
-        return HaltState(frozenset(self._reasons), self._fatal, frozenset(self._quota_blocked))
+        return HaltState(
+            frozenset(self._reasons), dict(self._details), frozenset(self._quota_blocked)
+        )

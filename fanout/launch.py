@@ -133,7 +133,13 @@ async def _checked_plan(
         )
     kept = tuple(t for t in request.targets if (t.region, t.instance_id) not in excluded)
     waves = parse_waves(request.waves, len(kept)) if kept else ()
-    plan = make_plan(run_id, kept, batch_size=settings.batch_size, waves=waves or None)
+    plan = make_plan(
+        run_id,
+        kept,
+        batch_size=settings.batch_size,
+        waves=waves or None,
+        wave_order=request.wave_order,
+    )
     return plan, excluded
 
 
@@ -189,9 +195,16 @@ def _options(request: RunRequest, settings: Settings) -> dict[str, object]:
     return {
         "spec": spec,
         "waves": request.waves,
+        "wave_order": request.wave_order,
         "max_errors": request.max_errors,
+        "wave_max_failures": request.wave_max_failures,
         "pause_after_wave": request.pause_after_wave,
         "preflight": request.preflight,
         "wait": request.wait,
+        "strict": request.strict,
+        # The pacing a retry inherits unless told otherwise.
         "batch_size": settings.batch_size,
+        "concurrency": settings.concurrency,
+        "region_concurrency": settings.region_concurrency,
+        "rate_per_s": settings.rate_per_s,
     }

@@ -26,11 +26,14 @@ class RunRequest:
     spec: CommandSpec
     secret_keys: tuple[str, ...] = ()
     waves: str | None = None
-    max_errors: str | None = None
+    wave_order: str = "spread"  # or "region-by-region" (fanout.plan.WAVE_ORDERS)
+    max_errors: str | None = None  # run-wide: halts mid-wave
+    wave_max_failures: str | None = None  # per wave, judged when its results are in
     pause_after_wave: bool = False
     preflight: bool = True
     wait: bool = False
     wait_for_quota: bool = False
+    strict: bool = False  # preflight exclusions fail the run (exit 1)
     parent_run_id: str | None = None
 
 

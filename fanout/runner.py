@@ -46,6 +46,7 @@ from fanout.verdict import verdict
 from fanout.waves import (
     ErrorBudget,
     Leg,
+    WaveRule,
     parse_max_errors,
     quota_frees_at,
     waits_for_results,
@@ -220,8 +221,10 @@ async def _leg(
         SetRun(run.run_id, RunState.RUNNING, now),
         AppendEvent(run.run_id, "start", now, {"owner": owner()}),
     )
-    allowed = parse_max_errors(_text_option(run, "max_errors"), run.target_count)
-    leg = Leg(run.run_id, ctx.control, emit, ErrorBudget(allowed))
+    max_errors = _text_option(run, "max_errors")
+    allowed = parse_max_errors(max_errors, run.target_count)
+    rule = WaveRule(_text_option(run, "wave_max_failures"), max_errors, run.target_count)
+    leg = Leg(run.run_id, ctx.control, emit, ErrorBudget(allowed), rule)
     async with anyio.create_task_group() as helpers:
         if options.handle_signals:
             helpers.start_soon(_watch_signals, ctx.control, run.run_id, everything)
@@ -236,6 +239,7 @@ async def _leg(
             last_event,
         )
         batches = await anyio.to_thread.run_sync(store.load_batches, run.run_id)
+        leg.know(batches)
         collector = None
         if wait and waits_for_results(ctx.spec):
             collector = _collector(ctx, settings, leg, batches)
@@ -299,7 +303,7 @@ async def _finish(ctx: InvokeContext, store: LedgerStore, run: RunRecord) -> Run
     if halt.quota_blocked:
         frees_at = await quota_frees_at(ctx, store, sorted(halt.quota_blocked))
     now = ctx.clock.time()
-    end = verdict(halt, counts, frees_at, now)
+    end = verdict(halt, counts, frees_at, now, strict=bool(run.options.get("strict")))
     await ctx.ledger.submit(
         SetRun(run.run_id, end.state, now, exit_code=int(end.exit_code)),
         AppendEvent(

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from fanout.errors import ExitCode
@@ -34,7 +34,7 @@ class HaltState:
     """What the run control knew when the run ended (the verdict's input)."""
 
     reasons: frozenset[HaltReason] = frozenset()
-    fatal: str | None = None  # the fatal error's one-line text
+    details: Mapping[HaltReason, str] = field(default_factory=dict)  # first detail per reason
     quota_blocked: frozenset[str] = frozenset()
 
 
@@ -48,15 +48,22 @@ class Verdict:
 
 
 def verdict(  # noqa: PLR0911 - one return per documented exit code, in priority order
-    halt: HaltState, counts: Mapping[str, int], frees_at: float | None, now: float
+    halt: HaltState,
+    counts: Mapping[str, int],
+    frees_at: float | None,
+    now: float,
+    *,
+    strict: bool = False,
 ) -> Verdict:
-    """The verdict for a leg that ended with `halt` and the ledger's `counts` per state."""
+    """The verdict for a leg that ended with `halt` and the ledger's `counts` per state.
+
+    Preflight exclusions do not fail a run (they are counted in the summary) unless `strict`.
+    """
     summary = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
     reasons = halt.reasons
     if HaltReason.FATAL in reasons:
-        return Verdict(
-            RunState.FATAL, ExitCode.FATAL_API, f"stopped by a fatal API error: {halt.fatal}"
-        )
+        fatal = halt.details.get(HaltReason.FATAL, "fatal API error")
+        return Verdict(RunState.FATAL, ExitCode.FATAL_API, f"stopped by a fatal API error: {fatal}")
     if HaltReason.STOP_REQUESTED in reasons:
         return Verdict(RunState.STOPPED, ExitCode.INTERRUPTED, f"stopped ({summary}); resumable")
     if HaltReason.SIGNAL in reasons:
@@ -64,10 +71,11 @@ def verdict(  # noqa: PLR0911 - one return per documented exit code, in priority
             RunState.INTERRUPTED, ExitCode.INTERRUPTED, f"interrupted ({summary}); resumable"
         )
     if HaltReason.BUDGET in reasons:
+        why = halt.details.get(HaltReason.BUDGET, "the error budget was spent")
         return Verdict(
             RunState.HALTED,
             ExitCode.HALTED,
-            f"halted by --max-errors ({summary}); look, then `fanout resume` or `fanout retry`",
+            f"halted: {why} ({summary}); look, then `fanout resume` or `fanout retry`",
         )
     if HaltReason.PAUSE in reasons:
         return Verdict(
@@ -81,8 +89,10 @@ def verdict(  # noqa: PLR0911 - one return per documented exit code, in priority
             ExitCode.QUOTA,
             f"daily quota spent with {open_left} instances not invoked; capacity frees at {when}",
         )
-    good = counts.get(InstanceState.SUCCEEDED, 0) + counts.get(InstanceState.INVOKED, 0)
-    if good == sum(counts.values()):
+    fine = [InstanceState.SUCCEEDED, InstanceState.INVOKED]
+    if not strict:
+        fine.append(InstanceState.EXCLUDED)
+    if sum(counts.get(state, 0) for state in fine) == sum(counts.values()):
         return Verdict(RunState.FINISHED, ExitCode.OK, f"finished: {summary}")
     return Verdict(
         RunState.FINISHED, ExitCode.FINISHED_WITH_FAILURES, f"finished with problems: {summary}"

@@ -35,6 +35,7 @@ from fanout.results import COUNTED_FAILURES
 __all__ = [
     "ErrorBudget",
     "Leg",
+    "WaveRule",
     "parse_max_errors",
     "quota_frees_at",
     "waits_for_results",
@@ -49,7 +50,7 @@ def waits_for_results(spec: CommandSpec) -> bool:
     return not (spec.timed or spec.frequency or spec.repeat_mode in _NO_WAIT_REPEAT_MODES)
 
 
-def parse_max_errors(spec: str | None, total: int) -> int | None:
+def parse_max_errors(spec: str | None, total: int, *, flag: str = "--max-errors") -> int | None:
     """`N` or `P%` of `total` -> the number of failures allowed (None: no limit)."""
     if spec is None or not spec.strip():
         return None
@@ -62,12 +63,40 @@ def parse_max_errors(spec: str | None, total: int) -> int | None:
             return math.floor(share / 100 * total)
         allowed = int(text)
     except ValueError:
-        msg = f"--max-errors {spec!r}: expected a count N or a share P% (0..100)"
+        msg = f"{flag} {spec!r}: expected a count N or a share P% (0..100)"
         raise ConfigError(msg) from None
     if allowed < 0:
-        msg = f"--max-errors {spec!r}: must not be negative"
+        msg = f"{flag} {spec!r}: must not be negative"
         raise ConfigError(msg)
     return allowed
+
+
+@dataclass(frozen=True, slots=True)
+class WaveRule:
+    """How many failures one wave may have: `--wave-max-failures N|P%` (P% of the wave's own
+    instances), else the `--max-errors` share applied to the wave (None: no per-wave limit)."""
+
+    wave_max_failures: str | None
+    max_errors: str | None
+    total: int  # the run's targets, for a --max-errors count's share
+
+    def allowed(self, wave_size: int) -> int | None:
+        """Failures allowed in a wave of `wave_size` instances."""
+        if self.wave_max_failures:
+            return parse_max_errors(self.wave_max_failures, wave_size, flag="--wave-max-failures")
+        if not self.max_errors or not self.max_errors.strip():
+            return None
+        text = self.max_errors.strip()
+        if text.endswith("%"):
+            return parse_max_errors(text, wave_size)
+        count = parse_max_errors(text, self.total) or 0
+        return math.floor(count * wave_size / self.total) if self.total else 0
+
+    def describe(self) -> str:
+        """The rule as the operator gave it."""
+        if self.wave_max_failures:
+            return f"--wave-max-failures {self.wave_max_failures}"
+        return f"the --max-errors {self.max_errors} share"
 
 
 @dataclass(slots=True)
@@ -85,13 +114,24 @@ class ErrorBudget:
 
 @dataclass(slots=True)
 class Leg:
-    """This process's leg of a run: counts failures against the budget and reports progress."""
+    """This process's leg of a run: counts failures against the run's budget and each wave's,
+    and reports progress."""
 
     run_id: str
     control: RunControl
     emit: Emit
     budget: ErrorBudget
+    rule: WaveRule | None = None
+    wave_of: dict[str, int] = field(default_factory=dict)  # batch id -> wave
+    wave_sizes: dict[int, int] = field(default_factory=dict)  # wave -> its instances
+    wave_failures: dict[int, int] = field(default_factory=dict)
     ends: dict[BatchEnd, int] = field(default_factory=dict)
+
+    def know(self, batches: Sequence[BatchRecord]) -> None:
+        """The run's batches: which wave each is in, and each wave's size."""
+        for b in batches:
+            self.wave_of[b.batch_id] = b.wave
+            self.wave_sizes[b.wave] = self.wave_sizes.get(b.wave, 0) + len(b.instance_ids)
 
     def batch_started(self, record: BatchRecord) -> None:
         """A worker took the batch: it is in flight until `batch_ended` (progress only)."""
@@ -105,14 +145,14 @@ class Leg:
         record, end = outcome.record, outcome.end
         self.ends[end] = self.ends.get(end, 0) + 1
         if end is BatchEnd.FAILED and outcome.note != "isolated":
-            self._count(len(record.instance_ids))
+            self._count(len(record.instance_ids), record.wave)
         self.emit(
             "batch",
             {
                 "run_id": record.run_id,
                 "batch_id": record.batch_id,
                 "region": record.region,
-                "wave": record.wave,
+                "wave": record.wave + 1,
                 "outcome": end.value,
                 "invoke_id": record.invoke_id,
                 "instances": len(record.instance_ids),
@@ -124,7 +164,7 @@ class Leg:
     def instance_final(self, record: InstanceRecord) -> None:
         """The collector's callback: count failures the budget covers."""
         if record.state is InstanceState.FAILED and record.invocation_status in COUNTED_FAILURES:
-            self._count(1)
+            self._count(1, self.wave_of.get(record.batch_id or "", -1))
         self.emit(
             "instance",
             {
@@ -136,15 +176,63 @@ class Leg:
             },
         )
 
-    def _count(self, n: int) -> None:
-        """Add failures; halt dispatching once the budget is exceeded."""
-        if self.budget.add(n) and self.control.halt(HaltReason.BUDGET):
+    def end_wave(self, wave: int) -> None:
+        """A wave's results are in: report it, and judge it."""
+        self.emit(
+            "wave",
+            {
+                "run_id": self.run_id,
+                "wave": wave + 1,
+                "failures": self.budget.failures,
+                "wave_failures": self.wave_failures.get(wave, 0),
+                "wave_instances": self.wave_sizes.get(wave, 0),
+            },
+        )
+        self.judge_wave(wave)
+
+    def judge_wave(self, wave: int) -> None:
+        """Halt the run if the wave's own failures are over its rule (`--wave-max-failures`)."""
+        failures = self.wave_failures.get(wave, 0)
+        size = self.wave_sizes.get(wave, 0)
+        allowed = self.rule.allowed(size) if self.rule is not None else None
+        if allowed is None or failures <= allowed:
+            return
+        assert self.rule is not None
+        detail = (
+            f"wave {wave + 1} had {failures} failed of {size} instances, over the "
+            f"{allowed} allowed by {self.rule.describe()}"
+        )
+        if self.control.halt(HaltReason.BUDGET, detail):
+            self.emit(
+                "halted",
+                {
+                    "run_id": self.run_id,
+                    "wave": wave + 1,
+                    "wave_failures": failures,
+                    "wave_instances": size,
+                    "wave_allowed": allowed,
+                    "failures": self.budget.failures,
+                    "allowed": self.budget.allowed,
+                    "reason": detail,
+                },
+            )
+
+    def _count(self, n: int, wave: int) -> None:
+        """Add failures; halt dispatching once the run's budget is exceeded."""
+        self.wave_failures[wave] = self.wave_failures.get(wave, 0) + n
+        if not self.budget.add(n):
+            return
+        detail = (
+            f"{self.budget.failures} failed, over the {self.budget.allowed} allowed by --max-errors"
+        )
+        if self.control.halt(HaltReason.BUDGET, detail):
             self.emit(
                 "halted",
                 {
                     "run_id": self.run_id,
                     "failures": self.budget.failures,
                     "allowed": self.budget.allowed,
+                    "reason": detail,
                 },
             )
 

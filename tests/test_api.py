@@ -51,13 +51,29 @@ async def test_async_rollout_reports_like_the_cli(tmp_path: Path) -> None:
             credentials=CREDS,
             on_event=lambda kind, _data: events.append(kind),
         )
-    assert outcome.exit_code is ExitCode.FINISHED_WITH_FAILURES
+    assert outcome.exit_code is ExitCode.OK  # exclusions are counted, they do not fail the run
     assert outcome.instances["excluded"] == 3
     assert outcome.instances["succeeded"] == 57
     assert events[0] == "run"
     assert events[-1] == "end"
     doc = fanout.status(outcome.run_id, settings=settings)
     assert doc["target_count"] == 60
+
+
+async def test_strict_rollout_fails_on_exclusions(tmp_path: Path) -> None:
+    """With strict=True the same rollout, whose only problems are exclusions, exits 1."""
+    async with running_emulator(CONFIG) as emu:
+        settings = Settings(ledger=str(tmp_path / "l.sqlite3"), endpoint=emu.url, rate_per_s=0)
+        outcome = await fanout.rollout(
+            _targets(),
+            command_id=DEMO_COMMAND_ID,
+            settings=settings,
+            credentials=CREDS,
+            strict=True,
+            wait=False,
+        )
+    assert outcome.exit_code is ExitCode.FINISHED_WITH_FAILURES
+    assert outcome.instances["excluded"] == 3
 
 
 def test_blocking_rollout_and_resume(tmp_path: Path) -> None:

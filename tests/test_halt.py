@@ -39,7 +39,7 @@ async def test_the_first_fatal_error_is_the_one_reported() -> None:
     control.halt(HaltReason.FATAL, "Forbidden.RAM: no permission")
     control.halt(HaltReason.FATAL, "InvalidCommandId.NotFound")
     assert control.fatal
-    assert control.state().fatal == "Forbidden.RAM: no permission"
+    assert control.state().details[HaltReason.FATAL] == "Forbidden.RAM: no permission"
 
 
 async def test_quota_blocks_are_per_region() -> None:

@@ -258,7 +258,7 @@ def test_each_unusable_kind_is_excluded_by_plan_and_run(
     done = cli.run(
         "run", "--command-id", DEMO_COMMAND_ID, "--targets", str(targets), "--json", *RUN_FLAGS
     )
-    assert done.returncode == 1, done.stderr  # finished, some excluded
+    assert done.returncode == 0, done.stderr  # finished; exclusions alone do not fail a run
     rows = report(cli, run_id_of(done))
     assert {i for i, r in rows.items() if r["state"] == "excluded"} == bad
     assert all(reason in rows[i]["reason"] for i in bad)
@@ -299,7 +299,7 @@ def test_5000_instance_fleet_spends_exactly_one_call_per_50_good(
         "run", "--command-id", DEMO_COMMAND_ID, "--targets", str(path), "--json", *RUN_FLAGS,
         "--concurrency", "8", timeout=240,
     )  # fmt: skip
-    assert done.returncode == 1, done.stderr[-2000:]
+    assert done.returncode == 0, done.stderr[-2000:]  # only exclusions: exit 0 (DESIGN 3)
     assert invoke_calls(emu) == {r: math.ceil(len(ids) / 50) for r, ids in good.items()}
     counts = invoked_instances(emu.snapshot())
     assert counts == {i: 1 for ids in good.values() for i in ids}

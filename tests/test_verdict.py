@@ -19,7 +19,7 @@ OPEN = {"succeeded": 5, "pending": 5}
         ({HaltReason.FATAL}, RunState.FATAL, ExitCode.FATAL_API, "fatal API error: boom"),
         ({HaltReason.STOP_REQUESTED}, RunState.STOPPED, ExitCode.INTERRUPTED, "stopped ("),
         ({HaltReason.SIGNAL}, RunState.INTERRUPTED, ExitCode.INTERRUPTED, "interrupted ("),
-        ({HaltReason.BUDGET}, RunState.HALTED, ExitCode.HALTED, "halted by --max-errors"),
+        ({HaltReason.BUDGET}, RunState.HALTED, ExitCode.HALTED, "halted: wave 2 had 3 failed"),
         ({HaltReason.PAUSE}, RunState.INTERRUPTED, ExitCode.INTERRUPTED, "paused after a wave"),
     ],
 )
@@ -27,7 +27,8 @@ def test_each_halt_reason_has_its_state_and_exit_code(
     reasons: set[HaltReason], state: RunState, code: ExitCode, words: str
 ) -> None:
     """Every halt reason maps to its documented run state and exit code, with a summary."""
-    end = verdict(HaltState(frozenset(reasons), fatal="boom"), OPEN, None, NOW)
+    details = {HaltReason.FATAL: "boom", HaltReason.BUDGET: "wave 2 had 3 failed"}
+    end = verdict(HaltState(frozenset(reasons), details), OPEN, None, NOW)
     assert (end.state, end.exit_code) == (state, code)
     assert words in end.message
 
@@ -75,13 +76,26 @@ def test_quota_block_with_nothing_left_is_judged_by_the_outcome() -> None:
         ({"succeeded": 4, "invoked": 6}, ExitCode.OK),  # --no-wait: accepted counts as good
         ({"succeeded": 9, "failed": 1}, ExitCode.FINISHED_WITH_FAILURES),
         ({"succeeded": 9, "unknown": 1}, ExitCode.FINISHED_WITH_FAILURES),
-        ({"succeeded": 9, "excluded": 1}, ExitCode.FINISHED_WITH_FAILURES),
+        ({"succeeded": 9, "excluded": 1}, ExitCode.OK),  # exclusions alone do not fail a run
+        ({"excluded": 3}, ExitCode.OK),
         ({}, ExitCode.OK),
     ],
 )
 def test_a_run_without_halt_is_judged_by_its_instances(
     counts: dict[str, int], code: ExitCode
 ) -> None:
-    """No halt: 0 when every instance succeeded (or was accepted), else 1."""
+    """No halt: 0 when every instance succeeded, was accepted or was excluded, else 1."""
     end = verdict(HaltState(), counts, None, NOW)
     assert (end.state, end.exit_code) == (RunState.FINISHED, code)
+
+
+@pytest.mark.parametrize(
+    ("counts", "code"),
+    [
+        ({"succeeded": 9, "excluded": 1}, ExitCode.FINISHED_WITH_FAILURES),
+        ({"succeeded": 10}, ExitCode.OK),
+    ],
+)
+def test_strict_makes_exclusions_fail_the_run(counts: dict[str, int], code: ExitCode) -> None:
+    """With --strict a preflight exclusion makes the run exit 1."""
+    assert verdict(HaltState(), counts, None, NOW, strict=True).exit_code is code

@@ -3,8 +3,11 @@ and spend nothing; `retry` starts a linked run; `stop` stops one, from any host.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import time
+from collections.abc import Mapping
+from typing import Any
 
 import anyio
 import click
@@ -29,6 +32,7 @@ from fanout.logs import configure_logging
 from fanout.report import iso, render_report, roll_up, run_summary, status_document
 from fanout.request import RunRequest
 from fanout.runner import client_for
+from fanout.settings import Settings
 
 __all__ = ["COMMANDS"]
 
@@ -172,6 +176,26 @@ def quota_command(
     Out(as_json=common.as_json).document(doc, quota_text(doc, policy.limit))
 
 
+def _text(options: Mapping[str, object], name: str) -> str | None:
+    """A string option stored with a run."""
+    value = options.get(name)
+    return value if isinstance(value, str) else None
+
+
+def inherited_pacing(
+    settings: Settings, spend: SpendFlags, options: Mapping[str, object]
+) -> Settings:
+    """`settings` with the original run's batch size, concurrency and rate where no flag
+    set them (a retry paces like the run it retries)."""
+    given = {"concurrency": spend.concurrency, "rate_per_s": spend.rate_per_s}
+    changes: dict[str, Any] = {}
+    for name in ("batch_size", "concurrency", "region_concurrency", "rate_per_s"):
+        value = options.get(name)
+        if given.get(name) is None and isinstance(value, int | float):
+            changes[name] = value
+    return dataclasses.replace(settings, **changes)
+
+
 @click.command("retry")
 @click.argument("run_id")
 @click.option(
@@ -181,8 +205,9 @@ def quota_command(
     help="Which instances: any of failed, unknown, not-invoked (comma-separated).",
 )
 @click.option("--param", "params", multiple=True, help="KEY=VALUE for each secret parameter.")
-@click.option("--waves", help="Cumulative wave sizes for the retry run.")
-@click.option("--max-errors", help="Halt the retry run after N or P% failed instances.")
+@click.option("--waves", help="Cumulative wave sizes for the retry run (default: the run's).")
+@click.option("--max-errors", help="Halt the retry after N or P% failed (default: the run's).")
+@click.option("--wave-max-failures", help="Per-wave failure budget (default: the run's).")
 @click.option("--no-preflight", is_flag=True, help="Skip the Describe checks.")
 @spend_options
 @guarded
@@ -192,6 +217,7 @@ def retry_command(
     params: tuple[str, ...],
     waves: str | None,
     max_errors: str | None,
+    wave_max_failures: str | None,
     no_preflight: bool,
     spend: SpendFlags,
 ) -> None:
@@ -199,7 +225,8 @@ def retry_command(
 
     \b
     Same command and parameters; the instances are chosen by their reported state and
-    re-batched. The retry's results roll up into the original run's report.
+    re-batched. Waves, budgets and pacing are the original run's unless given here. The
+    retry's results roll up into the original run's report.
     \b
     fanout retry r20261128-063512-a1b2c3 --only failed --yes
     """
@@ -209,6 +236,7 @@ def retry_command(
     secrets = secret_values(params)
     store = ledger_for(settings, run_id=run_id)
     parent = store.get_run(run_id)
+    settings = inherited_pacing(settings, spend, parent.options)
     spec = run_spec(parent, secrets)
     chosen = {part.strip() for part in only.split(",") if part.strip()}
     targets = retry_targets(store, parent, chosen, now=time.time())
@@ -224,11 +252,19 @@ def retry_command(
         targets=targets,
         spec=spec,
         secret_keys=parent.secret_keys,
-        waves=waves,
-        max_errors=max_errors,
+        waves=waves if waves is not None else _text(parent.options, "waves"),
+        wave_order=_text(parent.options, "wave_order") or "spread",
+        max_errors=max_errors if max_errors is not None else _text(parent.options, "max_errors"),
+        wave_max_failures=(
+            wave_max_failures
+            if wave_max_failures is not None
+            else _text(parent.options, "wave_max_failures")
+        ),
+        pause_after_wave=bool(parent.options.get("pause_after_wave")),
         preflight=not no_preflight,
         wait=bool(wait),
         wait_for_quota=spend.wait_for_quota,
+        strict=bool(parent.options.get("strict")),
         parent_run_id=run_id,
     )
     outcome = anyio.run(

@@ -25,7 +25,7 @@ from fanout.cli.options import RolloutFlags, SpendFlags, credentials_for
 from fanout.errors import ConfigError, TargetError
 from fanout.logs import register_secret
 from fanout.params import parse_params
-from fanout.plan import parse_waves
+from fanout.plan import WAVE_ORDERS, parse_waves
 from fanout.preflight import resolve_tags
 from fanout.redaction import is_secret_key
 from fanout.request import RunRequest
@@ -40,6 +40,7 @@ from fanout.targets import (
     parse_target_text,
 )
 from fanout.validate import check_schedule
+from fanout.waves import parse_max_errors
 
 __all__ = ["Rollout", "read_params", "read_rollout", "secret_values", "with_rollout_table"]
 
@@ -74,6 +75,7 @@ def read_rollout(flags: RolloutFlags, spend: SpendFlags) -> Rollout:
         register_secret((params or {}).get(key))
     spec = _spec(flags, flags.command_id, params)
     parse_waves(flags.waves, len(explicit.targets))  # its syntax, before any call
+    _check_budgets(flags)
     credentials = credentials_for(settings)
     target_list = _with_tagged(explicit, tags, tag_regions, settings, credentials)
     parse_waves(flags.waves, len(target_list.targets))
@@ -82,13 +84,25 @@ def read_rollout(flags: RolloutFlags, spend: SpendFlags) -> Rollout:
         spec=spec,
         secret_keys=secret_keys,
         waves=flags.waves,
+        wave_order=flags.wave_order or "spread",
         max_errors=flags.max_errors,
+        wave_max_failures=flags.wave_max_failures,
         pause_after_wave=flags.pause_after_wave,
         preflight=not flags.no_preflight,
         wait=spend.wait is not False,
         wait_for_quota=spend.wait_for_quota,
+        strict=flags.strict,
     )
     return Rollout(request, settings, credentials, target_list.duplicates)
+
+
+def _check_budgets(flags: RolloutFlags) -> None:
+    """The wave order and both error budgets, refused before any call when malformed."""
+    if flags.wave_order is not None and flags.wave_order not in WAVE_ORDERS:
+        msg = f"--wave-order {flags.wave_order!r}: choose from {', '.join(WAVE_ORDERS)}"
+        raise ConfigError(msg)
+    parse_max_errors(flags.max_errors, 1)
+    parse_max_errors(flags.wave_max_failures, 1, flag="--wave-max-failures")
 
 
 def with_rollout_table(flags: RolloutFlags, table: Mapping[str, Any]) -> RolloutFlags:

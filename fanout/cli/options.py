@@ -21,6 +21,7 @@ from fanout.aliyun.credentials import Credentials, load_credentials
 from fanout.errors import RunNotFoundError
 from fanout.ledger import LedgerStore, default_ledger_location, open_ledger
 from fanout.logs import register_secret
+from fanout.plan import WAVE_ORDERS
 from fanout.settings import Settings, load_settings
 
 __all__ = [
@@ -104,9 +105,12 @@ class RolloutFlags:
     working_dir: str | None
     batch_size: int | None
     waves: str | None
+    wave_order: str | None
     max_errors: str | None
+    wave_max_failures: str | None
     pause_after_wave: bool
     no_preflight: bool
+    strict: bool
 
 
 def _collected(
@@ -220,9 +224,20 @@ _ROLLOUT = _collected(
         click.option("--working-dir", help="Working directory on the instance."),
         click.option("--batch-size", type=int, help="Instances per call (default 50, max 100)."),
         click.option("--waves", help="Cumulative wave sizes, e.g. 1,10%,50%,100%."),
-        click.option("--max-errors", help="Halt after N or P% failed instances."),
+        click.option(
+            "--wave-order",
+            type=click.Choice(WAVE_ORDERS),
+            help="spread (default: every wave from every region) or region-by-region.",
+        ),
+        click.option("--max-errors", help="Halt after N or P% failed instances (the whole run)."),
+        click.option(
+            "--wave-max-failures",
+            help="A wave passes only with at most N or P% of its instances failed "
+            "(default: the --max-errors share).",
+        ),
         click.option("--pause-after-wave", is_flag=True, help="Stop after each wave (exit 5)."),
         click.option("--no-preflight", is_flag=True, help="Skip the Describe checks."),
+        click.option("--strict", is_flag=True, help="Preflight exclusions make the run exit 1."),
     ],
 )
 

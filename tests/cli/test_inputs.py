@@ -24,7 +24,8 @@ def rollout_flags(**given: Any) -> RolloutFlags:
         field.name: () if field.type == "tuple[str, ...]" else None
         for field in dataclasses.fields(RolloutFlags)
     }
-    return RolloutFlags(**{**empty, "pause_after_wave": False, "no_preflight": False, **given})
+    flags = {"pause_after_wave": False, "no_preflight": False, "strict": False}
+    return RolloutFlags(**{**empty, **flags, **given})
 
 
 def spend_flags(config_file: Path | None = None, **given: Any) -> SpendFlags:
