@@ -188,6 +188,7 @@ async def drive(
             "state": outcome.state.value,
             "exit_code": int(outcome.exit_code),
             "instances": dict(outcome.instances),
+            "message": outcome.message,
         },
     )
     return outcome

@@ -1,0 +1,88 @@
+"""Canaries that catch a bad command (issue 15): each wave judged on its own failures, and
+waves that take instances from every region. Proven from the emulator's state."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from collections import Counter
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from fanout.emulator import DEMO_COMMAND_ID, EmulatorThread
+from fanout.plan import make_plan, parse_waves
+from fanout.targets import Target
+from tests.conftest import Fanout, fleet_ids, invoked_instances, write_targets
+
+Start = Callable[..., EmulatorThread]
+Bind = Callable[[EmulatorThread], Fanout]
+FLEET: dict[str, Any] = {
+    "regions": ("cn-beijing", "cn-hangzhou", "cn-shanghai"),
+    "instances_per_region": 325,
+}
+
+
+def _wave_of(ids: list[tuple[str, str]], waves: str) -> dict[str, int]:
+    """Each instance's wave, as fanout plans it (deterministic: the same plan the run made)."""
+    targets = [Target(r, i) for r, i in ids]
+    plan = make_plan("r", targets, waves=parse_waves(waves, len(targets)))
+    return {i: b.wave for b in plan.batches for i in b.instance_ids}
+
+
+def test_the_run_halts_after_the_first_wave_over_its_failure_share(
+    emulator: Start, fanout_cli: Bind, tmp_path: Path
+) -> None:
+    """Half the executions fail; `--waves 1,1%,10%,100% --max-errors 5%` halts (exit 3) after
+    the first wave whose own failures exceed 5 % of it: exactly the instances of the waves up to
+    it were invoked, and the halt message names that wave."""
+    emu = emulator(**FLEET, exec_failure_fraction=0.5, exec_seconds=(0.0, 0.2))
+    cli = fanout_cli(emu)
+    ids = fleet_ids(**FLEET)
+    waves = "1,1%,10%,100%"
+    done = cli.run(
+        "run", "--command-id", DEMO_COMMAND_ID, "--targets", str(write_targets(tmp_path / "t", ids)),
+        "--waves", waves, "--max-errors", "5%", "--yes", "--json", "--rate", "0",
+    )  # fmt: skip
+    assert done.returncode == 3, done.stderr[-2000:]
+    wave_of = _wave_of(ids, waves)
+    sizes = Counter(wave_of.values())
+    rows = json.loads(cli.run("report", json.loads(done.stdout.splitlines()[0])["run_id"],
+                              "--format", "json").stdout)["instances"]  # fmt: skip
+    failed = Counter(wave_of[r["instance_id"]] for r in rows if r["state"] == "failed")
+    first_bad = next(w for w in sorted(sizes) if failed[w] > int(0.05 * sizes[w]))
+    expected = sum(sizes[w] for w in sorted(sizes) if w <= first_bad)
+    invoked = invoked_instances(emu.snapshot())
+    assert len(invoked) == expected
+    assert set(invoked.values()) == {1}
+    assert {wave_of[i] for i in invoked} == set(range(first_bad + 1))
+    events = [json.loads(line) for line in done.stdout.splitlines()]
+    message = f"wave {first_bad + 1} had {failed[first_bad]} failed of {sizes[first_bad]}"
+    assert message in events[-1]["message"]
+    halted = [e for e in events if e["event"] == "halted"]
+    assert halted
+    assert halted[0]["wave"] == first_bad + 1
+
+
+def test_a_one_percent_canary_reaches_every_region(
+    emulator: Start, fanout_cli: Bind, tmp_path: Path
+) -> None:
+    """`--waves 1%,100%` on a 3-region fleet listed region by region: the first wave's
+    invocations (the first ones the emulator accepted) cover all three regions."""
+    emu = emulator(**FLEET)
+    cli = fanout_cli(emu)
+    ids = fleet_ids(**FLEET)
+    done = cli.run(
+        "run", "--command-id", DEMO_COMMAND_ID, "--targets", str(write_targets(tmp_path / "t", ids)),
+        "--waves", "1%,100%", "--yes", "--no-wait", "--rate", "0",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    wave_of = _wave_of(ids, "1%,100%")
+    first = [i for i, w in wave_of.items() if w == 0]
+    assert len(first) == 10  # 1 % of 975, rounded up
+    invocations = sorted(emu.snapshot()["invocations"], key=lambda inv: inv["created"])
+    canary = list(
+        itertools.takewhile(lambda inv: set(inv["instance_ids"]) <= set(first), invocations)
+    )
+    assert sorted(i for inv in canary for i in inv["instance_ids"]) == sorted(first)
+    assert {inv["region"] for inv in canary} == set(FLEET["regions"])
