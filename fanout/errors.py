@@ -6,6 +6,7 @@ FanoutError
  │    ├── TargetError        a target list line (carries file:line)
  │    ├── ConfigError        a settings file, variable or flag
  │    └── CredentialsError   no usable access key, or a malformed profile
+ ├── DeclinedError           the confirmation was answered no; nothing was sent  exit 5
  ├── LedgerError             the ledger cannot be read or written as asked
  │    ├── TransitionError    a state change that the state machine forbids
  │    └── RunNotFoundError   no run with that id in the ledger                 exit 2
@@ -29,6 +30,7 @@ __all__ = [
     "CallKind",
     "ConfigError",
     "CredentialsError",
+    "DeclinedError",
     "ExitCode",
     "FanoutError",
     "LedgerError",
@@ -88,6 +90,10 @@ class ConfigError(UsageError):
 
 class CredentialsError(UsageError):
     """No usable credentials were found, or a credentials source is malformed."""
+
+
+class DeclinedError(FanoutError):
+    """The operator answered no to the confirmation; nothing was sent."""
 
 
 class LedgerError(FanoutError):

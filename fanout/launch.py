@@ -8,7 +8,7 @@ command check in every target region, the preflight exclusions, the run's ledger
 from __future__ import annotations
 
 import secrets
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict
 from datetime import UTC, datetime
 
@@ -36,7 +36,10 @@ from fanout.tally import planned_regions
 from fanout.targets import Target
 from fanout.waves import parse_max_errors
 
-__all__ = ["batch_records", "new_run_id", "preview_preflight", "start_run"]
+__all__ = ["Confirm", "batch_records", "new_run_id", "preview_preflight", "start_run"]
+
+# Shown the plan that will be sent and the preflight's exclusions; raises DeclinedError to stop.
+Confirm = Callable[[Plan, Mapping[tuple[str, str], str]], None]
 
 
 def new_run_id(now: float) -> str:
@@ -54,12 +57,19 @@ async def start_run(
     emit: Emit,
     handle_signals: bool = True,
     clock: Clock = SYSTEM_CLOCK,
+    confirm: Confirm | None = None,
 ) -> RunOutcome:
-    """Plan, preflight and store a new run, then drive it."""
+    """Plan, preflight and store a new run, then drive it.
+
+    `confirm` sees the plan as it will be sent (after the preflight's exclusions) before
+    anything is stored or sent; it raises `DeclinedError` to stop there.
+    """
     now = clock.time()
     run_id = new_run_id(now)
     account = settings.account or credentials.access_key_id
     plan, excluded = await _checked_plan(settings, credentials, request, run_id, now, clock)
+    if confirm is not None:
+        confirm(plan, excluded)
     run = _run_record(request, settings, run_id, account, now)
     batches = batch_records(run_id, plan)
     extra = [

@@ -12,6 +12,7 @@ from typing import Any
 import anyio
 import click
 
+from fanout.cli.consent import confirm_plan, require_consent
 from fanout.cli.exits import guarded
 from fanout.cli.inputs import secret_values
 from fanout.cli.options import (
@@ -231,6 +232,7 @@ def retry_command(
     fanout retry r20261128-063512-a1b2c3 --only failed --yes
     """
     configure_logging(spend.common.log_level)
+    ask = require_consent("retry", yes=spend.yes)
     settings = spend.settings()
     out = Out(as_json=spend.common.as_json)
     secrets = secret_values(params)
@@ -267,8 +269,10 @@ def retry_command(
         strict=bool(parent.options.get("strict")),
         parent_run_id=run_id,
     )
+    account = settings.account or credentials.access_key_id
+    confirm = confirm_plan(spec.command_id, store, settings, account) if ask else None
     outcome = anyio.run(
-        lambda: start_run(settings, credentials, store, request, emit=out.event),
+        lambda: start_run(settings, credentials, store, request, emit=out.event, confirm=confirm),
         backend="asyncio",
     )
     finish(outcome, out)

@@ -31,7 +31,14 @@ from typing import Any, NoReturn, TypeVar
 import click
 
 from fanout import __version__
-from fanout.errors import ExitCode, FanoutError, LedgerError, RunNotFoundError, UsageError
+from fanout.errors import (
+    DeclinedError,
+    ExitCode,
+    FanoutError,
+    LedgerError,
+    RunNotFoundError,
+    UsageError,
+)
 from fanout.logs import redact
 
 __all__ = ["EXIT_CODES", "fail", "guarded"]
@@ -86,6 +93,8 @@ def guarded(func: F) -> F:
             return _unwrapped(func, *args, **kwargs)
         except RunNotFoundError as exc:
             fail(str(exc))
+        except DeclinedError as exc:
+            fail(str(exc), ExitCode.INTERRUPTED)
         except UsageError as exc:
             fail(str(exc))
         except LedgerError as exc:

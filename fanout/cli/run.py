@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Sequence
 from pathlib import Path
 
 import anyio
 import click
 
+from fanout.cli.consent import confirm_plan, require_consent
 from fanout.cli.exits import guarded
 from fanout.cli.inputs import read_rollout, secret_values
 from fanout.cli.options import (
@@ -21,38 +21,18 @@ from fanout.cli.options import (
     spend_options,
 )
 from fanout.cli.views import Out, finish, plan_text
+from fanout.dispatch import OPEN_BATCH_STATES
+from fanout.errors import DeclinedError
 from fanout.launch import preview_preflight, start_run
 from fanout.ledger import LedgerStore
 from fanout.logs import configure_logging
-from fanout.plan import Batch, make_plan
 from fanout.plan_summary import plan_document
 from fanout.report import iso
 from fanout.request import ResumeRequest
 from fanout.runner import resume_run
-from fanout.settings import Settings
-from fanout.tally import confirm_summary
 from fanout.waves import parse_max_errors
 
 __all__ = ["COMMANDS"]
-
-
-def _confirm(
-    command_id: str,
-    batches: Sequence[Batch],
-    store: LedgerStore,
-    settings: Settings,
-    account: str,
-    *,
-    yes: bool,
-) -> None:
-    """Show the plan and ask on a TTY before quota is spent (never without one; --yes skips)."""
-    if yes or not (sys.stdin.isatty() and sys.stderr.isatty()):
-        return
-    used = store.quota_used(account, settings.quota.window_start(time.time()))
-    left = {b.region: settings.quota.left(used.get(b.region, (0, 0.0))[0]) for b in batches}
-    calls = [(b.region, len(b.instance_ids)) for b in batches]
-    click.echo(confirm_summary(command_id, calls, left), err=True)
-    click.confirm("Go ahead?", abort=True, err=True)
 
 
 @click.command("run")
@@ -70,14 +50,15 @@ def run_command(rollout: RolloutFlags, spend: SpendFlags) -> None:
     request, settings, credentials = read.request, read.settings, read.credentials
     out = Out(as_json=spend.common.as_json)
     parse_max_errors(request.max_errors, len(request.targets))
+    ask = require_consent("run", yes=spend.yes)
     store = ledger_for(settings)
-    plan = make_plan("preview", request.targets, batch_size=settings.batch_size)
     account = settings.account or credentials.access_key_id
-    _confirm(request.spec.command_id, plan.batches, store, settings, account, yes=spend.yes)
+    confirm = confirm_plan(request.spec.command_id, store, settings, account) if ask else None
     for dup in read.duplicates:
         click.echo(f"{dup.location}: duplicate of {dup.first_location}, dropped", err=True)
     outcome = anyio.run(
-        lambda: start_run(settings, credentials, store, request, emit=out.event), backend="asyncio"
+        lambda: start_run(settings, credentials, store, request, emit=out.event, confirm=confirm),
+        backend="asyncio",
     )
     finish(outcome, out)
 
@@ -149,6 +130,7 @@ def resume_command(run_id: str, params: tuple[str, ...], force: bool, spend: Spe
     fanout resume r20261128-063512-a1b2c3 --yes
     """
     configure_logging(spend.common.log_level)
+    ask = require_consent("resume", yes=spend.yes)
     settings = spend.settings()
     out = Out(as_json=spend.common.as_json)
     request = ResumeRequest(
@@ -162,11 +144,27 @@ def resume_command(run_id: str, params: tuple[str, ...], force: bool, spend: Spe
     store = ledger_for(settings, run_id=run_id)
     if request.force_lease:
         _warn_takeover(run_id, store)
+    if ask:
+        _confirm_resume(store, run_id)
     outcome = anyio.run(
         lambda: resume_run(settings, credentials, store, request, emit=out.event),
         backend="asyncio",
     )
     finish(outcome, out)
+
+
+def _confirm_resume(store: LedgerStore, run_id: str) -> None:
+    """Ask on the terminal before a resume sends the batches still open."""
+    left = [b for b in store.load_batches(run_id) if b.state in OPEN_BATCH_STATES]
+    instances = sum(len(b.instance_ids) for b in left)
+    regions = sorted({b.region for b in left})
+    click.echo(
+        f"Resume {run_id}: {len(left)} InvokeCommand call{'s' if len(left) != 1 else ''} "
+        f"({instances} instances) not yet accepted, in {', '.join(regions) or 'no region'}.",
+        err=True,
+    )
+    if not click.confirm("Go ahead?", default=False, err=True):
+        raise DeclinedError("answered no: nothing was sent")
 
 
 @click.command("demo")
