@@ -9,33 +9,43 @@ the ledger, so it works across hosts), stops the invocations still running with 
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 
 import anyio
 
+from fanout.aliyun.actions import STOP_IDS_MAX
 from fanout.aliyun.client import EcsClient
 from fanout.aliyun.command import SPEC_OPTIONS, CommandSpec
-from fanout.clock import SYSTEM_CLOCK, Clock
-from fanout.errors import CallError, UsageError
+from fanout.clock import SYSTEM_CLOCK, Backoff, Clock
+from fanout.errors import CallError, CallKind, UsageError
 from fanout.lease import STOP_REQUEST
 from fanout.ledger import (
     AppendEvent,
+    BatchRecord,
     BatchState,
     InstanceState,
     LedgerStore,
+    Op,
     RunRecord,
     RunState,
+    SetBatch,
+    SetInstances,
     SetRun,
 )
 from fanout.ledger.model import reported_state
+from fanout.results import TERMINAL_STATUSES, instance_outcome
 from fanout.targets import Target
 
-__all__ = ["RETRY_CHOICES", "StopResult", "retry_targets", "run_spec", "stop_run"]
+__all__ = ["RETRY_CHOICES", "StopOptions", "StopResult", "retry_targets", "run_spec", "stop_run"]
 
 RETRY_CHOICES = ("failed", "unknown", "not-invoked")
 # How often `stop` looks whether the runner has let go of the run.
 _POLL_S = 0.5
+# How often `stop` reads a stopped invocation's results while collecting its final states.
+_COLLECT_POLL_S = 1.0
+# StopInvocation failures worth another try (it is idempotent): 5xx, throttling, timeouts.
+_TRANSIENT = frozenset({CallKind.RETRYABLE, CallKind.AMBIGUOUS})
 
 
 def run_spec(run: RunRecord, secret_params: Mapping[str, str]) -> CommandSpec:
@@ -77,6 +87,17 @@ def retry_targets(
 
 
 @dataclass(frozen=True, slots=True)
+class StopOptions:
+    """How long `fanout stop` keeps at it."""
+
+    wait_s: float = 30.0  # for the runner driving the run to let go
+    stop_timeout_s: float = 300.0  # StopInvocation retried (it is idempotent) until then
+    collect: bool = True  # then collect every stopped instance's final state
+    collect_timeout_s: float = 300.0
+    max_output_bytes: int = 4096
+
+
+@dataclass(frozen=True, slots=True)
 class StopResult:
     """What `fanout stop` did."""
 
@@ -85,53 +106,135 @@ class StopResult:
     stop_calls: int
     instances_stopped: int
     runner_released: bool
+    not_stopped: tuple[str, ...] = ()  # invocations StopInvocation did not reach in time
+    still_running: int = 0  # instances not final when collection ended (or was skipped)
 
 
 async def stop_run(
     store: LedgerStore,
     client: EcsClient,
     run_id: str,
+    options: StopOptions = StopOptions(),
     *,
-    wait_s: float,
     clock: Clock = SYSTEM_CLOCK,
 ) -> StopResult:
-    """Ask the runner to stop, stop running invocations, and mark the run stopped."""
-    run = await anyio.to_thread.run_sync(store.get_run, run_id)
-    now = clock.time()
+    """Ask the runner to stop, stop the invocations still running, collect their final states,
+    and mark the run stopped.
+
+    The runner is asked first (through the ledger) and given `wait_s` to let go, so no batch is
+    accepted behind the StopInvocation pass. StopInvocation is idempotent: transient failures
+    (5xx, throttling, timeouts) are retried with back-off until `stop_timeout_s`; what is left
+    then is named in `not_stopped`. Permission and other fatal answers are raised.
+    """
+    await anyio.to_thread.run_sync(store.get_run, run_id)  # RunNotFoundError before anything
     await anyio.to_thread.run_sync(
-        store.apply, [AppendEvent(run_id, STOP_REQUEST, now, {"by": "fanout stop"})]
+        store.apply, [AppendEvent(run_id, STOP_REQUEST, clock.time(), {"by": "fanout stop"})]
     )
-    calls, stopped = await _stop_invocations(store, client, run_id)
-    released = await _wait_for_release(store, run_id, wait_s, clock)
+    released = await _wait_for_release(store, run_id, options.wait_s, clock)
+    open_batches = await _open_invocations(store, run_id)
+    calls, stopped, not_stopped = await _stop_invocations(
+        client, open_batches, clock, options.stop_timeout_s
+    )
+    still = sum(len(ids) for _b, ids in open_batches)
+    if options.collect:
+        still = await _collect(store, client, open_batches, clock, options)
     run = await anyio.to_thread.run_sync(store.get_run, run_id)
     if released and run.state not in (RunState.STOPPED, RunState.FINISHED):
         await anyio.to_thread.run_sync(
             store.apply, [SetRun(run_id, RunState.STOPPED, clock.time())]
         )
         run = await anyio.to_thread.run_sync(store.get_run, run_id)
-    return StopResult(run_id, run.state, calls, stopped, released)
+    return StopResult(run_id, run.state, calls, stopped, released, not_stopped, still)
 
 
-async def _stop_invocations(store: LedgerStore, client: EcsClient, run_id: str) -> tuple[int, int]:
-    """StopInvocation for every accepted invocation with instances not final yet."""
-    batches = await anyio.to_thread.run_sync(store.load_batches, run_id)
-    calls = stopped = 0
-    for batch in batches:
+async def _open_invocations(store: LedgerStore, run_id: str) -> list[tuple[BatchRecord, list[str]]]:
+    """Every accepted invocation of the run with the instances not final yet."""
+    found = []
+    for batch in await anyio.to_thread.run_sync(store.load_batches, run_id):
         if batch.state is not BatchState.ACCEPTED or not batch.invoke_id:
             continue
         rows = await anyio.to_thread.run_sync(store.instances_of_batch, batch.batch_id)
         open_ids = [r.instance_id for r in rows if r.state is InstanceState.INVOKED]
-        if not open_ids:
-            continue
-        try:
-            await client.stop_invocation(batch.region, batch.invoke_id, open_ids)
-        except CallError as err:
-            if err.code.startswith("InvalidInvokeId"):
+        if open_ids:
+            found.append((batch, open_ids))
+    return found
+
+
+async def _stop_invocations(
+    client: EcsClient,
+    open_batches: Sequence[tuple[BatchRecord, list[str]]],
+    clock: Clock,
+    timeout_s: float,
+) -> tuple[int, int, tuple[str, ...]]:
+    """StopInvocation for each open invocation, retried while transient until the deadline."""
+    deadline = clock.monotonic() + timeout_s
+    calls = stopped = 0
+    not_stopped: list[str] = []
+    for batch, open_ids in open_batches:
+        assert batch.invoke_id is not None
+        backoff = Backoff(base_s=0.5, cap_s=30.0)
+        while True:
+            try:
+                await client.stop_invocation(batch.region, batch.invoke_id, open_ids)
+            except CallError as err:
+                calls += 1
+                if err.code.startswith("InvalidInvokeId"):
+                    break  # already gone (finished and expired): nothing to stop
+                if err.kind not in _TRANSIENT or clock.monotonic() >= deadline:
+                    if err.kind not in _TRANSIENT:
+                        raise
+                    not_stopped.append(batch.invoke_id)
+                    break
+                delay = backoff.next_delay_s(err.retry_after_s)
+                await clock.sleep(min(delay, max(0.0, deadline - clock.monotonic())))
                 continue
-            raise
-        calls += -(-len(open_ids) // 50)
-        stopped += len(open_ids)
-    return calls, stopped
+            calls += -(-len(open_ids) // STOP_IDS_MAX)
+            stopped += len(open_ids)
+            break
+    return calls, stopped, tuple(not_stopped)
+
+
+async def _collect(
+    store: LedgerStore,
+    client: EcsClient,
+    open_batches: Sequence[tuple[BatchRecord, list[str]]],
+    clock: Clock,
+    options: StopOptions,
+) -> int:
+    """Read each stopped invocation's results until its instances are final (Cancelled,
+    Terminated, or finished anyway) or the collect deadline; record them. Returns how many
+    instances are still not final."""
+    deadline = clock.monotonic() + options.collect_timeout_s
+    waiting = {batch.batch_id: (batch, set(ids)) for batch, ids in open_batches}
+    while waiting:
+        for batch_id, (batch, ids) in list(waiting.items()):
+            assert batch.invoke_id is not None
+            try:
+                results = await client.describe_invocation_results(
+                    batch.region, invoke_id=batch.invoke_id
+                )
+            except CallError as err:
+                if err.kind not in _TRANSIENT:
+                    raise
+                continue
+            final = [r for r in results if r.instance_id in ids and r.status in TERMINAL_STATUSES]
+            if final:
+                now = clock.time()
+                records = tuple(
+                    instance_outcome(batch, batch.invoke_id, r, options.max_output_bytes)
+                    for r in final
+                )
+                ops: list[Op] = [SetInstances(batch.run_id, records, now)]
+                ids -= {r.instance_id for r in final}
+                if not ids:
+                    ops.append(SetBatch(batch_id, BatchState.DONE, now))
+                await anyio.to_thread.run_sync(store.apply, ops)
+            if not ids:
+                del waiting[batch_id]
+        if not waiting or clock.monotonic() >= deadline:
+            break
+        await clock.sleep(_COLLECT_POLL_S)
+    return sum(len(ids) for _b, ids in waiting.values())
 
 
 async def _wait_for_release(store: LedgerStore, run_id: str, wait_s: float, clock: Clock) -> bool:

@@ -230,3 +230,43 @@ def test_bad_max_errors_refused(emulator: Start, fanout_cli: Bind, spec: str) ->
     assert done.returncode == 2
     assert "--max-errors" in done.stderr
     assert emu.snapshot()["regions"]["cn-hangzhou"]["calls"] == {}
+
+
+def test_stop_gets_through_transient_errors_and_collects_every_final_state(
+    emulator: Start, fanout_cli: Bind, tmp_path: Path
+) -> None:
+    """With half the StopInvocation calls answered 500, `fanout stop` retries (it is idempotent)
+    until every open invocation is stopped, exits 0, and collects the stopped instances' final
+    states: none is left `invoked` in `status`."""
+    fleet = {**FLEET, "instances_per_region": 200}
+    emu = emulator(
+        **fleet,
+        exec_seconds=(120.0, 120.0),
+        error_rate=0.5,
+        fault_actions=frozenset({"StopInvocation"}),
+    )
+    cli = fanout_cli(emu)
+    targets = write_targets(tmp_path / "t.txt", fleet_ids(**fleet))
+    ran = cli.run(
+        "run", "--command-id", DEMO_COMMAND_ID, "--targets", str(targets), "--yes", "--no-wait",
+        "--timeout", "600", "--json",
+    )  # fmt: skip
+    assert ran.returncode == 0, ran.stderr
+    run_id = first_json_line(ran.stdout)["run_id"]
+    stopped = cli.run("stop", run_id, "--json", "--stop-timeout", "60")
+    assert stopped.returncode == 0, stopped.stderr
+    doc = json.loads(stopped.stdout)
+    assert doc["instances_stopped"] == 200
+    assert doc["not_stopped"] == []
+    assert doc["still_running"] == 0
+    calls = emu.snapshot()["regions"]["cn-hangzhou"]["calls"]["StopInvocation"]
+    assert calls > 4  # 4 invocations, and some 500s were tried again
+    invoke_ids = [inv["invoke_id"] for inv in emu.snapshot()["invocations"]]
+    assert anyio.run(_statuses, emu.url, "cn-hangzhou", invoke_ids) <= {
+        "Terminated",
+        "Cancelled",
+        "Stopped",
+    }
+    status = json.loads(cli.run("status", run_id, "--json").stdout)
+    assert status["instances"].get("invoked", 0) == 0, status["instances"]
+    assert status["instances"]["failed"] == 200  # Terminated: a final state, with its code

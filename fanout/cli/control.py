@@ -13,7 +13,7 @@ import anyio
 import click
 
 from fanout.cli.consent import confirm_plan, require_consent
-from fanout.cli.exits import guarded
+from fanout.cli.exits import fail, guarded
 from fanout.cli.inputs import secret_values
 from fanout.cli.options import (
     CommonFlags,
@@ -25,8 +25,15 @@ from fanout.cli.options import (
     spend_options,
 )
 from fanout.cli.views import Out, finish, quota_text, runs_text, stop_text
-from fanout.control import RETRY_CHOICES, StopResult, retry_targets, run_spec, stop_run
-from fanout.errors import ConfigError
+from fanout.control import (
+    RETRY_CHOICES,
+    StopOptions,
+    StopResult,
+    retry_targets,
+    run_spec,
+    stop_run,
+)
+from fanout.errors import ConfigError, ExitCode
 from fanout.launch import start_run
 from fanout.ledger import LedgerStore, RunRecord
 from fanout.logs import configure_logging
@@ -287,13 +294,38 @@ def retry_command(
     type=float,
     help="How long to wait for the runner to let go of the run.",
 )
+@click.option(
+    "--stop-timeout",
+    "stop_timeout_s",
+    default=300.0,
+    show_default=True,
+    type=click.FloatRange(0),
+    help="Seconds to keep retrying StopInvocation on transient errors.",
+)
+@click.option(
+    "--collect-timeout",
+    "collect_timeout_s",
+    default=300.0,
+    show_default=True,
+    type=click.FloatRange(0),
+    help="Seconds to wait for the stopped instances' final states (--no-wait: none).",
+)
 @spend_options
 @guarded
-def stop_command(run_id: str, wait_s: float, spend: SpendFlags) -> None:
-    """Stop a run: no more dispatching, StopInvocation for running invocations, mark it stopped.
+def stop_command(
+    run_id: str,
+    wait_s: float,
+    stop_timeout_s: float,
+    collect_timeout_s: float,
+    spend: SpendFlags,
+) -> None:
+    """Stop a run: no more dispatching, StopInvocation for running invocations, their final
+    states collected, the run marked stopped.
 
     \b
     Works on a run driven by another process or host (the request goes through the ledger).
+    Exits 0 when everything asked was stopped; 6 naming the invocations StopInvocation could
+    not reach before --stop-timeout.
     fanout stop r20261128-063512-a1b2c3
     """
     configure_logging(spend.common.log_level)
@@ -302,9 +334,17 @@ def stop_command(run_id: str, wait_s: float, spend: SpendFlags) -> None:
     store.get_run(run_id)
     credentials = credentials_for(settings)
 
+    options = StopOptions(
+        wait_s=wait_s,
+        stop_timeout_s=stop_timeout_s,
+        collect=spend.wait is not False,
+        collect_timeout_s=collect_timeout_s,
+        max_output_bytes=settings.max_output_bytes,
+    )
+
     async def stop() -> StopResult:
         async with client_for(settings, credentials) as client:
-            return await stop_run(store, client, run_id, wait_s=wait_s)
+            return await stop_run(store, client, run_id, options)
 
     result = anyio.run(stop, backend="asyncio")
     doc = {
@@ -313,8 +353,16 @@ def stop_command(run_id: str, wait_s: float, spend: SpendFlags) -> None:
         "stop_calls": result.stop_calls,
         "instances_stopped": result.instances_stopped,
         "runner_released": result.runner_released,
+        "not_stopped": list(result.not_stopped),
+        "still_running": result.still_running,
     }
     Out(as_json=spend.common.as_json).document(doc, stop_text(doc))
+    if result.not_stopped:
+        fail(
+            f"StopInvocation did not get through for {len(result.not_stopped)} invocation(s) "
+            f"within --stop-timeout: {', '.join(result.not_stopped)}; run `fanout stop` again",
+            ExitCode.FATAL_API,
+        )
 
 
 COMMANDS = (

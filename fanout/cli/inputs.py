@@ -25,7 +25,7 @@ from fanout.cli.options import RolloutFlags, SpendFlags, credentials_for
 from fanout.errors import ConfigError, TargetError
 from fanout.logs import register_secret
 from fanout.params import parse_params
-from fanout.plan import WAVE_ORDERS, parse_waves
+from fanout.plan import MAX_BATCH_SIZE, WAVE_ORDERS, parse_waves
 from fanout.preflight import resolve_tags
 from fanout.redaction import is_secret_key
 from fanout.request import RunRequest
@@ -67,6 +67,9 @@ def read_rollout(flags: RolloutFlags, spend: SpendFlags) -> Rollout:
         msg = "--command-id is required (or command_id in the config file's [rollout] table)"
         raise ConfigError(msg)
     settings = spend.settings(batch_size=flags.batch_size)
+    if not 1 <= settings.batch_size <= MAX_BATCH_SIZE:  # before any call, even a Describe
+        msg = f"--batch-size: {settings.batch_size} is not between 1 and {MAX_BATCH_SIZE}"
+        raise ConfigError(msg)
     tags = _parse_tags(flags.tags)
     tag_regions = _tag_regions(flags.regions, settings) if tags else ()
     explicit = _read_targets(flags, settings, tagged=bool(tags))

@@ -179,8 +179,14 @@ def quota_text(doc: Mapping[str, Any], limit: int) -> str:
 
 def stop_text(doc: Mapping[str, Any]) -> str:
     """What `fanout stop` did, in one line."""
-    return (
-        f"run {doc['run_id']}: {doc['state']}; StopInvocation for {doc['instances_stopped']} "
-        f"instances in {doc['stop_calls']} calls"
-        + ("" if doc["runner_released"] else "; the runner has not let go yet")
+    stopped = doc["instances_stopped"]
+    calls = doc["stop_calls"]
+    text = (
+        f"run {doc['run_id']}: {doc['state']}; StopInvocation for {stopped} "
+        f"instance{'s' if stopped != 1 else ''} in {calls} call{'s' if calls != 1 else ''}"
     )
+    if doc.get("still_running"):
+        text += f"; {doc['still_running']} still running (their final state is not collected yet)"
+    if not doc["runner_released"]:
+        text += "; the runner has not let go yet"
+    return text
