@@ -352,7 +352,7 @@ def confirm_summary(
         targets[region] += n
     lines = [
         f"About to invoke {command_id} on {sum(targets.values())} instances in {len(calls)} "
-        f"regions: {len(batches)} InvokeCommand calls (preflight may exclude some first).",
+        f"regions: {len(batches)} InvokeCommand calls.",
         f"  {'region':<20} {'targets':>8} {'calls':>6} {'quota left':>10}",
     ]
     short = []

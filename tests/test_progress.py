@@ -210,10 +210,11 @@ def test_run_on_a_terminal_asks_with_the_plan_then_draws_the_live_view(
     run_id = stdout.splitlines()[0]
     assert stdout == f"{run_id}\n"
     prompt = screen[: screen.index("Go ahead?")]
-    assert [line.split() for line in prompt.splitlines()[-2:]] == [
+    assert [line.split() for line in prompt.splitlines()[-3:-1]] == [
         ["cn-beijing", "150", "3", "5000"],
         ["cn-hangzhou", "150", "3", "5000"],
     ]
+    assert prompt.splitlines()[-1].strip() == "1 wave; none excluded by preflight"
     last_frame = screen[screen.rindex(run_id) :]
     assert f"finished (exit {code})" in last_frame
     status = json.loads(cli.run("status", run_id, "--json").stdout)
