@@ -21,6 +21,8 @@ __all__ = ["Gate"]
 # facts 6.2), so the pause grows from 1 s up to a minute and resets on the first success.
 _THROTTLE_FIRST_S = 1.0
 _THROTTLE_MAX_S = 60.0
+# Intents written ahead per call slot: while one call is on the wire the next intent commits.
+_INTENTS_PER_SLOT = 2
 
 
 class _Slot:
@@ -61,13 +63,15 @@ class _Region:
 class Gate:
     """Admission control for InvokeCommand calls."""
 
-    __slots__ = ("_clock", "_rate_per_s", "_region_concurrency", "_regions", "_slots")
+    __slots__ = ("_clock", "_intents", "_rate_per_s", "_region_concurrency", "_regions", "_slots")
 
     def __init__(
         self, clock: Clock, *, concurrency: int, region_concurrency: int, rate_per_s: float
     ) -> None:
         self._clock = clock
         self._slots = _Slot(anyio.CapacityLimiter(concurrency))
+        # Batches admitted with their intent written ahead of a call slot, all regions together.
+        self._intents = _Slot(anyio.CapacityLimiter(concurrency * _INTENTS_PER_SLOT))
         self._region_concurrency = region_concurrency
         self._rate_per_s = rate_per_s
         self._regions: dict[str, _Region] = {}
@@ -80,10 +84,12 @@ class Gate:
         return state
 
     @asynccontextmanager
-    async def sending(self, region: str) -> AsyncIterator[None]:
-        """Admission for one call: a region slot, the throttle pause and rate, then a global slot.
+    async def admitted(self, region: str) -> AsyncIterator[None]:
+        """Admission of one batch of `region`: a region slot, the throttle pause and the rate,
+        then one of the permits for intents written ahead of a call slot.
 
-        A paused (throttled) region holds only its own slots, never the global ones.
+        A paused or rate-bound region waits on its own slots and tokens, never holding a
+        permit another region could use; every wait is FIFO, so regions are served in turn.
         """
         state = self._region(region)
         async with state.slots:
@@ -92,8 +98,14 @@ class Gate:
                 await self._clock.sleep(pause)
             if state.limiter is not None:
                 await state.limiter.acquire()
-            async with self._slots:
+            async with self._intents:
                 yield
+
+    @asynccontextmanager
+    async def sending(self) -> AsyncIterator[None]:
+        """One of the `--concurrency` call slots, all regions together."""
+        async with self._slots:
+            yield
 
     def throttled(self, region: str, hint_s: float | None = None) -> float:
         """The server throttled a call of `region`: pause the region (and only it).

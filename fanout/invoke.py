@@ -143,13 +143,18 @@ async def _attempts(d: InvokeContext, b: _Batch) -> BatchEnd:
             return _park(d, b, BatchEnd.FATAL if d.control.fatal else BatchEnd.STOPPED)
         if d.control.is_blocked(region):
             return _park(d, b, BatchEnd.QUOTA)
-        # The intent is made durable before the slot is taken: slots bound calls in flight,
-        # and the commit of the next intents overlaps the calls on the wire.
-        if not await _begin(d, b):
-            d.control.block_region(region)
-            return _park(d, b, BatchEnd.QUOTA)
         try:
-            result = await _send(d, b)
+            # The region admits the batch (its slot, throttle pause and rate) before any intent
+            # is written, so no quota is reserved for a batch that could not go now; the intent
+            # is durable before the global call slot is taken, so the commit of the next
+            # intents overlaps the calls on the wire (at most 2 x --concurrency ahead).
+            async with d.gate.admitted(region):
+                if d.control.halted or d.control.is_blocked(region):
+                    continue  # decided at the top of the loop, nothing written
+                if not await _begin(d, b):
+                    d.control.block_region(region)
+                    return _park(d, b, BatchEnd.QUOTA)
+                result = await _send(d, b)
         except CallError as err:
             end = await _failed_attempt(d, b, err)
             if end is not None:
@@ -176,8 +181,8 @@ async def _attempts(d: InvokeContext, b: _Batch) -> BatchEnd:
 
 
 async def _send(d: InvokeContext, b: _Batch) -> InvokeResult | None:
-    """Pass the gate and send; None if the run halted while waiting (nothing was sent)."""
-    async with d.gate.sending(b.record.region):
+    """Take a global call slot and send; None if the run halted while waiting (nothing sent)."""
+    async with d.gate.sending():
         if d.control.halted:
             return None
         return await d.client.invoke_command(

@@ -18,7 +18,7 @@ async def test_a_throttled_region_waits_its_pause_before_the_next_call() -> None
     gate = _gate(clock)
     pause = gate.throttled("cn-hangzhou")
     assert pause == 1.0
-    async with gate.sending("cn-hangzhou"):
+    async with gate.admitted("cn-hangzhou"), gate.sending():
         pass
     assert clock.sleeps == [1.0]
 
@@ -57,6 +57,29 @@ async def test_other_regions_are_not_held_by_a_throttled_one() -> None:
     gate = _gate(clock)
     gate.throttled("cn-hangzhou", hint_s=30.0)
     with anyio.fail_after(5):
-        async with gate.sending("cn-beijing"):
+        async with gate.admitted("cn-beijing"), gate.sending():
             pass
     assert clock.sleeps == []
+
+
+async def test_at_most_two_intents_per_call_slot_are_admitted_across_regions() -> None:
+    """With one call slot, two batches (of any regions) may hold an admission at once; a third
+    waits, so no more intents (and quota reservations) are written ahead than calls can use."""
+    gate = Gate(FakeClock(), concurrency=1, region_concurrency=8, rate_per_s=0)
+    inside: list[str] = []
+    release = anyio.Event()
+
+    async def batch(region: str) -> None:
+        async with gate.admitted(region):
+            inside.append(region)
+            await release.wait()
+
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg:
+            for region in ("cn-beijing", "cn-hangzhou", "cn-shanghai"):
+                tg.start_soon(batch, region)
+            for _ in range(10):
+                await anyio.lowlevel.checkpoint()
+            assert inside == ["cn-beijing", "cn-hangzhou"]
+            release.set()
+    assert inside == ["cn-beijing", "cn-hangzhou", "cn-shanghai"]
