@@ -1,12 +1,13 @@
 """Exit codes: every error a command raises becomes one stderr line and its documented code.
 
 Exit codes (also in the README and `fanout --help`):
-  0 every target reached success (with --no-wait: every batch was accepted)
-  1 the run finished, some targets failed, were excluded or are unknown
-  2 bad input or configuration; nothing was sent
-  3 halted by --max-errors; resumable after a look
+  0 every invoked target reached success (with --no-wait: every batch was accepted);
+    preflight exclusions are counted but do not fail the run unless --strict
+  1 the run finished and some invoked targets failed or are unknown (--strict: or excluded)
+  2 bad input or configuration, or no terminal and no --yes; nothing was sent
+  3 halted by --max-errors or --wave-max-failures; resumable after a look
   4 stopped by the daily quota; `fanout resume` continues when capacity frees
-  5 interrupted (SIGINT/SIGTERM) or stopped; resumable
+  5 interrupted (SIGINT/SIGTERM), stopped, paused, or the confirmation answered no
   6 fatal API error (authentication, permission, unknown CommandId): nothing more sent
  70 internal error (a bug): one line naming the file that holds the traceback
 
@@ -47,12 +48,12 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 EXIT_CODES = """\b
 Exit codes:
-  0  every target reached success (--no-wait: every batch accepted)
-  1  finished; some targets failed, were excluded or are unknown
-  2  bad input or configuration; nothing was sent
-  3  halted by --max-errors; resumable
+  0  every invoked target succeeded (exclusions alone do not fail a run)
+  1  finished; some invoked targets failed or are unknown (--strict: or excluded)
+  2  bad input or configuration, or no terminal and no --yes; nothing sent
+  3  halted by --max-errors or --wave-max-failures; resumable
   4  stopped by the daily quota; resume when capacity frees
-  5  interrupted or stopped; resumable
+  5  interrupted, stopped, paused or answered no; resumable
   6  fatal API error (credentials, permission, unknown CommandId)
   70 internal error (a bug): the traceback is in the file named"""
 
