@@ -15,6 +15,8 @@ never the live object.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import anyio
 
 from fanout.clock import Clock, sleep_or_wake
@@ -30,10 +32,19 @@ _ABORTING = frozenset({HaltReason.STOP_REQUESTED, HaltReason.SIGNAL, HaltReason.
 class RunControl:
     """Halting state of one leg of a run, with the waits on it."""
 
-    __slots__ = ("_abort", "_clock", "_details", "_halt", "_quota_blocked", "_reasons")
+    __slots__ = (
+        "_abort",
+        "_clock",
+        "_details",
+        "_halt",
+        "_not_after",
+        "_quota_blocked",
+        "_reasons",
+    )
 
-    def __init__(self, clock: Clock) -> None:
+    def __init__(self, clock: Clock, *, not_after: float | None = None) -> None:
         self._clock = clock
+        self._not_after = not_after  # --not-after: nothing is sent and no wave starts after it
         self._reasons: set[HaltReason] = set()
         self._details: dict[HaltReason, str] = {}
         self._quota_blocked: set[str] = set()
@@ -61,8 +72,21 @@ class RunControl:
 
     @property
     def halted(self) -> bool:
-        """True once nothing more may be dispatched."""
+        """True once nothing more may be dispatched (the change window is looked at too)."""
+        if not self._reasons and self._not_after is not None:
+            self._check_window()
         return bool(self._reasons)
+
+    def _check_window(self) -> None:
+        """Halt with WINDOW once the clock is past `--not-after`."""
+        assert self._not_after is not None
+        if self._clock.time() >= self._not_after:
+            when = datetime.fromtimestamp(self._not_after, UTC).isoformat(timespec="seconds")
+            self.halt(HaltReason.WINDOW, f"the change window closed at {when} (--not-after)")
+
+    def seconds_left(self) -> float | None:
+        """Seconds until `--not-after` (None: no window)."""
+        return None if self._not_after is None else self._not_after - self._clock.time()
 
     @property
     def fatal(self) -> bool:
@@ -97,7 +121,12 @@ class RunControl:
         self._quota_blocked.discard(region)
 
     async def sleep(self, seconds: float) -> None:
-        """Sleep on the run's clock, waking early if the run halts."""
+        """Sleep on the run's clock, waking early if the run halts or its window closes."""
+        left = self.seconds_left()
+        if left is not None and left < seconds:
+            await sleep_or_wake(self._clock, max(0.0, left), self._halt)
+            self._check_window()
+            return
         await sleep_or_wake(self._clock, seconds, self._halt)
 
     def state(self) -> HaltState:

@@ -92,7 +92,10 @@ async def start_run(
         },
     )
     options = DriveOptions(
-        wait_for_quota=request.wait_for_quota, handle_signals=handle_signals, clock=clock
+        wait_for_quota=request.wait_for_quota,
+        handle_signals=handle_signals,
+        clock=clock,
+        not_after=request.not_after,
     )
     return await drive(settings, credentials, store, run, request.spec, emit=emit, options=options)
 
@@ -212,6 +215,7 @@ def _options(request: RunRequest, settings: Settings) -> dict[str, object]:
         "preflight": request.preflight,
         "wait": request.wait,
         "strict": request.strict,
+        "not_after": request.not_after,
         # The pacing a retry inherits unless told otherwise.
         "batch_size": settings.batch_size,
         "concurrency": settings.concurrency,

@@ -34,6 +34,7 @@ class RunRequest:
     wait: bool = False
     wait_for_quota: bool = False
     strict: bool = False  # preflight exclusions fail the run (exit 1)
+    not_after: float | None = None  # epoch s: no batch sent and no wave started after it
     parent_run_id: str | None = None
 
 
@@ -46,3 +47,4 @@ class ResumeRequest:
     wait: bool | None = None  # None: as the run was started
     wait_for_quota: bool = False
     force_lease: bool = False
+    not_after: float | None = None  # this leg's change window (a stored one is not reused)

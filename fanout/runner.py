@@ -86,6 +86,7 @@ class DriveOptions:
     handle_signals: bool = True
     force_lease: bool = False
     clock: Clock = SYSTEM_CLOCK
+    not_after: float | None = None  # the change window of this leg (--not-after)
 
 
 def client_for(
@@ -137,6 +138,7 @@ async def resume_run(
         handle_signals=handle_signals,
         force_lease=request.force_lease,
         clock=clock,
+        not_after=request.not_after,
     )
     return await drive(settings, credentials, store, run, spec, emit=emit, options=options)
 
@@ -154,7 +156,7 @@ async def drive(
     """Dispatch every open batch of a stored run, follow the results, record how it ended."""
     clock = options.clock
     committer = GroupCommitter(store)
-    control = RunControl(clock)
+    control = RunControl(clock, not_after=options.not_after)
     outcome: RunOutcome | None = None
     async with (
         client_for(settings, credentials, clock) as client,

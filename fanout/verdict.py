@@ -27,6 +27,7 @@ class HaltReason(enum.StrEnum):
     SIGNAL = "signal"  # SIGINT / SIGTERM
     FATAL = "fatal"  # an API answer after which nothing more may be sent
     PAUSE = "pause"  # --pause-after-wave
+    WINDOW = "window"  # --not-after: the change window closed
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,6 +82,9 @@ def verdict(  # noqa: PLR0911 - one return per documented exit code, in priority
         return Verdict(
             RunState.INTERRUPTED, ExitCode.INTERRUPTED, f"paused after a wave ({summary})"
         )
+    if HaltReason.WINDOW in reasons:
+        why = halt.details.get(HaltReason.WINDOW, "the change window closed")
+        return Verdict(RunState.INTERRUPTED, ExitCode.INTERRUPTED, f"{why} ({summary}); resumable")
     open_left = counts.get(InstanceState.PENDING, 0)
     if halt.quota_blocked and open_left:
         when = datetime.fromtimestamp(frees_at or now, UTC).isoformat(timespec="seconds")

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import itertools
 import json
+import time
 from collections import Counter
 from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -86,3 +88,34 @@ def test_a_one_percent_canary_reaches_every_region(
     )
     assert sorted(i for inv in canary for i in inv["instance_ids"]) == sorted(first)
     assert {inv["region"] for inv in canary} == set(FLEET["regions"])
+
+
+def test_not_after_stops_a_paced_run_at_the_window_boundary(
+    emulator: Start, fanout_cli: Bind, tmp_path: Path
+) -> None:
+    """`--not-after +3s` on a run paced at 2 calls/s: no InvokeCommand is accepted after the
+    boundary (emulator created stamps), the run exits 5 naming the window, and resume goes on."""
+    fleet: dict[str, Any] = {"regions": ("cn-hangzhou",), "instances_per_region": 400}
+    emu = emulator(**fleet)
+    cli = fanout_cli(emu)
+    ids = fleet_ids(**fleet)
+    started = time.time()
+    done = cli.run(
+        "run", "--command-id", DEMO_COMMAND_ID, "--targets", str(write_targets(tmp_path / "t", ids)),
+        "--batch-size", "10", "--rate", "2", "--not-after", "+3s", "--yes", "--no-wait", "--json",
+    )  # fmt: skip
+    assert done.returncode == 5, done.stderr[-2000:]
+    events = [json.loads(line) for line in done.stdout.splitlines()]
+    closed = events[-1]["message"].split("the change window closed at ")[1].split(" ")[0]
+    # The message gives the boundary to the second (truncated): it lies within the next second.
+    window_end = datetime.fromisoformat(closed).timestamp() + 1.0
+    assert started + 3 <= window_end
+    stamps = [
+        datetime.fromisoformat(inv["created"].replace("Z", "+00:00")).timestamp()
+        for inv in emu.snapshot()["invocations"]
+    ]
+    assert 0 < len(stamps) < 40
+    assert max(stamps) <= window_end
+    resumed = cli.run("resume", events[0]["run_id"], "--yes", "--no-wait", "--rate", "0")
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    assert len(invoked_instances(emu.snapshot())) == 400

@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import sys
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -79,6 +81,7 @@ def read_rollout(flags: RolloutFlags, spend: SpendFlags) -> Rollout:
     spec = _spec(flags, flags.command_id, params)
     parse_waves(flags.waves, len(explicit.targets))  # its syntax, before any call
     _check_budgets(flags)
+    parse_not_after(flags.not_after, time.time())
     credentials = credentials_for(settings)
     target_list = _with_tagged(explicit, tags, tag_regions, settings, credentials)
     parse_waves(flags.waves, len(target_list.targets))
@@ -95,8 +98,39 @@ def read_rollout(flags: RolloutFlags, spend: SpendFlags) -> Rollout:
         wait=spend.wait is not False,
         wait_for_quota=spend.wait_for_quota,
         strict=flags.strict,
+        not_after=parse_not_after(flags.not_after, time.time()),
     )
     return Rollout(request, settings, credentials, target_list.duplicates)
+
+
+_DURATION = re.compile(r"^\+(\d+(?:\.\d+)?)([smhd])$")
+_UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_not_after(text: str | None, now: float) -> float | None:
+    """`--not-after`: an ISO-8601 time (UTC without an offset) or `+DURATION`; epoch seconds.
+
+    A time already past is refused: the run could send nothing.
+    """
+    if text is None:
+        return None
+    value = text.strip()
+    match = _DURATION.match(value)
+    if match:
+        when = now + float(match.group(1)) * _UNIT_S[match.group(2)]
+    else:
+        try:
+            moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
+        except ValueError:
+            msg = f"--not-after {text!r}: expected an ISO-8601 time or +DURATION (+30m, +2h)"
+            raise ConfigError(msg) from None
+        if moment.tzinfo is None:
+            moment = moment.replace(tzinfo=UTC)
+        when = moment.timestamp()
+    if when <= now:
+        msg = f"--not-after {text!r}: that time has passed"
+        raise ConfigError(msg)
+    return when
 
 
 def _check_budgets(flags: RolloutFlags) -> None:

@@ -111,6 +111,7 @@ class RolloutFlags:
     pause_after_wave: bool
     no_preflight: bool
     strict: bool
+    not_after: str | None
 
 
 def _collected(
@@ -238,6 +239,11 @@ _ROLLOUT = _collected(
         click.option("--pause-after-wave", is_flag=True, help="Stop after each wave (exit 5)."),
         click.option("--no-preflight", is_flag=True, help="Skip the Describe checks."),
         click.option("--strict", is_flag=True, help="Preflight exclusions make the run exit 1."),
+        click.option(
+            "--not-after",
+            help="End of the change window: ISO-8601 time (UTC unless an offset is given) or "
+            "+DURATION (+90s, +30m, +2h); no batch is sent and no wave starts after it (exit 5).",
+        ),
     ],
 )
 

@@ -11,7 +11,7 @@ import click
 
 from fanout.cli.consent import confirm_plan, require_consent
 from fanout.cli.exits import guarded
-from fanout.cli.inputs import read_rollout, secret_values
+from fanout.cli.inputs import parse_not_after, read_rollout, secret_values
 from fanout.cli.options import (
     RolloutFlags,
     SpendFlags,
@@ -118,9 +118,12 @@ def _warn_takeover(run_id: str, store: LedgerStore) -> None:
     is_flag=True,
     help="Take the run over even while another runner holds its lease (warns first).",
 )
+@click.option("--not-after", help="End of this leg's change window (as for run).")
 @spend_options
 @guarded
-def resume_command(run_id: str, params: tuple[str, ...], force: bool, spend: SpendFlags) -> None:
+def resume_command(
+    run_id: str, params: tuple[str, ...], force: bool, not_after: str | None, spend: SpendFlags
+) -> None:
     """Continue a run that was interrupted, halted by quota, or crashed.
 
     One runner drives a run at a time: while another holds its lease (renewed as it runs),
@@ -139,6 +142,7 @@ def resume_command(run_id: str, params: tuple[str, ...], force: bool, spend: Spe
         wait=spend.wait,
         wait_for_quota=spend.wait_for_quota,
         force_lease=force,
+        not_after=parse_not_after(not_after, time.time()),
     )
     credentials = credentials_for(settings)
     store = ledger_for(settings, run_id=run_id)
