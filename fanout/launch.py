@@ -17,6 +17,7 @@ import anyio
 from fanout.aliyun.command import CommandSpec
 from fanout.aliyun.credentials import Credentials
 from fanout.clock import SYSTEM_CLOCK, Clock
+from fanout.errors import UsageError
 from fanout.ledger import (
     BatchRecord,
     BatchState,
@@ -65,6 +66,8 @@ async def start_run(
     anything is stored or sent; it raises `DeclinedError` to stop there.
     """
     now = clock.time()
+    if not request.allow_overlap:  # before any call: a ledger read only
+        await anyio.to_thread.run_sync(refuse_overlap, store, request)
     run_id = new_run_id(now)
     account = settings.account or credentials.access_key_id
     plan, excluded = await _checked_plan(settings, credentials, request, run_id, now, clock)
@@ -98,6 +101,35 @@ async def start_run(
         not_after=request.not_after,
     )
     return await drive(settings, credentials, store, run, request.spec, emit=emit, options=options)
+
+
+# Runs that may still invoke their open instances (a resume continues them).
+_IN_PROGRESS = frozenset(
+    {RunState.CREATED, RunState.RUNNING, RunState.QUOTA, RunState.INTERRUPTED, RunState.HALTED}
+)
+# Instance states another run may still invoke or is running.
+_OPEN = frozenset({InstanceState.PENDING, InstanceState.INVOKED})
+
+
+def refuse_overlap(store: LedgerStore, request: RunRequest) -> None:
+    """Refuse a run whose targets are open instances of another run in progress on this ledger
+    (two rollouts would fight over them); the run a retry retries is not another run."""
+    wanted = {(t.region, t.instance_id) for t in request.targets}
+    for other in store.list_runs(limit=1000):
+        if other.state not in _IN_PROGRESS or other.run_id == request.parent_run_id:
+            continue
+        shared = [
+            rec.instance_id
+            for rec in store.iter_instances(other.run_id)
+            if rec.state in _OPEN and (rec.region, rec.instance_id) in wanted
+        ]
+        if shared:
+            msg = (
+                f"{len(shared)} target(s) (e.g. {shared[0]}) belong to run {other.run_id}, "
+                f"still {other.state.value}: finish, stop or retry it first, or add "
+                "--allow-overlap"
+            )
+            raise UsageError(msg)
 
 
 def _run_record(

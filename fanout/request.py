@@ -35,6 +35,7 @@ class RunRequest:
     wait_for_quota: bool = False
     strict: bool = False  # preflight exclusions fail the run (exit 1)
     not_after: float | None = None  # epoch s: no batch sent and no wave started after it
+    allow_overlap: bool = False  # may target open instances of another run in progress
     parent_run_id: str | None = None
 
 

@@ -119,3 +119,26 @@ def test_not_after_stops_a_paced_run_at_the_window_boundary(
     resumed = cli.run("resume", events[0]["run_id"], "--yes", "--no-wait", "--rate", "0")
     assert resumed.returncode == 0, resumed.stderr[-2000:]
     assert len(invoked_instances(emu.snapshot())) == 400
+
+
+def test_a_second_run_on_open_instances_of_a_run_in_progress_is_refused(
+    emulator: Start, fanout_cli: Bind, tmp_path: Path
+) -> None:
+    """A run left waiting for quota still owns its open instances: a second `fanout run` on
+    them exits 2 naming that run with zero calls; --allow-overlap lets it go."""
+    fleet: dict[str, Any] = {"regions": ("cn-hangzhou",), "instances_per_region": 200}
+    emu = emulator(**fleet)
+    cli = fanout_cli(emu)
+    targets = str(write_targets(tmp_path / "t", fleet_ids(**fleet)))
+    common = ("--command-id", DEMO_COMMAND_ID, "--targets", targets, "--yes", "--no-wait")
+    first = cli.run("run", *common, "--daily-quota", "1", "--json")
+    assert first.returncode == 4, first.stderr[-2000:]
+    first_id = json.loads(first.stdout.splitlines()[0])["run_id"]
+    calls = emu.snapshot()["regions"]["cn-hangzhou"]["calls"]
+    second = cli.run("run", *common)
+    assert second.returncode == 2, second.stderr
+    assert first_id in second.stderr
+    assert "--allow-overlap" in second.stderr
+    assert emu.snapshot()["regions"]["cn-hangzhou"]["calls"] == calls  # not even a Describe
+    allowed = cli.run("run", *common, "--allow-overlap", "--daily-quota", "5000")
+    assert allowed.returncode == 0, allowed.stderr[-2000:]

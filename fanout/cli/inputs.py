@@ -99,6 +99,7 @@ def read_rollout(flags: RolloutFlags, spend: SpendFlags) -> Rollout:
         wait_for_quota=spend.wait_for_quota,
         strict=flags.strict,
         not_after=parse_not_after(flags.not_after, time.time()),
+        allow_overlap=flags.allow_overlap,
     )
     return Rollout(request, settings, credentials, target_list.duplicates)
 

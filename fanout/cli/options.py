@@ -112,6 +112,7 @@ class RolloutFlags:
     no_preflight: bool
     strict: bool
     not_after: str | None
+    allow_overlap: bool
 
 
 def _collected(
@@ -243,6 +244,11 @@ _ROLLOUT = _collected(
             "--not-after",
             help="End of the change window: ISO-8601 time (UTC unless an offset is given) or "
             "+DURATION (+90s, +30m, +2h); no batch is sent and no wave starts after it (exit 5).",
+        ),
+        click.option(
+            "--allow-overlap",
+            is_flag=True,
+            help="Run even on instances another run in progress may still invoke.",
         ),
     ],
 )

@@ -24,7 +24,7 @@ def rollout_flags(**given: Any) -> RolloutFlags:
         field.name: () if field.type == "tuple[str, ...]" else None
         for field in dataclasses.fields(RolloutFlags)
     }
-    flags = {"pause_after_wave": False, "no_preflight": False, "strict": False}  # flags: False
+    flags = dict.fromkeys(("pause_after_wave", "no_preflight", "strict", "allow_overlap"), False)
     return RolloutFlags(**{**empty, **flags, **given})
 
 
