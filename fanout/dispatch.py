@@ -20,9 +20,9 @@ from dataclasses import dataclass
 
 import anyio
 
-from fanout.halt import HaltReason
+from fanout.halt import HaltReason, RunControl
 from fanout.invoke import BatchEnd, InvokeContext, invoke_batch
-from fanout.ledger import BatchRecord, BatchState, LedgerStore
+from fanout.ledger import AppendEvent, BatchRecord, BatchState, LedgerStore
 from fanout.results import Collector
 from fanout.waves import Leg, quota_frees_at
 
@@ -41,6 +41,8 @@ class WaveOptions:
     region_concurrency: int
     wait_for_quota: bool
     pause_after_wave: bool
+    wave_wait_s: float = 0.0  # --wave-wait: bake time after a wave's results, before the next
+    bake_until: float | None = None  # a bake time a resumed run still owes (epoch s)
 
 
 class _Waves:
@@ -119,7 +121,11 @@ async def _wave_loop(
 ) -> None:
     """Open each wave, wait for every region's share, collect and judge, then the next."""
     control = ctx.control
+    if options.bake_until is not None and waves.waves and waves.waves[0] > 0:
+        await _bake(ctx, leg, waves.waves[0] - 1, options.bake_until)  # owed from before
     for index, wave in enumerate(waves.waves):
+        if _halted(control):  # no wave starts once halted (or past the change window)
+            return
         leg.emit("wave_start", {"run_id": ctx.run_id, "wave": wave + 1, "waves": total})
         waves.opened[wave].set()
         regions = {name for name, work in by_region.items() if wave in work}
@@ -139,9 +145,29 @@ async def _wave_loop(
         leg.end_wave(wave)
         if control.halted:
             return
-        if options.pause_after_wave and index < len(waves.waves) - 1:
+        last = index == len(waves.waves) - 1
+        if options.pause_after_wave and not last:
             control.halt(HaltReason.PAUSE)
             return
+        if options.wave_wait_s > 0 and not last:
+            await _bake(ctx, leg, wave, ctx.clock.time() + options.wave_wait_s)
+
+
+def _halted(control: RunControl) -> bool:
+    """Whether the run halted (a call, so that checks before and after an await both stand)."""
+    return control.halted
+
+
+async def _bake(ctx: InvokeContext, leg: Leg, wave: int, until: float) -> None:
+    """The bake time after `wave`: journaled (a resume owes the rest), then slept on the run's
+    clock; a halt or the change window ends it early."""
+    now = ctx.clock.time()
+    if until <= now:
+        return
+    data = {"run_id": ctx.run_id, "wave": wave + 1, "until": until}
+    leg.emit("wave_wait", data)
+    ctx.ledger.post(AppendEvent(ctx.run_id, "wave_wait", now, data))
+    await ctx.control.sleep(until - now)
 
 
 @dataclass(frozen=True, slots=True)

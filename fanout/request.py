@@ -29,6 +29,7 @@ class RunRequest:
     wave_order: str = "spread"  # or "region-by-region" (fanout.plan.WAVE_ORDERS)
     max_errors: str | None = None  # run-wide: halts mid-wave
     wave_max_failures: str | None = None  # per wave, judged when its results are in
+    wave_wait_s: float = 0.0  # bake time after each wave's results, before the next wave
     pause_after_wave: bool = False
     preflight: bool = True
     wait: bool = False

@@ -219,6 +219,8 @@ async def _leg(
     wait = bool(run.options.get("wait") if options.wait is None else options.wait)
     seen = await anyio.to_thread.run_sync(store.events, run.run_id)
     last_event = seen[-1][0] if seen else 0
+    bakes = [data.get("until") for _id, _ts, kind, data in seen if kind == "wave_wait"]
+    bake_until = bakes[-1] if bakes and isinstance(bakes[-1], int | float) else None
     now = ctx.clock.time()
     await ctx.ledger.submit(
         SetRun(run.run_id, RunState.RUNNING, now),
@@ -251,6 +253,8 @@ async def _leg(
             region_concurrency=settings.region_concurrency,
             wait_for_quota=options.wait_for_quota,
             pause_after_wave=bool(run.options.get("pause_after_wave")),
+            wave_wait_s=float(run.options.get("wave_wait_s") or 0.0),  # type: ignore[arg-type]
+            bake_until=bake_until,
         )
         await dispatch_waves(ctx, leg, collector, store, batches, waves)
         helpers.cancel_scope.cancel()

@@ -190,6 +190,7 @@ _ROLLOUT_KEYS: Mapping[str, type] = {
     "wave_order": str,
     "max_errors": str,
     "wave_max_failures": str,
+    "wave_wait": str,
     "frequency": str,
     "repeat_mode": str,
     "timeout_s": int,

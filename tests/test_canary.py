@@ -6,6 +6,7 @@ from __future__ import annotations
 import itertools
 import json
 import time
+import urllib.request
 from collections import Counter
 from collections.abc import Callable
 from datetime import datetime
@@ -142,3 +143,37 @@ def test_a_second_run_on_open_instances_of_a_run_in_progress_is_refused(
     assert emu.snapshot()["regions"]["cn-hangzhou"]["calls"] == calls  # not even a Describe
     allowed = cli.run("run", *common, "--allow-overlap", "--daily-quota", "5000")
     assert allowed.returncode == 0, allowed.stderr[-2000:]
+
+
+def test_wave_wait_holds_the_next_wave_after_the_last_result(
+    emulator: Start, fanout_cli: Bind, tmp_path: Path
+) -> None:
+    """`--wave-wait 4s`: the second wave's first invocation is created at least 4 s after the
+    first wave's last result (the emulator's exact finish times); a bake time shorter than the
+    issue's 30 s keeps the test quick, the mechanism is the same."""
+    fleet: dict[str, Any] = {"regions": ("cn-hangzhou", "cn-beijing"), "instances_per_region": 100}
+    emu = emulator(**fleet, exec_seconds=(0.1, 0.5))
+    cli = fanout_cli(emu)
+    ids = fleet_ids(**fleet)
+    done = cli.run(
+        "run", "--command-id", DEMO_COMMAND_ID, "--targets", str(write_targets(tmp_path / "t", ids)),
+        "--waves", "10%,100%", "--wave-wait", "4s", "--yes", "--json", "--rate", "0",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    wave_of = _wave_of(ids, "10%,100%")
+    with urllib.request.urlopen(f"{emu.url}/_emulator/state?executions=1", timeout=30) as reply:
+        state = json.loads(reply.read())
+    first_done = max(
+        e["finish_s"]
+        for inv in state["invocations"]
+        if wave_of[inv["instance_ids"][0]] == 0
+        for e in inv["executions"]
+    )
+    second_start = min(
+        datetime.fromisoformat(inv["created"].replace("Z", "+00:00")).timestamp()
+        for inv in state["invocations"]
+        if wave_of[inv["instance_ids"][0]] == 1
+    )
+    assert second_start >= first_done + 4.0
+    events = [json.loads(line) for line in done.stdout.splitlines()]
+    assert [e["wave"] for e in events if e["event"] == "wave_wait"] == [1]

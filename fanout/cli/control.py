@@ -269,6 +269,7 @@ def retry_command(
             if wave_max_failures is not None
             else _text(parent.options, "wave_max_failures")
         ),
+        wave_wait_s=float(parent.options.get("wave_wait_s") or 0.0),  # type: ignore[arg-type]
         pause_after_wave=bool(parent.options.get("pause_after_wave")),
         preflight=not no_preflight,
         wait=bool(wait),

@@ -82,6 +82,7 @@ def read_rollout(flags: RolloutFlags, spend: SpendFlags) -> Rollout:
     parse_waves(flags.waves, len(explicit.targets))  # its syntax, before any call
     _check_budgets(flags)
     parse_not_after(flags.not_after, time.time())
+    parse_duration(flags.wave_wait, "--wave-wait")
     credentials = credentials_for(settings)
     target_list = _with_tagged(explicit, tags, tag_regions, settings, credentials)
     parse_waves(flags.waves, len(target_list.targets))
@@ -93,6 +94,7 @@ def read_rollout(flags: RolloutFlags, spend: SpendFlags) -> Rollout:
         wave_order=flags.wave_order or "spread",
         max_errors=flags.max_errors,
         wave_max_failures=flags.wave_max_failures,
+        wave_wait_s=parse_duration(flags.wave_wait, "--wave-wait"),
         pause_after_wave=flags.pause_after_wave,
         preflight=not flags.no_preflight,
         wait=spend.wait is not False,
@@ -106,6 +108,20 @@ def read_rollout(flags: RolloutFlags, spend: SpendFlags) -> Rollout:
 
 _DURATION = re.compile(r"^\+(\d+(?:\.\d+)?)([smhd])$")
 _UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+_PLAIN_DURATION = re.compile(r"^(\d+(?:\.\d+)?)([smhd]?)$")
+
+
+def parse_duration(text: str | None, flag: str) -> float:
+    """`30s`, `5m`, `1h`, `1d` or plain seconds -> seconds (None: 0)."""
+    if text is None:
+        return 0.0
+    match = _PLAIN_DURATION.match(text.strip())
+    if not match:
+        msg = f"{flag} {text!r}: expected a duration such as 30s, 5m or 1h"
+        raise ConfigError(msg)
+    return float(match.group(1)) * _UNIT_S[match.group(2) or "s"]
 
 
 def parse_not_after(text: str | None, now: float) -> float | None:

@@ -108,6 +108,7 @@ class RolloutFlags:
     wave_order: str | None
     max_errors: str | None
     wave_max_failures: str | None
+    wave_wait: str | None
     pause_after_wave: bool
     no_preflight: bool
     strict: bool
@@ -236,6 +237,12 @@ _ROLLOUT = _collected(
             "--wave-max-failures",
             help="A wave passes only with at most N or P% of its instances failed "
             "(default: the --max-errors share).",
+        ),
+        click.option(
+            "--wave-wait",
+            help="Bake time after each wave's results are in, before the next wave "
+            "(e.g. 30s, 5m, 1h). It only delays the next wave: failures that show later are not "
+            "seen by fanout.",
         ),
         click.option("--pause-after-wave", is_flag=True, help="Stop after each wave (exit 5)."),
         click.option("--no-preflight", is_flag=True, help="Skip the Describe checks."),
