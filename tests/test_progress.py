@@ -110,9 +110,27 @@ def test_without_a_tty_only_plain_lines_are_written(capsys: pytest.CaptureFixtur
         "wave 1 done (0 failures so far)",
         "error budget exceeded: 30 failures > 25 allowed; no more dispatching, collecting what "
         "is in flight",
-        "halted (exit 3): {}",
+        "halted (exit 3): no instances",
     ]
     assert not ANSI.search(captured.err)
+
+
+def test_plain_summary_lines_are_sentences(capsys: pytest.CaptureFixture[str]) -> None:
+    """Counts read as words, zeros left out, no `exit None`, singular and plural right."""
+    out = Out(as_json=False)
+    out.event("run", {**RUN, "targets": 1, "batches": 1, "excluded": 0})
+    out.event(
+        "end",
+        {"run_id": "r", "state": "finished", "exit_code": 0,
+         "instances": {"succeeded": 3, "failed": 0, "not_invoked": 2}},
+    )  # fmt: skip
+    out.event("end", {"run_id": "r", "state": "running", "exit_code": None, "instances": {}})
+    lines = capsys.readouterr().err.splitlines()
+    assert lines == [
+        f"run {RUN['run_id']}: 1 target, 1 batch, 0 excluded by preflight",
+        "finished (exit 0): 3 succeeded, 2 not invoked",
+        "running: no instances",
+    ]
 
 
 def test_json_events_leave_out_batch_starts(capsys: pytest.CaptureFixture[str]) -> None:

@@ -110,20 +110,59 @@ def _quota_wait_line(data: Mapping[str, object]) -> str:
     return f"daily quota spent in {names}: waiting until {when}"
 
 
+def plural(n: object, noun: str) -> str:
+    """`1 batch`, `2 batches`, `0 targets`."""
+    if n == 1:
+        return f"1 {noun}"
+    return f"{n} {noun}es" if noun.endswith(("s", "ch", "sh", "x")) else f"{n} {noun}s"
+
+
+def _counts_sentence(counts: object) -> str:
+    """`{'succeeded': 3, 'failed': 1}` as `3 succeeded, 1 failed` (zeros left out)."""
+    if not isinstance(counts, Mapping):
+        return str(counts)
+    parts = [f"{n} {state.replace('_', ' ')}" for state, n in counts.items() if n]
+    return ", ".join(parts) or "no instances"
+
+
+def _end_line(d: Mapping[str, object]) -> str:
+    """The end of a leg: its state, its exit code (when known) and its instances."""
+    code = d.get("exit_code")
+    exit_text = f" (exit {code})" if code is not None else ""
+    return f"{d['state']}{exit_text}: {_counts_sentence(d.get('instances'))}"
+
+
+def _halted_line(d: Mapping[str, object]) -> str:
+    """Why dispatching stopped."""
+    reason = d.get("reason")
+    if isinstance(reason, str) and reason:
+        return f"halted: {reason}; no more dispatching, collecting what is in flight"
+    return (
+        f"error budget exceeded: {d['failures']} failures > {d['allowed']} allowed; "
+        "no more dispatching, collecting what is in flight"
+    )
+
+
+def _wave_line(d: Mapping[str, object]) -> str:
+    """A wave done, with its own failures when known."""
+    own = d.get("wave_failures")
+    size = d.get("wave_instances")
+    extra = f"{own} of {size} failed; " if own is not None and size else ""
+    return f"wave {d['wave']} done ({extra}{plural(d['failures'], 'failure')} so far)"
+
+
 # The one stderr line per event kind without a TTY; other kinds print nothing.
 _PLAIN_LINES: dict[str, Callable[[Mapping[str, object]], str]] = {
     "run": lambda d: (
-        f"run {d['run_id']}: {d['targets']} targets, {d['batches']} batches, "
-        f"{d['excluded']} excluded by preflight"
+        f"run {d['run_id']}: {plural(d['targets'], 'target')}, "
+        f"{plural(d['batches'], 'batch')}, {d['excluded']} excluded by preflight"
     ),
     "resume": lambda d: f"resuming {d['run_id']} (was {d['state']})",
-    "end": lambda d: f"{d['state']} (exit {d['exit_code']}): {d['instances']}",
-    "wave": lambda d: f"wave {d['wave']} done ({d['failures']} failures so far)",
-    "halted": lambda d: (
-        f"error budget exceeded: {d['failures']} failures > {d['allowed']} allowed; "
-        "no more dispatching, collecting what is in flight"
-    ),
+    "end": _end_line,
+    "wave": _wave_line,
+    "halted": _halted_line,
     "quota_wait": _quota_wait_line,
+    "wave_wait": lambda d: f"wave {d['wave']} baking until {iso(d['until'])}",  # type: ignore[arg-type]
 }
 
 
