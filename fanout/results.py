@@ -15,7 +15,7 @@ visible yet right after submit is not an error.
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -183,13 +183,15 @@ class Collector:
     _changed: anyio.Event = field(default_factory=anyio.Event)
     _idle: anyio.Event = field(default_factory=anyio.Event)
 
-    def follow(self, batch: BatchRecord, invoke_id: str) -> None:
-        """Start following an accepted batch's invocation."""
+    def follow(self, batch: BatchRecord, invoke_id: str, final: Collection[str] = ()) -> None:
+        """Start following an accepted batch's invocation; instances in `final` (recorded by an
+        earlier leg) are neither reported nor counted again, only their outputs refreshed."""
         grace = max(0.2, self.poll_interval_s)
         self._watches[invoke_id] = _Watch(
             batch,
             invoke_id,
-            set(batch.instance_ids),
+            set(batch.instance_ids) - set(final),
+            final_ids=set(final),
             fetch_after=self.clock.monotonic() + grace,
             grace_s=grace,
         )

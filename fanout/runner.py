@@ -33,6 +33,7 @@ from fanout.ledger import (
     BatchRecord,
     BatchState,
     GroupCommitter,
+    InstanceState,
     LedgerStore,
     RunRecord,
     RunState,
@@ -247,7 +248,13 @@ async def _leg(
         leg.know(batches)
         collector = None
         if wait and waits_for_results(ctx.spec):
-            collector = _collector(ctx, settings, leg, batches)
+            accepted = any(b.state is BatchState.ACCEPTED for b in batches)
+            final = (
+                await anyio.to_thread.run_sync(_final_by_batch, store, run.run_id)
+                if accepted
+                else {}
+            )
+            collector = _collector(ctx, settings, leg, batches, final)
             helpers.start_soon(collector.run)
         waves = WaveOptions(
             region_concurrency=settings.region_concurrency,
@@ -261,9 +268,14 @@ async def _leg(
 
 
 def _collector(
-    ctx: InvokeContext, settings: Settings, leg: Leg, batches: Sequence[BatchRecord]
+    ctx: InvokeContext,
+    settings: Settings,
+    leg: Leg,
+    batches: Sequence[BatchRecord],
+    final: Mapping[str, list[str]],
 ) -> Collector:
-    """The results collector of this leg, already following the batches accepted earlier."""
+    """The results collector of this leg, already following the batches accepted earlier
+    (their instances recorded final by an earlier leg are not reported or counted again)."""
     collector = Collector(
         ctx.client,
         ctx.ledger,
@@ -276,8 +288,17 @@ def _collector(
     )
     for b in batches:
         if b.state is BatchState.ACCEPTED and b.invoke_id:
-            collector.follow(b, b.invoke_id)
+            collector.follow(b, b.invoke_id, final.get(b.batch_id, ()))
     return collector
+
+
+def _final_by_batch(store: LedgerStore, run_id: str) -> dict[str, list[str]]:
+    """Per batch, the instances an earlier leg already recorded in a final state."""
+    final: dict[str, list[str]] = {}
+    for rec in store.iter_instances(run_id):
+        if rec.batch_id and rec.state not in (InstanceState.PENDING, InstanceState.INVOKED):
+            final.setdefault(rec.batch_id, []).append(rec.instance_id)
+    return final
 
 
 def _text_option(run: RunRecord, name: str) -> str | None:

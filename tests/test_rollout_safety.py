@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import signal
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -10,6 +11,7 @@ from typing import Any
 import anyio
 import pytest
 
+import fanout
 from fanout.aliyun.client import ClientOptions, EcsClient
 from fanout.aliyun.credentials import Credentials
 from fanout.emulator import (
@@ -18,6 +20,7 @@ from fanout.emulator import (
     DEMO_COMMAND_ID,
     EmulatorThread,
 )
+from fanout.settings import Settings
 from tests.conftest import Fanout, control, fleet_ids, invoked_instances, wait_for, write_targets
 
 Start = Callable[..., EmulatorThread]
@@ -270,3 +273,44 @@ def test_stop_gets_through_transient_errors_and_collects_every_final_state(
     status = json.loads(cli.run("status", run_id, "--json").stdout)
     assert status["instances"].get("invoked", 0) == 0, status["instances"]
     assert status["instances"]["failed"] == 200  # Terminated: a final state, with its code
+
+
+def test_a_resume_reports_each_instance_once(
+    emulator: Start, fanout_cli: Bind, tmp_path: Path
+) -> None:
+    """Interrupted while results come in, then resumed: the resumed leg reports (and counts
+    against the budget) only the instances that were not final yet, so progress and the
+    budget agree with the ledger (no "366/300 ok")."""
+    fleet = {**FLEET, "instances_per_region": 200}
+    emu = emulator(**fleet, exec_seconds=(0.5, 8.0))
+    cli = fanout_cli(emu)
+    targets = write_targets(tmp_path / "t.txt", fleet_ids(**fleet))
+    proc = cli.start(
+        "run", "--command-id", DEMO_COMMAND_ID, "--targets", str(targets), "--yes", "--json"
+    )
+    assert proc.stdout is not None
+    run_id = json.loads(proc.stdout.readline())["run_id"]
+
+    def final_now() -> int:
+        done = cli.run("status", run_id, "--json")
+        counts = json.loads(done.stdout)["instances"] if done.returncode == 0 else {}
+        return int(counts.get("succeeded", 0)) + int(counts.get("failed", 0))
+
+    wait_for(lambda: final_now() >= 20)
+    proc.send_signal(signal.SIGINT)
+    assert proc.wait(timeout=60) == 5
+    before = final_now()
+    assert 0 < before < 200
+    reported: list[str] = []  # the resumed leg's per-instance events, through the Python API
+    settings = Settings(ledger=cli.ledger, endpoint=emu.url)
+    outcome = fanout.resume_blocking(
+        run_id,
+        settings=settings,
+        credentials=Credentials(DEMO_ACCESS_KEY_ID, DEMO_ACCESS_KEY_SECRET),
+        on_event=lambda kind, data: (
+            reported.append(str(data["instance_id"])) if kind == "instance" else None
+        ),
+    )
+    assert outcome.exit_code == 0, outcome.message
+    assert len(reported) == len(set(reported)) == 200 - before
+    assert final_now() == 200
