@@ -11,9 +11,9 @@ import io
 import json
 from collections.abc import Iterable, Mapping
 from dataclasses import asdict
-from datetime import UTC, datetime
 
 from fanout.ledger.model import InstanceRecord, RunRecord, RunState, reported_state
+from fanout.times import iso
 
 __all__ = [
     "REPORTED_STATES",
@@ -42,13 +42,6 @@ _REPORT_FIELDS = (
     "output",
 )
 _OUTPUT_EXCERPT = 60  # characters of output shown per row in the table format
-
-
-def iso(epoch: float | None) -> str | None:
-    """Epoch seconds as ISO-8601 UTC."""
-    if epoch is None:
-        return None
-    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def _reported_counts(per_state: Mapping[str, int], run_state: RunState) -> dict[str, int]:

@@ -53,6 +53,7 @@ from fanout.waves import (
 )
 
 __all__ = [
+    "JOURNALED_EVENTS",
     "DriveOptions",
     "Emit",
     "RunOutcome",
@@ -225,7 +226,7 @@ async def _leg(
     max_errors = _text_option(run, "max_errors")
     allowed = parse_max_errors(max_errors, run.target_count)
     rule = WaveRule(_text_option(run, "wave_max_failures"), max_errors, run.target_count)
-    leg = Leg(run.run_id, ctx.control, emit, ErrorBudget(allowed), rule)
+    leg = Leg(run.run_id, ctx.control, _journaling(emit, ctx), ErrorBudget(allowed), rule)
     async with anyio.create_task_group() as helpers:
         if options.handle_signals:
             helpers.start_soon(_watch_signals, ctx.control, run.run_id, everything)
@@ -272,6 +273,23 @@ def _collector(
         if b.state is BatchState.ACCEPTED and b.invoke_id:
             collector.follow(b, b.invoke_id)
     return collector
+
+
+# Run events the ledger's journal keeps too, with their time: what the report's timeline draws
+# beyond the batches' own times (wave bands, the error budget's halt, in-process quota waits).
+JOURNALED_EVENTS = frozenset({"wave_start", "wave", "halted", "quota_wait"})
+
+
+def _journaling(emit: Emit, ctx: InvokeContext) -> Emit:
+    """`emit`, also appending the `JOURNALED_EVENTS` to the run's journal (without waiting)."""
+
+    def journaled(kind: str, data: Mapping[str, object]) -> None:
+        if kind in JOURNALED_EVENTS:
+            fields = {k: v for k, v in data.items() if k != "run_id"}
+            ctx.ledger.post(AppendEvent(ctx.run_id, kind, ctx.clock.time(), fields))
+        emit(kind, data)
+
+    return journaled
 
 
 def _text_option(run: RunRecord, name: str) -> str | None:

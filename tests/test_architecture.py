@@ -49,6 +49,7 @@ PURE_MODULES = (
     "fanout.tally",
     "fanout.verdict",
     "fanout.report",
+    "fanout.times",
     "fanout.aliyun.signing",
     "fanout.aliyun.wire",
     "fanout.aliyun.endpoints",
