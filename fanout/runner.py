@@ -90,9 +90,15 @@ class DriveOptions:
 
 
 def client_for(
-    settings: Settings, credentials: Credentials, clock: Clock = SYSTEM_CLOCK
+    settings: Settings,
+    credentials: Credentials,
+    clock: Clock = SYSTEM_CLOCK,
+    emit: Emit | None = None,
 ) -> EcsClient:
-    """The one API client (one connection pool) of this process."""
+    """The one API client (one connection pool) of this process.
+
+    With `emit`, every request sent is a `call` event (`action`, `region`, `error_code`).
+    """
     return EcsClient(
         credentials,
         ClientOptions(
@@ -105,7 +111,17 @@ def client_for(
             ca_bundle=Path(settings.ca_bundle) if settings.ca_bundle else None,
         ),
         clock=clock,
+        on_call=None if emit is None else _call_events(emit),
     )
+
+
+def _call_events(emit: Emit) -> Callable[[str, str, str | None], None]:
+    """The client's observer, as `call` events."""
+
+    def called(action: str, region: str, error_code: str | None) -> None:
+        emit("call", {"action": action, "region": region, "error_code": error_code})
+
+    return called
 
 
 async def resume_run(
@@ -158,7 +174,7 @@ async def drive(
     control = RunControl(clock)
     outcome: RunOutcome | None = None
     async with (
-        client_for(settings, credentials, clock) as client,
+        client_for(settings, credentials, clock, emit) as client,
         anyio.create_task_group() as tg,
     ):
         tg.start_soon(committer.run)

@@ -13,7 +13,7 @@ Events read (data fields beyond `run_id`):
   batch_start   batch_id, region, attempts     batch       batch_id, region, outcome, instances,
                                                            attempts, failures
   instance      region, state, failures        halted      failures, allowed
-  quota_wait    regions, until (ISO-8601 UTC)  end         state, exit_code
+  quota_wait    regions, until (epoch s)       end         state, exit_code
 """
 
 from __future__ import annotations
@@ -46,13 +46,6 @@ RATE_WINDOW_S = 5.0
 _DONE_BATCH_STATES = frozenset({"accepted", "failed", "unknown", "done"})
 _CALL_OUTCOMES = frozenset({"accepted", "failed", "unknown"})  # a batch end that made a call
 _LEFT_STATES = (InstanceState.PENDING.value, InstanceState.NOT_INVOKED.value)
-
-
-def _epoch_s(value: object) -> float:
-    """An event's time (ISO-8601 UTC as in --json, or epoch seconds) as epoch seconds."""
-    if isinstance(value, str):
-        return datetime.fromisoformat(value.replace("Z", "+00:00")).timestamp()
-    return float(value)  # type: ignore[arg-type]
 
 
 @dataclass(slots=True)
@@ -222,7 +215,7 @@ class ProgressModel:
     def _quota_wait(self, data: Mapping[str, Any], _now: float) -> None:
         """Regions out of quota, sleeping until `until`."""
         for name in data.get("regions", ()):
-            self._region(str(name)).quota_until = _epoch_s(data["until"])
+            self._region(str(name)).quota_until = float(data["until"])
 
     def _end(self, data: Mapping[str, Any], _now: float) -> None:
         """The run (this leg of it) ended."""
