@@ -79,8 +79,16 @@ def open_report(path: Path, *, width: int = 1400, height: int = 1000) -> Iterato
 
             context.route("**/*", route)
             page = context.new_page()
-            page.on("dialog", lambda d: (opened.dialogs.append(d.message), d.dismiss()))
-            page.on("pageerror", lambda e: opened.errors.append(str(e)))
+
+            def dialog(d: Any) -> None:
+                opened.dialogs.append(d.message)
+                d.dismiss()
+
+            def error(e: Any) -> None:
+                opened.errors.append(str(e))
+
+            page.on("dialog", dialog)
+            page.on("pageerror", error)
             opened.page = page
             page.goto(url)
             page.wait_for_selector("body[data-ready=true]", state="attached", timeout=60_000)
