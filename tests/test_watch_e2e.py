@@ -71,7 +71,12 @@ def test_metrics_while_a_run_lives(
         assert "fanout_instances" in metrics_file.read_text()  # parses: OpenMetrics, # EOF
         _invoke_calls(metrics_file.read_text())
         first: list[float] = []
-        wait_for(lambda: bool(first.append(_invoke_calls(_scrape(port))) or first[-1] > 0), 30)
+
+        def counted() -> bool:
+            first.append(_invoke_calls(_scrape(port)))
+            return first[-1] > 0
+
+        wait_for(counted, 30)
         time.sleep(1.5)
         second = _invoke_calls(_scrape(port))
         assert proc.poll() is None, "the run ended before the second scrape"
