@@ -15,6 +15,8 @@ if outcome.exit_code != 0:
 ```
 Settings and credentials default to what the CLI would load (config file, `FANOUT_*`
 environment, the credentials chain); pass them to override. No signal handlers are installed.
+Nothing is ever written to stdout: unless the application configured structlog itself, fanout
+logs warnings and errors to stderr.
 """
 
 from __future__ import annotations
@@ -23,12 +25,13 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import anyio
+import structlog
 
 from fanout.aliyun.command import CommandSpec
 from fanout.aliyun.credentials import Credentials, load_credentials
 from fanout.launch import start_run
 from fanout.ledger import LedgerStore, default_ledger_location, open_ledger
-from fanout.logs import register_secret
+from fanout.logs import configure_logging, register_secret
 from fanout.redaction import is_secret_key
 from fanout.report import status_document
 from fanout.request import ResumeRequest, RunRequest
@@ -47,10 +50,20 @@ __all__ = [
 OnEvent = Callable[[str, Mapping[str, object]], None]
 
 
+def _logs_to_stderr() -> None:
+    """Unless the application configured structlog, log warnings to stderr: never stdout.
+
+    (structlog's own default prints to stdout, which a runbook may be parsing.)
+    """
+    if not structlog.is_configured():
+        configure_logging("warning")
+
+
 def _prepare(
     settings: Settings | None, credentials: Credentials | None
 ) -> tuple[Settings, Credentials, LedgerStore]:
-    """Defaults as the CLI loads them; secrets registered for redaction."""
+    """Defaults as the CLI loads them; secrets registered for redaction; logs on stderr."""
+    _logs_to_stderr()
     settings = settings or load_settings()
     credentials = credentials or load_credentials(profile=settings.profile)
     register_secret(credentials.access_key_secret)
@@ -139,6 +152,7 @@ def resume_blocking(run_id: str, **kwargs: Any) -> RunOutcome:
 
 def status(run_id: str, *, settings: Settings | None = None) -> dict[str, object]:
     """The `fanout status --json` document of a run."""
+    _logs_to_stderr()
     settings = settings or load_settings()
     store = open_ledger(settings.ledger or default_ledger_location())
     try:

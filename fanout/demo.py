@@ -2,8 +2,10 @@
 
 Starts the emulator in-process (3 regions, 10 000 instances, some stopped / classic / agent-offline,
 some executions failing), runs a rollout in waves into a SQLite ledger in a temporary or given
-folder, and prints progress and the report summary. The ledger path is printed so that
-`fanout status` / `fanout report` work on it afterwards.
+folder, writes the run's HTML report beside the ledger, and prints progress and the report
+summary. Both paths are printed so that `fanout status` / `fanout report` work on the ledger
+afterwards; `fanout demo --clean` removes them. The default folder is `fanout-demo` in the
+system's temporary directory, emptied of the previous demo's files before each demo.
 """
 
 from __future__ import annotations
@@ -26,12 +28,20 @@ from fanout.emulator.fleet import Fleet
 from fanout.launch import start_run
 from fanout.ledger import open_ledger
 from fanout.report import run_summary, status_document
+from fanout.report_io import html_report, write_file
 from fanout.request import RunRequest
 from fanout.runner import Emit, RunOutcome
 from fanout.settings import Settings
 from fanout.targets import Target
 
-__all__ = ["DEMO_REGIONS", "DEMO_TARGETS", "DemoResult", "run_demo"]
+__all__ = [
+    "DEMO_REGIONS",
+    "DEMO_TARGETS",
+    "DemoResult",
+    "clean_demo",
+    "default_demo_dir",
+    "run_demo",
+]
 
 DEMO_REGIONS = ("cn-beijing", "cn-hangzhou", "cn-shanghai")
 DEMO_TARGETS = 10_000
@@ -43,6 +53,7 @@ class DemoResult:
     """What the demo did and where its ledger is."""
 
     ledger: Path
+    report: Path
     outcome: RunOutcome
     summary: str
     status: Mapping[str, object]
@@ -63,11 +74,40 @@ def demo_emulator_config() -> EmulatorConfig:
     )
 
 
+LEDGER_NAME = "ledger.sqlite3"
+REPORT_NAME = "report.html"
+
+
+def default_demo_dir() -> Path:
+    """Where the demo writes when no folder is given: `fanout-demo` in the temp directory."""
+    return Path(tempfile.gettempdir()) / "fanout-demo"
+
+
+def _demo_files(folder: Path) -> list[Path]:
+    """The files a demo leaves in `folder` (the ledger with its WAL files, the report)."""
+    names = (LEDGER_NAME, f"{LEDGER_NAME}-wal", f"{LEDGER_NAME}-shm", REPORT_NAME)
+    return [folder / name for name in names if (folder / name).exists()]
+
+
+def clean_demo(folder: Path | None) -> list[Path]:
+    """Remove the demo's files (and the default folder once empty); what was removed."""
+    folder = folder or default_demo_dir()
+    removed = _demo_files(folder)
+    for path in removed:
+        path.unlink()
+    if folder == default_demo_dir() and folder.is_dir() and not any(folder.iterdir()):
+        folder.rmdir()
+    return removed
+
+
 async def run_demo(folder: Path | None, *, emit: Emit) -> DemoResult:
-    """Run the demo rollout; the ledger goes to `folder` (a new temporary folder if None)."""
-    folder = folder or Path(tempfile.mkdtemp(prefix="fanout-demo-"))
+    """Run the demo rollout; the ledger and the HTML report go to `folder` (default:
+    `default_demo_dir()`, cleared of the previous demo first)."""
+    if folder is None:
+        folder = default_demo_dir()
+        clean_demo(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    ledger_path = folder / "ledger.sqlite3"
+    ledger_path = folder / LEDGER_NAME
     config = demo_emulator_config()
     fleet = Fleet.from_config(config)
     targets = tuple(
@@ -95,5 +135,7 @@ async def run_demo(folder: Path | None, *, emit: Emit) -> DemoResult:
         outcome = await start_run(settings, credentials, store, request, emit=emit)
     run = store.get_run(outcome.run_id)
     doc = status_document(run, store.instance_counts(run.run_id), store.batch_counts(run.run_id))
+    report_path = folder / REPORT_NAME
+    write_file(report_path, html_report(store, run.run_id))
     store.close()
-    return DemoResult(ledger_path, outcome, run_summary(doc), doc)
+    return DemoResult(ledger_path, report_path, outcome, run_summary(doc), doc)

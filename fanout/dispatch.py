@@ -24,6 +24,7 @@ from fanout.halt import HaltReason, RunControl
 from fanout.invoke import BatchEnd, InvokeContext, invoke_batch
 from fanout.ledger import AppendEvent, BatchRecord, BatchState, LedgerStore
 from fanout.results import Collector
+from fanout.times import iso
 from fanout.waves import Leg, quota_frees_at
 
 __all__ = ["OPEN_BATCH_STATES", "WaveOptions", "dispatch_waves"]
@@ -239,6 +240,8 @@ class _Region:
         """Sleep until `region` can make a call again, then let it send."""
         ctx = self.ctx
         until = await quota_frees_at(ctx, self.store, [region])
-        self.leg.emit("quota_wait", {"run_id": ctx.run_id, "regions": [region], "until": until})
+        self.leg.emit(
+            "quota_wait", {"run_id": ctx.run_id, "regions": [region], "until": iso(until)}
+        )
         await ctx.control.sleep(max(0.0, until - ctx.clock.time()) + 1.0)
         ctx.control.unblock_region(region)

@@ -10,13 +10,14 @@ import csv
 import io
 import json
 from collections.abc import Iterable, Mapping
-from dataclasses import asdict
-from datetime import UTC, datetime
+from dataclasses import asdict, dataclass
 
 from fanout.ledger.model import InstanceRecord, RunRecord, RunState, reported_state
+from fanout.times import iso
 
 __all__ = [
     "REPORTED_STATES",
+    "ReportFilter",
     "iso",
     "render_report",
     "run_summary",
@@ -32,6 +33,7 @@ _REPORT_FIELDS = (
     "instance_id",
     "state",
     "batch_id",
+    "wave",
     "invoke_id",
     "invocation_status",
     "exit_code",
@@ -42,13 +44,6 @@ _REPORT_FIELDS = (
     "output",
 )
 _OUTPUT_EXCERPT = 60  # characters of output shown per row in the table format
-
-
-def iso(epoch: float | None) -> str | None:
-    """Epoch seconds as ISO-8601 UTC."""
-    if epoch is None:
-        return None
-    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 def _reported_counts(per_state: Mapping[str, int], run_state: RunState) -> dict[str, int]:
@@ -114,10 +109,47 @@ def run_summary(doc: Mapping[str, object]) -> str:
     return "\n".join(lines)
 
 
-def _row(record: InstanceRecord, run_state: RunState) -> dict[str, object]:
-    """One report row."""
+@dataclass(frozen=True, slots=True)
+class ReportFilter:
+    """Which rows a report keeps (`--state`, `--region`, `--wave`, `--error-code`); each field
+    that is not empty keeps the rows whose value is one of its values."""
+
+    states: frozenset[str] = frozenset()
+    regions: frozenset[str] = frozenset()
+    waves: frozenset[int] = frozenset()
+    error_codes: frozenset[str] = frozenset()
+
+    def keeps(self, row: Mapping[str, object]) -> bool:
+        """True if `row` passes every filter given."""
+        checks = (
+            (self.states, row["state"]),
+            (self.regions, row["region"]),
+            (self.waves, row["wave"]),
+            (self.error_codes, row["error_code"]),
+        )
+        return all(not wanted or value in wanted for wanted, value in checks)
+
+    def __bool__(self) -> bool:
+        return bool(self.states or self.regions or self.waves or self.error_codes)
+
+    def as_dict(self) -> dict[str, list[object]]:
+        """The filters given, for the JSON document."""
+        given: dict[str, list[object]] = {
+            "state": [*sorted(self.states)],
+            "region": [*sorted(self.regions)],
+            "wave": [*sorted(self.waves)],
+            "error_code": [*sorted(self.error_codes)],
+        }
+        return {k: v for k, v in given.items() if v}
+
+
+def _row(
+    record: InstanceRecord, run_state: RunState, waves: Mapping[str, int]
+) -> dict[str, object]:
+    """One report row (`wave` from 1; None for an instance never batched)."""
     data = asdict(record)
     data["state"] = reported_state(record.state, run_state)
+    data["wave"] = waves.get(record.batch_id or "")
     return {name: data.get(name) for name in _REPORT_FIELDS}
 
 
@@ -138,15 +170,21 @@ def render_report(
     run: RunRecord,
     fmt: str,
     run_states: Mapping[str, RunState] | None = None,
+    waves: Mapping[str, int] | None = None,
+    only: ReportFilter | None = None,
 ) -> str:
     """Per-instance results as `table`, `json` (one document) or `csv`.
 
-    `run_states` gives the state of each run the rows come from (retries rolled up).
+    `run_states` gives the state of each run the rows come from (retries rolled up); `waves`
+    each batch's wave (from 1); `only` which rows to keep (the summaries count those rows).
     """
     states = {run.run_id: run.state, **(run_states or {})}
-    rows = [_row(r, states.get(r.run_id, run.state)) for r in records]
+    rows = [_row(r, states.get(r.run_id, run.state), waves or {}) for r in records]
+    if only:
+        rows = [row for row in rows if only.keeps(row)]
     summary: dict[str, int] = dict.fromkeys(REPORTED_STATES, 0)
     by_error: dict[str, int] = {}
+    by_exit: dict[str, int] = {}
     by_region: dict[str, dict[str, int]] = {}
     for row in rows:
         state = str(row["state"])
@@ -155,14 +193,18 @@ def render_report(
         region[state] = region.get(state, 0) + 1
         if row["error_code"]:
             by_error[str(row["error_code"])] = by_error.get(str(row["error_code"]), 0) + 1
+        if state == "failed" and row["exit_code"] is not None:
+            by_exit[str(row["exit_code"])] = by_exit.get(str(row["exit_code"]), 0) + 1
     if fmt == "json":
         doc = {
             "run_id": run.run_id,
             "target_count": run.target_count,
             "runs": sorted(states),
+            "filters": only.as_dict() if only else {},
             "summary": summary,
             "by_region": by_region,
             "by_error_code": by_error,
+            "by_exit_code": by_exit,
             "instances": rows,
         }
         return json.dumps(doc, indent=2)
@@ -182,8 +224,11 @@ def _table(
     by_region: Mapping[str, Mapping[str, int]],
 ) -> str:
     """Fixed-width text table plus summaries."""
-    columns = ("region", "instance_id", "state", "exit_code", "error_code", "invoke_id", "output")
-    cells = [[_cell(row[c], c) for c in columns] for row in rows]
+    columns = (
+        *("region", "instance_id", "state", "wave", "exit_code", "error_code", "reason"),
+        *("invoke_id", "output"),
+    )
+    cells = [[_cell(_why(row) if c == "reason" else row[c], c) for c in columns] for row in rows]
     widths = [max([len(c)] + [len(r[i]) for r in cells]) for i, c in enumerate(columns)]
     lines = ["  ".join(c.ljust(w) for c, w in zip(columns, widths, strict=True)).rstrip()]
     lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip() for r in cells]
@@ -196,11 +241,18 @@ def _table(
     return "\n".join(lines) + "\n"
 
 
+def _why(row: Mapping[str, object]) -> object:
+    """The table's reason: the exclusion or failure reason, else the error code."""
+    if row["state"] == "succeeded":
+        return None
+    return row["reason"] or row["error_code"]
+
+
 def _cell(value: object, column: str) -> str:
     """One table cell: no newlines, output cut to an excerpt."""
     if value is None:
         return "-"
     text = str(value).replace("\n", " ").strip()
-    if column == "output" and len(text) > _OUTPUT_EXCERPT:
+    if column in ("output", "reason") and len(text) > _OUTPUT_EXCERPT:
         text = text[: _OUTPUT_EXCERPT - 1] + "…"
     return text or "-"

@@ -54,6 +54,7 @@ from fanout.waves import (
 )
 
 __all__ = [
+    "JOURNALED_EVENTS",
     "DriveOptions",
     "Emit",
     "RunOutcome",
@@ -91,9 +92,15 @@ class DriveOptions:
 
 
 def client_for(
-    settings: Settings, credentials: Credentials, clock: Clock = SYSTEM_CLOCK
+    settings: Settings,
+    credentials: Credentials,
+    clock: Clock = SYSTEM_CLOCK,
+    emit: Emit | None = None,
 ) -> EcsClient:
-    """The one API client (one connection pool) of this process."""
+    """The one API client (one connection pool) of this process.
+
+    With `emit`, every request sent is a `call` event (`action`, `region`, `error_code`).
+    """
     return EcsClient(
         credentials,
         ClientOptions(
@@ -106,7 +113,17 @@ def client_for(
             ca_bundle=Path(settings.ca_bundle) if settings.ca_bundle else None,
         ),
         clock=clock,
+        on_call=None if emit is None else _call_events(emit),
     )
+
+
+def _call_events(emit: Emit) -> Callable[[str, str, str | None], None]:
+    """The client's observer, as `call` events."""
+
+    def called(action: str, region: str, error_code: str | None) -> None:
+        emit("call", {"action": action, "region": region, "error_code": error_code})
+
+    return called
 
 
 async def resume_run(
@@ -160,7 +177,7 @@ async def drive(
     control = RunControl(clock, not_after=options.not_after)
     outcome: RunOutcome | None = None
     async with (
-        client_for(settings, credentials, clock) as client,
+        client_for(settings, credentials, clock, emit) as client,
         anyio.create_task_group() as tg,
     ):
         tg.start_soon(committer.run)
@@ -230,7 +247,7 @@ async def _leg(
     max_errors = _text_option(run, "max_errors")
     allowed = parse_max_errors(max_errors, run.target_count)
     rule = WaveRule(_text_option(run, "wave_max_failures"), max_errors, run.target_count)
-    leg = Leg(run.run_id, ctx.control, emit, ErrorBudget(allowed), rule)
+    leg = Leg(run.run_id, ctx.control, _journaling(emit, ctx), ErrorBudget(allowed), rule)
     async with anyio.create_task_group() as helpers:
         if options.handle_signals:
             helpers.start_soon(_watch_signals, ctx.control, run.run_id, everything)
@@ -299,6 +316,23 @@ def _final_by_batch(store: LedgerStore, run_id: str) -> dict[str, list[str]]:
         if rec.batch_id and rec.state not in (InstanceState.PENDING, InstanceState.INVOKED):
             final.setdefault(rec.batch_id, []).append(rec.instance_id)
     return final
+
+
+# Run events the ledger's journal keeps too, with their time: what the report's timeline draws
+# beyond the batches' own times (wave bands, the error budget's halt, in-process quota waits).
+JOURNALED_EVENTS = frozenset({"wave_start", "wave", "halted", "quota_wait"})
+
+
+def _journaling(emit: Emit, ctx: InvokeContext) -> Emit:
+    """`emit`, also appending the `JOURNALED_EVENTS` to the run's journal (without waiting)."""
+
+    def journaled(kind: str, data: Mapping[str, object]) -> None:
+        if kind in JOURNALED_EVENTS:
+            fields = {k: v for k, v in data.items() if k != "run_id"}
+            ctx.ledger.post(AppendEvent(ctx.run_id, kind, ctx.clock.time(), fields))
+        emit(kind, data)
+
+    return journaled
 
 
 def _text_option(run: RunRecord, name: str) -> str | None:

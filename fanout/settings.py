@@ -54,6 +54,8 @@ class Settings:
     describe_rate_per_s: float = 200.0  # results fetches per second per region, at most (0: none)
     lease_s: float = 60.0  # a run's lease; renewed while it is driven
     content_limit_bytes: int = 16384  # spec P4: Base64 content + parameters (seed: 16 KB)
+    notify: tuple[str, ...] | None = None  # webhook URLs told of waves, halts and the end
+    notify_format: str = "json"  # json | dingtalk | slack
 
     @property
     def quota(self) -> QuotaPolicy:
@@ -104,6 +106,15 @@ def _text(value: object) -> str:
     return value.strip()
 
 
+def _urls(value: object) -> tuple[str, ...]:
+    """A list of URLs (TOML), or one string of comma-separated URLs (environment)."""
+    items = value.split(",") if isinstance(value, str) else value
+    if not isinstance(items, list | tuple) or not all(isinstance(u, str) for u in items):
+        msg = "must be a list of URLs"
+        raise ValueError(msg)
+    return tuple(u.strip() for u in items if u.strip())
+
+
 def _choice(*options: str) -> Callable[[object], str]:
     """One of `options`."""
 
@@ -143,6 +154,8 @@ _PARSERS: Mapping[str, Callable[[object], object]] = {
     "describe_rate_per_s": _float,
     "lease_s": _float,
     "content_limit_bytes": _positive_int,
+    "notify": _urls,
+    "notify_format": _choice("json", "dingtalk", "slack"),
 }
 assert set(_PARSERS) == {f.name for f in fields(Settings)}, "every setting needs a parser"
 

@@ -87,7 +87,11 @@ def verdict(  # noqa: PLR0911 - one return per documented exit code, in priority
         return Verdict(RunState.INTERRUPTED, ExitCode.INTERRUPTED, f"{why} ({summary}); resumable")
     open_left = counts.get(InstanceState.PENDING, 0)
     if halt.quota_blocked and open_left:
-        when = datetime.fromtimestamp(frees_at or now, UTC).isoformat(timespec="seconds")
+        when = (
+            datetime.fromtimestamp(frees_at or now, UTC)
+            .isoformat(timespec="seconds")
+            .replace("+00:00", "Z")
+        )
         return Verdict(
             RunState.QUOTA,
             ExitCode.QUOTA,

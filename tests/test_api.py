@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -89,3 +91,18 @@ def test_blocking_rollout_and_resume(tmp_path: Path) -> None:
         assert emu.snapshot()["regions"]["cn-hangzhou"]["calls"]["InvokeCommand"] == calls
     assert again.run_id == outcome.run_id
     assert again.instances == outcome.instances
+
+
+def test_the_api_never_logs_to_stdout() -> None:
+    """Without logging configured by the application, the API's logs go to stderr, not stdout."""
+    code = (
+        "import structlog, fanout.api as api\n"
+        "api._logs_to_stderr()\n"
+        "structlog.get_logger('fanout.test').warning('visible_on_stderr')\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == ""
+    assert "visible_on_stderr" in done.stderr

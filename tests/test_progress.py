@@ -134,14 +134,19 @@ def test_plain_summary_lines_are_sentences(capsys: pytest.CaptureFixture[str]) -
 
 
 def test_json_events_leave_out_batch_starts(capsys: pytest.CaptureFixture[str]) -> None:
-    """--json: one JSON line per event on stdout, without the per-batch start and per-instance ones."""
+    """--json: one JSON line per event on stdout, without the per-batch start, per-instance and
+    per-call ones; the plain progress lines for people go to stderr (README)."""
     out = Out(as_json=True)
     for kind, data in run_events():
         out.event(kind, data)
+    out.event("call", {"action": "InvokeCommand", "region": "cn-beijing", "error_code": None})
     captured = capsys.readouterr()
     kinds = [json.loads(line)["event"] for line in captured.out.splitlines()]
     assert kinds == ["run", "wave_start", "batch", "quota_wait", "wave", "halted", "end"]
-    assert captured.err == ""
+    err = captured.err.splitlines()
+    assert err[0].startswith(f"run {RUN['run_id']}: ")
+    assert any(line.startswith("error budget exceeded") for line in err)
+    assert not any(line.lstrip().startswith("{") for line in err)
 
 
 def test_live_view_draws_the_run_and_leaves_the_last_frame(

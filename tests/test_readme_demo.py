@@ -105,3 +105,20 @@ def test_readme_demo_command_in_a_fresh_venv(tmp_path: Path) -> None:
     assert sum(doc["instances"].values()) == DEMO_TARGETS
     assert sum(sum(r["instances"].values()) for r in doc["regions"].values()) == DEMO_TARGETS
     assert len(doc["regions"]) == 3
+
+    # The HTML report beside the ledger, printed too; `fanout demo --clean` removes both.
+    report = re.search(r"^report: (\S+)$", done.stderr, re.MULTILINE)
+    assert report, done.stderr
+    assert Path(report.group(1)).parent == Path(ledger).parent
+    assert Path(report.group(1)).read_text().startswith("<!DOCTYPE html>")
+    clean = subprocess.run(
+        [str(venv / "bin" / "fanout"), "demo", "--clean", "--dir", str(demo_dir)],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert clean.returncode == 0, clean.stderr
+    assert not Path(ledger).exists()
+    assert not Path(report.group(1)).exists()

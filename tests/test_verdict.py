@@ -60,7 +60,7 @@ def test_quota_with_instances_left_exits_4_naming_when_capacity_frees() -> None:
     end = verdict(HaltState(quota_blocked=frozenset({"cn-hangzhou"})), OPEN, NOW + 3600, NOW)
     assert (end.state, end.exit_code) == (RunState.QUOTA, ExitCode.QUOTA)
     assert "5 instances not invoked" in end.message
-    assert "2027-01-15T09:00:00+00:00" in end.message
+    assert "2027-01-15T09:00:00Z" in end.message
 
 
 def test_quota_block_with_nothing_left_is_judged_by_the_outcome() -> None:

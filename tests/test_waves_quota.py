@@ -4,6 +4,7 @@ real SQLite file; only time is fake)."""
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -111,7 +112,9 @@ async def test_waiting_for_quota_sleeps_a_day_on_the_clock_and_sends_the_rest(
     assert {b.state for b in store.load_batches("r-quota")} == {BatchState.ACCEPTED}
     (wait,) = [data for kind, data in events if kind == "quota_wait"]
     assert wait["regions"] == [REGION]
-    assert start + DAY_S <= wait["until"] <= start + DAY_S + 5
+    until = datetime.fromisoformat(wait["until"].replace("Z", "+00:00")).timestamp()
+    assert wait["until"].endswith("Z")
+    assert start + DAY_S - 1 <= until <= start + DAY_S + 5
     assert any(s >= DAY_S - 5 for s in clock.sleeps)  # one day, slept on the fake clock
     assert not control.halted
     store.close()

@@ -66,6 +66,10 @@ _KEEPALIVE_S = 10.0
 _TRANSIENT = frozenset({CallKind.RETRYABLE, CallKind.AMBIGUOUS})
 
 
+# Observer of each request sent: (action, region, error code or None when it succeeded).
+OnCall = Callable[[str, str, str | None], None]
+
+
 @dataclass(frozen=True, slots=True)
 class ClientOptions:
     """How the client reaches the API."""
@@ -103,6 +107,7 @@ class EcsClient(EcsActions):
         *,
         clock: Clock = SYSTEM_CLOCK,
         signing_clock: Callable[[], datetime] | None = None,
+        on_call: OnCall | None = None,
     ) -> None:
         # `clock` paces retries; `signing_clock` stamps requests and is the real wall clock
         # unless a test sets it (the server checks the stamp against its own clock).
@@ -114,6 +119,8 @@ class EcsClient(EcsActions):
         self._closed = False
         # When a read was last throttled, per region (monotonic): pollers slow down on it.
         self._reads_throttled_at: dict[str, float] = {}
+        # Told of every request that went out (action, region, error code or None): metrics.
+        self._on_call = on_call
 
     def __repr__(self) -> str:
         return f"EcsClient(key={self._credentials.access_key_id!r}, options={self._options!r})"
@@ -202,10 +209,24 @@ class EcsClient(EcsActions):
                 retry_after = response.headers.get(wire.RETRY_AFTER_HEADER)
         except (aiohttp.ClientError, OSError) as exc:  # TimeoutError is an OSError
             # `from None`: aiohttp's exceptions may quote the URL, whose query is signed data.
-            raise _transport_error(exc, action=action, region=region, host=request.host) from None
-        return wire.decode_answer(
-            raw, status, retry_after, action=action, region=region, host=request.host
-        )
+            error = _transport_error(exc, action=action, region=region, host=request.host)
+            if error.sent:
+                self._called(action, region, error.code)
+            raise error from None
+        try:
+            answer = wire.decode_answer(
+                raw, status, retry_after, action=action, region=region, host=request.host
+            )
+        except CallError as err:
+            self._called(action, region, err.code or f"HTTP{status}")
+            raise
+        self._called(action, region, None)
+        return answer
+
+    def _called(self, action: str, region: str, error_code: str | None) -> None:
+        """Tell the observer of one request that went out."""
+        if self._on_call is not None:
+            self._on_call(action, region, error_code)
 
     async def _send_read_only(
         self, action: str, region: str, params: Mapping[str, str]

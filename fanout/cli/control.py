@@ -7,6 +7,7 @@ import dataclasses
 import os
 import time
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any
 
 import anyio
@@ -18,12 +19,15 @@ from fanout.cli.inputs import secret_values
 from fanout.cli.options import (
     CommonFlags,
     SpendFlags,
+    WatchFlags,
     common_options,
     credentials_for,
     ledger_for,
     settings_from,
     spend_options,
+    watch_options,
 )
+from fanout.cli.run import run_watched
 from fanout.cli.views import Out, finish, quota_text, runs_text, stop_text
 from fanout.control import (
     RETRY_CHOICES,
@@ -35,9 +39,18 @@ from fanout.control import (
 )
 from fanout.errors import ConfigError, ExitCode
 from fanout.launch import start_run
-from fanout.ledger import LedgerStore, RunRecord
+from fanout.ledger import LedgerStore
 from fanout.logs import configure_logging
-from fanout.report import iso, render_report, roll_up, run_summary, status_document
+from fanout.report import (
+    REPORTED_STATES,
+    ReportFilter,
+    iso,
+    render_report,
+    roll_up,
+    run_summary,
+    status_document,
+)
+from fanout.report_io import html_report, retries_of, write_file
 from fanout.request import RunRequest
 from fanout.runner import client_for
 from fanout.settings import Settings
@@ -93,45 +106,91 @@ def runs_command(limit: int, common: CommonFlags) -> None:
 @click.option(
     "--format",
     "fmt",
-    type=click.Choice(["table", "json", "csv"]),
+    type=click.Choice(["table", "json", "csv", "html"]),
     default="table",
     show_default=True,
 )
+@click.option(
+    "-o",
+    "--output",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="Write the report to this file (replaced whole) instead of stdout.",
+)
+@click.option(
+    "--state",
+    "states",
+    multiple=True,
+    type=click.Choice((*REPORTED_STATES, "pending")),
+    help="Only instances in this state (repeatable).",
+)
+@click.option("--region", "regions", multiple=True, help="Only this region (repeatable).")
+@click.option(
+    "--wave",
+    "waves",
+    multiple=True,
+    type=click.IntRange(min=1),
+    help="Only this wave, from 1 (repeatable).",
+)
+@click.option(
+    "--error-code",
+    "error_codes",
+    multiple=True,
+    help="Only instances with this error code (repeatable).",
+)
 @common_options
 @guarded
-def report_command(run_id: str, fmt: str, common: CommonFlags) -> None:
-    """Per-instance results of a run (every target, with region, batch, state and codes).
+def report_command(
+    run_id: str,
+    fmt: str,
+    output: Path | None,
+    states: tuple[str, ...],
+    regions: tuple[str, ...],
+    waves: tuple[int, ...],
+    error_codes: tuple[str, ...],
+    common: CommonFlags,
+) -> None:
+    """Per-instance results of a run and its retries (every target, with region, wave, batch,
+    state, codes and reason).
 
     \b
     fanout report r20261128-063512-a1b2c3 --format csv > results.csv
+    fanout report r20261128-063512-a1b2c3 --state failed --region cn-hangzhou
+    fanout report r20261128-063512-a1b2c3 --format html -o report.html
+    \b
+    The HTML page is one self-contained file (nothing is fetched when it is opened): timeline,
+    breakdowns, failures grouped by output, and the instance table to sort and filter.
     """
     store = ledger_for(settings_from(common.config_file, ledger=common.ledger), run_id=run_id)
+    only = ReportFilter(
+        frozenset(states), frozenset(regions), frozenset(waves), frozenset(error_codes)
+    )
+    fmt = "json" if common.as_json else fmt
+    if fmt == "html":
+        if only:
+            raise ConfigError(
+                "--state/--region/--wave/--error-code filter table, csv and json reports; "
+                "the HTML page filters in the browser"
+            )
+        text = html_report(store, run_id)
+    else:
+        text = _text_report(store, run_id, fmt, only)
+    if output is None:
+        click.echo(text, nl=False)
+        return
+    write_file(output, text)
+    click.echo(f"report: {output}", err=True)
+
+
+def _text_report(store: LedgerStore, run_id: str, fmt: str, only: ReportFilter) -> str:
+    """The table, JSON or CSV report of a run with its retries rolled up."""
     run = store.get_run(run_id)
-    retries = _retries_of(store, run_id)
+    retries = retries_of(store, run_id)
     records = roll_up(
         store.iter_instances(run_id), (store.iter_instances(r.run_id) for r in retries)
     )
-    click.echo(
-        render_report(
-            records,
-            run,
-            "json" if common.as_json else fmt,
-            {r.run_id: r.state for r in retries},
-        ),
-        nl=False,
-    )
-
-
-def _retries_of(store: LedgerStore, run_id: str) -> list[RunRecord]:
-    """Every run linked to `run_id` by retry, transitively, oldest first."""
-    runs = store.list_runs(limit=100_000)
-    found: list[RunRecord] = []
-    parents = {run_id}
-    for run in sorted(runs, key=lambda r: r.created_at):
-        if run.parent_run_id in parents:
-            found.append(run)
-            parents.add(run.run_id)
-    return found
+    waves = {b.batch_id: b.wave + 1 for r in (run, *retries) for b in store.load_batches(r.run_id)}
+    states = {r.run_id: r.state for r in retries}
+    return render_report(records, run, fmt, states, waves, only)
 
 
 @click.command("quota")
@@ -218,6 +277,7 @@ def inherited_pacing(
 @click.option("--wave-max-failures", help="Per-wave failure budget (default: the run's).")
 @click.option("--no-preflight", is_flag=True, help="Skip the Describe checks.")
 @spend_options
+@watch_options
 @guarded
 def retry_command(
     run_id: str,
@@ -228,6 +288,7 @@ def retry_command(
     wave_max_failures: str | None,
     no_preflight: bool,
     spend: SpendFlags,
+    watch: WatchFlags,
 ) -> None:
     """A new attempt, as a linked run, for the instances that did not succeed.
 
@@ -279,9 +340,12 @@ def retry_command(
     )
     account = settings.account or credentials.access_key_id
     confirm = confirm_plan(spec.command_id, store, settings, account) if ask else None
-    outcome = anyio.run(
-        lambda: start_run(settings, credentials, store, request, emit=out.event, confirm=confirm),
-        backend="asyncio",
+    outcome = run_watched(
+        watch,
+        settings,
+        store,
+        out,
+        lambda emit: start_run(settings, credentials, store, request, emit=emit, confirm=confirm),
     )
     finish(outcome, out)
 

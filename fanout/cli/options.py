@@ -28,12 +28,14 @@ __all__ = [
     "CommonFlags",
     "RolloutFlags",
     "SpendFlags",
+    "WatchFlags",
     "common_options",
     "credentials_for",
     "ledger_for",
     "rollout_options",
     "settings_from",
     "spend_options",
+    "watch_options",
 ]
 
 Command = Callable[..., None]
@@ -114,6 +116,17 @@ class RolloutFlags:
     strict: bool
     not_after: str | None
     allow_overlap: bool
+
+
+@dataclass(frozen=True, slots=True)
+class WatchFlags:
+    """Metrics, notifications and the report file of `run`, `resume` and `retry`."""
+
+    metrics_file: Path | None
+    metrics_port: int | None
+    notify_urls: tuple[str, ...]
+    notify_format: str | None
+    html_report: Path | None
 
 
 def _collected(
@@ -259,6 +272,46 @@ _ROLLOUT = _collected(
         ),
     ],
 )
+
+
+_WATCH = _collected(
+    WatchFlags,
+    "watch",
+    [
+        click.option(
+            "--metrics-file",
+            type=click.Path(dir_okay=False, path_type=Path),
+            help="Write OpenMetrics text here while the run lives (replaced atomically).",
+        ),
+        click.option(
+            "--metrics-port",
+            type=click.IntRange(0, 65535),
+            help="Serve /metrics on 127.0.0.1:PORT while the run lives (0: any free port).",
+        ),
+        click.option(
+            "--notify",
+            "notify_urls",
+            multiple=True,
+            help="POST wave done / halt / end to this webhook (repeatable; config notify).",
+        ),
+        click.option(
+            "--notify-format",
+            type=click.Choice(["json", "dingtalk", "slack"]),
+            help="Shape of the notification body (default json; config notify_format).",
+        ),
+        click.option(
+            "--html-report",
+            type=click.Path(dir_okay=False, path_type=Path),
+            help="Write the HTML report here when the run ends (named in notifications).",
+        ),
+    ],
+)
+
+
+def watch_options(func: Command) -> Command:
+    """Metrics, notification and report-file options (`run`, `resume`, `retry`); the command
+    gets `watch: WatchFlags`."""
+    return _WATCH(func)
 
 
 def common_options(func: Command) -> Command:

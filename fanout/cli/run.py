@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import anyio
@@ -15,10 +16,12 @@ from fanout.cli.inputs import parse_not_after, read_rollout, secret_values
 from fanout.cli.options import (
     RolloutFlags,
     SpendFlags,
+    WatchFlags,
     credentials_for,
     ledger_for,
     rollout_options,
     spend_options,
+    watch_options,
 )
 from fanout.cli.views import Out, finish, plan_text
 from fanout.dispatch import OPEN_BATCH_STATES
@@ -29,16 +32,49 @@ from fanout.logs import configure_logging
 from fanout.plan_summary import plan_document
 from fanout.report import iso
 from fanout.request import ResumeRequest
-from fanout.runner import resume_run
+from fanout.runner import Emit, RunOutcome, resume_run
+from fanout.settings import Settings
+from fanout.watch import Watchers, WatchOptions
 from fanout.waves import parse_max_errors
 
 __all__ = ["COMMANDS"]
 
 
+def run_watched(
+    watch: WatchFlags,
+    settings: Settings,
+    store: LedgerStore,
+    out: Out,
+    start: Callable[[Emit], Awaitable[RunOutcome]],
+) -> RunOutcome:
+    """Run `start(emit)` with the run's metrics, notifications and report file subscribed to
+    its events beside the output; they are closed (last notification sent, last metrics
+    written) before the command exits."""
+    watchers = Watchers(
+        WatchOptions(
+            metrics_file=watch.metrics_file,
+            metrics_port=watch.metrics_port,
+            notify=watch.notify_urls or settings.notify or (),
+            notify_format=watch.notify_format or settings.notify_format,
+            html_report=watch.html_report,
+        ),
+        store,
+        quota_limit=settings.quota.limit,
+    )
+    if watchers.server is not None:
+        click.echo(f"metrics: {watchers.server.url}", err=True)
+    try:
+        outcome: RunOutcome = anyio.run(lambda: start(watchers.emit(out.event)), backend="asyncio")
+    finally:
+        watchers.close()
+    return outcome
+
+
 @click.command("run")
 @rollout_options
+@watch_options
 @guarded
-def run_command(rollout: RolloutFlags, spend: SpendFlags) -> None:
+def run_command(rollout: RolloutFlags, spend: SpendFlags, watch: WatchFlags) -> None:
     """Plan and execute: invoke the command on every target, batch by batch.
 
     \b
@@ -56,9 +92,12 @@ def run_command(rollout: RolloutFlags, spend: SpendFlags) -> None:
     confirm = confirm_plan(request.spec.command_id, store, settings, account) if ask else None
     for dup in read.duplicates:
         click.echo(f"{dup.location}: duplicate of {dup.first_location}, dropped", err=True)
-    outcome = anyio.run(
-        lambda: start_run(settings, credentials, store, request, emit=out.event, confirm=confirm),
-        backend="asyncio",
+    outcome = run_watched(
+        watch,
+        settings,
+        store,
+        out,
+        lambda emit: start_run(settings, credentials, store, request, emit=emit, confirm=confirm),
     )
     finish(outcome, out)
 
@@ -120,9 +159,15 @@ def _warn_takeover(run_id: str, store: LedgerStore) -> None:
 )
 @click.option("--not-after", help="End of this leg's change window (as for run).")
 @spend_options
+@watch_options
 @guarded
 def resume_command(
-    run_id: str, params: tuple[str, ...], force: bool, not_after: str | None, spend: SpendFlags
+    run_id: str,
+    params: tuple[str, ...],
+    force: bool,
+    not_after: str | None,
+    spend: SpendFlags,
+    watch: WatchFlags,
 ) -> None:
     """Continue a run that was interrupted, halted by quota, or crashed.
 
@@ -150,9 +195,12 @@ def resume_command(
         _warn_takeover(run_id, store)
     if ask:
         _confirm_resume(store, run_id)
-    outcome = anyio.run(
-        lambda: resume_run(settings, credentials, store, request, emit=out.event),
-        backend="asyncio",
+    outcome = run_watched(
+        watch,
+        settings,
+        store,
+        out,
+        lambda emit: resume_run(settings, credentials, store, request, emit=emit),
     )
     finish(outcome, out)
 
@@ -176,13 +224,14 @@ def _confirm_resume(store: LedgerStore, run_id: str) -> None:
     "--dir",
     "folder",
     type=click.Path(file_okay=False, path_type=Path),
-    help="Folder for the demo ledger (default: a new temporary folder).",
+    help="Folder for the demo's ledger and report (default: fanout-demo in the temp folder).",
 )
 @click.option(
     "--json", "as_json", is_flag=True, help="Run events as JSON lines; the last is the status."
 )
+@click.option("--clean", is_flag=True, help="Remove the demo's ledger and report, run nothing.")
 @guarded
-def demo_command(folder: Path | None, as_json: bool) -> None:
+def demo_command(folder: Path | None, as_json: bool, clean: bool) -> None:
     """Run a 10 000-instance, 3-region rollout in waves against the built-in emulator.
 
     \b
@@ -190,24 +239,40 @@ def demo_command(folder: Path | None, as_json: bool) -> None:
     preflight) and some failing executions, as a real fleet does. Exits 0 when every target
     is accounted for in the ledger; the run itself finishes with problems (its exit would be 1).
     \b
+    The ledger and the run's HTML report are written to --dir (default: fanout-demo in the
+    temporary directory, cleared of the previous demo first); both paths are printed.
+    \b
     fanout demo
     fanout demo --dir ./demo --json | tail -n 1 | jq .instances
+    fanout demo --clean
     """
-    from fanout.demo import run_demo  # noqa: PLC0415 - the emulator is only loaded for the demo
+    from fanout.demo import clean_demo, run_demo  # noqa: PLC0415 - the emulator: demo only
 
     configure_logging("warning")
+    if clean:
+        removed = clean_demo(folder)
+        for path in removed:
+            click.echo(f"removed {path}", err=True)
+        if not removed:
+            click.echo("no demo files to remove", err=True)
+        return
     out = Out(as_json=as_json)
     result = anyio.run(lambda: run_demo(folder, emit=out.event), backend="asyncio")
     counts = result.status["instances"]
     assert isinstance(counts, dict)
     complete = sum(counts.values()) == result.status["target_count"]
     if as_json:  # one more JSON line, so that all of stdout is JSON lines
-        out.event("status", dict(result.status, ledger=str(result.ledger)))
+        out.event(
+            "status", dict(result.status, ledger=str(result.ledger), report=str(result.report))
+        )
     else:
         click.echo(result.summary)
         click.echo(f"\nledger: {result.ledger}", err=True)
+        click.echo(f"report: {result.report}", err=True)
         click.echo(f"  fanout status {result.outcome.run_id} --ledger {result.ledger}", err=True)
         click.echo(f"  fanout report {result.outcome.run_id} --ledger {result.ledger}", err=True)
+        dir_flag = f" --dir {folder}" if folder is not None else ""
+        click.echo(f"  fanout demo --clean{dir_flag}", err=True)
     sys.exit(0 if complete and result.outcome.exit_code <= 1 else int(result.outcome.exit_code))
 
 

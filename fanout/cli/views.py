@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 __all__ = ["Out", "finish", "plan_text", "quota_text", "runs_text", "stop_text"]
 
 # Events a person does not read one by one: their sums are in the live view and `fanout report`.
-_QUIET_EVENTS = frozenset({"instance", "batch_start"})
+_QUIET_EVENTS = frozenset({"instance", "batch_start", "call"})
 
 
 class Out:
@@ -56,6 +56,9 @@ class Out:
             return
         if self.json:
             click.echo(json.dumps({"event": kind, **data}, default=str))
+            line = _PLAIN_LINES.get(kind)
+            if line is not None:  # progress for people still goes to stderr (README)
+                click.echo(line(data), err=True)
             return
         if kind == "run":
             click.echo(data["run_id"])  # the run id first, alone on stdout, for scripts

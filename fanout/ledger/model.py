@@ -21,6 +21,7 @@ __all__ = [
     "AppendEvent",
     "BatchRecord",
     "BatchState",
+    "BatchTimes",
     "BeginAttempt",
     "FinishAttempt",
     "InstanceRecord",
@@ -168,6 +169,15 @@ class BatchRecord:
     invoke_id: str | None = None
     error_code: str | None = None
     error_message: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class BatchTimes:
+    """When a sent batch was first sent, accepted and ended (epoch seconds; None: not yet)."""
+
+    sent_at: float
+    accepted_at: float | None = None
+    ended_at: float | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,7 +10,14 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from fanout.errors import RunNotFoundError
-from fanout.ledger.model import BatchRecord, InstanceRecord, InstanceState, RunRecord
+from fanout.ledger.model import (
+    BatchRecord,
+    BatchState,
+    BatchTimes,
+    InstanceRecord,
+    InstanceState,
+    RunRecord,
+)
 from fanout.ledger.rows import (
     ACCEPTED,
     BATCH_COLUMNS,
@@ -23,6 +30,9 @@ from fanout.ledger.rows import (
 )
 
 __all__ = ["LedgerReads"]
+
+# A batch in one of these states has ended: its `updated_at` is when (never left again).
+_ENDED_BATCH_STATES = frozenset({BatchState.DONE.value, BatchState.FAILED.value})
 
 
 def _json_object(value: Any) -> dict[str, Any]:
@@ -125,6 +135,29 @@ class LedgerReads:
             (run_id, after_id),
         )
         return [(i, ts, kind, _json_object(data)) for i, ts, kind, data in rows]
+
+    def batch_times(self, run_id: str) -> dict[str, BatchTimes]:
+        """When each sent batch of a run was first sent, accepted and ended (epoch seconds).
+
+        `ended_at` is the time of the batch's final state (`done`: every result recorded;
+        `failed`), the batch's `updated_at`: a final batch state is never left. Batches never
+        sent are absent.
+        """
+        rows = self._query(
+            "SELECT b.batch_id, MIN(a.sent_at), "
+            "MAX(CASE WHEN a.outcome = 'accepted' THEN a.finished_at END), b.state, b.updated_at "
+            "FROM batches b JOIN attempts a ON a.batch_id = b.batch_id WHERE b.run_id = ? "
+            "GROUP BY b.batch_id, b.state, b.updated_at",
+            (run_id,),
+        )
+        return {
+            batch_id: BatchTimes(
+                sent_at=sent_at,
+                accepted_at=accepted_at,
+                ended_at=updated_at if state in _ENDED_BATCH_STATES else None,
+            )
+            for batch_id, sent_at, accepted_at, state, updated_at in rows
+        }
 
     def attempts(self, batch_id: str) -> list[dict[str, Any]]:
         """Every attempt of a batch, oldest first."""

@@ -14,7 +14,7 @@ from typing import Any, Protocol
 
 from fanout.errors import ConfigError
 from fanout.ledger.location import is_postgres_location, location_password, redact_location
-from fanout.ledger.model import BatchRecord, InstanceRecord, Op, RunRecord
+from fanout.ledger.model import BatchRecord, BatchTimes, InstanceRecord, Op, RunRecord
 
 __all__ = ["LedgerStore", "default_ledger_location", "open_ledger"]
 
@@ -46,6 +46,7 @@ class LedgerStore(Protocol):
     def events(
         self, run_id: str, after_id: int = 0
     ) -> list[tuple[int, float, str, dict[str, Any]]]: ...
+    def batch_times(self, run_id: str) -> dict[str, BatchTimes]: ...
     def attempts(self, batch_id: str) -> list[dict[str, Any]]: ...
     def quota_used(self, account: str, window_start: float) -> dict[str, tuple[int, float]]: ...
     def quota_times(self, account: str, region: str, window_start: float) -> list[float]: ...

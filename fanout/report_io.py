@@ -1,0 +1,62 @@
+"""The reports' reads and writes: a run and its retries from the ledger, report files on disk.
+
+The rendering itself is pure (`fanout.report`, `fanout.html_report`); this is the edge that
+feeds it from a `LedgerStore` and writes what it returns.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from pathlib import Path
+
+from fanout.html_report import RunLedger, render_html, report_model
+from fanout.ledger import LedgerStore, RunRecord
+
+__all__ = ["html_report", "read_run", "retries_of", "write_file"]
+
+
+def retries_of(store: LedgerStore, run_id: str) -> list[RunRecord]:
+    """Every run linked to `run_id` by retry, transitively, oldest first."""
+    runs = store.list_runs(limit=100_000)
+    found: list[RunRecord] = []
+    parents = {run_id}
+    for run in sorted(runs, key=lambda r: r.created_at):
+        if run.parent_run_id in parents:
+            found.append(run)
+            parents.add(run.run_id)
+    return found
+
+
+def read_run(store: LedgerStore, run: RunRecord) -> RunLedger:
+    """Everything the HTML report reads about one run."""
+    return RunLedger(
+        run=run,
+        batches=tuple(store.load_batches(run.run_id)),
+        times=store.batch_times(run.run_id),
+        events=tuple(store.events(run.run_id)),
+        instances=tuple(store.iter_instances(run.run_id)),
+    )
+
+
+def html_report(store: LedgerStore, run_id: str, *, now: float | None = None) -> str:
+    """The HTML report of a run and its retries."""
+    original = read_run(store, store.get_run(run_id))
+    retries = [read_run(store, r) for r in retries_of(store, run_id)]
+    model = report_model(original, retries, generated_at=time.time() if now is None else now)
+    return render_html(model)
+
+
+def write_file(path: Path, text: str) -> None:
+    """Write `text` to `path` whole: a temporary file beside it, then renamed over it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as file:
+            file.write(text)
+        Path(tmp).chmod(0o644)
+        Path(tmp).replace(path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
