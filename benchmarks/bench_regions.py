@@ -11,6 +11,10 @@ stamps of the accepted invocations.
 - preflight: measured = `fanout plan` minus `fanout plan --no-preflight` (same start-up, target
   parsing and command check); ideal = the slowest region's Describe calls / 8 x latency.
 
+Each line also reports process CPU, which other load on the machine does not change: the
+runner's (the `fanout` child, from its rusage) and the emulator's (from /proc) during the measured
+command; for preflight, the runner's CPU of `plan` minus that of `plan --no-preflight`.
+
     .venv/bin/python -m benchmarks.bench_regions [--runs 5] [--only dispatch-20x30,...]
     .venv/bin/python -m benchmarks.bench_regions --fanout-src /path/to/other/checkout
 """
@@ -21,6 +25,7 @@ import argparse
 import json
 import math
 import os
+import resource
 import statistics
 import subprocess
 import sys
@@ -31,7 +36,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from benchmarks._common import emulator_state
+from benchmarks._common import emulator_state, process_cpu_s
 from fanout.emulator import DEMO_ACCESS_KEY_ID, DEMO_ACCESS_KEY_SECRET, DEMO_COMMAND_ID
 from fanout.emulator.config import EmulatorConfig
 from fanout.emulator.fleet import Fleet
@@ -108,8 +113,19 @@ def _targets(scenario: Scenario, folder: Path) -> Path:
     return path
 
 
-def _fanout(args: list[str], env: dict[str, str]) -> float:
-    started = time.perf_counter()
+@dataclass(frozen=True)
+class _Timed:
+    wall_s: float
+    cpu_s: float  # the child's user + system CPU
+
+
+def _children_cpu_s() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _fanout(args: list[str], env: dict[str, str]) -> _Timed:
+    cpu0, started = _children_cpu_s(), time.perf_counter()
     done = subprocess.run(
         [sys.executable, "-m", "fanout", *args],
         env=env,
@@ -119,7 +135,7 @@ def _fanout(args: list[str], env: dict[str, str]) -> float:
     )
     if done.returncode not in (0, 1):
         raise SystemExit(f"fanout {' '.join(args[:2])} exited {done.returncode}: {done.stderr}")
-    return time.perf_counter() - started
+    return _Timed(time.perf_counter() - started, _children_cpu_s() - cpu0)
 
 
 def _stamp(text: str) -> float:
@@ -134,7 +150,9 @@ def _dispatch_once(scenario: Scenario, src: str | None) -> dict[str, float]:
             targets = _targets(scenario, folder)
             args = ["run", "--command-id", DEMO_COMMAND_ID, "--targets", str(targets)]
             args += ["--no-wait", "--no-preflight", "--yes", *scenario.flags]
-            _fanout(args, _env(folder / "l.sqlite3", url, src))
+            emulator_cpu0 = process_cpu_s(proc.pid)
+            run = _fanout(args, _env(folder / "l.sqlite3", url, src))
+            emulator_cpu = process_cpu_s(proc.pid) - emulator_cpu0
             state = emulator_state(url)
     finally:
         proc.terminate()
@@ -149,7 +167,13 @@ def _dispatch_once(scenario: Scenario, src: str | None) -> dict[str, float]:
     by_slots = math.ceil(batches / scenario.region_concurrency) * latency
     ideal = max(by_rate, by_slots)
     measured = stamps[-1] - stamps[0] + latency
-    return {"ideal_s": ideal, "measured_s": measured, "calls": len(stamps)}
+    return {
+        "ideal_s": ideal,
+        "measured_s": measured,
+        "calls": len(stamps),
+        "runner_cpu_s": run.cpu_s,
+        "emulator_cpu_s": emulator_cpu,
+    }
 
 
 def _preflight_once(scenario: Scenario, src: str | None) -> dict[str, float]:
@@ -162,7 +186,9 @@ def _preflight_once(scenario: Scenario, src: str | None) -> dict[str, float]:
             args = ["plan", "--command-id", DEMO_COMMAND_ID, "--targets", str(targets), "--json"]
             base = _fanout([*args, "--no-preflight"], env)
             before = emulator_state(url)["regions"]
+            emulator_cpu0 = process_cpu_s(proc.pid)
             whole = _fanout(args, env)
+            emulator_cpu = process_cpu_s(proc.pid) - emulator_cpu0
             after = emulator_state(url)["regions"]
     finally:
         proc.terminate()
@@ -175,7 +201,13 @@ def _preflight_once(scenario: Scenario, src: str | None) -> dict[str, float]:
         for region in after
     }
     ideal = max(calls.values()) / PREFLIGHT_YARDSTICK * LATENCY_MS / 1000
-    return {"ideal_s": ideal, "measured_s": whole - base, "calls": sum(calls.values())}
+    return {
+        "ideal_s": ideal,
+        "measured_s": whole.wall_s - base.wall_s,
+        "calls": sum(calls.values()),
+        "runner_cpu_s": whole.cpu_s - base.cpu_s,
+        "emulator_cpu_s": emulator_cpu,
+    }
 
 
 def main() -> None:
@@ -198,6 +230,8 @@ def main() -> None:
             "efficiency_median": round(statistics.median(efficiencies), 3),
             "efficiency_range": [round(min(efficiencies), 3), round(max(efficiencies), 3)],
             "calls": runs[0]["calls"],
+            "runner_cpu_s": [round(r["runner_cpu_s"], 2) for r in runs],
+            "emulator_cpu_s": [round(r["emulator_cpu_s"], 2) for r in runs],
         }
         print(json.dumps(report), flush=True)
 

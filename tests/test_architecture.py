@@ -58,6 +58,7 @@ PURE_MODULES = (
     "fanout.aliyun.endpoints",
     "fanout.aliyun.command",
     "fanout.aliyun.responses",
+    "fanout.aliyun.decoders",
     "fanout.ledger.model",
     "fanout.ledger.rows",
     "fanout.ledger.writes",

@@ -1,8 +1,9 @@
 """The ECS actions fanout uses, as typed methods: parameters in, frozen values out.
 
 `EcsActions` builds each action's parameters, follows NextToken paging and parses the answers;
-it sends through one abstract method, `call`, which `fanout.aliyun.client.EcsClient` implements
-over HTTP. Whether a call may be retried is the transport's business: `Describe*` calls are,
+it sends through one abstract method, `call_as`, which `fanout.aliyun.client.EcsClient`
+implements over HTTP. The preflight's large answers are decoded straight from their bytes
+(`fanout.aliyun.decoders`), with the generic parsers of `responses` as the fallback. Whether a call may be retried is the transport's business: `Describe*` calls are,
 InvokeCommand, StopInvocation and CreateCommand are sent once per method call.
 """
 
@@ -10,12 +11,12 @@ from __future__ import annotations
 
 import abc
 import base64
-from collections.abc import AsyncGenerator, Callable, Collection, Mapping, Sequence
+from collections.abc import AsyncGenerator, Collection, Mapping, Sequence
 from contextlib import aclosing
 from functools import partial
 from typing import Any, TypedDict, TypeVar, Unpack
 
-from fanout.aliyun import responses, wire
+from fanout.aliyun import decoders, responses, wire
 from fanout.aliyun.command import CommandSpec
 from fanout.aliyun.responses import (
     AgentStatus,
@@ -37,6 +38,7 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+R = TypeVar("R")
 
 # Per-call limits of the API (aliyun-api-facts.md sections 1.3, 2.1-2.6).
 PAGE_SIZE_MAX = 50  # MaxResults of DescribeInvocation(Result)s, DescribeCloudAssistantStatus
@@ -66,31 +68,38 @@ class EcsActions(abc.ABC):
     """Typed ECS actions over `call`."""
 
     @abc.abstractmethod
+    async def call_as(
+        self, action: str, region: str, params: Mapping[str, object], reader: wire.Reader[R]
+    ) -> R:
+        """Send `action` to `region` with `params` (RegionId added); the answer read by `reader`."""
+
     async def call(self, action: str, region: str, params: Mapping[str, object]) -> dict[str, Any]:
         """Send `action` to `region` with `params` (RegionId added); the parsed JSON answer."""
+        return await self.call_as(action, region, params, wire.JSON_OBJECT)
 
     async def _collect(
         self,
         action: str,
         region: str,
         params: Mapping[str, object],
-        parse: Callable[[dict[str, Any]], Page[T]],
+        reader: wire.Reader[Page[T]],
     ) -> list[T]:
         """Every item of a NextToken-paged listing."""
-        return await _gather(self._pages(action, region, params, parse))
+        return await _gather(self._pages(action, region, params, reader))
 
     async def _pages(
         self,
         action: str,
         region: str,
         params: Mapping[str, object],
-        parse: Callable[[dict[str, Any]], Page[T]],
+        reader: wire.Reader[Page[T]],
     ) -> AsyncGenerator[list[T], None]:
         """The items of a NextToken-paged listing, a page at a time, as each one arrives."""
         token = ""
         seen: set[str] = set()
         for _ in range(_MAX_PAGES):
-            page = parse(await self.call(action, region, {**params, "NextToken": token or None}))
+            page_params = {**params, "NextToken": token or None}
+            page = await self.call_as(action, region, page_params, reader)
             yield list(page.items)
             token = page.next_token
             if not token or token in seen:
@@ -129,7 +138,7 @@ class EcsActions(abc.ABC):
             "DescribeInvocationResults",
             region,
             params,
-            lambda body: responses.parse_invocation_results(body, content_encoding),
+            wire.Reader(partial(responses.parse_invocation_results, encoding=content_encoding)),
         )
 
     async def describe_invocations(
@@ -159,10 +168,12 @@ class EcsActions(abc.ABC):
             "DescribeInvocations",
             region,
             params,
-            partial(
-                responses.parse_invocations,
-                invoke_ids=query.get("keep_invoke_ids"),
-                statuses=query.get("keep_statuses"),
+            wire.Reader(
+                partial(
+                    responses.parse_invocations,
+                    invoke_ids=query.get("keep_invoke_ids"),
+                    statuses=query.get("keep_statuses"),
+                )
             ),
         )
 
@@ -182,15 +193,16 @@ class EcsActions(abc.ABC):
             "MaxResults": max_results,
         }
 
-        def parse(body: dict[str, Any]) -> Page[Instance]:
-            return responses.parse_instances(body, region)
-
+        reader = wire.Reader(
+            partial(responses.parse_instances, region=region),
+            partial(decoders.decode_instances, region=region),
+        )
         if instance_ids is None:
-            return await self._collect("DescribeInstances", region, base, parse)
+            return await self._collect("DescribeInstances", region, base, reader)
         found: list[Instance] = []
         for chunk in _chunks(instance_ids, INSTANCE_IDS_MAX):
             params = {**base, "InstanceIds": wire.compact_json(list(chunk))}
-            found.extend(await self._collect("DescribeInstances", region, params, parse))
+            found.extend(await self._collect("DescribeInstances", region, params, reader))
         return found
 
     async def describe_cloud_assistant_status(
@@ -201,9 +213,7 @@ class EcsActions(abc.ABC):
         for chunk in _chunks(instance_ids, STATUS_IDS_MAX):
             params = {"InstanceId": list(chunk), "MaxResults": PAGE_SIZE_MAX}
             found.extend(
-                await self._collect(
-                    "DescribeCloudAssistantStatus", region, params, responses.parse_agent_statuses
-                )
+                await self._collect("DescribeCloudAssistantStatus", region, params, _STATUSES)
             )
         return found
 
@@ -232,7 +242,9 @@ class EcsActions(abc.ABC):
     ) -> list[Command]:
         """Commands (one, or all of the account's), content decoded, all pages."""
         params = {"CommandId": command_id, "MaxResults": PAGE_SIZE_MAX}
-        return await self._collect("DescribeCommands", region, params, responses.parse_commands)
+        return await self._collect(
+            "DescribeCommands", region, params, wire.Reader(responses.parse_commands)
+        )
 
     async def stop_invocation(
         self, region: str, invoke_id: str, instance_ids: Sequence[str] | None = None
@@ -257,6 +269,9 @@ class EcsActions(abc.ABC):
         """Account attributes (e.g. `max-axt-invocation-daily`) -> their values as text."""
         body = await self.call("DescribeAccountAttributes", region, {"AttributeName": list(names)})
         return responses.parse_account_attributes(body)
+
+
+_STATUSES = wire.Reader(responses.parse_agent_statuses, decoders.decode_agent_statuses)
 
 
 def _chunks(items: Sequence[str], size: int) -> list[Sequence[str]]:

@@ -29,7 +29,7 @@ from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 from types import TracebackType
-from typing import Any, Literal, Self
+from typing import Literal, Self, TypeVar
 
 import aiohttp
 import yarl
@@ -64,6 +64,7 @@ _THROTTLED_CAP_S = 30.0
 # request is rarely written into a connection the server has just closed (an ambiguous failure).
 _KEEPALIVE_S = 10.0
 _TRANSIENT = frozenset({CallKind.RETRYABLE, CallKind.AMBIGUOUS})
+R = TypeVar("R")
 
 
 # Observer of each request sent: (action, region, error code or None when it succeeded).
@@ -185,8 +186,10 @@ class EcsClient(EcsActions):
                 ) from None
         return context
 
-    async def _send(self, action: str, region: str, params: Mapping[str, str]) -> dict[str, Any]:
-        """One signed attempt: the parsed JSON body, or a CallError."""
+    async def _send(
+        self, action: str, region: str, params: Mapping[str, str], reader: wire.Reader[R]
+    ) -> R:
+        """One signed attempt: the answer as `reader` reads it, or a CallError."""
         session = self._ensure_session()
         base = resolve_endpoint(
             region, network=self._options.network, override=self._options.endpoint
@@ -214,8 +217,8 @@ class EcsClient(EcsActions):
                 self._called(action, region, error.code)
             raise error from None
         try:
-            answer = wire.decode_answer(
-                raw, status, retry_after, action=action, region=region, host=request.host
+            answer = wire.read_answer(
+                reader, raw, status, retry_after, action=action, region=region, host=request.host
             )
         except CallError as err:
             self._called(action, region, err.code or f"HTTP{status}")
@@ -229,15 +232,15 @@ class EcsClient(EcsActions):
             self._on_call(action, region, error_code)
 
     async def _send_read_only(
-        self, action: str, region: str, params: Mapping[str, str]
-    ) -> dict[str, Any]:
+        self, action: str, region: str, params: Mapping[str, str], reader: wire.Reader[R]
+    ) -> R:
         """`_send` with bounded retries of transient failures (for calls that change nothing)."""
         attempts = max(1, self._options.describe_attempts)
         attempt = 1
         backoff = Backoff(self._options.retry_base_delay_s, _RETRY_CAP_S)
         while True:
             try:
-                return await self._send(action, region, params)
+                return await self._send(action, region, params, reader)
             except CallError as err:
                 # ECS throttles per minute: throttled reads wait longer and try more often.
                 if err.is_throttling:
@@ -255,12 +258,15 @@ class EcsClient(EcsActions):
         """When a Describe call in `region` was last answered with Throttling (monotonic; 0: never)."""
         return self._reads_throttled_at.get(region, 0.0)
 
-    async def call(self, action: str, region: str, params: Mapping[str, object]) -> dict[str, Any]:
-        """Call `action` in `region`; `RegionId` is added. `Describe*` actions retry, others never."""
+    async def call_as(
+        self, action: str, region: str, params: Mapping[str, object], reader: wire.Reader[R]
+    ) -> R:
+        """Call `action` in `region`, read by `reader`; `RegionId` is added. `Describe*` actions
+        retry, others never."""
         flat = wire.flatten({"RegionId": region, **params})
         if action.startswith("Describe"):
-            return await self._send_read_only(action, region, flat)
-        return await self._send(action, region, flat)
+            return await self._send_read_only(action, region, flat, reader)
+        return await self._send(action, region, flat, reader)
 
 
 def _transport_error(exc: BaseException, *, action: str, region: str, host: str) -> TransportError:

@@ -123,17 +123,24 @@ class Command:
     timeout_s: int
 
 
+def _is_mapping(value: object) -> bool:
+    """A JSON object (a dict, as json.loads makes them, first: the ABC check is slow)."""
+    return type(value) is dict or isinstance(value, Mapping)
+
+
 def _items(body: Mapping[str, Any], *path: str) -> list[Mapping[str, Any]]:
     """The list at `path` (each list sits in a one-key wrapper object); [] when absent."""
     node: Any = body
     for key in path:
-        node = node.get(key) if isinstance(node, Mapping) else None
-    return [item for item in node or () if isinstance(item, Mapping)]
+        node = node.get(key) if _is_mapping(node) else None
+    return [item for item in node or () if _is_mapping(item)]
 
 
 def _str(item: Mapping[str, Any], key: str) -> str:
     """A field as text ('' when missing or null)."""
     value = item.get(key)
+    if type(value) is str:  # nearly always
+        return value
     return "" if value is None else str(value)
 
 

@@ -42,16 +42,40 @@ EMPTY_SHA256 = hashlib.sha256(b"").hexdigest()
 # Most keys and values (InstanceId.N, i-..., RegionId) need no escaping; checking that first is
 # several times cheaper than `quote`, and a request carries ~200 of them.
 _ALREADY_UNRESERVED = re.compile(r"[A-Za-z0-9_.~-]*").fullmatch
+_UNRESERVED_BYTES = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_.~"
+_ESCAPED = [f"%{byte:02X}".encode() for byte in range(256)]
+_PERCENT = ord("%")
+# Values with up to this many distinct bytes to escape take one `bytes.replace` pass per byte;
+# above it (long free text), `quote`'s byte-by-byte join is as fast.
+_FEW_ESCAPES = 12
 
 
 def percent_encode(value: str) -> str:
     """RFC 3986 encoding: only `A-Z a-z 0-9 - _ . ~` stay literal (space is `%20`, `*` is `%2A`)."""
     if _ALREADY_UNRESERVED(value):
         return value
-    return _quote(value)
+    return _escape(value)
 
 
-# The values that need escaping repeat from call to call (a run's Parameters JSON, its command).
+def _escape(value: str) -> str:
+    """`quote(value, safe="~")`, one C-speed pass per distinct byte that needs escaping.
+
+    The InstanceIds JSON array of DescribeInstances (~2.3 KB, 4 distinct bytes to escape)
+    takes ~14 us this way and ~130 us through `quote`, on every call, on both sides of it.
+    """
+    data = value.encode()  # UTF-8; a lone surrogate raises UnicodeEncodeError, as in `quote`
+    special = set(data.translate(None, _UNRESERVED_BYTES))
+    if len(special) > _FEW_ESCAPES:
+        return _quote(value)
+    if _PERCENT in special:  # first: the escapes written below start with `%`
+        data = data.replace(b"%", b"%25")
+        special.discard(_PERCENT)
+    for byte in special:
+        data = data.replace(bytes((byte,)), _ESCAPED[byte])
+    return data.decode("ascii")
+
+
+# The values with many bytes to escape repeat from call to call (a run's command, its Parameters).
 _quote = lru_cache(maxsize=256)(lambda value: quote(value, safe="~"))
 
 

@@ -5,7 +5,9 @@
 - `sign_request` adds the common parameters or headers of either signing scheme (`rpc` = HMAC-SHA1
   V1, `v3` = ACS3-HMAC-SHA256) and returns the exact URL to send: its query *is* the canonical
   encoding that was signed, so no byte differs between what was signed and what is sent.
-- `decode_answer` turns an HTTP status and body into the JSON object, or the `ApiError` it carries.
+- `decode_answer` turns an HTTP status and body into the JSON object, or the `ApiError` it carries;
+  `read_answer` then turns it into the action's values with a `Reader`, which may decode a 2xx
+  body straight from its bytes (`fanout.aliyun.decoders`).
 - The answers' values (`InstanceResult`, `Instance`, ...) and their parsers are in
   `fanout.aliyun.responses`; the values are re-exported here.
 
@@ -16,11 +18,11 @@ from __future__ import annotations
 
 import json
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import lru_cache
-from typing import Any, Literal, Protocol
+from typing import Any, Generic, Literal, Protocol, TypeVar
 from urllib.parse import urlsplit
 
 from fanout.aliyun.command import CommandSpec
@@ -40,6 +42,7 @@ from fanout.errors import ApiError, TransportError
 
 __all__ = [
     "API_VERSION",
+    "JSON_OBJECT",
     "RETRY_AFTER_HEADER",
     "AgentStatus",
     "Command",
@@ -49,6 +52,7 @@ __all__ = [
     "InvokeResult",
     "KeyPair",
     "Page",
+    "Reader",
     "Scheme",
     "SignedRequest",
     "compact_json",
@@ -57,6 +61,7 @@ __all__ = [
     "format_timestamp",
     "host_header",
     "invoke_command_params",
+    "read_answer",
     "rpc_params",
     "sign_request",
 ]
@@ -71,6 +76,7 @@ _TIMESTAMP_FORMAT = "%Y-%m-%dT%H:%M:%SZ"
 _DEFAULT_PORTS = {"http": 80, "https": 443}
 
 Scheme = Literal["v3", "rpc"]
+R = TypeVar("R")
 
 
 class KeyPair(Protocol):
@@ -279,6 +285,41 @@ def decode_answer(
         action=action,
         retry_after_s=_retry_after_s(retry_after),
     )
+
+
+@dataclass(frozen=True, slots=True)
+class Reader(Generic[R]):
+    """How a 2xx answer becomes an action's value: `parse` of its JSON object, unless `fast`,
+    given the body's bytes, returns the value itself (None: not an answer it can read)."""
+
+    parse: Callable[[dict[str, Any]], R]
+    fast: Callable[[bytes], R | None] | None = None
+
+
+def _the_object(body: dict[str, Any]) -> dict[str, Any]:
+    return body
+
+
+JSON_OBJECT = Reader(_the_object)  # the answer's JSON object, as it is
+
+
+def read_answer(
+    reader: Reader[R],
+    raw: bytes,
+    status: int,
+    retry_after: str | None,
+    *,
+    action: str,
+    region: str,
+    host: str,
+) -> R:
+    """`reader`'s value of a 2xx answer; for any other status, the ApiError it carries."""
+    if reader.fast is not None and 200 <= status < 300:
+        value = reader.fast(raw)
+        if value is not None:
+            return value
+    body = decode_answer(raw, status, retry_after, action=action, region=region, host=host)
+    return reader.parse(body)
 
 
 def _json_object(raw: bytes) -> dict[str, Any] | None:

@@ -2,23 +2,25 @@
 
 Paging never scans the fleet per request: a NextToken is the position of the next instance in
 the region's stable order, tag filters start from a per-tag position index, and the filtered
-TotalCount is computed once per (filters, fleet version) and cached.
+TotalCount is computed once per (filters, fleet version) and cached. Pages of both actions are
+assembled from each item's JSON text, written directly (`Rendered`).
 """
 
 from __future__ import annotations
 
 import bisect
+import functools
 import json
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from json.encoder import encode_basestring
 
 from fanout.emulator.executions import ExecutionStatus
-from fanout.emulator.fleet import Instance, RegionFleet, describe_tags
+from fanout.emulator.fleet import Instance, RegionFleet
 from fanout.emulator.params import Params, decode_token, encode_token, take_page
 from fanout.emulator.state import Call, World
 from fanout.emulator.timing import iso_utc
-from fanout.emulator.wire import Body, invalid_parameter
+from fanout.emulator.wire import Body, Rendered, invalid_parameter
 
 __all__ = ["describe_cloud_assistant_status", "describe_instances"]
 
@@ -76,12 +78,13 @@ async def describe_instances(call: Call) -> Body:
                 yield (pos,), inst
 
     page, following = take_page(matching(), max_results)
+    texts = [_instance_json(inst) for inst in page]
     return {
         "TotalCount": _total(call.world, fleet, filters, candidates),
         "PageNumber": 1,
         "PageSize": max_results,
         "NextToken": "" if following is None else encode_token("di", *following),
-        "Instances": {"Instance": [_instance_body(inst) for inst in page]},
+        "Instances": {"Instance": Rendered(texts, lambda: [json.loads(text) for text in texts])},
     }
 
 
@@ -126,39 +129,58 @@ def _ip(index: int) -> str:
     return f"10.{(index >> 16) & 255}.{(index >> 8) & 255}.{index & 255}"
 
 
-def _instance_body(inst: Instance) -> dict[str, Any]:
+def _instance_json(inst: Instance) -> str:
+    """One `Instances.Instance[]` item as JSON text, written directly (dicts then `json.dumps`
+    took ~19 us per instance, 100 per page; this ~2.5). XML parses it back."""
+    q = encode_basestring  # a JSON string literal, escaped exactly as json.dumps escapes it
     vpc = inst.network == "vpc"
-    ip = _ip(inst.index)
-    return {
-        "InstanceId": inst.instance_id,
-        "InstanceName": f"fanout-{inst.index}",
-        "HostName": f"fanout-{inst.index}",
-        "Status": inst.status,
-        "InstanceNetworkType": inst.network,
-        "OSType": inst.os_type,
-        "OSName": _OS_NAMES.get(inst.os_type, inst.os_type),
-        "OSNameEn": _OS_NAMES.get(inst.os_type, inst.os_type),
-        "RegionId": inst.region,
-        "ZoneId": inst.zone_id,
-        "InstanceType": "ecs.g7.large",
-        "Cpu": 2,
-        "Memory": 8192,
-        "InstanceChargeType": "PostPaid",
-        "ResourceGroupId": "",
-        "CreationTime": _FLEET_CREATED,
-        "ExpiredTime": _EXPIRES,
-        "StoppedMode": "KeepCharging" if inst.status == "Stopped" else "Not-applicable",
-        "VpcAttributes": {
-            "VpcId": f"vpc-{inst.region}-fanout" if vpc else "",
-            "VSwitchId": f"vsw-{inst.zone_id}-fanout" if vpc else "",
-            "PrivateIpAddress": {"IpAddress": [ip] if vpc else []},
-            "NatIpAddress": "",
-        },
-        "InnerIpAddress": {"IpAddress": [] if vpc else [ip]},
-        "PublicIpAddress": {"IpAddress": []},
-        "OperationLocks": {"LockReason": []},
-        "Tags": describe_tags(inst.tags),
-    }
+    ip = f'"{_ip(inst.index)}"'
+    tags = ",".join(f'{{"TagKey":{_quoted(k)},"TagValue":{q(v)}}}' for k, v in inst.tags)
+    return (
+        f'{{"InstanceId":{q(inst.instance_id)},"InstanceName":"fanout-{inst.index}",'
+        f'"HostName":"fanout-{inst.index}","Status":{_quoted(inst.status)},'
+        f"{_shared_fields(inst.network, inst.os_type, inst.region, inst.zone_id)}"
+        f'"StoppedMode":"{"KeepCharging" if inst.status == "Stopped" else "Not-applicable"}",'
+        f"{_vpc_fields(inst.region, inst.zone_id) if vpc else _CLASSIC_FIELDS}"
+        f'"PrivateIpAddress":{{"IpAddress":[{ip if vpc else ""}]}},"NatIpAddress":""}},'
+        f'"InnerIpAddress":{{"IpAddress":[{"" if vpc else ip}]}},'
+        f'"PublicIpAddress":{{"IpAddress":[]}},"OperationLocks":{{"LockReason":[]}},'
+        f'"Tags":{{"Tag":[{tags}]}}}}'
+    )
+
+
+# The parts of an instance's JSON that many instances share, escaped once.
+_quoted = functools.lru_cache(maxsize=1024)(encode_basestring)
+
+
+@functools.lru_cache(maxsize=1024)
+def _shared_fields(network: str, os_type: str, region: str, zone_id: str) -> str:
+    """From InstanceNetworkType to ExpiredTime, each followed by a comma."""
+    q = encode_basestring
+    os_name = q(_OS_NAMES.get(os_type, os_type))
+    return (
+        f'"InstanceNetworkType":{q(network)},"OSType":{q(os_type)},'
+        f'"OSName":{os_name},"OSNameEn":{os_name},"RegionId":{q(region)},"ZoneId":{q(zone_id)},'
+        f'"InstanceType":"ecs.g7.large","Cpu":2,"Memory":8192,"InstanceChargeType":"PostPaid",'
+        f'"ResourceGroupId":"","CreationTime":"{_FLEET_CREATED}","ExpiredTime":"{_EXPIRES}",'
+    )
+
+
+@functools.lru_cache(maxsize=1024)
+def _vpc_fields(region: str, zone_id: str) -> str:
+    """The start of VpcAttributes for a VPC instance."""
+    q = encode_basestring
+    vpc_id, vswitch_id = q(f"vpc-{region}-fanout"), q(f"vsw-{zone_id}-fanout")
+    return f'"VpcAttributes":{{"VpcId":{vpc_id},"VSwitchId":{vswitch_id},'
+
+
+_CLASSIC_FIELDS = '"VpcAttributes":{"VpcId":"","VSwitchId":"",'
+
+
+@functools.lru_cache(maxsize=64)
+def _os_type_shown(os_type: str) -> str:
+    """DescribeCloudAssistantStatus' OSType (`Linux`, `Windows`) as a JSON string."""
+    return encode_basestring(os_type.capitalize())
 
 
 async def describe_cloud_assistant_status(call: Call) -> Body:
@@ -185,35 +207,41 @@ async def describe_cloud_assistant_status(call: Call) -> Body:
         )
         page, following = take_page(candidates, max_results)
         total = len(fleet.instances)
+    texts = [_status_json(call, inst) for inst in page]
     return {
         "TotalCount": total,
         "PageNumber": 1,
         "PageSize": max_results,
         "NextToken": "" if following is None else encode_token("cas", *following),
         "InstanceCloudAssistantStatusSet": {
-            "InstanceCloudAssistantStatus": [_status_body(call, inst) for inst in page]
+            "InstanceCloudAssistantStatus": Rendered(
+                texts, lambda: [json.loads(text) for text in texts]
+            )
         },
     }
 
 
-def _status_body(call: Call, inst: Instance) -> dict[str, Any]:
+def _status_json(call: Call, inst: Instance) -> str:
+    """One `InstanceCloudAssistantStatus[]` item as JSON text (as `_instance_json`)."""
+    q = encode_basestring
     online = inst.agent_online and inst.status == "Running"
     history = call.world.invocations.of_instance(inst.instance_id)
-    active = sum(
-        1
-        for inv, pos in history[-_STATUS_PAGE[1] :]
-        if inv.execution(pos, call.now_s).status
-        in (ExecutionStatus.PENDING, ExecutionStatus.RUNNING, ExecutionStatus.SCHEDULED)
+    active = (
+        sum(
+            1
+            for inv, pos in history[-_STATUS_PAGE[1] :]
+            if inv.execution(pos, call.now_s).status
+            in (ExecutionStatus.PENDING, ExecutionStatus.RUNNING, ExecutionStatus.SCHEDULED)
+        )
+        if history
+        else 0
     )
-    heartbeat = call.now_s - inst.index % _HEARTBEAT_PERIOD_S
-    return {
-        "InstanceId": inst.instance_id,
-        "CloudAssistantStatus": "true" if online else "false",
-        "CloudAssistantVersion": _AGENT_VERSION if inst.agent_online else "",
-        "OSType": inst.os_type.capitalize(),
-        "LastHeartbeatTime": iso_utc(heartbeat) if online else "",
-        "ActiveTaskCount": active,
-        "InvocationCount": len(history),
-        "LastInvokedTime": iso_utc(history[-1][0].created_s) if history else "",
-        "SupportSessionManager": True,
-    }
+    heartbeat = iso_utc(call.now_s - inst.index % _HEARTBEAT_PERIOD_S) if online else ""
+    last_invoked = iso_utc(history[-1][0].created_s) if history else ""
+    return (
+        f'{{"InstanceId":{q(inst.instance_id)},"CloudAssistantStatus":"{str(online).lower()}",'
+        f'"CloudAssistantVersion":"{_AGENT_VERSION if inst.agent_online else ""}",'
+        f'"OSType":{_os_type_shown(inst.os_type)},"LastHeartbeatTime":"{heartbeat}",'
+        f'"ActiveTaskCount":{active},"InvocationCount":{len(history)},'
+        f'"LastInvokedTime":"{last_invoked}","SupportSessionManager":true}}'
+    )

@@ -14,7 +14,6 @@ import random
 import re
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from pathlib import Path
-from typing import Any
 
 from fanout.emulator.config import DEMO_COMMAND_ID, DEMO_PARAM_COMMAND_ID, EmulatorConfig
 
@@ -340,8 +339,3 @@ def _demo_commands(now_s: float) -> list[Command]:
             created_s=now_s,
         ),
     ]
-
-
-def describe_tags(tags: Sequence[tuple[str, str]]) -> dict[str, Any]:
-    """The `Tags.Tag[]` wrapper of DescribeInstances."""
-    return {"Tag": [{"TagKey": k, "TagValue": v} for k, v in tags]}

@@ -7,8 +7,9 @@ object (`{"Instances": {"Instance": [...]}}`), which XML renders as repeated chi
 from __future__ import annotations
 
 import json
+import re
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 from urllib.parse import unquote_plus
 from xml.sax.saxutils import escape
@@ -17,8 +18,10 @@ __all__ = [
     "HOST_ID",
     "ApiFault",
     "Body",
+    "Rendered",
     "incomplete",
     "invalid_parameter",
+    "json_text",
     "missing_parameter",
     "new_request_id",
     "parse_form",
@@ -42,6 +45,19 @@ class ApiFault(Exception):  # noqa: N818 - mirrors the API's own word for an err
         self.status = status
         self.code = code
         self.message = message
+
+
+class Rendered:
+    """A list in a body whose items are already JSON text (rendered once, kept by the caller).
+
+    A JSON body copies the texts as they are; XML asks `values()` for the items as objects.
+    """
+
+    __slots__ = ("texts", "values")
+
+    def __init__(self, texts: Sequence[str], values: Callable[[], list[Any]]) -> None:
+        self.texts = texts
+        self.values = values
 
 
 def missing_parameter(name: str) -> ApiFault:
@@ -87,8 +103,32 @@ def parse_form(raw: str) -> dict[str, str]:
         if "%" not in pair and "+" not in pair:  # hot path: ids and names need no decoding
             params[key] = value
         else:
-            params[unquote_plus(key, errors="replace")] = unquote_plus(value, errors="replace")
+            params[_unquote_plus(key)] = _unquote_plus(value)
     return params
+
+
+_ESCAPE = re.compile(rb"%[0-9A-Fa-f]{2}")
+
+
+def _unquote_plus(text: str) -> str:
+    """`unquote_plus(text, errors="replace")`, one `bytes.replace` per distinct escape.
+
+    Taken only when every `%` starts an escape and none decodes to `%`: then no replacement
+    can form or break another escape, whatever the order. A DescribeInstances' InstanceIds
+    (~300 escapes of four kinds) costs ~40 us this way, ~150 us through `unquote_plus`.
+    """
+    if not text.isascii():
+        return unquote_plus(text, errors="replace")
+    data = text.replace("+", " ").encode("ascii")
+    escapes = _ESCAPE.findall(data)
+    if len(escapes) != data.count(b"%"):
+        return unquote_plus(text, errors="replace")
+    distinct = set(escapes)
+    if b"%25" in distinct:
+        return unquote_plus(text, errors="replace")
+    for sequence in sorted(distinct):  # the same order in every process
+        data = data.replace(sequence, bytes.fromhex(sequence[1:].decode("ascii")))
+    return data.decode("utf-8", errors="replace")
 
 
 def render(body: Mapping[str, Any], *, xml: bool, action: str) -> tuple[str, str]:
@@ -113,7 +153,32 @@ def render_error(fault: ApiFault, request_id: str, *, xml: bool) -> tuple[str, s
 
 
 def _json(body: Mapping[str, Any]) -> str:
-    return json.dumps(body, ensure_ascii=False, separators=(",", ":"))
+    if _holds_rendered(body):
+        return _json_with_rendered(body)
+    return json_text(body)
+
+
+def json_text(value: object) -> str:
+    """Compact JSON, non-ASCII kept as is: the emulator's one JSON style."""
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
+
+
+def _holds_rendered(body: Mapping[str, Any]) -> bool:
+    """Whether a `Rendered` list sits in `body` or a mapping within it (lists are not searched)."""
+    return any(
+        isinstance(v, Rendered) or (isinstance(v, Mapping) and _holds_rendered(v))
+        for v in body.values()
+    )
+
+
+def _json_with_rendered(value: object) -> str:
+    """`json_text(value)` with each `Rendered` list's texts copied in as they are."""
+    if isinstance(value, Rendered):
+        return f"[{','.join(value.texts)}]"
+    if isinstance(value, Mapping):
+        members = ",".join(f"{json_text(k)}:{_json_with_rendered(v)}" for k, v in value.items())
+        return f"{{{members}}}"
+    return json_text(value)
 
 
 def _xml_document(root: str, body: Mapping[str, Any]) -> str:
@@ -125,6 +190,8 @@ def _xml_document(root: str, body: Mapping[str, Any]) -> str:
 
 def _xml_members(body: Mapping[str, Any], parts: list[str]) -> None:
     for key, value in body.items():
+        if isinstance(value, Rendered):
+            value = value.values()  # noqa: PLW2901 - the same list, as objects
         items = value if isinstance(value, list) else [value]
         for item in items:
             parts.append(f"<{key}>")

@@ -288,6 +288,22 @@ def test_canonical_query_equals_encoding_every_pair(params: dict[str, str]) -> N
     assert signing.canonical_query(params) == expected
 
 
+@given(st.text(max_size=300) | st.text(st.sampled_from('i-bp1z[]",%é~ &=*+/\x00'), max_size=300))
+def test_percent_encode_equals_quote(value: str) -> None:
+    """The replace-per-byte fast path gives exactly `quote(value, safe="~")`, for any text:
+    few or many distinct bytes to escape, `%` among them, non-ASCII, control characters."""
+    assert signing.percent_encode(value) == quote(value, safe="~")
+
+
+@pytest.mark.parametrize("value", ["\ud800", 'x"\udfff"'])
+def test_percent_encode_refuses_lone_surrogates_as_quote_does(value: str) -> None:
+    """Text that is not valid Unicode raises UnicodeEncodeError, as `quote` does."""
+    with pytest.raises(UnicodeEncodeError):
+        quote(value, safe="~")
+    with pytest.raises(UnicodeEncodeError):
+        signing.percent_encode(value)
+
+
 @pytest.mark.parametrize(
     "moment",
     [

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -93,6 +94,51 @@ async def test_describe_instances_by_ids(emu_api: tuple[Emulator, Api]) -> None:
     body = await api.ok("DescribeInstances", {"InstanceIds": json.dumps([*wanted, "i-unknown"])})
     assert sorted(i["InstanceId"] for i in body["Instances"]["Instance"]) == sorted(wanted)
     assert body["TotalCount"] == 3
+
+
+async def test_describe_instances_json_text(tmp_path: Path, make_api: MakeApi) -> None:
+    """Each instance's JSON, written as text, is valid compact JSON with every value escaped."""
+    odd = 'qu"ote \\ back\nline \u00e9t\u00e9 \u2028 \x01'
+    fleet = [
+        {"InstanceId": "i-plain", "RegionId": REGION, "Tags": {"env": "prod"}},
+        {"InstanceId": "i-odd", "RegionId": REGION, "Status": "Stopped", "OSType": odd,
+         "InstanceNetworkType": "classic", "Tags": {odd: odd, "": ""}},
+    ]  # fmt: skip
+    path = tmp_path / "fleet.json"
+    path.write_text(json.dumps(fleet), encoding="utf-8")
+    _, api = await make_api(fleet_file=path, regions=(REGION,))
+    reply = await api.call("DescribeInstances", {"MaxResults": "10"}, fmt="JSON")
+    body = json.loads(reply.text)
+    assert reply.text == json.dumps(body, ensure_ascii=False, separators=(",", ":"))
+    plain, other = body["Instances"]["Instance"]
+    assert plain["Tags"] == {"Tag": [{"TagKey": "env", "TagValue": "prod"}]}
+    assert plain["VpcAttributes"]["PrivateIpAddress"] == {"IpAddress": ["10.0.0.0"]}
+    assert (plain["Cpu"], plain["Memory"], plain["StoppedMode"]) == (2, 8192, "Not-applicable")
+    assert (other["OSType"], other["OSName"], other["Status"]) == (
+        odd.lower(),
+        odd.lower(),
+        "Stopped",
+    )
+    assert other["Tags"]["Tag"] == [
+        {"TagKey": odd, "TagValue": odd},
+        {"TagKey": "", "TagValue": ""},
+    ]
+    assert other["VpcAttributes"]["VpcId"] == ""
+    assert other["InnerIpAddress"] == {"IpAddress": ["10.0.0.1"]}
+    assert other["StoppedMode"] == "KeepCharging"
+
+
+async def test_describe_instances_shows_a_changed_instance(emu_api: tuple[Emulator, Api]) -> None:
+    """An instance stopped after it was described is described as Stopped (its JSON is renewed)."""
+    emulator, api = emu_api
+    iid = region_ids(emulator)[3]
+    query = {"InstanceIds": json.dumps([iid])}
+    (before,) = (await api.ok("DescribeInstances", query))["Instances"]["Instance"]
+    await api.control("instances", {"instance_ids": [iid], "status": "Stopped"})
+    (after,) = (await api.ok("DescribeInstances", query))["Instances"]["Instance"]
+    assert (before["Status"], after["Status"]) == ("Running", "Stopped")
+    assert after["StoppedMode"] == "KeepCharging"
+    assert {**after, "Status": "Running", "StoppedMode": "Not-applicable"} == before
 
 
 @pytest.mark.parametrize(
