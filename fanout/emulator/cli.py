@@ -13,7 +13,12 @@ from pathlib import Path
 
 import click
 
-from fanout.emulator.config import DEMO_ACCESS_KEY_ID, DEMO_ACCESS_KEY_SECRET, EmulatorConfig
+from fanout.emulator.config import (
+    DEMO_ACCESS_KEY_ID,
+    DEMO_ACCESS_KEY_SECRET,
+    DEMO_CONTENT_LIMIT_BYTES,
+    EmulatorConfig,
+)
 from fanout.emulator.server import Emulator, EmulatorStartError
 
 __all__ = ["emulator_command"]
@@ -127,7 +132,13 @@ def _exec_seconds(ctx: click.Context, param: click.Parameter, value: str) -> tup
 @click.option(
     "--max-instances-per-call", type=click.IntRange(1, 100), default=50, show_default=True
 )
-@click.option("--content-limit-bytes", type=click.IntRange(1), default=16384, show_default=True)
+@click.option(
+    "--content-limit-bytes",
+    type=click.IntRange(1),
+    default=DEMO_CONTENT_LIMIT_BYTES,
+    show_default=True,
+    help="Base64 of a command's content plus its parameters, at most (18 KB: the reference).",
+)
 @click.option("--access-key-id", default=DEMO_ACCESS_KEY_ID, show_default=True)
 @click.option(
     "--access-key-secret",
