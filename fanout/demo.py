@@ -1,9 +1,11 @@
 """`fanout demo`: the main job on embedded defaults.
 
 Starts the emulator in-process (3 regions, 10 000 instances, some stopped / classic / agent-offline,
-some executions failing), runs a rollout in waves into a SQLite ledger in a temporary or given
-folder, and prints progress and the report summary. The ledger path is printed so that
-`fanout status` / `fanout report` work on it afterwards.
+some executions failing), writes a small `deploy.sh` into a temporary or given folder and rolls it
+out in waves the way an operator would on the real cloud (`--script`: fanout creates the command
+in each region, where each gets its own CommandId), into a SQLite ledger in the same folder, and
+prints progress and the report summary. The ledger path is printed so that `fanout status` /
+`fanout report` work on it afterwards.
 """
 
 from __future__ import annotations
@@ -18,7 +20,6 @@ from fanout.aliyun.credentials import Credentials
 from fanout.emulator import (
     DEMO_ACCESS_KEY_ID,
     DEMO_ACCESS_KEY_SECRET,
-    DEMO_COMMAND_ID,
     EmulatorConfig,
     running_emulator,
 )
@@ -29,13 +30,20 @@ from fanout.report import run_summary, status_document
 from fanout.request import RunRequest
 from fanout.runner import Emit, RunOutcome
 from fanout.settings import Settings
+from fanout.sources import ScriptSource, label
 from fanout.targets import Target
 
-__all__ = ["DEMO_REGIONS", "DEMO_TARGETS", "DemoResult", "run_demo"]
+__all__ = ["DEMO_REGIONS", "DEMO_SCRIPT", "DEMO_TARGETS", "DemoResult", "run_demo"]
 
 DEMO_REGIONS = ("cn-beijing", "cn-hangzhou", "cn-shanghai")
 DEMO_TARGETS = 10_000
 DEMO_WAVES = "1,5%,30%,100%"
+# The script the demo rolls out (`fanout run --script deploy.sh` on the real cloud does the same).
+DEMO_SCRIPT = """#!/bin/bash
+# A deploy step as fanout demo rolls it out: `fanout run --script deploy.sh ...`
+set -euo pipefail
+echo "deploying on $(hostname) at $(date -u +%FT%TZ)"
+"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,14 +94,23 @@ async def run_demo(folder: Path | None, *, emit: Emit) -> DemoResult:
         )
         credentials = Credentials(DEMO_ACCESS_KEY_ID, DEMO_ACCESS_KEY_SECRET, source="demo")
         store = open_ledger(str(ledger_path))
+        script_path = folder / "deploy.sh"
+        script_path.write_text(DEMO_SCRIPT, encoding="utf-8")
+        source = ScriptSource(DEMO_SCRIPT, path=str(script_path))
         request = RunRequest(
             targets=targets,
-            spec=CommandSpec(command_id=DEMO_COMMAND_ID),
+            spec=CommandSpec(command_id=label(source)),
+            source=source,
             waves=DEMO_WAVES,
             wait=True,
         )
         outcome = await start_run(settings, credentials, store, request, emit=emit)
     run = store.get_run(outcome.run_id)
-    doc = status_document(run, store.instance_counts(run.run_id), store.batch_counts(run.run_id))
+    doc = status_document(
+        run,
+        store.instance_counts(run.run_id),
+        store.batch_counts(run.run_id),
+        store.command_ids(run.run_id),
+    )
     store.close()
     return DemoResult(ledger_path, outcome, run_summary(doc), doc)

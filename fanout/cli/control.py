@@ -30,6 +30,7 @@ from fanout.control import (
     StopOptions,
     StopResult,
     retry_targets,
+    run_source,
     run_spec,
     stop_run,
 )
@@ -57,7 +58,12 @@ def status_command(run_id: str, common: CommonFlags) -> None:
     """
     store = ledger_for(settings_from(common.config_file, ledger=common.ledger), run_id=run_id)
     run = store.get_run(run_id)
-    doc = status_document(run, store.instance_counts(run_id), store.batch_counts(run_id))
+    doc = status_document(
+        run,
+        store.instance_counts(run_id),
+        store.batch_counts(run_id),
+        store.command_ids(run_id),
+    )
     Out(as_json=common.as_json).document(doc, run_summary(doc))
 
 
@@ -117,6 +123,7 @@ def report_command(run_id: str, fmt: str, common: CommonFlags) -> None:
             run,
             "json" if common.as_json else fmt,
             {r.run_id: r.state for r in retries},
+            store.command_ids(run_id),
         ),
         nl=False,
     )
@@ -260,6 +267,7 @@ def retry_command(
     request = RunRequest(
         targets=targets,
         spec=spec,
+        source=run_source(parent),
         secret_keys=parent.secret_keys,
         waves=waves if waves is not None else _text(parent.options, "waves"),
         wave_order=_text(parent.options, "wave_order") or "spread",

@@ -42,8 +42,9 @@ def run_command(rollout: RolloutFlags, spend: SpendFlags) -> None:
     """Plan and execute: invoke the command on every target, batch by batch.
 
     \b
-    fanout run --command-id c-xxx --targets hosts.txt --region cn-hangzhou --yes
-    fanout run --command-id c-xxx --instance-id cn-beijing:i-abc --param version=1.2
+    fanout run --script deploy.sh --targets hosts.txt --region cn-hangzhou --yes
+    fanout run --command-name deploy --instance-id cn-beijing:i-abc --param version=1.2
+    fanout run --command-id cn-hangzhou=c-aaa --command-id cn-beijing=c-bbb --targets hosts.txt
     """
     configure_logging(spend.common.log_level)
     read = read_rollout(rollout, spend)
@@ -73,25 +74,34 @@ def plan_command(rollout: RolloutFlags, spend: SpendFlags) -> None:
     Parses and validates the targets, runs the read-only preflight (unless --no-preflight),
     and prints batches, InvokeCommand calls needed vs quota left per region, and the ETA.
     \b
-    fanout plan --command-id c-xxx --targets hosts.txt --region cn-hangzhou
+    fanout plan --script deploy.sh --targets hosts.txt --region cn-hangzhou
     """
     configure_logging(spend.common.log_level)
     read = read_rollout(rollout, spend)
     request, settings, credentials = read.request, read.settings, read.credentials
     account = settings.account or credentials.access_key_id
-    # The command is checked even with --no-preflight (one free DescribeCommands per region).
-    excluded = anyio.run(
+    store = ledger_for(settings)
+    # The command is checked even with --no-preflight (one free DescribeCommands per region);
+    # a script's command is looked up, never created.
+    excluded, resolution = anyio.run(
         lambda: preview_preflight(
-            settings, credentials, request.targets, request.spec, instances=request.preflight
+            settings,
+            credentials,
+            request.targets,
+            request.spec,
+            source=request.source,
+            store=store,
+            instances=request.preflight,
         ),
         backend="asyncio",
     )
-    store = ledger_for(settings)
     now = time.time()
     used = store.quota_used(account, settings.quota.window_start(now)) if account else {}
     doc = plan_document(
         request.targets, excluded, settings, used, duplicates=len(read.duplicates), now=now
     )
+    if resolution is not None:
+        doc["command"] = resolution.summary()
     Out(as_json=spend.common.as_json).document(doc, plan_text(doc))
 
 
