@@ -23,7 +23,6 @@ import json
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import PurePath
 
 from fanout.aliyun.responses import Command
 from fanout.errors import ConfigError
@@ -157,7 +156,9 @@ def is_public_name(command_id: str) -> bool:
 
 def type_for_path(path: str) -> str:
     """The command type a script file's extension implies (RunShellScript when it implies none)."""
-    return _EXTENSION_TYPES.get(PurePath(path).suffix.lower(), "RunShellScript")
+    base = path.replace("\\", "/").rsplit("/", 1)[-1]
+    suffix = "." + base.rsplit(".", 1)[1].lower() if "." in base.strip(".") else ""
+    return _EXTENSION_TYPES.get(suffix, "RunShellScript")
 
 
 def placeholders(content: str) -> tuple[str, ...]:

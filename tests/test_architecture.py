@@ -45,6 +45,7 @@ PURE_MODULES = (
     "fanout.schedule",
     "fanout.validate",
     "fanout.request",
+    "fanout.sources",
     "fanout.redaction",
     "fanout.tally",
     "fanout.verdict",
@@ -110,6 +111,8 @@ RUNNER_SIDE = (
     "fanout.lease",
     "fanout.verdict",
     "fanout.control",
+    "fanout.commands",
+    "fanout.command_list",
 )
 
 

@@ -24,7 +24,9 @@ def rollout_flags(**given: Any) -> RolloutFlags:
         field.name: () if field.type == "tuple[str, ...]" else None
         for field in dataclasses.fields(RolloutFlags)
     }
-    flags = dict.fromkeys(("pause_after_wave", "no_preflight", "strict", "allow_overlap"), False)
+    flags = dict.fromkeys(
+        ("pause_after_wave", "no_preflight", "strict", "allow_overlap", "enable_parameter"), False
+    )
     return RolloutFlags(**{**empty, **flags, **given})
 
 
@@ -60,7 +62,7 @@ def test_the_table_fills_only_what_the_flags_left_out() -> None:
         "timeout_s": 300,
     }
     merged = with_rollout_table(flags, table)
-    assert merged.command_id == "c-fromthetable"
+    assert merged.command_id == ("c-fromthetable",)
     assert merged.targets_file == "hosts.txt"
     assert merged.waves == "1,100%"
     assert merged.instance_ids == ("cn-hangzhou:" + HZ1,)
@@ -82,7 +84,7 @@ def test_params_merge_key_by_key_and_a_flag_wins() -> None:
 
 def test_no_table_changes_nothing() -> None:
     """Without a `[rollout]` table the flags are the request's input as given."""
-    flags = rollout_flags(command_id="c-x", params=("a=1",))
+    flags = rollout_flags(command_id=("c-x",), params=("a=1",))
     assert with_rollout_table(flags, {}) == flags
 
 
@@ -124,15 +126,17 @@ def test_read_rollout_builds_the_request_from_the_file_and_the_flags(tmp_path: P
 def test_read_rollout_waits_unless_told_not_to() -> None:
     """Without --wait/--no-wait the run follows every instance to its result."""
     read = read_rollout(
-        rollout_flags(command_id="c-x", instance_ids=(f"cn-hangzhou:{HZ1}",), no_preflight=True),
+        rollout_flags(
+            command_id=("c-x",), instance_ids=(f"cn-hangzhou:{HZ1}",), no_preflight=True
+        ),
         spend_flags(),
     )
     assert (read.request.wait, read.request.preflight) == (True, False)
 
 
 def test_a_command_id_is_required_from_a_flag_or_the_table(tmp_path: Path) -> None:
-    """Neither `--command-id` nor the table's `command_id`: refused, naming both."""
+    """No command source, neither a flag nor the table's key: refused, naming every source."""
     config = tmp_path / "rollout.toml"
     config.write_text('[rollout]\nwaves = "1,100%"\n')
-    with pytest.raises(ConfigError, match=r"--command-id is required .*\[rollout\]"):
+    with pytest.raises(ConfigError, match=r"exactly one command source .*--script.*\[rollout\]"):
         read_rollout(rollout_flags(instance_ids=(f"cn-hangzhou:{HZ1}",)), spend_flags(config))
