@@ -7,8 +7,11 @@ from __future__ import annotations
 import base64
 
 import pytest
+from click.testing import CliRunner
 
-from fanout.emulator import DEMO_COMMAND_NAME, Emulator, demo_command_id
+from fanout.cli import main
+from fanout.emulator import DEMO_COMMAND_NAME, Emulator, EmulatorConfig, demo_command_id
+from fanout.emulator.fleet import Fleet
 
 from .conftest import MakeApi
 from .helpers import REGION, Api, instance_params
@@ -174,3 +177,24 @@ async def test_bad_option_values_are_refused(
     }
     reply = await api.error("InvokeCommand", params)
     assert (reply.status, reply.code) == (status, code)
+
+
+def test_list_shows_the_fleet_and_each_regions_commands() -> None:
+    """`fanout emulator --list` (documented in its --help) prints every instance with its
+    tags as a target line, and each region's own demo command ids, without serving."""
+    args = ["emulator", "--regions", "cn-hangzhou,cn-beijing", "--instances-per-region", "4"]
+    help_text = CliRunner().invoke(main, ["emulator", "--help"]).output
+    assert "--list" in help_text
+    assert "fanout-demo" in help_text
+    done = CliRunner().invoke(main, [*args, "--list"])
+    assert done.exit_code == 0, done.output
+    targets = [line.split("\t")[0] for line in done.output.splitlines() if not line.startswith("#")]
+    fleet = Fleet.from_config(
+        EmulatorConfig(regions=("cn-hangzhou", "cn-beijing"), instances_per_region=4)
+    )
+    assert sorted(targets) == sorted(
+        f"{r}:{i.instance_id}" for r, rf in fleet.regions.items() for i in rf.instances
+    )
+    assert "role=" in done.output
+    for region in ("cn-hangzhou", "cn-beijing"):
+        assert f"{demo_command_id(region)}\t{DEMO_COMMAND_NAME}" in done.output
