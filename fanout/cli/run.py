@@ -193,7 +193,8 @@ def _confirm_resume(store: LedgerStore, run_id: str) -> None:
 )
 @guarded
 def demo_command(folder: Path | None, as_json: bool) -> None:
-    """Run a 10 000-instance, 3-region rollout in waves against the built-in emulator.
+    """Run a 10 000-instance, 3-region rollout of a deploy.sh in waves against the built-in
+    emulator: the script is created as a command in each region (--script), as on the real cloud.
 
     \b
     The fleet has a few stopped, classic-network and agent-offline instances (excluded by
@@ -215,7 +216,12 @@ def demo_command(folder: Path | None, as_json: bool) -> None:
         out.event("status", dict(result.status, ledger=str(result.ledger)))
     else:
         click.echo(result.summary)
-        click.echo(f"\nledger: {result.ledger}", err=True)
+        click.echo(
+            f"\nscript: {result.ledger.parent / 'deploy.sh'} (the same on the real cloud: "
+            "fanout run --script deploy.sh --targets hosts.txt)",
+            err=True,
+        )
+        click.echo(f"ledger: {result.ledger}", err=True)
         click.echo(f"  fanout status {result.outcome.run_id} --ledger {result.ledger}", err=True)
         click.echo(f"  fanout report {result.outcome.run_id} --ledger {result.ledger}", err=True)
     sys.exit(0 if complete and result.outcome.exit_code <= 1 else int(result.outcome.exit_code))
