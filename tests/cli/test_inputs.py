@@ -126,9 +126,7 @@ def test_read_rollout_builds_the_request_from_the_file_and_the_flags(tmp_path: P
 def test_read_rollout_waits_unless_told_not_to() -> None:
     """Without --wait/--no-wait the run follows every instance to its result."""
     read = read_rollout(
-        rollout_flags(
-            command_id=("c-x",), instance_ids=(f"cn-hangzhou:{HZ1}",), no_preflight=True
-        ),
+        rollout_flags(command_id=("c-x",), instance_ids=(f"cn-hangzhou:{HZ1}",), no_preflight=True),
         spend_flags(),
     )
     assert (read.request.wait, read.request.preflight) == (True, False)
