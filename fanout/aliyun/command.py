@@ -135,7 +135,7 @@ def oss_output_delivery(value: str) -> str:
         )
     if "//" in prefix or any(ord(c) < 32 for c in prefix):
         raise ConfigError(f"--oss-output {value!r}: the prefix has an empty or control segment")
-    return f"{_OSS_SCHEME}{bucket}" + (f"/{prefix}" if prefix else "")
+    return f"{_OSS_SCHEME}{path}"
 
 
 def check_options(spec: CommandSpec) -> None:
