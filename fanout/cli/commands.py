@@ -24,7 +24,10 @@ __all__ = ["COMMANDS"]
     is_flag=True,
     help="DeleteCommand every command fanout created that no open run uses.",
 )
-@click.option("--account", help="Only this quota account's commands (default: every account).")
+@click.option(
+    "--account",
+    help="Only this account's commands (default: every account; --prune: the credentials').",
+)
 @spend_options
 @guarded
 def commands_command(prune: bool, account: str | None, spend: SpendFlags) -> None:
@@ -56,8 +59,9 @@ def commands_command(prune: bool, account: str | None, spend: SpendFlags) -> Non
 
         async def ask() -> None:
             async with client_for(settings, credentials) as client:
-                if prune:
-                    pruned.extend(await prune_commands(store, client, account=account))
+                if prune:  # only the account these credentials act for
+                    mine = account or settings.account or credentials.access_key_id
+                    pruned.extend(await prune_commands(store, client, account=mine))
                 counts.update(await region_counts(client, regions))
 
         anyio.run(ask, backend="asyncio")
