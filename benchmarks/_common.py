@@ -12,11 +12,12 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from fanout.emulator import DEMO_COMMAND_ID, EmulatorConfig
+from fanout.emulator import EmulatorConfig, demo_command_id
 from fanout.emulator.fleet import Fleet
 from fanout.launch import batch_records
 from fanout.ledger import LedgerStore, RunRecord, RunState
 from fanout.plan import make_plan
+from fanout.sources import CommandIdMap, label, source_options
 from fanout.targets import Target
 
 REGIONS = ("cn-beijing", "cn-hangzhou", "cn-shanghai", "cn-shenzhen")
@@ -61,15 +62,17 @@ def store_run(store: LedgerStore, per_region: int, *, wait: bool) -> tuple[RunRe
     run_id = f"rbench-{int(time.time() * 1000)}"
     plan = make_plan(run_id, targets, batch_size=50)
     now = time.time()
+    # A CommandId belongs to one region: each region's demo command has its own.
+    source = CommandIdMap({r: demo_command_id(r) for r in REGIONS})
     run = RunRecord(
         run_id,
         now,
         now,
         RunState.CREATED,
-        DEMO_COMMAND_ID,
+        label(source),
         "bench",
         len(targets),
-        options={"wait": wait},
+        options={"wait": wait, "source": source_options(source)},
     )
-    store.create_run(run, batch_records(run_id, plan))
+    store.create_run(run, batch_records(run_id, plan, source.ids))
     return run, len(plan.batches)

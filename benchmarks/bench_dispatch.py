@@ -33,7 +33,7 @@ import anyio
 from benchmarks._common import REGIONS, process_cpu_s, start_emulator, store_run
 from fanout.aliyun.command import CommandSpec
 from fanout.aliyun.credentials import Credentials
-from fanout.emulator import DEMO_ACCESS_KEY_ID, DEMO_ACCESS_KEY_SECRET, DEMO_COMMAND_ID
+from fanout.emulator import DEMO_ACCESS_KEY_ID, DEMO_ACCESS_KEY_SECRET
 from fanout.ledger import is_postgres_location, open_ledger, redact_location
 from fanout.logs import configure_logging
 from fanout.runner import DriveOptions, drive
@@ -79,7 +79,7 @@ async def dispatch(ledger: str, url: str, per_region: int, concurrency: int) -> 
         credentials,
         store,
         run,
-        CommandSpec(DEMO_COMMAND_ID),
+        CommandSpec(run.command_id),  # each batch invokes its region's own id
         emit=on_event,
         options=DriveOptions(handle_signals=False),
     )

@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from benchmarks._common import emulator_state, process_cpu_s
-from fanout.emulator import DEMO_ACCESS_KEY_ID, DEMO_ACCESS_KEY_SECRET, DEMO_COMMAND_ID
+from fanout.emulator import DEMO_ACCESS_KEY_ID, DEMO_ACCESS_KEY_SECRET, DEMO_COMMAND_NAME
 from fanout.emulator.config import EmulatorConfig
 from fanout.emulator.fleet import Fleet
 
@@ -148,7 +148,7 @@ def _dispatch_once(scenario: Scenario, src: str | None) -> dict[str, float]:
         with tempfile.TemporaryDirectory() as tmp:
             folder = Path(tmp)
             targets = _targets(scenario, folder)
-            args = ["run", "--command-id", DEMO_COMMAND_ID, "--targets", str(targets)]
+            args = ["run", "--command-name", DEMO_COMMAND_NAME, "--targets", str(targets)]
             args += ["--no-wait", "--no-preflight", "--yes", *scenario.flags]
             emulator_cpu0 = process_cpu_s(proc.pid)
             run = _fanout(args, _env(folder / "l.sqlite3", url, src))
@@ -183,7 +183,14 @@ def _preflight_once(scenario: Scenario, src: str | None) -> dict[str, float]:
             folder = Path(tmp)
             targets = _targets(scenario, folder)
             env = _env(folder / "l.sqlite3", url, src)
-            args = ["plan", "--command-id", DEMO_COMMAND_ID, "--targets", str(targets), "--json"]
+            args = [
+                "plan",
+                "--command-name",
+                DEMO_COMMAND_NAME,
+                "--targets",
+                str(targets),
+                "--json",
+            ]
             base = _fanout([*args, "--no-preflight"], env)
             before = emulator_state(url)["regions"]
             emulator_cpu0 = process_cpu_s(proc.pid)

@@ -25,7 +25,7 @@ import anyio
 from benchmarks._common import emulator_state, start_emulator, store_run
 from fanout.aliyun.command import CommandSpec
 from fanout.aliyun.credentials import Credentials
-from fanout.emulator import DEMO_ACCESS_KEY_ID, DEMO_ACCESS_KEY_SECRET, DEMO_COMMAND_ID
+from fanout.emulator import DEMO_ACCESS_KEY_ID, DEMO_ACCESS_KEY_SECRET
 from fanout.ledger import open_ledger
 from fanout.logs import configure_logging
 from fanout.runner import DriveOptions, drive
@@ -62,7 +62,7 @@ async def collect(ledger: str, url: str, per_region: int) -> dict[str, float]:
         credentials,
         store,
         run,
-        CommandSpec(DEMO_COMMAND_ID),
+        CommandSpec(run.command_id),  # each batch invokes its region's own id
         emit=on_event,
         options=DriveOptions(handle_signals=False),
     )

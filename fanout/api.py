@@ -4,8 +4,8 @@
 from fanout import Target, rollout_blocking
 
 outcome = rollout_blocking(
-    [Target("cn-hangzhou", "i-bp1aaaaaaaaaaaaaaaa1")],
-    command_id="c-xxx",
+    [Target("cn-hangzhou", "i-bp1aaaaaaaaaaaaaaaa1"), Target("cn-beijing", "i-2ze...")],
+    script="deploy.sh",  # or command_name="deploy", or command_id={"cn-hangzhou": "c-..."}
     parameters={"version": "1.2.3"},
     waves="1,10%,100%",
     max_errors="2%",
@@ -21,14 +21,17 @@ logs warnings and errors to stderr.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import anyio
 import structlog
 
-from fanout.aliyun.command import CommandSpec
+from fanout.aliyun.command import SPEC_OPTIONS, CommandSpec, check_options, oss_output_delivery
 from fanout.aliyun.credentials import Credentials, load_credentials
+from fanout.errors import ConfigError
 from fanout.launch import start_run
 from fanout.ledger import LedgerStore, default_ledger_location, open_ledger
 from fanout.logs import configure_logging, register_secret
@@ -37,7 +40,19 @@ from fanout.report import status_document
 from fanout.request import ResumeRequest, RunRequest
 from fanout.runner import RunOutcome, resume_run
 from fanout.settings import Settings, load_settings
+from fanout.sources import (
+    DEFAULT_SCRIPT_TIMEOUT_S,
+    CommandIdMap,
+    CommandIdSource,
+    CommandNameSource,
+    CommandSource,
+    ScriptSource,
+    check_script,
+    label,
+    type_for_path,
+)
 from fanout.targets import Target
+from fanout.validate import check_schedule
 
 __all__ = [
     "resume",
@@ -74,7 +89,13 @@ def _prepare(
 async def rollout(
     targets: Sequence[Target],
     *,
-    command_id: str,
+    command_id: str | Mapping[str, str] | None = None,
+    command_name: str | None = None,
+    provider: str | None = None,
+    script: str | Path | None = None,
+    script_type: str | None = None,
+    command_timeout_s: int | None = None,
+    enable_parameter: bool = False,
     parameters: Mapping[str, str] | None = None,
     secret_keys: Sequence[str] = (),
     waves: str | None = None,
@@ -84,34 +105,124 @@ async def rollout(
     wait: bool = True,
     preflight: bool = True,
     strict: bool = False,
-    timeout_s: int | None = None,
     settings: Settings | None = None,
     credentials: Credentials | None = None,
     on_event: OnEvent | None = None,
+    **options: Any,
 ) -> RunOutcome:
-    """Plan, store and run a rollout; the outcome carries the run id and the exit code."""
+    """Plan, store and run a rollout; the outcome carries the run id and the exit code.
+
+    The command source, exactly one (as the CLI's): `command_id` (one id valid in every target
+    region, or a `{region: id}` mapping), `command_name` (resolved per region; with `provider`
+    a public command, as is an `ACS-...` `command_id`), or `script` (a file fanout creates as a
+    command in each region and reuses: `script_type`, `command_timeout_s`, `enable_parameter`).
+    `options` are InvokeCommand's, named as the fields of `fanout.aliyun.command.CommandSpec`
+    (`timeout_s`, `username`, `working_dir`, `container_id`, `termination_mode`,
+    `oss_output_delivery`, `invocation_tags`, ...), checked as the CLI checks its flags.
+    """
     settings, credentials, store = _prepare(settings, credentials)
-    keys = tuple(sorted({*secret_keys, *(k for k in parameters or {} if is_secret_key(k))}))
-    for key in keys:
-        register_secret((parameters or {}).get(key))
-    request = RunRequest(
-        targets=tuple(targets),
-        spec=CommandSpec(command_id=command_id, parameters=parameters, timeout_s=timeout_s),
-        secret_keys=keys,
-        waves=waves,
-        wave_order=wave_order,
-        max_errors=max_errors,
-        wave_max_failures=wave_max_failures,
-        preflight=preflight,
-        wait=wait,
-        strict=strict,
-    )
     try:
+        keys = tuple(sorted({*secret_keys, *(k for k in parameters or {} if is_secret_key(k))}))
+        for key in keys:
+            register_secret((parameters or {}).get(key))
+        source = _source(
+            command_id,
+            command_name,
+            provider,
+            _script(script, script_type, command_timeout_s, enable_parameter, options),
+            parameters,
+            settings.content_limit_bytes,
+        )
+        request = RunRequest(
+            targets=tuple(targets),
+            spec=_spec(label(source), parameters, options),
+            source=source,
+            secret_keys=keys,
+            waves=waves,
+            wave_order=wave_order,
+            max_errors=max_errors,
+            wave_max_failures=wave_max_failures,
+            preflight=preflight,
+            wait=wait,
+            strict=strict,
+        )
         return await start_run(
             settings, credentials, store, request, emit=on_event or _quiet, handle_signals=False
         )
     finally:
         store.close()
+
+
+def _spec(
+    command_id: str, parameters: Mapping[str, str] | None, options: Mapping[str, Any]
+) -> CommandSpec:
+    """The InvokeCommand options of `rollout`, checked (`check_options`, the schedule)."""
+    unknown = sorted(set(options) - set(SPEC_OPTIONS))
+    if unknown:
+        raise ConfigError(
+            f"rollout(): unknown option {', '.join(unknown)} (InvokeCommand's: "
+            f"{', '.join(SPEC_OPTIONS)})"
+        )
+    values = dict(options)
+    if values.get("oss_output_delivery"):
+        values["oss_output_delivery"] = oss_output_delivery(str(values["oss_output_delivery"]))
+    spec = CommandSpec(command_id=command_id, parameters=parameters, **values)
+    check_options(spec)
+    check_schedule(spec, time.time())
+    return spec
+
+
+def _script(
+    path: str | Path | None,
+    script_type: str | None,
+    command_timeout_s: int | None,
+    enable_parameter: bool,
+    options: Mapping[str, Any],
+) -> ScriptSource | None:
+    """`script=` as the command fanout creates (its working directory is `working_dir`)."""
+    if path is None:
+        return None
+    try:
+        content = Path(path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"script {path}: cannot read it as UTF-8 text ({exc})") from exc
+    return ScriptSource(
+        content=content,
+        command_type=script_type or type_for_path(str(path)),
+        working_dir=options.get("working_dir"),
+        timeout_s=command_timeout_s or DEFAULT_SCRIPT_TIMEOUT_S,
+        enable_parameter=enable_parameter,
+        path=str(path),
+    )
+
+
+def _source(
+    command_id: str | Mapping[str, str] | None,
+    command_name: str | None,
+    provider: str | None,
+    script: ScriptSource | None,
+    parameters: Mapping[str, str] | None,
+    content_limit_bytes: int,
+) -> CommandSource:
+    """Exactly one command source, checked as far as it can be without a call."""
+    given = [
+        n
+        for n, v in (("command_id", command_id), ("command_name", command_name), ("script", script))
+        if v
+    ]
+    if len(given) != 1:
+        raise ConfigError(
+            f"rollout(): give exactly one of command_id, command_name, script (got {given or 'none'})"
+        )
+    if script is not None:
+        check_script(script, parameters, content_limit_bytes=content_limit_bytes)
+        return script
+    if command_name:
+        return CommandNameSource(command_name, provider)
+    if isinstance(command_id, Mapping):
+        return CommandIdMap(dict(command_id))
+    assert command_id is not None
+    return CommandIdSource(command_id, provider)
 
 
 async def resume(
@@ -157,7 +268,12 @@ def status(run_id: str, *, settings: Settings | None = None) -> dict[str, object
     store = open_ledger(settings.ledger or default_ledger_location())
     try:
         run = store.get_run(run_id)
-        return status_document(run, store.instance_counts(run_id), store.batch_counts(run_id))
+        return status_document(
+            run,
+            store.instance_counts(run_id),
+            store.batch_counts(run_id),
+            store.command_ids(run_id),
+        )
     finally:
         store.close()
 

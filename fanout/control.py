@@ -35,9 +35,18 @@ from fanout.ledger import (
 )
 from fanout.ledger.model import reported_state
 from fanout.results import TERMINAL_STATUSES, instance_outcome
+from fanout.sources import CommandSource, source_from_options
 from fanout.targets import Target
 
-__all__ = ["RETRY_CHOICES", "StopOptions", "StopResult", "retry_targets", "run_spec", "stop_run"]
+__all__ = [
+    "RETRY_CHOICES",
+    "StopOptions",
+    "StopResult",
+    "retry_targets",
+    "run_source",
+    "run_spec",
+    "stop_run",
+]
 
 RETRY_CHOICES = ("failed", "unknown", "not-invoked")
 # How often `stop` looks whether the runner has let go of the run.
@@ -65,6 +74,12 @@ def run_spec(run: RunRecord, secret_params: Mapping[str, str]) -> CommandSpec:
         parameters=params if (params or stored.get("had_parameters")) else None,
         **{k: v for k, v in stored.items() if k in SPEC_OPTIONS},
     )
+
+
+def run_source(run: RunRecord) -> CommandSource:
+    """Where a stored run's command comes from (a retry re-resolves it region by region: the
+    same ids, the same name, the same script's command)."""
+    return source_from_options(run.options.get("source"), run.command_id)
 
 
 def retry_targets(

@@ -1,11 +1,13 @@
 """`fanout demo`: the main job on embedded defaults.
 
 Starts the emulator in-process (3 regions, 10 000 instances, some stopped / classic / agent-offline,
-some executions failing), runs a rollout in waves into a SQLite ledger in a temporary or given
-folder, writes the run's HTML report beside the ledger, and prints progress and the report
-summary. Both paths are printed so that `fanout status` / `fanout report` work on the ledger
-afterwards; `fanout demo --clean` removes them. The default folder is `fanout-demo` in the
-system's temporary directory, emptied of the previous demo's files before each demo.
+some executions failing), writes a small `deploy.sh` into a temporary or given folder and rolls it
+out in waves the way an operator would on the real cloud (`--script`: fanout creates the command
+in each region, where each gets its own CommandId), into a SQLite ledger in the same folder,
+writes the run's HTML report beside the ledger, and prints progress and the report summary.
+Both paths are printed so that `fanout status` / `fanout report` work on the ledger afterwards;
+`fanout demo --clean` removes them. The default folder is `fanout-demo` in the system's
+temporary directory, emptied of the previous demo's files before each demo.
 """
 
 from __future__ import annotations
@@ -20,7 +22,6 @@ from fanout.aliyun.credentials import Credentials
 from fanout.emulator import (
     DEMO_ACCESS_KEY_ID,
     DEMO_ACCESS_KEY_SECRET,
-    DEMO_COMMAND_ID,
     EmulatorConfig,
     running_emulator,
 )
@@ -32,10 +33,12 @@ from fanout.report_io import html_report, write_file
 from fanout.request import RunRequest
 from fanout.runner import Emit, RunOutcome
 from fanout.settings import Settings
+from fanout.sources import ScriptSource, label
 from fanout.targets import Target
 
 __all__ = [
     "DEMO_REGIONS",
+    "DEMO_SCRIPT",
     "DEMO_TARGETS",
     "DemoResult",
     "clean_demo",
@@ -46,6 +49,12 @@ __all__ = [
 DEMO_REGIONS = ("cn-beijing", "cn-hangzhou", "cn-shanghai")
 DEMO_TARGETS = 10_000
 DEMO_WAVES = "1,5%,30%,100%"
+# The script the demo rolls out (`fanout run --script deploy.sh` on the real cloud does the same).
+DEMO_SCRIPT = """#!/bin/bash
+# A deploy step as fanout demo rolls it out: `fanout run --script deploy.sh ...`
+set -euo pipefail
+echo "deploying on $(hostname) at $(date -u +%FT%TZ)"
+"""
 
 
 @dataclass(frozen=True, slots=True)
@@ -126,15 +135,24 @@ async def run_demo(folder: Path | None, *, emit: Emit) -> DemoResult:
         )
         credentials = Credentials(DEMO_ACCESS_KEY_ID, DEMO_ACCESS_KEY_SECRET, source="demo")
         store = open_ledger(str(ledger_path))
+        script_path = folder / "deploy.sh"
+        script_path.write_text(DEMO_SCRIPT, encoding="utf-8")
+        source = ScriptSource(DEMO_SCRIPT, path=str(script_path))
         request = RunRequest(
             targets=targets,
-            spec=CommandSpec(command_id=DEMO_COMMAND_ID),
+            spec=CommandSpec(command_id=label(source)),
+            source=source,
             waves=DEMO_WAVES,
             wait=True,
         )
         outcome = await start_run(settings, credentials, store, request, emit=emit)
     run = store.get_run(outcome.run_id)
-    doc = status_document(run, store.instance_counts(run.run_id), store.batch_counts(run.run_id))
+    doc = status_document(
+        run,
+        store.instance_counts(run.run_id),
+        store.batch_counts(run.run_id),
+        store.command_ids(run.run_id),
+    )
     report_path = folder / REPORT_NAME
     write_file(report_path, html_report(store, run.run_id))
     store.close()

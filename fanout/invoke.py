@@ -185,8 +185,10 @@ async def _send(d: InvokeContext, b: _Batch) -> InvokeResult | None:
     async with d.gate.sending():
         if d.control.halted:
             return None
+        # A CommandId belongs to one region: each batch invokes its region's own.
+        spec = d.spec.for_command(b.record.command_id or d.spec.command_id)
         return await d.client.invoke_command(
-            b.record.region, d.spec, b.instance_ids, client_token=b.token
+            b.record.region, spec, b.instance_ids, client_token=b.token
         )
 
 

@@ -1,8 +1,11 @@
 """Launch: a new run from its request — plan, command check, preflight, store — then drive it.
 
-`start_run` is where a `RunRequest` becomes a run: the plan (batches and ClientTokens), the free
-command check in every target region, the preflight exclusions, the run's ledger rows, and then
-`fanout.runner.drive`. `preview_preflight` is the same read-only part for `fanout plan`.
+`start_run` is where a `RunRequest` becomes a run: the command resolved in every target region
+(`fanout.commands`: free DescribeCommands calls, each region's own CommandId), the preflight
+exclusions, the plan (batches and ClientTokens), the run's ledger rows — each batch with its
+region's CommandId, None where `--script` still has to create the command — and then
+`fanout.runner.drive`, which creates those before dispatching. `preview_preflight` is the same
+read-only part for `fanout plan`: it reports what `--script` would create, and creates nothing.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ import anyio
 from fanout.aliyun.command import CommandSpec
 from fanout.aliyun.credentials import Credentials
 from fanout.clock import SYSTEM_CLOCK, Clock
+from fanout.commands import Resolution, resolve_commands
 from fanout.errors import UsageError
 from fanout.ledger import (
     BatchRecord,
@@ -28,11 +32,12 @@ from fanout.ledger import (
     RunState,
 )
 from fanout.plan import Plan, make_plan, parse_waves
-from fanout.preflight import check_command, preflight_targets
+from fanout.preflight import preflight_targets
 from fanout.redaction import redact_params
 from fanout.request import RunRequest
 from fanout.runner import DriveOptions, Emit, RunOutcome, client_for, drive
 from fanout.settings import Settings
+from fanout.sources import CommandIdSource, CommandSource, label, source_options
 from fanout.tally import planned_regions
 from fanout.targets import Target
 from fanout.waves import parse_max_errors
@@ -70,11 +75,13 @@ async def start_run(
         await anyio.to_thread.run_sync(refuse_overlap, store, request)
     run_id = new_run_id(now)
     account = settings.account or credentials.access_key_id
-    plan, excluded = await _checked_plan(settings, credentials, request, run_id, now, clock)
+    plan, excluded, resolution = await _checked_plan(
+        settings, credentials, store, request, run_id, now, clock
+    )
     if confirm is not None:
         confirm(plan, excluded)
     run = _run_record(request, settings, run_id, account, now)
-    batches = batch_records(run_id, plan)
+    batches = batch_records(run_id, plan, resolution.command_ids())
     extra = [
         InstanceRecord(run_id, region, iid, None, InstanceState.EXCLUDED, reason=reason)
         for (region, iid), reason in excluded.items()
@@ -92,6 +99,7 @@ async def start_run(
             "excluded": len(excluded),
             "allowed": parse_max_errors(request.max_errors, len(request.targets)),
             "regions": planned_regions(batches, excluded, settings.quota, used),
+            "command": resolution.summary(),
         },
     )
     options = DriveOptions(
@@ -141,7 +149,7 @@ def _run_record(
         created_at=now,
         updated_at=now,
         state=RunState.CREATED,
-        command_id=request.spec.command_id,
+        command_id=label(request.command_source),
         account=account,
         target_count=len(request.targets),
         parameters=redact_params(request.spec.parameters or {}, request.secret_keys),
@@ -154,18 +162,23 @@ def _run_record(
 async def _checked_plan(
     settings: Settings,
     credentials: Credentials,
+    store: LedgerStore,
     request: RunRequest,
     run_id: str,
     now: float,
     clock: Clock,
-) -> tuple[Plan, dict[tuple[str, str], str]]:
-    """The run's plan after the command check and the preflight, with the exclusions."""
+) -> tuple[Plan, dict[tuple[str, str], str], Resolution]:
+    """The run's plan after the command check and the preflight, with the exclusions and the
+    command of each region."""
     async with client_for(settings, credentials, clock) as client:
         # The command check is one free DescribeCommands per region: on even with --no-preflight.
-        await check_command(
+        resolution = await resolve_commands(
             client,
+            store,
+            request.command_source,
             [t.region for t in request.targets],
-            request.spec,
+            account=settings.account or credentials.access_key_id,
+            spec=request.spec,
             content_limit_bytes=settings.content_limit_bytes,
             now_s=now,
         )
@@ -185,11 +198,15 @@ async def _checked_plan(
         waves=waves or None,
         wave_order=request.wave_order,
     )
-    return plan, excluded
+    return plan, excluded, resolution
 
 
-def batch_records(run_id: str, plan: Plan) -> list[BatchRecord]:
-    """The plan's batches as ledger rows, every one pending."""
+def batch_records(
+    run_id: str, plan: Plan, command_ids: Mapping[str, str | None] | None = None
+) -> list[BatchRecord]:
+    """The plan's batches as ledger rows, every one pending, with its region's CommandId
+    (None: not known yet; the run's own command is filled in when it is driven)."""
+    ids = command_ids or {}
     return [
         BatchRecord(
             batch_id=b.batch_id,
@@ -200,6 +217,7 @@ def batch_records(run_id: str, plan: Plan) -> list[BatchRecord]:
             instance_ids=b.instance_ids,
             client_token=b.client_token,
             state=BatchState.PENDING,
+            command_id=ids.get(b.region),
         )
         for b in plan.batches
     ]
@@ -211,25 +229,36 @@ async def preview_preflight(
     targets: Sequence[Target],
     spec: CommandSpec | None = None,
     *,
+    source: CommandSource | None = None,
+    store: LedgerStore | None = None,
     instances: bool = True,
     clock: Clock = SYSTEM_CLOCK,
-) -> dict[tuple[str, str], str]:
-    """The preflight of `fanout plan`: read-only Describe calls, nothing stored.
+) -> tuple[dict[tuple[str, str], str], Resolution | None]:
+    """The preflight of `fanout plan`: read-only Describe calls, nothing stored or created.
 
-    Checks the command (`spec`) the way `start_run` does, then the instances unless told not to.
+    Resolves and checks the command (`spec`, from `source`, the ledger `store` telling which
+    script commands exist) the way `start_run` does, then the instances unless told not to.
+    Returns the exclusions and the command of each region (None without `spec`).
     """
+    resolution = None
     async with client_for(settings, credentials, clock) as client:
-        if spec is not None:
-            await check_command(
+        if spec is not None and store is not None:
+            resolution = await resolve_commands(
                 client,
+                store,
+                source or CommandIdSource(spec.command_id),
                 [t.region for t in targets],
-                spec,
+                account=settings.account or credentials.access_key_id,
+                spec=spec,
                 content_limit_bytes=settings.content_limit_bytes,
                 now_s=clock.time(),
             )
         if not instances:
-            return {}
-        return await preflight_targets(client, targets, concurrency=settings.preflight_concurrency)
+            return {}, resolution
+        excluded = await preflight_targets(
+            client, targets, concurrency=settings.preflight_concurrency
+        )
+        return excluded, resolution
 
 
 def _options(request: RunRequest, settings: Settings) -> dict[str, object]:
@@ -239,6 +268,7 @@ def _options(request: RunRequest, settings: Settings) -> dict[str, object]:
     spec["had_parameters"] = spec.pop("parameters") is not None
     return {
         "spec": spec,
+        "source": source_options(request.command_source),
         "waves": request.waves,
         "wave_order": request.wave_order,
         "max_errors": request.max_errors,

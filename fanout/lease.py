@@ -20,7 +20,15 @@ from fanout.errors import UsageError
 from fanout.halt import HaltReason, RunControl
 from fanout.ledger import AcquireLease, GroupCommitter, LedgerStore, RunRecord
 
-__all__ = ["STOP_POLL_S", "STOP_REQUEST", "keep_lease", "owner", "release", "take_lease"]
+__all__ = [
+    "STOP_POLL_S",
+    "STOP_REQUEST",
+    "holder_is_gone",
+    "keep_lease",
+    "owner",
+    "release",
+    "take_lease",
+]
 
 log = structlog.get_logger("fanout.lease")
 
@@ -53,7 +61,7 @@ async def take_lease(
     now = clock.time()
     op = AcquireLease(run.run_id, owner(), now + lease_s, now, force=force)
     granted, holder, until = await _lease(committer, op)
-    if not granted and local and _holder_is_gone(holder):
+    if not granted and local and holder_is_gone(holder):
         op = AcquireLease(run.run_id, owner(), now + lease_s, now, force=True)
         granted, holder, until = await _lease(committer, op)
     if not granted:
@@ -77,8 +85,9 @@ async def _lease(
     return bool(granted), holder, until
 
 
-def _holder_is_gone(holder: str | None) -> bool:
-    """True if the lease holder was a process on this host that no longer exists."""
+def holder_is_gone(holder: str | None) -> bool:
+    """True if the holder (of a lease, or a CreateCommand claim) was a process on this host
+    that no longer exists."""
     host, _, pid = (holder or "").rpartition(":")
     if host != socket.gethostname() or not pid.isdigit():
         return False

@@ -4,9 +4,8 @@ One unusable instance fails a whole InvokeCommand call (spec S9) and the failed 
 quota, so instances that do not exist, are not Running (S3), are on the classic network (S2) or
 whose Cloud Assistant agent is offline (S4) are excluded before any call is spent.
 
-Also here, because they are Describe calls too: the command check (DescribeCommands in every
-target region, then the pure rules of `fanout.validate`) and tag targeting (DescribeInstances
-with tag filters, all pages).
+Also here, because it is a Describe call too: tag targeting (DescribeInstances with tag
+filters, all pages). The command check is `fanout.commands` (DescribeCommands per region).
 """
 
 from __future__ import annotations
@@ -19,16 +18,13 @@ import structlog
 
 from fanout.errors import CallError
 from fanout.targets import Target
-from fanout.validate import SpecLike, validate_command
 
 if TYPE_CHECKING:
     from fanout.aliyun.client import EcsClient
-    from fanout.aliyun.responses import Command
 
 __all__ = [
     "DESCRIBE_INSTANCES_MAX",
     "STATUS_MAX",
-    "check_command",
     "find_unusable",
     "preflight_region",
     "preflight_targets",
@@ -131,53 +127,6 @@ async def preflight_region(
         for chunk in _chunks(instance_ids, DESCRIBE_INSTANCES_MAX):
             tg.start_soon(one, chunk)
     return unusable
-
-
-async def _describe_command(client: EcsClient, region: str, command_id: str) -> Command | None:
-    """The command as DescribeCommands shows it in `region` (None: there is none)."""
-    found = await client.describe_commands(region, command_id=command_id)
-    return next((c for c in found if c.command_id == command_id), None)
-
-
-async def check_command(
-    client: EcsClient,
-    regions: Sequence[str],
-    spec: SpecLike,
-    *,
-    content_limit_bytes: int,
-    now_s: float,
-) -> None:
-    """Validate `spec` against the command in every region; ConfigError names what is wrong.
-
-    One DescribeCommands per region, free, so it runs even with --no-preflight. If that call
-    itself fails (no permission for DescribeCommands, the API unreachable), the region is not
-    checked: a warning is logged and the run goes on (InvokeCommand still enforces every rule).
-    """
-    found: dict[str, Command | None] = {}
-
-    async def one(region: str) -> None:  # one call per region, every region at once
-        try:
-            found[region] = await _describe_command(client, region, spec.command_id)
-        except CallError as exc:
-            log.warning(
-                "command_not_checked",
-                region=region,
-                command_id=spec.command_id,
-                error=str(exc),
-                hint="DescribeCommands failed; InvokeCommand will apply the rules itself",
-            )
-
-    async with anyio.create_task_group() as tg:
-        for region in sorted(set(regions)):
-            tg.start_soon(one, region)
-    for region in sorted(found):
-        validate_command(
-            found[region],
-            spec,
-            region=region,
-            content_limit_bytes=content_limit_bytes,
-            now_s=now_s,
-        )
 
 
 async def resolve_tags(

@@ -59,8 +59,13 @@ def status_document(
     run: RunRecord,
     instances: Mapping[str, Mapping[str, int]],
     batches: Mapping[str, Mapping[str, int]],
+    command_ids: Mapping[str, str | None] | None = None,
 ) -> dict[str, object]:
-    """The `fanout status --json` document (stable field names, documented in the README)."""
+    """The `fanout status --json` document (stable field names, documented in the README).
+
+    `command_ids`: each region's own CommandId of the run's command (None: not created yet).
+    """
+    ids = command_ids or {}
     total: dict[str, int] = {}
     regions: dict[str, object] = {}
     for region in sorted(set(instances) | set(batches)):
@@ -70,6 +75,7 @@ def status_document(
         regions[region] = {
             "instances": _reported_counts(per_state, run.state),
             "batches": dict(sorted(batches.get(region, {}).items())),
+            "command_id": ids.get(region),
         }
     batch_total: dict[str, int] = {}
     for per_state in batches.values():
@@ -80,6 +86,7 @@ def status_document(
         "state": run.state.value,
         "exit_code": run.exit_code,
         "command_id": run.command_id,
+        "command_ids": dict(sorted(ids.items())),
         "parent_run_id": run.parent_run_id,
         "created_at": iso(run.created_at),
         "updated_at": iso(run.updated_at),
@@ -105,7 +112,8 @@ def run_summary(doc: Mapping[str, object]) -> str:
     for region, data in regions.items():
         inst = ", ".join(f"{n} {s}" for s, n in data["instances"].items() if n)
         bat = ", ".join(f"{n} {s}" for s, n in data["batches"].items() if n)
-        lines.append(f"  {region}: instances {inst or '-'}; batches {bat or '-'}")
+        command = f"; command {data['command_id']}" if data.get("command_id") else ""
+        lines.append(f"  {region}: instances {inst or '-'}; batches {bat or '-'}{command}")
     return "\n".join(lines)
 
 
@@ -172,11 +180,13 @@ def render_report(
     run_states: Mapping[str, RunState] | None = None,
     waves: Mapping[str, int] | None = None,
     only: ReportFilter | None = None,
+    command_ids: Mapping[str, str | None] | None = None,
 ) -> str:
     """Per-instance results as `table`, `json` (one document) or `csv`.
 
     `run_states` gives the state of each run the rows come from (retries rolled up); `waves`
-    each batch's wave (from 1); `only` which rows to keep (the summaries count those rows).
+    each batch's wave (from 1); `only` which rows to keep (the summaries count those rows);
+    `command_ids` each region's CommandId (a CommandId belongs to one region).
     """
     states = {run.run_id: run.state, **(run_states or {})}
     rows = [_row(r, states.get(r.run_id, run.state), waves or {}) for r in records]
@@ -201,6 +211,7 @@ def render_report(
             "target_count": run.target_count,
             "runs": sorted(states),
             "filters": only.as_dict() if only else {},
+            "command_ids": dict(sorted((command_ids or {}).items())),
             "summary": summary,
             "by_region": by_region,
             "by_error_code": by_error,

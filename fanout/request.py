@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from fanout.aliyun.command import CommandSpec
+from fanout.sources import CommandIdSource, CommandSource
 from fanout.targets import Target
 
 __all__ = ["CommandSpec", "ResumeRequest", "RunRequest"]
@@ -20,10 +21,15 @@ __all__ = ["CommandSpec", "ResumeRequest", "RunRequest"]
 
 @dataclass(frozen=True, slots=True)
 class RunRequest:
-    """A new run: targets, the command with its options, waves, the error budget, and waiting."""
+    """A new run: targets, the command with its options, waves, the error budget, and waiting.
+
+    `source` says where the command comes from in each region (`fanout.sources`); None is
+    `spec.command_id` in every region. `spec.command_id` is then the source's label.
+    """
 
     targets: tuple[Target, ...]
     spec: CommandSpec
+    source: CommandSource | None = None
     secret_keys: tuple[str, ...] = ()
     waves: str | None = None
     wave_order: str = "spread"  # or "region-by-region" (fanout.plan.WAVE_ORDERS)
@@ -38,6 +44,11 @@ class RunRequest:
     not_after: float | None = None  # epoch s: no batch sent and no wave started after it
     allow_overlap: bool = False  # may target open instances of another run in progress
     parent_run_id: str | None = None
+
+    @property
+    def command_source(self) -> CommandSource:
+        """The command source (`spec.command_id` in every region when none was given)."""
+        return self.source or CommandIdSource(self.spec.command_id)
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,7 +1,9 @@
 """The results stage: follow every accepted invocation to each instance's final state.
 
 An accepted InvokeCommand only means Cloud Assistant took the command. Per region, the collector
-sweeps `DescribeInvocations(CommandId, InvokeStatus=Running)` every `poll_interval_s`: one page
+sweeps `DescribeInvocations(CommandId, InvokeStatus=Running)` every `poll_interval_s` — with the
+region's own CommandId, the one its batches invoked (a public command, invoked by its name, is
+swept without the filter: its invocations carry an id, not the name) — one page
 lists 50 running invocations with every instance's status, so instances that finished are
 recorded within about one interval (each page as it arrives), whatever the number of
 invocations. An invocation that has left the running list (or never showed up in it) gets one
@@ -36,6 +38,7 @@ from fanout.ledger import (
     SetBatch,
     SetInstances,
 )
+from fanout.sources import is_public_name
 
 if TYPE_CHECKING:
     from fanout.aliyun.client import EcsClient
@@ -170,7 +173,6 @@ class Collector:
 
     client: EcsClient
     ledger: GroupCommitter
-    command_id: str
     poll_interval_s: float
     max_output_bytes: int
     on_final: Callable[[InstanceRecord], None] = lambda _r: None
@@ -256,11 +258,13 @@ class Collector:
     async def _sweep(self, region: str) -> list[_Watch]:
         """Record what the running list shows, page by page; return the invocations due for a
         fetch (they left the list, or never showed up in it within their grace)."""
-        open_ids = {w.invoke_id for w in self._open_in(region)}
+        watches = self._open_in(region)
+        open_ids = {w.invoke_id for w in watches}
         listed: set[str] = set()
+        command_id = next((w.batch.command_id for w in watches), None)
         pages = self.client.invocation_pages(
             region,
-            command_id=self.command_id,
+            command_id=None if command_id is None or is_public_name(command_id) else command_id,
             invoke_status="Running",
             keep_invoke_ids=open_ids,
             keep_statuses=TERMINAL_STATUSES,

@@ -21,9 +21,10 @@ from fanout.aliyun.client import ClientOptions, EcsClient
 from fanout.aliyun.command import CommandSpec
 from fanout.aliyun.credentials import Credentials
 from fanout.clock import SYSTEM_CLOCK, Clock
+from fanout.commands import fill_run_commands
 from fanout.control import run_spec
 from fanout.dispatch import WaveOptions, dispatch_waves
-from fanout.errors import ExitCode
+from fanout.errors import CallError, ExitCode, UsageError
 from fanout.gate import Gate
 from fanout.halt import HaltReason, RunControl
 from fanout.invoke import InvokeContext
@@ -196,6 +197,7 @@ async def drive(
         await take_lease(
             committer, run, clock, settings.lease_s, local=store.local, force=options.force_lease
         )
+        await _commands_ready(ctx, store, run, settings, emit)
         await _leg(ctx, settings, store, run, emit, options, tg.cancel_scope)
         outcome = await _finish(ctx, store, run)
         tg.cancel_scope.cancel()
@@ -212,6 +214,25 @@ async def drive(
         },
     )
     return outcome
+
+
+async def _commands_ready(
+    ctx: InvokeContext, store: LedgerStore, run: RunRecord, settings: Settings, emit: Emit
+) -> None:
+    """Every region's CommandId before dispatching (`fanout.commands.fill_run_commands`: a
+    script's command is created where it is missing); a failure halts the run as fatal."""
+    try:
+        filled = await fill_run_commands(
+            ctx.client, store, run, clock=ctx.clock, claim_s=settings.lease_s
+        )
+    except (CallError, UsageError) as exc:
+        ctx.control.halt(HaltReason.FATAL, f"the run's command: {exc}")
+        return
+    for region, (command_id, created) in filled.items():
+        emit(
+            "command",
+            {"run_id": run.run_id, "region": region, "command_id": command_id, "created": created},
+        )
 
 
 def _gate(settings: Settings, clock: Clock) -> Gate:
@@ -296,7 +317,6 @@ def _collector(
     collector = Collector(
         ctx.client,
         ctx.ledger,
-        ctx.spec.command_id,
         settings.poll_interval_s,
         settings.max_output_bytes,
         on_final=leg.instance_final,

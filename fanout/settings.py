@@ -53,7 +53,8 @@ class Settings:
     max_output_bytes: int = 4096  # output kept per instance in the ledger
     describe_rate_per_s: float = 200.0  # results fetches per second per region, at most (0: none)
     lease_s: float = 60.0  # a run's lease; renewed while it is driven
-    content_limit_bytes: int = 16384  # spec P4: Base64 content + parameters (seed: 16 KB)
+    # Spec P4: Base64 of a saved command's content + parameters (fanout.validate says why 18 KB).
+    content_limit_bytes: int = 18 * 1024
     notify: tuple[str, ...] | None = None  # webhook URLs told of waves, halts and the end
     notify_format: str = "json"  # json | dingtalk | slack
 
@@ -192,7 +193,17 @@ def _read_file(path: Path) -> dict[str, Any]:
 # `[rollout]` keys: defaults for the `run` / `plan` flags of the same name, so a reviewed file
 # can describe a whole rollout. Values: strings, except the lists and the params table.
 _ROLLOUT_KEYS: Mapping[str, type] = {
+    # The command source, exactly one: command_id (every region), command_ids (a table
+    # region = id), command_name (with provider for a public command), or script (with
+    # command_type, command_timeout_s, enable_parameter).
     "command_id": str,
+    "command_ids": dict,
+    "command_name": str,
+    "provider": str,
+    "script": str,
+    "command_type": str,
+    "command_timeout_s": int,
+    "enable_parameter": bool,
     "targets": str,
     "regions": list,
     "instance_ids": list,
@@ -206,9 +217,18 @@ _ROLLOUT_KEYS: Mapping[str, type] = {
     "wave_wait": str,
     "frequency": str,
     "repeat_mode": str,
+    "timed": bool,
     "timeout_s": int,
     "username": str,
     "working_dir": str,
+    "windows_password_name": str,
+    "container_id": str,
+    "container_name": str,
+    "termination_mode": str,
+    "launcher": str,
+    "resource_group_id": str,
+    "oss_output": str,
+    "invocation_tags": dict,
 }
 
 

@@ -8,10 +8,11 @@ Parameter values never appear in a message: they may be secrets.
 
 Rules (reference/InvokeCommand.md): P1 at most 10 parameters; P2 a name is non-empty and at most
 64 characters; P3 a value may be empty; P4 Base64(content) + Base64(parameters JSON) within the
-size limit (16 KB in the seed document, the `content_limit_bytes` setting); P5 names are a
-subset of the command's; P6 / Parameter.Disabled no parameters for a command that does not
-enable them; S11 a command that defines parameters needs `Parameters`; S7 a periodic
-invocation needs a valid `Frequency` whose runs are at least 10 seconds apart.
+size limit (the `content_limit_bytes` setting, 18 KB by default: see `content_limit_note`); P5
+names are a subset of the command's; P6 / Parameter.Disabled no parameters for a command that
+does not enable them; S11 a command that defines parameters needs `Parameters`; S7 a periodic
+invocation needs a valid `Frequency` whose runs are at least 10 seconds apart. A public command
+also defines which of its parameters are required and which values each allows.
 """
 
 from __future__ import annotations
@@ -32,13 +33,18 @@ __all__ = [
     "SpecLike",
     "check_parameters",
     "check_schedule",
+    "content_limit_note",
     "encoded_size",
     "validate_command",
 ]
 
 MAX_PARAMETERS = 10  # spec P1
 MAX_KEY_CHARS = 64  # spec P2
-DEFAULT_CONTENT_LIMIT_BYTES = 16 * 1024  # spec P4: 16 KB after Base64 (the seed document)
+# Spec P4's limit for a saved command: 18 KB after Base64 in the current InvokeCommand reference
+# (changes up to 2025-12-09) and the create-a-command guide (facts 10 [1][14]). The sources
+# disagree: the seed document says 16 KB, the SDK 7.11.8 docstring 24 KB (24 KB is RunCommand's
+# limit for a command it does not keep), so the limit is a setting and every refusal says which.
+DEFAULT_CONTENT_LIMIT_BYTES = 18 * 1024
 # Long names are cut in messages so the error stays on one line.
 _QUOTED_KEY_CHARS = 24
 _PERIODIC_MODE = "Period"
@@ -95,13 +101,30 @@ def _b64_len(text: str) -> int:
     return len(base64.b64encode(text.encode("utf-8")))
 
 
+def content_limit_note(content_limit_bytes: int) -> str:
+    """Where a content limit comes from, for a refusal: the default and its sources, or the
+    operator's setting."""
+    if content_limit_bytes == DEFAULT_CONTENT_LIMIT_BYTES:
+        return (
+            "content_limit_bytes default 18 KB, from the current InvokeCommand reference and "
+            "the create-a-command guide; the oldest documents said 16 KB, the SDK 7.11.8 "
+            "docstring 24 KB: set content_limit_bytes if your account differs"
+        )
+    return (
+        "content_limit_bytes as configured (config file, FANOUT_CONTENT_LIMIT_BYTES or "
+        "--content-limit-bytes); the current InvokeCommand reference says 18 KB"
+    )
+
+
 def check_parameters(
     command: Command, parameters: Mapping[str, str] | None, *, content_limit_bytes: int
 ) -> None:
     """Spec P1, P2, P4, P5, P6 and S11 for `parameters` (None or empty: not sent) and `command`."""
     where = f"command {command.command_id}"
+    if command.parameter_definitions:
+        _check_definitions(command, parameters or {})
     if not parameters:
-        if command.enable_parameter and command.parameter_names:
+        if command.enable_parameter and command.parameter_names and not command.provider:
             names = ", ".join(command.parameter_names)
             raise ConfigError(
                 f"{where} defines parameters ({names}) but none were given: pass them with "
@@ -118,8 +141,26 @@ def check_parameters(
     if size > content_limit_bytes:
         raise ConfigError(
             f"{where}: content and parameters are {size} bytes after Base64, at most "
-            f"{content_limit_bytes} (spec P4, CmdContent.ExceedLimit; setting content_limit_bytes)"
+            f"{content_limit_bytes} (spec P4, CmdContent.ExceedLimit; "
+            f"{content_limit_note(content_limit_bytes)})"
         )
+
+
+def _check_definitions(command: Command, parameters: Mapping[str, str]) -> None:
+    """A public command's own rules: its required parameters given, values among the allowed."""
+    for definition in command.parameter_definitions:
+        value = parameters.get(definition.name)
+        if definition.required and not value and not definition.default:
+            raise ConfigError(
+                f"command {command.name or command.command_id} requires parameter "
+                f"{_quote_key(definition.name)}: pass it with --param (Parameter.MissingValue)"
+            )
+        if value and definition.possible_values and value not in definition.possible_values:
+            raise ConfigError(
+                f"parameter {_quote_key(definition.name)} of command "
+                f"{command.name or command.command_id}: one of "
+                f"{', '.join(definition.possible_values)} (InvalidParameter.Parameters)"
+            )
 
 
 def _check_keys(command: Command, parameters: Mapping[str, str]) -> None:

@@ -16,10 +16,11 @@ from fanout.emulator import (
     DEMO_COMMAND_ID,
     EmulatorConfig,
     EmulatorThread,
+    demo_command_id,
     running_emulator,
 )
 from fanout.emulator.fleet import Fleet
-from fanout.errors import ExitCode
+from fanout.errors import ConfigError, ExitCode
 from fanout.settings import Settings
 from fanout.targets import Target
 
@@ -106,3 +107,65 @@ def test_the_api_never_logs_to_stdout() -> None:
     assert done.returncode == 0, done.stderr
     assert done.stdout == ""
     assert "visible_on_stderr" in done.stderr
+
+
+TWO = EmulatorConfig(regions=("cn-hangzhou", "cn-beijing"), instances_per_region=20)
+
+
+def _two_region_targets() -> list[Target]:
+    fleet = Fleet.from_config(TWO)
+    return [Target(r, i.instance_id) for r, rf in fleet.regions.items() for i in rf.instances]
+
+
+async def test_rollout_takes_every_command_source_and_invoke_option(tmp_path: Path) -> None:
+    """`rollout(script=...)` creates the command in each region and passes InvokeCommand's
+    options as keywords; `command_id={region: id}` invokes each region's id; options are
+    checked like the CLI's flags, and exactly one source is required."""
+    script = tmp_path / "deploy.sh"
+    script.write_text("echo deploy\n")
+    async with running_emulator(TWO) as emu:
+        settings = Settings(ledger=str(tmp_path / "l.sqlite3"), endpoint=emu.url, rate_per_s=0)
+        done = await fanout.rollout(
+            _two_region_targets(),
+            script=script,
+            termination_mode="ProcessTree",
+            oss_output_delivery="fanout-logs/api",
+            invocation_tags={"team": "sre"},
+            settings=settings,
+            credentials=CREDS,
+        )
+        assert done.exit_code is ExitCode.OK
+        state = emu.snapshot()
+        assert {r: s["commands_created"] for r, s in state["regions"].items()} == {
+            "cn-hangzhou": 1,
+            "cn-beijing": 1,
+        }
+        options = {(i["region"], i["options"]["OssOutputDelivery"]) for i in state["invocations"]}
+        assert options == {
+            ("cn-hangzhou", "oss://fanout-logs/api"),
+            ("cn-beijing", "oss://fanout-logs/api"),
+        }
+        mapped = await fanout.rollout(
+            _two_region_targets(),
+            command_id={r: demo_command_id(r) for r in TWO.regions},
+            settings=settings,
+            credentials=CREDS,
+        )
+        assert mapped.exit_code is ExitCode.OK
+        for bad in ({"termination_mode": "Kill"}, {"no_such_option": 1}):
+            with pytest.raises(ConfigError):
+                await fanout.rollout(
+                    _two_region_targets(),
+                    command_name="fanout-demo",
+                    settings=settings,
+                    credentials=CREDS,
+                    **bad,
+                )
+        with pytest.raises(ConfigError, match="exactly one"):
+            await fanout.rollout(
+                _two_region_targets(),
+                command_name="fanout-demo",
+                script=script,
+                settings=settings,
+                credentials=CREDS,
+            )

@@ -45,6 +45,7 @@ PURE_MODULES = (
     "fanout.schedule",
     "fanout.validate",
     "fanout.request",
+    "fanout.sources",
     "fanout.redaction",
     "fanout.tally",
     "fanout.verdict",
@@ -115,6 +116,8 @@ RUNNER_SIDE = (
     "fanout.lease",
     "fanout.verdict",
     "fanout.control",
+    "fanout.commands",
+    "fanout.command_list",
 )
 
 

@@ -31,13 +31,16 @@ from fanout.emulator import (
     DEMO_ACCESS_KEY_ID,
     DEMO_ACCESS_KEY_SECRET,
     DEMO_COMMAND_ID,
+    DEMO_COMMAND_NAME,
     EmulatorConfig,
     EmulatorThread,
+    demo_command_id,
 )
 from fanout.emulator.fleet import Fleet
 from tests.conftest import Fanout, write_targets
 
 COMMANDS = (
+    "commands",
     "demo",
     "emulator",
     "plan",
@@ -64,6 +67,7 @@ DOCUMENTED: dict[str, frozenset[str]] = {
             "state",
             "exit_code",
             "command_id",
+            "command_ids",
             "parent_run_id",
             "created_at",
             "updated_at",
@@ -86,7 +90,16 @@ DOCUMENTED: dict[str, frozenset[str]] = {
         }
     ),
     "report": frozenset(
-        {"run_id", "target_count", "runs", "summary", "by_region", "by_error_code", "instances"}
+        {
+            "run_id",
+            "target_count",
+            "runs",
+            "command_ids",
+            "summary",
+            "by_region",
+            "by_error_code",
+            "instances",
+        }
     ),
     "report row": frozenset(
         {
@@ -475,7 +488,9 @@ def rollout(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rollout]:
     config = EmulatorConfig(**FLEET, exec_failure_fraction=0.1)
     with EmulatorThread(config) as emu:
         cli = Fanout(endpoint=emu.url, ledger=str(tmp / "ledger.sqlite3"), home=tmp / "home")
-        common = ("--command-id", DEMO_COMMAND_ID, "--targets", str(targets), "--yes", "--json")
+        # Two regions: one source that works in both (a CommandId belongs to one region).
+        source = ("--command-name", DEMO_COMMAND_NAME)
+        common = (*source, "--targets", str(targets), "--yes", "--json")
         run = cli.run("run", *common)
         # The first run spent 2 calls per region (2 batches each): a daily quota of 3 leaves
         # one, so the second run is halted by the quota (exit 4) after one batch per region.
@@ -536,6 +551,7 @@ def test_status_json_fields(rollout: Rollout) -> None:
     assert doc["instances"]["failed"] > 0
     assert sum(doc["batches"].values()) > 0
     assert set(doc["regions"]) == {"cn-beijing", "cn-hangzhou"}
+    assert doc["command_ids"] == {r: demo_command_id(r) for r in ("cn-beijing", "cn-hangzhou")}
     for region in doc["regions"].values():
         assert set(region["instances"]) == set(INSTANCE_STATES)
         assert sum(region["instances"].values()) == 60
@@ -548,7 +564,7 @@ def test_runs_json_fields(rollout: Rollout) -> None:
     assert [r["run_id"] for r in doc] == [rollout.halted_id, rollout.run_id]
     for run in doc:
         assert DOCUMENTED["runs"] <= set(run)
-        assert run["command_id"] == DEMO_COMMAND_ID
+        assert run["command_id"] == DEMO_COMMAND_NAME
         assert run["target_count"] == 120
         assert run["parent_run_id"] is None
         assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ", run["created_at"])
@@ -604,7 +620,7 @@ def test_plan_json_fields_and_spends_nothing(rollout: Rollout) -> None:
     InvokeCommand."""
     before = rollout.emu.snapshot()["invocations"]
     doc = rollout.json(
-        "plan", "--command-id", DEMO_COMMAND_ID, "--targets", str(rollout.targets), "--json"
+        "plan", "--command-name", DEMO_COMMAND_NAME, "--targets", str(rollout.targets), "--json"
     )
     assert DOCUMENTED["plan"] <= set(doc)
     assert doc["targets"] == 120

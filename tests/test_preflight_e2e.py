@@ -25,6 +25,7 @@ from fanout.emulator import (
     DEMO_ACCESS_KEY_ID,
     DEMO_ACCESS_KEY_SECRET,
     DEMO_COMMAND_ID,
+    DEMO_COMMAND_NAME,
     DEMO_PARAM_COMMAND_ID,
     EmulatorConfig,
     EmulatorThread,
@@ -143,7 +144,7 @@ def test_bad_requests_are_refused_by_plan_and_run_with_zero_invokes(
     emu = emulator(instances_per_region=5)
     cli = fanout_cli(emu)
     if command_id == BIG_COMMAND:
-        command_id = create_command(emu, "echo {{name}}\n" + "#" * 12_000)
+        command_id = create_command(emu, "echo {{name}}\n" + "#" * 13_500)  # 18 020 in Base64
     iid = fleet(instances_per_region=5)[REGION][0].instance_id
     target = ("--command-id", command_id, "--instance-id", iid, "--region", REGION, *args)
     for argv in (("plan", *target), ("run", *target, *RUN_FLAGS)):
@@ -296,7 +297,7 @@ def test_5000_instance_fleet_spends_exactly_one_call_per_50_good(
     good = {r: [i for rr, i in targets if rr == r and i not in reasons] for r in truth}
     path = write_targets(tmp_path / "fleet.txt", targets)
     done = cli.run(
-        "run", "--command-id", DEMO_COMMAND_ID, "--targets", str(path), "--json", *RUN_FLAGS,
+        "run", "--command-name", DEMO_COMMAND_NAME, "--targets", str(path), "--json", *RUN_FLAGS,
         "--concurrency", "8", timeout=240,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]  # only exclusions: exit 0 (DESIGN 3)
@@ -343,7 +344,7 @@ def test_tag_targeting_pages_and_merges_with_explicit_targets(
         "--region",
         "cn-beijing",
     )
-    planned = cli.run("plan", "--command-id", DEMO_COMMAND_ID, *query, "--json")
+    planned = cli.run("plan", "--command-name", DEMO_COMMAND_NAME, *query, "--json")
     assert planned.returncode == 0, planned.stderr
     doc = json.loads(planned.stdout)
     assert {r: v["targets"] for r, v in doc["regions"].items()} == {
@@ -353,7 +354,7 @@ def test_tag_targeting_pages_and_merges_with_explicit_targets(
         r: s["calls"]["DescribeInstances"] for r, s in emu.snapshot()["regions"].items()
     }
     done = cli.run(
-        "run", "--command-id", DEMO_COMMAND_ID, "--targets", str(explicit), *query, *RUN_FLAGS,
+        "run", "--command-name", DEMO_COMMAND_NAME, "--targets", str(explicit), *query, *RUN_FLAGS,
         "--no-preflight",
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
@@ -412,7 +413,7 @@ def test_plan_of_300000_targets_shows_a_multi_day_eta_and_spends_nothing(
         out.writelines(f"cn-beijing:i-synth{n:014d}\n" for n in range(40_000))
     started = time.time()
     done = cli.run(
-        "plan", "--command-id", DEMO_COMMAND_ID, "--targets", str(path), "--no-preflight",
+        "plan", "--command-name", DEMO_COMMAND_NAME, "--targets", str(path), "--no-preflight",
         "--daily-quota", "5000", "--json",
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
@@ -426,7 +427,7 @@ def test_plan_of_300000_targets_shows_a_multi_day_eta_and_spends_nothing(
     assert doc["finishes_at"] == hz["finishes_at"]
     assert hz["finish_after_s"] + started - 5 <= time.time() + 86_400 * 2
     text = cli.run(
-        "plan", "--command-id", DEMO_COMMAND_ID, "--targets", str(path), "--no-preflight",
+        "plan", "--command-name", DEMO_COMMAND_NAME, "--targets", str(path), "--no-preflight",
         "--daily-quota", "5000",
     )  # fmt: skip
     assert "quota is short in cn-hangzhou" in text.stdout

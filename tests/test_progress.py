@@ -21,7 +21,7 @@ import pytest
 from rich.console import Console
 
 from fanout.cli.views import Out
-from fanout.emulator import DEMO_COMMAND_ID, EmulatorConfig, EmulatorThread
+from fanout.emulator import DEMO_COMMAND_NAME, EmulatorConfig, EmulatorThread
 from fanout.emulator.fleet import Fleet
 from fanout.progress import LiveView, render
 from fanout.tally import ProgressView
@@ -227,7 +227,7 @@ def test_run_on_a_terminal_asks_with_the_plan_then_draws_the_live_view(
     ids = [(r, i.instance_id) for r, rf in sorted(fleet.regions.items()) for i in rf.instances]
     targets = write_targets(tmp_path / "t.txt", ids)
     env = {**cli.env, "TERM": "xterm-256color"}
-    argv = cli.argv("run", "--command-id", DEMO_COMMAND_ID, "--targets", str(targets))
+    argv = cli.argv("run", "--command-name", DEMO_COMMAND_NAME, "--targets", str(targets))
     code, stdout, screen = pty_run(argv, env, b"y\n")
     assert code in (0, 1), screen
     run_id = stdout.splitlines()[0]
@@ -268,7 +268,7 @@ def test_run_on_a_terminal_declined_spends_nothing(
     ids = [(r, i.instance_id) for r, rf in sorted(fleet.regions.items()) for i in rf.instances]
     targets = write_targets(tmp_path / "t.txt", ids)
     env = {**cli.env, "TERM": "xterm-256color"}
-    argv = cli.argv("run", "--command-id", DEMO_COMMAND_ID, "--targets", str(targets))
+    argv = cli.argv("run", "--command-name", DEMO_COMMAND_NAME, "--targets", str(targets))
     code, stdout, screen = pty_run(argv, env, b"n\n")
     assert code != 0
     assert stdout == ""

@@ -10,7 +10,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from fanout.emulator import DEMO_COMMAND_ID, EmulatorThread
+from fanout.emulator import DEMO_COMMAND_NAME, EmulatorThread
 from tests.conftest import Fanout, fleet_ids, write_targets
 
 Start = Callable[..., EmulatorThread]
@@ -27,8 +27,8 @@ def _created_by_region(snapshot: dict[str, Any]) -> dict[str, list[str]]:
 def _run(cli: Fanout, targets: Path, *extra: str) -> None:
     done = cli.run(
         "run",
-        "--command-id",
-        DEMO_COMMAND_ID,
+        "--command-name",  # one name, each region's own CommandId
+        DEMO_COMMAND_NAME,
         "--targets",
         str(targets),
         "--no-wait",

@@ -15,7 +15,7 @@ from fanout.clock import FakeClock
 from fanout.emulator import (
     DEMO_ACCESS_KEY_ID,
     DEMO_ACCESS_KEY_SECRET,
-    DEMO_COMMAND_ID,
+    DEMO_COMMAND_NAME,
     EmulatorConfig,
     running_emulator,
 )
@@ -98,7 +98,7 @@ async def test_rollout_finishes_every_instance_through_throttled_describes(
         )
         outcome = await fanout.rollout(
             targets,
-            command_id=DEMO_COMMAND_ID,
+            command_name=DEMO_COMMAND_NAME,  # two regions: each its own CommandId
             preflight=False,
             settings=settings,
             credentials=CREDS,

@@ -14,7 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from fanout.emulator import DEMO_COMMAND_ID, EmulatorThread
+from fanout.emulator import DEMO_COMMAND_NAME, EmulatorThread
 from fanout.ledger import open_ledger
 from tests.conftest import Fanout, close, fleet_ids, invoked_instances, postgres_only, write_targets
 
@@ -46,7 +46,7 @@ def test_three_runners_share_one_quota_per_region(
     ids = fleet_ids(**fields)
     parts = [write_targets(tmp_path / f"t{n}.txt", ids[n::3]) for n in range(3)]
     common = (
-        *("--command-id", DEMO_COMMAND_ID, "--batch-size", "5", "--daily-quota", "30"),
+        *("--command-name", DEMO_COMMAND_NAME, "--batch-size", "5", "--daily-quota", "30"),
         *("--yes", "--no-wait", "--no-preflight", "--rate", "0", "--concurrency", "4"),
     )
     procs = [cli.start("run", "--targets", str(t), *common) for t in parts]
@@ -68,8 +68,8 @@ def _stored_run(cli: Fanout, targets: Path) -> str:
     """A run stored with every batch pending and nothing sent (a zero quota stops it at once)."""
     done = cli.run(
         "run",
-        "--command-id",
-        DEMO_COMMAND_ID,
+        "--command-name",  # one name, each region's own CommandId
+        DEMO_COMMAND_NAME,
         "--targets",
         str(targets),
         "--batch-size",

@@ -20,6 +20,7 @@ from fanout.emulator import (
     DEMO_ACCESS_KEY_SECRET,
     DEMO_COMMAND_ID,
     EmulatorConfig,
+    demo_command_id,
     running_emulator,
 )
 from fanout.emulator.fleet import Fleet
@@ -161,6 +162,7 @@ async def test_a_quota_blocked_region_does_not_hold_the_waves_of_the_others(
                 x.instance_ids,
                 x.client_token,
                 BatchState.PENDING,
+                command_id=demo_command_id(region),  # each region's own
             )
             for n, x in enumerate(plan.batches)
         ]

@@ -226,25 +226,60 @@ class EcsActions(abc.ABC):
         command_type: str = "RunShellScript",
         enable_parameter: bool = False,
         timeout_s: int = 60,
+        working_dir: str | None = None,
+        description: str | None = None,
     ) -> str:
-        """CreateCommand with `content` as plain text (Base64-encoded here); the new CommandId."""
+        """CreateCommand with `content` as plain text (Base64-encoded here); the new CommandId.
+
+        Sent once (never retried here): CreateCommand takes no ClientToken, so a repeat could
+        create a second command. An unknown outcome is resolved by its name
+        (`describe_commands(name=...)`), which is what `fanout.commands` does.
+        """
         params = {
             "Name": name,
             "Type": command_type,
             "CommandContent": base64.b64encode(content.encode("utf-8")).decode("ascii"),
             "EnableParameter": enable_parameter,
             "Timeout": timeout_s,
+            "WorkingDir": working_dir or None,
+            "Description": description,
         }
         return responses.parse_command_id(await self.call("CreateCommand", region, params))
 
+    async def delete_command(self, region: str, command_id: str) -> str:
+        """DeleteCommand; the RequestId. Sent once."""
+        body = await self.call("DeleteCommand", region, {"CommandId": command_id})
+        return str(body.get("RequestId", ""))
+
     async def describe_commands(
-        self, region: str, *, command_id: str | None = None
+        self,
+        region: str,
+        *,
+        command_id: str | None = None,
+        name: str | None = None,
+        provider: str | None = None,
+        command_type: str | None = None,
     ) -> list[Command]:
-        """Commands (one, or all of the account's), content decoded, all pages."""
-        params = {"CommandId": command_id, "MaxResults": PAGE_SIZE_MAX}
-        return await self._collect(
-            "DescribeCommands", region, params, wire.Reader(responses.parse_commands)
-        )
+        """Commands (by id, name or type; all of the account's), content decoded, all pages.
+
+        With `provider`, the public (common) commands of that provider instead (only the latest
+        version of each); without it a name is exact (or a prefix ending in `*`), with it fuzzy.
+        """
+        params = {
+            "CommandId": command_id,
+            "Name": name,
+            "Provider": provider,
+            "Latest": True if provider else None,
+            "Type": command_type,
+            "MaxResults": PAGE_SIZE_MAX,
+        }
+        return await self._collect("DescribeCommands", region, params, wire.Reader(responses.parse_commands))
+
+    async def count_commands(self, region: str) -> int:
+        """How many commands the account keeps in `region` (DescribeCommands' TotalCount)."""
+        body = await self.call("DescribeCommands", region, {"MaxResults": 1})
+        total = body.get("TotalCount")
+        return int(total) if isinstance(total, int | str) and str(total).isdigit() else 0
 
     async def stop_invocation(
         self, region: str, invoke_id: str, instance_ids: Sequence[str] | None = None

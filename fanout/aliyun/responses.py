@@ -21,6 +21,7 @@ __all__ = [
     "Invocation",
     "InvokeResult",
     "Page",
+    "ParameterDefinition",
     "decode_text",
     "parse_account_attributes",
     "parse_agent_statuses",
@@ -121,6 +122,21 @@ class Command:
     enable_parameter: bool
     parameter_names: tuple[str, ...]
     timeout_s: int
+    working_dir: str = ""
+    description: str = ""
+    provider: str = ""  # a public (common) command's provider; "" for the account's own
+    creation_time: str | None = None
+    parameter_definitions: tuple[ParameterDefinition, ...] = ()  # public commands' own rules
+
+
+@dataclass(frozen=True, slots=True)
+class ParameterDefinition:
+    """A public command's custom parameter as DescribeCommands defines it."""
+
+    name: str
+    required: bool
+    default: str
+    possible_values: tuple[str, ...]
 
 
 def _is_mapping(value: object) -> bool:
@@ -327,6 +343,11 @@ def parse_commands(body: Mapping[str, Any]) -> Page[Command]:
                 enable_parameter=_bool(r, "EnableParameter"),
                 parameter_names=tuple(_parameter_names(r)),
                 timeout_s=_int(r, "Timeout"),
+                working_dir=_str(r, "WorkingDir"),
+                description=_str(r, "Description"),
+                provider=_str(r, "Provider"),
+                creation_time=_opt_str(r, "CreationTime"),
+                parameter_definitions=tuple(_parameter_definitions(r)),
             )
             for r in _items(body, "Commands", "Command")
         ),
@@ -339,6 +360,26 @@ def _parameter_names(command: Mapping[str, Any]) -> list[str]:
     wrapper = command.get("ParameterNames")
     names = wrapper.get("ParameterName") if isinstance(wrapper, Mapping) else None
     return [str(n) for n in names or ()]
+
+
+def _parameter_definitions(command: Mapping[str, Any]) -> list[ParameterDefinition]:
+    """`ParameterDefinitions.ParameterDefinition[]` (public commands)."""
+    return [
+        ParameterDefinition(
+            name=_str(d, "ParameterName"),
+            required=_bool(d, "Required"),
+            default=_str(d, "DefaultValue"),
+            possible_values=_possible_values(d),
+        )
+        for d in _items(command, "ParameterDefinitions", "ParameterDefinition")
+    ]
+
+
+def _possible_values(definition: Mapping[str, Any]) -> tuple[str, ...]:
+    """`PossibleValues.PossibleValue[]` of a parameter definition (empty: any value)."""
+    wrapper = definition.get("PossibleValues")
+    values = wrapper.get("PossibleValue") if isinstance(wrapper, Mapping) else None
+    return tuple(str(v) for v in values or () if v is not None)
 
 
 def parse_command_id(body: Mapping[str, Any]) -> str:

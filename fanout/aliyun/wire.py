@@ -167,6 +167,14 @@ def invoke_command_params(
             "Timeout": spec.timeout_s,
             "Username": spec.username,
             "WorkingDir": spec.working_dir,
+            "WindowsPasswordName": spec.windows_password_name,
+            "ContainerId": spec.container_id,
+            "ContainerName": spec.container_name,
+            "TerminationMode": spec.termination_mode,
+            "Launcher": spec.launcher,
+            "ResourceGroupId": spec.resource_group_id,
+            "OssOutputDelivery": spec.oss_output_delivery,
+            "Tag": [{"Key": k, "Value": v} for k, v in (spec.invocation_tags or {}).items()],
         }
     )
 

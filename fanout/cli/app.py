@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import click
 
+from fanout.cli.commands import COMMANDS as COMMAND_COMMANDS
 from fanout.cli.control import COMMANDS as CONTROL_COMMANDS
 from fanout.cli.exits import EXIT_CODES
 from fanout.cli.run import COMMANDS as RUN_COMMANDS
@@ -24,12 +25,13 @@ def main() -> None:
     """fanout: run one Cloud Assistant command across a whole ECS fleet, safely.
 
     \b
-    fanout plan --command-id c-xxx --targets hosts.txt --region cn-hangzhou
-    fanout run  --command-id c-xxx --targets hosts.txt --region cn-hangzhou
+    fanout plan --script deploy.sh --targets hosts.txt --region cn-hangzhou
+    fanout run  --script deploy.sh --targets hosts.txt --region cn-hangzhou
     fanout status RUN_ID ; fanout resume RUN_ID ; fanout report RUN_ID
+    fanout commands    (the commands fanout created per region; --prune)
     """
 
 
-for _command in (*RUN_COMMANDS, *CONTROL_COMMANDS):
+for _command in (*RUN_COMMANDS, *CONTROL_COMMANDS, *COMMAND_COMMANDS):
     main.add_command(_command)
 main.add_command(emulator_command, name="emulator")

@@ -34,6 +34,7 @@ from fanout.control import (
     StopOptions,
     StopResult,
     retry_targets,
+    run_source,
     run_spec,
     stop_run,
 )
@@ -70,7 +71,12 @@ def status_command(run_id: str, common: CommonFlags) -> None:
     """
     store = ledger_for(settings_from(common.config_file, ledger=common.ledger), run_id=run_id)
     run = store.get_run(run_id)
-    doc = status_document(run, store.instance_counts(run_id), store.batch_counts(run_id))
+    doc = status_document(
+        run,
+        store.instance_counts(run_id),
+        store.batch_counts(run_id),
+        store.command_ids(run_id),
+    )
     Out(as_json=common.as_json).document(doc, run_summary(doc))
 
 
@@ -190,7 +196,7 @@ def _text_report(store: LedgerStore, run_id: str, fmt: str, only: ReportFilter) 
     )
     waves = {b.batch_id: b.wave + 1 for r in (run, *retries) for b in store.load_batches(r.run_id)}
     states = {r.run_id: r.state for r in retries}
-    return render_report(records, run, fmt, states, waves, only)
+    return render_report(records, run, fmt, states, waves, only, store.command_ids(run_id))
 
 
 @click.command("quota")
@@ -321,6 +327,7 @@ def retry_command(
     request = RunRequest(
         targets=targets,
         spec=spec,
+        source=run_source(parent),
         secret_keys=parent.secret_keys,
         waves=waves if waves is not None else _text(parent.options, "waves"),
         wave_order=_text(parent.options, "wave_order") or "spread",

@@ -19,8 +19,9 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import click
 
-from fanout.aliyun.command import CommandSpec
+from fanout.aliyun.command import CommandSpec, check_options, oss_output_delivery
 from fanout.aliyun.credentials import Credentials
 from fanout.aliyun.endpoints import KNOWN_REGIONS
 from fanout.cli.options import RolloutFlags, SpendFlags, credentials_for
@@ -33,6 +34,18 @@ from fanout.redaction import is_secret_key
 from fanout.request import RunRequest
 from fanout.runner import client_for
 from fanout.settings import Settings, config_file_location, load_rollout
+from fanout.sources import (
+    DEFAULT_SCRIPT_TIMEOUT_S,
+    CommandIdSource,
+    CommandNameSource,
+    CommandSource,
+    ScriptSource,
+    check_script,
+    label,
+    missing_regions,
+    parse_command_ids,
+    type_for_path,
+)
 from fanout.targets import (
     Duplicate,
     Target,
@@ -44,10 +57,19 @@ from fanout.targets import (
 from fanout.validate import check_schedule
 from fanout.waves import parse_max_errors
 
-__all__ = ["Rollout", "read_params", "read_rollout", "secret_values", "with_rollout_table"]
+__all__ = [
+    "Rollout",
+    "read_command_source",
+    "read_params",
+    "read_rollout",
+    "secret_values",
+    "with_rollout_table",
+]
 
 # DescribeInstances takes at most 20 Tag.N filters (aliyun-api-facts, DescribeInstances).
 _MAX_TAG_FILTERS = 20
+# A command's Timeout: at least 10 seconds (InvokeCommand and CreateCommand references).
+_MIN_TIMEOUT_S = 10
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,20 +87,21 @@ def read_rollout(flags: RolloutFlags, spend: SpendFlags) -> Rollout:
     queries resolved), the command spec with its offline checks, waves, budget and waiting."""
     config = spend.common.config_file or config_file_location(os.environ)
     flags = with_rollout_table(flags, load_rollout(config))
-    if not flags.command_id:
-        msg = "--command-id is required (or command_id in the config file's [rollout] table)"
-        raise ConfigError(msg)
-    settings = spend.settings(batch_size=flags.batch_size)
+    settings = spend.settings(
+        batch_size=flags.batch_size, content_limit_bytes=flags.content_limit_bytes
+    )
     if not 1 <= settings.batch_size <= MAX_BATCH_SIZE:  # before any call, even a Describe
         msg = f"--batch-size: {settings.batch_size} is not between 1 and {MAX_BATCH_SIZE}"
         raise ConfigError(msg)
-    tags = _parse_tags(flags.tags)
-    tag_regions = _tag_regions(flags.regions, settings) if tags else ()
-    explicit = _read_targets(flags, settings, tagged=bool(tags))
     params, secret_keys = read_params(flags.params, flags.params_json, flags.secret_params)
     for key in secret_keys:
         register_secret((params or {}).get(key))
-    spec = _spec(flags, flags.command_id, params)
+    source = read_command_source(flags, params, settings.content_limit_bytes)
+    tags = _parse_tags(flags.tags)
+    tag_regions = _tag_regions(flags.regions, settings) if tags else ()
+    explicit = _read_targets(flags, settings, tagged=bool(tags))
+    _refuse_unmapped(source, [t.region for t in explicit.targets], tag_regions)
+    spec = _spec(flags, label(source), params)
     parse_waves(flags.waves, len(explicit.targets))  # its syntax, before any call
     _check_budgets(flags)
     parse_not_after(flags.not_after, time.time())
@@ -89,6 +112,7 @@ def read_rollout(flags: RolloutFlags, spend: SpendFlags) -> Rollout:
     request = RunRequest(
         targets=target_list.targets,
         spec=spec,
+        source=source,
         secret_keys=secret_keys,
         waves=flags.waves,
         wave_order=flags.wave_order or "spread",
@@ -164,13 +188,122 @@ def with_rollout_table(flags: RolloutFlags, table: Mapping[str, Any]) -> Rollout
     `params` are merged, a `--param` winning over the table's value for its key."""
     changes: dict[str, object] = {}
     for key, value in table.items():
-        name = "targets_file" if key == "targets" else key
+        name = _TABLE_FLAGS.get(key, key)
         if name == "params":
             from_flags = dict(item.partition("=")[::2] for item in flags.params)
             changes[name] = tuple(f"{k}={v}" for k, v in {**value, **from_flags}.items())
-        elif getattr(flags, name) in (None, (), False):
-            changes[name] = tuple(value) if isinstance(value, list) else value
+        elif getattr(flags, name) in (None, (), False) and name not in changes:
+            changes[name] = _flag_value(key, value)
     return dataclasses.replace(flags, **changes)  # type: ignore[arg-type]
+
+
+# `[rollout]` keys whose flag field has another name.
+_TABLE_FLAGS = {"targets": "targets_file", "command_ids": "command_id"}
+
+
+def _flag_value(key: str, value: object) -> object:
+    """A `[rollout]` value as its flag field holds it: lists and `KEY=VALUE` tables as tuples,
+    `command_id` (one id) as the one item of `--command-id`."""
+    if key == "command_id":
+        return (value,)
+    if isinstance(value, dict):
+        return tuple(f"{k}={v}" for k, v in value.items())
+    return tuple(value) if isinstance(value, list) else value
+
+
+def read_command_source(
+    flags: RolloutFlags, params: Mapping[str, str] | None, content_limit_bytes: int
+) -> CommandSource:
+    """The one command source of `plan` / `run`, with every check that needs no call (a
+    script's size against the content limit, its parameters, the flags that go with it)."""
+    given = [
+        name
+        for name, value in (
+            ("--command-id", flags.command_id),
+            ("--command-name", flags.command_name),
+            ("--script", flags.script),
+        )
+        if value
+    ]
+    if len(given) != 1:
+        what = f"got {' and '.join(given)}" if given else "none given"
+        raise ConfigError(
+            f"give exactly one command source ({what}): --command-id c-... (it exists in every "
+            "target region), --command-id REGION=c-... (repeatable), --command-name NAME, or "
+            "--script FILE (or one of command_id, command_ids, command_name, script in [rollout])"
+        )
+    script_only = [
+        flag
+        for flag, value in (
+            ("--type", flags.command_type),
+            ("--command-timeout", flags.command_timeout_s),
+            ("--enable-parameter", flags.enable_parameter),
+        )
+        if value
+    ]
+    if script_only and not flags.script:
+        raise ConfigError(f"{', '.join(script_only)}: only with --script (they define its command)")
+    if flags.script:
+        if flags.provider:
+            raise ConfigError(
+                "--provider: only with --command-name or --command-id (a public command)"
+            )
+        return _read_script(flags, params, content_limit_bytes)
+    if flags.command_name:
+        return CommandNameSource(flags.command_name.strip(), flags.provider)
+    source = parse_command_ids(flags.command_id)
+    if flags.provider:
+        if not isinstance(source, CommandIdSource):
+            raise ConfigError(
+                "--provider: a public command has one name in every region, not REGION=..."
+            )
+        return CommandIdSource(source.command_id, flags.provider)
+    return source
+
+
+def _read_script(
+    flags: RolloutFlags, params: Mapping[str, str] | None, content_limit_bytes: int
+) -> ScriptSource:
+    """`--script FILE` as the command fanout creates, checked before any call."""
+    assert flags.script is not None
+    path = flags.script
+    try:
+        content = Path(path).read_bytes().decode("utf-8")
+    except OSError as exc:
+        raise ConfigError(f"--script {path}: cannot read ({exc.strerror})") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"--script {path}: not UTF-8 text (byte {exc.start})") from exc
+    if flags.command_timeout_s is not None and flags.command_timeout_s < _MIN_TIMEOUT_S:
+        raise ConfigError(
+            f"--command-timeout {flags.command_timeout_s}: at least {_MIN_TIMEOUT_S} seconds"
+        )
+    script = ScriptSource(
+        content=content,
+        command_type=flags.command_type or type_for_path(path),
+        working_dir=flags.working_dir,
+        timeout_s=flags.command_timeout_s or DEFAULT_SCRIPT_TIMEOUT_S,
+        enable_parameter=flags.enable_parameter,
+        path=path,
+    )
+    for text in check_script(script, params, content_limit_bytes=content_limit_bytes):
+        click.echo(
+            f"fanout: warning: {path}: {text} is sent as it is (custom parameters are not "
+            "enabled; --enable-parameter makes {{name}} placeholders parameters)",
+            err=True,
+        )
+    return script
+
+
+def _refuse_unmapped(
+    source: CommandSource, regions: Sequence[str], tag_regions: Sequence[str]
+) -> None:
+    """`--command-id REGION=c-...`: every target region needs its entry, before any call."""
+    lacking = missing_regions(source, [*regions, *tag_regions])
+    if lacking:
+        raise ConfigError(
+            f"--command-id: no REGION=c-... entry for {', '.join(lacking)} (a CommandId belongs "
+            "to one region: each target region needs its own)"
+        )
 
 
 def read_params(
@@ -294,7 +427,8 @@ def _with_tagged(
 
 
 def _spec(flags: RolloutFlags, command_id: str, params: dict[str, str] | None) -> CommandSpec:
-    """The command spec, with the client-side schedule checks (spec S7)."""
+    """The command spec, with every client-side check of its options (spec S7; the rules of
+    `fanout.aliyun.command.check_options`)."""
     spec = CommandSpec(
         command_id=command_id,
         parameters=params,
@@ -304,6 +438,28 @@ def _spec(flags: RolloutFlags, command_id: str, params: dict[str, str] | None) -
         timeout_s=flags.timeout_s,
         username=flags.username,
         working_dir=flags.working_dir,
+        windows_password_name=flags.windows_password_name,
+        container_id=flags.container_id,
+        container_name=flags.container_name,
+        termination_mode=flags.termination_mode,
+        launcher=flags.launcher,
+        resource_group_id=flags.resource_group_id,
+        oss_output_delivery=oss_output_delivery(flags.oss_output) if flags.oss_output else None,
+        invocation_tags=_invocation_tags(flags.invocation_tags),
     )
+    check_options(spec)
     check_schedule(spec, time.time())
     return spec
+
+
+def _invocation_tags(items: Sequence[str]) -> dict[str, str] | None:
+    """`--invocation-tag KEY=VALUE` items (None: none given)."""
+    tags: dict[str, str] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise ConfigError(f"--invocation-tag {item[:40]!r}: expected KEY=VALUE")
+        if key in tags:
+            raise ConfigError(f"--invocation-tag {key[:40]!r}: given twice")
+        tags[key] = value
+    return tags or None

@@ -67,7 +67,9 @@ class SpendFlags:
     daily_quota: int | None
     quota_reserve: int | None
 
-    def settings(self, *, batch_size: int | None = None) -> Settings:
+    def settings(
+        self, *, batch_size: int | None = None, content_limit_bytes: int | None = None
+    ) -> Settings:
         """Settings from the config file and the environment with these flags on top."""
         return settings_from(
             self.common.config_file,
@@ -76,6 +78,7 @@ class SpendFlags:
             ca_bundle=self.ca_bundle,
             profile=self.profile,
             batch_size=batch_size,
+            content_limit_bytes=content_limit_bytes,
             concurrency=self.concurrency,
             rate_per_s=self.rate_per_s,
             daily_quota=self.daily_quota,
@@ -91,7 +94,13 @@ class RolloutFlags:
     (`fanout.cli.inputs.with_rollout_table`).
     """
 
-    command_id: str | None
+    command_id: tuple[str, ...]  # `c-...` (every region) or `REGION=c-...` items
+    command_name: str | None
+    provider: str | None
+    script: str | None
+    command_type: str | None  # --type: the script's command type
+    command_timeout_s: int | None  # --command-timeout: the script's command's own Timeout
+    enable_parameter: bool
     targets_file: str | None
     instance_ids: tuple[str, ...]
     tags: tuple[str, ...]
@@ -105,6 +114,15 @@ class RolloutFlags:
     timeout_s: int | None
     username: str | None
     working_dir: str | None
+    windows_password_name: str | None
+    container_id: str | None
+    container_name: str | None
+    termination_mode: str | None
+    launcher: str | None
+    resource_group_id: str | None
+    oss_output: str | None
+    invocation_tags: tuple[str, ...]
+    content_limit_bytes: int | None
     batch_size: int | None
     waves: str | None
     wave_order: str | None
@@ -212,7 +230,43 @@ _ROLLOUT = _collected(
     RolloutFlags,
     "rollout",
     [
-        click.option("--command-id", help="The Cloud Assistant command (c-...); required."),
+        click.option(
+            "--command-id",
+            "command_id",
+            multiple=True,
+            help="Command source: c-... (it must exist in every target region), or REGION=c-... "
+            "(repeatable: each region's own id); a public ACS-... name with --provider.",
+        ),
+        click.option(
+            "--command-name",
+            help="Command source: the command of this name in each region (DescribeCommands).",
+        ),
+        click.option(
+            "--provider",
+            help="A public command's provider (AlibabaCloud, ...) for --command-name/--command-id.",
+        ),
+        click.option(
+            "--script",
+            help="Command source: a script file; fanout creates it as a command in each region "
+            "(named fanout-<content hash>, reused by later runs).",
+        ),
+        click.option(
+            "--type",
+            "command_type",
+            help="--script's type: RunShellScript, RunBatScript or RunPowerShellScript "
+            "(default: from the file's extension, else RunShellScript).",
+        ),
+        click.option(
+            "--command-timeout",
+            "command_timeout_s",
+            type=int,
+            help="--script's command Timeout in seconds (CreateCommand's default: 60).",
+        ),
+        click.option(
+            "--enable-parameter",
+            is_flag=True,
+            help="--script's {{name}} placeholders become custom parameters (default off).",
+        ),
         click.option("--targets", "targets_file", help="Target file, or - for stdin."),
         click.option("--instance-id", "instance_ids", multiple=True, help="A target (repeatable)."),
         click.option("--tag", "tags", multiple=True, help="KEY=VALUE tag filter (repeatable)."),
@@ -236,8 +290,34 @@ _ROLLOUT = _collected(
         click.option(
             "--timeout", "timeout_s", type=click.IntRange(min=10), help="Seconds (>= 10)."
         ),
-        click.option("--username", help="User to run as on the instance."),
-        click.option("--working-dir", help="Working directory on the instance."),
+        click.option("--username", help="User to run as on the instance (<= 255 characters)."),
+        click.option("--working-dir", help="Working directory on the instance (<= 200)."),
+        click.option(
+            "--windows-password-name",
+            help="Windows: the OOS Parameter Store name of --username's password.",
+        ),
+        click.option("--container-id", help="Run in this container (64 hex digits, docker://...)."),
+        click.option("--container-name", help="Run in the container of this name."),
+        click.option(
+            "--termination-mode", help="On stop or timeout, kill: Process or ProcessTree."
+        ),
+        click.option("--launcher", help="The launcher of the script (<= 1 KB)."),
+        click.option("--resource-group-id", help="Resource group of the invocations (rg-...)."),
+        click.option(
+            "--oss-output",
+            help="Deliver outputs to OSS: oss://BUCKET/PREFIX (or BUCKET/PREFIX); no 24 KB cap.",
+        ),
+        click.option(
+            "--invocation-tag",
+            "invocation_tags",
+            multiple=True,
+            help="KEY=VALUE tag on the invocations (repeatable, at most 20).",
+        ),
+        click.option(
+            "--content-limit-bytes",
+            type=int,
+            help="Base64 of content + parameters, at most (default 18432: the reference's 18 KB).",
+        ),
         click.option("--batch-size", type=int, help="Instances per call (default 50, max 100)."),
         click.option("--waves", help="Cumulative wave sizes, e.g. 1,10%,50%,100%."),
         click.option(

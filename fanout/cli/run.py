@@ -78,8 +78,9 @@ def run_command(rollout: RolloutFlags, spend: SpendFlags, watch: WatchFlags) -> 
     """Plan and execute: invoke the command on every target, batch by batch.
 
     \b
-    fanout run --command-id c-xxx --targets hosts.txt --region cn-hangzhou --yes
-    fanout run --command-id c-xxx --instance-id cn-beijing:i-abc --param version=1.2
+    fanout run --script deploy.sh --targets hosts.txt --region cn-hangzhou --yes
+    fanout run --command-name deploy --instance-id cn-beijing:i-abc --param version=1.2
+    fanout run --command-id cn-hangzhou=c-aaa --command-id cn-beijing=c-bbb --targets hosts.txt
     """
     configure_logging(spend.common.log_level)
     read = read_rollout(rollout, spend)
@@ -112,25 +113,34 @@ def plan_command(rollout: RolloutFlags, spend: SpendFlags) -> None:
     Parses and validates the targets, runs the read-only preflight (unless --no-preflight),
     and prints batches, InvokeCommand calls needed vs quota left per region, and the ETA.
     \b
-    fanout plan --command-id c-xxx --targets hosts.txt --region cn-hangzhou
+    fanout plan --script deploy.sh --targets hosts.txt --region cn-hangzhou
     """
     configure_logging(spend.common.log_level)
     read = read_rollout(rollout, spend)
     request, settings, credentials = read.request, read.settings, read.credentials
     account = settings.account or credentials.access_key_id
-    # The command is checked even with --no-preflight (one free DescribeCommands per region).
-    excluded = anyio.run(
+    store = ledger_for(settings)
+    # The command is checked even with --no-preflight (one free DescribeCommands per region);
+    # a script's command is looked up, never created.
+    excluded, resolution = anyio.run(
         lambda: preview_preflight(
-            settings, credentials, request.targets, request.spec, instances=request.preflight
+            settings,
+            credentials,
+            request.targets,
+            request.spec,
+            source=request.source,
+            store=store,
+            instances=request.preflight,
         ),
         backend="asyncio",
     )
-    store = ledger_for(settings)
     now = time.time()
     used = store.quota_used(account, settings.quota.window_start(now)) if account else {}
     doc = plan_document(
         request.targets, excluded, settings, used, duplicates=len(read.duplicates), now=now
     )
+    if resolution is not None:
+        doc["command"] = resolution.summary()
     Out(as_json=spend.common.as_json).document(doc, plan_text(doc))
 
 
@@ -232,7 +242,8 @@ def _confirm_resume(store: LedgerStore, run_id: str) -> None:
 @click.option("--clean", is_flag=True, help="Remove the demo's ledger and report, run nothing.")
 @guarded
 def demo_command(folder: Path | None, as_json: bool, clean: bool) -> None:
-    """Run a 10 000-instance, 3-region rollout in waves against the built-in emulator.
+    """Run a 10 000-instance, 3-region rollout of a deploy.sh in waves against the built-in
+    emulator: the script is created as a command in each region (--script), as on the real cloud.
 
     \b
     The fleet has a few stopped, classic-network and agent-offline instances (excluded by
@@ -267,7 +278,12 @@ def demo_command(folder: Path | None, as_json: bool, clean: bool) -> None:
         )
     else:
         click.echo(result.summary)
-        click.echo(f"\nledger: {result.ledger}", err=True)
+        click.echo(
+            f"\nscript: {result.ledger.parent / 'deploy.sh'} (the same on the real cloud: "
+            "fanout run --script deploy.sh --targets hosts.txt)",
+            err=True,
+        )
+        click.echo(f"ledger: {result.ledger}", err=True)
         click.echo(f"report: {result.report}", err=True)
         click.echo(f"  fanout status {result.outcome.run_id} --ledger {result.ledger}", err=True)
         click.echo(f"  fanout report {result.outcome.run_id} --ledger {result.ledger}", err=True)

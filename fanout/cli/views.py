@@ -161,6 +161,10 @@ _PLAIN_LINES: dict[str, Callable[[Mapping[str, object]], str]] = {
         f"{plural(d['batches'], 'batch')}, {d['excluded']} excluded by preflight"
     ),
     "resume": lambda d: f"resuming {d['run_id']} (was {d['state']})",
+    "command": lambda d: (
+        f"{d['region']}: command {d['command_id']}"
+        + (" created (CreateCommand)" if d["created"] else "")
+    ),
     "end": _end_line,
     "wave": _wave_line,
     "halted": _halted_line,
@@ -186,6 +190,7 @@ def plan_text(doc: Mapping[str, Any]) -> str:
             f"{r['quota_left_now']:>10} {r['days']:>4}  {r['finishes_at']}"
         )
         lines += [f"    excluded: {n} {reason}" for reason, n in r["excluded_by_reason"].items()]
+    lines += _command_lines(doc.get("command"))
     if doc["days"] > 1:
         short = [name for name, r in doc["regions"].items() if r["days"] > 1]
         lines.append(
@@ -194,6 +199,25 @@ def plan_text(doc: Mapping[str, Any]) -> str:
             "or exit 4 and `fanout resume` each day"
         )
     return "\n".join(lines)
+
+
+_COMMAND_ACTIONS = {
+    "exists": "{id}",
+    "reuses": "{id} (created by an earlier run, reused)",
+    "creates": "created by `run` (CreateCommand), not by plan",
+    "unchecked": "{id} (not checked: DescribeCommands failed)",
+}
+
+
+def _command_lines(command: Mapping[str, Any] | None) -> list[str]:
+    """The plan's command in each region: its id, or what `run` will create."""
+    if not command:
+        return []
+    lines = [f"command {command['source']}:"]
+    for region, entry in command["regions"].items():
+        shown = _COMMAND_ACTIONS.get(entry["action"], "{id}").format(id=entry["command_id"])
+        lines.append(f"    {region}: {shown}")
+    return lines
 
 
 def runs_text(doc: Sequence[Mapping[str, Any]]) -> str:

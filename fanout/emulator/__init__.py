@@ -10,7 +10,8 @@ async with running_emulator(EmulatorConfig(instances_per_region=1000)) as emu:
 ```
 
 Unauthenticated, uncounted control endpoints:
-- `GET /_emulator/state`: calls by action and quota used per region, every accepted invocation.
+- `GET /_emulator/state`: per region the calls by action, the quota used and the account's
+  commands (each region's own ids); every accepted invocation with every parameter it carried.
 - `POST /_emulator/clock {"advance_s": N, "freeze": bool}`: move the emulator clock forward
   (executions progress, the UTC+8 quota day rolls over); `freeze` stops it between advances.
 - `POST /_emulator/instances {"instance_ids": [...], "status": "Stopped"|"Running",
@@ -24,8 +25,11 @@ from fanout.emulator.config import (
     DEMO_ACCESS_KEY_ID,
     DEMO_ACCESS_KEY_SECRET,
     DEMO_COMMAND_ID,
+    DEMO_COMMAND_NAME,
     DEMO_PARAM_COMMAND_ID,
+    DEMO_PARAM_COMMAND_NAME,
     EmulatorConfig,
+    demo_command_id,
 )
 from fanout.emulator.server import Emulator, EmulatorStartError, EmulatorThread, running_emulator
 
@@ -33,10 +37,13 @@ __all__ = [
     "DEMO_ACCESS_KEY_ID",
     "DEMO_ACCESS_KEY_SECRET",
     "DEMO_COMMAND_ID",
+    "DEMO_COMMAND_NAME",
     "DEMO_PARAM_COMMAND_ID",
+    "DEMO_PARAM_COMMAND_NAME",
     "Emulator",
     "EmulatorConfig",
     "EmulatorStartError",
     "EmulatorThread",
+    "demo_command_id",
     "running_emulator",
 ]

@@ -33,8 +33,10 @@ __all__ = ["API_VERSION", "EmulatorApp"]
 API_VERSION = "2014-05-26"
 _FORM_TYPE = "application/x-www-form-urlencoded"
 _MAX_BODY_BYTES = 4 * 1024 * 1024  # far above any real RPC request
-# InvokeCommand spends half its latency "in flight", where a repeated ClientToken is still processing.
+# InvokeCommand spends half its latency "in flight", where a repeated ClientToken is still
+# processing; CreateCommand likewise, after the command exists and before the answer leaves.
 _INVOKE_IN_FLIGHT_SHARE = 0.5
+_IN_FLIGHT_ACTIONS = frozenset({"InvokeCommand", "CreateCommand"})
 
 
 class _Dropped(Exception):  # noqa: N818 - a control-flow signal, not an error
@@ -85,7 +87,8 @@ class EmulatorApp:
         region = self._region(params)
         world = self.world
         world.count_call(region, action)
-        in_flight_s = self._latency_s * _INVOKE_IN_FLIGHT_SHARE if action == "InvokeCommand" else 0
+        in_flight = action in _IN_FLIGHT_ACTIONS
+        in_flight_s = self._latency_s * _INVOKE_IN_FLIGHT_SHARE if in_flight else 0
         if self._latency_s:
             await world.clock.sleep(self._latency_s - in_flight_s)
         if not self.qps.allow(region, action, world.clock.now()):

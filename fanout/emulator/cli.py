@@ -7,16 +7,24 @@ The first stdout line is exactly `fanout emulator listening on http://127.0.0.1:
 from __future__ import annotations
 
 import asyncio
+import random
 import signal
 import sys
 from pathlib import Path
 
 import click
 
-from fanout.emulator.config import DEMO_ACCESS_KEY_ID, DEMO_ACCESS_KEY_SECRET, EmulatorConfig
+from fanout.emulator.commands import CommandCatalog
+from fanout.emulator.config import (
+    DEMO_ACCESS_KEY_ID,
+    DEMO_ACCESS_KEY_SECRET,
+    DEMO_CONTENT_LIMIT_BYTES,
+    EmulatorConfig,
+)
+from fanout.emulator.fleet import Fleet
 from fanout.emulator.server import Emulator, EmulatorStartError
 
-__all__ = ["emulator_command"]
+__all__ = ["emulator_command", "fleet_listing"]
 
 _FRACTION = click.FloatRange(0.0, 1.0)
 
@@ -127,7 +135,13 @@ def _exec_seconds(ctx: click.Context, param: click.Parameter, value: str) -> tup
 @click.option(
     "--max-instances-per-call", type=click.IntRange(1, 100), default=50, show_default=True
 )
-@click.option("--content-limit-bytes", type=click.IntRange(1), default=16384, show_default=True)
+@click.option(
+    "--content-limit-bytes",
+    type=click.IntRange(1),
+    default=DEMO_CONTENT_LIMIT_BYTES,
+    show_default=True,
+    help="Base64 of a command's content plus its parameters, at most (18 KB: the reference).",
+)
 @click.option("--access-key-id", default=DEMO_ACCESS_KEY_ID, show_default=True)
 @click.option(
     "--access-key-secret",
@@ -141,8 +155,16 @@ def _exec_seconds(ctx: click.Context, param: click.Parameter, value: str) -> tup
     "--max-clock-skew-s", type=click.FloatRange(0, min_open=True), default=900.0, show_default=True
 )
 @click.option("--tls", is_flag=True, help="Serve HTTPS with a self-signed certificate.")
+@click.option(
+    "--list",
+    "list_only",
+    is_flag=True,
+    help="Print the fleet these options make (instances with status, network, agent, tags) "
+    "and each region's commands, then exit without serving.",
+)
 def emulator_command(
     *,
+    list_only: bool,
     regions: tuple[str, ...],
     fault_actions: tuple[str, ...] | None,
     access_key_id: str,
@@ -156,7 +178,23 @@ def emulator_command(
     \b
     fanout emulator --port 0 --regions cn-hangzhou,cn-beijing --instances-per-region 1000
     fanout emulator --port 8080 --exec-failure-fraction 0.05 --throttle-rate 0.1 --tls
+    \b
+    The demo fleet and commands (deterministic from --seed and the fleet options):
+      fanout emulator --regions cn-hangzhou,cn-beijing --instances-per-region 5 --list
+    prints every instance (id, status, network, agent, OS, tags env=prod|staging,
+    role=web|db|cache, fanout:index=N) and each region's commands; the first column is a
+    target line:  ... --list | grep -v '^#' | cut -f1 > hosts.txt.  Each region has its own
+    CommandIds (as on the real cloud): the demo commands are named fanout-demo (a greeting)
+    and fanout-demo-deploy (parameters name, version) in every region; public commands
+    (ACS-ECS-Demo...) are listed by DescribeCommands with --provider AlibabaCloud. So:
+      fanout run --command-name fanout-demo --tag role=web --region cn-hangzhou --yes
+      fanout run --script deploy.sh --tag env=prod --region cn-hangzhou --region cn-beijing
+    While it runs, GET /_emulator/state shows per region the calls by action, the quota used
+    and the commands (with CreateCommand's), and every invocation with its parameters.
     """
+    if list_only:
+        click.echo(fleet_listing(_listing_config(regions, options)), nl=False)
+        return
     qps, region_qps = _parse_qps(qps_items)
     try:
         config = EmulatorConfig(
@@ -177,6 +215,42 @@ def emulator_command(
         asyncio.run(_serve(config))
     except EmulatorStartError as exc:
         raise click.ClickException(str(exc)) from exc
+
+
+def _listing_config(regions: tuple[str, ...], options: dict[str, object]) -> EmulatorConfig:
+    """The config `--list` describes: the fleet options as given (faults do not matter)."""
+    fleet_fields = (
+        "instances_per_region",
+        "fleet_file",
+        "seed",
+        "stopped_fraction",
+        "classic_fraction",
+        "agent_offline_fraction",
+    )
+    return EmulatorConfig(
+        regions=regions,
+        **{name: options[name] for name in fleet_fields},  # type: ignore[arg-type]
+    )
+
+
+def fleet_listing(config: EmulatorConfig) -> str:
+    """Every instance and every region's commands of the fleet `config` makes, as text."""
+    fleet = Fleet.from_config(config)
+    catalog = CommandCatalog(fleet.regions, 0.0, random.Random(f"cmd:{config.seed}"))
+    lines: list[str] = []
+    for region, region_fleet in sorted(fleet.regions.items()):
+        lines.append(f"# {region}: {len(region_fleet.instances)} instances")
+        lines.append("# instance_id\tstatus\tnetwork\tagent\tos\ttags")
+        for inst in region_fleet.instances:
+            tags = ",".join(f"{k}={v}" for k, v in inst.tags)
+            agent = "online" if inst.agent_online else "offline"
+            lines.append(
+                f"{region}:{inst.instance_id}\t{inst.status}\t{inst.network}\t{agent}\t"
+                f"{inst.os_type}\t{tags}"
+            )
+        lines.append(f"# {region} commands (command_id\tname)")
+        lines += [f"#   {c.command_id}\t{c.name}" for c in catalog.in_region(region)]
+    return "\n".join(lines) + "\n"
 
 
 def _parse_qps(items: tuple[str, ...]) -> tuple[float | None, dict[str, float]]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -11,15 +12,37 @@ __all__ = [
     "DEMO_ACCESS_KEY_ID",
     "DEMO_ACCESS_KEY_SECRET",
     "DEMO_COMMAND_ID",
+    "DEMO_COMMAND_NAME",
+    "DEMO_CONTENT_LIMIT_BYTES",
     "DEMO_PARAM_COMMAND_ID",
+    "DEMO_PARAM_COMMAND_NAME",
     "EmulatorConfig",
+    "demo_command_id",
 ]
 
 DEMO_ACCESS_KEY_ID = "LTAI5tFanoutDemoKeyId00"
 DEMO_ACCESS_KEY_SECRET = "fanout-demo-secret-not-for-production"  # noqa: S105 - documented demo pair
-# Real CommandIds are `c-` + 17 lowercase alphanumerics; these two exist in every region at start.
-DEMO_COMMAND_ID = "c-fanoutdemo0000001"
-DEMO_PARAM_COMMAND_ID = "c-fanoutdemoparam01"
+# Two demo commands exist in every region at start: one prints a greeting, one takes the
+# parameters `name` and `version`. A CommandId belongs to one region (CreateCommand in two
+# regions gives two ids), so each region has its own ids for them: `demo_command_id(region)`.
+DEMO_COMMAND_NAME = "fanout-demo"
+DEMO_PARAM_COMMAND_NAME = "fanout-demo-deploy"
+# Base64 of a saved command's content plus its parameters: at most 18 KB in the current
+# InvokeCommand reference and the create-a-command guide (facts 10 [1][14]; 16 KB in the
+# oldest documents, 24 KB in the SDK 7.11.8 docstring).
+DEMO_CONTENT_LIMIT_BYTES = 18 * 1024
+
+
+def demo_command_id(region: str, name: str = DEMO_COMMAND_NAME) -> str:
+    """A demo command's id in `region`: `c-` + 17 lowercase alphanumerics, as real ids are."""
+    kind = "fanoutdemo" if name == DEMO_COMMAND_NAME else "fanoutparm"
+    return f"c-{kind}{hashlib.sha256(f'{name}:{region}'.encode()).hexdigest()[:7]}"
+
+
+# The demo commands' ids in cn-hangzhou, the emulator's default region (other regions' ids
+# differ: use `demo_command_id`, `--command-name fanout-demo`, or a per-region map).
+DEMO_COMMAND_ID = demo_command_id("cn-hangzhou")
+DEMO_PARAM_COMMAND_ID = demo_command_id("cn-hangzhou", DEMO_PARAM_COMMAND_NAME)
 
 # The real InvokeCommand takes at most 50 (old doc) or 100 (new docstring) instances per call.
 _MAX_INSTANCES_PER_CALL_LIMIT = 100
@@ -56,7 +79,7 @@ class EmulatorConfig:
     region_qps: Mapping[str, float] = field(default_factory=dict)  # per region, over `qps`
     daily_quota: int = 5000
     max_instances_per_call: int = 50
-    content_limit_bytes: int = 16384
+    content_limit_bytes: int = DEMO_CONTENT_LIMIT_BYTES
     access_keys: Mapping[str, str] = field(default_factory=_default_access_keys)
     sts_tokens: frozenset[str] = frozenset()
     tls: bool = False

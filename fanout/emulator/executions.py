@@ -10,12 +10,13 @@ invocations stay Scheduled with a growing `Repeats` until stopped.
 from __future__ import annotations
 
 import random
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
-from fanout.emulator.fleet import Command, Instance
+from fanout.emulator.commands import Command
+from fanout.emulator.fleet import Instance
 from fanout.emulator.schedule import Schedule
 from fanout.emulator.timing import PENDING_MAX_S, RunTimes, Timing, TimingPlan
 
@@ -84,6 +85,8 @@ class InvocationSpec:
     username: str
     working_dir: str
     termination_mode: str = ""
+    # Every InvokeCommand parameter sent besides the command, instances, token and Parameters.
+    options: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,4 +1,4 @@
-"""The simulated fleet (instances per region, indexed by id) and the Cloud Assistant commands.
+"""The simulated fleet: instances per region, indexed by id (the commands: `commands.py`).
 
 Generation is deterministic from the seed and cheap (one small slotted object per instance):
 the fractions of stopped, classic-network and agent-offline instances are exact counts
@@ -7,25 +7,15 @@ the fractions of stopped, classic-network and agent-offline instances are exact 
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import json
 import random
-import re
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
-from fanout.emulator.config import DEMO_COMMAND_ID, DEMO_PARAM_COMMAND_ID, EmulatorConfig
+from fanout.emulator.config import EmulatorConfig
 
-__all__ = [
-    "COMMAND_TYPES",
-    "Command",
-    "CommandCatalog",
-    "Fleet",
-    "Instance",
-    "RegionFleet",
-    "parameter_names",
-]
+__all__ = ["Fleet", "Instance", "RegionFleet"]
 
 # Some of a real fleet is Windows; a tenth keeps them visible without dominating.
 _WINDOWS_FRACTION = 0.1
@@ -33,10 +23,6 @@ _ENVS = ("prod", "staging")
 _ROLES = ("web", "db", "cache")
 _INDEX_TAG = "fanout:index"
 _ID_ALPHABET = "abcdefghijklmnopqrstuvwxyz0123456789"
-COMMAND_TYPES = ("RunShellScript", "RunBatScript", "RunPowerShellScript")
-# `{{name}}` placeholders; `{{ACS::...}}` are built-in environment parameters, never user-defined.
-_PLACEHOLDER = re.compile(r"\{\{\s*([A-Za-z0-9_\-]+|ACS::[A-Za-z0-9_]+)\s*\}\}")
-_DEFAULT_COMMAND_TIMEOUT_S = 60  # CreateCommand's documented default
 
 
 class Instance:
@@ -235,107 +221,3 @@ def _tags_from_entry(raw: object, where: str) -> tuple[tuple[str, str], ...]:
     raise ValueError(f"{where}: Tags must be an object or a list")
 
 
-def parameter_names(content: str) -> tuple[str, ...]:
-    """The custom parameter names of a command text, in first-use order (built-ins excluded)."""
-    names: dict[str, None] = {}
-    for match in _PLACEHOLDER.finditer(content):
-        if not match.group(1).startswith("ACS::"):
-            names[match.group(1)] = None
-    return tuple(names)
-
-
-class Command:
-    """A Cloud Assistant command (what CreateCommand makes)."""
-
-    __slots__ = (
-        "command_id",
-        "content_b64",
-        "created_s",
-        "description",
-        "enable_parameter",
-        "name",
-        "parameter_names",
-        "timeout_s",
-        "type",
-        "working_dir",
-    )
-
-    def __init__(
-        self,
-        command_id: str,
-        name: str,
-        content: str,
-        *,
-        type_: str = "RunShellScript",
-        enable_parameter: bool = False,
-        timeout_s: int = _DEFAULT_COMMAND_TIMEOUT_S,
-        working_dir: str = "",
-        description: str = "",
-        created_s: float = 0.0,
-    ) -> None:
-        self.command_id = command_id
-        self.name = name
-        self.type = type_
-        self.content_b64 = base64.b64encode(content.encode()).decode("ascii")
-        self.enable_parameter = enable_parameter
-        self.parameter_names = parameter_names(content) if enable_parameter else ()
-        self.timeout_s = timeout_s
-        self.working_dir = working_dir
-        self.description = description
-        self.created_s = created_s
-
-    @property
-    def content(self) -> str:
-        """The command text, decoded."""
-        return base64.b64decode(self.content_b64).decode("utf-8", errors="replace")
-
-
-class CommandCatalog:
-    """The commands of every region, in creation order (the two demo commands first)."""
-
-    def __init__(self, regions: Iterable[str], now_s: float, rng: random.Random) -> None:
-        self._rng = rng
-        self._by_region: dict[str, dict[str, Command]] = {}
-        for region in regions:
-            self._by_region[region] = {}
-            for command in _demo_commands(now_s):
-                self.add(region, command)
-
-    def add(self, region: str, command: Command) -> None:
-        """Register a command in a region."""
-        self._by_region[region][command.command_id] = command
-
-    def get(self, region: str, command_id: str) -> Command | None:
-        """The command with this id in the region, if any."""
-        return self._by_region[region].get(command_id)
-
-    def in_region(self, region: str) -> Sequence[Command]:
-        """All commands of the region, oldest first."""
-        return list(self._by_region[region].values())
-
-    def new_id(self) -> str:
-        """A fresh CommandId in the real format: `c-` + 17 lowercase alphanumerics."""
-        return "c-" + "".join(self._rng.choices(_ID_ALPHABET, k=17))
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._by_region)
-
-
-def _demo_commands(now_s: float) -> list[Command]:
-    return [
-        Command(
-            DEMO_COMMAND_ID,
-            "fanout-demo",
-            '#!/bin/bash\necho "hello from $(hostname)"\n',
-            description="fanout demo command: prints a greeting",
-            created_s=now_s,
-        ),
-        Command(
-            DEMO_PARAM_COMMAND_ID,
-            "fanout-demo-deploy",
-            '#!/bin/bash\necho "deploying {{name}} version {{version}} on $(hostname)"\n',
-            enable_parameter=True,
-            description="fanout demo command with parameters name and version",
-            created_s=now_s,
-        ),
-    ]

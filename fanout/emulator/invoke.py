@@ -13,8 +13,8 @@ import re
 from dataclasses import dataclass
 from typing import Any
 
+from fanout.emulator.commands import Command
 from fanout.emulator.executions import InvocationSpec
-from fanout.emulator.fleet import Command
 from fanout.emulator.params import Params
 from fanout.emulator.schedule import Schedule, parse_frequency
 from fanout.emulator.state import Call, IdempotencyEntry, World
@@ -34,6 +34,21 @@ _REPEAT_MODES = ("Once", "Period", "NextRebootOnly", "EveryReboot", "DryRun")
 _TERMINATION_MODES = ("Process", "ProcessTree")
 _CONTAINER_ID = re.compile(r"^(?:(?:docker|containerd|cri-o)://)?[0-9a-f]{64}$")
 _CONTAINER_NAME = re.compile(r"^[0-9A-Za-z][0-9A-Za-z_.\-]{0,127}$")
+# ResourceGroupId: the instances must belong to it (SDK model InvokeCommandRequest); the
+# emulated fleet belongs to no group, so only a malformed id is refused (rg-... in every
+# example of the reference), with the reference's InvalidResourceGroup.NotFound.
+_RESOURCE_GROUP_ID = re.compile(r"^rg-[0-9a-z]{1,61}$")
+# OssOutputDelivery: `oss://${Bucket}/${Prefix}` (facts 1.1) with an OSS bucket name (3 to 63
+# lowercase letters, digits, hyphens). No error code is documented for a bad value: this one
+# follows the reference's InvalidParameter.<Name> pattern (as InvalidParameter.WorkingDir) [INF].
+_OSS_OUTPUT = re.compile(r"^oss://[a-z0-9][a-z0-9-]{1,61}[a-z0-9](/.*)?$")
+# What an invocation records as its options: every InvokeCommand parameter of the current
+# reference (SDK model InvokeCommandRequest) but the instances, the token and Parameters.
+_RECORDED_OPTIONS = (
+    "ContainerId", "ContainerName", "Frequency", "Launcher", "OssOutputDelivery", "RepeatMode",
+    "ResourceGroupId", "TerminationMode", "Timed", "Timeout", "Username", "WindowsPasswordName",
+    "WorkingDir",
+)  # fmt: skip
 # Request parameters that are not part of what an idempotent repeat must match.
 _NOT_FINGERPRINTED = frozenset(
     {
@@ -131,7 +146,17 @@ def _validate(call: Call) -> InvocationSpec:
         username=options.username,
         working_dir=options.working_dir,
         termination_mode=options.termination_mode,
+        options=_recorded_options(params),
     )
+
+
+def _recorded_options(params: Params) -> dict[str, str]:
+    """The options the call carried, as sent; invocation tags as `Tag.N.Key` / `Tag.N.Value`."""
+    recorded = {name: params.get(name) for name in _RECORDED_OPTIONS if name in params.raw}
+    for number, (key, value) in enumerate(params.tags(), start=1):
+        recorded[f"Tag.{number}.Key"] = key
+        recorded[f"Tag.{number}.Value"] = value
+    return recorded
 
 
 def _instance_ids(params: Params, limit: int) -> list[str]:
@@ -255,6 +280,12 @@ def _options(params: Params, command: Command) -> _Options:
     if len(params.get("Launcher").encode()) > _MAX_LAUNCHER_BYTES:
         raise _fault(403, "InvalidLauncher.LengthLimitExceeded", "The maximum length of Launcher is exceeded.")  # fmt: skip
     _check_container(params)
+    resource_group = params.get("ResourceGroupId")
+    if resource_group and not _RESOURCE_GROUP_ID.match(resource_group):
+        raise _fault(404, "InvalidResourceGroup.NotFound", "The specified ResourceGroupId does not exist.")  # fmt: skip
+    oss_output = params.get("OssOutputDelivery")
+    if oss_output and not _OSS_OUTPUT.match(oss_output):
+        raise _fault(400, "InvalidParameter.OssOutputDelivery", "The specified OssOutputDelivery is not valid: expected oss://bucket/prefix.")  # fmt: skip
     termination_mode = params.get("TerminationMode")
     if termination_mode and termination_mode not in _TERMINATION_MODES:
         raise _fault(404, "InvalidTerminationMode.NotFound", f"The specified TerminationMode does not exist: {termination_mode}.")  # fmt: skip

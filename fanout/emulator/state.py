@@ -12,9 +12,10 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from fanout.emulator.commands import CommandCatalog
 from fanout.emulator.config import EmulatorConfig
 from fanout.emulator.executions import InvocationStore
-from fanout.emulator.fleet import CommandCatalog, Fleet
+from fanout.emulator.fleet import Fleet
 from fanout.emulator.params import Params
 from fanout.emulator.timing import iso_utc, iso_utc_ms
 
@@ -94,6 +95,7 @@ class RegionState:
     quota_used: int = 0
     quota_day: str = ""
     dry_runs: int = 0
+    commands_created: int = 0  # CreateCommand calls that created a command
 
     def roll(self, now_s: float) -> None:
         """Start a fresh quota day when the calendar day (UTC+8) changed."""
@@ -137,6 +139,10 @@ class World:
         calls = self.regions[region].calls
         calls[action] = calls.get(action, 0) + 1
 
+    def count_created(self, region: str) -> None:
+        """Count one command created by CreateCommand."""
+        self.regions[region].commands_created += 1
+
     def quota_used(self, region: str) -> int:
         """InvokeCommand calls that cost quota today in the region."""
         state = self.regions[region]
@@ -173,6 +179,12 @@ class World:
                 "quota_day": state.quota_day,
                 "dry_runs": state.dry_runs,
                 "instances": len(self.fleet.regions[name].instances),
+                "commands_created": state.commands_created,
+                # The account's commands in the region, oldest first (ids are per region).
+                "commands": [
+                    {"command_id": c.command_id, "name": c.name, "created": iso_utc(c.created_s)}
+                    for c in self.commands.in_region(name)
+                ],
             }
         invocations: list[dict[str, Any]] = [
             {
@@ -184,6 +196,8 @@ class World:
                 "created": iso_utc_ms(inv.created_s),
                 "repeat_mode": inv.spec.repeat_mode,
                 "parameters": inv.spec.parameters,
+                # Every other InvokeCommand parameter the call carried, as sent (issue 13).
+                "options": dict(inv.spec.options),
                 "stopped": inv.stop_all_s is not None or bool(inv.stops),
             }
             for inv in self.invocations.all

@@ -23,14 +23,20 @@ __all__ = [
     "BatchState",
     "BatchTimes",
     "BeginAttempt",
+    "ClaimCommand",
+    "CommandRecord",
+    "CommandState",
+    "DropCommand",
     "FinishAttempt",
     "InstanceRecord",
     "InstanceState",
     "Op",
+    "RecordCommand",
     "RunRecord",
     "RunState",
     "SetBatch",
     "SetInstances",
+    "SetRegionCommand",
     "SetRun",
     "ShrinkBatch",
     "check_transition",
@@ -60,6 +66,14 @@ class BatchState(enum.StrEnum):
     FAILED = "failed"  # permanently refused; nothing was executed
     UNKNOWN = "unknown"  # may or may not have run and could not be resolved
     DONE = "done"  # accepted and every instance's result is final
+
+
+class CommandState(enum.StrEnum):
+    """Where a command fanout creates (`--script`) stands in one region of one account."""
+
+    CREATING = "creating"  # the intent: CreateCommand may be on the wire, its id not recorded
+    CREATED = "created"  # its CommandId is recorded
+    DELETED = "deleted"  # pruned with DeleteCommand, or found gone
 
 
 class InstanceState(enum.StrEnum):
@@ -169,6 +183,9 @@ class BatchRecord:
     invoke_id: str | None = None
     error_code: str | None = None
     error_message: str | None = None
+    # The region's own CommandId of the run's command (a CommandId belongs to one region).
+    # None until a command fanout creates (`--script`) has been created in the region.
+    command_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -298,6 +315,67 @@ class AcquireLease:
     force: bool = False
 
 
+@dataclass(frozen=True, slots=True)
+class CommandRecord:
+    """A command fanout creates from a script, in one region of one account (the ledger's
+    `commands` row): its CreateCommand intent, then its CommandId."""
+
+    account: str
+    region: str
+    name: str  # fanout-<sha256 prefix>: the same in every region
+    content_hash: str
+    command_type: str
+    state: CommandState
+    command_id: str | None = None
+    owner: str | None = None  # the process holding the creation claim (host:pid)
+    claimed_until: float | None = None  # the claim is another process's to take after this
+    created_at: float | None = None
+    updated_at: float = 0.0
+    run_id: str | None = None  # the run whose start created it
+
+
+@dataclass(frozen=True, slots=True)
+class ClaimCommand:
+    """Write the CreateCommand intent: claim the creation of `record` (state creating, with
+    its owner and claim deadline). Granted when there is no row, or a deleted one, or one
+    this owner already claims, or one whose claim expired (or `force`: its holder is gone);
+    never over a created command. The result is (granted, the row as it now stands)."""
+
+    record: CommandRecord
+    now: float
+    force: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class RecordCommand:
+    """The command was created (or found by its name): record its CommandId; the claim ends.
+    `record` names it (and describes it, should its row be missing)."""
+
+    record: CommandRecord
+    command_id: str
+    now: float
+
+
+@dataclass(frozen=True, slots=True)
+class DropCommand:
+    """The command is gone (deleted by `fanout commands --prune`, or found missing)."""
+
+    account: str
+    region: str
+    name: str
+    now: float
+
+
+@dataclass(frozen=True, slots=True)
+class SetRegionCommand:
+    """Give a run's batches in `region` their CommandId (once its command exists there)."""
+
+    run_id: str
+    region: str
+    command_id: str
+    now: float
+
+
 Op = (
     BeginAttempt
     | FinishAttempt
@@ -307,4 +385,8 @@ Op = (
     | SetRun
     | AppendEvent
     | AcquireLease
+    | ClaimCommand
+    | RecordCommand
+    | DropCommand
+    | SetRegionCommand
 )

@@ -27,7 +27,7 @@ from psycopg import Cursor
 from psycopg.rows import TupleRow
 
 from fanout.errors import LedgerError, RunNotFoundError, TransitionError
-from fanout.ledger import writes
+from fanout.ledger import command_rows, writes
 from fanout.ledger.model import (
     BATCH_TRANSITIONS,
     INSTANCE_TRANSITIONS,
@@ -36,13 +36,17 @@ from fanout.ledger.model import (
     AppendEvent,
     BatchState,
     BeginAttempt,
+    ClaimCommand,
+    DropCommand,
     FinishAttempt,
     InstanceRecord,
     InstanceState,
     Op,
+    RecordCommand,
     RunState,
     SetBatch,
     SetInstances,
+    SetRegionCommand,
     SetRun,
     ShrinkBatch,
     check_transition,
@@ -59,6 +63,12 @@ _FINISH_ATTEMPT = writes.pg(writes.FINISH_ATTEMPT)
 _SET_RUN = writes.pg(writes.SET_RUN)
 _INSTANCE_OUTCOME_SET = writes.pg(writes.INSTANCE_OUTCOME_SET)
 _BATCH_INSTANCES_SET = writes.pg(writes.BATCH_INSTANCES_SET)
+_COMMAND_UPSERT = writes.pg(command_rows.UPSERT)
+_COMMAND_DROP = writes.pg(command_rows.DROP)
+_SET_REGION_COMMAND = writes.pg(command_rows.SET_REGION_COMMAND)
+_COMMAND_FOR_UPDATE = writes.pg(
+    f"SELECT {command_rows.COMMAND_COLUMNS} FROM commands WHERE {command_rows.KEY} FOR UPDATE"
+)
 
 
 @dataclass(slots=True)
@@ -150,7 +160,9 @@ def apply_one(group: Group, op: Op) -> object:  # noqa: PLR0911 - one line per o
     cur = group.cur
     if isinstance(op, BeginAttempt):
         return _begin_attempt(group, op)
-    if isinstance(op, (FinishAttempt, SetBatch, ShrinkBatch, SetInstances, SetRun)):
+    if isinstance(
+        op, (FinishAttempt, SetBatch, ShrinkBatch, SetInstances, SetRun, SetRegionCommand)
+    ):
         _check_fences(group)
     if isinstance(op, FinishAttempt):
         _finish_attempt(cur, op)
@@ -173,7 +185,45 @@ def apply_one(group: Group, op: Op) -> object:  # noqa: PLR0911 - one line per o
             (op.run_id, op.now, op.kind, json.dumps(op.data, default=str)),
         )
         return None
-    return _acquire_lease(group, op)
+    if isinstance(op, AcquireLease):
+        return _acquire_lease(group, op)
+    return _command_op(cur, op)
+
+
+def _command_op(
+    cur: Cursor[TupleRow], op: ClaimCommand | RecordCommand | DropCommand | SetRegionCommand
+) -> object:
+    """The operations on commands fanout creates (`command_rows`). A claim locks the row (or,
+    when there is none, waits on a concurrent insert of it) before deciding."""
+    if isinstance(op, ClaimCommand):
+        rec = op.record
+        key = command_rows.key_args(rec.account, rec.region, rec.name)
+        row = cur.execute(_COMMAND_FOR_UPDATE, key).fetchone()
+        if row is None:  # no row yet: insert the claim unless a concurrent claim just did
+            granted, after = command_rows.claim(None, op)
+            inserted = cur.execute(
+                writes.pg(
+                    f"INSERT INTO commands ({command_rows.COMMAND_COLUMNS}) VALUES "
+                    "(?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT DO NOTHING RETURNING 1"
+                ),
+                command_rows.command_row(after),
+            ).fetchone()
+            if inserted is not None:
+                return granted, after
+            row = cur.execute(_COMMAND_FOR_UPDATE, key).fetchone()
+        granted, after = command_rows.claim(
+            None if row is None else command_rows.command_from_row(row), op
+        )
+        if granted:
+            cur.execute(_COMMAND_UPSERT, command_rows.command_row(after))
+        return granted, after
+    if isinstance(op, RecordCommand):
+        cur.execute(_COMMAND_UPSERT, command_rows.record_args(op))
+    elif isinstance(op, DropCommand):
+        cur.execute(_COMMAND_DROP, command_rows.drop_args(op))
+    else:
+        cur.execute(_SET_REGION_COMMAND, command_rows.set_region_args(op))
+    return None
 
 
 def _check_fences(group: Group) -> None:

@@ -76,5 +76,22 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
         CREATE INDEX events_by_run ON events (run_id, id);
         """,
     ),
+    (
+        # 2: as SQLite's migration 2 (schema.py): a CommandId per batch, and the commands
+        # fanout creates from a script, per account and region.
+        2,
+        """
+        ALTER TABLE batches ADD COLUMN command_id text;
+        UPDATE batches b SET command_id = r.command_id FROM runs r WHERE r.run_id = b.run_id;
+        CREATE INDEX batches_by_command ON batches (region, command_id);
+        CREATE TABLE commands (
+            account text NOT NULL, region text NOT NULL, name text NOT NULL,
+            content_hash text NOT NULL, command_type text NOT NULL, state text NOT NULL,
+            command_id text, owner text, claimed_until double precision,
+            created_at double precision, updated_at double precision NOT NULL, run_id text,
+            PRIMARY KEY (account, region, name)
+        );
+        """,
+    ),
 )
 SCHEMA_VERSION = MIGRATIONS[-1][0]

@@ -10,10 +10,12 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from fanout.errors import RunNotFoundError
+from fanout.ledger.command_rows import COMMAND_COLUMNS, KEY, command_from_row, key_args
 from fanout.ledger.model import (
     BatchRecord,
     BatchState,
     BatchTimes,
+    CommandRecord,
     InstanceRecord,
     InstanceState,
     RunRecord,
@@ -186,5 +188,39 @@ class LedgerReads:
         rows = self._query(
             "SELECT ts FROM quota_calls WHERE account = ? AND region = ? AND ts > ? ORDER BY ts",
             (account, region, window_start),
+        )
+        return [r[0] for r in rows]
+
+    def command_ids(self, run_id: str) -> dict[str, str | None]:
+        """Each region's CommandId of a run (None: its command is not created yet)."""
+        rows = self._query(
+            "SELECT region, MAX(command_id) FROM batches WHERE run_id = ? GROUP BY region",
+            (run_id,),
+        )
+        return dict(sorted(rows))
+
+    def command_records(self, account: str | None = None) -> list[CommandRecord]:
+        """The commands fanout created from scripts (every state), by account, region, name."""
+        where, args = ("WHERE account = ?", (account,)) if account else ("", ())
+        rows = self._query(
+            f"SELECT {COMMAND_COLUMNS} FROM commands {where} ORDER BY account, region, name",
+            args,
+        )
+        return [command_from_row(r) for r in rows]
+
+    def command_record(self, account: str, region: str, name: str) -> CommandRecord | None:
+        """One command fanout created (or claimed to create), None if there is no such row."""
+        rows = self._query(
+            f"SELECT {COMMAND_COLUMNS} FROM commands WHERE {KEY}", key_args(account, region, name)
+        )
+        return command_from_row(rows[0]) if rows else None
+
+    def command_runs(self, region: str, command_id: str) -> list[str]:
+        """The runs whose batches in `region` invoke `command_id`, oldest first."""
+        rows = self._query(
+            "SELECT DISTINCT b.run_id, r.created_at FROM batches b "
+            "JOIN runs r ON r.run_id = b.run_id WHERE b.region = ? AND b.command_id = ? "
+            "ORDER BY r.created_at",
+            (region, command_id),
         )
         return [r[0] for r in rows]

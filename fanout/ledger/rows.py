@@ -37,7 +37,7 @@ RUN_COLUMNS = (
 )
 BATCH_COLUMNS = (
     "batch_id, run_id, region, seq, wave, instance_ids, client_token, state, attempts, "
-    "maybe_applied, invoke_id, error_code, error_message"
+    "maybe_applied, invoke_id, error_code, error_message, command_id"
 )
 INSTANCE_COLUMNS = (
     "run_id, region, instance_id, batch_id, state, reason, invoke_id, exit_code, error_code, "
@@ -120,6 +120,7 @@ def batch_row(b: BatchRecord) -> tuple[object, ...]:
         b.invoke_id,
         b.error_code,
         b.error_message,
+        b.command_id,
     )
 
 
@@ -139,6 +140,7 @@ def batch_from_row(row: Sequence[Any]) -> BatchRecord:
         invoke_id=row[10],
         error_code=row[11],
         error_message=row[12],
+        command_id=row[13],
     )
 
 

@@ -49,5 +49,25 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
         CREATE INDEX events_by_run ON events (run_id, id);
         """,
     ),
+    (
+        # 2: a CommandId per batch (a CommandId belongs to one region: each region of a run has
+        # its own; batches of older runs take their run's), and the commands fanout creates from
+        # a script (`--script`): the CreateCommand intent, then the id, per account and region.
+        2,
+        """
+        ALTER TABLE batches ADD COLUMN command_id TEXT;
+        UPDATE batches SET command_id = (
+            SELECT r.command_id FROM runs r WHERE r.run_id = batches.run_id
+        );
+        CREATE INDEX batches_by_command ON batches (region, command_id);
+        CREATE TABLE commands (
+            account TEXT NOT NULL, region TEXT NOT NULL, name TEXT NOT NULL,
+            content_hash TEXT NOT NULL, command_type TEXT NOT NULL, state TEXT NOT NULL,
+            command_id TEXT, owner TEXT, claimed_until REAL, created_at REAL,
+            updated_at REAL NOT NULL, run_id TEXT,
+            PRIMARY KEY (account, region, name)
+        );
+        """,
+    ),
 )
 SCHEMA_VERSION = MIGRATIONS[-1][0]

@@ -185,7 +185,7 @@ class SqliteLedger(LedgerReads):
             now = run.created_at
             cur.executemany(
                 f"INSERT INTO batches ({BATCH_COLUMNS}, updated_at) "
-                f"VALUES ({placeholders(['?'] * 14)})",
+                f"VALUES ({placeholders(['?'] * 15)})",
                 ((*batch_row(b), now) for b in batches),
             )
             rows = (

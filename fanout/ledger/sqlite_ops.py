@@ -13,7 +13,7 @@ import sqlite3
 from collections.abc import Iterator, Sequence
 
 from fanout.errors import RunNotFoundError, TransitionError
-from fanout.ledger import writes
+from fanout.ledger import command_rows, writes
 from fanout.ledger.model import (
     BATCH_TRANSITIONS,
     INSTANCE_TRANSITIONS,
@@ -22,12 +22,16 @@ from fanout.ledger.model import (
     AppendEvent,
     BatchState,
     BeginAttempt,
+    ClaimCommand,
+    DropCommand,
     FinishAttempt,
     InstanceState,
     Op,
+    RecordCommand,
     RunState,
     SetBatch,
     SetInstances,
+    SetRegionCommand,
     SetRun,
     ShrinkBatch,
     check_transition,
@@ -74,7 +78,34 @@ def apply_one(  # noqa: PLR0911 - one dispatch line per operation type reads bes
             (op.run_id, op.now, op.kind, json.dumps(op.data, default=str)),
         )
         return None
-    return _acquire_lease(cur, op)
+    if isinstance(op, AcquireLease):
+        return _acquire_lease(cur, op)
+    return _command_op(cur, op)
+
+
+def _command_op(
+    cur: sqlite3.Cursor, op: ClaimCommand | RecordCommand | DropCommand | SetRegionCommand
+) -> object:
+    """The operations on commands fanout creates (`command_rows`)."""
+    if isinstance(op, ClaimCommand):
+        rec = op.record
+        key = command_rows.key_args(rec.account, rec.region, rec.name)
+        row = cur.execute(
+            f"SELECT {command_rows.COMMAND_COLUMNS} FROM commands WHERE {command_rows.KEY}", key
+        ).fetchone()
+        granted, after = command_rows.claim(
+            None if row is None else command_rows.command_from_row(row), op
+        )
+        if granted:
+            cur.execute(command_rows.UPSERT, command_rows.command_row(after))
+        return granted, after
+    if isinstance(op, RecordCommand):
+        cur.execute(command_rows.UPSERT, command_rows.record_args(op))
+    elif isinstance(op, DropCommand):
+        cur.execute(command_rows.DROP, command_rows.drop_args(op))
+    else:
+        cur.execute(command_rows.SET_REGION_COMMAND, command_rows.set_region_args(op))
+    return None
 
 
 def insert_chunks(cur: sqlite3.Cursor, sql: str, rows: Iterator[tuple[object, ...]]) -> None:

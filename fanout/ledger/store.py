@@ -14,7 +14,14 @@ from typing import Any, Protocol
 
 from fanout.errors import ConfigError
 from fanout.ledger.location import is_postgres_location, location_password, redact_location
-from fanout.ledger.model import BatchRecord, BatchTimes, InstanceRecord, Op, RunRecord
+from fanout.ledger.model import (
+    BatchRecord,
+    BatchTimes,
+    CommandRecord,
+    InstanceRecord,
+    Op,
+    RunRecord,
+)
 
 __all__ = ["LedgerStore", "default_ledger_location", "open_ledger"]
 
@@ -50,6 +57,10 @@ class LedgerStore(Protocol):
     def attempts(self, batch_id: str) -> list[dict[str, Any]]: ...
     def quota_used(self, account: str, window_start: float) -> dict[str, tuple[int, float]]: ...
     def quota_times(self, account: str, region: str, window_start: float) -> list[float]: ...
+    def command_ids(self, run_id: str) -> dict[str, str | None]: ...
+    def command_records(self, account: str | None = None) -> list[CommandRecord]: ...
+    def command_record(self, account: str, region: str, name: str) -> CommandRecord | None: ...
+    def command_runs(self, region: str, command_id: str) -> list[str]: ...
 
 
 def default_ledger_location(env: dict[str, str] | None = None) -> str:

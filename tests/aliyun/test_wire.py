@@ -71,6 +71,14 @@ def test_invoke_command_params_full() -> None:
             timeout_s=120,
             username="root",
             working_dir="/tmp",
+            windows_password_name="axtPassword",
+            container_id="containerd://" + "0" * 64,
+            container_name="web-1",
+            termination_mode="ProcessTree",
+            launcher="python3",
+            resource_group_id="rg-acfm",
+            oss_output_delivery="oss://logs/fanout",
+            invocation_tags={"team": "sre", "ticket": ""},
         ),
         ids,
         client_token="tok-1",
@@ -82,6 +90,19 @@ def test_invoke_command_params_full() -> None:
     assert params["RepeatMode"] == "Period"
     assert params["Timeout"] == "120"
     assert params["WorkingDir"] == "/tmp"
+    assert params["WindowsPasswordName"] == "axtPassword"
+    assert params["ContainerId"] == "containerd://" + "0" * 64
+    assert params["ContainerName"] == "web-1"
+    assert params["TerminationMode"] == "ProcessTree"
+    assert params["Launcher"] == "python3"
+    assert params["ResourceGroupId"] == "rg-acfm"
+    assert params["OssOutputDelivery"] == "oss://logs/fanout"
+    assert [params[f"Tag.{n}.{k}"] for n in (1, 2) for k in ("Key", "Value")] == [
+        "team",
+        "sre",
+        "ticket",
+        "",
+    ]
     keys = canonical_query(params).split("&")
     assert keys.index("InstanceId.10=i-10") < keys.index("InstanceId.2=i-2")
 

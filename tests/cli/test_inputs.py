@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ import pytest
 from fanout.cli.inputs import read_rollout, with_rollout_table
 from fanout.cli.options import CommonFlags, RolloutFlags, SpendFlags
 from fanout.errors import ConfigError
+from fanout.sources import CommandIdMap, ScriptSource
 from fanout.targets import Target
 
 HZ1, HZ2, BJ1 = "i-bp1aaaaaaaaaaaaaaaa1", "i-bp1aaaaaaaaaaaaaaaa2", "i-2zeaaaaaaaaaaaaaaaa1"
@@ -24,7 +26,9 @@ def rollout_flags(**given: Any) -> RolloutFlags:
         field.name: () if field.type == "tuple[str, ...]" else None
         for field in dataclasses.fields(RolloutFlags)
     }
-    flags = dict.fromkeys(("pause_after_wave", "no_preflight", "strict", "allow_overlap"), False)
+    flags = dict.fromkeys(
+        ("pause_after_wave", "no_preflight", "strict", "allow_overlap", "enable_parameter"), False
+    )
     return RolloutFlags(**{**empty, **flags, **given})
 
 
@@ -60,7 +64,7 @@ def test_the_table_fills_only_what_the_flags_left_out() -> None:
         "timeout_s": 300,
     }
     merged = with_rollout_table(flags, table)
-    assert merged.command_id == "c-fromthetable"
+    assert merged.command_id == ("c-fromthetable",)
     assert merged.targets_file == "hosts.txt"
     assert merged.waves == "1,100%"
     assert merged.instance_ids == ("cn-hangzhou:" + HZ1,)
@@ -82,7 +86,7 @@ def test_params_merge_key_by_key_and_a_flag_wins() -> None:
 
 def test_no_table_changes_nothing() -> None:
     """Without a `[rollout]` table the flags are the request's input as given."""
-    flags = rollout_flags(command_id="c-x", params=("a=1",))
+    flags = rollout_flags(command_id=("c-x",), params=("a=1",))
     assert with_rollout_table(flags, {}) == flags
 
 
@@ -124,15 +128,84 @@ def test_read_rollout_builds_the_request_from_the_file_and_the_flags(tmp_path: P
 def test_read_rollout_waits_unless_told_not_to() -> None:
     """Without --wait/--no-wait the run follows every instance to its result."""
     read = read_rollout(
-        rollout_flags(command_id="c-x", instance_ids=(f"cn-hangzhou:{HZ1}",), no_preflight=True),
+        rollout_flags(command_id=("c-x",), instance_ids=(f"cn-hangzhou:{HZ1}",), no_preflight=True),
         spend_flags(),
     )
     assert (read.request.wait, read.request.preflight) == (True, False)
 
 
 def test_a_command_id_is_required_from_a_flag_or_the_table(tmp_path: Path) -> None:
-    """Neither `--command-id` nor the table's `command_id`: refused, naming both."""
+    """No command source, neither a flag nor the table's key: refused, naming every source."""
     config = tmp_path / "rollout.toml"
     config.write_text('[rollout]\nwaves = "1,100%"\n')
-    with pytest.raises(ConfigError, match=r"--command-id is required .*\[rollout\]"):
+    with pytest.raises(ConfigError, match=r"exactly one command source .*--script.*\[rollout\]"):
         read_rollout(rollout_flags(instance_ids=(f"cn-hangzhou:{HZ1}",)), spend_flags(config))
+
+
+def test_the_table_describes_every_command_source_and_option(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`[rollout]` keys for a script source (type, timeout, parameters on) and every
+    InvokeCommand option build the same request the flags would; `command_ids` is the
+    REGION=c-... map; a script with `{{...}}` and parameters off is warned about."""
+    (tmp_path / "deploy.ps1").write_text("Write-Output {{version}}\n")
+    config = tmp_path / "rollout.toml"
+    config.write_text(
+        "[rollout]\n"
+        'script = "deploy.ps1"\ncommand_timeout_s = 120\nenable_parameter = true\n'
+        'params = { version = "1.2" }\n'
+        'termination_mode = "ProcessTree"\noss_output = "logs/fanout"\n'
+        'container_name = "web-1"\nlauncher = "pwsh"\nresource_group_id = "rg-ops1"\n'
+        'windows_password_name = "axtPassword"\nusername = "deploy"\n'
+        'invocation_tags = { team = "sre" }\n'
+    )
+    read = read_rollout(rollout_flags(instance_ids=(f"cn-hangzhou:{HZ1}",)), spend_flags(config))
+    source, spec = read.request.source, read.request.spec
+    assert isinstance(source, ScriptSource)
+    assert (source.command_type, source.timeout_s, source.enable_parameter) == (
+        "RunPowerShellScript",
+        120,
+        True,
+    )
+    assert spec.command_id == source.name
+    assert spec.parameters == {"version": "1.2"}
+    assert (spec.termination_mode, spec.oss_output_delivery) == ("ProcessTree", "oss://logs/fanout")
+    assert (spec.container_name, spec.launcher, spec.resource_group_id) == (
+        "web-1",
+        "pwsh",
+        "rg-ops1",
+    )
+    assert (spec.windows_password_name, spec.username) == ("axtPassword", "deploy")
+    assert spec.invocation_tags == {"team": "sre"}
+    assert capsys.readouterr().err == ""
+
+    config.write_text('[rollout]\ncommand_ids = { cn-hangzhou = "c-a", cn-beijing = "c-b" }\n')
+    flags = rollout_flags(instance_ids=(f"cn-hangzhou:{HZ1}", f"cn-beijing:{BJ1}"))
+    read = read_rollout(flags, spend_flags(config))
+    assert read.request.source == CommandIdMap({"cn-hangzhou": "c-a", "cn-beijing": "c-b"})
+
+    (tmp_path / "docker.sh").write_text("docker ps --format '{{.Names}}'\n")
+    read_rollout(
+        rollout_flags(script="docker.sh", instance_ids=(f"cn-hangzhou:{HZ1}",)), spend_flags()
+    )
+    assert "{{.Names}} is sent as it is" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("given", "refusal"),
+    [
+        ({"command_name": "a", "script": "x.sh"}, "got --command-name and --script"),
+        ({"command_id": ("c-1",), "command_type": "RunBatScript"}, "--type: only with --script"),
+        ({"script": "x.sh", "provider": "AlibabaCloud"}, "--provider: only with"),
+        ({"command_id": ("cn-hangzhou=c-1",)}, "no REGION=c-... entry for cn-beijing"),
+        ({"script": "absent.sh"}, "--script absent.sh: cannot read"),
+    ],
+)
+def test_command_source_mistakes_are_refused_before_any_call(
+    given: dict[str, Any], refusal: str
+) -> None:
+    """Two sources, script-only flags without a script, a provider with a script, a map
+    without a target region, an unreadable script: each refused (exit 2) before any call."""
+    flags = rollout_flags(instance_ids=(f"cn-hangzhou:{HZ1}", f"cn-beijing:{BJ1}"), **given)
+    with pytest.raises(ConfigError, match=re.escape(refusal)):
+        read_rollout(flags, spend_flags())

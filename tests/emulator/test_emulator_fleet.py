@@ -10,7 +10,8 @@ from pathlib import Path
 import pytest
 
 from fanout.emulator import EmulatorConfig
-from fanout.emulator.fleet import Fleet, parameter_names
+from fanout.emulator.commands import parameter_names
+from fanout.emulator.fleet import Fleet
 
 _ID = re.compile(r"^i-[a-z0-9]{20}$")
 

@@ -7,7 +7,7 @@ import json
 
 import pytest
 
-from fanout.emulator import DEMO_COMMAND_ID, DEMO_PARAM_COMMAND_ID, Emulator
+from fanout.emulator import DEMO_COMMAND_ID, DEMO_PARAM_COMMAND_ID, Emulator, demo_command_id
 
 from .conftest import MakeApi
 from .helpers import REGION, Api, calls, instance_params, settled
@@ -52,7 +52,7 @@ _ERROR_CASES = [
     ({"Parameters": '{"name": "a", "name": "b"}'}, DEMO_PARAM_COMMAND_ID, 403, "ParameterKey.Duplicate"),
     ({"Parameters": '{"name": "a", "colour": "b"}'}, DEMO_PARAM_COMMAND_ID, 403, "Parameter.NotMatched"),
     ({"Parameters": '{"name": {"nested": 1}}'}, DEMO_PARAM_COMMAND_ID, 403, "ParameterType.NotSupported"),
-    ({"Parameters": json.dumps({"name": "x" * 13000})}, DEMO_PARAM_COMMAND_ID, 403, "CmdContent.ExceedLimit"),
+    ({"Parameters": json.dumps({"name": "x" * 15000})}, DEMO_PARAM_COMMAND_ID, 403, "CmdContent.ExceedLimit"),
     ({"Username": "u" * 256}, DEMO_COMMAND_ID, 403, "Username.ExceedLimit"),
     ({"WorkingDir": "/" * 201}, DEMO_COMMAND_ID, 400, "InvalidParameter.WorkingDir"),
     ({"WindowsPasswordName": "w" * 256}, DEMO_COMMAND_ID, 403, "WindowsPasswordName.ExceedLimit"),
@@ -223,7 +223,8 @@ async def test_same_token_in_other_region_is_independent(make_api: MakeApi) -> N
     """Tokens are remembered per region."""
     emulator, api = await make_api(regions=("cn-hangzhou", "cn-beijing"), instances_per_region=3)
     a = await api.invoke(region_ids(emulator)[:1], DEMO_COMMAND_ID, ClientToken="same")
-    params = invoke_params(region_ids(emulator, "cn-beijing")[:1], ClientToken="same")
+    beijing_ids = region_ids(emulator, "cn-beijing")[:1]
+    params = invoke_params(beijing_ids, demo_command_id("cn-beijing"), ClientToken="same")
     b = await api.ok("InvokeCommand", params, region="cn-beijing")
     assert a != b["InvokeId"]
 
@@ -344,7 +345,7 @@ async def test_quota_is_per_region(make_api: MakeApi) -> None:
         regions=("cn-hangzhou", "cn-beijing"), instances_per_region=2, daily_quota=1
     )
     await api.invoke(region_ids(emulator)[:1], DEMO_COMMAND_ID)
-    beijing = invoke_params(region_ids(emulator, "cn-beijing")[:1])
+    beijing = invoke_params(region_ids(emulator, "cn-beijing")[:1], demo_command_id("cn-beijing"))
     await api.ok("InvokeCommand", beijing, region="cn-beijing")
     reply = await api.error("InvokeCommand", beijing, region="cn-beijing")
     assert reply.code == "Invocation.ExceedQuota"
