@@ -13,7 +13,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from fanout.emulator import DEMO_COMMAND_ID, EmulatorThread
+from fanout.emulator import DEMO_COMMAND_NAME, EmulatorThread
 from fanout.plan import make_plan, parse_waves
 from fanout.targets import Target
 from tests.conftest import Fanout, fleet_ids, invoked_instances, write_targets
@@ -44,7 +44,7 @@ def test_the_run_halts_after_the_first_wave_over_its_failure_share(
     ids = fleet_ids(**FLEET)
     waves = "1,1%,10%,100%"
     done = cli.run(
-        "run", "--command-id", DEMO_COMMAND_ID, "--targets", str(write_targets(tmp_path / "t", ids)),
+        "run", "--command-name", DEMO_COMMAND_NAME, "--targets", str(write_targets(tmp_path / "t", ids)),
         "--waves", waves, "--max-errors", "5%", "--yes", "--json", "--rate", "0",
     )  # fmt: skip
     assert done.returncode == 3, done.stderr[-2000:]
@@ -76,7 +76,7 @@ def test_a_one_percent_canary_reaches_every_region(
     cli = fanout_cli(emu)
     ids = fleet_ids(**FLEET)
     done = cli.run(
-        "run", "--command-id", DEMO_COMMAND_ID, "--targets", str(write_targets(tmp_path / "t", ids)),
+        "run", "--command-name", DEMO_COMMAND_NAME, "--targets", str(write_targets(tmp_path / "t", ids)),
         "--waves", "1%,100%", "--yes", "--no-wait", "--rate", "0",
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]
@@ -102,7 +102,7 @@ def test_not_after_stops_a_paced_run_at_the_window_boundary(
     ids = fleet_ids(**fleet)
     started = time.time()
     done = cli.run(
-        "run", "--command-id", DEMO_COMMAND_ID, "--targets", str(write_targets(tmp_path / "t", ids)),
+        "run", "--command-name", DEMO_COMMAND_NAME, "--targets", str(write_targets(tmp_path / "t", ids)),
         "--batch-size", "10", "--rate", "2", "--not-after", "+3s", "--yes", "--no-wait", "--json",
     )  # fmt: skip
     assert done.returncode == 5, done.stderr[-2000:]
@@ -131,7 +131,7 @@ def test_a_second_run_on_open_instances_of_a_run_in_progress_is_refused(
     emu = emulator(**fleet)
     cli = fanout_cli(emu)
     targets = str(write_targets(tmp_path / "t", fleet_ids(**fleet)))
-    common = ("--command-id", DEMO_COMMAND_ID, "--targets", targets, "--yes", "--no-wait")
+    common = ("--command-name", DEMO_COMMAND_NAME, "--targets", targets, "--yes", "--no-wait")
     first = cli.run("run", *common, "--daily-quota", "1", "--json")
     assert first.returncode == 4, first.stderr[-2000:]
     first_id = json.loads(first.stdout.splitlines()[0])["run_id"]
@@ -156,7 +156,7 @@ def test_wave_wait_holds_the_next_wave_after_the_last_result(
     cli = fanout_cli(emu)
     ids = fleet_ids(**fleet)
     done = cli.run(
-        "run", "--command-id", DEMO_COMMAND_ID, "--targets", str(write_targets(tmp_path / "t", ids)),
+        "run", "--command-name", DEMO_COMMAND_NAME, "--targets", str(write_targets(tmp_path / "t", ids)),
         "--waves", "10%,100%", "--wave-wait", "4s", "--yes", "--json", "--rate", "0",
     )  # fmt: skip
     assert done.returncode == 0, done.stderr[-2000:]

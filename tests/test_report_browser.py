@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from fanout.emulator import DEMO_COMMAND_ID, EmulatorThread
+from fanout.emulator import DEMO_COMMAND_NAME, EmulatorThread
 from tests.browser import ARTIFACTS, chromium_path, open_report
 from tests.conftest import Fanout, fleet_ids, ledger_sql, write_targets
 
@@ -35,7 +35,7 @@ def _rollout(cli: Fanout, tmp_path: Path) -> tuple[str, str]:
     """A run halted by its error budget, then a retry of what failed or was never sent."""
     targets = write_targets(tmp_path / "targets.txt", fleet_ids(**FLEET))
     run = cli.run(
-        "run", "--command-id", DEMO_COMMAND_ID, "--targets", str(targets),
+        "run", "--command-name", DEMO_COMMAND_NAME, "--targets", str(targets),
         "--waves", "3,30%,100%", "--max-errors", "4", "--rate", "0", "--yes", "--json",
     )  # fmt: skip
     assert run.returncode == 3, run.stderr

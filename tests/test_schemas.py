@@ -13,7 +13,7 @@ from typing import Any
 import jsonschema
 
 from fanout.clock import FakeClock
-from fanout.emulator import DEMO_COMMAND_ID, EmulatorThread
+from fanout.emulator import DEMO_COMMAND_NAME, EmulatorThread
 from tests.conftest import Fanout, fleet_ids, write_targets
 from tests.test_report_browser import FLEET
 from tests.test_waves_quota import _drive_waves
@@ -60,7 +60,7 @@ def test_real_output_matches_the_schemas(
     cli = fanout_cli(emulator(**FLEET))
     targets = write_targets(tmp_path / "t.txt", fleet_ids(**FLEET))
     run = cli.run(
-        "run", "--command-id", DEMO_COMMAND_ID, "--targets", str(targets), "--waves",
+        "run", "--command-name", DEMO_COMMAND_NAME, "--targets", str(targets), "--waves",
         "3,30%,100%", "--max-errors", "4", "--rate", "0", "--yes", "--json",
     )  # fmt: skip
     assert run.returncode == 3, run.stderr

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from prometheus_client.openmetrics.parser import text_string_to_metric_families
 
-from fanout.emulator import DEMO_COMMAND_ID, EmulatorThread
+from fanout.emulator import DEMO_COMMAND_NAME, EmulatorThread
 from tests.conftest import Fanout, close, fleet_ids, wait_for, write_targets
 from tests.receiver import receiver
 from tests.test_report_browser import FLEET
@@ -62,7 +62,7 @@ def test_metrics_while_a_run_lives(
     metrics_file = tmp_path / "textfile" / "fanout.prom"
     port = _free_port()
     proc = cli.start(
-        "run", "--command-id", DEMO_COMMAND_ID, "--targets", str(targets), "--batch-size", "5",
+        "run", "--command-name", DEMO_COMMAND_NAME, "--targets", str(targets), "--batch-size", "5",
         "--rate", "2", "--yes", "--json", "--metrics-file", str(metrics_file),
         "--metrics-port", str(port),
     )  # fmt: skip
@@ -93,7 +93,7 @@ def test_metrics_while_a_run_lives(
 def _halting_run(cli: Fanout, targets: Path, *notify: str) -> int:
     """A run halted by its error budget in wave 2, notifying; its exit code."""
     done = cli.run(
-        "run", "--command-id", DEMO_COMMAND_ID, "--targets", str(targets), "--waves",
+        "run", "--command-name", DEMO_COMMAND_NAME, "--targets", str(targets), "--waves",
         "3,30%,100%", "--max-errors", "4", "--rate", "0", "--yes", "--json",
         "--html-report", str(targets.parent / "report.html"), *notify,
     )  # fmt: skip

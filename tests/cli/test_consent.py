@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from fanout.emulator import DEMO_COMMAND_ID, EmulatorThread
+from fanout.emulator import DEMO_COMMAND_NAME, EmulatorThread
 from tests.conftest import Fanout, fleet_ids, write_targets
 
 Start = Callable[..., EmulatorThread]
@@ -33,13 +33,13 @@ def test_without_a_terminal_and_without_yes_nothing_is_sent(
     emu = emulator(**FLEET)
     cli = fanout_cli(emu)
     targets = write_targets(tmp_path / "t.txt", fleet_ids(**FLEET))
-    refused = cli.run("run", "--command-id", DEMO_COMMAND_ID, "--targets", str(targets))
+    refused = cli.run("run", "--command-name", DEMO_COMMAND_NAME, "--targets", str(targets))
     assert refused.returncode == 2
     assert refused.stderr.strip().endswith("add --yes")
     assert len(refused.stderr.strip().splitlines()) == 1
     assert _invokes(emu) == 0
     done = cli.run(
-        "run", "--command-id", DEMO_COMMAND_ID, "--targets", str(targets), "--yes", "--no-wait",
+        "run", "--command-name", DEMO_COMMAND_NAME, "--targets", str(targets), "--yes", "--no-wait",
         "--daily-quota", "1", "--json",
     )  # fmt: skip
     assert done.returncode == 4, done.stderr
@@ -91,7 +91,7 @@ def test_a_no_on_the_terminal_sends_nothing_and_exits_5(
     emu = emulator(**FLEET, stopped_fraction=0.1)
     cli = fanout_cli(emu)
     targets = write_targets(tmp_path / "t.txt", fleet_ids(**FLEET))
-    argv = ["run", "--command-id", DEMO_COMMAND_ID, "--targets", str(targets), "--no-wait"]
+    argv = ["run", "--command-name", DEMO_COMMAND_NAME, "--targets", str(targets), "--no-wait"]
     code, screen = _on_a_terminal(cli, argv, "n")
     assert code == 5, screen
     assert "nothing was sent" in screen
