@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from fanout.errors import ConfigError
-from fanout.ledger.location import is_postgres_location, location_password, redact_location
+from fanout.ledger.location import Location, location_password, parse_location, redact_location
 from fanout.ledger.model import (
     BatchRecord,
     BatchTimes,
@@ -23,7 +23,14 @@ from fanout.ledger.model import (
     RunRecord,
 )
 
-__all__ = ["LedgerStore", "default_ledger_location", "open_ledger"]
+__all__ = [
+    "LedgerStore",
+    "check_ledger_location",
+    "default_ledger_location",
+    "ledger_exists",
+    "open_existing_ledger",
+    "open_ledger",
+]
 
 
 class LedgerStore(Protocol):
@@ -73,20 +80,74 @@ def default_ledger_location(env: dict[str, str] | None = None) -> str:
 
 
 def open_ledger(location: str) -> LedgerStore:
-    """Open (creating or migrating if needed) the ledger at a path, `sqlite:///path` or
+    """Open for writing (creating or migrating if needed) the ledger at a path, `sqlite:` URL or
     `postgresql://` URL. A URL's password is never shown, in logs or in errors."""
-    if is_postgres_location(location):
-        from fanout.logs import register_secret  # noqa: PLC0415
-
-        register_secret(location_password(location))
-        _require_psycopg(location)
-        from fanout.ledger.postgres import PostgresLedger  # noqa: PLC0415 - psycopg only if used
-
-        return PostgresLedger(location)
-    path = location.removeprefix("sqlite:///") if location.startswith("sqlite:") else location
+    where = parse_location(location)
+    if where.url is not None:
+        return _postgres(where.url)
+    path = _sqlite_path(where)
+    if where.read_only:
+        msg = f"ledger {where.shown} is read-only (mode=ro): this command writes to its ledger"
+        raise ConfigError(msg)
     from fanout.ledger.sqlite import SqliteLedger  # noqa: PLC0415 - keep sqlite off pure imports
 
-    return SqliteLedger(Path(path).expanduser())
+    return SqliteLedger(path)
+
+
+def open_existing_ledger(location: str) -> LedgerStore | None:
+    """Open the ledger at `location` to read it, creating and changing nothing; None if there is
+    none there yet (no file, or an empty one). For the commands that only read (`runs`, `status`,
+    `report`, `quota`, `plan`): a read-only ledger is fine, a device or folder is refused."""
+    where = parse_location(location)
+    if where.url is not None:
+        return _postgres(where.url)
+    path = _sqlite_path(where)
+    from fanout.ledger.sqlite import SqliteLedger, is_empty_ledger  # noqa: PLC0415
+
+    if is_empty_ledger(path):
+        return None
+    return SqliteLedger(path, read_only=True)
+
+
+def check_ledger_location(location: str) -> None:
+    """Refuse, before anything is sent, a location a run could not be written to: a read-only
+    URL (`?mode=ro`), a path that is a directory, device, FIFO or socket. Creates nothing."""
+    where = parse_location(location)
+    if where.url is not None:
+        return
+    if where.read_only:
+        msg = f"ledger {where.shown} is read-only (mode=ro): this command writes to its ledger"
+        raise ConfigError(msg)
+    from fanout.ledger.sqlite import check_usable  # noqa: PLC0415
+
+    check_usable(_sqlite_path(where))
+
+
+def ledger_exists(location: str) -> bool:
+    """False if the SQLite file of `location` is absent or empty (a PostgreSQL ledger: True)."""
+    where = parse_location(location)
+    if where.url is not None:
+        return True
+    from fanout.ledger.sqlite import is_empty_ledger  # noqa: PLC0415
+
+    return not is_empty_ledger(_sqlite_path(where))
+
+
+def _sqlite_path(where: Location) -> Path:
+    """The SQLite file of a location, `~` expanded."""
+    assert where.path is not None
+    return Path(where.path).expanduser()
+
+
+def _postgres(url: str) -> LedgerStore:
+    """The PostgreSQL ledger at `url` (its password registered for redaction first)."""
+    from fanout.logs import register_secret  # noqa: PLC0415
+
+    register_secret(location_password(url))
+    _require_psycopg(url)
+    from fanout.ledger.postgres import PostgresLedger  # noqa: PLC0415 - psycopg only if used
+
+    return PostgresLedger(url)
 
 
 def _require_psycopg(location: str) -> None:
