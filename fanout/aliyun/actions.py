@@ -273,7 +273,9 @@ class EcsActions(abc.ABC):
             "Type": command_type,
             "MaxResults": PAGE_SIZE_MAX,
         }
-        return await self._collect("DescribeCommands", region, params, wire.Reader(responses.parse_commands))
+        return await self._collect(
+            "DescribeCommands", region, params, wire.Reader(responses.parse_commands)
+        )
 
     async def count_commands(self, region: str) -> int:
         """How many commands the account keeps in `region` (DescribeCommands' TotalCount)."""

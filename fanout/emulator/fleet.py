@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import random
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 
 from fanout.emulator.config import EmulatorConfig
@@ -219,5 +219,3 @@ def _tags_from_entry(raw: object, where: str) -> tuple[tuple[str, str], ...]:
             )
         return tuple(pairs)
     raise ValueError(f"{where}: Tags must be an object or a list")
-
-

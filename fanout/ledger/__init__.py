@@ -45,6 +45,7 @@ if TYPE_CHECKING:
         ShrinkBatch,
     )
     from fanout.ledger.store import (
+        NO_LEDGER,
         LedgerStore,
         check_ledger_location,
         default_ledger_location,
@@ -71,6 +72,7 @@ _EXPORTS = {
     "InstanceRecord": "fanout.ledger.model",
     "InstanceState": "fanout.ledger.model",
     "LedgerStore": "fanout.ledger.store",
+    "NO_LEDGER": "fanout.ledger.store",
     "Op": "fanout.ledger.model",
     "RecordCommand": "fanout.ledger.model",
     "RunRecord": "fanout.ledger.model",
@@ -90,6 +92,7 @@ _EXPORTS = {
 }
 
 __all__ = [
+    "NO_LEDGER",
     "AcquireLease",
     "AddBatch",
     "AppendEvent",

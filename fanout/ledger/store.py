@@ -12,7 +12,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
-from fanout.errors import ConfigError
+from fanout.errors import ConfigError, LedgerError, RunNotFoundError
 from fanout.ledger.location import Location, location_password, parse_location, redact_location
 from fanout.ledger.model import (
     BatchRecord,
@@ -24,6 +24,7 @@ from fanout.ledger.model import (
 )
 
 __all__ = [
+    "NO_LEDGER",
     "LedgerStore",
     "check_ledger_location",
     "default_ledger_location",
@@ -68,6 +69,83 @@ class LedgerStore(Protocol):
     def command_records(self, account: str | None = None) -> list[CommandRecord]: ...
     def command_record(self, account: str, region: str, name: str) -> CommandRecord | None: ...
     def command_runs(self, region: str, command_id: str) -> list[str]: ...
+
+
+class _NoLedger:
+    """The reads of a ledger that does not exist yet: no runs, no quota used, no commands.
+
+    What `run` plans against before its ledger is created (so a refused run creates none);
+    any write is a LedgerError."""
+
+    local = True
+
+    def close(self) -> None:
+        """Nothing to close."""
+
+    def create_run(
+        self,
+        run: RunRecord,
+        batches: Sequence[BatchRecord],
+        extra_instances: Sequence[InstanceRecord] = (),
+    ) -> None:
+        raise LedgerError("there is no ledger to write to")
+
+    def apply(self, ops: Sequence[Op]) -> list[object]:
+        raise LedgerError("there is no ledger to write to")
+
+    def get_run(self, run_id: str) -> RunRecord:
+        raise RunNotFoundError(f"no run {run_id!r}: there is no ledger yet")
+
+    def list_runs(self, limit: int = 50) -> list[RunRecord]:
+        return []
+
+    def load_batches(self, run_id: str) -> list[BatchRecord]:
+        return []
+
+    def instance_counts(self, run_id: str) -> dict[str, dict[str, int]]:
+        return {}
+
+    def batch_counts(self, run_id: str) -> dict[str, dict[str, int]]:
+        return {}
+
+    def iter_instances(self, run_id: str) -> Iterator[InstanceRecord]:
+        return iter(())
+
+    def instances_of_batch(self, batch_id: str) -> list[InstanceRecord]:
+        return []
+
+    def events(
+        self, run_id: str, after_id: int = 0
+    ) -> list[tuple[int, float, str, dict[str, Any]]]:
+        return []
+
+    def batch_times(self, run_id: str) -> dict[str, BatchTimes]:
+        return {}
+
+    def attempts(self, batch_id: str) -> list[dict[str, Any]]:
+        return []
+
+    def quota_used(self, account: str, window_start: float) -> dict[str, tuple[int, float]]:
+        return {}
+
+    def quota_times(self, account: str, region: str, window_start: float) -> list[float]:
+        return []
+
+    def command_ids(self, run_id: str) -> dict[str, str | None]:
+        return {}
+
+    def command_records(self, account: str | None = None) -> list[CommandRecord]:
+        return []
+
+    def command_record(self, account: str, region: str, name: str) -> CommandRecord | None:
+        return None
+
+    def command_runs(self, region: str, command_id: str) -> list[str]:
+        return []
+
+
+# A ledger store with nothing in it, for the reads before a ledger exists.
+NO_LEDGER: LedgerStore = _NoLedger()
 
 
 def default_ledger_location(env: dict[str, str] | None = None) -> str:
