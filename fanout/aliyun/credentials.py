@@ -183,7 +183,10 @@ def _ini_path(env: Mapping[str, str], home: Path) -> tuple[Path, bool]:
     """The ini file to read, and whether the user named it explicitly."""
     named = env.get(ENV_INI_FILE, "").strip()
     if named:
-        return Path(named).expanduser(), True
+        try:
+            return Path(named).expanduser(), True
+        except RuntimeError:  # `~name` of a user that does not exist
+            raise CredentialsError(f"{ENV_INI_FILE}: no home folder for {named!r}") from None
     return home / _INI_FILE, False
 
 

@@ -214,7 +214,11 @@ def ledger_exists(location: str) -> bool:
 def _sqlite_path(where: Location) -> Path:
     """The SQLite file of a location, `~` expanded."""
     assert where.path is not None
-    return Path(where.path).expanduser()
+    try:
+        return Path(where.path).expanduser()
+    except RuntimeError:  # `~name` of a user that does not exist
+        msg = f"ledger {where.path}: no home folder for {where.path.split('/', 1)[0]!r}"
+        raise ConfigError(msg) from None
 
 
 def _postgres(url: str) -> LedgerStore:
