@@ -227,8 +227,15 @@ async def drive(
         failure = _ledger_failure(exc) if leased else None
         if failure is None:
             raise
+        holder = None if isinstance(failure, LeaseLostError) else await _new_holder(store, run)
         if isinstance(failure, LeaseLostError):
             msg = f"{failure}; every call it sent was recorded before it was sent"
+        elif holder is not None:  # a write of ours raced the new runner's: the lease is why
+            msg = (
+                f"run {run.run_id}: the lease was taken over by {holder}; this runner "
+                f"({owner()}) stops dispatching; every call it sent was recorded before it was "
+                f"sent (its last write failed: {failure})"
+            )
         else:
             msg = (
                 f"run {run.run_id}: the ledger failed while the run was driven ({failure}); "
@@ -268,6 +275,17 @@ async def _commands_ready(
             "command",
             {"run_id": run.run_id, "region": region, "command_id": command_id, "created": created},
         )
+
+
+async def _new_holder(store: LedgerStore, run: RunRecord) -> str | None:
+    """Who holds the run's lease now, if another runner took it over (None: we, nobody, or
+    the ledger cannot tell)."""
+    try:
+        current = await anyio.to_thread.run_sync(store.get_run, run.run_id)
+    except LedgerError:
+        return None
+    holder = current.lease_owner
+    return holder if holder is not None and holder != owner() else None
 
 
 def _ledger_failure(exc: BaseException) -> LedgerError | None:

@@ -21,8 +21,10 @@ from tests.conftest import Fanout, close, fleet_ids, invoked_instances, postgres
 Start = Callable[..., EmulatorThread]
 Bind = Callable[[EmulatorThread], Fanout]
 
-# Short leases so that expiry is seen within a test; renewed every third of it.
-_LEASE_S = 3.0
+# Short leases so that expiry is seen within a test; renewed every third of it. Long enough
+# that a resume started while the holder runs (a second of Python start-up, the free
+# credentials check, the lease) meets a live lease on a loaded 2-core machine.
+_LEASE_S = 6.0
 _REFUSED = re.compile(
     r"^fanout: error: run (?P<run>\S+) is being driven by (?P<holder>\S+) "
     r"\(lease until (?P<until>\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+00:00)\)$"
