@@ -170,20 +170,11 @@ def apply_one(group: Group, op: Op) -> object:  # noqa: PLR0911 - one line per o
     if isinstance(op, FinishAttempt):
         _finish_attempt(cur, op)
         return None
-    if isinstance(op, SetBatch):
-        _set_batch(group, op)
-        return None
-    if isinstance(op, ShrinkBatch):
-        _shrink_batch(group, op)
-        return None
-    if isinstance(op, AddBatch):
-        _add_batch(group, op)
-        return None
-    if isinstance(op, SetInstances):
-        _set_instances(group, op)
-        return None
     if isinstance(op, SetRun):
         _set_run(cur, op)
+        return None
+    if isinstance(op, SetBatch | ShrinkBatch | AddBatch | SetInstances):
+        _batch_op(group, op)
         return None
     if isinstance(op, AppendEvent):
         cur.execute(
@@ -194,6 +185,18 @@ def apply_one(group: Group, op: Op) -> object:  # noqa: PLR0911 - one line per o
     if isinstance(op, AcquireLease):
         return _acquire_lease(group, op)
     return _command_op(cur, op)
+
+
+def _batch_op(group: Group, op: SetBatch | ShrinkBatch | AddBatch | SetInstances) -> None:
+    """The checked changes of batches and their instances."""
+    if isinstance(op, SetBatch):
+        _set_batch(group, op)
+    elif isinstance(op, ShrinkBatch):
+        _shrink_batch(group, op)
+    elif isinstance(op, AddBatch):
+        _add_batch(group, op)
+    else:
+        _set_instances(group, op)
 
 
 def _command_op(
