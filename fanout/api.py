@@ -31,9 +31,15 @@ import structlog
 
 from fanout.aliyun.command import SPEC_OPTIONS, CommandSpec, check_options, oss_output_delivery
 from fanout.aliyun.credentials import Credentials, load_credentials
-from fanout.errors import ConfigError
-from fanout.launch import start_run
-from fanout.ledger import LedgerStore, default_ledger_location, open_ledger
+from fanout.errors import ConfigError, RunNotFoundError
+from fanout.launch import prepare_run, store_and_drive
+from fanout.ledger import (
+    NO_LEDGER,
+    LedgerStore,
+    default_ledger_location,
+    open_existing_ledger,
+    open_ledger,
+)
 from fanout.logs import configure_logging, register_secret
 from fanout.redaction import is_secret_key
 from fanout.report import status_document
@@ -74,16 +80,21 @@ def _logs_to_stderr() -> None:
         configure_logging("warning")
 
 
-def _prepare(
+def _defaults(
     settings: Settings | None, credentials: Credentials | None
-) -> tuple[Settings, Credentials, LedgerStore]:
+) -> tuple[Settings, Credentials]:
     """Defaults as the CLI loads them; secrets registered for redaction; logs on stderr."""
     _logs_to_stderr()
     settings = settings or load_settings()
     credentials = credentials or load_credentials(profile=settings.profile)
     register_secret(credentials.access_key_secret)
     register_secret(credentials.security_token)
-    return settings, credentials, open_ledger(settings.ledger or default_ledger_location())
+    return settings, credentials
+
+
+def _ledger(settings: Settings) -> LedgerStore:
+    """The configured ledger, opened to write."""
+    return open_ledger(settings.ledger or default_ledger_location())
 
 
 async def rollout(
@@ -105,12 +116,13 @@ async def rollout(
     wait: bool = True,
     preflight: bool = True,
     strict: bool = False,
+    allow_short_secret: bool = False,
     settings: Settings | None = None,
     credentials: Credentials | None = None,
     on_event: OnEvent | None = None,
     **options: Any,
 ) -> RunOutcome:
-    """Plan, store and run a rollout; the outcome carries the run id and the exit code.
+    """Check, plan, store and run a rollout; the outcome carries the run id and the exit code.
 
     The command source, exactly one (as the CLI's): `command_id` (one id valid in every target
     region, or a `{region: id}` mapping), `command_name` (resolved per region; with `provider`
@@ -118,36 +130,48 @@ async def rollout(
     command in each region and reuses: `script_type`, `command_timeout_s`, `enable_parameter`).
     `options` are InvokeCommand's, named as the fields of `fanout.aliyun.command.CommandSpec`
     (`timeout_s`, `username`, `working_dir`, `container_id`, `termination_mode`,
-    `oss_output_delivery`, `invocation_tags`, ...), checked as the CLI checks its flags.
+    `oss_output_delivery`, `invocation_tags`, ...), checked as the CLI checks its flags
+    (`ConfigError`, nothing sent, nothing stored): `timeout_s` 10..86400, parameter names and
+    values, secret values of at least 8 characters unless `allow_short_secret`.
     """
-    settings, credentials, store = _prepare(settings, credentials)
+    settings, credentials = _defaults(settings, credentials)
+    keys = tuple(sorted({*secret_keys, *(k for k in parameters or {} if is_secret_key(k))}))
+    for key in keys:
+        register_secret((parameters or {}).get(key))
+    source = _source(
+        command_id,
+        command_name,
+        provider,
+        _script(script, script_type, command_timeout_s, enable_parameter, options),
+        parameters,
+        settings.content_limit_bytes,
+    )
+    request = RunRequest(
+        targets=tuple(targets),
+        spec=_spec(label(source), parameters, options),
+        source=source,
+        secret_keys=keys,
+        waves=waves,
+        wave_order=wave_order,
+        max_errors=max_errors,
+        wave_max_failures=wave_max_failures,
+        preflight=preflight,
+        wait=wait,
+        strict=strict,
+        allow_short_secret=allow_short_secret,
+    )
+    # Checked and preflighted before the ledger is opened to write: a refusal leaves nothing.
+    location = settings.ledger or default_ledger_location()
+    reader = open_existing_ledger(location)
     try:
-        keys = tuple(sorted({*secret_keys, *(k for k in parameters or {} if is_secret_key(k))}))
-        for key in keys:
-            register_secret((parameters or {}).get(key))
-        source = _source(
-            command_id,
-            command_name,
-            provider,
-            _script(script, script_type, command_timeout_s, enable_parameter, options),
-            parameters,
-            settings.content_limit_bytes,
-        )
-        request = RunRequest(
-            targets=tuple(targets),
-            spec=_spec(label(source), parameters, options),
-            source=source,
-            secret_keys=keys,
-            waves=waves,
-            wave_order=wave_order,
-            max_errors=max_errors,
-            wave_max_failures=wave_max_failures,
-            preflight=preflight,
-            wait=wait,
-            strict=strict,
-        )
-        return await start_run(
-            settings, credentials, store, request, emit=on_event or _quiet, handle_signals=False
+        prepared = await prepare_run(settings, credentials, request, reader=reader or NO_LEDGER)
+    finally:
+        if reader is not None:
+            reader.close()
+    store = open_ledger(location)
+    try:
+        return await store_and_drive(
+            settings, credentials, store, prepared, emit=on_event or _quiet, handle_signals=False
         )
     finally:
         store.close()
@@ -235,7 +259,8 @@ async def resume(
     on_event: OnEvent | None = None,
 ) -> RunOutcome:
     """Continue a stored run (same tokens: nothing is invoked twice)."""
-    settings, credentials, store = _prepare(settings, credentials)
+    settings, credentials = _defaults(settings, credentials)
+    store = _ledger(settings)
     for value in (secret_params or {}).values():
         register_secret(value)
     try:
@@ -262,10 +287,14 @@ def resume_blocking(run_id: str, **kwargs: Any) -> RunOutcome:
 
 
 def status(run_id: str, *, settings: Settings | None = None) -> dict[str, object]:
-    """The `fanout status --json` document of a run."""
+    """The `fanout status --json` document of a run (the ledger is only read)."""
     _logs_to_stderr()
     settings = settings or load_settings()
-    store = open_ledger(settings.ledger or default_ledger_location())
+    location = settings.ledger or default_ledger_location()
+    store = open_existing_ledger(location)
+    if store is None:
+        msg = f"no run {run_id!r}: there is no ledger at {location}"
+        raise RunNotFoundError(msg)
     try:
         run = store.get_run(run_id)
         return status_document(

@@ -181,7 +181,9 @@ async def _resolve_region(
         action = "exists" if command else "missing"
         return RegionCommand(region, command_id if command else None, command, action)
     except CallError as exc:
-        if isinstance(source, ScriptSource | CommandNameSource):
+        # A signature, key or token refused: every InvokeCommand would be refused the same
+        # way, so nothing is sent (the credentials check, --no-preflight or not).
+        if exc.is_authentication or isinstance(source, ScriptSource | CommandNameSource):
             raise  # a name cannot be invoked unresolved
         # An id can be used unchecked (no RAM permission for DescribeCommands, say):
         # InvokeCommand applies every rule itself.

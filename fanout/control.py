@@ -19,6 +19,7 @@ from fanout.aliyun.client import EcsClient
 from fanout.aliyun.command import SPEC_OPTIONS, CommandSpec
 from fanout.clock import SYSTEM_CLOCK, Backoff, Clock
 from fanout.errors import CallError, CallKind, UsageError
+from fanout.fingerprints import check_fingerprints
 from fanout.lease import STOP_REQUEST
 from fanout.ledger import (
     AppendEvent,
@@ -58,14 +59,16 @@ _TRANSIENT = frozenset({CallKind.RETRYABLE, CallKind.AMBIGUOUS})
 
 
 def run_spec(run: RunRecord, secret_params: Mapping[str, str]) -> CommandSpec:
-    """The command spec a run was made with; secret values must be given again."""
+    """The command spec a run was made with; secret values must be given again, and be the
+    ones it started with (checked against the fingerprints the run stored)."""
     missing = [k for k in run.secret_keys if k not in secret_params]
     if missing:
         msg = (
-            f"run {run.run_id} has secret parameters that are not stored: "
-            f"give --param for {', '.join(missing)}"
+            f"run {run.run_id} has secret parameters that are not stored: give "
+            f"{', '.join(missing)} with --param-file, --params-json @FILE or FANOUT_PARAM_<NAME>"
         )
         raise UsageError(msg)
+    _check_given(run, secret_params)
     params = {**run.parameters, **{k: secret_params[k] for k in run.secret_keys}}
     raw = run.options.get("spec", {})
     stored = raw if isinstance(raw, dict) else {}
@@ -80,6 +83,29 @@ def run_source(run: RunRecord) -> CommandSource:
     """Where a stored run's command comes from (a retry re-resolves it region by region: the
     same ids, the same name, the same script's command)."""
     return source_from_options(run.options.get("source"), run.command_id)
+
+
+def _check_given(run: RunRecord, given: Mapping[str, str]) -> None:
+    """Refuse values for parameters the run does not have, non-secret values that differ from
+    the stored ones, and secret values that are not the ones the run started with."""
+    known = {*run.parameters, *run.secret_keys}
+    unknown = sorted(set(given) - known)
+    if unknown:
+        msg = f"run {run.run_id} has no parameter {unknown[0]!r} (it stores {', '.join(sorted(known)) or 'none'})"
+        raise UsageError(msg)
+    changed = sorted(
+        k for k in given if k not in run.secret_keys and run.parameters.get(k) != given[k]
+    )
+    if changed:
+        msg = (
+            f"parameter {changed[0]!r}: run {run.run_id} stores its value and sends that one "
+            "(resume and retry send the requests the run started with)"
+        )
+        raise UsageError(msg)
+    stored = run.options.get("secret_fingerprints")
+    if isinstance(stored, dict) and isinstance(stored.get("values"), dict):
+        secrets = {k: given[k] for k in run.secret_keys}
+        check_fingerprints(run.run_id, secrets, stored["values"], str(stored.get("salt", "")))
 
 
 def retry_targets(

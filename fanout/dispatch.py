@@ -216,6 +216,9 @@ class _Region:
                 batch = queue.popleft()
                 leg.batch_started(batch)
                 outcome = await invoke_batch(ctx, batch)
+                for spawned in outcome.spawned:  # split off (the API takes fewer per call)
+                    leg.batch_split(spawned)
+                    queue.appendleft(spawned)
                 invoke_id = outcome.record.invoke_id
                 if outcome.end is BatchEnd.ACCEPTED and collector is not None and invoke_id:
                     collector.follow(outcome.record, invoke_id)

@@ -7,9 +7,12 @@ FanoutError
  │    ├── ConfigError        a settings file, variable or flag
  │    └── CredentialsError   no usable access key, or a malformed profile
  ├── DeclinedError           the confirmation was answered no; nothing was sent  exit 5
- ├── LedgerError             the ledger cannot be read or written as asked
+ ├── LedgerError             the ledger cannot be opened, read or written as asked  exit 2
  │    ├── TransitionError    a state change that the state machine forbids
- │    └── RunNotFoundError   no run with that id in the ledger                 exit 2
+ │    ├── RunNotFoundError   no run with that id in the ledger                 exit 2
+ │    ├── LeaseLostError     another runner took the run over: this one's writes are refused
+ │    └── LedgerWriteError   it failed while a run was driven: calls may have gone out (what
+ │                           went out is recorded, written ahead)             exit 6
  └── CallError               one API call did not succeed; `.kind` says what to do next,
       │                      `.request_id` / `.http_status` what the server said (None: unknown)
       ├── ApiError           the server answered with an error body (Code, HTTP status, RequestId)
@@ -33,7 +36,9 @@ __all__ = [
     "DeclinedError",
     "ExitCode",
     "FanoutError",
+    "LeaseLostError",
     "LedgerError",
+    "LedgerWriteError",
     "RunNotFoundError",
     "TargetError",
     "TransitionError",
@@ -62,6 +67,7 @@ class CallKind(enum.StrEnum):
     RETRYABLE = "retryable"  # definitely not applied, or safe to repeat: back off and send again
     AMBIGUOUS = "ambiguous"  # may have been applied: re-send only with the same ClientToken
     PER_INSTANCE = "per_instance"  # some named instances are unusable: isolate them
+    TOO_MANY_INSTANCES = "too_many_instances"  # more instances than one call takes: split
     QUOTA = "quota"  # the daily InvokeCommand quota of the region is spent
     BAD_REQUEST = "bad_request"  # the parameters are wrong: every batch would fail the same way
     FATAL = "fatal"  # credentials, permission, unknown command: nothing more may be sent
@@ -108,6 +114,19 @@ class RunNotFoundError(LedgerError):
     """No run with this id exists in the ledger."""
 
 
+class LeaseLostError(LedgerError):
+    """Another runner took the run over (`resume --force`, an expired lease): this runner's
+    writes are refused, and it stops dispatching."""
+
+
+class LedgerWriteError(LedgerError):
+    """The ledger failed while a run was being driven, after calls may have gone out.
+
+    Never "bad input, nothing sent" (exit 2): fatal, exit 6. Every call that went out was
+    recorded before it was sent, so `fanout resume` continues once the ledger is fixed.
+    """
+
+
 class CallError(FanoutError):
     """One API call failed; `kind` tells the runner what may happen next.
 
@@ -142,6 +161,12 @@ class CallError(FanoutError):
     def is_throttling(self) -> bool:
         """True when the server asked us to slow down."""
         return self.code.startswith("Throttling")
+
+    @property
+    def is_authentication(self) -> bool:
+        """True when the server did not accept who signed the call (key, secret, token, clock):
+        every later call would be refused the same way."""
+        return self.code.startswith(_AUTHENTICATION_PREFIXES)
 
 
 class ApiError(CallError):
@@ -191,8 +216,22 @@ class TransportError(CallError):
 # Codes whose meaning does not follow from the HTTP status alone.
 _RETRYABLE_PREFIXES = ("InternalError", "ServiceUnavailable", "Throttling", "UnknownError")
 _RETRYABLE_CODES = frozenset({"IdempotentProcessing", "SignatureNonceUsed"})
-_PER_INSTANCE_CODES = frozenset({"InvalidInstance.NotFound", "InvalidInstance.NotMatch"})
-_QUOTA_CODES = frozenset({"Invocation.ExceedQuota"})
+# Codes with a kind of their own.
+_KIND_OF_CODE = {
+    "Invocation.ExceedQuota": CallKind.QUOTA,
+    "InvalidInstance.NotFound": CallKind.PER_INSTANCE,
+    "InvalidInstance.NotMatch": CallKind.PER_INSTANCE,
+    # Refused before anything ran: the account's per-call instance limit is below the batch.
+    "InstanceIds.ExceedLimit": CallKind.TOO_MANY_INSTANCES,
+}
+_AUTHENTICATION_PREFIXES = (
+    "SignatureDoesNotMatch",
+    "IncompleteSignature",
+    "InvalidAccessKeyId",
+    "InvalidAccessKeySecret",
+    "InvalidSecurityToken",
+    "InvalidTimeStamp",
+)
 _FATAL_PREFIXES = (
     "SignatureDoesNotMatch",
     "IncompleteSignature",
@@ -214,12 +253,10 @@ _FATAL_PREFIXES = (
 
 def classify_api_error(code: str, http_status: int) -> CallKind:
     """Map an Alibaba Cloud error `Code` (and HTTP status) onto what the runner should do."""
-    if code in _QUOTA_CODES:
-        return CallKind.QUOTA
+    if code in _KIND_OF_CODE:
+        return _KIND_OF_CODE[code]
     if code in _RETRYABLE_CODES or code.startswith(_RETRYABLE_PREFIXES):
         return CallKind.RETRYABLE
-    if code in _PER_INSTANCE_CODES:
-        return CallKind.PER_INSTANCE
     if code.startswith(_FATAL_PREFIXES):
         return CallKind.FATAL
     if http_status >= 500:  # an unknown server-side failure: the token makes a retry safe

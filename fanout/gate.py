@@ -15,7 +15,7 @@ from aiolimiter import AsyncLimiter
 
 from fanout.clock import Clock
 
-__all__ = ["Gate"]
+__all__ = ["Gate", "per_second"]
 
 # Throttling back-off: ECS throttles per minute ("throttled at minute T, calls continue at T+1",
 # facts 6.2), so the pause grows from 1 s up to a minute and resets on the first success.
@@ -23,6 +23,15 @@ _THROTTLE_FIRST_S = 1.0
 _THROTTLE_MAX_S = 60.0
 # Intents written ahead per call slot: while one call is on the wire the next intent commits.
 _INTENTS_PER_SLOT = 2
+
+
+def per_second(rate_per_s: float) -> AsyncLimiter:
+    """A limiter letting `rate_per_s` acquisitions through per second, a fraction included:
+    0.5 is one every two seconds (aiolimiter refuses to hand out one unit from a bucket that
+    holds less than one, so a slow pace is one unit per 1/rate seconds)."""
+    if rate_per_s >= 1:
+        return AsyncLimiter(rate_per_s, 1.0)
+    return AsyncLimiter(1, 1.0 / rate_per_s)
 
 
 class _Slot:
@@ -54,7 +63,7 @@ class _Region:
     __slots__ = ("limiter", "paused_until", "slots", "throttle_s")
 
     def __init__(self, rate_per_s: float, concurrency: int) -> None:
-        self.limiter = AsyncLimiter(rate_per_s, 1.0) if rate_per_s > 0 else None
+        self.limiter = per_second(rate_per_s) if rate_per_s > 0 else None
         self.slots = _Slot(anyio.CapacityLimiter(concurrency))
         self.paused_until = 0.0
         self.throttle_s = 0.0

@@ -3,7 +3,9 @@
 For each attempt the quota reservation and the intent (batch, attempt, ClientToken) are committed
 *before* the request is sent. Every re-send of a batch carries the same ClientToken, so the API
 answers a repeat with the original InvokeId instead of running the command again. The token
-changes only when bad instances are isolated, and only if no earlier answer was lost.
+changes only when bad instances are isolated, or a batch is split because the account takes
+fewer instances per call (`InstanceIds.ExceedLimit`: refused before anything ran), and only if
+no earlier answer was lost.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from fanout.errors import CallError, CallKind
 from fanout.gate import Gate
 from fanout.halt import HaltReason, RunControl
 from fanout.ledger import (
+    AddBatch,
     BatchRecord,
     BatchState,
     BeginAttempt,
@@ -32,7 +35,7 @@ from fanout.ledger import (
     SetInstances,
     ShrinkBatch,
 )
-from fanout.plan import client_token
+from fanout.plan import client_token, split_batch_id
 from fanout.preflight import find_unusable
 from fanout.quota import QuotaPolicy
 
@@ -75,6 +78,9 @@ class InvokeContext:
     control: RunControl
     clock: Clock
     max_attempts: int
+    # Per region, the most instances a call may name as the API has shown (InstanceIds.
+    # ExceedLimit lowers it); batches above it are split before they are sent.
+    batch_limits: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +90,7 @@ class BatchOutcome:
     record: BatchRecord
     end: BatchEnd
     note: str | None = None  # "isolated": every instance was refused individually
+    spawned: tuple[BatchRecord, ...] = ()  # batches split off this one, pending: send them too
 
 
 @dataclass(slots=True)
@@ -101,6 +108,7 @@ class _Batch:
     invoke_id: str | None = None
     note: str | None = None  # "isolated": every instance was refused individually
     backoff: Backoff = field(default_factory=Backoff)
+    spawned: list[BatchRecord] = field(default_factory=list)
 
 
 async def invoke_batch(d: InvokeContext, record: BatchRecord) -> BatchOutcome:
@@ -132,7 +140,7 @@ async def invoke_batch(d: InvokeContext, record: BatchRecord) -> BatchOutcome:
         instances=len(b.instance_ids),
         duration_s=round(d.clock.monotonic() - started, 3),
     )
-    return BatchOutcome(final, end, b.note)
+    return BatchOutcome(final, end, b.note, tuple(b.spawned))
 
 
 async def _attempts(d: InvokeContext, b: _Batch) -> BatchEnd:
@@ -143,6 +151,7 @@ async def _attempts(d: InvokeContext, b: _Batch) -> BatchEnd:
             return _park(d, b, BatchEnd.FATAL if d.control.fatal else BatchEnd.STOPPED)
         if d.control.is_blocked(region):
             return _park(d, b, BatchEnd.QUOTA)
+        await _fit(d, b)  # split first if the region takes fewer instances per call
         try:
             # The region admits the batch (its slot, throttle pause and rate) before any intent
             # is written, so no quota is reserved for a batch that could not go now; the intent
@@ -262,6 +271,13 @@ async def _failed_attempt(d: InvokeContext, b: _Batch, err: CallError) -> BatchE
         return _park(d, b, BatchEnd.QUOTA)
     if err.kind is CallKind.PER_INSTANCE and not b.maybe_applied:
         return await _isolate(d, b, err)
+    if err.kind is CallKind.TOO_MANY_INSTANCES and not b.maybe_applied and len(b.instance_ids) > 1:
+        # Refused before anything ran: the region takes fewer per call. Halve what it is known
+        # to take; `_fit` splits this batch (new tokens) before the next attempt.
+        region, size = b.record.region, len(b.instance_ids)
+        d.batch_limits[region] = min(d.batch_limits.get(region, size), size // 2)
+        log.warning("batch too large", region=region, instances=size, limit=size // 2)
+        return None
     if err.kind is CallKind.FATAL:
         d.control.halt(HaltReason.FATAL, str(err))
         return _park(d, b, BatchEnd.FATAL)
@@ -291,6 +307,36 @@ async def _retry_later(d: InvokeContext, b: _Batch, err: CallError) -> BatchEnd 
         delay = max(delay, d.gate.throttled(b.record.region, err.retry_after_s))
     await d.control.sleep(delay)
     return None
+
+
+async def _fit(d: InvokeContext, b: _Batch) -> None:
+    """Split the batch in two (its first half keeps it, a new batch takes the rest, each with a
+    new ClientToken) until it fits the region's known per-call limit. Never a batch whose token
+    may have been applied: that one is only ever re-sent as it is."""
+    limit = d.batch_limits.get(b.record.region)
+    while limit is not None and len(b.instance_ids) > limit and not b.maybe_applied:
+        half = (len(b.instance_ids) + 1) // 2
+        keep, move = b.instance_ids[:half], b.instance_ids[half:]
+        now = d.clock.time()
+        rest = BatchRecord(
+            batch_id=split_batch_id(b.record.batch_id, move),
+            run_id=d.run_id,
+            region=b.record.region,
+            seq=b.record.seq,
+            wave=b.record.wave,
+            instance_ids=move,
+            client_token=client_token(d.run_id, b.record.region, move),
+            state=BatchState.PENDING,
+            command_id=b.record.command_id,
+        )
+        b.token = client_token(d.run_id, b.record.region, keep)
+        ops: list[Op] = []
+        if b.state is not BatchState.PENDING:  # an attempt was refused: nothing ran
+            ops.append(SetBatch(b.record.batch_id, BatchState.PENDING, now))
+        ops += [ShrinkBatch(b.record.batch_id, keep, b.token, now), AddBatch(rest, now)]
+        await d.ledger.submit(*ops)
+        b.state, b.instance_ids = BatchState.PENDING, keep
+        b.spawned.append(rest)
 
 
 async def _isolate(d: InvokeContext, b: _Batch, err: CallError) -> BatchEnd | None:

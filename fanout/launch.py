@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 
 import anyio
@@ -22,6 +22,7 @@ from fanout.aliyun.credentials import Credentials
 from fanout.clock import SYSTEM_CLOCK, Clock
 from fanout.commands import Resolution, resolve_commands
 from fanout.errors import UsageError
+from fanout.fingerprints import check_secret_lengths, new_salt, secret_fingerprints
 from fanout.ledger import (
     BatchRecord,
     BatchState,
@@ -40,9 +41,19 @@ from fanout.settings import Settings
 from fanout.sources import CommandIdSource, CommandSource, label, source_options
 from fanout.tally import planned_regions
 from fanout.targets import Target
+from fanout.validate import check_spec
 from fanout.waves import parse_max_errors
 
-__all__ = ["Confirm", "batch_records", "new_run_id", "preview_preflight", "start_run"]
+__all__ = [
+    "Confirm",
+    "PreparedRun",
+    "batch_records",
+    "new_run_id",
+    "prepare_run",
+    "preview_preflight",
+    "start_run",
+    "store_and_drive",
+]
 
 # Shown the plan that will be sent and the preflight's exclusions; raises DeclinedError to stop.
 Confirm = Callable[[Plan, Mapping[tuple[str, str], str]], None]
@@ -52,6 +63,95 @@ def new_run_id(now: float) -> str:
     """Sortable and readable: r20261128-063512-a1b2c3."""
     stamp = datetime.fromtimestamp(now, UTC).strftime("%Y%m%d-%H%M%S")
     return f"r{stamp}-{secrets.token_hex(3)}"
+
+
+@dataclass(frozen=True, slots=True)
+class PreparedRun:
+    """A new run checked and planned, not stored yet: what `store_and_drive` writes and drives."""
+
+    request: RunRequest
+    run: RunRecord
+    batches: tuple[BatchRecord, ...]
+    excluded: tuple[InstanceRecord, ...]  # by preflight, with their reasons
+    resolution: Resolution  # the command of each region
+
+
+async def prepare_run(
+    settings: Settings,
+    credentials: Credentials,
+    request: RunRequest,
+    *,
+    reader: LedgerStore,
+    clock: Clock = SYSTEM_CLOCK,
+    confirm: Confirm | None = None,
+) -> PreparedRun:
+    """Everything before the run is stored: the offline checks, the overlap with runs in
+    progress and the commands a script made (read from `reader`: `NO_LEDGER` when there is no
+    ledger yet), the command check and the preflight (free Describe calls), the plan, and the
+    confirmation (`confirm`, which may decline). Nothing is written, so a refusal leaves
+    nothing behind."""
+    now = clock.time()
+    check_spec(request.spec, now)
+    check_secret_lengths(
+        request.spec.parameters, request.secret_keys, allow_short=request.allow_short_secret
+    )
+    if not request.allow_overlap:  # before any call: a ledger read only
+        await anyio.to_thread.run_sync(refuse_overlap, reader, request)
+    run_id = new_run_id(now)
+    account = settings.account or credentials.access_key_id
+    plan, excluded, resolution = await _checked_plan(
+        settings, credentials, reader, request, run_id, now, clock
+    )
+    if confirm is not None:
+        confirm(plan, excluded)
+    return PreparedRun(
+        request=request,
+        run=_run_record(request, settings, run_id, account, now),
+        batches=tuple(batch_records(run_id, plan, resolution.command_ids())),
+        excluded=tuple(
+            InstanceRecord(run_id, region, iid, None, InstanceState.EXCLUDED, reason=reason)
+            for (region, iid), reason in excluded.items()
+        ),
+        resolution=resolution,
+    )
+
+
+async def store_and_drive(
+    settings: Settings,
+    credentials: Credentials,
+    store: LedgerStore,
+    prepared: PreparedRun,
+    *,
+    emit: Emit,
+    handle_signals: bool = True,
+    clock: Clock = SYSTEM_CLOCK,
+) -> RunOutcome:
+    """Store a prepared run, then drive it."""
+    run, request = prepared.run, prepared.request
+    await anyio.to_thread.run_sync(store.create_run, run, prepared.batches, prepared.excluded)
+    used = await anyio.to_thread.run_sync(
+        store.quota_used, run.account, settings.quota.window_start(clock.time())
+    )
+    excluded = {(i.region, i.instance_id): i.reason or "" for i in prepared.excluded}
+    emit(
+        "run",
+        {
+            "run_id": run.run_id,
+            "targets": len(request.targets),
+            "batches": len(prepared.batches),
+            "excluded": len(excluded),
+            "allowed": parse_max_errors(request.max_errors, len(request.targets)),
+            "regions": planned_regions(prepared.batches, excluded, settings.quota, used),
+            "command": prepared.resolution.summary(),
+        },
+    )
+    options = DriveOptions(
+        wait_for_quota=request.wait_for_quota,
+        handle_signals=handle_signals,
+        clock=clock,
+        not_after=request.not_after,
+    )
+    return await drive(settings, credentials, store, run, request.spec, emit=emit, options=options)
 
 
 async def start_run(
@@ -65,50 +165,23 @@ async def start_run(
     clock: Clock = SYSTEM_CLOCK,
     confirm: Confirm | None = None,
 ) -> RunOutcome:
-    """Plan, preflight and store a new run, then drive it.
+    """Check, plan and preflight a new run, then store and drive it.
 
     `confirm` sees the plan as it will be sent (after the preflight's exclusions) before
     anything is stored or sent; it raises `DeclinedError` to stop there.
     """
-    now = clock.time()
-    if not request.allow_overlap:  # before any call: a ledger read only
-        await anyio.to_thread.run_sync(refuse_overlap, store, request)
-    run_id = new_run_id(now)
-    account = settings.account or credentials.access_key_id
-    plan, excluded, resolution = await _checked_plan(
-        settings, credentials, store, request, run_id, now, clock
+    prepared = await prepare_run(
+        settings, credentials, request, reader=store, clock=clock, confirm=confirm
     )
-    if confirm is not None:
-        confirm(plan, excluded)
-    run = _run_record(request, settings, run_id, account, now)
-    batches = batch_records(run_id, plan, resolution.command_ids())
-    extra = [
-        InstanceRecord(run_id, region, iid, None, InstanceState.EXCLUDED, reason=reason)
-        for (region, iid), reason in excluded.items()
-    ]
-    await anyio.to_thread.run_sync(store.create_run, run, batches, extra)
-    used = await anyio.to_thread.run_sync(
-        store.quota_used, account, settings.quota.window_start(now)
-    )
-    emit(
-        "run",
-        {
-            "run_id": run_id,
-            "targets": len(request.targets),
-            "batches": len(batches),
-            "excluded": len(excluded),
-            "allowed": parse_max_errors(request.max_errors, len(request.targets)),
-            "regions": planned_regions(batches, excluded, settings.quota, used),
-            "command": resolution.summary(),
-        },
-    )
-    options = DriveOptions(
-        wait_for_quota=request.wait_for_quota,
+    return await store_and_drive(
+        settings,
+        credentials,
+        store,
+        prepared,
+        emit=emit,
         handle_signals=handle_signals,
         clock=clock,
-        not_after=request.not_after,
     )
-    return await drive(settings, credentials, store, run, request.spec, emit=emit, options=options)
 
 
 # Runs that may still invoke their open instances (a resume continues them).
@@ -262,13 +335,17 @@ async def preview_preflight(
 
 
 def _options(request: RunRequest, settings: Settings) -> dict[str, object]:
-    """What a resume needs to send identical requests (secret values are not stored)."""
+    """What a resume needs to send identical requests: secret values are not stored, only
+    their fingerprints (scrypt, a salt of this run's), so resume and retry can refuse others."""
     spec = asdict(request.spec)
     spec.pop("command_id")
     spec["had_parameters"] = spec.pop("parameters") is not None
+    salt = new_salt()
+    fingerprints = secret_fingerprints(request.spec.parameters or {}, request.secret_keys, salt)
     return {
         "spec": spec,
         "source": source_options(request.command_source),
+        "secret_fingerprints": {"salt": salt, "values": fingerprints} if fingerprints else None,
         "waves": request.waves,
         "wave_order": request.wave_order,
         "max_errors": request.max_errors,

@@ -19,13 +19,12 @@ from fanout.redaction import REDACTED, redact_text
 __all__ = ["configure_logging", "redact", "register_secret"]
 
 _SECRETS: set[str] = set()
-# Shorter values would redact ordinary words and numbers; no real secret is this short.
-_MIN_SECRET_LEN = 4
 
 
 def register_secret(value: str | None) -> None:
-    """Never log this value."""
-    if value and len(value) >= _MIN_SECRET_LEN:
+    """Never log this value, however short: a short one (allowed only by --allow-short-secret)
+    is redacted even where that mangles ordinary text."""
+    if value:
         _SECRETS.add(value)
 
 

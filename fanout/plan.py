@@ -32,6 +32,7 @@ __all__ = [
     "estimate_region",
     "make_plan",
     "parse_waves",
+    "split_batch_id",
 ]
 
 # why 100: the current per-call InstanceId limit (aliyun-api-facts 1.1: "N = 1 to 100").
@@ -94,6 +95,15 @@ def client_token(run_id: str, region: str, instance_ids: Sequence[str]) -> str:
     text = _FIELD_SEPARATOR.join((run_id, region, *instance_ids))
     digest = hashlib.sha256(text.encode("utf-8")).hexdigest()
     return f"{_TOKEN_PREFIX}{digest[:_TOKEN_HEX_CHARS]}"
+
+
+def split_batch_id(parent_id: str, instance_ids: Sequence[str]) -> str:
+    """The id of a batch split off `parent_id` with `instance_ids`: deterministic, <= 80 chars."""
+    digest = hashlib.sha256(_FIELD_SEPARATOR.join((parent_id, *instance_ids)).encode()).hexdigest()
+    readable = f"{parent_id}-s{digest[:8]}"
+    if len(readable) <= _MAX_BATCH_ID_CHARS:
+        return readable
+    return f"s{digest[:_BATCH_ID_HASH_CHARS]}"
 
 
 def batch_id(run_id: str, region: str, seq: int) -> str:

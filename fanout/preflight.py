@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 __all__ = [
     "DESCRIBE_INSTANCES_MAX",
     "STATUS_MAX",
+    "check_credentials",
     "find_unusable",
     "preflight_region",
     "preflight_targets",
@@ -127,6 +128,25 @@ async def preflight_region(
         for chunk in _chunks(instance_ids, DESCRIBE_INSTANCES_MAX):
             tg.start_soon(one, chunk)
     return unusable
+
+
+async def check_credentials(client: EcsClient, regions: Sequence[str], command_id: str) -> None:
+    """One free DescribeCommands per region before any InvokeCommand of a stored run (resume):
+    a signature, key or token the API refuses is raised; any other failure is left to the run."""
+    refused: list[CallError] = []
+
+    async def one(region: str) -> None:
+        try:
+            await client.describe_commands(region, command_id=command_id)
+        except CallError as exc:
+            if exc.is_authentication:
+                refused.append(exc)
+
+    async with anyio.create_task_group() as tg:
+        for region in sorted(set(regions)):
+            tg.start_soon(one, region)
+    if refused:
+        raise refused[0]
 
 
 async def resolve_tags(

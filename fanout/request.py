@@ -44,6 +44,7 @@ class RunRequest:
     not_after: float | None = None  # epoch s: no batch sent and no wave started after it
     allow_overlap: bool = False  # may target open instances of another run in progress
     parent_run_id: str | None = None
+    allow_short_secret: bool = False  # secret values under 8 characters (fanout.fingerprints)
 
     @property
     def command_source(self) -> CommandSource:

@@ -24,11 +24,11 @@ from typing import TYPE_CHECKING
 
 import anyio
 import structlog
-from aiolimiter import AsyncLimiter
 from anyio.streams.memory import MemoryObjectReceiveStream
 
 from fanout.clock import SYSTEM_CLOCK, Clock
 from fanout.errors import CallError
+from fanout.gate import per_second
 from fanout.ledger import (
     BatchRecord,
     BatchState,
@@ -38,6 +38,7 @@ from fanout.ledger import (
     SetBatch,
     SetInstances,
 )
+from fanout.redaction import redact_text
 from fanout.sources import is_public_name
 
 if TYPE_CHECKING:
@@ -94,9 +95,11 @@ def instance_outcome(
     invoke_id: str,
     result: InstanceResult,
     max_output_bytes: int,
+    secrets: Collection[str] = (),
 ) -> InstanceRecord:
-    """The ledger record of one instance's terminal result."""
-    output, dropped = _cap(result.output or "", max_output_bytes)
+    """The ledger record of one instance's terminal result; the values of the run's secret
+    parameters are redacted from its output and error text before anything is stored (I5)."""
+    output, dropped = _cap(redact_text(result.output or "", secrets), max_output_bytes)
     ok = result.status == SUCCESS_STATUS
     return InstanceRecord(
         run_id=batch.run_id,
@@ -104,11 +107,15 @@ def instance_outcome(
         instance_id=result.instance_id,
         batch_id=batch.batch_id,
         state=InstanceState.SUCCEEDED if ok else InstanceState.FAILED,
-        reason=None if ok else (result.error_info or f"invocation status {result.status}"),
+        reason=None
+        if ok
+        else (
+            redact_text(result.error_info or "", secrets) or f"invocation status {result.status}"
+        ),
         invoke_id=invoke_id,
         exit_code=result.exit_code,
         error_code=None if ok else (result.error_code or result.status),
-        error_info=result.error_info or None,
+        error_info=redact_text(result.error_info, secrets) if result.error_info else None,
         output=output or None,
         dropped=dropped + (result.dropped or 0),
         start_time=result.start_time,
@@ -123,13 +130,22 @@ class _DescribeMeter:
     few seconds without, back up to the ceiling (ECS throttles per API, region and account,
     with other clients of the account sharing the budget: facts 6.2)."""
 
-    __slots__ = ("_ceiling", "_changed_at", "_clock", "_limiter", "_seen_throttle", "rate")
+    __slots__ = (
+        "_ceiling",
+        "_changed_at",
+        "_clock",
+        "_floor",
+        "_limiter",
+        "_seen_throttle",
+        "rate",
+    )
 
     def __init__(self, ceiling_per_s: float, clock: Clock = SYSTEM_CLOCK) -> None:
         self._ceiling = ceiling_per_s
         self._clock = clock
         self.rate = ceiling_per_s
-        self._limiter = AsyncLimiter(ceiling_per_s, 1.0)
+        self._floor = min(_MIN_DESCRIBE_RATE, ceiling_per_s)
+        self._limiter = per_second(ceiling_per_s)
         self._changed_at = clock.monotonic()
         self._seen_throttle = 0.0
 
@@ -138,14 +154,14 @@ class _DescribeMeter:
         now = self._clock.monotonic()
         if throttled_at > self._seen_throttle:
             self._seen_throttle = throttled_at
-            self._set(max(_MIN_DESCRIBE_RATE, self.rate / 2), now)
+            self._set(max(self._floor, self.rate / 2), now)
         elif self.rate < self._ceiling and now - self._changed_at >= _RECOVER_AFTER_S:
             self._set(min(self._ceiling, self.rate * 1.25), now)
         await self._limiter.acquire()
 
     def _set(self, rate: float, now: float) -> None:
         self.rate, self._changed_at = rate, now
-        self._limiter = AsyncLimiter(rate, 1.0)  # callers already waiting finish on the old one
+        self._limiter = per_second(rate)  # callers already waiting finish on the old one
 
 
 @dataclass(slots=True)
@@ -179,6 +195,7 @@ class Collector:
     # Describe calls cost no InvokeCommand quota but are throttled per region like every API.
     describe_rate_per_s: float = 200.0
     clock: Clock = SYSTEM_CLOCK
+    secrets: tuple[str, ...] = ()  # secret parameter values: redacted from stored outputs
     _meters: dict[str, _DescribeMeter] = field(default_factory=dict)
     _watches: dict[str, _Watch] = field(default_factory=dict)
     _regions: set[str] = field(default_factory=set)  # regions whose loop is running
@@ -333,7 +350,9 @@ class Collector:
             first = iid in watch.open_ids
             if not first and not (with_output and iid in watch.final_ids):
                 continue
-            record = instance_outcome(watch.batch, watch.invoke_id, result, self.max_output_bytes)
+            record = instance_outcome(
+                watch.batch, watch.invoke_id, result, self.max_output_bytes, self.secrets
+            )
             records.append(record)
             if first:
                 watch.open_ids.discard(iid)

@@ -24,7 +24,15 @@ from fanout.clock import SYSTEM_CLOCK, Clock
 from fanout.commands import fill_run_commands
 from fanout.control import run_spec
 from fanout.dispatch import WaveOptions, dispatch_waves
-from fanout.errors import CallError, ExitCode, UsageError
+from fanout.errors import (
+    CallError,
+    ExitCode,
+    FanoutError,
+    LeaseLostError,
+    LedgerError,
+    LedgerWriteError,
+    UsageError,
+)
 from fanout.gate import Gate
 from fanout.halt import HaltReason, RunControl
 from fanout.invoke import InvokeContext
@@ -40,11 +48,12 @@ from fanout.ledger import (
     RunState,
     SetRun,
 )
+from fanout.preflight import check_credentials
 from fanout.request import ResumeRequest
 from fanout.results import Collector
 from fanout.settings import Settings
 from fanout.tally import stored_regions
-from fanout.verdict import verdict
+from fanout.verdict import reported_counts, verdict
 from fanout.waves import (
     ErrorBudget,
     Leg,
@@ -143,6 +152,11 @@ async def resume_run(
     """
     run = await anyio.to_thread.run_sync(store.get_run, request.run_id)
     spec = run_spec(run, request.secret_params)
+    batches = await anyio.to_thread.run_sync(store.load_batches, run.run_id)
+    async with client_for(settings, credentials, clock) as client:
+        # A free DescribeCommands per region before any InvokeCommand: credentials the API
+        # refuses stop the resume there (fatal, nothing sent).
+        await check_credentials(client, [b.region for b in batches], run.command_id)
     regions = await anyio.to_thread.run_sync(
         stored_regions, store, run, settings.quota, clock.time()
     )
@@ -177,30 +191,58 @@ async def drive(
     committer = GroupCommitter(store)
     control = RunControl(clock, not_after=options.not_after)
     outcome: RunOutcome | None = None
-    async with (
-        client_for(settings, credentials, clock, emit) as client,
-        anyio.create_task_group() as tg,
-    ):
-        tg.start_soon(committer.run)
-        ctx = InvokeContext(
-            run_id=run.run_id,
-            account=run.account,
-            spec=spec,
-            client=client,
-            ledger=committer,
-            gate=_gate(settings, clock),
-            quota=settings.quota,
-            control=control,
-            clock=clock,
-            max_attempts=settings.max_attempts,
-        )
-        await take_lease(
-            committer, run, clock, settings.lease_s, local=store.local, force=options.force_lease
-        )
-        await _commands_ready(ctx, store, run, settings, emit)
-        await _leg(ctx, settings, store, run, emit, options, tg.cancel_scope)
-        outcome = await _finish(ctx, store, run)
-        tg.cancel_scope.cancel()
+    leased = False
+    try:
+        async with (
+            client_for(settings, credentials, clock, emit) as client,
+            anyio.create_task_group() as tg,
+        ):
+            tg.start_soon(committer.run)
+            ctx = InvokeContext(
+                run_id=run.run_id,
+                account=run.account,
+                spec=spec,
+                client=client,
+                ledger=committer,
+                gate=_gate(settings, clock),
+                quota=settings.quota,
+                control=control,
+                clock=clock,
+                max_attempts=settings.max_attempts,
+            )
+            await take_lease(
+                committer,
+                run,
+                clock,
+                settings.lease_s,
+                local=store.local,
+                force=options.force_lease,
+            )
+            leased = True
+            await _commands_ready(ctx, store, run, settings, emit)
+            await _leg(ctx, settings, store, run, emit, options, tg.cancel_scope)
+            outcome = await _finish(ctx, store, run)
+            tg.cancel_scope.cancel()
+    except (LedgerError, BaseExceptionGroup) as exc:
+        failure = _ledger_failure(exc) if leased else None
+        if failure is None:
+            raise
+        holder = None if isinstance(failure, LeaseLostError) else await _new_holder(store, run)
+        if isinstance(failure, LeaseLostError):
+            msg = f"{failure}; every call it sent was recorded before it was sent"
+        elif holder is not None:  # a write of ours raced the new runner's: the lease is why
+            msg = (
+                f"run {run.run_id}: the lease was taken over by {holder}; this runner "
+                f"({owner()}) stops dispatching; every call it sent was recorded before it was "
+                f"sent (its last write failed: {failure})"
+            )
+        else:
+            msg = (
+                f"run {run.run_id}: the ledger failed while the run was driven ({failure}); "
+                "every call that went out was recorded before it was sent: `fanout resume "
+                f"{run.run_id}` once the ledger is writable again"
+            )
+        raise LedgerWriteError(msg) from exc
     if outcome is None:  # a second signal: left at once; the ledger holds every intent
         outcome = RunOutcome(run.run_id, RunState.RUNNING, ExitCode.INTERRUPTED, "left at once")
     emit(
@@ -233,6 +275,36 @@ async def _commands_ready(
             "command",
             {"run_id": run.run_id, "region": region, "command_id": command_id, "created": created},
         )
+
+
+async def _new_holder(store: LedgerStore, run: RunRecord) -> str | None:
+    """Who holds the run's lease now, if another runner took it over (None: we, nobody, or
+    the ledger cannot tell)."""
+    try:
+        current = await anyio.to_thread.run_sync(store.get_run, run.run_id)
+    except LedgerError:
+        return None
+    holder = current.lease_owner
+    return holder if holder is not None and holder != owner() else None
+
+
+def _ledger_failure(exc: BaseException) -> LedgerError | None:
+    """The first ledger error in `exc` (a task group's exception group, maybe nested), a lost
+    lease first; None if it holds none (or anything that is not a fanout error: a bug stays a
+    bug)."""
+    leaves: list[BaseException] = []
+    pending = [exc]
+    while pending:
+        current = pending.pop(0)
+        if isinstance(current, BaseExceptionGroup):
+            pending[:0] = list(current.exceptions)
+        else:
+            leaves.append(current)
+    if not all(isinstance(leaf, FanoutError) for leaf in leaves):
+        return None
+    ledger = [leaf for leaf in leaves if isinstance(leaf, LedgerError)]
+    lost = [leaf for leaf in ledger if isinstance(leaf, LeaseLostError)]
+    return (lost or ledger or [None])[0]
 
 
 def _gate(settings: Settings, clock: Clock) -> Gate:
@@ -292,7 +364,9 @@ async def _leg(
                 if accepted
                 else {}
             )
-            collector = _collector(ctx, settings, leg, batches, final)
+            collector = _collector(
+                ctx, settings, leg, batches, final, _secret_values(run, ctx.spec)
+            )
             helpers.start_soon(collector.run)
         waves = WaveOptions(
             region_concurrency=settings.region_concurrency,
@@ -305,12 +379,19 @@ async def _leg(
         helpers.cancel_scope.cancel()
 
 
+def _secret_values(run: RunRecord, spec: CommandSpec) -> tuple[str, ...]:
+    """The values of the run's secret parameters (redacted from every output stored)."""
+    params = spec.parameters or {}
+    return tuple(params[k] for k in run.secret_keys if params.get(k))
+
+
 def _collector(
     ctx: InvokeContext,
     settings: Settings,
     leg: Leg,
     batches: Sequence[BatchRecord],
     final: Mapping[str, list[str]],
+    secrets: tuple[str, ...],
 ) -> Collector:
     """The results collector of this leg, already following the batches accepted earlier
     (their instances recorded final by an earlier leg are not reported or counted again)."""
@@ -322,6 +403,7 @@ def _collector(
         on_final=leg.instance_final,
         describe_rate_per_s=settings.describe_rate_per_s,
         clock=ctx.clock,
+        secrets=secrets,
     )
     for b in batches:
         if b.state is BatchState.ACCEPTED and b.invoke_id:
@@ -386,6 +468,7 @@ async def _finish(ctx: InvokeContext, store: LedgerStore, run: RunRecord) -> Run
         frees_at = await quota_frees_at(ctx, store, sorted(halt.quota_blocked))
     now = ctx.clock.time()
     end = verdict(halt, counts, frees_at, now, strict=bool(run.options.get("strict")))
+    counts = reported_counts(counts, end.state)
     await ctx.ledger.submit(
         SetRun(run.run_id, end.state, now, exit_code=int(end.exit_code)),
         AppendEvent(

@@ -14,6 +14,7 @@ Events read (data fields beyond `run_id`):
                                                            attempts, failures
   instance      region, state, failures        halted      failures, allowed
   quota_wait    regions, until (epoch s)       end         state, exit_code
+  batch_split   batch_id, region, instances (a batch split in two: one more call to make)
 """
 
 from __future__ import annotations
@@ -201,6 +202,10 @@ class ProgressModel:
             r.states[state] += n
             r.states[InstanceState.PENDING] = max(0, r.states[InstanceState.PENDING] - n)
 
+    def _batch_split(self, data: Mapping[str, Any], _now: float) -> None:
+        """A batch was split in two (InstanceIds.ExceedLimit): one more batch in the region."""
+        self._region(str(data["region"])).batches += 1
+
     def _instance(self, data: Mapping[str, Any], _now: float) -> None:
         """An instance reached its final state."""
         r = self._region(str(data.get("region", "?")))
@@ -247,6 +252,7 @@ _HANDLERS: dict[str, Callable[[ProgressModel, Mapping[str, Any], float], None]] 
     "wave": ProgressModel._wave_done,
     "batch_start": ProgressModel._batch_start,
     "batch": ProgressModel._batch_end,
+    "batch_split": ProgressModel._batch_split,
     "instance": ProgressModel._instance,
     "halted": ProgressModel._halted_event,
     "quota_wait": ProgressModel._quota_wait,

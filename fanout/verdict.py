@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from fanout.errors import ExitCode
-from fanout.ledger.model import InstanceState, RunState
+from fanout.ledger.model import InstanceState, RunState, reported_state
 
-__all__ = ["HaltReason", "HaltState", "Verdict", "verdict"]
+__all__ = ["HaltReason", "HaltState", "Verdict", "reported_counts", "verdict"]
 
 
 class HaltReason(enum.StrEnum):
@@ -60,7 +60,10 @@ def verdict(  # noqa: PLR0911 - one return per documented exit code, in priority
 
     Preflight exclusions do not fail a run (they are counted in the summary) unless `strict`.
     """
-    summary = ", ".join(f"{n} {s}" for s, n in sorted(counts.items()))
+    # The leg has ended: what is still pending is reported not invoked, as `status` reports it.
+    summary = ", ".join(
+        f"{n} {s}" for s, n in sorted(reported_counts(counts, RunState.FINISHED).items())
+    )
     reasons = halt.reasons
     if HaltReason.FATAL in reasons:
         fatal = halt.details.get(HaltReason.FATAL, "fatal API error")
@@ -105,3 +108,13 @@ def verdict(  # noqa: PLR0911 - one return per documented exit code, in priority
     return Verdict(
         RunState.FINISHED, ExitCode.FINISHED_WITH_FAILURES, f"finished with problems: {summary}"
     )
+
+
+def reported_counts(counts: Mapping[str, int], run_state: RunState) -> dict[str, int]:
+    """Instance counts by state as `status` reports them for a run in `run_state` (I2: a
+    pending instance of a run that is not running is `not_invoked`)."""
+    reported: dict[str, int] = {}
+    for state, n in counts.items():
+        name = reported_state(state, run_state)
+        reported[name] = reported.get(name, 0) + n
+    return reported

@@ -140,6 +140,17 @@ class Leg:
             {"batch_id": record.batch_id, "region": record.region, "attempts": record.attempts},
         )
 
+    def batch_split(self, record: BatchRecord) -> None:
+        """A new batch was split off another (progress counts one more batch in its region)."""
+        self.emit(
+            "batch_split",
+            {
+                "batch_id": record.batch_id,
+                "region": record.region,
+                "instances": len(record.instance_ids),
+            },
+        )
+
     def batch_ended(self, outcome: BatchOutcome) -> None:
         """Count permanent failures of a batch call and report how the batch ended."""
         record, end = outcome.record, outcome.end

@@ -4,6 +4,7 @@ parametrized with `both_backends` (or `postgres_only`)."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -45,6 +46,8 @@ class Fanout:
     ledger: str  # a SQLite file path or a postgresql:// URL
     home: Path
     procs: list[subprocess.Popen[str]] = field(default_factory=list)
+    # The command line of every process started, as `ps` shows it to every local user.
+    cmdlines: list[bytes] = field(default_factory=list)
 
     @property
     def env(self) -> dict[str, str]:
@@ -72,15 +75,30 @@ class Fanout:
         env: dict[str, str] | None = None,
     ) -> subprocess.CompletedProcess[str]:
         """Run to completion; stdout and stderr captured as text."""
-        return subprocess.run(
+        proc = subprocess.Popen(
             self.argv(*args),
-            input=stdin.decode() if stdin is not None else None,
-            capture_output=True,
+            stdin=subprocess.PIPE if stdin is not None else subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
             text=True,
-            timeout=timeout,
             env=env or self.env,
-            check=False,
         )
+        self._record(proc)
+        try:
+            out, err = proc.communicate(stdin.decode() if stdin is not None else None, timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate()
+            raise
+        return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+
+    def _record(self, proc: subprocess.Popen[str]) -> None:
+        """Keep the process's command line as /proc shows it (read while it runs; a process
+        that has already exited shows an empty one, or none)."""
+        with contextlib.suppress(OSError):
+            line = Path(f"/proc/{proc.pid}/cmdline").read_bytes()
+            if line:
+                self.cmdlines.append(line)
 
     def start(self, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
         """Start in the background (for kill tests); reaped at the end of the test."""
@@ -91,6 +109,7 @@ class Fanout:
             text=True,
             env=env or self.env,
         )
+        self._record(proc)
         self.procs.append(proc)
         return proc
 

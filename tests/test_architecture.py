@@ -44,6 +44,8 @@ PURE_MODULES = (
     "fanout.quota",
     "fanout.schedule",
     "fanout.validate",
+    "fanout.values",
+    "fanout.fingerprints",
     "fanout.request",
     "fanout.sources",
     "fanout.redaction",
@@ -93,6 +95,7 @@ FORBIDDEN = (
 RUNTIME_FORBIDDEN = ("aiohttp", "anyio", "asyncio", "sqlite3")
 RUNTIME_PURE = (
     "fanout.validate",
+    "fanout.values",
     "fanout.plan",
     "fanout.report",
     "fanout.targets",

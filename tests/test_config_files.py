@@ -41,13 +41,14 @@ def test_example_rollout_loads() -> None:
     settings = load_settings(config_file=EXAMPLE, env={})
     assert settings.quota_reserve == 500
     rollout = load_rollout(EXAMPLE)
-    assert rollout["waves"] == "1,10%,100%"
-    assert rollout["params"] == {"name": "nginx", "version": "1.25.3"}
+    assert rollout.values["waves"] == "1,10%,100%"
+    assert rollout.values["params"] == {"name": "nginx", "version": "1.25.3"}
+    assert rollout.sources["waves"].startswith(f"{EXAMPLE}:")
 
 
 def test_unknown_rollout_key_is_refused(tmp_path: Path) -> None:
     """A [rollout] key that is not a flag is refused with the file and the key."""
     bad = tmp_path / "bad.toml"
     bad.write_text('[rollout]\ncommand_id = "c-x"\nwavez = "1"\n')
-    with pytest.raises(ConfigError, match=r"bad\.toml: \[rollout\] key 'wavez'"):
+    with pytest.raises(ConfigError, match=r"bad\.toml:3: \[rollout\] wavez: unknown key"):
         load_rollout(bad)

@@ -147,7 +147,7 @@ def test_unopenable_path_is_a_ledger_error(tmp_path: Path) -> None:
     """A ledger path that cannot be opened as a file (a directory) is a LedgerError naming it."""
     path = tmp_path / "ledger.sqlite3"
     path.mkdir()
-    with pytest.raises(LedgerError, match=r"ledger\.sqlite3: cannot open the ledger file"):
+    with pytest.raises(LedgerError, match=r"ledger\.sqlite3: is a directory; a ledger must be"):
         SqliteLedger(path)
 
 

@@ -2,12 +2,15 @@
 appear in anything fanout prints or stores.
 
 One rollout is made through the real CLI against the emulator on 127.0.0.1 with all three kinds
-of secret: a run killed mid-flight (the ledger and its -wal copied while it was alive and after
+of secret (the secret parameter never on a command line: from a 0600 parameter file, a JSON
+file, or a FANOUT_PARAM_ variable), and a command that echoes it: a run killed mid-flight (the ledger and its -wal copied while it was alive and after
 the kill), its resume and a retry of its failures, another run with `--json`, every read command
 in every format, and calls that fail (wrong secret, wrong token). Every byte of their stdout and
 stderr and of the ledger files is then scanned for each secret as given, percent-encoded once or
 twice, form-encoded and JSON-escaped, and for a distinctive core of it made only of characters
-no encoding changes (so any other escaping of the whole value is caught as well).
+no encoding changes (so any other escaping of the whole value is caught as well). So is the
+command line of every `fanout` process the test started (`/proc/PID/cmdline`, which every local
+user can read).
 """
 
 from __future__ import annotations
@@ -52,8 +55,8 @@ FLEET: dict[str, Any] = {
     "instances_per_region": 100,
     "seed": 3,
 }
-PARAMS = ("--param", f"name={PLAIN_NAME}", "--param", f"version={SECRET_VALUE}")
-SECRET_FLAGS = (*PARAMS, "--secret-param", "version")
+PARAM_FILE = "secret-params.env"  # in the test's tmp_path, mode 0600: version=SECRET_VALUE
+PARAMS = ("--param", f"name={PLAIN_NAME}")
 
 
 def forms(secret: str, core: str) -> set[str]:
@@ -108,14 +111,26 @@ def outputs(name: str, done: subprocess.CompletedProcess[str]) -> dict[str, byte
     return {f"{name} (stdout)": done.stdout.encode(), f"{name} (stderr)": done.stderr.encode()}
 
 
+def secret_files(folder: Path) -> tuple[Path, Path]:
+    """The secret value in a parameter file and a JSON file, both readable by their owner only."""
+    env_file, json_file = folder / PARAM_FILE, folder / "secret-params.json"
+    for path, text in (
+        (env_file, f"version={SECRET_VALUE}\n"),
+        (json_file, json.dumps({"version": SECRET_VALUE})),
+    ):
+        path.touch(mode=0o600)
+        path.write_text(text)
+    return env_file, json_file
+
+
 def kill_mid_run(
-    cli: Fanout, env: dict[str, str], targets: Path, emu: EmulatorThread
+    cli: Fanout, env: dict[str, str], targets: Path, emu: EmulatorThread, flags: tuple[str, ...]
 ) -> tuple[str, dict[str, bytes]]:
     """Start a run with a secret parameter at debug level, copy the live ledger and its -wal
     once a batch is accepted, then SIGKILL it; its run id and everything captured."""
     ledger = Path(cli.ledger)
     args = ("run", "--command-id", DEMO_PARAM_COMMAND_ID, "--targets", str(targets))
-    proc = cli.start(*args, *SECRET_FLAGS, "--yes", "--log-level", "debug", env=env)
+    proc = cli.start(*args, *flags, "--yes", "--log-level", "debug", env=env)
     assert proc.stdout is not None
     run_id = proc.stdout.readline().strip()
     wal = ledger.with_name(ledger.name + "-wal")
@@ -140,7 +155,8 @@ def test_no_secret_in_any_output_or_the_ledger(
     emulator: Start, fanout_cli: Bind, tmp_path: Path
 ) -> None:
     """A secret parameter, an STS token and an access key secret appear nowhere: not in any
-    command's output (debug logs and --json included), error message, report or ledger byte."""
+    command's output (debug logs and --json included), error message, report, ledger byte or
+    `ps`-visible command line of run, resume and retry, though the command echoes the secret."""
     emu = emulator(
         **FLEET,
         exec_seconds=(1.0, 2.0),
@@ -160,17 +176,20 @@ def test_no_secret_in_any_output_or_the_ledger(
         "ALIBABA_CLOUD_SECURITY_TOKEN": STS_TOKEN,
     }
     debug = ("--log-level", "debug")
-    run_id, captured = kill_mid_run(cli, env, targets, emu)
+    env_file, json_file = secret_files(tmp_path)
+    SECRET_FLAGS = (*PARAMS, "--param-file", str(env_file), "--secret-param", "version")  # noqa: N806
+    run_id, captured = kill_mid_run(cli, env, targets, emu, SECRET_FLAGS)
 
     # Resume (refused without the secret value, then with it), and a retry of the failures
     # signed with the other scheme (RPC HMAC-SHA1: the token goes in the query string).
     rpc = {**env, "FANOUT_SIGNATURE": "rpc"}
+    with_secret = {**rpc, "FANOUT_PARAM_version": SECRET_VALUE}
     for name, args in [
         ("resume without secret", ("resume", run_id, "--yes", *debug)),
-        ("resume", ("resume", run_id, "--yes", "--json", *debug, "--param", PARAMS[3])),
-        ("retry", ("retry", run_id, "--only", "failed", "--yes", "--json", *debug, *PARAMS[2:])),
+        ("resume", ("resume", run_id, "--yes", "--json", *debug, "--params-json", f"@{json_file}")),
+        ("retry", ("retry", run_id, "--only", "failed", "--yes", "--json", *debug)),
     ]:
-        done = cli.run(*args, env=rpc if name == "retry" else env)
+        done = cli.run(*args, env=with_secret if name == "retry" else env)
         captured |= outputs(name, done)
         assert done.returncode in ((2,) if name == "resume without secret" else (0, 1)), done.stderr
 
@@ -226,6 +245,11 @@ def test_no_secret_in_any_output_or_the_ledger(
 
     captured |= ledger_files(ledger, "final")
     assert mode(ledger) == 0o600
+    assert len(cli.cmdlines) >= 10  # read while each process ran (Python starts in ~1 s)
+    assert all(b"\0fanout\0" in line for line in cli.cmdlines)
+    assert any(b"\0resume\0" in line for line in cli.cmdlines)
+    assert any(b"\0retry\0" in line for line in cli.cmdlines)
+    captured |= {f"command line {n}": line for n, line in enumerate(cli.cmdlines)}
     assert leaks(captured) == []
 
     # The scan looked at the real thing: the secret went over the wire, and what was scanned
@@ -235,6 +259,8 @@ def test_no_secret_in_any_output_or_the_ledger(
     assert all(p == {"name": PLAIN_NAME, "version": SECRET_VALUE} for p in sent)
     assert b'"event": "batch"' in captured[f"{' '.join(run_b_json)} (stderr)"]  # debug logs
     assert b'"event": "end"' in captured[f"{' '.join(run_b_json)} (stdout)"]
-    assert captured[f"report {run_id} --format json (stdout)"].count(b'"instance_id"') == 200
+    report = captured[f"report {run_id} --format json (stdout)"]
+    assert report.count(b'"instance_id"') == 200
+    assert f"deploying {PLAIN_NAME} version *** on i-".encode() in report  # echoed, redacted
     assert b'"version": "***"' in captured["final ledger.sqlite3"]
     assert PLAIN_NAME.encode() in captured["final ledger.sqlite3"]

@@ -39,7 +39,7 @@ def test_fanout_table_is_read(tmp_path: Path) -> None:
     ("content", "message"),
     [
         ("bogus = 1\n", "unknown setting 'bogus'"),
-        ("batch_size = 0\n", "batch_size must be at least 1"),
+        ("batch_size = 0\n", r"bad\.toml:1: batch_size must be an integer from 1 to 100, got 0"),
         ("quota_mode = 'weekly'\n", "quota_mode must be one of"),
         ("batch_size = [\n", "invalid TOML"),
     ],

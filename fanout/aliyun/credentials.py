@@ -38,6 +38,22 @@ _CLI_MODES = frozenset({"AK", "StsToken"})
 _INI_TYPES = frozenset({"access_key", "sts"})
 
 
+# Access key ids, secrets and STS tokens are printable ASCII without spaces (Base64 and
+# alphanumerics). Anything else -- a newline pasted with the value, an undecodable byte -- would
+# break the request's headers, so it is refused when read, without showing the value.
+_PRINTABLE_ASCII = frozenset(chr(code) for code in range(0x21, 0x7F))
+
+
+def _check_text(value: str, what: str, where: str) -> str:
+    """`value` if it is printable ASCII without spaces, else CredentialsError naming `what`."""
+    if not set(value) <= _PRINTABLE_ASCII:
+        raise CredentialsError(
+            f"{where}: {what} holds a character that is not printable ASCII (a newline, a "
+            "space, a control character or an undecodable byte); set it again"
+        )
+    return value
+
+
 @dataclass(frozen=True, slots=True)
 class Credentials:
     """An access key (and STS token); `repr` and `str` show the key id and source only."""
@@ -46,6 +62,14 @@ class Credentials:
     access_key_secret: str = field(repr=False)
     security_token: str | None = field(default=None, repr=False)
     source: str = ""
+
+    def __post_init__(self) -> None:
+        """The same text rules for credentials from any source (the Python API's too)."""
+        where = self.source or "credentials"
+        _check_text(self.access_key_id, "the access key id", where)
+        _check_text(self.access_key_secret, "the access key secret", where)
+        if self.security_token is not None:
+            _check_text(self.security_token, "the security token", where)
 
     @property
     def is_sts(self) -> bool:
@@ -96,6 +120,10 @@ def _from_env(env: Mapping[str, str]) -> Credentials | None:
         present = ENV_KEY_ID if key_id else ENV_KEY_SECRET
         raise CredentialsError(f"{present} is set but {missing} is empty or unset")
     token = env.get(ENV_TOKEN, "").strip() or None
+    _check_text(key_id, ENV_KEY_ID, "environment")
+    _check_text(secret, ENV_KEY_SECRET, "environment")
+    if token is not None:
+        _check_text(token, ENV_TOKEN, "environment")
     return Credentials(key_id, secret, token, source="environment")
 
 
@@ -155,7 +183,10 @@ def _ini_path(env: Mapping[str, str], home: Path) -> tuple[Path, bool]:
     """The ini file to read, and whether the user named it explicitly."""
     named = env.get(ENV_INI_FILE, "").strip()
     if named:
-        return Path(named).expanduser(), True
+        try:
+            return Path(named).expanduser(), True
+        except RuntimeError:  # `~name` of a user that does not exist
+            raise CredentialsError(f"{ENV_INI_FILE}: no home folder for {named!r}") from None
     return home / _INI_FILE, False
 
 

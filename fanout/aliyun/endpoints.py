@@ -7,11 +7,20 @@ endpoint map (even for `network="vpc"`); then the regional rule `ecs.{region}.al
 
 from __future__ import annotations
 
+import ipaddress
 import re
+from urllib.parse import urlsplit
 
 from fanout.errors import ConfigError
 
-__all__ = ["KNOWN_REGIONS", "NETWORKS", "is_region_id", "resolve_endpoint"]
+__all__ = [
+    "KNOWN_REGIONS",
+    "NETWORKS",
+    "check_endpoint",
+    "is_loopback",
+    "is_region_id",
+    "resolve_endpoint",
+]
 
 # The public ECS regions (DescribeRegions, 2025) plus the finance and government clouds.
 KNOWN_REGIONS: frozenset[str] = frozenset(
@@ -103,6 +112,12 @@ _ENDPOINT_MAP: dict[str, str] = {
     "cn-zhangjiakou-na62-a01": "ecs.cn-zhangjiakou.aliyuncs.com",
 }
 
+# A host: DNS labels (letters, digits, '-', '_') joined by dots, or an IPv4 / bracketless IPv6
+# address as `urlsplit` gives it.
+_HOST = re.compile(
+    r"[A-Za-z0-9_](?:[A-Za-z0-9_.-]*[A-Za-z0-9_])?\.?|[0-9A-Fa-f:.]+(?:%[A-Za-z0-9]+)?"
+)
+
 # A region id is lowercase words joined by '-' (it becomes part of a DNS name).
 _REGION_ID = re.compile(r"^[a-z0-9]+(?:-[a-z0-9]+)+$")
 
@@ -125,3 +140,36 @@ def resolve_endpoint(region: str, *, network: str = "public", override: str | No
         prefix = "ecs-vpc" if network == "vpc" else "ecs"
         host = f"{prefix}.{region}.aliyuncs.com"
     return f"https://{host}"
+
+
+def check_endpoint(url: str) -> str:
+    """`url` if it can serve as the endpoint of every region (`http://` or `https://`, a host,
+    a valid port, no user, query or fragment), else `ValueError` with the rule it breaks."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port  # parses it: out of range or not a number raises ValueError
+    except ValueError as exc:
+        raise ValueError(f"is not a valid URL ({exc})") from None
+    if parts.scheme not in ("http", "https"):
+        raise ValueError("must start with https:// (or http:// for a local endpoint)")
+    host = parts.hostname
+    if not host or not _HOST.fullmatch(host):
+        raise ValueError("must name a host (a DNS name or an IP address)")
+    if port == 0:
+        raise ValueError("port 0 is not a port a server listens on")
+    if parts.username is not None or parts.password is not None:
+        raise ValueError("must not carry a user name or password")
+    if parts.query or parts.fragment or "?" in url or "#" in url:
+        raise ValueError("must not have a query (?...) or a fragment (#...)")
+    return url
+
+
+def is_loopback(url: str) -> bool:
+    """True if `url` names this machine (localhost, 127.0.0.0/8 or ::1)."""
+    host = (urlsplit(url).hostname or "").rstrip(".")
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False

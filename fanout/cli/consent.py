@@ -13,6 +13,7 @@ from collections.abc import Mapping
 
 import click
 
+from fanout.cli.options import reader_for
 from fanout.errors import DeclinedError, UsageError
 from fanout.launch import Confirm
 from fanout.ledger import LedgerStore
@@ -39,11 +40,18 @@ def require_consent(command: str, *, yes: bool) -> bool:
     return True
 
 
-def confirm_plan(command_id: str, store: LedgerStore, settings: Settings, account: str) -> Confirm:
-    """The confirmation of `run`: the real calls after preflight, the quota left, the waves."""
+def confirm_plan(
+    command_id: str, store: LedgerStore | None, settings: Settings, account: str
+) -> Confirm:
+    """The confirmation of `run`: the real calls after preflight, the quota left, the waves.
+
+    Without a `store` the configured ledger is only read (if there is one) to show the quota
+    left: `run` creates its ledger after the answer, so "no" leaves nothing behind."""
 
     def ask(plan: Plan, excluded: Mapping[tuple[str, str], str]) -> None:
-        used = store.quota_used(account, settings.quota.window_start(time.time()))
+        reader = store if store is not None else reader_for(settings)
+        start = settings.quota.window_start(time.time())
+        used = reader.quota_used(account, start) if reader is not None else {}
         left = {
             b.region: settings.quota.left(used.get(b.region, (0, 0.0))[0]) for b in plan.batches
         }

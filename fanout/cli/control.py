@@ -6,7 +6,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -15,14 +15,17 @@ import click
 
 from fanout.cli.consent import confirm_plan, require_consent
 from fanout.cli.exits import fail, guarded
-from fanout.cli.inputs import secret_values
+from fanout.cli.inputs import ParamInput, secret_values
 from fanout.cli.options import (
+    SECONDS,
     CommonFlags,
     SpendFlags,
     WatchFlags,
     common_options,
     credentials_for,
     ledger_for,
+    param_options,
+    reader_for,
     settings_from,
     spend_options,
     watch_options,
@@ -58,6 +61,10 @@ from fanout.settings import Settings
 
 __all__ = ["COMMANDS"]
 
+# `runs --limit` and the retries a report rolls up: more runs than any ledger holds, bounded so
+# the number stays a number SQLite can take.
+_MAX_RUNS_LISTED = 1_000_000
+
 
 @click.command("status")
 @click.argument("run_id")
@@ -69,7 +76,8 @@ def status_command(run_id: str, common: CommonFlags) -> None:
     \b
     fanout status r20261128-063512-a1b2c3 --json | jq .instances
     """
-    store = ledger_for(settings_from(common.config_file, ledger=common.ledger), run_id=run_id)
+    store = reader_for(settings_from(common.config_file, ledger=common.ledger), run_id=run_id)
+    assert store is not None
     run = store.get_run(run_id)
     doc = status_document(
         run,
@@ -81,7 +89,9 @@ def status_command(run_id: str, common: CommonFlags) -> None:
 
 
 @click.command("runs")
-@click.option("--limit", default=20, show_default=True, type=click.IntRange(min=1))
+@click.option(
+    "--limit", default=20, show_default=True, type=click.IntRange(min=1, max=_MAX_RUNS_LISTED)
+)
 @common_options
 @guarded
 def runs_command(limit: int, common: CommonFlags) -> None:
@@ -91,7 +101,7 @@ def runs_command(limit: int, common: CommonFlags) -> None:
     fanout runs --limit 5
     fanout runs --json | jq -r '.[] | select(.state == "halted") | .run_id'
     """
-    store = ledger_for(settings_from(common.config_file, ledger=common.ledger))
+    store = reader_for(settings_from(common.config_file, ledger=common.ledger))
     doc = [
         {
             "run_id": r.run_id,
@@ -102,7 +112,7 @@ def runs_command(limit: int, common: CommonFlags) -> None:
             "created_at": iso(r.created_at),
             "parent_run_id": r.parent_run_id,
         }
-        for r in store.list_runs(limit)
+        for r in (store.list_runs(limit) if store is not None else [])
     ]
     Out(as_json=common.as_json).document(doc, runs_text(doc))
 
@@ -166,7 +176,8 @@ def report_command(
     The HTML page is one self-contained file (nothing is fetched when it is opened): timeline,
     breakdowns, failures grouped by output, and the instance table to sort and filter.
     """
-    store = ledger_for(settings_from(common.config_file, ledger=common.ledger), run_id=run_id)
+    store = reader_for(settings_from(common.config_file, ledger=common.ledger), run_id=run_id)
+    assert store is not None
     only = ReportFilter(
         frozenset(states), frozenset(regions), frozenset(waves), frozenset(error_codes)
     )
@@ -201,8 +212,8 @@ def _text_report(store: LedgerStore, run_id: str, fmt: str, only: ReportFilter) 
 
 @click.command("quota")
 @click.option("--account", help="Quota account (default: the access key id).")
-@click.option("--daily-quota", type=int)
-@click.option("--quota-reserve", type=int)
+@click.option("--daily-quota", type=int, help="Calls per region per day (as for run).")
+@click.option("--quota-reserve", type=int, help="Calls per region left for others.")
 @common_options
 @guarded
 def quota_command(
@@ -224,12 +235,14 @@ def quota_command(
     account = settings.account or os.environ.get("ALIBABA_CLOUD_ACCESS_KEY_ID")
     if not account:
         raise ConfigError("--account: give the quota account (or set ALIBABA_CLOUD_ACCESS_KEY_ID)")
-    store = ledger_for(settings)
+    store = reader_for(settings)
     policy = settings.quota
     now = time.time()
     start = policy.window_start(now)
     regions = {}
-    for region, (used, _oldest) in sorted(store.quota_used(account, start).items()):
+    used_now = store.quota_used(account, start) if store is not None else {}
+    for region, (used, _oldest) in sorted(used_now.items()):
+        assert store is not None
         times = store.quota_times(account, region, start)
         regions[region] = {
             "used": used,
@@ -269,6 +282,13 @@ def inherited_pacing(
     return dataclasses.replace(settings, **changes)
 
 
+def _with_param_options(func: Callable[..., None]) -> Callable[..., None]:
+    """`--param`, `--params-json`, `--param-file`: the secret values of the run again."""
+    for option in reversed(param_options()):
+        func = option(func)
+    return func
+
+
 @click.command("retry")
 @click.argument("run_id")
 @click.option(
@@ -277,7 +297,7 @@ def inherited_pacing(
     show_default=True,
     help="Which instances: any of failed, unknown, not-invoked (comma-separated).",
 )
-@click.option("--param", "params", multiple=True, help="KEY=VALUE for each secret parameter.")
+@_with_param_options
 @click.option("--waves", help="Cumulative wave sizes for the retry run (default: the run's).")
 @click.option("--max-errors", help="Halt the retry after N or P% failed (default: the run's).")
 @click.option("--wave-max-failures", help="Per-wave failure budget (default: the run's).")
@@ -289,6 +309,8 @@ def retry_command(
     run_id: str,
     only: str,
     params: tuple[str, ...],
+    params_json: str | None,
+    param_file: str | None,
     waves: str | None,
     max_errors: str | None,
     wave_max_failures: str | None,
@@ -301,15 +323,18 @@ def retry_command(
     \b
     Same command and parameters; the instances are chosen by their reported state and
     re-batched. Waves, budgets and pacing are the original run's unless given here. The
-    retry's results roll up into the original run's report.
+    retry's results roll up into the original run's report. Secret parameter values are given
+    again (--param-file, --params-json @FILE or FANOUT_PARAM_<NAME>) and must be the ones the
+    run started with.
     \b
     fanout retry r20261128-063512-a1b2c3 --only failed --yes
+    fanout retry r20261128-063512-a1b2c3 --param-file secrets.env --yes
     """
     configure_logging(spend.common.log_level)
     ask = require_consent("retry", yes=spend.yes)
     settings = spend.settings()
     out = Out(as_json=spend.common.as_json)
-    secrets = secret_values(params)
+    secrets = secret_values(ParamInput(params, params_json, param_file), os.environ)
     store = ledger_for(settings, run_id=run_id)
     parent = store.get_run(run_id)
     settings = inherited_pacing(settings, spend, parent.options)
@@ -344,6 +369,7 @@ def retry_command(
         wait_for_quota=spend.wait_for_quota,
         strict=bool(parent.options.get("strict")),
         parent_run_id=run_id,
+        allow_short_secret=True,  # the parent's values, checked against its fingerprints
     )
     account = settings.account or credentials.access_key_id
     confirm = confirm_plan(spec.command_id, store, settings, account) if ask else None
@@ -363,8 +389,8 @@ def retry_command(
     "--wait-s",
     default=30.0,
     show_default=True,
-    type=float,
-    help="How long to wait for the runner to let go of the run.",
+    type=SECONDS,
+    help="How long to wait for the runner to let go of the run (0 to 86400).",
 )
 @click.option(
     "--stop-timeout",

@@ -8,8 +8,12 @@ Exit codes (also in the README and `fanout --help`):
   3 halted by --max-errors or --wave-max-failures; resumable after a look
   4 stopped by the daily quota; `fanout resume` continues when capacity frees
   5 interrupted (SIGINT/SIGTERM), stopped, paused, or the confirmation answered no
-  6 fatal API error (authentication, permission, unknown CommandId): nothing more sent
+  6 fatal: API authentication or permission, unknown CommandId, or a ledger write failure
+    after calls went out (what went out is recorded); nothing more sent; resumable
  70 internal error (a bug): one line naming the file that holds the traceback
+
+Click's own usage errors (an unknown option, a value that is not a number) are shortened to the
+same one line, `fanout: error: ...`, exit 2; the full usage stays in `--help`.
 
 A programming error (any exception that is not a FanoutError, a click exception or an
 interrupt) is never reported as bad input: its traceback, secrets redacted, goes to
@@ -37,12 +41,13 @@ from fanout.errors import (
     ExitCode,
     FanoutError,
     LedgerError,
+    LedgerWriteError,
     RunNotFoundError,
     UsageError,
 )
 from fanout.logs import redact
 
-__all__ = ["EXIT_CODES", "fail", "guarded"]
+__all__ = ["EXIT_CODES", "exit_code_of", "fail", "guarded", "one_line"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -54,14 +59,22 @@ Exit codes:
   3  halted by --max-errors or --wave-max-failures; resumable
   4  stopped by the daily quota; resume when capacity frees
   5  interrupted, stopped, paused or answered no; resumable
-  6  fatal API error (credentials, permission, unknown CommandId)
+  6  fatal: credentials, permission, unknown CommandId, or the ledger
+     failed after calls went out (they are recorded); resumable
   70 internal error (a bug): the traceback is in the file named"""
+
+
+def one_line(message: str) -> str:
+    """A message as one printable line: secrets redacted, whitespace folded, undecodable bytes
+    and control characters escaped."""
+    text = " ".join(redact(message).split())
+    text = text.encode("utf-8", "backslashreplace").decode("utf-8")
+    return "".join(ch if ch.isprintable() else ascii(ch)[1:-1] for ch in text)
 
 
 def fail(message: str, code: ExitCode = ExitCode.BAD_INPUT) -> NoReturn:
     """Print one line to stderr (secrets redacted, newlines folded) and exit."""
-    text = " ".join(redact(message).split())
-    click.echo(f"fanout: error: {text}", err=True)
+    click.echo(f"fanout: error: {one_line(message)}", err=True)
     sys.exit(int(code))
 
 
@@ -81,7 +94,24 @@ def _unwrapped(func: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
         leaves = _leaf_errors(group)
         if not leaves or not all(isinstance(exc, FanoutError) for exc in leaves):
             raise
-        raise leaves[0] from None
+        # A ledger failure after calls went out outranks the rest: never reported as exit 2.
+        written = [exc for exc in leaves if isinstance(exc, LedgerWriteError)]
+        raise (written or leaves)[0] from None
+
+
+# Each kind of FanoutError and its exit code, the most specific first (DESIGN section 3).
+_EXIT_CODES: tuple[tuple[type[FanoutError], ExitCode], ...] = (
+    (LedgerWriteError, ExitCode.FATAL_API),  # calls went out: never "nothing was sent"
+    (RunNotFoundError, ExitCode.BAD_INPUT),
+    (DeclinedError, ExitCode.INTERRUPTED),
+    (UsageError, ExitCode.BAD_INPUT),
+    (LedgerError, ExitCode.BAD_INPUT),  # before anything was sent (after: LedgerWriteError)
+)
+
+
+def exit_code_of(exc: FanoutError) -> ExitCode:
+    """The documented exit code of a FanoutError; API errors and the rest are fatal (6)."""
+    return next((code for kind, code in _EXIT_CODES if isinstance(exc, kind)), ExitCode.FATAL_API)
 
 
 def guarded(func: F) -> F:
@@ -92,16 +122,8 @@ def guarded(func: F) -> F:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return _unwrapped(func, *args, **kwargs)
-        except RunNotFoundError as exc:
-            fail(str(exc))
-        except DeclinedError as exc:
-            fail(str(exc), ExitCode.INTERRUPTED)
-        except UsageError as exc:
-            fail(str(exc))
-        except LedgerError as exc:
-            fail(str(exc))
         except FanoutError as exc:
-            fail(str(exc), ExitCode.FATAL_API)
+            fail(str(exc), exit_code_of(exc))
         except KeyboardInterrupt:
             fail("interrupted", ExitCode.INTERRUPTED)
         except (click.ClickException, click.Abort, click.exceptions.Exit):

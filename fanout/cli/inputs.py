@@ -16,24 +16,30 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
 import anyio
 import click
 
-from fanout.aliyun.command import CommandSpec, check_options, oss_output_delivery
+from fanout.aliyun.command import CommandSpec, oss_output_delivery
 from fanout.aliyun.credentials import Credentials
 from fanout.aliyun.endpoints import KNOWN_REGIONS
 from fanout.cli.options import RolloutFlags, SpendFlags, credentials_for
 from fanout.errors import ConfigError, TargetError
+from fanout.fingerprints import check_secret_lengths
 from fanout.logs import register_secret
-from fanout.params import parse_params
-from fanout.plan import MAX_BATCH_SIZE, WAVE_ORDERS, parse_waves
+from fanout.params import (
+    merge_params,
+    params_from_env,
+    params_from_file,
+    params_from_items,
+    params_from_json,
+)
+from fanout.plan import WAVE_ORDERS, parse_waves
 from fanout.preflight import resolve_tags
 from fanout.redaction import is_secret_key
 from fanout.request import RunRequest
 from fanout.runner import client_for
-from fanout.settings import Settings, config_file_location, load_rollout
+from fanout.settings import RolloutTable, Settings, config_file_location, load_rollout
 from fanout.sources import (
     DEFAULT_SCRIPT_TIMEOUT_S,
     CommandIdSource,
@@ -54,14 +60,16 @@ from fanout.targets import (
     parse_instance_ids,
     parse_target_text,
 )
-from fanout.validate import check_schedule
+from fanout.validate import check_spec
 from fanout.waves import parse_max_errors
 
 __all__ = [
+    "ParamInput",
     "Rollout",
     "read_command_source",
     "read_params",
     "read_rollout",
+    "secret_keys_of",
     "secret_values",
     "with_rollout_table",
 ]
@@ -82,26 +90,77 @@ class Rollout:
     duplicates: tuple[Duplicate, ...]  # dropped from the targets, reported by `run`
 
 
+@dataclass(frozen=True, slots=True)
+class ParamInput:
+    """Where the parameter values of a command come from (see `fanout.params`)."""
+
+    params: tuple[str, ...] = ()  # --param KEY=VALUE (on the command line: not for secrets)
+    params_json: str | None = None  # --params-json JSON | @FILE | @-
+    param_file: str | None = None  # --param-file FILE | -
+
+
+# The flag of each RolloutFlags field, for messages about values given there.
+_FLAGS = {
+    "command_id": "--command-id",
+    "targets_file": "--targets",
+    "instance_ids": "--instance-id",
+    "tags": "--tag",
+    "regions": "--region",
+    "params": "--param",
+    "params_json": "--params-json",
+    "param_file": "--param-file",
+    "secret_params": "--secret-param",
+    "timed": "--timed",
+    "frequency": "--frequency",
+    "repeat_mode": "--repeat-mode",
+    "timeout_s": "--timeout",
+    "username": "--username",
+    "working_dir": "--working-dir",
+    "windows_password_name": "--windows-password-name",
+    "container_id": "--container-id",
+    "container_name": "--container-name",
+    "termination_mode": "--termination-mode",
+    "launcher": "--launcher",
+    "resource_group_id": "--resource-group-id",
+    "oss_output": "--oss-output",
+    "invocation_tags": "--invocation-tag",
+    "batch_size": "--batch-size",
+    "waves": "--waves",
+    "max_errors": "--max-errors",
+}
+# Parameter files and JSON documents are small (P4: 16 KB after Base64); more is a mistake.
+_MAX_PARAM_BYTES = 1024 * 1024
+_STDIN = "-"
+
+
 def read_rollout(flags: RolloutFlags, spend: SpendFlags) -> Rollout:
     """The request of `plan` / `run`: the flags over the `[rollout]` table, the targets (tag
-    queries resolved), the command spec with its offline checks, waves, budget and waiting."""
+    queries resolved), the command spec with its offline checks, waves, budget and waiting.
+
+    Every value is checked by the rule its option has wherever it was given; a refusal names the
+    flag, or the config file's line."""
     config = spend.common.config_file or config_file_location(os.environ)
-    flags = with_rollout_table(flags, load_rollout(config))
+    table = load_rollout(config)
+    flags, sources = with_rollout_table(flags, table)
+    _one_reader_of_stdin(flags)
     settings = spend.settings(
         batch_size=flags.batch_size, content_limit_bytes=flags.content_limit_bytes
     )
-    if not 1 <= settings.batch_size <= MAX_BATCH_SIZE:  # before any call, even a Describe
-        msg = f"--batch-size: {settings.batch_size} is not between 1 and {MAX_BATCH_SIZE}"
-        raise ConfigError(msg)
-    params, secret_keys = read_params(flags.params, flags.params_json, flags.secret_params)
+    params = read_params(
+        ParamInput(flags.params, flags.params_json, flags.param_file),
+        env=os.environ,
+        table=(table.values.get("params"), table.sources.get("params", "")),
+    )
+    secret_keys = secret_keys_of(params, flags.secret_params)
     for key in secret_keys:
         register_secret((params or {}).get(key))
+    check_secret_lengths(params, secret_keys, allow_short=flags.allow_short_secret)
     source = read_command_source(flags, params, settings.content_limit_bytes)
     tags = _parse_tags(flags.tags)
     tag_regions = _tag_regions(flags.regions, settings) if tags else ()
     explicit = _read_targets(flags, settings, tagged=bool(tags))
     _refuse_unmapped(source, [t.region for t in explicit.targets], tag_regions)
-    spec = _spec(flags, label(source), params)
+    spec = _spec(flags, label(source), params, sources)
     parse_waves(flags.waves, len(explicit.targets))  # its syntax, before any call
     _check_budgets(flags)
     parse_not_after(flags.not_after, time.time())
@@ -126,6 +185,7 @@ def read_rollout(flags: RolloutFlags, spend: SpendFlags) -> Rollout:
         strict=flags.strict,
         not_after=parse_not_after(flags.not_after, time.time()),
         allow_overlap=flags.allow_overlap,
+        allow_short_secret=flags.allow_short_secret,
     )
     return Rollout(request, settings, credentials, target_list.duplicates)
 
@@ -183,18 +243,26 @@ def _check_budgets(flags: RolloutFlags) -> None:
     parse_max_errors(flags.wave_max_failures, 1, flag="--wave-max-failures")
 
 
-def with_rollout_table(flags: RolloutFlags, table: Mapping[str, Any]) -> RolloutFlags:
-    """The flags, those not given filled from a `[rollout]` table (`load_rollout` checked it);
-    `params` are merged, a `--param` winning over the table's value for its key."""
+def with_rollout_table(
+    flags: RolloutFlags, table: RolloutTable
+) -> tuple[RolloutFlags, dict[str, str]]:
+    """The flags, those not given filled from a `[rollout]` table (`load_rollout` checked its
+    types), and where each value came from (the flag, or `file:line: [rollout] key`).
+
+    The table's `params` are not merged here: they are one layer of `read_params`."""
     changes: dict[str, object] = {}
-    for key, value in table.items():
+    sources: dict[str, str] = {}
+    for key, value in table.values.items():
         name = _TABLE_FLAGS.get(key, key)
         if name == "params":
-            from_flags = dict(item.partition("=")[::2] for item in flags.params)
-            changes[name] = tuple(f"{k}={v}" for k, v in {**value, **from_flags}.items())
-        elif getattr(flags, name) in (None, (), False) and name not in changes:
+            continue
+        if getattr(flags, name) in (None, (), False) and name not in changes:
             changes[name] = _flag_value(key, value)
-    return dataclasses.replace(flags, **changes)  # type: ignore[arg-type]
+            sources[name] = table.sources[key]
+    for name, flag in _FLAGS.items():
+        if name not in sources and getattr(flags, name) not in (None, (), False):
+            sources[name] = flag
+    return dataclasses.replace(flags, **changes), sources  # type: ignore[arg-type]
 
 
 # `[rollout]` keys whose flag field has another name.
@@ -307,31 +375,98 @@ def _refuse_unmapped(
 
 
 def read_params(
-    params: Sequence[str], params_json: str | None, secret_params: Sequence[str]
-) -> tuple[dict[str, str] | None, tuple[str, ...]]:
-    """Parameters from --param / --params-json, and the keys whose values are secret."""
-    text = params_json
-    if params_json is not None and params_json.startswith("@"):
-        try:
-            text = Path(params_json[1:]).read_text(encoding="utf-8")
-        except OSError as exc:
-            msg = f"--params-json {params_json}: cannot read ({exc.strerror})"
-            raise ConfigError(msg) from exc
-    result = parse_params(params, text)
-    unknown = [k for k in secret_params if k not in (result or {})]
+    given: ParamInput,
+    *,
+    env: Mapping[str, str],
+    table: tuple[Mapping[str, str] | None, str] = (None, ""),
+) -> dict[str, str] | None:
+    """Parameters from every source, later winning for a name: `FANOUT_PARAM_<NAME>`, the
+    `[rollout] params` table, `--params-json`, `--param-file`, `--param` (None: none given)."""
+    table_params, table_source = table
+    json_text = given.params_json
+    json_where = "--params-json"
+    if json_text is not None and json_text.startswith("@"):
+        json_where = f"--params-json {json_text}"
+        json_text = _read_param_text(json_text[1:], json_where)
+    file_params = None
+    if given.param_file is not None:
+        where = "<stdin>" if given.param_file == _STDIN else given.param_file
+        text = _read_param_text(given.param_file, f"--param-file {given.param_file}")
+        file_params = params_from_file(text, where)
+    from_env = params_from_env(env) or None
+    return merge_params(
+        [
+            from_env,
+            _table_params(table_params, table_source),
+            params_from_json(json_text, json_where) if json_text is not None else None,
+            file_params,
+            params_from_items(given.params) if given.params else None,
+        ]
+    )
+
+
+def _table_params(params: Mapping[str, str] | None, where: str) -> dict[str, str] | None:
+    """The table's params (names checked like any other source's)."""
+    if params is None:
+        return None
+    for key in params:
+        if not key:
+            raise ConfigError(f"{where}: a parameter name may not be empty (spec P2)")
+    return dict(params)
+
+
+def _read_param_text(name: str, where: str) -> str:
+    """The text of a parameter file (`-`: stdin), UTF-8, at most `_MAX_PARAM_BYTES`."""
+    try:
+        if name == _STDIN:
+            data = sys.stdin.buffer.read(_MAX_PARAM_BYTES + 1)
+        else:
+            with Path(name).open("rb") as file:
+                data = file.read(_MAX_PARAM_BYTES + 1)
+    except OSError as exc:
+        raise ConfigError(f"{where}: cannot read ({exc.strerror or type(exc).__name__})") from None
+    if len(data) > _MAX_PARAM_BYTES:
+        raise ConfigError(f"{where}: more than {_MAX_PARAM_BYTES} bytes (parameters are small)")
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise ConfigError(f"{where}: line {line} is not valid UTF-8") from None
+
+
+def _one_reader_of_stdin(flags: RolloutFlags) -> None:
+    """Refuse two inputs that both read standard input."""
+    readers = [
+        flag
+        for flag, value in (
+            ("--targets -", flags.targets_file),
+            ("--param-file -", flags.param_file),
+            ("--params-json @-", (flags.params_json or "").replace("@-", _STDIN, 1)),
+        )
+        if value == _STDIN
+    ]
+    if len(readers) > 1:
+        raise ConfigError(f"{' and '.join(readers)}: only one input can be read from stdin")
+
+
+def secret_keys_of(
+    params: Mapping[str, str] | None, secret_params: Sequence[str]
+) -> tuple[str, ...]:
+    """The secret parameters: those named by --secret-param (each must be given), and those
+    whose name looks like a secret."""
+    unknown = [k for k in secret_params if k not in (params or {})]
     if unknown:
         raise ConfigError(f"--secret-param {unknown[0]!r}: no such parameter given")
-    secret_keys = tuple(sorted({*secret_params, *(k for k in result or {} if is_secret_key(k))}))
-    return result, secret_keys
+    return tuple(sorted({*secret_params, *(k for k in params or {} if is_secret_key(k))}))
 
 
-def secret_values(params: Sequence[str]) -> dict[str, str]:
-    """`--param KEY=VALUE` of `resume` / `retry`: the secret values again, registered for
-    redaction (they are never stored)."""
-    values, _ = read_params(params, None, ())
-    for value in (values or {}).values():
+def secret_values(given: ParamInput, env: Mapping[str, str]) -> dict[str, str]:
+    """The secret values `resume` / `retry` are given again (they are never stored), from any
+    parameter source; registered for redaction."""
+    values = read_params(given, env=env) or {}
+    for value in values.values():
         register_secret(value)
-    return values or {}
+    return values
 
 
 def _read_targets(flags: RolloutFlags, settings: Settings, *, tagged: bool) -> TargetList:
@@ -426,9 +561,14 @@ def _with_tagged(
     return explicit
 
 
-def _spec(flags: RolloutFlags, command_id: str, params: dict[str, str] | None) -> CommandSpec:
-    """The command spec, with every client-side check of its options (spec S7; the rules of
-    `fanout.aliyun.command.check_options`)."""
+def _spec(
+    flags: RolloutFlags,
+    command_id: str,
+    params: dict[str, str] | None,
+    sources: Mapping[str, str],
+) -> CommandSpec:
+    """The command spec, every option checked by its rule (`fanout.validate.check_spec`), a
+    refusal naming the flag or the config file's line the value came from."""
     spec = CommandSpec(
         command_id=command_id,
         parameters=params,
@@ -447,9 +587,30 @@ def _spec(flags: RolloutFlags, command_id: str, params: dict[str, str] | None) -
         oss_output_delivery=oss_output_delivery(flags.oss_output) if flags.oss_output else None,
         invocation_tags=_invocation_tags(flags.invocation_tags),
     )
-    check_options(spec)
-    check_schedule(spec, time.time())
+    where = {name: sources[field] for name, field in _SPEC_SOURCES.items() if field in sources}
+    where["parameters"] = "parameters"
+    check_spec(spec, time.time(), where)
     return spec
+
+
+# CommandSpec field -> the RolloutFlags field it is read from.
+_SPEC_SOURCES = {
+    "command_id": "command_id",
+    "timed": "timed",
+    "frequency": "frequency",
+    "repeat_mode": "repeat_mode",
+    "timeout_s": "timeout_s",
+    "username": "username",
+    "working_dir": "working_dir",
+    "windows_password_name": "windows_password_name",
+    "container_id": "container_id",
+    "container_name": "container_name",
+    "termination_mode": "termination_mode",
+    "launcher": "launcher",
+    "resource_group_id": "resource_group_id",
+    "oss_output_delivery": "oss_output",
+    "invocation_tags": "invocation_tags",
+}
 
 
 def _invocation_tags(items: Sequence[str]) -> dict[str, str] | None:

@@ -17,14 +17,23 @@ from typing import Any
 
 import click
 
+from fanout import values
 from fanout.aliyun.credentials import Credentials, load_credentials
+from fanout.aliyun.endpoints import is_loopback
 from fanout.errors import RunNotFoundError
-from fanout.ledger import LedgerStore, default_ledger_location, open_ledger
+from fanout.ledger import (
+    LedgerStore,
+    default_ledger_location,
+    ledger_exists,
+    open_existing_ledger,
+    open_ledger,
+)
 from fanout.logs import register_secret
 from fanout.plan import WAVE_ORDERS
 from fanout.settings import Settings, load_settings
 
 __all__ = [
+    "SECONDS",
     "CommonFlags",
     "RolloutFlags",
     "SpendFlags",
@@ -32,6 +41,8 @@ __all__ = [
     "common_options",
     "credentials_for",
     "ledger_for",
+    "param_options",
+    "reader_for",
     "rollout_options",
     "settings_from",
     "spend_options",
@@ -39,6 +50,23 @@ __all__ = [
 ]
 
 Command = Callable[..., None]
+
+
+class _Seconds(click.ParamType):  # type: ignore[type-arg]
+    """A finite number of seconds, 0 to a day (`nan` and `inf` are refused, not waited for)."""
+
+    name = "seconds"
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> float:
+        try:
+            return values.number(value, low=0.0, high=86_400.0)
+        except values.ValueRuleError as exc:
+            self.fail(str(exc), param, ctx)
+
+
+SECONDS = _Seconds()
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +85,7 @@ class SpendFlags:
 
     common: CommonFlags
     endpoint: str | None
+    insecure_http: bool
     ca_bundle: str | None
     profile: str | None
     yes: bool
@@ -70,11 +99,13 @@ class SpendFlags:
     def settings(
         self, *, batch_size: int | None = None, content_limit_bytes: int | None = None
     ) -> Settings:
-        """Settings from the config file and the environment with these flags on top."""
-        return settings_from(
+        """Settings from the config file and the environment with these flags on top; a plain
+        http:// endpoint on another host (allowed by --insecure-http) is warned about."""
+        settings = settings_from(
             self.common.config_file,
             ledger=self.common.ledger,
             endpoint=self.endpoint,
+            insecure_http=self.insecure_http or None,
             ca_bundle=self.ca_bundle,
             profile=self.profile,
             batch_size=batch_size,
@@ -84,6 +115,14 @@ class SpendFlags:
             daily_quota=self.daily_quota,
             quota_reserve=self.quota_reserve,
         )
+        endpoint = settings.endpoint or ""
+        if endpoint.startswith("http://") and not is_loopback(endpoint):
+            click.echo(
+                f"fanout: warning: --insecure-http: every request to {endpoint} goes in clear "
+                "text (signed requests, parameters and any STS token can be read on the way)",
+                err=True,
+            )
+        return settings
 
 
 @dataclass(frozen=True, slots=True)
@@ -107,7 +146,9 @@ class RolloutFlags:
     regions: tuple[str, ...]
     params: tuple[str, ...]
     params_json: str | None
+    param_file: str | None
     secret_params: tuple[str, ...]
+    allow_short_secret: bool
     timed: bool | None
     frequency: str | None
     repeat_mode: str | None
@@ -167,6 +208,25 @@ def _collected(
     return decorate
 
 
+def param_options() -> list[Callable[[Command], Command]]:
+    """`--param`, `--params-json` and `--param-file`: the parameter sources of run, plan, resume
+    and retry (also `FANOUT_PARAM_<NAME>` variables). Only `--param` puts a value on the command
+    line, where every local user can read it: secret values go in a file, stdin or the env."""
+    return [
+        click.option(
+            "--param",
+            "params",
+            multiple=True,
+            help="KEY=VALUE parameter (repeatable; visible in ps: not for secrets).",
+        ),
+        click.option("--params-json", help="Parameters as a JSON object, @FILE, or @- for stdin."),
+        click.option(
+            "--param-file",
+            help="KEY=VALUE lines (one per parameter), or - for stdin; for secret values.",
+        ),
+    ]
+
+
 _COMMON = _collected(
     CommonFlags,
     "common",
@@ -197,6 +257,11 @@ _SPEND = _collected(
     "spend",
     [
         click.option("--endpoint", help="API endpoint URL for every region (e.g. the emulator)."),
+        click.option(
+            "--insecure-http",
+            is_flag=True,
+            help="Allow a plain http:// endpoint on another host (warned about on every run).",
+        ),
         click.option(
             "--ca-bundle", type=click.Path(dir_okay=False), help="Extra trusted CA (PEM)."
         ),
@@ -273,13 +338,17 @@ _ROLLOUT = _collected(
         click.option(
             "--region", "regions", multiple=True, help="Region for bare ids / tag queries."
         ),
-        click.option("--param", "params", multiple=True, help="KEY=VALUE parameter (repeatable)."),
-        click.option("--params-json", help="Parameters as a JSON object, or @FILE."),
+        *param_options(),
         click.option(
             "--secret-param",
             "secret_params",
             multiple=True,
             help="A parameter whose value is secret (never logged or stored).",
+        ),
+        click.option(
+            "--allow-short-secret",
+            is_flag=True,
+            help="Accept secret values shorter than 8 characters (redacted imperfectly).",
         ),
         click.option("--timed", is_flag=True, default=None, help="Periodic (needs --frequency)."),
         click.option("--frequency", help="Schedule: cron with seconds, rate(...) or at(...)."),
@@ -287,11 +356,16 @@ _ROLLOUT = _collected(
             "--repeat-mode",
             type=click.Choice(["Once", "Period", "NextRebootOnly", "EveryReboot", "DryRun"]),
         ),
-        click.option(
-            "--timeout", "timeout_s", type=click.IntRange(min=10), help="Seconds (>= 10)."
-        ),
+        click.option("--timeout", "timeout_s", type=int, help="Seconds, 10 to 86400."),
         click.option("--username", help="User to run as on the instance (<= 255 characters)."),
-        click.option("--working-dir", help="Working directory on the instance (<= 200)."),
+        click.option(
+            "--working-dir", help="Working directory on the instance (<= 200 characters)."
+        ),
+        click.option(
+            "--batch-size",
+            type=int,
+            help="Instances per call (default 50; at most max_batch_size, 50 unless raised).",
+        ),
         click.option(
             "--windows-password-name",
             help="Windows: the OOS Parameter Store name of --username's password.",
@@ -318,7 +392,6 @@ _ROLLOUT = _collected(
             type=int,
             help="Base64 of content + parameters, at most (default 18432: the reference's 18 KB).",
         ),
-        click.option("--batch-size", type=int, help="Instances per call (default 50, max 100)."),
         click.option("--waves", help="Cumulative wave sizes, e.g. 1,10%,50%,100%."),
         click.option(
             "--wave-order",
@@ -416,12 +489,24 @@ def settings_from(config_file: Path | None, **flags: object) -> Settings:
 
 
 def ledger_for(settings: Settings, *, run_id: str | None = None) -> LedgerStore:
-    """Open the configured ledger; with `run_id`, refuse to create one (the run must exist)."""
+    """Open the configured ledger to write to it; with `run_id`, refuse to create one (the run
+    must exist)."""
     location = settings.ledger or default_ledger_location()
-    if run_id is not None and "://" not in location and not Path(location).expanduser().exists():
+    if run_id is not None and not ledger_exists(location):
         msg = f"no run {run_id!r}: there is no ledger at {location}"
         raise RunNotFoundError(msg)
     return open_ledger(location)
+
+
+def reader_for(settings: Settings, *, run_id: str | None = None) -> LedgerStore | None:
+    """Open the configured ledger to read it, creating and changing nothing (None: there is no
+    ledger yet); with `run_id`, no ledger means no such run."""
+    location = settings.ledger or default_ledger_location()
+    store = open_existing_ledger(location)
+    if store is None and run_id is not None:
+        msg = f"no run {run_id!r}: there is no ledger at {location}"
+        raise RunNotFoundError(msg)
+    return store
 
 
 def credentials_for(settings: Settings) -> Credentials:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from collections.abc import Awaitable, Callable
@@ -12,13 +13,15 @@ import click
 
 from fanout.cli.consent import confirm_plan, require_consent
 from fanout.cli.exits import guarded
-from fanout.cli.inputs import parse_not_after, read_rollout, secret_values
+from fanout.cli.inputs import ParamInput, parse_not_after, read_rollout, secret_values
 from fanout.cli.options import (
     RolloutFlags,
     SpendFlags,
     WatchFlags,
     credentials_for,
     ledger_for,
+    param_options,
+    reader_for,
     rollout_options,
     spend_options,
     watch_options,
@@ -26,8 +29,13 @@ from fanout.cli.options import (
 from fanout.cli.views import Out, finish, plan_text
 from fanout.dispatch import OPEN_BATCH_STATES
 from fanout.errors import DeclinedError
-from fanout.launch import preview_preflight, start_run
-from fanout.ledger import LedgerStore
+from fanout.launch import prepare_run, preview_preflight, store_and_drive
+from fanout.ledger import (
+    NO_LEDGER,
+    LedgerStore,
+    check_ledger_location,
+    default_ledger_location,
+)
 from fanout.logs import configure_logging
 from fanout.plan_summary import plan_document
 from fanout.report import iso
@@ -78,9 +86,13 @@ def run_command(rollout: RolloutFlags, spend: SpendFlags, watch: WatchFlags) -> 
     """Plan and execute: invoke the command on every target, batch by batch.
 
     \b
+    Secret parameter values: --param-file FILE (or -), --params-json @FILE, or
+    FANOUT_PARAM_<NAME> variables, never --param (every user can read a command line).
+    \b
     fanout run --script deploy.sh --targets hosts.txt --region cn-hangzhou --yes
     fanout run --command-name deploy --instance-id cn-beijing:i-abc --param version=1.2
     fanout run --command-id cn-hangzhou=c-aaa --command-id cn-beijing=c-bbb --targets hosts.txt
+    fanout run --command-id c-xxx --targets hosts.txt --param-file secrets.env --yes
     """
     configure_logging(spend.common.log_level)
     read = read_rollout(rollout, spend)
@@ -88,9 +100,22 @@ def run_command(rollout: RolloutFlags, spend: SpendFlags, watch: WatchFlags) -> 
     out = Out(as_json=spend.common.as_json)
     parse_max_errors(request.max_errors, len(request.targets))
     ask = require_consent("run", yes=spend.yes)
-    store = ledger_for(settings)
+    location = settings.ledger or default_ledger_location()
+    check_ledger_location(location)  # before the preflight: a bad ledger costs no calls
     account = settings.account or credentials.access_key_id
-    confirm = confirm_plan(request.spec.command_id, store, settings, account) if ask else None
+    # Only read to show the quota left: the ledger is created after the checks and the
+    # preflight, so a refusal there (or "no") leaves no run and no file behind.
+    confirm = confirm_plan(request.spec.command_id, None, settings, account) if ask else None
+    reader = reader_for(settings)
+    prepared = anyio.run(
+        lambda: prepare_run(
+            settings, credentials, request, reader=reader or NO_LEDGER, confirm=confirm
+        ),
+        backend="asyncio",
+    )
+    if reader is not None:
+        reader.close()
+    store = ledger_for(settings)
     for dup in read.duplicates:
         click.echo(f"{dup.location}: duplicate of {dup.first_location}, dropped", err=True)
     outcome = run_watched(
@@ -98,7 +123,7 @@ def run_command(rollout: RolloutFlags, spend: SpendFlags, watch: WatchFlags) -> 
         settings,
         store,
         out,
-        lambda emit: start_run(settings, credentials, store, request, emit=emit, confirm=confirm),
+        lambda emit: store_and_drive(settings, credentials, store, prepared, emit=emit),
     )
     finish(outcome, out)
 
@@ -119,7 +144,7 @@ def plan_command(rollout: RolloutFlags, spend: SpendFlags) -> None:
     read = read_rollout(rollout, spend)
     request, settings, credentials = read.request, read.settings, read.credentials
     account = settings.account or credentials.access_key_id
-    store = ledger_for(settings)
+    store = reader_for(settings) or NO_LEDGER  # plan spends nothing and creates nothing
     # The command is checked even with --no-preflight (one free DescribeCommands per region);
     # a script's command is looked up, never created.
     excluded, resolution = anyio.run(
@@ -135,7 +160,8 @@ def plan_command(rollout: RolloutFlags, spend: SpendFlags) -> None:
         backend="asyncio",
     )
     now = time.time()
-    used = store.quota_used(account, settings.quota.window_start(now)) if account else {}
+    start = settings.quota.window_start(now)
+    used = store.quota_used(account, start) if account else {}
     doc = plan_document(
         request.targets, excluded, settings, used, duplicates=len(read.duplicates), now=now
     )
@@ -159,9 +185,16 @@ def _warn_takeover(run_id: str, store: LedgerStore) -> None:
     )
 
 
+def _with_param_options(func: Callable[..., None]) -> Callable[..., None]:
+    """`--param`, `--params-json`, `--param-file`: the secret values of a stored run again."""
+    for option in reversed(param_options()):
+        func = option(func)
+    return func
+
+
 @click.command("resume")
 @click.argument("run_id")
-@click.option("--param", "params", multiple=True, help="KEY=VALUE for each secret parameter.")
+@_with_param_options
 @click.option(
     "--force",
     is_flag=True,
@@ -174,6 +207,8 @@ def _warn_takeover(run_id: str, store: LedgerStore) -> None:
 def resume_command(
     run_id: str,
     params: tuple[str, ...],
+    params_json: str | None,
+    param_file: str | None,
     force: bool,
     not_after: str | None,
     spend: SpendFlags,
@@ -183,9 +218,12 @@ def resume_command(
 
     One runner drives a run at a time: while another holds its lease (renewed as it runs),
     resume exits 2 naming the holder and until when; --force takes it over regardless.
+    A run with secret parameters needs their values again (never stored; checked against the
+    run's fingerprints): --param-file, --params-json @FILE or FANOUT_PARAM_<NAME>.
 
     \b
     fanout resume r20261128-063512-a1b2c3 --yes
+    fanout resume r20261128-063512-a1b2c3 --param-file secrets.env --yes
     """
     configure_logging(spend.common.log_level)
     ask = require_consent("resume", yes=spend.yes)
@@ -193,7 +231,7 @@ def resume_command(
     out = Out(as_json=spend.common.as_json)
     request = ResumeRequest(
         run_id=run_id,
-        secret_params=secret_values(params),
+        secret_params=secret_values(ParamInput(params, params_json, param_file), os.environ),
         wait=spend.wait,
         wait_for_quota=spend.wait_for_quota,
         force_lease=force,

@@ -81,8 +81,14 @@ class EmulatorApp:
         return _response(200, text, content_type, request_id)
 
     async def _process(self, view: RequestView) -> tuple[str, dict[str, Any]]:
-        self.auth.verify(view)
         params = Params(view.params)
+        try:
+            self.auth.verify(view)
+        except ApiFault:
+            named = params.get("Action") or view.headers.get("x-acs-action", "") or "?"
+            refused = self.world.unauthenticated
+            refused[named] = refused.get(named, 0) + 1
+            raise
         action, handler = self._action(params, view.headers)
         region = self._region(params)
         world = self.world

@@ -209,7 +209,14 @@ class Invocation:
             info = f"The command did not finish within {self.spec.timeout_s} seconds."
             return _make(iid, ExecutionStatus.TIMEOUT, end, start=start, code="ExecutionTimeout",
                          info=info, exit_code=_INTERRUPTED_EXIT_CODE, output=_hello(iid))  # fmt: skip
-        return _finished(iid, self.timing.exit_code[pos], start, end)
+        return _finished(iid, self.timing.exit_code[pos], start, end, self._echoed(iid))
+
+    def _echoed(self, iid: str) -> str:
+        """What the command's `echo` lines print on `iid` when it has parameters (they are
+        substituted, as the agent does, so a command can print a value it was given)."""
+        if not self.spec.parameters:
+            return ""
+        return _echo_lines(self.spec.command.content, self.spec.parameters, iid)
 
     def _ended_early(self, pos: int, start: float, end: float) -> Execution | None:
         """Cancelled / Terminated by StopInvocation, or Aborted / interrupted by the instance."""
@@ -263,14 +270,33 @@ def _hello(instance_id: str) -> str:
     return f"hello from {instance_id}\n"
 
 
+def _echo_lines(content: str, parameters: Mapping[str, str], iid: str) -> str:
+    """The output of a script's `echo "..."` lines, `{{name}}` and `$(hostname)` replaced."""
+    printed = []
+    for line in content.splitlines():
+        words = line.strip()
+        if not words.startswith("echo "):
+            continue
+        text = words[len("echo ") :].strip().strip('"')
+        for name, value in parameters.items():
+            text = text.replace("{{" + name + "}}", value)
+        printed.append(text.replace("$(hostname)", iid) + "\n")
+    return "".join(printed)
+
+
 def _finished(
-    iid: str, code: int, start: float, end: float, repeats: int | None = None
+    iid: str, code: int, start: float, end: float, echoed: str = "", repeats: int | None = None
 ) -> Execution:
     if code == 0:
         return _make(
-            iid, ExecutionStatus.SUCCESS, end, start=start, output=_hello(iid), repeats=repeats
+            iid,
+            ExecutionStatus.SUCCESS,
+            end,
+            start=start,
+            output=_hello(iid) + echoed,
+            repeats=repeats,
         )
-    output = f"{_hello(iid)}error: simulated failure, exit code {code}\n"
+    output = f"{_hello(iid)}{echoed}error: simulated failure, exit code {code}\n"
     info = f"The command exited with a non-zero code: {code}."
     return _make(iid, ExecutionStatus.FAILED, end, start=start, exit_code=code, output=output,
                  info=info, repeats=repeats)  # fmt: skip

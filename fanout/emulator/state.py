@@ -133,6 +133,9 @@ class World:
         )
         self.tokens: dict[tuple[str, str], IdempotencyEntry] = {}
         self.count_cache: dict[tuple[Any, ...], int] = {}  # filtered DescribeInstances totals
+        # Requests refused before their action ran (signature, key, token, timestamp), by
+        # action as the request named it: a test can prove that nothing was even attempted.
+        self.unauthenticated: dict[str, int] = {}
 
     def count_call(self, region: str, action: str) -> None:
         """Count one authenticated request."""
@@ -214,7 +217,12 @@ class World:
             "offset_s": self.clock.offset_s,
             "frozen": self.clock.frozen,
         }
-        return {"regions": regions, "invocations": invocations, "clock": clock}
+        return {
+            "regions": regions,
+            "invocations": invocations,
+            "clock": clock,
+            "unauthenticated": dict(self.unauthenticated),
+        }
 
 
 @dataclass(frozen=True, slots=True)

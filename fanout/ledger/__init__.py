@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from fanout.ledger.location import is_postgres_location, redact_location
     from fanout.ledger.model import (
         AcquireLease,
+        AddBatch,
         AppendEvent,
         BatchRecord,
         BatchState,
@@ -43,11 +44,20 @@ if TYPE_CHECKING:
         SetRun,
         ShrinkBatch,
     )
-    from fanout.ledger.store import LedgerStore, default_ledger_location, open_ledger
+    from fanout.ledger.store import (
+        NO_LEDGER,
+        LedgerStore,
+        check_ledger_location,
+        default_ledger_location,
+        ledger_exists,
+        open_existing_ledger,
+        open_ledger,
+    )
 
 # Public name -> the module that defines it (read by tests/test_architecture.py).
 _EXPORTS = {
     "AcquireLease": "fanout.ledger.model",
+    "AddBatch": "fanout.ledger.model",
     "AppendEvent": "fanout.ledger.model",
     "BatchRecord": "fanout.ledger.model",
     "BatchState": "fanout.ledger.model",
@@ -62,6 +72,7 @@ _EXPORTS = {
     "InstanceRecord": "fanout.ledger.model",
     "InstanceState": "fanout.ledger.model",
     "LedgerStore": "fanout.ledger.store",
+    "NO_LEDGER": "fanout.ledger.store",
     "Op": "fanout.ledger.model",
     "RecordCommand": "fanout.ledger.model",
     "RunRecord": "fanout.ledger.model",
@@ -71,14 +82,19 @@ _EXPORTS = {
     "SetRegionCommand": "fanout.ledger.model",
     "SetRun": "fanout.ledger.model",
     "ShrinkBatch": "fanout.ledger.model",
+    "check_ledger_location": "fanout.ledger.store",
     "default_ledger_location": "fanout.ledger.store",
     "is_postgres_location": "fanout.ledger.location",
+    "ledger_exists": "fanout.ledger.store",
+    "open_existing_ledger": "fanout.ledger.store",
     "open_ledger": "fanout.ledger.store",
     "redact_location": "fanout.ledger.location",
 }
 
 __all__ = [
+    "NO_LEDGER",
     "AcquireLease",
+    "AddBatch",
     "AppendEvent",
     "BatchRecord",
     "BatchState",
@@ -102,8 +118,11 @@ __all__ = [
     "SetRegionCommand",
     "SetRun",
     "ShrinkBatch",
+    "check_ledger_location",
     "default_ledger_location",
     "is_postgres_location",
+    "ledger_exists",
+    "open_existing_ledger",
     "open_ledger",
     "redact_location",
 ]

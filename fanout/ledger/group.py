@@ -24,10 +24,11 @@ __all__ = ["GroupCommitter"]
 
 
 def _reraise(error: Exception) -> NoReturn:
-    """A storage error as a LedgerError saying a write failed; anything else as it is."""
+    """A storage error as the same kind of LedgerError saying a write failed (a lost lease stays
+    a lost lease); anything else as it is."""
     if isinstance(error, LedgerError):
         msg = f"ledger write failed: {error}"
-        raise LedgerError(msg) from error
+        raise type(error)(msg) from error
     raise error
 
 

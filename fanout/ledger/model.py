@@ -18,6 +18,7 @@ __all__ = [
     "INSTANCE_TRANSITIONS",
     "RUN_TRANSITIONS",
     "AcquireLease",
+    "AddBatch",
     "AppendEvent",
     "BatchRecord",
     "BatchState",
@@ -242,7 +243,7 @@ class FinishAttempt:
 
     batch_id: str
     attempt: int
-    outcome: str  # accepted | retryable | ambiguous | per_instance | quota | bad_request | fatal
+    outcome: str  # accepted, or a CallKind: retryable, ambiguous, per_instance, quota, ...
     now: float
     request_id: str | None = None
     invoke_id: str | None = None
@@ -272,6 +273,15 @@ class ShrinkBatch:
     batch_id: str
     instance_ids: tuple[str, ...]
     client_token: str
+    now: float
+
+
+@dataclass(frozen=True, slots=True)
+class AddBatch:
+    """A new pending batch split off an existing one (`InstanceIds.ExceedLimit`): its row, and
+    its instances (pending, never sent) moved to it. Comes with the ShrinkBatch of the other half."""
+
+    batch: BatchRecord
     now: float
 
 
@@ -381,6 +391,7 @@ Op = (
     | FinishAttempt
     | SetBatch
     | ShrinkBatch
+    | AddBatch
     | SetInstances
     | SetRun
     | AppendEvent

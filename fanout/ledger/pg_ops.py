@@ -26,13 +26,14 @@ from typing import Any
 from psycopg import Cursor
 from psycopg.rows import TupleRow
 
-from fanout.errors import LedgerError, RunNotFoundError, TransitionError
+from fanout.errors import LeaseLostError, RunNotFoundError, TransitionError
 from fanout.ledger import command_rows, writes
 from fanout.ledger.model import (
     BATCH_TRANSITIONS,
     INSTANCE_TRANSITIONS,
     RUN_TRANSITIONS,
     AcquireLease,
+    AddBatch,
     AppendEvent,
     BatchState,
     BeginAttempt,
@@ -52,6 +53,7 @@ from fanout.ledger.model import (
     check_transition,
 )
 from fanout.ledger.pg_schema import EVENTS_LOCK_CLASS, FANOUT_LOCK_CLASS, RUN_LOCK_CLASS
+from fanout.ledger.rows import BATCH_COLUMNS, batch_row
 
 __all__ = ["Group", "apply_one", "prepare", "quota_lock_id"]
 
@@ -161,23 +163,18 @@ def apply_one(group: Group, op: Op) -> object:  # noqa: PLR0911 - one line per o
     if isinstance(op, BeginAttempt):
         return _begin_attempt(group, op)
     if isinstance(
-        op, (FinishAttempt, SetBatch, ShrinkBatch, SetInstances, SetRun, SetRegionCommand)
+        op,
+        (FinishAttempt, SetBatch, ShrinkBatch, AddBatch, SetInstances, SetRun, SetRegionCommand),
     ):
         _check_fences(group)
     if isinstance(op, FinishAttempt):
         _finish_attempt(cur, op)
         return None
-    if isinstance(op, SetBatch):
-        _set_batch(group, op)
-        return None
-    if isinstance(op, ShrinkBatch):
-        _shrink_batch(group, op)
-        return None
-    if isinstance(op, SetInstances):
-        _set_instances(group, op)
-        return None
     if isinstance(op, SetRun):
         _set_run(cur, op)
+        return None
+    if isinstance(op, SetBatch | ShrinkBatch | AddBatch | SetInstances):
+        _batch_op(group, op)
         return None
     if isinstance(op, AppendEvent):
         cur.execute(
@@ -188,6 +185,18 @@ def apply_one(group: Group, op: Op) -> object:  # noqa: PLR0911 - one line per o
     if isinstance(op, AcquireLease):
         return _acquire_lease(group, op)
     return _command_op(cur, op)
+
+
+def _batch_op(group: Group, op: SetBatch | ShrinkBatch | AddBatch | SetInstances) -> None:
+    """The checked changes of batches and their instances."""
+    if isinstance(op, SetBatch):
+        _set_batch(group, op)
+    elif isinstance(op, ShrinkBatch):
+        _shrink_batch(group, op)
+    elif isinstance(op, AddBatch):
+        _add_batch(group, op)
+    else:
+        _set_instances(group, op)
 
 
 def _command_op(
@@ -255,7 +264,7 @@ def _check_fence(group: Group, run_id: str) -> None:
                 f"run {run_id}: the lease was taken over by {row[0]}; this runner ({owner}) "
                 "stops dispatching"
             )
-            raise LedgerError(msg)
+            raise LeaseLostError(msg)
 
     group.checked("SELECT lease_owner FROM runs WHERE run_id = %s FOR SHARE", (run_id,), check)
 
@@ -331,6 +340,35 @@ def _shrink_batch(group: Group, op: ShrinkBatch) -> None:
         "updated_at = %s WHERE batch_id = %s AND state = %s AND NOT maybe_applied RETURNING 1) "
         "SELECT COUNT(*) FROM changed",
         (",".join(op.instance_ids), op.client_token, op.now, op.batch_id, BatchState.PENDING.value),
+        check,
+    )
+
+
+def _add_batch(group: Group, op: AddBatch) -> None:
+    """Insert a batch split off another, and move its (pending) instances to it."""
+    batch = op.batch
+    group.cur.execute(
+        f"INSERT INTO batches ({BATCH_COLUMNS}, updated_at) VALUES ({', '.join(['%s'] * 15)})",
+        (*batch_row(batch), op.now),
+    )
+
+    def check(row: Row | None) -> None:
+        if row is None or row[0] != len(batch.instance_ids):
+            msg = f"batch {batch.batch_id}: only pending instances can move to a split batch"
+            raise TransitionError(msg)
+
+    group.checked(
+        "WITH moved AS (UPDATE instances SET batch_id = %s, updated_at = %s WHERE run_id = %s "
+        "AND region = %s AND instance_id = ANY(%s) AND state = %s RETURNING 1) "
+        "SELECT COUNT(*) FROM moved",
+        (
+            batch.batch_id,
+            op.now,
+            batch.run_id,
+            batch.region,
+            list(batch.instance_ids),
+            InstanceState.PENDING.value,
+        ),
         check,
     )
 

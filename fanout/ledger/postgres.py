@@ -110,6 +110,14 @@ class PostgresLedger(LedgerReads):
             msg = f"{self.location}: {f'{doing} ({reason})' if doing else reason}"
             raise LedgerError(msg) from exc
 
+    def _version(self, value: object) -> int:
+        """A stored schema version, or LedgerError if it is damaged."""
+        try:
+            return int(str(value).strip())
+        except ValueError:
+            msg = f"{self.location}: damaged ledger (schema version {str(value)[:20]!r} is not a number)"
+            raise LedgerError(msg) from None
+
     def _migrate(self) -> None:
         """Bring the schema to SCHEMA_VERSION; concurrent openers wait on one advisory lock."""
         conn = self._conn
@@ -117,7 +125,7 @@ class PostgresLedger(LedgerReads):
         try:
             conn.execute("CREATE TABLE IF NOT EXISTS meta (key text PRIMARY KEY, value text)")
             row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-            current = int(row[0]) if row else 0
+            current = self._version(row[0]) if row else 0
             if current > SCHEMA_VERSION:
                 msg = f"{self.location}: ledger schema {current} is newer than this fanout ({SCHEMA_VERSION})"
                 raise LedgerError(msg)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["MIGRATIONS", "SCHEMA_VERSION"]
+__all__ = ["LEDGER_TABLES", "MIGRATIONS", "SCHEMA_VERSION"]
 
 MIGRATIONS: tuple[tuple[int, str], ...] = (
     (
@@ -71,3 +71,5 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
     ),
 )
 SCHEMA_VERSION = MIGRATIONS[-1][0]
+# Every table a complete ledger has (a ledger missing one is damaged, never repaired silently).
+LEDGER_TABLES = ("meta", "runs", "batches", "attempts", "instances", "quota_calls", "events")

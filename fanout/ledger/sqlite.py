@@ -12,10 +12,12 @@ from __future__ import annotations
 import functools
 import os
 import sqlite3
+import stat
 import threading
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Concatenate, ParamSpec, TypeVar
+from urllib.parse import quote
 
 from fanout.errors import LedgerError
 from fanout.ledger.model import BatchRecord, InstanceRecord, InstanceState, Op, RunRecord
@@ -28,10 +30,10 @@ from fanout.ledger.rows import (
     instance_row,
     run_row,
 )
-from fanout.ledger.schema import MIGRATIONS, SCHEMA_VERSION
+from fanout.ledger.schema import LEDGER_TABLES, MIGRATIONS, SCHEMA_VERSION
 from fanout.ledger.sqlite_ops import apply_one, insert_chunks, placeholders
 
-__all__ = ["SqliteLedger"]
+__all__ = ["SqliteLedger", "check_usable", "is_empty_ledger"]
 
 # Waiting this long for another process's write lock is normal under load; longer means stuck.
 _BUSY_TIMEOUT_MS = 60_000
@@ -71,31 +73,235 @@ def _reason(exc: sqlite3.Error) -> str:
     return " ".join(str(exc).split()) or type(exc).__name__
 
 
-def _create_private(path: Path) -> None:
-    """Create the file 0600 before SQLite does (its -wal/-shm files copy this mode: I5), or
-    check that the existing one is a SQLite database."""
+def _kind_of(mode: int) -> str | None:
+    """What a file that is not a regular file is, for a message (None: a regular file)."""
+    kinds = (
+        (stat.S_ISDIR, "a directory"),
+        (stat.S_ISCHR, "a character device"),
+        (stat.S_ISBLK, "a block device"),
+        (stat.S_ISFIFO, "a FIFO"),
+        (stat.S_ISSOCK, "a socket"),
+    )
+    for test, name in kinds:
+        if test(mode):
+            return name
+    return None if stat.S_ISREG(mode) else "not a regular file"
+
+
+def _existing(path: Path) -> os.stat_result | None:
+    """The file's status (links followed), None if there is none; LedgerError if it cannot be
+    a ledger: a ledger is a regular file (never a device, FIFO, socket or directory)."""
     try:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
-        with os.fdopen(fd, "rb") as file:
-            header = file.read(len(_SQLITE_HEADER))
+        status = path.stat()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        msg = f"{path}: cannot use this ledger location ({exc.strerror or exc})"
+        raise LedgerError(msg) from None
+    kind = _kind_of(status.st_mode)
+    if kind is not None:
+        msg = f"{path}: is {kind}; a ledger must be a regular file (or not exist yet)"
+        raise LedgerError(msg)
+    return status
+
+
+def _make_folders(folder: Path) -> None:
+    """Create the missing folders of `folder`, each mode 0700 whatever the umask (I5)."""
+    missing: list[Path] = []
+    while not folder.exists():
+        missing.append(folder)
+        if folder.parent == folder:
+            break
+        folder = folder.parent
+    for created in reversed(missing):
+        try:
+            created.mkdir(mode=0o700)
+        except FileExistsError:
+            continue  # made by another process meanwhile
+        created.chmod(0o700)
+
+
+def _read_header(fd: int) -> bytes:
+    """The first bytes of an open file (the SQLite magic, or not)."""
+    return os.pread(fd, len(_SQLITE_HEADER), 0)
+
+
+def _create_private(path: Path) -> None:
+    """Make sure `path` is a fanout ledger file this process may write: create it 0600 in 0700
+    folders if absent (SQLite's -wal/-shm files copy its mode: I5), else check that it is a
+    regular file holding a SQLite database, or an empty file of this user's (a new ledger).
+
+    Nothing is opened, created or changed through a device, FIFO or directory, and a file of
+    another user's is never taken over or chmod-ed.
+    """
+    try:
+        status = _existing(path)
+        if status is None:
+            _make_folders(path.parent)
+            try:
+                fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, 0o600)
+            except FileExistsError:  # created by another process meanwhile: use it as it is
+                _create_private(path)
+                return
+            try:
+                os.fchmod(fd, 0o600)  # the umask may have taken the owner's write bit
+            finally:
+                os.close(fd)
+            return
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+        try:
+            opened = os.fstat(fd)
+            if not stat.S_ISREG(opened.st_mode):  # replaced between stat and open
+                msg = f"{path}: is {_kind_of(opened.st_mode)}; a ledger must be a regular file"
+                raise LedgerError(msg)
+            header = _read_header(fd)
+        finally:
+            os.close(fd)
     except OSError as exc:
         msg = f"{path}: cannot open the ledger file ({exc.strerror or exc})"
         raise LedgerError(msg) from exc
+    _check_taken_over(path, opened, header)
+
+
+def _check_taken_over(path: Path, status: os.stat_result, header: bytes) -> None:
+    """Refuse an existing file that is not a ledger fanout may use; tighten a loose mode of
+    this user's own ledger to 0600."""
+    own = status.st_uid == os.geteuid()
+    if header == b"" and not own:
+        msg = (
+            f"{path}: an empty file of another user's (uid {status.st_uid}) is not a fanout "
+            "ledger; left untouched"
+        )
+        raise LedgerError(msg)
     if header not in (b"", _SQLITE_HEADER):
         msg = f"{path}: not a fanout ledger (not a SQLite database); left untouched"
         raise LedgerError(msg)
+    if own and status.st_mode & 0o077:
+        try:
+            path.chmod(0o600)
+        except OSError as exc:
+            msg = f"{path}: cannot make the ledger private ({exc.strerror or exc})"
+            raise LedgerError(msg) from exc
 
 
 def _refuse_foreign_database(conn: sqlite3.Connection, path: Path) -> None:
     """Refuse another application's SQLite database before changing anything in it."""
-    tables = sorted(r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'"))
+    tables = _tables(conn)
     if tables and "meta" not in tables:
         conn.close()
         msg = (
             f"{path}: not a fanout ledger (a SQLite database with other tables: "
-            f"{', '.join(tables[:3])}); left untouched"
+            f"{', '.join(sorted(tables)[:3])}); left untouched"
         )
+        raise LedgerError(msg)
+
+
+def _tables(conn: sqlite3.Connection) -> set[str]:
+    """The names of the database's tables."""
+    return {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+
+
+def _schema_version(conn: sqlite3.Connection, path: Path) -> int:
+    """The ledger's schema version (0: none yet), or LedgerError if the value is damaged."""
+    row = conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+    if row is None:
+        return 0
+    try:
+        return int(str(row[0]).strip())
+    except ValueError:
+        msg = f"{path}: damaged ledger (schema version {str(row[0])[:20]!r} is not a number)"
+        raise LedgerError(msg) from None
+
+
+def _uri(path: Path, mode: str) -> str:
+    """An SQLite URI for `path` (absolute, quoted) with `mode` (rw, ro) or `immutable`."""
+    query = "immutable=1" if mode == "immutable" else f"mode={mode}"
+    return f"file:{quote(str(path.absolute()))}?{query}"
+
+
+def _connect_read_only(path: Path) -> sqlite3.Connection:
+    """A read-only connection to the existing ledger at `path`, creating and changing nothing.
+
+    A ledger being written has its -wal file: it is read through it (`mode=ro`). Without one,
+    every change is in the database file, and SQLite would create -wal and -shm files even for
+    a read-only connection: it is read as `immutable` instead, which creates nothing.
+    """
+    status = _existing(path)
+    if status is None:
+        msg = f"{path}: there is no ledger here"
+        raise LedgerError(msg)
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+        try:
+            header = _read_header(fd)
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        msg = f"{path}: cannot open the ledger file ({exc.strerror or exc})"
+        raise LedgerError(msg) from exc
+    if header != _SQLITE_HEADER:
+        msg = f"{path}: not a fanout ledger (not a SQLite database); left untouched"
+        raise LedgerError(msg)
+    live = Path(f"{path}-wal").exists()
+    try:
+        conn = sqlite3.connect(
+            _uri(path, "ro" if live else "immutable"),
+            uri=True,
+            isolation_level=None,
+            check_same_thread=False,
+            timeout=60,
+        )
+        conn.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
+        _refuse_foreign_database(conn, path)
+        version = _schema_version(conn, path) if _tables(conn) else 0
+        if version != SCHEMA_VERSION:
+            conn.close()
+            newer = "newer" if version > SCHEMA_VERSION else "older"
+            msg = (
+                f"{path}: ledger schema {version} is {newer} than this fanout's "
+                f"({SCHEMA_VERSION}); a command that writes (run, resume) migrates an older one"
+            )
+            raise LedgerError(msg)
+        _check_complete(conn, path)
+    except sqlite3.Error as exc:
+        msg = f"{path}: not a usable fanout ledger ({_reason(exc)})"
+        raise LedgerError(msg) from exc
+    return conn
+
+
+def check_usable(path: Path) -> None:
+    """Refuse, without opening anything for writing, a path whose file cannot become or be a
+    ledger: not a regular file, or a non-empty file that is not a SQLite database."""
+    status = _existing(path)
+    if status is None or status.st_size == 0:
+        return
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+        try:
+            header = _read_header(fd)
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        msg = f"{path}: cannot open the ledger file ({exc.strerror or exc})"
+        raise LedgerError(msg) from exc
+    if header != _SQLITE_HEADER:
+        msg = f"{path}: not a fanout ledger (not a SQLite database); left untouched"
+        raise LedgerError(msg)
+
+
+def is_empty_ledger(path: Path) -> bool:
+    """True if there is no ledger at `path` yet: no file, or an empty one (nothing to read).
+
+    LedgerError if the path cannot hold a ledger (a device, FIFO, directory, ...)."""
+    status = _existing(path)
+    return status is None or status.st_size == 0
+
+
+def _check_complete(conn: sqlite3.Connection, path: Path) -> None:
+    """Refuse a ledger that lost one of its tables."""
+    missing = sorted(set(LEDGER_TABLES) - _tables(conn))
+    if missing:
+        msg = f"{path}: damaged ledger (table {', '.join(missing)} is missing)"
         raise LedgerError(msg)
 
 
@@ -107,20 +313,29 @@ class SqliteLedger(LedgerReads):
     # Every process sharing the file runs on this host: a lease holder whose pid is gone is gone.
     local = True
 
-    def __init__(self, path: Path, *, synchronous: str = "FULL") -> None:
+    def __init__(self, path: Path, *, synchronous: str = "FULL", read_only: bool = False) -> None:
+        """Open (creating and migrating if needed) the ledger at `path`; with `read_only`, open
+        an existing one without creating, migrating or changing any file (`runs`, `status`)."""
         self.path = path
+        if read_only:
+            self._conn = _connect_read_only(path)
+            self._lock = threading.Lock()
+            return
         _create_private(path)
         try:
             self._conn = sqlite3.connect(
-                path, isolation_level=None, check_same_thread=False, timeout=60
+                _uri(path, "rw"),
+                uri=True,
+                isolation_level=None,
+                check_same_thread=False,
+                timeout=60,
             )
             _refuse_foreign_database(self._conn, path)
-            if path.stat().st_mode & 0o077:
-                path.chmod(0o600)
             self._conn.execute(f"PRAGMA busy_timeout = {_BUSY_TIMEOUT_MS}")
             self._conn.execute("PRAGMA journal_mode = WAL")
             self._conn.execute(f"PRAGMA synchronous = {synchronous}")
             self._migrate()
+            _check_complete(self._conn, path)
         except sqlite3.Error as exc:
             msg = f"{path}: not a usable fanout ledger ({_reason(exc)})"
             raise LedgerError(msg) from exc
@@ -136,8 +351,7 @@ class SqliteLedger(LedgerReads):
     def _migrate(self) -> None:
         """Bring the schema to SCHEMA_VERSION, one transaction per step."""
         self._conn.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT)")
-        row = self._conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
-        current = int(row[0]) if row else 0
+        current = _schema_version(self._conn, self.path)
         if current > SCHEMA_VERSION:
             msg = (
                 f"{self.path}: ledger schema {current} is newer than this fanout ({SCHEMA_VERSION})"
@@ -147,9 +361,7 @@ class SqliteLedger(LedgerReads):
             if version <= current:
                 continue
             self._conn.execute("BEGIN IMMEDIATE")
-            again = self._conn.execute("SELECT value FROM meta WHERE key='schema_version'")
-            row = again.fetchone()
-            if row and int(row[0]) >= version:  # another process migrated meanwhile
+            if _schema_version(self._conn, self.path) >= version:  # migrated meanwhile
                 self._conn.execute("ROLLBACK")
                 continue
             for statement in sql.split(";"):

@@ -19,6 +19,7 @@ from fanout.ledger.model import (
     INSTANCE_TRANSITIONS,
     RUN_TRANSITIONS,
     AcquireLease,
+    AddBatch,
     AppendEvent,
     BatchState,
     BeginAttempt,
@@ -36,6 +37,7 @@ from fanout.ledger.model import (
     ShrinkBatch,
     check_transition,
 )
+from fanout.ledger.rows import BATCH_COLUMNS, batch_row
 
 __all__ = ["apply_one", "insert_chunks", "placeholders"]
 
@@ -65,6 +67,9 @@ def apply_one(  # noqa: PLR0911 - one dispatch line per operation type reads bes
         return None
     if isinstance(op, ShrinkBatch):
         _shrink_batch(cur, op)
+        return None
+    if isinstance(op, AddBatch):
+        _add_batch(cur, op)
         return None
     if isinstance(op, SetInstances):
         _set_instances(cur, op)
@@ -188,6 +193,33 @@ def _shrink_batch(cur: sqlite3.Cursor, op: ShrinkBatch) -> None:
     )
     if cur.rowcount != 1:
         msg = f"batch {op.batch_id}: only a pending batch that never may have run can shrink"
+        raise TransitionError(msg)
+
+
+def _add_batch(cur: sqlite3.Cursor, op: AddBatch) -> None:
+    """Insert a batch split off another, and move its (pending) instances to it."""
+    batch = op.batch
+    cur.execute(
+        f"INSERT INTO batches ({BATCH_COLUMNS}, updated_at) VALUES ({placeholders(['?'] * 15)})",
+        (*batch_row(batch), op.now),
+    )
+    moved = 0
+    for instance_id in batch.instance_ids:
+        cur.execute(
+            "UPDATE instances SET batch_id = ?, updated_at = ? WHERE run_id = ? AND region = ? "
+            "AND instance_id = ? AND state = ?",
+            (
+                batch.batch_id,
+                op.now,
+                batch.run_id,
+                batch.region,
+                instance_id,
+                InstanceState.PENDING,
+            ),
+        )
+        moved += cur.rowcount
+    if moved != len(batch.instance_ids):
+        msg = f"batch {batch.batch_id}: only pending instances can move to a split batch"
         raise TransitionError(msg)
 
 

@@ -12,8 +12,8 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
-from fanout.errors import ConfigError
-from fanout.ledger.location import is_postgres_location, location_password, redact_location
+from fanout.errors import ConfigError, LedgerError, RunNotFoundError
+from fanout.ledger.location import Location, location_password, parse_location, redact_location
 from fanout.ledger.model import (
     BatchRecord,
     BatchTimes,
@@ -23,7 +23,15 @@ from fanout.ledger.model import (
     RunRecord,
 )
 
-__all__ = ["LedgerStore", "default_ledger_location", "open_ledger"]
+__all__ = [
+    "NO_LEDGER",
+    "LedgerStore",
+    "check_ledger_location",
+    "default_ledger_location",
+    "ledger_exists",
+    "open_existing_ledger",
+    "open_ledger",
+]
 
 
 class LedgerStore(Protocol):
@@ -63,6 +71,83 @@ class LedgerStore(Protocol):
     def command_runs(self, region: str, command_id: str) -> list[str]: ...
 
 
+class _NoLedger:
+    """The reads of a ledger that does not exist yet: no runs, no quota used, no commands.
+
+    What `run` plans against before its ledger is created (so a refused run creates none);
+    any write is a LedgerError."""
+
+    local = True
+
+    def close(self) -> None:
+        """Nothing to close."""
+
+    def create_run(
+        self,
+        run: RunRecord,
+        batches: Sequence[BatchRecord],
+        extra_instances: Sequence[InstanceRecord] = (),
+    ) -> None:
+        raise LedgerError("there is no ledger to write to")
+
+    def apply(self, ops: Sequence[Op]) -> list[object]:
+        raise LedgerError("there is no ledger to write to")
+
+    def get_run(self, run_id: str) -> RunRecord:
+        raise RunNotFoundError(f"no run {run_id!r}: there is no ledger yet")
+
+    def list_runs(self, limit: int = 50) -> list[RunRecord]:
+        return []
+
+    def load_batches(self, run_id: str) -> list[BatchRecord]:
+        return []
+
+    def instance_counts(self, run_id: str) -> dict[str, dict[str, int]]:
+        return {}
+
+    def batch_counts(self, run_id: str) -> dict[str, dict[str, int]]:
+        return {}
+
+    def iter_instances(self, run_id: str) -> Iterator[InstanceRecord]:
+        return iter(())
+
+    def instances_of_batch(self, batch_id: str) -> list[InstanceRecord]:
+        return []
+
+    def events(
+        self, run_id: str, after_id: int = 0
+    ) -> list[tuple[int, float, str, dict[str, Any]]]:
+        return []
+
+    def batch_times(self, run_id: str) -> dict[str, BatchTimes]:
+        return {}
+
+    def attempts(self, batch_id: str) -> list[dict[str, Any]]:
+        return []
+
+    def quota_used(self, account: str, window_start: float) -> dict[str, tuple[int, float]]:
+        return {}
+
+    def quota_times(self, account: str, region: str, window_start: float) -> list[float]:
+        return []
+
+    def command_ids(self, run_id: str) -> dict[str, str | None]:
+        return {}
+
+    def command_records(self, account: str | None = None) -> list[CommandRecord]:
+        return []
+
+    def command_record(self, account: str, region: str, name: str) -> CommandRecord | None:
+        return None
+
+    def command_runs(self, region: str, command_id: str) -> list[str]:
+        return []
+
+
+# A ledger store with nothing in it, for the reads before a ledger exists.
+NO_LEDGER: LedgerStore = _NoLedger()
+
+
 def default_ledger_location(env: dict[str, str] | None = None) -> str:
     """`$FANOUT_LEDGER`, else `$XDG_STATE_HOME/fanout/ledger.sqlite3` (DESIGN section 4)."""
     env = dict(os.environ) if env is None else env
@@ -73,20 +158,78 @@ def default_ledger_location(env: dict[str, str] | None = None) -> str:
 
 
 def open_ledger(location: str) -> LedgerStore:
-    """Open (creating or migrating if needed) the ledger at a path, `sqlite:///path` or
+    """Open for writing (creating or migrating if needed) the ledger at a path, `sqlite:` URL or
     `postgresql://` URL. A URL's password is never shown, in logs or in errors."""
-    if is_postgres_location(location):
-        from fanout.logs import register_secret  # noqa: PLC0415
-
-        register_secret(location_password(location))
-        _require_psycopg(location)
-        from fanout.ledger.postgres import PostgresLedger  # noqa: PLC0415 - psycopg only if used
-
-        return PostgresLedger(location)
-    path = location.removeprefix("sqlite:///") if location.startswith("sqlite:") else location
+    where = parse_location(location)
+    if where.url is not None:
+        return _postgres(where.url)
+    path = _sqlite_path(where)
+    if where.read_only:
+        msg = f"ledger {where.shown} is read-only (mode=ro): this command writes to its ledger"
+        raise ConfigError(msg)
     from fanout.ledger.sqlite import SqliteLedger  # noqa: PLC0415 - keep sqlite off pure imports
 
-    return SqliteLedger(Path(path).expanduser())
+    return SqliteLedger(path)
+
+
+def open_existing_ledger(location: str) -> LedgerStore | None:
+    """Open the ledger at `location` to read it, creating and changing nothing; None if there is
+    none there yet (no file, or an empty one). For the commands that only read (`runs`, `status`,
+    `report`, `quota`, `plan`): a read-only ledger is fine, a device or folder is refused."""
+    where = parse_location(location)
+    if where.url is not None:
+        return _postgres(where.url)
+    path = _sqlite_path(where)
+    from fanout.ledger.sqlite import SqliteLedger, is_empty_ledger  # noqa: PLC0415
+
+    if is_empty_ledger(path):
+        return None
+    return SqliteLedger(path, read_only=True)
+
+
+def check_ledger_location(location: str) -> None:
+    """Refuse, before anything is sent, a location a run could not be written to: a read-only
+    URL (`?mode=ro`), a path that is a directory, device, FIFO or socket. Creates nothing."""
+    where = parse_location(location)
+    if where.url is not None:
+        return
+    if where.read_only:
+        msg = f"ledger {where.shown} is read-only (mode=ro): this command writes to its ledger"
+        raise ConfigError(msg)
+    from fanout.ledger.sqlite import check_usable  # noqa: PLC0415
+
+    check_usable(_sqlite_path(where))
+
+
+def ledger_exists(location: str) -> bool:
+    """False if the SQLite file of `location` is absent or empty (a PostgreSQL ledger: True)."""
+    where = parse_location(location)
+    if where.url is not None:
+        return True
+    from fanout.ledger.sqlite import is_empty_ledger  # noqa: PLC0415
+
+    return not is_empty_ledger(_sqlite_path(where))
+
+
+def _sqlite_path(where: Location) -> Path:
+    """The SQLite file of a location, `~` expanded."""
+    assert where.path is not None
+    try:
+        return Path(where.path).expanduser()
+    except RuntimeError:  # `~name` of a user that does not exist
+        msg = f"ledger {where.path}: no home folder for {where.path.split('/', 1)[0]!r}"
+        raise ConfigError(msg) from None
+
+
+def _postgres(url: str) -> LedgerStore:
+    """The PostgreSQL ledger at `url` (its password registered for redaction first)."""
+    from fanout.logs import register_secret  # noqa: PLC0415
+
+    register_secret(location_password(url))
+    _require_psycopg(url)
+    from fanout.ledger.postgres import PostgresLedger  # noqa: PLC0415 - psycopg only if used
+
+    return PostgresLedger(url)
 
 
 def _require_psycopg(location: str) -> None:

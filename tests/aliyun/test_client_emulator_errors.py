@@ -178,7 +178,9 @@ REFUSALS = {
     "S2-classic": _refusal("InvalidInstance.NotMatch", 400, PER_INSTANCE, "classic"),
     "S4-agent-offline": _refusal("InvalidInstance.NotMatch", 400, PER_INSTANCE, "offline"),
     "not-found": _refusal("InvalidInstance.NotFound", 404, PER_INSTANCE, "unknown"),
-    "51-instances": _refusal("InstanceIds.ExceedLimit", 403, BAD, "over_limit"),
+    "51-instances": _refusal(
+        "InstanceIds.ExceedLimit", 403, CallKind.TOO_MANY_INSTANCES, "over_limit"
+    ),
     "timed-no-frequency": _refusal("MissingParam.Frequency", 403, BAD, timed=True),
     "frequency-5s": _refusal(
         "InvalidParam.Frequency", 400, BAD, timed=True, frequency="*/5 * * * * *"

@@ -46,6 +46,7 @@ def runs(tmp_path: Path, **env: str) -> Result:
         k: None for k in os.environ if k.startswith(("FANOUT_", "ALIBABA_CLOUD_", "XDG_"))
     }
     ledger = str(tmp_path / "ledger.sqlite3")
+    SqliteLedger(Path(ledger)).close()  # a ledger to list (a read creates none)
     return CliRunner().invoke(
         main, ["runs", "--ledger", ledger], env={**cleared, "HOME": str(tmp_path), **env}
     )

@@ -11,9 +11,10 @@ from typing import Any
 
 import pytest
 
-from fanout.cli.inputs import read_rollout, with_rollout_table
+from fanout.cli.inputs import ParamInput, read_params, read_rollout, with_rollout_table
 from fanout.cli.options import CommonFlags, RolloutFlags, SpendFlags
 from fanout.errors import ConfigError
+from fanout.settings import RolloutTable
 from fanout.sources import CommandIdMap, ScriptSource
 from fanout.targets import Target
 
@@ -27,7 +28,15 @@ def rollout_flags(**given: Any) -> RolloutFlags:
         for field in dataclasses.fields(RolloutFlags)
     }
     flags = dict.fromkeys(
-        ("pause_after_wave", "no_preflight", "strict", "allow_overlap", "enable_parameter"), False
+        (
+            "pause_after_wave",
+            "no_preflight",
+            "strict",
+            "allow_overlap",
+            "enable_parameter",
+            "allow_short_secret",
+        ),
+        False,
     )
     return RolloutFlags(**{**empty, **flags, **given})
 
@@ -36,7 +45,8 @@ def spend_flags(config_file: Path | None = None, **given: Any) -> SpendFlags:
     """`SpendFlags` as click gives them when only `given` is on the command line."""
     common = CommonFlags(config_file=config_file, ledger=None, as_json=False, log_level="warning")
     empty: dict[str, Any] = {field.name: None for field in dataclasses.fields(SpendFlags)}
-    return SpendFlags(**{**empty, "common": common, "yes": False, "wait_for_quota": False, **given})
+    flags = {"common": common, "yes": False, "wait_for_quota": False, "insecure_http": False}
+    return SpendFlags(**{**empty, **flags, **given})
 
 
 @pytest.fixture(autouse=True)
@@ -63,7 +73,8 @@ def test_the_table_fills_only_what_the_flags_left_out() -> None:
         "regions": ["cn-hangzhou", "cn-beijing"],
         "timeout_s": 300,
     }
-    merged = with_rollout_table(flags, table)
+    sources = {key: f"f.toml:{n}: [rollout] {key}" for n, key in enumerate(table, start=1)}
+    merged, where = with_rollout_table(flags, RolloutTable(table, sources))
     assert merged.command_id == ("c-fromthetable",)
     assert merged.targets_file == "hosts.txt"
     assert merged.waves == "1,100%"
@@ -71,23 +82,25 @@ def test_the_table_fills_only_what_the_flags_left_out() -> None:
     assert merged.regions == ("cn-hangzhou", "cn-beijing")
     assert merged.timeout_s == 300
     assert merged.max_errors is None
+    assert where["waves"] == "--waves"
+    assert where["timeout_s"] == "f.toml:6: [rollout] timeout_s"
+    assert where["command_id"] == "f.toml:1: [rollout] command_id"
 
 
 def test_params_merge_key_by_key_and_a_flag_wins() -> None:
     """`--param` and the table's params are merged; for the same key the flag's value is kept."""
-    flags = rollout_flags(params=("version=2.0", "user=ops"))
-    merged = with_rollout_table(flags, {"params": {"name": "nginx", "version": "1.25.3"}})
-    assert dict(p.split("=", 1) for p in merged.params) == {
-        "name": "nginx",
-        "version": "2.0",
-        "user": "ops",
-    }
+    params = read_params(
+        ParamInput(params=("version=2.0", "user=ops")),
+        env={},
+        table=({"name": "nginx", "version": "1.25.3"}, "f.toml:3: [rollout] params"),
+    )
+    assert params == {"name": "nginx", "version": "2.0", "user": "ops"}
 
 
 def test_no_table_changes_nothing() -> None:
     """Without a `[rollout]` table the flags are the request's input as given."""
     flags = rollout_flags(command_id=("c-x",), params=("a=1",))
-    assert with_rollout_table(flags, {}) == flags
+    assert with_rollout_table(flags, RolloutTable({}, {}))[0] == flags
 
 
 def test_read_rollout_builds_the_request_from_the_file_and_the_flags(tmp_path: Path) -> None:
