@@ -26,7 +26,7 @@ from urllib.parse import quote, quote_plus
 
 import pytest
 
-from fanout.emulator import DEMO_PARAM_COMMAND_ID, EmulatorConfig, EmulatorThread
+from fanout.emulator import DEMO_PARAM_COMMAND_NAME, EmulatorConfig, EmulatorThread
 from fanout.emulator.fleet import Fleet
 from tests.conftest import Fanout, wait_for, write_targets
 
@@ -129,8 +129,8 @@ def kill_mid_run(
     """Start a run with a secret parameter at debug level, copy the live ledger and its -wal
     once a batch is accepted, then SIGKILL it; its run id and everything captured."""
     ledger = Path(cli.ledger)
-    args = ("run", "--command-id", DEMO_PARAM_COMMAND_ID, "--targets", str(targets))
-    proc = cli.start(*args, *flags, "--yes", "--log-level", "debug", env=env)
+    args = ("run", "--command-name", DEMO_PARAM_COMMAND_NAME, "--targets", str(targets))
+    proc = cli.start(*args, *flags, "--yes", "--allow-overlap", "--log-level", "debug", env=env)
     assert proc.stdout is not None
     run_id = proc.stdout.readline().strip()
     wal = ledger.with_name(ledger.name + "-wal")
@@ -193,8 +193,8 @@ def test_no_secret_in_any_output_or_the_ledger(
         captured |= outputs(name, done)
         assert done.returncode in ((2,) if name == "resume without secret" else (0, 1)), done.stderr
 
-    plan = ("plan", "--command-id", DEMO_PARAM_COMMAND_ID, "--targets", str(targets))
-    run_b = ("run", "--command-id", DEMO_PARAM_COMMAND_ID, "--instance-id", ids[0][1])
+    plan = ("plan", "--command-name", DEMO_PARAM_COMMAND_NAME, "--targets", str(targets))
+    run_b = ("run", "--command-name", DEMO_PARAM_COMMAND_NAME, "--instance-id", ids[0][1])
     run_b_json = (*run_b, "--region", ids[0][0], *SECRET_FLAGS, "--yes", "--json", *debug)
     readers = [
         run_b_json,
@@ -219,7 +219,7 @@ def test_no_secret_in_any_output_or_the_ledger(
 
     # Calls that fail: a wrong access key secret, a wrong STS token; in preflight (plan, run)
     # and, without preflight, in InvokeCommand itself. Each is a fatal API error (exit 6).
-    run_all_targets = ("run", "--command-id", DEMO_PARAM_COMMAND_ID, "--targets", str(targets))
+    run_all_targets = ("run", "--command-name", DEMO_PARAM_COMMAND_NAME, "--targets", str(targets))
     for wrong, bad_env, code in [
         (
             "secret",
@@ -235,9 +235,14 @@ def test_no_secret_in_any_output_or_the_ledger(
     ]:
         failing = [
             (*plan, *SECRET_FLAGS, *debug),
-            (*run_all_targets, *SECRET_FLAGS, "--yes", *debug),
-            (*run_all_targets, *SECRET_FLAGS, "--yes", "--no-preflight", "--json", *debug),
-        ]
+            # --allow-overlap: an earlier run of this test still owns these instances; the
+            # point here is the credentials' refusal.
+            (*run_all_targets, *SECRET_FLAGS, "--yes", "--allow-overlap", *debug),
+            (
+                *run_all_targets, *SECRET_FLAGS, "--yes", "--allow-overlap", "--no-preflight",
+                "--json", *debug,
+            ),
+        ]  # fmt: skip
         for name, done in run_all(cli, bad_env, failing).items():
             assert done.returncode == 6, (name, done.stderr)
             assert code in done.stdout + done.stderr
