@@ -16,7 +16,7 @@ import anyio
 import structlog
 
 from fanout.clock import Clock
-from fanout.errors import UsageError
+from fanout.errors import LedgerError, UsageError
 from fanout.halt import HaltReason, RunControl
 from fanout.ledger import AcquireLease, GroupCommitter, LedgerStore, RunRecord
 
@@ -122,4 +122,11 @@ async def keep_lease(
         if clock.monotonic() - renewed >= lease_s / 3:
             renewed = clock.monotonic()
             now = clock.time()
-            committer.post(AcquireLease(run.run_id, owner(), now + lease_s, now))
+            op = AcquireLease(run.run_id, owner(), now + lease_s, now, renew=True)
+            granted, holder, _until = await _lease(committer, op)
+            if not granted:  # taken over while this process was stalled: stop, write nothing
+                msg = (
+                    f"run {run.run_id}: the lease was taken over by {holder}; this runner "
+                    f"({owner()}) stops dispatching"
+                )
+                raise LedgerError(msg)

@@ -189,7 +189,7 @@ def test_force_takes_over_a_live_runner_after_a_warning(
 ) -> None:
     """`resume --force` warns on stderr naming the live holder, takes the run over and finishes
     it; the old runner is refused its next call, and every instance is invoked exactly once."""
-    fields: dict[str, Any] = {"regions": ("cn-hangzhou",), "instances_per_region": 300}
+    fields: dict[str, Any] = {"regions": ("cn-hangzhou",), "instances_per_region": 1500}
     emu = emulator(**fields, latency_ms=100)
     cli = fanout_cli(emu)
     run_id = _stored_run(cli, write_targets(tmp_path / "t.txt", fleet_ids(**fields)))
@@ -206,5 +206,5 @@ def test_force_takes_over_a_live_runner_after_a_warning(
     assert "the lease was taken over by" in errors
     assert "Traceback" not in errors
     counts = invoked_instances(emu.snapshot())
-    assert len(counts) == 300
+    assert len(counts) == 1500
     assert set(counts.values()) == {1}

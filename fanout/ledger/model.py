@@ -323,6 +323,9 @@ class AcquireLease:
     until: float
     now: float
     force: bool = False
+    # A renewal: extend the lease only while `owner` still holds it. A runner that lost its
+    # lease (a takeover while it was stalled) must not take it back on its next beat.
+    renew: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -449,6 +449,8 @@ def _acquire_lease(group: Group, op: AcquireLease) -> tuple[bool, str | None, fl
         msg = f"no run {op.run_id!r}"
         raise RunNotFoundError(msg)
     holder, until, locked = row
+    if op.renew and holder != op.owner:  # lost (taken over): never taken back by a renewal
+        return False, holder, until
     free = holder is None or holder == op.owner or until is None or until < op.now or op.force
     if not free and locked and op.run_id not in group.run_locks:
         free = _try_run_lock(group, op.run_id)  # free: the holder's connection is gone

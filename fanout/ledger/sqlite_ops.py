@@ -262,12 +262,18 @@ def _set_run(cur: sqlite3.Cursor, op: SetRun) -> None:
 
 
 def _acquire_lease(cur: sqlite3.Cursor, op: AcquireLease) -> tuple[bool, str | None, float | None]:
-    """Take the lease if free, expired, ours, or forced."""
-    cur.execute(
-        "UPDATE runs SET lease_owner = ?, lease_until = ? WHERE run_id = ? AND "
-        "(lease_owner IS NULL OR lease_owner = ? OR lease_until < ? OR ?)",
-        (op.owner, op.until, op.run_id, op.owner, op.now, int(op.force)),
-    )
+    """Take the lease if free, expired, ours, or forced; renew it only while it is ours."""
+    if op.renew:
+        cur.execute(
+            "UPDATE runs SET lease_until = ? WHERE run_id = ? AND lease_owner = ?",
+            (op.until, op.run_id, op.owner),
+        )
+    else:
+        cur.execute(
+            "UPDATE runs SET lease_owner = ?, lease_until = ? WHERE run_id = ? AND "
+            "(lease_owner IS NULL OR lease_owner = ? OR lease_until < ? OR ?)",
+            (op.owner, op.until, op.run_id, op.owner, op.now, int(op.force)),
+        )
     if cur.rowcount == 1:
         return True, op.owner, op.until
     row = cur.execute(
