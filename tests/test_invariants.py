@@ -16,7 +16,7 @@ from typing import Any
 
 import pytest
 
-from fanout.emulator import DEMO_COMMAND_ID, EmulatorThread
+from fanout.emulator import DEMO_COMMAND_NAME, EmulatorThread
 from tests.conftest import (
     Fanout,
     both_backends,
@@ -61,8 +61,8 @@ def test_i1_exactly_once_under_kill_9(emulator: Start, fanout_cli: Bind, tmp_pat
     rng = random.Random(1234)
     proc = cli.start(
         "run",
-        "--command-id",
-        DEMO_COMMAND_ID,
+        "--command-name",
+        DEMO_COMMAND_NAME,
         "--targets",
         str(targets),
         "--batch-size",
@@ -106,7 +106,7 @@ def test_i2_final_states_add_up(emulator: Start, fanout_cli: Bind, tmp_path: Pat
     cli = fanout_cli(emu)
     targets = write_targets(tmp_path / "t.txt", fleet_ids(**fields))
     done = cli.run(
-        "run", "--command-id", DEMO_COMMAND_ID, "--targets", str(targets), "--yes", "--json"
+        "run", "--command-name", DEMO_COMMAND_NAME, "--targets", str(targets), "--yes", "--json"
     )
     assert done.returncode == 1, done.stderr
     run_id = json.loads(done.stdout.splitlines()[0])["run_id"]
@@ -129,8 +129,8 @@ def test_i3_two_processes_share_quota(emulator: Start, fanout_cli: Bind, tmp_pat
     second = write_targets(tmp_path / "b.txt", ids[500:])
     # 32 calls per run: more than the quota, so both stop at it however their starts interleave.
     common = (
-        "--command-id",
-        DEMO_COMMAND_ID,
+        "--command-name",
+        DEMO_COMMAND_NAME,
         "--batch-size",
         "16",
         "--daily-quota",
@@ -186,7 +186,7 @@ def test_i4_bad_targets_cost_nothing(
     cli = fanout_cli(emu)
     bad = tmp_path / "bad.txt"
     bad.write_bytes(content)
-    done = cli.run("run", "--command-id", DEMO_COMMAND_ID, "--targets", str(bad), "--yes")
+    done = cli.run("run", "--command-name", DEMO_COMMAND_NAME, "--targets", str(bad), "--yes")
     assert done.returncode == 2
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1, done.stderr
@@ -205,8 +205,8 @@ def test_run_with_no_api_calls_when_timed_without_frequency(
     iid = fleet_ids()[0][1]
     done = cli.run(
         "run",
-        "--command-id",
-        DEMO_COMMAND_ID,
+        "--command-name",
+        DEMO_COMMAND_NAME,
         "--instance-id",
         iid,
         "--region",
@@ -229,8 +229,8 @@ def test_interrupt_exits_5_and_resume_completes(
     targets = write_targets(tmp_path / "t.txt", fleet_ids(**fields))
     proc = cli.start(
         "run",
-        "--command-id",
-        DEMO_COMMAND_ID,
+        "--command-name",
+        DEMO_COMMAND_NAME,
         "--targets",
         str(targets),
         "--batch-size",
