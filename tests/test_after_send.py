@@ -15,7 +15,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from fanout.emulator import DEMO_COMMAND_ID, EmulatorThread
+from fanout.emulator import DEMO_COMMAND_NAME, EmulatorThread
 from tests.conftest import Fanout, fleet_ids, invoked_instances, wait_for, write_targets
 
 Start = Callable[..., EmulatorThread]
@@ -42,7 +42,7 @@ def test_a_disk_that_fills_mid_run_is_exit_6_with_what_was_sent_recorded(
     cli = fanout_cli(emu)
     ledger = Path(cli.ledger)
     targets = write_targets(tmp_path / "t.txt", fleet_ids(**fields))
-    args = ("--command-id", DEMO_COMMAND_ID, "--targets", str(targets), "--batch-size", "5")
+    args = ("--command-name", DEMO_COMMAND_NAME, "--targets", str(targets), "--batch-size", "5")
     proc = cli.start("run", *args, "--yes", "--no-wait", "--concurrency", "1", "--rate", "0")
     wait_for(lambda: len(emu.snapshot()["invocations"]) >= 2)
     wal = ledger.with_name(ledger.name + "-wal")
@@ -82,7 +82,7 @@ def test_a_call_over_the_accounts_instance_limit_is_split_not_failed(
     targets = write_targets(tmp_path / "t.txt", fleet_ids(**fields))
     env = {**cli.env, "FANOUT_MAX_BATCH_SIZE": "100"}
     done = cli.run(
-        *("run", "--command-id", DEMO_COMMAND_ID, "--targets", str(targets)),
+        *("run", "--command-name", DEMO_COMMAND_NAME, "--targets", str(targets)),
         *("--batch-size", "100", "--yes", "--json"),
         env=env,
     )
@@ -112,7 +112,7 @@ def test_a_run_stopped_by_a_zero_lease_is_refused_before_any_call(
     cli = fanout_cli(emu)
     targets = write_targets(tmp_path / "t.txt", fleet_ids(**fields))
     stored = cli.run(
-        "run", "--command-id", DEMO_COMMAND_ID, "--targets", str(targets), "--yes",
+        "run", "--command-name", DEMO_COMMAND_NAME, "--targets", str(targets), "--yes",
         "--daily-quota", "0",
     )  # fmt: skip
     assert stored.returncode == 4, stored.stderr

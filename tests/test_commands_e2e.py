@@ -380,7 +380,7 @@ def test_every_invoke_command_parameter_reaches_the_emulator(
 
 
 BAD_OPTIONS = [
-    ("--timeout", "5", "Invalid value for '--timeout'"),
+    ("--timeout", "5", "--timeout: must be an integer from 10 to 86400"),
     ("--username", "u" * 256, "Username.ExceedLimit"),
     ("--working-dir", "/" + "d" * 200, "InvalidParameter.WorkingDir"),
     ("--windows-password-name", "w" * 256, "WindowsPasswordName.ExceedLimit"),
