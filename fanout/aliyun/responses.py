@@ -13,6 +13,8 @@ from collections.abc import Collection, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
+import msgspec
+
 __all__ = [
     "AgentStatus",
     "Command",
@@ -88,8 +90,14 @@ class Invocation:
     instances: tuple[InstanceResult, ...]
 
 
-@dataclass(frozen=True, slots=True)
-class Instance:
+# Instance and AgentStatus are made once per instance of the fleet by every preflight (100 000
+# of each for 100 000 targets): as msgspec structs they are built in C (~0.2 us, a frozen
+# dataclass takes ~1 us) and stay out of the cyclic garbage collector (gc=False: they hold
+# text and a dict of text, never a cycle), which otherwise walks the run's whole heap more
+# often. Still frozen values with equality, hashing and keyword or positional construction.
+
+
+class Instance(msgspec.Struct, frozen=True, gc=False):
     """The preflight view of one ECS instance (DescribeInstances)."""
 
     instance_id: str
@@ -101,8 +109,7 @@ class Instance:
     tags: dict[str, str]
 
 
-@dataclass(frozen=True, slots=True)
-class AgentStatus:
+class AgentStatus(msgspec.Struct, frozen=True, gc=False):
     """Whether an instance's Cloud Assistant agent is online (DescribeCloudAssistantStatus)."""
 
     instance_id: str
