@@ -93,12 +93,15 @@ class Fanout:
         return subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
 
     def _record(self, proc: subprocess.Popen[str]) -> None:
-        """Keep the process's command line as /proc shows it (read while it runs; a process
-        that has already exited shows an empty one, or none)."""
+        """Keep the process's command line as /proc shows it (read while it runs: it reads
+        empty for a moment while the new program is being loaded, and once it has exited)."""
         with contextlib.suppress(OSError):
-            line = Path(f"/proc/{proc.pid}/cmdline").read_bytes()
-            if line:
-                self.cmdlines.append(line)
+            for _ in range(100):
+                line = Path(f"/proc/{proc.pid}/cmdline").read_bytes()
+                if line:
+                    self.cmdlines.append(line)
+                    return
+                time.sleep(0.002)
 
     def start(self, *args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
         """Start in the background (for kill tests); reaped at the end of the test."""

@@ -150,6 +150,22 @@ def test_a_wrong_secret_with_no_preflight_sends_no_invoke_command(box: Sandbox) 
     assert not box.ledger.exists()
 
 
+def test_a_resume_with_a_wrong_secret_sends_no_invoke_command(box: Sandbox) -> None:
+    """resume checks the credentials with a free DescribeCommands first: a wrong secret stops it
+    there (exit 6) and no InvokeCommand is even attempted."""
+    stored = box.invoke([*RUN, "--daily-quota", "0"])
+    assert stored.exit_code == 4, stored.output
+    run_id = stored.stdout.splitlines()[0].strip()
+    before = box.invocations()
+    result = box.invoke(
+        ["resume", run_id, "--yes", "--daily-quota", "100"],
+        {"ALIBABA_CLOUD_ACCESS_KEY_SECRET": "wrong-secret-value-1"},
+    )
+    assert result.exit_code == 6, result.output
+    assert "SignatureDoesNotMatch" in one_error_line(result)
+    assert box.invocations() == before
+
+
 # --------------------------------------------------------------------------- no traceback
 
 

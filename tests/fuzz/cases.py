@@ -35,7 +35,7 @@ import structlog
 from hypothesis import strategies as st
 
 from fanout import logs
-from fanout.emulator import DEMO_COMMAND_ID, DEMO_PARAM_COMMAND_ID, EmulatorThread
+from fanout.emulator import DEMO_COMMAND_NAME, DEMO_PARAM_COMMAND_NAME, EmulatorThread
 from tests.harness import DOCUMENTED_EXIT_CODES, Sandbox
 
 __all__ = ["HANG_S", "KINDS", "SLOWEST", "TALLY", "Case", "check", "kinds"]
@@ -167,9 +167,10 @@ def _is_sqlite(path: Path) -> bool:
 
 # ----------------------------------------------------------------------------- strategies
 
-RUN = ("run", "--command-id", DEMO_COMMAND_ID, "--targets", "t.txt", "--yes", "--no-wait")
-PLAN = ("plan", "--command-id", DEMO_COMMAND_ID, "--targets", "t.txt")
-PARAM_RUN = ("run", "--command-id", DEMO_PARAM_COMMAND_ID, "--targets", "t.txt", "--yes")
+# The demo commands by name: a CommandId belongs to one region, and the targets span two.
+RUN = ("run", "--command-name", DEMO_COMMAND_NAME, "--targets", "t.txt", "--yes", "--no-wait")
+PLAN = ("plan", "--command-name", DEMO_COMMAND_NAME, "--targets", "t.txt")
+PARAM_RUN = ("run", "--command-name", DEMO_PARAM_COMMAND_NAME, "--targets", "t.txt", "--yes")
 
 # Text as it reaches fanout: any code point (lone surrogates are undecodable argv bytes), but no
 # NUL where an OS interface cannot carry one (argv and environment values).
@@ -245,7 +246,7 @@ def instance_ids(ids: dict[str, list[str]]) -> st.SearchStrategy[Case]:
     region = st.one_of(
         st.just(()), st.sampled_from([*REGIONS, "xx-nowhere-1", ""]).map(lambda r: ("--region", r))
     )
-    base = ("run", "--command-id", DEMO_COMMAND_ID, "--yes", "--no-wait")
+    base = ("run", "--command-name", DEMO_COMMAND_NAME, "--yes", "--no-wait")
     return st.tuples(st.lists(value, min_size=1, max_size=4), region).map(
         lambda t: Case(args=(*base, *(a for v in t[0] for a in ("--instance-id", v)), *t[1]))
     )

@@ -48,7 +48,11 @@ def test_no_input_breaks_the_contract(emu: EmulatorThread, kind: str) -> None:
         deadline=None,
         database=None,
         derandomize=os.environ.get("FANOUT_FUZZ_RANDOM") != "1",
-        suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+        suppress_health_check=[
+            HealthCheck.too_slow,
+            HealthCheck.data_too_large,
+            HealthCheck.filter_too_much,
+        ],
     )
     @given(case=strategy)
     def run(case: Case) -> None:
