@@ -141,9 +141,10 @@ async def _statuses(url: str, region: str, invoke_ids: list[str]) -> set[str]:
 
 
 def test_stop_stops_running_invocations(emulator: Start, fanout_cli: Bind, tmp_path: Path) -> None:
-    """`fanout stop` makes the runner exit 5 and leaves the running invocations stopped."""
+    """`fanout stop` makes the runner exit 5 and leaves the running invocations stopped (on an
+    emulator whose StopInvocation terminates running executions: `stop_mode="terminate"`)."""
     fleet = {**FLEET, "instances_per_region": 120}
-    emu = emulator(**fleet, exec_seconds=(120.0, 120.0))
+    emu = emulator(**fleet, exec_seconds=(120.0, 120.0), stop_mode="terminate")
     cli = fanout_cli(emu)
     targets = write_targets(tmp_path / "t.txt", fleet_ids(**fleet))
     proc = cli.start(
