@@ -351,6 +351,7 @@ def _options(request: RunRequest, settings: Settings) -> dict[str, object]:
         "max_errors": request.max_errors,
         "wave_max_failures": request.wave_max_failures,
         "wave_wait_s": request.wave_wait_s,
+        "count_unreachable": request.count_unreachable,
         "pause_after_wave": request.pause_after_wave,
         "preflight": request.preflight,
         "wait": request.wait,

@@ -49,6 +49,7 @@ __all__ = [
     "COUNTED_FAILURES",
     "SUCCESS_STATUS",
     "TERMINAL_STATUSES",
+    "UNREACHABLE_CODES",
     "Collector",
     "instance_outcome",
 ]
@@ -70,6 +71,27 @@ TERMINAL_STATUSES = frozenset(
 )
 # The outcomes the error budget counts (issue 4); Cancelled/Terminated/Stopped follow a stop.
 COUNTED_FAILURES = frozenset({"Failed", "Error", "Timeout", "Invalid", "Aborted"})
+# Per-instance ErrorCodes of a command that never reached the instance: the agent and network
+# group of the SDK models' list and the instance states that prevent delivery (facts 2.3, 10
+# [6]). Such an instance is `unreachable`, not `failed`: its command did not run and fail.
+UNREACHABLE_CODES = frozenset(
+    {
+        "ClientNotRunning",
+        "ClientNotResponse",
+        "ClientNotOnline",
+        "ClientNetworkBlocked",
+        "ClientIsUpgrading",
+        "ClientNeedUpgrade",
+        "ClientRestarted",
+        "SecurityGroupRuleDenied",
+        "DeliveryTimeout",
+        "InstanceNotExists",
+        "InstanceReleased",
+        "InstanceNotRunning",
+        "InstanceDeregistered",
+    }
+)
+_NOT_DELIVERED = "Aborted"  # "The command failed to be sent to the instance" (facts 2.3)
 # Describe calls in flight per collector: they cost no quota but are throttled like any API.
 _DESCRIBE_CONCURRENCY = 8
 # Results fetches slow down on throttling to no less than this, and climb back after this long.
@@ -83,11 +105,24 @@ log = structlog.get_logger("fanout.results")
 
 
 def _cap(text: str, max_bytes: int) -> tuple[str, int]:
-    """Text cut to `max_bytes` of UTF-8 and the number of bytes dropped."""
+    """The last `max_bytes` of the UTF-8 text and the number of bytes dropped before them: the
+    end of a log holds the errors, and the API keeps the end too (its Dropped, facts 2.1)."""
     data = text.encode()
     if len(data) <= max_bytes:
         return text, 0
-    return data[:max_bytes].decode(errors="ignore"), len(data) - max_bytes
+    dropped = len(data) - max_bytes
+    return data[dropped:].decode(errors="ignore"), dropped
+
+
+def _final_state(result: InstanceResult) -> InstanceState:
+    """Succeeded; unreachable when the command never reached the instance; else failed."""
+    if result.status == SUCCESS_STATUS:
+        return InstanceState.SUCCEEDED
+    if result.error_code in UNREACHABLE_CODES or (
+        result.status == _NOT_DELIVERED and not result.error_code
+    ):
+        return InstanceState.UNREACHABLE
+    return InstanceState.FAILED
 
 
 def instance_outcome(
@@ -97,8 +132,9 @@ def instance_outcome(
     max_output_bytes: int,
     secrets: Collection[str] = (),
 ) -> InstanceRecord:
-    """The ledger record of one instance's terminal result; the values of the run's secret
-    parameters are redacted from its output and error text before anything is stored (I5)."""
+    """The ledger record of one instance's terminal result (`Dropped` summed with our cut); the
+    values of the run's secret parameters are redacted from its output and error text before
+    anything is stored (I5)."""
     output, dropped = _cap(redact_text(result.output or "", secrets), max_output_bytes)
     ok = result.status == SUCCESS_STATUS
     return InstanceRecord(
@@ -106,7 +142,7 @@ def instance_outcome(
         region=batch.region,
         instance_id=result.instance_id,
         batch_id=batch.batch_id,
-        state=InstanceState.SUCCEEDED if ok else InstanceState.FAILED,
+        state=_final_state(result),
         reason=None
         if ok
         else (

@@ -340,7 +340,8 @@ async def _leg(
     max_errors = _text_option(run, "max_errors")
     allowed = parse_max_errors(max_errors, run.target_count)
     rule = WaveRule(_text_option(run, "wave_max_failures"), max_errors, run.target_count)
-    leg = Leg(run.run_id, ctx.control, _journaling(emit, ctx), ErrorBudget(allowed), rule)
+    budget = ErrorBudget(allowed, count_unreachable=bool(run.options.get("count_unreachable")))
+    leg = Leg(run.run_id, ctx.control, _journaling(emit, ctx), budget, rule)
     async with anyio.create_task_group() as helpers:
         if options.handle_signals:
             helpers.start_soon(_watch_signals, ctx.control, run.run_id, everything)

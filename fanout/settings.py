@@ -71,7 +71,8 @@ class Settings:
     connect_timeout_s: float = 5.0
     read_timeout_s: float = 16.0  # the SDK's read timeout for InvokeCommand
     poll_interval_s: float = 1.0  # seconds between results sweeps (Describe calls, no quota)
-    max_output_bytes: int = 4096  # output kept per instance in the ledger
+    # Output kept per instance in the ledger, its end (the API keeps the last 24 KB: facts 2.1).
+    max_output_bytes: int = 24 * 1024
     describe_rate_per_s: float = 200.0  # results fetches per second per region, at most (0: none)
     lease_s: float = 60.0  # a run's lease; renewed while it is driven
     # Spec P4: Base64 of a saved command's content + parameters (fanout.validate says why 18 KB).

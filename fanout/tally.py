@@ -76,6 +76,7 @@ class RegionView:
     instances: int
     succeeded: int
     failed: int
+    unreachable: int  # the agent or the delivery failed: the command never ran
     excluded: int
     unknown: int
     running: int  # invoked, no result yet
@@ -285,6 +286,7 @@ def _region_view(name: str, r: _Region, now: float, elapsed_s: float) -> RegionV
         instances=r.instances,
         succeeded=r.states[InstanceState.SUCCEEDED],
         failed=r.states[InstanceState.FAILED],
+        unreachable=r.states[InstanceState.UNREACHABLE],
         excluded=r.states[InstanceState.EXCLUDED],
         unknown=r.states[InstanceState.UNKNOWN],
         running=r.states[InstanceState.INVOKED],

@@ -5,6 +5,8 @@ wave's batches in every region at once and collects its results, and the next wa
 when they are all in and the error budget holds. The budget (`--max-errors N|P%`) counts instances that ended Failed,
 Error, Timeout, Invalid or Aborted, and the instances of batch calls that failed permanently;
 preflight exclusions and instances refused one by one (isolated) are reported separately.
+`unreachable` instances (the agent or the delivery failed: the command never ran there) count
+only with `--count-unreachable`.
 
 Overshoot bound: when the budget trips, nothing more is dispatched, but invocations already
 accepted keep running and are collected. So at most every instance dispatched and not yet final
@@ -101,10 +103,11 @@ class WaveRule:
 
 @dataclass(slots=True)
 class ErrorBudget:
-    """Failures counted so far against the allowance."""
+    """Failures counted so far against the allowance (`unreachable` ones only if told so)."""
 
     allowed: int | None
     failures: int = 0
+    count_unreachable: bool = False
 
     def add(self, n: int) -> bool:
         """Count `n` failures; True if the budget is now exceeded."""
@@ -174,7 +177,11 @@ class Leg:
 
     def instance_final(self, record: InstanceRecord) -> None:
         """The collector's callback: count failures the budget covers."""
-        if record.state is InstanceState.FAILED and record.invocation_status in COUNTED_FAILURES:
+        failed = (
+            record.state is InstanceState.FAILED and record.invocation_status in COUNTED_FAILURES
+        )
+        unreachable = record.state is InstanceState.UNREACHABLE and self.budget.count_unreachable
+        if failed or unreachable:
             self._count(1, self.wave_of.get(record.batch_id or "", -1))
         self.emit(
             "instance",

@@ -53,7 +53,15 @@ COMMANDS = (
     "status",
     "stop",
 )
-INSTANCE_STATES = ("succeeded", "failed", "excluded", "not_invoked", "unknown", "invoked")
+INSTANCE_STATES = (
+    "succeeded",
+    "failed",
+    "unreachable",
+    "excluded",
+    "not_invoked",
+    "unknown",
+    "invoked",
+)
 # The stable --json field names, as README.md's "Machine-readable output" documents them.
 DOCUMENTED: dict[str, frozenset[str]] = {
     "run event": frozenset({"event", "run_id", "targets", "batches", "excluded", "regions"}),

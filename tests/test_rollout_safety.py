@@ -175,7 +175,8 @@ def test_stop_stops_running_invocations(emulator: Start, fanout_cli: Bind, tmp_p
 def test_report_shows_timeouts_aborts_and_exit_codes(
     emulator: Start, fanout_cli: Bind, tmp_path: Path
 ) -> None:
-    """Timed-out, aborted (agent lost after submit) and non-zero exits are reported with codes."""
+    """Timed-out, aborted (agent lost after submit: unreachable) and non-zero exits are reported
+    with codes."""
     fleet = {**FLEET, "instances_per_region": 40}
     emu = emulator(**fleet, exec_seconds=(5.0, 15.0), exec_failure_fraction=0.3)
     cli = fanout_cli(emu)
@@ -201,7 +202,8 @@ def test_report_shows_timeouts_aborts_and_exit_codes(
     assert proc.wait(timeout=60) == 1
     rows = {r["instance_id"]: r for r in report(cli, run_id)["instances"]}
     assert {rows[i]["invocation_status"] for i in lost} == {"Aborted"}
-    assert all(rows[i]["state"] == "failed" for i in lost)
+    assert all(rows[i]["state"] == "unreachable" for i in lost)  # the command never ran there
+    assert {rows[i]["error_code"] for i in lost} == {"ClientNotRunning"}
     by_status: dict[str, list[dict[str, Any]]] = {}
     for row in rows.values():
         by_status.setdefault(row["invocation_status"], []).append(row)

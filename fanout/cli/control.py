@@ -295,12 +295,17 @@ def _with_param_options(func: Callable[..., None]) -> Callable[..., None]:
     "--only",
     default=",".join(RETRY_CHOICES),
     show_default=True,
-    help="Which instances: any of failed, unknown, not-invoked (comma-separated).",
+    help="Which instances: any of failed, unreachable, unknown, not-invoked (comma-separated).",
 )
 @_with_param_options
 @click.option("--waves", help="Cumulative wave sizes for the retry run (default: the run's).")
 @click.option("--max-errors", help="Halt the retry after N or P% failed (default: the run's).")
 @click.option("--wave-max-failures", help="Per-wave failure budget (default: the run's).")
+@click.option(
+    "--count-unreachable",
+    is_flag=True,
+    help="Count unreachable instances against --max-errors (default: as the run did).",
+)
 @click.option("--no-preflight", is_flag=True, help="Skip the Describe checks.")
 @spend_options
 @watch_options
@@ -314,6 +319,7 @@ def retry_command(
     waves: str | None,
     max_errors: str | None,
     wave_max_failures: str | None,
+    count_unreachable: bool,
     no_preflight: bool,
     spend: SpendFlags,
     watch: WatchFlags,
@@ -370,6 +376,7 @@ def retry_command(
         strict=bool(parent.options.get("strict")),
         parent_run_id=run_id,
         allow_short_secret=True,  # the parent's values, checked against its fingerprints
+        count_unreachable=count_unreachable or bool(parent.options.get("count_unreachable")),
     )
     account = settings.account or credentials.access_key_id
     confirm = confirm_plan(spec.command_id, store, settings, account) if ask else None

@@ -178,6 +178,7 @@ def read_rollout(flags: RolloutFlags, spend: SpendFlags) -> Rollout:
         max_errors=flags.max_errors,
         wave_max_failures=flags.wave_max_failures,
         wave_wait_s=parse_duration(flags.wave_wait, "--wave-wait"),
+        count_unreachable=flags.count_unreachable,
         pause_after_wave=flags.pause_after_wave,
         preflight=not flags.no_preflight,
         wait=spend.wait is not False,

@@ -170,6 +170,7 @@ class RolloutFlags:
     max_errors: str | None
     wave_max_failures: str | None
     wave_wait: str | None
+    count_unreachable: bool
     pause_after_wave: bool
     no_preflight: bool
     strict: bool
@@ -409,6 +410,11 @@ _ROLLOUT = _collected(
             help="Bake time after each wave's results are in, before the next wave "
             "(e.g. 30s, 5m, 1h). It only delays the next wave: failures that show later are not "
             "seen by fanout.",
+        ),
+        click.option(
+            "--count-unreachable",
+            is_flag=True,
+            help="Count unreachable instances (agent or delivery failed) against --max-errors.",
         ),
         click.option("--pause-after-wave", is_flag=True, help="Stop after each wave (exit 5)."),
         click.option("--no-preflight", is_flag=True, help="Skip the Describe checks."),

@@ -35,6 +35,7 @@ def rollout_flags(**given: Any) -> RolloutFlags:
             "allow_overlap",
             "enable_parameter",
             "allow_short_secret",
+            "count_unreachable",
         ),
         False,
     )
