@@ -45,6 +45,7 @@ __all__ = [
     "TransportError",
     "UsageError",
     "classify_api_error",
+    "is_permission_code",
 ]
 
 
@@ -183,9 +184,13 @@ class ApiError(CallError):
         request_id: str | None = None,
         action: str = "",
         retry_after_s: float | None = None,
+        auth_action: str | None = None,
     ) -> None:
         kind = classify_api_error(code, http_status)
         text = f"{action + ': ' if action else ''}{code} (HTTP {http_status}): {message}"
+        permission = auth_action or (f"ecs:{action}" if action else None)
+        if is_permission_code(code) and permission:
+            text += f"; the RAM user or role needs the permission {permission}"
         if request_id:
             text += f" [RequestId {request_id}]"
         super().__init__(
@@ -198,6 +203,7 @@ class ApiError(CallError):
         )
         self.api_message = message
         self.action = action
+        self.permission = permission if is_permission_code(code) else None
 
 
 class TransportError(CallError):
@@ -232,15 +238,17 @@ _AUTHENTICATION_PREFIXES = (
     "InvalidSecurityToken",
     "InvalidTimeStamp",
 )
+# A RAM identity without the permission for the action (ECS answers Forbidden.RAM; other
+# products NoPermission or NotAuthorized: RAM's "troubleshoot an access denied error").
+_PERMISSION_PREFIXES = ("Forbidden", "NoPermission", "NotAuthorized")
 _FATAL_PREFIXES = (
+    *_PERMISSION_PREFIXES,
     "SignatureDoesNotMatch",
     "IncompleteSignature",
     "InvalidAccessKeyId",
     "InvalidAccessKeySecret",
     "InvalidSecurityToken",
     "InvalidTimeStamp",
-    "Forbidden",
-    "NoPermission",
     "InvalidCmdId",
     "InvalidRegionId",
     "RegionId.ApiNotSupported",
@@ -249,6 +257,11 @@ _FATAL_PREFIXES = (
     "IdempotentParameterMismatch",
     "ParameterStore.NoPermission",
 )
+
+
+def is_permission_code(code: str) -> bool:
+    """True for a RAM permission refusal (Forbidden.RAM, NoPermission, ...)."""
+    return code.startswith(_PERMISSION_PREFIXES)
 
 
 def classify_api_error(code: str, http_status: int) -> CallKind:

@@ -341,9 +341,14 @@ async def _fit(d: InvokeContext, b: _Batch) -> None:
 
 async def _isolate(d: InvokeContext, b: _Batch, err: CallError) -> BatchEnd | None:
     """Find the unusable instances (free Describe calls), fail them, and go on with the rest."""
-    unusable = {}
+    unusable: dict[str, str] = {}
     if b.isolations < _MAX_ISOLATION_ROUNDS:
-        unusable = await find_unusable(d.client, b.record.region, b.instance_ids)
+        try:
+            unusable = await find_unusable(d.client, b.record.region, b.instance_ids)
+        except CallError as read_err:  # cannot tell which: the batch fails with the API's answer
+            if read_err.kind is CallKind.FATAL:
+                d.control.halt(HaltReason.FATAL, str(read_err))
+                return _park(d, b, BatchEnd.FATAL)
     if not unusable:
         _settle(d, b, BatchState.FAILED, err)
         return BatchEnd.FAILED

@@ -12,6 +12,12 @@ run beside the sweeps, metered per region (`describe_rate_per_s`, halved on thro
 about one Describe call per invocation plus the shared sweep pages. An invocation that is not
 visible yet right after submit is not an error.
 
+A failed read is classified: throttling and server errors were already retried by the client
+(throttling past a whole minute) and are tried again at the next sweep; a refusal that no retry
+can change (no RAM permission, credentials refused or expired, a parameter the API rejects)
+halts the run at once (exit 6) with one line naming the action and the permission it needs -
+never a silent loop.
+
 """
 
 from __future__ import annotations
@@ -27,8 +33,9 @@ import structlog
 from anyio.streams.memory import MemoryObjectReceiveStream
 
 from fanout.clock import SYSTEM_CLOCK, Clock
-from fanout.errors import CallError
+from fanout.errors import CallError, CallKind
 from fanout.gate import per_second
+from fanout.halt import HaltReason, RunControl
 from fanout.ledger import (
     BatchRecord,
     BatchState,
@@ -232,6 +239,8 @@ class Collector:
     describe_rate_per_s: float = 200.0
     clock: Clock = SYSTEM_CLOCK
     secrets: tuple[str, ...] = ()  # secret parameter values: redacted from stored outputs
+    control: RunControl | None = None  # halted (FATAL) when a read is refused for good
+    _stopped: bool = False  # a read was refused for good: no more calls
     _meters: dict[str, _DescribeMeter] = field(default_factory=dict)
     _watches: dict[str, _Watch] = field(default_factory=dict)
     _regions: set[str] = field(default_factory=set)  # regions whose loop is running
@@ -288,7 +297,7 @@ class Collector:
                 for _ in range(_DESCRIBE_CONCURRENCY):
                     tg.start_soon(self._fetcher, receive.clone())
                 receive.close()
-                while self._open_in(region):
+                while self._open_in(region) and not self._stopped:
                     started = self.clock.monotonic()
                     for watch in await self._sweep(region):
                         watch.queued = True
@@ -332,7 +341,8 @@ class Collector:
                             watch.seen_running = True
                             self._record(watch, inv.instances, with_output=False)
         except CallError as err:
-            log.warning("results poll failed", call="DescribeInvocations", error=str(err))
+            if not self._refused_for_good(err, region):
+                log.warning("results poll failed", call="DescribeInvocations", error=str(err))
             return []  # whatever was listed is recorded; the rest waits for the next sweep
         now = self.clock.monotonic()
         return [
@@ -353,6 +363,8 @@ class Collector:
     async def _fetch(self, watch: _Watch) -> None:
         """Read an invocation's results with outputs; settle it if every instance is final."""
         region = watch.batch.region
+        if self._stopped:
+            return
         meter = self._meter(region)
         if meter is not None:
             await meter.acquire(self.client.reads_throttled_at(region))
@@ -361,7 +373,8 @@ class Collector:
                 region, invoke_id=watch.invoke_id
             )
         except CallError as err:
-            log.warning("results poll failed", call="DescribeInvocationResults", error=str(err))
+            if not self._refused_for_good(err, region):
+                log.warning("results poll failed", call="DescribeInvocationResults", error=str(err))
             return  # tried again after the next sweep
         self._record(watch, results, with_output=True)
         if watch.open_ids:  # still pending: look again later, less and less often
@@ -373,6 +386,16 @@ class Collector:
         self._watches.pop(watch.invoke_id, None)
         if not self._watches:
             self._idle.set()
+
+    def _refused_for_good(self, err: CallError, region: str) -> bool:
+        """Halt the run (FATAL) for a refusal no retry can change; False for a passing one."""
+        if err.kind not in (CallKind.FATAL, CallKind.BAD_REQUEST):
+            return False
+        self._stopped = True
+        if self.control is not None:
+            self.control.halt(HaltReason.FATAL, f"in {region}, {err}")
+        log.error("results poll refused", region=region, error=str(err))
+        return True
 
     def _record(
         self, watch: _Watch, results: Sequence[InstanceResult], *, with_output: bool

@@ -405,6 +405,7 @@ def _collector(
         describe_rate_per_s=settings.describe_rate_per_s,
         clock=ctx.clock,
         secrets=secrets,
+        control=ctx.control,
     )
     for b in batches:
         if b.state is BatchState.ACCEPTED and b.invoke_id:

@@ -56,9 +56,12 @@ USER_AGENT = f"fanout/{_package_version()}"
 
 # Backoff of read-only retries never waits longer than this, whatever the server asks.
 _RETRY_CAP_S = 5.0
-# Throttling lasts up to the next minute (facts 6.2): 8 tries, the waits doubling up to 30 s,
-# span about a minute and a half before a read gives up.
-_THROTTLED_ATTEMPTS = 8
+# ECS throttles per API, region and account in one-minute windows: throttled at minute T, a
+# call goes through at T+1 (facts 6.2, 10 [9]). Throttled reads back off from 1 s, doubling up
+# to 30 s, jittered between half and all: 9 waits add up to at least 75 s (at most about 150 s),
+# past the end of any throttled minute, before a read gives up.
+_THROTTLED_ATTEMPTS = 10
+_THROTTLED_BASE_S = 1.0
 _THROTTLED_CAP_S = 30.0
 # Close idle pooled connections before the typical server idle timeout (15 s and up) does, so a
 # request is rarely written into a connection the server has just closed (an ambiguous failure).
@@ -234,25 +237,32 @@ class EcsClient(EcsActions):
     async def _send_read_only(
         self, action: str, region: str, params: Mapping[str, str], reader: wire.Reader[R]
     ) -> R:
-        """`_send` with bounded retries of transient failures (for calls that change nothing)."""
+        """`_send` with bounded retries of transient failures (for calls that change nothing).
+
+        Throttling has its own, longer back-off (past a throttled minute); other transient
+        failures `describe_attempts` tries; anything else (permission, authentication, a bad
+        parameter) is raised at once: retrying cannot help.
+        """
         attempts = max(1, self._options.describe_attempts)
-        attempt = 1
-        backoff = Backoff(self._options.retry_base_delay_s, _RETRY_CAP_S)
+        transient = Backoff(self._options.retry_base_delay_s, _RETRY_CAP_S)
+        throttled = Backoff(_THROTTLED_BASE_S, _THROTTLED_CAP_S)
+        failures = throttles = 0
         while True:
             try:
                 return await self._send(action, region, params, reader)
             except CallError as err:
-                # ECS throttles per minute: throttled reads wait longer and try more often.
                 if err.is_throttling:
                     self._reads_throttled_at[region] = self._clock.monotonic()
-                limit = max(attempts, _THROTTLED_ATTEMPTS) if err.is_throttling else attempts
-
-                if attempt >= limit or err.kind not in _TRANSIENT:
-                    raise
-                backoff.cap_s = _THROTTLED_CAP_S if err.is_throttling else _RETRY_CAP_S
-                delay_s = backoff.next_delay_s(err.retry_after_s, hint_cap_s=backoff.cap_s)
+                    throttles += 1
+                    if throttles >= _THROTTLED_ATTEMPTS:
+                        raise
+                    delay_s = throttled.next_delay_s(err.retry_after_s, hint_cap_s=_THROTTLED_CAP_S)
+                else:
+                    failures += 1
+                    if failures >= attempts or err.kind not in _TRANSIENT:
+                        raise
+                    delay_s = transient.next_delay_s(err.retry_after_s, hint_cap_s=_RETRY_CAP_S)
             await self._clock.sleep(delay_s)
-            attempt += 1
 
     def reads_throttled_at(self, region: str) -> float:
         """When a Describe call in `region` was last answered with Throttling (monotonic; 0: never)."""

@@ -69,7 +69,7 @@ class EmulatorApp:
             issued=world.metadata.issued,
             now=world.clock.now,
         )
-        self.faults = FaultInjector(config)
+        self.faults = FaultInjector(config, world.clock.now())
         self.qps = QpsLimiter(config.qps, config.region_qps, config.throttle_window_s)
         self._latency_s = config.latency_ms / 1000
 

@@ -8,8 +8,9 @@ call to their end) follow those windows. The emulator serves one account: every 
 of its RAM users, so they share the limits.
 
 Error and drop draws come from one seeded stream, so a given seed and request order always
-injects the same faults; a window's throttling is drawn from the seed, region, API and window
-alone (whatever the request order). Accept-then-drop is drawn separately, after the action.
+injects the same faults; a window's throttling is drawn from the seed, region, API and the
+window's number since the emulator started (whatever the request order or the time of day).
+Accept-then-drop is drawn separately, after the action.
 """
 
 from __future__ import annotations
@@ -39,7 +40,7 @@ class Fault(StrEnum):
 class FaultInjector:
     """Seeded decisions for `error_rate`, `throttle_rate`, `drop_rate`, `accept_then_drop_rate`."""
 
-    def __init__(self, config: EmulatorConfig) -> None:
+    def __init__(self, config: EmulatorConfig, start_s: float = 0.0) -> None:
         self._seed = config.seed
         self._rng = random.Random(f"faults:{config.seed}")
         self._actions = config.fault_actions
@@ -48,6 +49,7 @@ class FaultInjector:
         self._drop = config.drop_rate
         self._accept_then_drop = config.accept_then_drop_rate
         self._window_s = config.throttle_window_s
+        self._first_window = int(start_s // config.throttle_window_s)
         self._windows: dict[tuple[str, str], tuple[int, bool]] = {}  # last window's draw
 
     def _applies(self, action: str) -> bool:
@@ -74,7 +76,8 @@ class FaultInjector:
         key = (region, action)
         last = self._windows.get(key)
         if last is None or last[0] != window:
-            draw = random.Random(f"throttle:{self._seed}:{region}:{action}:{window}").random()
+            number = window - self._first_window
+            draw = random.Random(f"throttle:{self._seed}:{region}:{action}:{number}").random()
             last = self._windows[key] = (window, draw < self._throttle)
         return last[1]
 
