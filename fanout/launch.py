@@ -34,9 +34,10 @@ from fanout.ledger import (
 )
 from fanout.plan import Plan, make_plan, parse_waves
 from fanout.preflight import preflight_targets
+from fanout.quota import RegionQuotas
 from fanout.redaction import redact_params
 from fanout.request import RunRequest
-from fanout.runner import DriveOptions, Emit, RunOutcome, client_for, drive
+from fanout.runner import DriveOptions, Emit, RunOutcome, account_quotas, client_for, drive
 from fanout.settings import Settings
 from fanout.sources import CommandIdSource, CommandSource, label, source_options
 from fanout.tally import planned_regions
@@ -74,6 +75,7 @@ class PreparedRun:
     batches: tuple[BatchRecord, ...]
     excluded: tuple[InstanceRecord, ...]  # by preflight, with their reasons
     resolution: Resolution  # the command of each region
+    quotas: RegionQuotas  # each region's daily limit (the account's own, or configured)
 
 
 async def prepare_run(
@@ -99,7 +101,7 @@ async def prepare_run(
         await anyio.to_thread.run_sync(refuse_overlap, reader, request)
     run_id = new_run_id(now)
     account = settings.account or credentials.access_key_id
-    plan, excluded, resolution = await _checked_plan(
+    plan, excluded, resolution, quotas = await _checked_plan(
         settings, credentials, reader, request, run_id, now, clock
     )
     if confirm is not None:
@@ -113,6 +115,7 @@ async def prepare_run(
             for (region, iid), reason in excluded.items()
         ),
         resolution=resolution,
+        quotas=quotas,
     )
 
 
@@ -141,7 +144,7 @@ async def store_and_drive(
             "batches": len(prepared.batches),
             "excluded": len(excluded),
             "allowed": parse_max_errors(request.max_errors, len(request.targets)),
-            "regions": planned_regions(prepared.batches, excluded, settings.quota, used),
+            "regions": planned_regions(prepared.batches, excluded, prepared.quotas, used),
             "command": prepared.resolution.summary(),
         },
     )
@@ -150,6 +153,7 @@ async def store_and_drive(
         handle_signals=handle_signals,
         clock=clock,
         not_after=request.not_after,
+        quotas=prepared.quotas,
     )
     return await drive(settings, credentials, store, run, request.spec, emit=emit, options=options)
 
@@ -240,10 +244,11 @@ async def _checked_plan(
     run_id: str,
     now: float,
     clock: Clock,
-) -> tuple[Plan, dict[tuple[str, str], str], Resolution]:
-    """The run's plan after the command check and the preflight, with the exclusions and the
-    command of each region."""
+) -> tuple[Plan, dict[tuple[str, str], str], Resolution, RegionQuotas]:
+    """The run's plan after the command check and the preflight, with the exclusions, the
+    command of each region and the regions' daily limits (read before the first call)."""
     async with client_for(settings, credentials, clock) as client:
+        quotas = await account_quotas(settings, client, [t.region for t in request.targets])
         # The command check is one free DescribeCommands per region: on even with --no-preflight.
         resolution = await resolve_commands(
             client,
@@ -271,7 +276,7 @@ async def _checked_plan(
         waves=waves or None,
         wave_order=request.wave_order,
     )
-    return plan, excluded, resolution
+    return plan, excluded, resolution, quotas
 
 
 def batch_records(
@@ -306,8 +311,9 @@ async def preview_preflight(
     store: LedgerStore | None = None,
     instances: bool = True,
     clock: Clock = SYSTEM_CLOCK,
-) -> tuple[dict[tuple[str, str], str], Resolution | None]:
-    """The preflight of `fanout plan`: read-only Describe calls, nothing stored or created.
+) -> tuple[dict[tuple[str, str], str], Resolution | None, RegionQuotas]:
+    """The preflight of `fanout plan`: read-only Describe calls, nothing stored or created; the
+    regions' daily limits are read as `run` reads them (the account's own).
 
     Resolves and checks the command (`spec`, from `source`, the ledger `store` telling which
     script commands exist) the way `start_run` does, then the instances unless told not to.
@@ -315,6 +321,7 @@ async def preview_preflight(
     """
     resolution = None
     async with client_for(settings, credentials, clock) as client:
+        quotas = await account_quotas(settings, client, [t.region for t in targets])
         if spec is not None and store is not None:
             resolution = await resolve_commands(
                 client,
@@ -327,11 +334,11 @@ async def preview_preflight(
                 now_s=clock.time(),
             )
         if not instances:
-            return {}, resolution
+            return {}, resolution, quotas
         excluded = await preflight_targets(
             client, targets, concurrency=settings.preflight_concurrency
         )
-        return excluded, resolution
+        return excluded, resolution, quotas
 
 
 def _options(request: RunRequest, settings: Settings) -> dict[str, object]:

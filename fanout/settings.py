@@ -63,7 +63,9 @@ class Settings:
     # Preflight / tag Describe calls in flight per region, every region at once (README: why 8).
     preflight_concurrency: int = 8
     rate_per_s: float = 10.0  # InvokeCommand calls per second per region (0: unlimited)
-    daily_quota: int = DEFAULT_DAILY_QUOTA  # calls per region per quota day (spec S1)
+    # Calls per region per quota day; None: the account's own (DescribeAccountAttributes
+    # max-axt-invocation-daily, read per region), DEFAULT_DAILY_QUOTA where it cannot be read.
+    daily_quota: int | None = None
     quota_reserve: int = 0  # calls per region left for other tools and people
     quota_mode: str = "rolling"  # rolling (24 h window) | calendar
     quota_time_zone: str = "Asia/Shanghai"  # calendar mode: the day's time zone
@@ -94,9 +96,9 @@ class Settings:
 
     @property
     def quota(self) -> QuotaPolicy:
-        """The quota policy these settings describe."""
+        """The quota policy these settings describe (the fallback limit when not configured)."""
         return QuotaPolicy(
-            daily_quota=self.daily_quota,
+            daily_quota=DEFAULT_DAILY_QUOTA if self.daily_quota is None else self.daily_quota,
             reserve=self.quota_reserve,
             mode=QuotaMode(self.quota_mode),
             time_zone=self.quota_time_zone,
@@ -435,7 +437,7 @@ def _problem_together(v: Mapping[str, Any]) -> tuple[tuple[str, ...], str] | Non
             f"InstanceIds.ExceedLimit; raise max_batch_size, at most {MAX_BATCH_SIZE}, only if "
             "your account's limit is higher)"
         )
-    if v["quota_reserve"] > v["daily_quota"]:
+    if v["daily_quota"] is not None and v["quota_reserve"] > v["daily_quota"]:
         return ("quota_reserve", "daily_quota"), (
             "the reserve is larger than the daily quota: no call could ever be made"
         )

@@ -32,6 +32,7 @@ from fanout.ledger import (
     InstanceState,
     LedgerStore,
 )
+from fanout.quota import QuotaBlock
 from fanout.results import COUNTED_FAILURES
 
 __all__ = [
@@ -40,6 +41,7 @@ __all__ = [
     "WaveRule",
     "parse_max_errors",
     "quota_frees_at",
+    "quota_refusal_event",
     "waits_for_results",
 ]
 
@@ -160,6 +162,8 @@ class Leg:
         self.ends[end] = self.ends.get(end, 0) + 1
         if end is BatchEnd.FAILED and outcome.note != "isolated":
             self._count(len(record.instance_ids), record.wave)
+        if outcome.refusal is not None:
+            self.emit("quota_refused", quota_refusal_event(self.run_id, outcome.refusal))
         self.emit(
             "batch",
             {
@@ -255,14 +259,34 @@ class Leg:
             )
 
 
+def quota_refusal_event(run_id: str, block: QuotaBlock) -> dict[str, object]:
+    """The `quota_refused` event: the API's answer and what it means for the region."""
+    return {
+        "run_id": run_id,
+        "region": block.region,
+        "code": block.code,
+        "message": block.message,
+        "request_id": block.request_id,
+        "own_calls": block.used,
+        "limit": block.limit,
+        "explained": block.explained,
+        "frees_at": block.frees_at,
+        "probe_at": block.probe_at,
+    }
+
+
 async def quota_frees_at(ctx: InvokeContext, store: LedgerStore, regions: Sequence[str]) -> float:
-    """When every region of `regions` can make its next call."""
+    """When every region of `regions` can make its next call: when the API's refusal says (its
+    window frees, or its next probe), else when fanout's own window frees a call."""
     now = ctx.clock.time()
-    start = ctx.quota.window_start(now)
-    frees = [
-        ctx.quota.frees_at(
-            await anyio.to_thread.run_sync(store.quota_times, ctx.account, region, start), now
-        )
-        for region in regions
-    ]
+    frees = []
+    for region in regions:
+        block = ctx.control.quota_block(region)
+        if block is not None and block.refused and block.until is not None:
+            frees.append(block.until)
+            continue
+        policy = ctx.quotas.policy(region)
+        start = policy.window_start(now)
+        times = await anyio.to_thread.run_sync(store.quota_times, ctx.account, region, start)
+        frees.append(policy.frees_at(times, now))
     return max(frees, default=now)

@@ -1,7 +1,7 @@
 """Simulated time shared by fanout and the emulator: a rollout of hours runs in seconds.
 
-`EmulatorClock` is a `FakeClock` (the runner's one time seam) whose every sleep also moves the
-in-process emulator's clock by the same amount through its control endpoint
+`EmulatorClock` is a `FakeClock` (the runner's one time seam) whose sleeps jump to their
+deadlines at once and move the in-process emulator's clock along through its control endpoint
 (`POST /_emulator/clock`), after freezing it at the fake clock's start. Throttling windows,
 executions, the quota day and STS expirations, which the emulator judges on its clock, then pass
 exactly as fanout's waits do. Request signing still uses the real wall clock (the emulator
@@ -20,6 +20,8 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import anyio
+import anyio.lowlevel
 
 from fanout.aliyun.command import CommandSpec
 from fanout.aliyun.credentials import Credentials
@@ -45,12 +47,19 @@ DEMO = Credentials(DEMO_ACCESS_KEY_ID, DEMO_ACCESS_KEY_SECRET, source="test")
 class EmulatorClock(FakeClock):
     """A FakeClock that carries the emulator's clock along (call `start` first, `close` last)."""
 
-    __slots__ = ("_session", "_url")
+    __slots__ = ("_horizon", "_lock", "_session", "_url")
 
     def __init__(self, emulator: Emulator) -> None:
         super().__init__(start=emulator.world.clock.now())
         self._url = f"{emulator.url}/_emulator/clock"
         self._session: aiohttp.ClientSession | None = None
+        self._horizon: tuple[float, anyio.CancelScope] | None = None
+        self._lock = anyio.Lock()
+
+    def stop_at(self, when: float, scope: anyio.CancelScope) -> None:
+        """Cancel `scope` instead of letting any sleep reach past `when` (wall time): nothing
+        the simulated code does happens after it."""
+        self._horizon = (when, scope)
 
     async def start(self) -> None:
         """Freeze the emulator's clock and read it: both clocks now agree."""
@@ -64,10 +73,20 @@ class EmulatorClock(FakeClock):
             await self._session.close()
 
     async def sleep(self, seconds: float) -> None:
-        """Move the emulator's clock by `seconds`, then this one (autojump)."""
-        if seconds > 0:
-            await self._post({"advance_s": seconds})
-        await super().sleep(seconds)
+        """Wait until `seconds` from now: move both clocks to that deadline unless another
+        sleeper already moved them past it (deadlines, not sums: tasks sleeping at once wait
+        together, as they would in real time)."""
+        self.sleeps.append(seconds)
+        deadline = self.time() + max(0.0, seconds)
+        if self._horizon is not None and deadline > self._horizon[0]:
+            self._horizon[1].cancel()
+            await anyio.sleep_forever()
+        async with self._lock:
+            jump = deadline - self.time()
+            if jump > 0:
+                await self._post({"advance_s": jump})
+                self.advance(jump)
+        await anyio.lowlevel.checkpoint()
 
     async def advance_both(self, seconds: float) -> None:
         """Move both clocks without sleeping (time passing between two runs)."""

@@ -121,6 +121,8 @@ RUNNER_SIDE = (
     "fanout.control",
     "fanout.commands",
     "fanout.command_list",
+    "fanout.limits",
+    "fanout.refused",
 )
 
 

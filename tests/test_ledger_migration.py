@@ -11,7 +11,7 @@ from fanout.ledger import (
     InstanceRecord,
     InstanceState,
     QuotaRefusal,
-    RefuseQuota,
+    ReleaseQuota,
     SetInstances,
     SetQuotaLimit,
     is_postgres_location,
@@ -82,7 +82,7 @@ def test_an_older_ledger_is_migrated_and_takes_the_new_facts(
             batch_id="b-0",
             attempt=2,
         )
-        store.apply([RefuseQuota(refusal)])
+        store.apply([ReleaseQuota(ACCOUNT, REGION, "r-old", "b-0", 2, refusal)])
         assert store.quota_used(ACCOUNT, now - 86_400)[REGION][0] == 1  # attempt 2 used nothing
         assert store.quota_refusals(ACCOUNT) == [refusal]
         store.apply([SetQuotaLimit(ACCOUNT, REGION, 5, "api", now)])

@@ -147,7 +147,7 @@ def plan_command(rollout: RolloutFlags, spend: SpendFlags) -> None:
     store = reader_for(settings) or NO_LEDGER  # plan spends nothing and creates nothing
     # The command is checked even with --no-preflight (one free DescribeCommands per region);
     # a script's command is looked up, never created.
-    excluded, resolution = anyio.run(
+    excluded, resolution, quotas = anyio.run(
         lambda: preview_preflight(
             settings,
             credentials,
@@ -163,7 +163,13 @@ def plan_command(rollout: RolloutFlags, spend: SpendFlags) -> None:
     start = settings.quota.window_start(now)
     used = store.quota_used(account, start) if account else {}
     doc = plan_document(
-        request.targets, excluded, settings, used, duplicates=len(read.duplicates), now=now
+        request.targets,
+        excluded,
+        settings,
+        used,
+        duplicates=len(read.duplicates),
+        now=now,
+        quotas=quotas,
     )
     if resolution is not None:
         doc["command"] = resolution.summary()

@@ -34,7 +34,7 @@ __all__ = [
     "Op",
     "QuotaRefusal",
     "RecordCommand",
-    "RefuseQuota",
+    "ReleaseQuota",
     "RunRecord",
     "RunState",
     "SetBatch",
@@ -349,10 +349,16 @@ class QuotaRefusal:
 
 
 @dataclass(frozen=True, slots=True)
-class RefuseQuota:
-    """Record a refusal; the refused attempt's reservation is given back (it used nothing)."""
+class ReleaseQuota:
+    """Give an attempt's reservation back: the API refused it for the quota (`refusal`, kept),
+    or it was never sent (the region was blocked, or the run halted, while it waited)."""
 
-    refusal: QuotaRefusal
+    account: str
+    region: str
+    run_id: str
+    batch_id: str
+    attempt: int
+    refusal: QuotaRefusal | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -457,6 +463,6 @@ Op = (
     | RecordCommand
     | DropCommand
     | SetRegionCommand
-    | RefuseQuota
+    | ReleaseQuota
     | SetQuotaLimit
 )

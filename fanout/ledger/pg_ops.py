@@ -44,7 +44,7 @@ from fanout.ledger.model import (
     InstanceState,
     Op,
     RecordCommand,
-    RefuseQuota,
+    ReleaseQuota,
     RunState,
     SetBatch,
     SetInstances,
@@ -187,7 +187,7 @@ def apply_one(group: Group, op: Op) -> object:  # noqa: PLR0911 - one line per o
             (op.run_id, op.now, op.kind, json.dumps(op.data, default=str)),
         )
         return None
-    if isinstance(op, RefuseQuota | SetQuotaLimit):
+    if isinstance(op, ReleaseQuota | SetQuotaLimit):
         _quota_fact(group, op)
         return None
     if isinstance(op, AcquireLease):
@@ -243,14 +243,15 @@ def _command_op(
     return None
 
 
-def _quota_fact(group: Group, op: RefuseQuota | SetQuotaLimit) -> None:
-    """A refusal (its attempt's reservation given back) or a limit read from the API."""
+def _quota_fact(group: Group, op: ReleaseQuota | SetQuotaLimit) -> None:
+    """A reservation given back (with the API's refusal, if that was why), or a limit read."""
     if isinstance(op, SetQuotaLimit):
         group.cur.execute(_QUOTA_LIMIT, writes.quota_limit_args(op))
         return
     group.cur.execute(_RELEASE_QUOTA_CALL, writes.release_quota_call_args(op))
-    group.cur.execute(_QUOTA_REFUSAL, writes.quota_refusal_args(op))
-    key = (op.refusal.account, op.refusal.region)
+    if op.refusal is not None:
+        group.cur.execute(_QUOTA_REFUSAL, writes.quota_refusal_args(op.refusal))
+    key = (op.account, op.region)
     if key in group.quota_used:  # the group's count of that window: one call fewer
         group.quota_used[key] = max(0, group.quota_used[key] - 1)
 

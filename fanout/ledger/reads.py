@@ -226,6 +226,17 @@ class LedgerReads:
         )
         return [r[0] for r in rows]
 
+    def quota_reservations(
+        self, account: str, region: str, window_start: float
+    ) -> list[tuple[float, str, int]]:
+        """The calls counted in the window as (time, batch id, attempt), oldest first."""
+        rows = self._query(
+            "SELECT ts, batch_id, attempt FROM quota_calls WHERE account = ? AND region = ? "
+            "AND ts > ? ORDER BY ts",
+            (account, region, window_start),
+        )
+        return [(ts, batch_id, attempt) for ts, batch_id, attempt in rows]
+
     def quota_limits(self, account: str) -> dict[str, tuple[int, str, float]]:
         """Per region: the daily limit last read or configured, its source, when."""
         rows = self._query(

@@ -29,7 +29,7 @@ from fanout.ledger.model import (
     InstanceState,
     Op,
     RecordCommand,
-    RefuseQuota,
+    ReleaseQuota,
     RunState,
     SetBatch,
     SetInstances,
@@ -76,7 +76,7 @@ def apply_one(  # noqa: PLR0911 - one dispatch line per operation type reads bes
             (op.run_id, op.now, op.kind, json.dumps(op.data, default=str)),
         )
         return None
-    if isinstance(op, RefuseQuota | SetQuotaLimit):
+    if isinstance(op, ReleaseQuota | SetQuotaLimit):
         _quota_fact(cur, op, quota_cache)
         return None
     if isinstance(op, AcquireLease):
@@ -122,15 +122,16 @@ def _command_op(
 
 
 def _quota_fact(
-    cur: sqlite3.Cursor, op: RefuseQuota | SetQuotaLimit, quota_cache: dict[tuple[str, str], int]
+    cur: sqlite3.Cursor, op: ReleaseQuota | SetQuotaLimit, quota_cache: dict[tuple[str, str], int]
 ) -> None:
-    """A refusal (its attempt's reservation given back) or a limit read from the API."""
+    """A reservation given back (with the API's refusal, if that was why), or a limit read."""
     if isinstance(op, SetQuotaLimit):
         cur.execute(writes.QUOTA_LIMIT, writes.quota_limit_args(op))
         return
     cur.execute(writes.RELEASE_QUOTA_CALL, writes.release_quota_call_args(op))
-    cur.execute(writes.QUOTA_REFUSAL, writes.quota_refusal_args(op))
-    quota_cache.pop((op.refusal.account, op.refusal.region), None)  # counted again if needed
+    if op.refusal is not None:
+        cur.execute(writes.QUOTA_REFUSAL, writes.quota_refusal_args(op.refusal))
+    quota_cache.pop((op.account, op.region), None)  # counted again if needed
 
 
 def insert_chunks(cur: sqlite3.Cursor, sql: str, rows: Iterator[tuple[object, ...]]) -> None:

@@ -14,7 +14,8 @@ from fanout.ledger.model import (
     BeginAttempt,
     FinishAttempt,
     InstanceRecord,
-    RefuseQuota,
+    QuotaRefusal,
+    ReleaseQuota,
     S,
     SetBatch,
     SetQuotaLimit,
@@ -96,13 +97,11 @@ def quota_call_args(op: BeginAttempt) -> tuple[object, ...]:
     return (op.account, op.region, op.now, op.run_id, op.batch_id, op.attempt)
 
 
-def release_quota_call_args(op: RefuseQuota) -> tuple[object, ...]:
-    r = op.refusal
-    return (r.account, r.region, r.run_id, r.batch_id, r.attempt)
+def release_quota_call_args(op: ReleaseQuota) -> tuple[object, ...]:
+    return (op.account, op.region, op.run_id, op.batch_id, op.attempt)
 
 
-def quota_refusal_args(op: RefuseQuota) -> tuple[object, ...]:
-    r = op.refusal
+def quota_refusal_args(r: QuotaRefusal) -> tuple[object, ...]:
     return (
         r.account,
         r.region,
