@@ -16,7 +16,9 @@ FanoutError
  └── CallError               one API call did not succeed; `.kind` says what to do next,
       │                      `.request_id` / `.http_status` what the server said (None: unknown)
       ├── ApiError           the server answered with an error body (Code, HTTP status, RequestId)
-      └── TransportError     no complete answer: never connected, or lost after sending
+      ├── TransportError     no complete answer: never connected, or lost after sending
+      └── CredentialsExpiredError  the credentials expired and could not be renewed: nothing
+                             was sent (FATAL: exit 6, resumable once there are new ones)
 ```
 
 Foreign exceptions (aiohttp, socket, asyncio timeouts) are translated into `TransportError`
@@ -25,6 +27,7 @@ in exactly one place, `fanout.aliyun.client`.
 
 from __future__ import annotations
 
+import datetime
 import enum
 
 __all__ = [
@@ -33,6 +36,7 @@ __all__ = [
     "CallKind",
     "ConfigError",
     "CredentialsError",
+    "CredentialsExpiredError",
     "DeclinedError",
     "ExitCode",
     "FanoutError",
@@ -217,6 +221,31 @@ class TransportError(CallError):
         code = "Transport.Ambiguous" if sent else "Transport.ConnectFailed"
         super().__init__(message, kind=kind, code=code, http_status=http_status)
         self.sent = sent
+
+
+class CredentialsExpiredError(CallError):
+    """The credentials expired (or the API refused them as expired) and could not be renewed.
+
+    Raised before a call is sent, so nothing went out: the run halts (exit 6), and `fanout
+    resume` continues once new credentials can be had.
+    """
+
+    def __init__(self, source: str, expiration: float | None, why: str) -> None:
+        when = "" if expiration is None else f" at {_utc(expiration)}"
+        super().__init__(
+            f"the credentials from {source} expired{when} and could not be renewed ({why}); "
+            "renew them, then `fanout resume`",
+            kind=CallKind.FATAL,
+            code="Credentials.Expired",
+        )
+        self.source = source
+        self.expiration = expiration
+
+
+def _utc(epoch: float) -> str:
+    """Epoch seconds as ISO-8601 UTC, to the second."""
+    moment = datetime.datetime.fromtimestamp(epoch, datetime.UTC)
+    return moment.isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 # Codes whose meaning does not follow from the HTTP status alone.

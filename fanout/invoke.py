@@ -18,7 +18,7 @@ import structlog
 
 from fanout.aliyun.command import CommandSpec
 from fanout.clock import Backoff, Clock
-from fanout.errors import CallError, CallKind
+from fanout.errors import CallError, CallKind, CredentialsExpiredError
 from fanout.gate import Gate
 from fanout.halt import HaltReason, RunControl
 from fanout.ledger import (
@@ -317,6 +317,8 @@ async def _failed_attempt(d: InvokeContext, b: _Batch, err: CallError) -> BatchE
         return None
     if err.kind is CallKind.FATAL:
         d.control.halt(HaltReason.FATAL, str(err))
+        if isinstance(err, CredentialsExpiredError):  # raised before sending: nothing went out
+            _withdraw(d, b)
         return _park(d, b, BatchEnd.FATAL)
     if err.kind is CallKind.BAD_REQUEST:  # every batch would fail the same way: stop the run
         d.control.halt(HaltReason.FATAL, str(err))

@@ -18,7 +18,8 @@ from datetime import UTC, datetime
 import anyio
 
 from fanout.aliyun.command import CommandSpec
-from fanout.aliyun.credentials import Credentials
+from fanout.aliyun.credentials import CredentialSource
+from fanout.aliyun.keys import account_key
 from fanout.clock import SYSTEM_CLOCK, Clock
 from fanout.commands import Resolution, resolve_commands
 from fanout.errors import UsageError
@@ -80,7 +81,7 @@ class PreparedRun:
 
 async def prepare_run(
     settings: Settings,
-    credentials: Credentials,
+    credentials: CredentialSource,
     request: RunRequest,
     *,
     reader: LedgerStore,
@@ -100,7 +101,7 @@ async def prepare_run(
     if not request.allow_overlap:  # before any call: a ledger read only
         await anyio.to_thread.run_sync(refuse_overlap, reader, request)
     run_id = new_run_id(now)
-    account = settings.account or credentials.access_key_id
+    account = settings.account or account_key(credentials)
     plan, excluded, resolution, quotas = await _checked_plan(
         settings, credentials, reader, request, run_id, now, clock
     )
@@ -121,7 +122,7 @@ async def prepare_run(
 
 async def store_and_drive(
     settings: Settings,
-    credentials: Credentials,
+    credentials: CredentialSource,
     store: LedgerStore,
     prepared: PreparedRun,
     *,
@@ -160,7 +161,7 @@ async def store_and_drive(
 
 async def start_run(
     settings: Settings,
-    credentials: Credentials,
+    credentials: CredentialSource,
     store: LedgerStore,
     request: RunRequest,
     *,
@@ -238,7 +239,7 @@ def _run_record(
 
 async def _checked_plan(
     settings: Settings,
-    credentials: Credentials,
+    credentials: CredentialSource,
     store: LedgerStore,
     request: RunRequest,
     run_id: str,
@@ -248,18 +249,19 @@ async def _checked_plan(
     """The run's plan after the command check and the preflight, with the exclusions, the
     command of each region and the regions' daily limits (read before the first call)."""
     async with client_for(settings, credentials, clock) as client:
-        quotas = await account_quotas(settings, client, [t.region for t in request.targets])
         # The command check is one free DescribeCommands per region: on even with --no-preflight.
         resolution = await resolve_commands(
             client,
             store,
             request.command_source,
             [t.region for t in request.targets],
-            account=settings.account or credentials.access_key_id,
+            account=settings.account or account_key(credentials),
             spec=request.spec,
             content_limit_bytes=settings.content_limit_bytes,
             now_s=now,
         )
+        # The account's own daily limit per region (free), read before the first call.
+        quotas = await account_quotas(settings, client, [t.region for t in request.targets])
         excluded = (
             await preflight_targets(
                 client, request.targets, concurrency=settings.preflight_concurrency
@@ -303,7 +305,7 @@ def batch_records(
 
 async def preview_preflight(
     settings: Settings,
-    credentials: Credentials,
+    credentials: CredentialSource,
     targets: Sequence[Target],
     spec: CommandSpec | None = None,
     *,
@@ -321,18 +323,18 @@ async def preview_preflight(
     """
     resolution = None
     async with client_for(settings, credentials, clock) as client:
-        quotas = await account_quotas(settings, client, [t.region for t in targets])
         if spec is not None and store is not None:
             resolution = await resolve_commands(
                 client,
                 store,
                 source or CommandIdSource(spec.command_id),
                 [t.region for t in targets],
-                account=settings.account or credentials.access_key_id,
+                account=settings.account or account_key(credentials),
                 spec=spec,
                 content_limit_bytes=settings.content_limit_bytes,
                 now_s=clock.time(),
             )
+        quotas = await account_quotas(settings, client, [t.region for t in targets])
         if not instances:
             return {}, resolution, quotas
         excluded = await preflight_targets(

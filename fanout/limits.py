@@ -6,7 +6,8 @@ current one) and the quota also counts executions fanout never sees (console, ot
 fanout reads it at plan and run time, in every target region at once, and uses it unless
 `--daily-quota` (or `daily_quota` in the config) overrides it; then the API's value is still
 shown. A region whose limit cannot be read (no permission for DescribeAccountAttributes, the
-API unreachable) falls back to the configured value, with one warning for all such regions.
+API unreachable) falls back to the configured value, with one warning for all such regions;
+credentials the API refuses (signature, key, token) are raised: nothing else would pass either.
 """
 
 from __future__ import annotations
@@ -49,16 +50,23 @@ async def read_region_quotas(
     fallback (and the reserve, mode and time zone)."""
     read: dict[str, int] = {}
     errors: dict[str, str] = {}
+    refused: list[CallError] = []
 
     async def one(region: str) -> None:
         try:
             read[region] = await read_limit(client, region)
-        except (CallError, ValueError) as exc:
+        except CallError as exc:
+            if exc.is_authentication:  # every call would be refused alike: not a fallback
+                refused.append(exc)
+            errors[region] = str(exc)
+        except ValueError as exc:
             errors[region] = str(exc)
 
     async with anyio.create_task_group() as tg:
         for region in sorted(set(regions)):
             tg.start_soon(one, region)
+    if refused:  # raised here, not out of the task group (no ExceptionGroup)
+        raise refused[0]
     limits: dict[str, RegionLimit] = {}
     for region in sorted({*read, *errors}):
         api = read.get(region)

@@ -19,7 +19,7 @@ import structlog
 
 from fanout.aliyun.client import ClientOptions, EcsClient
 from fanout.aliyun.command import CommandSpec
-from fanout.aliyun.credentials import Credentials
+from fanout.aliyun.credentials import CredentialSource
 from fanout.clock import SYSTEM_CLOCK, Clock
 from fanout.commands import fill_run_commands
 from fanout.control import run_spec
@@ -110,7 +110,7 @@ class DriveOptions:
 
 def client_for(
     settings: Settings,
-    credentials: Credentials,
+    credentials: CredentialSource,
     clock: Clock = SYSTEM_CLOCK,
     emit: Emit | None = None,
 ) -> EcsClient:
@@ -145,7 +145,7 @@ def _call_events(emit: Emit) -> Callable[[str, str, str | None], None]:
 
 async def resume_run(
     settings: Settings,
-    credentials: Credentials,
+    credentials: CredentialSource,
     store: LedgerStore,
     request: ResumeRequest,
     *,
@@ -200,7 +200,7 @@ async def _run_regions(store: LedgerStore, run: RunRecord) -> list[str]:
 
 async def drive(
     settings: Settings,
-    credentials: Credentials,
+    credentials: CredentialSource,
     store: LedgerStore,
     run: RunRecord,
     spec: CommandSpec,

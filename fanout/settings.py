@@ -52,6 +52,9 @@ class Settings:
     signature: str = "v3"  # v3 (ACS3-HMAC-SHA256) | rpc (HMAC-SHA1)
     ca_bundle: str | None = None  # extra trusted CA file (PEM)
     profile: str | None = None  # credentials profile name
+    # The ECS instance metadata service (credentials of the instance's RAM role): its usual
+    # address on an instance; tests and other setups point it elsewhere.
+    metadata_endpoint: str = "http://100.100.100.200"
     account: str | None = None  # quota account key; None: the AccessKeyId
     region: str | None = None  # default region for bare instance ids
     batch_size: int = 50  # instances per InvokeCommand call, at most max_batch_size
@@ -192,6 +195,7 @@ _PARSERS: Mapping[str, Callable[[object], object]] = {
     "signature": _choice("v3", "rpc"),
     "ca_bundle": _name,
     "profile": _name,
+    "metadata_endpoint": _endpoint,  # the instance metadata service (plain http: link-local)
     "account": _name,
     "region": _name,
     "batch_size": _int_in(1, MAX_BATCH_SIZE),

@@ -24,7 +24,7 @@ import anyio
 import anyio.lowlevel
 
 from fanout.aliyun.command import CommandSpec
-from fanout.aliyun.credentials import Credentials
+from fanout.aliyun.credentials import Credentials, CredentialSource
 from fanout.clock import FakeClock
 from fanout.emulator import (
     DEMO_ACCESS_KEY_ID,
@@ -133,18 +133,19 @@ class Simulation:
         targets: list[Target],
         *,
         settings: Settings | None = None,
-        credentials: Credentials = DEMO,
-        command_id: str = DEMO_COMMAND_ID,
+        credentials: CredentialSource = DEMO,
+        spec: CommandSpec | None = None,
         **request: Any,
     ) -> RunOutcome:
         """`fanout run` through the real path, on the shared clock."""
         store = self.store()
+        spec = spec or CommandSpec(DEMO_COMMAND_ID)
         try:
             return await start_run(
                 settings or self.settings(),
                 credentials,
                 store,
-                RunRequest(targets=tuple(targets), spec=CommandSpec(command_id), **request),
+                RunRequest(targets=tuple(targets), spec=spec, **request),
                 emit=self.emit,
                 handle_signals=False,
                 clock=self.clock,
@@ -157,7 +158,7 @@ class Simulation:
         run_id: str,
         *,
         settings: Settings | None = None,
-        credentials: Credentials = DEMO,
+        credentials: CredentialSource = DEMO,
         **request: Any,
     ) -> RunOutcome:
         """`fanout resume` through the real path, on the shared clock."""

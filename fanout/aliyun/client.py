@@ -17,6 +17,12 @@ The typed actions (`invoke_command`, `describe_*`, ...) come from `fanout.aliyun
 Read-only `Describe*` calls cost no quota, so the client retries their transient failures itself
 (bounded exponential backoff with jitter). InvokeCommand, StopInvocation and CreateCommand are
 sent exactly once per method call: the runner owns their retries, as ledger events.
+
+Credentials come from a provider asked before every call (`fanout.aliyun.keys`): renewable ones
+are renewed before they expire; if the API still refuses a token as expired, they are renewed
+once and the call sent again (a refused call was not applied); when they cannot be renewed,
+`CredentialsExpiredError` is raised before anything is sent. The instance metadata service the
+RAM role provider reads is reached through this client's session too (`fetch`).
 """
 
 from __future__ import annotations
@@ -36,10 +42,10 @@ import yarl
 
 from fanout.aliyun import wire
 from fanout.aliyun.actions import EcsActions
-from fanout.aliyun.credentials import Credentials
 from fanout.aliyun.endpoints import resolve_endpoint
+from fanout.aliyun.keys import Credentials, CredentialSource, CredentialsProvider, as_provider
 from fanout.clock import SYSTEM_CLOCK, Backoff, Clock
-from fanout.errors import CallError, CallKind, ConfigError, TransportError
+from fanout.errors import ApiError, CallError, CallKind, ConfigError, TransportError
 
 __all__ = ["DEFAULT_OPTIONS", "USER_AGENT", "ClientOptions", "EcsClient"]
 
@@ -106,16 +112,17 @@ class EcsClient(EcsActions):
 
     def __init__(
         self,
-        credentials: Credentials,
+        credentials: CredentialSource,
         options: ClientOptions = DEFAULT_OPTIONS,
         *,
         clock: Clock = SYSTEM_CLOCK,
         signing_clock: Callable[[], datetime] | None = None,
         on_call: OnCall | None = None,
     ) -> None:
-        # `clock` paces retries; `signing_clock` stamps requests and is the real wall clock
-        # unless a test sets it (the server checks the stamp against its own clock).
-        self._credentials = credentials
+        # `clock` paces retries and judges credential expiry; `signing_clock` stamps requests
+        # and is the real wall clock unless a test sets it (the server checks the stamp
+        # against its own clock).
+        self._provider = as_provider(credentials)
         self._options = options
         self._clock = clock
         self._signing_clock = signing_clock or _utc_now
@@ -127,7 +134,16 @@ class EcsClient(EcsActions):
         self._on_call = on_call
 
     def __repr__(self) -> str:
-        return f"EcsClient(key={self._credentials.access_key_id!r}, options={self._options!r})"
+        return f"EcsClient(source={self._provider.source!r}, options={self._options!r})"
+
+    @property
+    def credentials_provider(self) -> CredentialsProvider:
+        """Where the client's credentials come from."""
+        return self._provider
+
+    async def credentials(self) -> Credentials:
+        """The credentials the next call will be signed with (renewed first if due)."""
+        return await self._provider.current(self.fetch, self._clock.time())
 
     async def __aenter__(self) -> Self:
         self._ensure_session()
@@ -192,7 +208,28 @@ class EcsClient(EcsActions):
     async def _send(
         self, action: str, region: str, params: Mapping[str, str], reader: wire.Reader[R]
     ) -> R:
-        """One signed attempt: the answer as `reader` reads it, or a CallError."""
+        """One signed attempt with the current credentials: the answer as `reader` reads it, or
+        a CallError. A token the API refused as expired is renewed once and the call sent again
+        (the refused one was not applied); CredentialsExpiredError when it cannot be."""
+        creds = await self.credentials()
+        try:
+            return await self._send_signed(creds, action, region, params, reader)
+        except ApiError as err:
+            if not err.code.startswith("InvalidSecurityToken") or not self._provider.renewable:
+                raise
+            self._provider.invalidate()
+            fresh = await self.credentials()
+        return await self._send_signed(fresh, action, region, params, reader)
+
+    async def _send_signed(
+        self,
+        creds: Credentials,
+        action: str,
+        region: str,
+        params: Mapping[str, str],
+        reader: wire.Reader[R],
+    ) -> R:
+        """One attempt signed with `creds`."""
         session = self._ensure_session()
         base = resolve_endpoint(
             region, network=self._options.network, override=self._options.endpoint
@@ -202,7 +239,7 @@ class EcsClient(EcsActions):
             base,
             action,
             params,
-            self._credentials,
+            creds,
             nonce=uuid.uuid4().hex,
             moment=self._signing_clock(),
         )
@@ -263,6 +300,17 @@ class EcsClient(EcsActions):
                         raise
                     delay_s = transient.next_delay_s(err.retry_after_s, hint_cap_s=_RETRY_CAP_S)
             await self._clock.sleep(delay_s)
+
+    async def fetch(self, method: str, url: str, headers: Mapping[str, str]) -> tuple[int, str]:
+        """An unsigned request to a credentials service (the instance metadata service): its
+        HTTP status and body. Transport failures are mapped like every other call's."""
+        session = self._ensure_session()
+        host = yarl.URL(url).host or url
+        try:
+            async with session.request(method, url, headers=dict(headers)) as response:
+                return response.status, (await response.read()).decode(errors="replace")
+        except (aiohttp.ClientError, OSError) as exc:
+            raise _transport_error(exc, action="credentials", region="-", host=host) from None
 
     def reads_throttled_at(self, region: str) -> float:
         """When a Describe call in `region` was last answered with Throttling (monotonic; 0: never)."""

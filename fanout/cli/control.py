@@ -13,7 +13,8 @@ from typing import Any
 import anyio
 import click
 
-from fanout.aliyun.credentials import Credentials
+from fanout.aliyun.credentials import CredentialSource
+from fanout.aliyun.keys import account_key
 from fanout.cli.consent import confirm_plan, require_consent
 from fanout.cli.exits import fail, guarded
 from fanout.cli.inputs import ParamInput, secret_values
@@ -258,7 +259,7 @@ def quota_command(
     credentials = None if offline else _optional_credentials(settings)
     account = (
         settings.account
-        or (credentials.access_key_id if credentials is not None else None)
+        or (account_key(credentials) if credentials is not None else None)
         or os.environ.get("ALIBABA_CLOUD_ACCESS_KEY_ID")
     )
     if not account:
@@ -280,7 +281,7 @@ def quota_command(
     Out(as_json=common.as_json).document(doc, quota_text(doc))
 
 
-def _optional_credentials(settings: Settings) -> Credentials | None:
+def _optional_credentials(settings: Settings) -> CredentialSource | None:
     """Credentials when the chain has some (the limits are then read live), else None."""
     try:
         return credentials_for(settings)
@@ -404,7 +405,7 @@ def retry_command(
         allow_short_secret=True,  # the parent's values, checked against its fingerprints
         count_unreachable=count_unreachable or bool(parent.options.get("count_unreachable")),
     )
-    account = settings.account or credentials.access_key_id
+    account = settings.account or account_key(credentials)
     confirm = confirm_plan(spec.command_id, store, settings, account) if ask else None
     outcome = run_watched(
         watch,

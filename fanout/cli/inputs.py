@@ -21,7 +21,7 @@ import anyio
 import click
 
 from fanout.aliyun.command import CommandSpec, oss_output_delivery
-from fanout.aliyun.credentials import Credentials
+from fanout.aliyun.credentials import CredentialSource
 from fanout.aliyun.endpoints import KNOWN_REGIONS
 from fanout.cli.options import RolloutFlags, SpendFlags, credentials_for
 from fanout.errors import ConfigError, TargetError
@@ -86,7 +86,7 @@ class Rollout:
 
     request: RunRequest
     settings: Settings
-    credentials: Credentials
+    credentials: CredentialSource
     duplicates: tuple[Duplicate, ...]  # dropped from the targets, reported by `run`
 
 
@@ -539,7 +539,7 @@ def _with_tagged(
     tags: dict[str, str],
     regions: Sequence[str],
     settings: Settings,
-    credentials: Credentials,
+    credentials: CredentialSource,
 ) -> TargetList:
     """The explicit targets, then every instance carrying all `tags` in `regions` (duplicates dropped)."""
     if not tags:
