@@ -67,15 +67,7 @@ async def read_region_quotas(
             tg.start_soon(one, region)
     if refused:  # raised here, not out of the task group (no ExceptionGroup)
         raise refused[0]
-    limits: dict[str, RegionLimit] = {}
-    for region in sorted({*read, *errors}):
-        api = read.get(region)
-        if configured is not None:
-            limits[region] = RegionLimit(configured, "configured", api, errors.get(region))
-        elif api is not None:
-            limits[region] = RegionLimit(api, "api", api)
-        else:
-            limits[region] = RegionLimit(base.daily_quota, "default", None, errors[region])
+    limits = _limits(read, errors, base, configured)
     if errors and configured is None:
         log.warning(
             "daily quota not readable",
@@ -86,6 +78,22 @@ async def read_region_quotas(
             hint="set --daily-quota to the account's quota, or allow ecs:DescribeAccountAttributes",
         )
     return RegionQuotas(base, limits)
+
+
+def _limits(
+    read: dict[str, int], errors: dict[str, str], base: QuotaPolicy, configured: int | None
+) -> dict[str, RegionLimit]:
+    """Each region's limit from what was read (or why not) and the configured override."""
+    limits: dict[str, RegionLimit] = {}
+    for region in sorted({*read, *errors}):
+        api = read.get(region)
+        if configured is not None:
+            limits[region] = RegionLimit(configured, "configured", api, errors.get(region))
+        elif api is not None:
+            limits[region] = RegionLimit(api, "api", api)
+        else:
+            limits[region] = RegionLimit(base.daily_quota, "default", None, errors[region])
+    return limits
 
 
 async def reread_limit(client: EcsClient, quotas: RegionQuotas, region: str) -> RegionLimit | None:

@@ -62,6 +62,7 @@ PURE_MODULES = (
     "fanout.aliyun.command",
     "fanout.aliyun.responses",
     "fanout.aliyun.decoders",
+    "fanout.aliyun.permissions",
     "fanout.ledger.model",
     "fanout.ledger.rows",
     "fanout.ledger.writes",
@@ -123,6 +124,7 @@ RUNNER_SIDE = (
     "fanout.command_list",
     "fanout.limits",
     "fanout.refused",
+    "fanout.doctor",
 )
 
 
