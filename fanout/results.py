@@ -107,6 +107,14 @@ _RECOVER_AFTER_S = 5.0
 # An invocation not (yet) in the running list is fetched after this grace, which doubles while
 # it stays pending (an agent that is slow to pick it up), up to the cap.
 _PENDING_CAP_S = 30.0
+# The API keeps results 4 weeks and 100 000 records per region (facts 10 [10]): an invocation it
+# has no record of at all, fetch after fetch for about five minutes (an accepted one is listed,
+# Pending, at once), is gone; its open instances become `unknown`, saying why.
+_GONE_AFTER_EMPTY_FETCHES = 14
+_GONE_REASON = (
+    "DescribeInvocationResults has no record of the invocation any more (the API keeps results "
+    "4 weeks and 100 000 records per region)"
+)
 
 log = structlog.get_logger("fanout.results")
 
@@ -219,6 +227,7 @@ class _Watch:
     queued: bool = False  # waiting for (or in) its DescribeInvocationResults fetch
     fetch_after: float = 0.0
     grace_s: float = 1.0
+    empty_fetches: int = 0  # fetches in a row that found no record of the invocation at all
 
 
 @dataclass(slots=True)
@@ -377,6 +386,9 @@ class Collector:
                 log.warning("results poll failed", call="DescribeInvocationResults", error=str(err))
             return  # tried again after the next sweep
         self._record(watch, results, with_output=True)
+        watch.empty_fetches = 0 if results else watch.empty_fetches + 1
+        if watch.open_ids and watch.empty_fetches >= _GONE_AFTER_EMPTY_FETCHES:
+            self._gone(watch)
         if watch.open_ids:  # still pending: look again later, less and less often
             watch.seen_running = False
             watch.grace_s = min(_PENDING_CAP_S, watch.grace_s * 2)
@@ -386,6 +398,28 @@ class Collector:
         self._watches.pop(watch.invoke_id, None)
         if not self._watches:
             self._idle.set()
+
+    def _gone(self, watch: _Watch) -> None:
+        """The API no longer keeps the invocation's results: its open instances are unknown."""
+        batch = watch.batch
+        records = tuple(
+            InstanceRecord(
+                run_id=batch.run_id,
+                region=batch.region,
+                instance_id=iid,
+                batch_id=batch.batch_id,
+                state=InstanceState.UNKNOWN,
+                reason=_GONE_REASON,
+                invoke_id=watch.invoke_id,
+            )
+            for iid in sorted(watch.open_ids)
+        )
+        log.warning("results gone", invoke_id=watch.invoke_id, instances=len(records))
+        self.ledger.post(SetInstances(batch.run_id, records, self.clock.time()))
+        for record in records:
+            self.on_final(record)
+        watch.final_ids |= watch.open_ids
+        watch.open_ids.clear()
 
     def _refused_for_good(self, err: CallError, region: str) -> bool:
         """Halt the run (FATAL) for a refusal no retry can change; False for a passing one."""

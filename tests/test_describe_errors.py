@@ -110,3 +110,29 @@ def test_a_preflight_without_permission_names_it_and_sends_nothing(
     assert len(lines) == 1
     assert "ecs:DescribeCloudAssistantStatus" in lines[0]
     assert "InvokeCommand" not in emu.snapshot()["regions"][REGION]["calls"]
+
+
+async def test_results_the_api_no_longer_keeps_end_unknown(tmp_path: Path) -> None:
+    """Results are kept 4 weeks / 100 000 records (facts 10 [10]): a resume that comes after
+    they are gone does not wait forever - the instances end `unknown`, saying why (exit 1)."""
+    async with simulation(
+        tmp_path,
+        instances_per_region=20,
+        stopped_fraction=0,
+        classic_fraction=0,
+        agent_offline_fraction=0,
+        result_retention_s=3600,
+    ) as sim:
+        first = await sim.run(fleet_targets(sim.emulator, REGION), wait=False)
+        assert first.exit_code is ExitCode.OK  # accepted, not followed
+        await sim.clock.advance_both(2 * 3600)  # past the (shortened) retention
+        later = await sim.resume(
+            first.run_id, wait=True, settings=sim.settings(poll_interval_s=15.0)
+        )
+        store = sim.store()
+        reasons = {r.reason for r in store.iter_instances(first.run_id)}
+        store.close()
+    assert later.exit_code is ExitCode.FINISHED_WITH_FAILURES
+    assert later.instances == {"unknown": 20}
+    assert len(reasons) == 1
+    assert "no record of the invocation any more" in str(next(iter(reasons)))
