@@ -217,3 +217,29 @@ def test_an_exceed_quota_is_classified_as_quota() -> None:
     """The API's refusal maps to the QUOTA kind (errors.classify_api_error)."""
     err = ApiError(code="Invocation.ExceedQuota", message="m", http_status=403)
     assert err.kind.value == "quota"
+
+
+def test_a_configured_daily_quota_overrides_the_api_and_is_shown(
+    emulator: Start, fanout_cli: Bind, tmp_path: Path
+) -> None:
+    """--daily-quota overrides the account's limit; plan shows it as configured, with what the
+    API says beside it, and the run's first lines say so too."""
+    emu = emulator(**FLEET, daily_quota=5)
+    cli = fanout_cli(emu)
+    targets = write_targets(tmp_path / "t.txt", fleet_ids(**FLEET)[:4])
+    plan = cli.run(
+        "plan", "--command-id", DEMO_COMMAND_ID, "--targets", str(targets), "--daily-quota", "3",
+        "--json",
+    )  # fmt: skip
+    region = json.loads(plan.stdout)["regions"][REGION]
+    assert (region["daily_quota"], region["quota_source"], region["api_daily_quota"]) == (
+        3,
+        "configured",
+        5,
+    )
+    text = cli.run(
+        "plan", "--command-id", DEMO_COMMAND_ID, "--targets", str(targets), "--daily-quota", "3"
+    )
+    assert "daily quota: 3 (configured; the API says 5)" in text.stdout
+    done = _run(cli, tmp_path, 4, "--daily-quota", "3")
+    assert "cn-hangzhou 3 (configured; the API says 5)" in done.stderr
