@@ -87,6 +87,9 @@ class InvokeContext:
     batch_limits: dict[str, int] = field(default_factory=dict)
     # Per region, the attempts holding a reservation that have not gone on the wire (yet).
     unsent: dict[str, set[tuple[str, int]]] = field(default_factory=dict)
+    # Per region, the attempts withdrawn unsent: their reservations go back through the group
+    # committer, so a read of the ledger right after may still see them.
+    withdrawn: dict[str, set[tuple[str, int]]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -233,12 +236,22 @@ async def _begin(d: InvokeContext, b: _Batch) -> bool:
         limit=policy.limit,
         now=now,
     )
-    (granted,) = await d.ledger.submit(op)
-    if granted:
-        b.attempt += 1
-        b.state = BatchState.SENDING
-        d.unsent.setdefault(b.record.region, set()).add((b.record.batch_id, b.attempt))
-    return bool(granted)
+    # Counted unsent from before the reservation can exist until the call goes on the wire, so
+    # a refusal's reading of the ledger never takes a reservation for one of fanout's calls.
+    unsent, key = d.unsent.setdefault(b.record.region, set()), (b.record.batch_id, b.attempt + 1)
+    unsent.add(key)
+    granted = False
+    try:
+        (answer,) = await d.ledger.submit(op)
+        granted = bool(answer)
+    finally:
+        if not granted:
+            unsent.discard(key)
+    if not granted:
+        return False
+    b.attempt += 1
+    b.state = BatchState.SENDING
+    return True
 
 
 def _not_sent(d: InvokeContext, b: _Batch) -> BatchEnd:
@@ -257,6 +270,7 @@ def _withdraw(d: InvokeContext, b: _Batch) -> None:
         ReleaseQuota(d.account, region, d.run_id, batch_id, b.attempt),
     )
     d.unsent.get(region, set()).discard((batch_id, b.attempt))
+    d.withdrawn.setdefault(region, set()).add((batch_id, b.attempt))
 
 
 def _park(d: InvokeContext, b: _Batch, end: BatchEnd) -> BatchEnd:

@@ -80,12 +80,18 @@ async def quota_refused(
     """Block the region, give the attempt's reservation back, record the refusal; the block."""
     now = ctx.clock.time()
     policy = ctx.quotas.policy(region)
-    # Reservations of calls that never reached the API (waiting at the gate when the refusal
-    # came, or this one) are not fanout's calls: taken now, before any of them is withdrawn.
-    unsent = {*ctx.unsent.get(region, ()), (batch_id, attempt)}
     rows = await anyio.to_thread.run_sync(
         ctx.store.quota_reservations, ctx.account, region, policy.window_start(now)
     )
+    # Reservations of calls that never reached the API are not fanout's calls: this one, those
+    # still waiting (or being reserved) and those withdrawn, whose release may not be committed
+    # yet. Taken after the read, so a reservation made meanwhile is known as unsent too; the
+    # region is blocked since the refusal, so none of them has been sent since.
+    unsent = {
+        *ctx.unsent.get(region, ()),
+        *ctx.withdrawn.get(region, ()),
+        (batch_id, attempt),
+    }
     times = [ts for ts, batch, number in rows if (batch, number) not in unsent]
     message = getattr(err, "api_message", str(err))
     draft = QuotaRefusal(ctx.account, region, now, err.code, message, err.request_id, 0, None,
