@@ -34,6 +34,7 @@ from fanout.ledger import (
 )
 from fanout.quota import QuotaBlock
 from fanout.results import COUNTED_FAILURES
+from fanout.times import iso
 
 __all__ = [
     "ErrorBudget",
@@ -270,8 +271,8 @@ def quota_refusal_event(run_id: str, block: QuotaBlock) -> dict[str, object]:
         "own_calls": block.used,
         "limit": block.limit,
         "explained": block.explained,
-        "frees_at": block.frees_at,
-        "probe_at": block.probe_at,
+        "frees_at": iso(block.frees_at),  # ISO-8601 UTC, like quota_wait's `until`
+        "probe_at": iso(block.probe_at),
     }
 
 

@@ -42,6 +42,7 @@ from tests.conftest import Fanout, write_targets
 COMMANDS = (
     "commands",
     "demo",
+    "doctor",
     "emulator",
     "plan",
     "quota",

@@ -24,6 +24,7 @@ from fanout.ledger import open_ledger
 from fanout.sources import CommandNameSource
 from tests.conftest import Fanout, fleet_ids, write_targets
 from tests.simulation import DEMO, fleet_targets, simulation
+from tests.test_schemas import validate
 
 Start = Callable[..., EmulatorThread]
 Bind = Callable[[EmulatorThread], Fanout]
@@ -127,8 +128,12 @@ def test_a_refusal_behind_fanouts_back_stops_the_region_at_once(
     again = cli.run("resume", run_id, "--yes", "--json")
     assert again.returncode == 4
     events = [json.loads(line) for line in again.stdout.splitlines()]
+    for event in events:  # quota_limits, quota_refused and end's `quota` have their schemas
+        validate(event, f"event-{event['event']}")
     (refused,) = [e for e in events if e["event"] == "quota_refused"]
     assert refused["code"] == "Invocation.ExceedQuota"
+    assert refused["frees_at"] is None
+    assert refused["probe_at"].endswith("Z")
     assert events[-1]["quota"][REGION]["code"] == "Invocation.ExceedQuota"
     assert refused_invokes(emu.snapshot()) == 2
 

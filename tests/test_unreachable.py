@@ -14,6 +14,7 @@ import pytest
 
 from fanout.emulator import DEMO_COMMAND_ID, EmulatorThread
 from tests.conftest import Fanout, write_targets
+from tests.test_schemas import validate
 
 Start = Callable[..., EmulatorThread]
 Bind = Callable[[EmulatorThread], Fanout]
@@ -64,6 +65,7 @@ def test_report_keeps_failures_unreachable_and_long_output_tails(
     done = cli.run("report", run_id, "--format", "json")
     assert done.returncode == 0, done.stderr
     doc = json.loads(done.stdout)
+    validate(doc, "report")  # the shipped schema knows unreachable, error_info and dropped
     rows = {r["instance_id"]: r for r in doc["instances"]}
     assert doc["summary"]["failed"] == 4
     assert doc["summary"]["unreachable"] == 3
@@ -85,6 +87,7 @@ def test_report_keeps_failures_unreachable_and_long_output_tails(
     assert "unreachable 3" in table.stdout
     assert "kept the end of a longer output" in table.stdout
     status = json.loads(cli.run("status", run_id, "--json").stdout)
+    validate(status, "status")
     assert status["instances"]["unreachable"] == 3
     assert status["instances"]["failed"] == 4
 

@@ -54,12 +54,12 @@ def doctor_command(
 ) -> None:
     """Check credentials, RAM permissions and quota: one call per action fanout needs.
 
-    \\b
     Per region: OK or the missing RAM permission for each action, the account's daily
     invocation quota, the endpoint used; and where the credentials come from and when they
     expire. Exit 0 when everything passed, 6 when a check failed. `--json` prints the RAM
     policy fanout needs as `policy`.
-    \\b
+
+    \b
     fanout doctor --region cn-hangzhou --region cn-beijing
     fanout doctor --region cn-hangzhou --check-invoke
     """

@@ -69,6 +69,7 @@ def run_watched(
         ),
         store,
         quota_limit=settings.quota.limit,
+        quota_reserve=settings.quota.reserve,
     )
     if watchers.server is not None:
         click.echo(f"metrics: {watchers.server.url}", err=True)
