@@ -112,6 +112,28 @@ def test_a_preflight_without_permission_names_it_and_sends_nothing(
     assert "InvokeCommand" not in emu.snapshot()["regions"][REGION]["calls"]
 
 
+def test_a_command_check_without_permission_names_it_and_sends_nothing(
+    emulator: Start, fanout_cli: Bind, tmp_path: Path
+) -> None:
+    """DescribeCommands refused for RAM permission (even for a CommandId, which could go
+    unchecked when the call merely fails): exit 6 before any InvokeCommand, one line naming
+    `ecs:DescribeCommands`, no run stored; `--no-preflight` does not skip it."""
+    emu = emulator(denied_actions=frozenset({"DescribeCommands"}))
+    cli = fanout_cli(emu)
+    targets = write_targets(tmp_path / "t.txt", fleet_ids()[:5])
+    done = cli.run(
+        "run", "--command-id", DEMO_COMMAND_ID, "--targets", str(targets), "--yes",
+        "--no-preflight",
+    )  # fmt: skip
+    assert done.returncode == 6
+    lines = [line for line in done.stderr.splitlines() if line.startswith("fanout: error:")]
+    assert len(lines) == 1
+    assert "DescribeCommands" in lines[0]
+    assert "ecs:DescribeCommands" in lines[0]
+    assert "InvokeCommand" not in emu.snapshot()["regions"][REGION]["calls"]
+    assert cli.run("runs", "--json").stdout.strip() in ("", "[]")
+
+
 async def test_results_the_api_no_longer_keeps_end_unknown(tmp_path: Path) -> None:
     """Results are kept 4 weeks / 100 000 records (facts 10 [10]): a resume that comes after
     they are gone does not wait forever - the instances end `unknown`, saying why (exit 1)."""
