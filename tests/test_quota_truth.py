@@ -165,7 +165,7 @@ async def test_waiting_for_quota_probes_at_most_four_times_in_three_hours(
                 targets,
                 wait_for_quota=True,
                 settings=sim.settings(batch_size=1),
-                command_id=DEMO_COMMAND_NAME,  # by name: each region has its own CommandId
+                spec=CommandSpec(DEMO_COMMAND_NAME),  # by name: each region has its own CommandId
                 source=CommandNameSource(DEMO_COMMAND_NAME),
             )
         state = sim.emulator.snapshot()
