@@ -30,7 +30,7 @@ import anyio
 import structlog
 
 from fanout.aliyun.command import SPEC_OPTIONS, CommandSpec, check_options, oss_output_delivery
-from fanout.aliyun.credentials import Credentials, load_credentials
+from fanout.aliyun.credentials import CredentialSource, load_credentials
 from fanout.errors import ConfigError, RunNotFoundError
 from fanout.launch import prepare_run, store_and_drive
 from fanout.ledger import (
@@ -40,7 +40,7 @@ from fanout.ledger import (
     open_existing_ledger,
     open_ledger,
 )
-from fanout.logs import configure_logging, register_secret
+from fanout.logs import configure_logging, register_credentials, register_secret
 from fanout.redaction import is_secret_key
 from fanout.report import status_document
 from fanout.request import ResumeRequest, RunRequest
@@ -81,14 +81,16 @@ def _logs_to_stderr() -> None:
 
 
 def _defaults(
-    settings: Settings | None, credentials: Credentials | None
-) -> tuple[Settings, Credentials]:
-    """Defaults as the CLI loads them; secrets registered for redaction; logs on stderr."""
+    settings: Settings | None, credentials: CredentialSource | None
+) -> tuple[Settings, CredentialSource]:
+    """Defaults as the CLI loads them; secrets registered for redaction (renewed ones too);
+    logs on stderr."""
     _logs_to_stderr()
     settings = settings or load_settings()
-    credentials = credentials or load_credentials(profile=settings.profile)
-    register_secret(credentials.access_key_secret)
-    register_secret(credentials.security_token)
+    credentials = credentials or load_credentials(
+        profile=settings.profile, metadata_endpoint=settings.metadata_endpoint
+    )
+    register_credentials(credentials)
     return settings, credentials
 
 
@@ -118,7 +120,7 @@ async def rollout(
     strict: bool = False,
     allow_short_secret: bool = False,
     settings: Settings | None = None,
-    credentials: Credentials | None = None,
+    credentials: CredentialSource | None = None,
     on_event: OnEvent | None = None,
     **options: Any,
 ) -> RunOutcome:
@@ -255,7 +257,7 @@ async def resume(
     secret_params: Mapping[str, str] | None = None,
     wait: bool | None = None,
     settings: Settings | None = None,
-    credentials: Credentials | None = None,
+    credentials: CredentialSource | None = None,
     on_event: OnEvent | None = None,
 ) -> RunOutcome:
     """Continue a stored run (same tokens: nothing is invoked twice)."""

@@ -34,7 +34,7 @@ import structlog
 from fanout.aliyun.command import CommandSpec
 from fanout.aliyun.responses import Command
 from fanout.clock import Clock
-from fanout.errors import CallError, CallKind, ConfigError
+from fanout.errors import CallError, CallKind, ConfigError, is_permission_code
 from fanout.lease import holder_is_gone, owner
 from fanout.ledger import (
     ClaimCommand,
@@ -182,11 +182,15 @@ async def _resolve_region(
         return RegionCommand(region, command_id if command else None, command, action)
     except CallError as exc:
         # A signature, key or token refused: every InvokeCommand would be refused the same
-        # way, so nothing is sent (the credentials check, --no-preflight or not).
-        if exc.is_authentication or isinstance(source, ScriptSource | CommandNameSource):
+        # way, so nothing is sent (the credentials check, --no-preflight or not). A RAM
+        # permission refused is a fact no retry changes (issue 14): exit 6 naming the action and
+        # its ecs: permission, fixed before the run rather than found in its middle.
+        if exc.is_authentication or is_permission_code(exc.code):
+            raise
+        if isinstance(source, ScriptSource | CommandNameSource):
             raise  # a name cannot be invoked unresolved
-        # An id can be used unchecked (no RAM permission for DescribeCommands, say):
-        # InvokeCommand applies every rule itself.
+        # An id can be used unchecked when DescribeCommands fails for a passing reason (the
+        # API unreachable, throttled past the retries): InvokeCommand applies every rule itself.
         log.warning(
             "command_not_checked",
             region=region,

@@ -49,7 +49,7 @@ __all__ = [
     "stop_run",
 ]
 
-RETRY_CHOICES = ("failed", "unknown", "not-invoked")
+RETRY_CHOICES = ("failed", "unreachable", "unknown", "not-invoked")
 # How often `stop` looks whether the runner has let go of the run.
 _POLL_S = 0.5
 # How often `stop` reads a stopped invocation's results while collecting its final states.
@@ -111,7 +111,8 @@ def _check_given(run: RunRecord, given: Mapping[str, str]) -> None:
 def retry_targets(
     store: LedgerStore, run: RunRecord, only: Collection[str], *, now: float
 ) -> tuple[Target, ...]:
-    """The targets of `run` whose reported state is one of `only` (failed, unknown, not-invoked)."""
+    """The targets of `run` whose reported state is one of `only` (failed, unreachable, unknown,
+    not-invoked)."""
     unknown = set(only) - set(RETRY_CHOICES)
     if unknown or not only:
         msg = f"--only: choose from {', '.join(RETRY_CHOICES)} (got {', '.join(sorted(only)) or 'nothing'})"

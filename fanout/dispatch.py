@@ -10,6 +10,13 @@ A region whose daily quota runs out drops out of the wave on its own: the other 
 the wave and go on. With `--wait-for-quota` the blocked region sleeps until its own window frees,
 finishes its share of the old wave, waits for that share to be judged, and only then takes the
 next wave that is open; without it, the region stops and the run ends with exit 4.
+
+When the API itself refused a call (`Invocation.ExceedQuota`), the region waits until the
+refusal says (its window frees, or the next probe time of `fanout.quota.probe_at`), reads its
+limit again (it may have been raised), and then sends one batch alone - the probe: at most one
+refused call per probe. Only when that one is accepted does the region go on at full speed. A
+region's first call of a leg is such a probe too: when others spent the account's quota, one
+refusal says so, not a burst of `--concurrency` of them.
 """
 
 from __future__ import annotations
@@ -22,7 +29,8 @@ import anyio
 
 from fanout.halt import HaltReason, RunControl
 from fanout.invoke import BatchEnd, InvokeContext, invoke_batch
-from fanout.ledger import AppendEvent, BatchRecord, BatchState, LedgerStore
+from fanout.ledger import AppendEvent, BatchRecord, BatchState, LedgerStore, SetQuotaLimit
+from fanout.limits import reread_limit
 from fanout.results import Collector
 from fanout.times import iso
 from fanout.waves import Leg, quota_frees_at
@@ -185,13 +193,19 @@ class _Region:
     async def run(self, region: str, work: dict[int, list[BatchRecord]]) -> None:
         """Every wave in order: wait for it to open, send this region's share, leave it."""
         control = self.ctx.control
+        control.start_probing(region)
         for wave in self.waves.waves:
             todo = work.get(wave, [])
             await self.waves.opened[wave].wait()
             while todo and not control.halted:
-                await self._send(region, todo)
+                probe = control.probing(region)
+                await self._send(region, todo[:1] if probe else todo)  # a probe: one call alone
                 if not control.is_blocked(region):
-                    break
+                    if not probe:
+                        break
+                    control.probe_passed(region)  # accepted: capacity is back, the rest goes
+                    todo = await self._left_open(region, wave)
+                    continue
                 self.waves.lag(region)  # the others go on without this region
                 if not self.options.wait_for_quota:
                     return
@@ -240,11 +254,28 @@ class _Region:
         ]
 
     async def _sleep_for_quota(self, region: str) -> None:
-        """Sleep until `region` can make a call again, then let it send."""
+        """Sleep until `region` can make a call again (its window frees, or its probe is due),
+        read its limit again, then let it send (one probe call first after a refusal)."""
         ctx = self.ctx
         until = await quota_frees_at(ctx, self.store, [region])
+        block = ctx.control.quota_block(region)
+        refused = block is not None and block.refused
         self.leg.emit(
-            "quota_wait", {"run_id": ctx.run_id, "regions": [region], "until": iso(until)}
+            "quota_wait",
+            {
+                "run_id": ctx.run_id,
+                "regions": [region],
+                "until": iso(until),
+                "code": block.code if block is not None else None,
+                "probe": refused,
+            },
         )
         await ctx.control.sleep(max(0.0, until - ctx.clock.time()) + 1.0)
+        if ctx.control.halted:
+            return
+        limit = await reread_limit(ctx.client, ctx.quotas, region)
+        if limit is not None:
+            ctx.ledger.post(
+                SetQuotaLimit(ctx.account, region, limit.limit, limit.source, ctx.clock.time())
+            )
         ctx.control.unblock_region(region)

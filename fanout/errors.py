@@ -16,7 +16,9 @@ FanoutError
  └── CallError               one API call did not succeed; `.kind` says what to do next,
       │                      `.request_id` / `.http_status` what the server said (None: unknown)
       ├── ApiError           the server answered with an error body (Code, HTTP status, RequestId)
-      └── TransportError     no complete answer: never connected, or lost after sending
+      ├── TransportError     no complete answer: never connected, or lost after sending
+      └── CredentialsExpiredError  the credentials expired and could not be renewed: nothing
+                             was sent (FATAL: exit 6, resumable once there are new ones)
 ```
 
 Foreign exceptions (aiohttp, socket, asyncio timeouts) are translated into `TransportError`
@@ -25,6 +27,7 @@ in exactly one place, `fanout.aliyun.client`.
 
 from __future__ import annotations
 
+import datetime
 import enum
 
 __all__ = [
@@ -33,6 +36,7 @@ __all__ = [
     "CallKind",
     "ConfigError",
     "CredentialsError",
+    "CredentialsExpiredError",
     "DeclinedError",
     "ExitCode",
     "FanoutError",
@@ -45,6 +49,7 @@ __all__ = [
     "TransportError",
     "UsageError",
     "classify_api_error",
+    "is_permission_code",
 ]
 
 
@@ -183,9 +188,13 @@ class ApiError(CallError):
         request_id: str | None = None,
         action: str = "",
         retry_after_s: float | None = None,
+        auth_action: str | None = None,
     ) -> None:
         kind = classify_api_error(code, http_status)
         text = f"{action + ': ' if action else ''}{code} (HTTP {http_status}): {message}"
+        permission = auth_action or (f"ecs:{action}" if action else None)
+        if is_permission_code(code) and permission:
+            text += f"; the RAM user or role needs the permission {permission}"
         if request_id:
             text += f" [RequestId {request_id}]"
         super().__init__(
@@ -198,6 +207,7 @@ class ApiError(CallError):
         )
         self.api_message = message
         self.action = action
+        self.permission = permission if is_permission_code(code) else None
 
 
 class TransportError(CallError):
@@ -211,6 +221,31 @@ class TransportError(CallError):
         code = "Transport.Ambiguous" if sent else "Transport.ConnectFailed"
         super().__init__(message, kind=kind, code=code, http_status=http_status)
         self.sent = sent
+
+
+class CredentialsExpiredError(CallError):
+    """The credentials expired (or the API refused them as expired) and could not be renewed.
+
+    Raised before a call is sent, so nothing went out: the run halts (exit 6), and `fanout
+    resume` continues once new credentials can be had.
+    """
+
+    def __init__(self, source: str, expiration: float | None, why: str) -> None:
+        when = "" if expiration is None else f" at {_utc(expiration)}"
+        super().__init__(
+            f"the credentials from {source} expired{when} and could not be renewed ({why}); "
+            "renew them, then `fanout resume`",
+            kind=CallKind.FATAL,
+            code="Credentials.Expired",
+        )
+        self.source = source
+        self.expiration = expiration
+
+
+def _utc(epoch: float) -> str:
+    """Epoch seconds as ISO-8601 UTC, to the second."""
+    moment = datetime.datetime.fromtimestamp(epoch, datetime.UTC)
+    return moment.isoformat(timespec="seconds").replace("+00:00", "Z")
 
 
 # Codes whose meaning does not follow from the HTTP status alone.
@@ -232,15 +267,17 @@ _AUTHENTICATION_PREFIXES = (
     "InvalidSecurityToken",
     "InvalidTimeStamp",
 )
+# A RAM identity without the permission for the action (ECS answers Forbidden.RAM; other
+# products NoPermission or NotAuthorized: RAM's "troubleshoot an access denied error").
+_PERMISSION_PREFIXES = ("Forbidden", "NoPermission", "NotAuthorized")
 _FATAL_PREFIXES = (
+    *_PERMISSION_PREFIXES,
     "SignatureDoesNotMatch",
     "IncompleteSignature",
     "InvalidAccessKeyId",
     "InvalidAccessKeySecret",
     "InvalidSecurityToken",
     "InvalidTimeStamp",
-    "Forbidden",
-    "NoPermission",
     "InvalidCmdId",
     "InvalidRegionId",
     "RegionId.ApiNotSupported",
@@ -249,6 +286,11 @@ _FATAL_PREFIXES = (
     "IdempotentParameterMismatch",
     "ParameterStore.NoPermission",
 )
+
+
+def is_permission_code(code: str) -> bool:
+    """True for a RAM permission refusal (Forbidden.RAM, NoPermission, ...)."""
+    return code.startswith(_PERMISSION_PREFIXES)
 
 
 def classify_api_error(code: str, http_status: int) -> CallKind:

@@ -60,13 +60,14 @@ class _Slot:
 class _Region:
     """One region's limiter, slots and throttle pause."""
 
-    __slots__ = ("limiter", "paused_until", "slots", "throttle_s")
+    __slots__ = ("limiter", "paused_until", "queued", "slots", "throttle_s")
 
     def __init__(self, rate_per_s: float, concurrency: int) -> None:
         self.limiter = per_second(rate_per_s) if rate_per_s > 0 else None
         self.slots = _Slot(anyio.CapacityLimiter(concurrency))
         self.paused_until = 0.0
         self.throttle_s = 0.0
+        self.queued = 0  # callers waiting for admission (their calls are not on the wire)
 
 
 class Gate:

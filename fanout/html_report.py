@@ -33,7 +33,7 @@ __all__ = ["EXIT_MEANINGS", "RunLedger", "render_html", "report_model"]
 
 EXIT_MEANINGS = {
     0: "every target reached success",
-    1: "finished; some targets failed, were excluded or are unknown",
+    1: "finished; some targets failed, were unreachable, were excluded or are unknown",
     2: "bad input or configuration; nothing was sent",
     3: "halted by --max-errors; resumable",
     4: "stopped by the daily quota; resume when capacity frees",

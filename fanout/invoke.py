@@ -18,7 +18,7 @@ import structlog
 
 from fanout.aliyun.command import CommandSpec
 from fanout.clock import Backoff, Clock
-from fanout.errors import CallError, CallKind
+from fanout.errors import CallError, CallKind, CredentialsExpiredError
 from fanout.gate import Gate
 from fanout.halt import HaltReason, RunControl
 from fanout.ledger import (
@@ -30,14 +30,17 @@ from fanout.ledger import (
     GroupCommitter,
     InstanceRecord,
     InstanceState,
+    LedgerStore,
     Op,
+    ReleaseQuota,
     SetBatch,
     SetInstances,
     ShrinkBatch,
 )
 from fanout.plan import client_token, split_batch_id
 from fanout.preflight import find_unusable
-from fanout.quota import QuotaPolicy
+from fanout.quota import QuotaBlock, RegionQuotas
+from fanout.refused import block_at_once, quota_refused
 
 if TYPE_CHECKING:
     from fanout.aliyun.client import EcsClient
@@ -74,13 +77,19 @@ class InvokeContext:
     client: EcsClient
     ledger: GroupCommitter
     gate: Gate
-    quota: QuotaPolicy
+    quotas: RegionQuotas  # each region's daily limit (the account's own, or configured)
     control: RunControl
     clock: Clock
     max_attempts: int
+    store: LedgerStore  # reads: fanout's own calls in a quota window, after a refusal
     # Per region, the most instances a call may name as the API has shown (InstanceIds.
     # ExceedLimit lowers it); batches above it are split before they are sent.
     batch_limits: dict[str, int] = field(default_factory=dict)
+    # Per region, the attempts holding a reservation that have not gone on the wire (yet).
+    unsent: dict[str, set[tuple[str, int]]] = field(default_factory=dict)
+    # Per region, the attempts withdrawn unsent: their reservations go back through the group
+    # committer, so a read of the ledger right after may still see them.
+    withdrawn: dict[str, set[tuple[str, int]]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +100,7 @@ class BatchOutcome:
     end: BatchEnd
     note: str | None = None  # "isolated": every instance was refused individually
     spawned: tuple[BatchRecord, ...] = ()  # batches split off this one, pending: send them too
+    refusal: QuotaBlock | None = None  # the API refused it for the daily quota
 
 
 @dataclass(slots=True)
@@ -107,6 +117,7 @@ class _Batch:
     throttled: int = 0  # attempts the server throttled (never applied)
     invoke_id: str | None = None
     note: str | None = None  # "isolated": every instance was refused individually
+    refusal: QuotaBlock | None = None
     backoff: Backoff = field(default_factory=Backoff)
     spawned: list[BatchRecord] = field(default_factory=list)
 
@@ -140,7 +151,7 @@ async def invoke_batch(d: InvokeContext, record: BatchRecord) -> BatchOutcome:
         instances=len(b.instance_ids),
         duration_s=round(d.clock.monotonic() - started, 3),
     )
-    return BatchOutcome(final, end, b.note, tuple(b.spawned))
+    return BatchOutcome(final, end, b.note, tuple(b.spawned), b.refusal)
 
 
 async def _attempts(d: InvokeContext, b: _Batch) -> BatchEnd:
@@ -169,8 +180,8 @@ async def _attempts(d: InvokeContext, b: _Batch) -> BatchEnd:
             if end is not None:
                 return end
             continue
-        if result is None:  # halted between the intent and the send: nothing went out
-            return _park(d, b, BatchEnd.FATAL if d.control.fatal else BatchEnd.STOPPED)
+        if result is None:  # halted or blocked between the intent and the send: nothing went out
+            return _not_sent(d, b)
         d.gate.succeeded(region)
         b.invoke_id = result.invoke_id
         now = d.clock.time()
@@ -190,20 +201,30 @@ async def _attempts(d: InvokeContext, b: _Batch) -> BatchEnd:
 
 
 async def _send(d: InvokeContext, b: _Batch) -> InvokeResult | None:
-    """Take a global call slot and send; None if the run halted while waiting (nothing sent)."""
+    """Take a global call slot and send; None if the run halted, or the API refused a call of the
+    region for the quota, while waiting: nothing was sent. (A reservation granted before fanout's
+    own count reached the limit is within it: that call still goes.)"""
+    region = b.record.region
     async with d.gate.sending():
-        if d.control.halted:
+        block = d.control.quota_block(region)
+        refused = block is not None and block.refused and d.control.is_blocked(region)
+        if d.control.halted or refused:
             return None
+        d.unsent.get(region, set()).discard((b.record.batch_id, b.attempt))
         # A CommandId belongs to one region: each batch invokes its region's own.
         spec = d.spec.for_command(b.record.command_id or d.spec.command_id)
-        return await d.client.invoke_command(
-            b.record.region, spec, b.instance_ids, client_token=b.token
-        )
+        try:
+            return await d.client.invoke_command(region, spec, b.instance_ids, client_token=b.token)
+        except CallError as err:
+            if err.kind is CallKind.QUOTA:  # before the slot goes back: nothing else goes out
+                block_at_once(d, region, err)
+            raise
 
 
 async def _begin(d: InvokeContext, b: _Batch) -> bool:
     """Reserve quota and commit the intent; False if the quota is spent."""
     now = d.clock.time()
+    policy = d.quotas.policy(b.record.region)
     op = BeginAttempt(
         run_id=d.run_id,
         batch_id=b.record.batch_id,
@@ -211,15 +232,45 @@ async def _begin(d: InvokeContext, b: _Batch) -> bool:
         attempt=b.attempt + 1,
         client_token=b.token,
         account=d.account,
-        window_start=d.quota.window_start(now),
-        limit=d.quota.limit,
+        window_start=policy.window_start(now),
+        limit=policy.limit,
         now=now,
     )
-    (granted,) = await d.ledger.submit(op)
-    if granted:
-        b.attempt += 1
-        b.state = BatchState.SENDING
-    return bool(granted)
+    # Counted unsent from before the reservation can exist until the call goes on the wire, so
+    # a refusal's reading of the ledger never takes a reservation for one of fanout's calls.
+    unsent, key = d.unsent.setdefault(b.record.region, set()), (b.record.batch_id, b.attempt + 1)
+    unsent.add(key)
+    granted = False
+    try:
+        (answer,) = await d.ledger.submit(op)
+        granted = bool(answer)
+    finally:
+        if not granted:
+            unsent.discard(key)
+    if not granted:
+        return False
+    b.attempt += 1
+    b.state = BatchState.SENDING
+    return True
+
+
+def _not_sent(d: InvokeContext, b: _Batch) -> BatchEnd:
+    """The attempt waited at the gate while the run halted or its region was blocked."""
+    _withdraw(d, b)
+    if not d.control.halted:
+        return _park(d, b, BatchEnd.QUOTA)
+    return _park(d, b, BatchEnd.FATAL if d.control.fatal else BatchEnd.STOPPED)
+
+
+def _withdraw(d: InvokeContext, b: _Batch) -> None:
+    """The attempt was reserved but never sent: its reservation goes back."""
+    region, batch_id = b.record.region, b.record.batch_id
+    d.ledger.post(
+        FinishAttempt(batch_id, b.attempt, "withdrawn", d.clock.time()),
+        ReleaseQuota(d.account, region, d.run_id, batch_id, b.attempt),
+    )
+    d.unsent.get(region, set()).discard((batch_id, b.attempt))
+    d.withdrawn.setdefault(region, set()).add((batch_id, b.attempt))
 
 
 def _park(d: InvokeContext, b: _Batch, end: BatchEnd) -> BatchEnd:
@@ -266,8 +317,8 @@ async def _failed_attempt(d: InvokeContext, b: _Batch, err: CallError) -> BatchE
         b.maybe_applied = True
     if err.kind in (CallKind.RETRYABLE, CallKind.AMBIGUOUS):
         return await _retry_later(d, b, err)
-    if err.kind is CallKind.QUOTA:
-        d.control.block_region(b.record.region)
+    if err.kind is CallKind.QUOTA:  # authoritative: the region stops; the attempt used nothing
+        b.refusal = await quota_refused(d, b.record.batch_id, b.record.region, b.attempt, err)
         return _park(d, b, BatchEnd.QUOTA)
     if err.kind is CallKind.PER_INSTANCE and not b.maybe_applied:
         return await _isolate(d, b, err)
@@ -280,6 +331,8 @@ async def _failed_attempt(d: InvokeContext, b: _Batch, err: CallError) -> BatchE
         return None
     if err.kind is CallKind.FATAL:
         d.control.halt(HaltReason.FATAL, str(err))
+        if isinstance(err, CredentialsExpiredError):  # raised before sending: nothing went out
+            _withdraw(d, b)
         return _park(d, b, BatchEnd.FATAL)
     if err.kind is CallKind.BAD_REQUEST:  # every batch would fail the same way: stop the run
         d.control.halt(HaltReason.FATAL, str(err))
@@ -341,9 +394,14 @@ async def _fit(d: InvokeContext, b: _Batch) -> None:
 
 async def _isolate(d: InvokeContext, b: _Batch, err: CallError) -> BatchEnd | None:
     """Find the unusable instances (free Describe calls), fail them, and go on with the rest."""
-    unusable = {}
+    unusable: dict[str, str] = {}
     if b.isolations < _MAX_ISOLATION_ROUNDS:
-        unusable = await find_unusable(d.client, b.record.region, b.instance_ids)
+        try:
+            unusable = await find_unusable(d.client, b.record.region, b.instance_ids)
+        except CallError as read_err:  # cannot tell which: the batch fails with the API's answer
+            if read_err.kind is CallKind.FATAL:
+                d.control.halt(HaltReason.FATAL, str(read_err))
+                return _park(d, b, BatchEnd.FATAL)
     if not unusable:
         _settle(d, b, BatchState.FAILED, err)
         return BatchEnd.FAILED

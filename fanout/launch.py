@@ -18,7 +18,8 @@ from datetime import UTC, datetime
 import anyio
 
 from fanout.aliyun.command import CommandSpec
-from fanout.aliyun.credentials import Credentials
+from fanout.aliyun.credentials import CredentialSource
+from fanout.aliyun.keys import account_key
 from fanout.clock import SYSTEM_CLOCK, Clock
 from fanout.commands import Resolution, resolve_commands
 from fanout.errors import UsageError
@@ -34,9 +35,10 @@ from fanout.ledger import (
 )
 from fanout.plan import Plan, make_plan, parse_waves
 from fanout.preflight import preflight_targets
+from fanout.quota import RegionQuotas
 from fanout.redaction import redact_params
 from fanout.request import RunRequest
-from fanout.runner import DriveOptions, Emit, RunOutcome, client_for, drive
+from fanout.runner import DriveOptions, Emit, RunOutcome, account_quotas, client_for, drive
 from fanout.settings import Settings
 from fanout.sources import CommandIdSource, CommandSource, label, source_options
 from fanout.tally import planned_regions
@@ -74,11 +76,12 @@ class PreparedRun:
     batches: tuple[BatchRecord, ...]
     excluded: tuple[InstanceRecord, ...]  # by preflight, with their reasons
     resolution: Resolution  # the command of each region
+    quotas: RegionQuotas  # each region's daily limit (the account's own, or configured)
 
 
 async def prepare_run(
     settings: Settings,
-    credentials: Credentials,
+    credentials: CredentialSource,
     request: RunRequest,
     *,
     reader: LedgerStore,
@@ -98,8 +101,8 @@ async def prepare_run(
     if not request.allow_overlap:  # before any call: a ledger read only
         await anyio.to_thread.run_sync(refuse_overlap, reader, request)
     run_id = new_run_id(now)
-    account = settings.account or credentials.access_key_id
-    plan, excluded, resolution = await _checked_plan(
+    account = settings.account or account_key(credentials)
+    plan, excluded, resolution, quotas = await _checked_plan(
         settings, credentials, reader, request, run_id, now, clock
     )
     if confirm is not None:
@@ -113,12 +116,13 @@ async def prepare_run(
             for (region, iid), reason in excluded.items()
         ),
         resolution=resolution,
+        quotas=quotas,
     )
 
 
 async def store_and_drive(
     settings: Settings,
-    credentials: Credentials,
+    credentials: CredentialSource,
     store: LedgerStore,
     prepared: PreparedRun,
     *,
@@ -141,7 +145,7 @@ async def store_and_drive(
             "batches": len(prepared.batches),
             "excluded": len(excluded),
             "allowed": parse_max_errors(request.max_errors, len(request.targets)),
-            "regions": planned_regions(prepared.batches, excluded, settings.quota, used),
+            "regions": planned_regions(prepared.batches, excluded, prepared.quotas, used),
             "command": prepared.resolution.summary(),
         },
     )
@@ -150,13 +154,14 @@ async def store_and_drive(
         handle_signals=handle_signals,
         clock=clock,
         not_after=request.not_after,
+        quotas=prepared.quotas,
     )
     return await drive(settings, credentials, store, run, request.spec, emit=emit, options=options)
 
 
 async def start_run(
     settings: Settings,
-    credentials: Credentials,
+    credentials: CredentialSource,
     store: LedgerStore,
     request: RunRequest,
     *,
@@ -234,15 +239,15 @@ def _run_record(
 
 async def _checked_plan(
     settings: Settings,
-    credentials: Credentials,
+    credentials: CredentialSource,
     store: LedgerStore,
     request: RunRequest,
     run_id: str,
     now: float,
     clock: Clock,
-) -> tuple[Plan, dict[tuple[str, str], str], Resolution]:
-    """The run's plan after the command check and the preflight, with the exclusions and the
-    command of each region."""
+) -> tuple[Plan, dict[tuple[str, str], str], Resolution, RegionQuotas]:
+    """The run's plan after the command check and the preflight, with the exclusions, the
+    command of each region and the regions' daily limits (read before the first call)."""
     async with client_for(settings, credentials, clock) as client:
         # The command check is one free DescribeCommands per region: on even with --no-preflight.
         resolution = await resolve_commands(
@@ -250,11 +255,13 @@ async def _checked_plan(
             store,
             request.command_source,
             [t.region for t in request.targets],
-            account=settings.account or credentials.access_key_id,
+            account=settings.account or account_key(credentials),
             spec=request.spec,
             content_limit_bytes=settings.content_limit_bytes,
             now_s=now,
         )
+        # The account's own daily limit per region (free), read before the first call.
+        quotas = await account_quotas(settings, client, [t.region for t in request.targets])
         excluded = (
             await preflight_targets(
                 client, request.targets, concurrency=settings.preflight_concurrency
@@ -271,7 +278,7 @@ async def _checked_plan(
         waves=waves or None,
         wave_order=request.wave_order,
     )
-    return plan, excluded, resolution
+    return plan, excluded, resolution, quotas
 
 
 def batch_records(
@@ -298,7 +305,7 @@ def batch_records(
 
 async def preview_preflight(
     settings: Settings,
-    credentials: Credentials,
+    credentials: CredentialSource,
     targets: Sequence[Target],
     spec: CommandSpec | None = None,
     *,
@@ -306,8 +313,9 @@ async def preview_preflight(
     store: LedgerStore | None = None,
     instances: bool = True,
     clock: Clock = SYSTEM_CLOCK,
-) -> tuple[dict[tuple[str, str], str], Resolution | None]:
-    """The preflight of `fanout plan`: read-only Describe calls, nothing stored or created.
+) -> tuple[dict[tuple[str, str], str], Resolution | None, RegionQuotas]:
+    """The preflight of `fanout plan`: read-only Describe calls, nothing stored or created; the
+    regions' daily limits are read as `run` reads them (the account's own).
 
     Resolves and checks the command (`spec`, from `source`, the ledger `store` telling which
     script commands exist) the way `start_run` does, then the instances unless told not to.
@@ -321,17 +329,18 @@ async def preview_preflight(
                 store,
                 source or CommandIdSource(spec.command_id),
                 [t.region for t in targets],
-                account=settings.account or credentials.access_key_id,
+                account=settings.account or account_key(credentials),
                 spec=spec,
                 content_limit_bytes=settings.content_limit_bytes,
                 now_s=clock.time(),
             )
+        quotas = await account_quotas(settings, client, [t.region for t in targets])
         if not instances:
-            return {}, resolution
+            return {}, resolution, quotas
         excluded = await preflight_targets(
             client, targets, concurrency=settings.preflight_concurrency
         )
-        return excluded, resolution
+        return excluded, resolution, quotas
 
 
 def _options(request: RunRequest, settings: Settings) -> dict[str, object]:
@@ -351,6 +360,7 @@ def _options(request: RunRequest, settings: Settings) -> dict[str, object]:
         "max_errors": request.max_errors,
         "wave_max_failures": request.wave_max_failures,
         "wave_wait_s": request.wave_wait_s,
+        "count_unreachable": request.count_unreachable,
         "pause_after_wave": request.pause_after_wave,
         "preflight": request.preflight,
         "wait": request.wait,

@@ -14,6 +14,7 @@ from typing import Any, TextIO
 
 import structlog
 
+from fanout.aliyun.keys import Credentials, CredentialSource
 from fanout.redaction import REDACTED, redact_text
 
 __all__ = ["configure_logging", "redact", "register_secret"]
@@ -26,6 +27,15 @@ def register_secret(value: str | None) -> None:
     is redacted even where that mangles ordinary text."""
     if value:
         _SECRETS.add(value)
+
+
+def register_credentials(source: CredentialSource) -> None:
+    """Never log these credentials' secrets, nor those of every renewal to come."""
+    if isinstance(source, Credentials):
+        register_secret(source.access_key_secret)
+        register_secret(source.security_token)
+        return
+    source.on_new = register_credentials
 
 
 def redact(text: str) -> str:

@@ -78,7 +78,7 @@ class TotalsCollector:
         for (action, code), n in sorted(snap.errors.items()):
             errors.add_metric([action, code], n)
         yield errors
-        yield from self._quota(snap.quota_used)
+        yield from self._quota(snap.quota_used, snap.quota_limits)
         yield GaugeMetricFamily("fanout_wave", "The current wave, from 1", value=snap.wave)
         yield GaugeMetricFamily("fanout_waves", "Waves in the run", value=snap.waves)
         yield GaugeMetricFamily(
@@ -99,8 +99,8 @@ class TotalsCollector:
             value={"run_id": snap.run_id or "", "state": snap.state or "running"},
         )
 
-    def _quota(self, used: Mapping[str, int]) -> Iterator[Metric]:
-        """Quota used and the limit per region."""
+    def _quota(self, used: Mapping[str, int], limits: Mapping[str, int]) -> Iterator[Metric]:
+        """Quota used and the limit per region (each region's own, as the run event says)."""
         used_family = GaugeMetricFamily(
             "fanout_quota_used_calls",
             "InvokeCommand calls counted in the quota window",
@@ -111,10 +111,11 @@ class TotalsCollector:
             "InvokeCommand calls the window allows (daily quota - reserve)",
             labels=["region"],
         )
-        for region, n in sorted(used.items()):
-            used_family.add_metric([region], n)
-            if self._limit is not None:
-                limit_family.add_metric([region], self._limit)
+        for region in sorted({*used, *limits}):
+            used_family.add_metric([region], used.get(region, 0))
+            limit = limits.get(region, self._limit)
+            if limit is not None:
+                limit_family.add_metric([region], limit)
         yield used_family
         yield limit_family
 

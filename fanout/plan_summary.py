@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
 from fanout.plan import estimate_region, make_plan
-from fanout.quota import QuotaPolicy
+from fanout.quota import QuotaPolicy, RegionQuotas
 from fanout.report import iso
 from fanout.targets import Target
 
@@ -51,12 +51,15 @@ def plan_document(
     *,
     duplicates: int,
     now: float,
+    quotas: RegionQuotas | None = None,
 ) -> dict[str, Any]:
     """The `fanout plan` document of `targets` less the `(region, instance_id)` in `excluded`.
 
     `used` is the quota already spent per region (calls, oldest call) and `duplicates` the number
-    of duplicate targets dropped; `now` (epoch seconds) dates the ETAs.
+    of duplicate targets dropped; `now` (epoch seconds) dates the ETAs. `quotas` are the regions'
+    daily limits as read from the API (None: the settings' limit everywhere).
     """
+    quotas = quotas or RegionQuotas(settings.quota)
     kept = [t for t in targets if (t.region, t.instance_id) not in excluded]
     plan = make_plan("plan", kept, batch_size=settings.batch_size)
     per_region = Counter(t.region for t in targets)
@@ -71,6 +74,7 @@ def plan_document(
             dict(reasons_by_region.get(region, Counter())),
             calls_by_region[region],
             settings,
+            quotas,
             used.get(region, (0, 0.0))[0],
             now,
         )
@@ -97,11 +101,13 @@ def _region_entry(
     reasons: dict[str, int],
     calls: int,
     settings: PlanSettings,
+    quotas: RegionQuotas,
     used: int,
     now: float,
 ) -> dict[str, Any]:
     """One region of the plan document: its targets, exclusions, calls, quota and ETA."""
-    policy = settings.quota
+    policy = quotas.policy(region)
+    limit = quotas.limit_of(region)
     left = policy.left(used)
     eta = estimate_region(
         region,
@@ -119,6 +125,9 @@ def _region_entry(
         "excluded_by_reason": reasons,
         "batches": calls,
         "calls_needed": calls,
+        "daily_quota": policy.daily_quota,
+        "quota_source": limit.source if limit is not None else "configured",
+        "api_daily_quota": limit.api_limit if limit is not None else None,
         "quota_left_now": left,
         "calls_now": min(calls, left),
         "days": eta.days,

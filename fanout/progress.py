@@ -51,8 +51,12 @@ def _header(v: ProgressView) -> str:
 
 
 # One line under the table: what the short column titles mean.
-_LEGEND = "batches done/flight/left · instances ok/failed/excl/running · rate: calls/s"
-_COLUMNS = ("done", "flight", "left", "ok", "failed", "excl", "running", "quota", "rate", "ETA")
+_LEGEND = (
+    "batches done/flight/left · instances ok/failed/unreach(able)/excl/running · rate: calls/s"
+)
+_COLUMNS = (
+    "done", "flight", "left", "ok", "failed", "unreach", "excl", "running", "quota", "rate", "ETA",
+)  # fmt: skip
 
 
 def _cells(r: RegionView) -> tuple[str, ...]:
@@ -65,6 +69,7 @@ def _cells(r: RegionView) -> tuple[str, ...]:
         str(r.batches_left),
         str(r.succeeded),
         failed + (f" [yellow]+{r.unknown}[/]" if r.unknown else ""),
+        f"[magenta]{r.unreachable}[/]" if r.unreachable else "0",
         str(r.excluded),
         str(r.running),
         "?" if r.quota_left is None else str(r.quota_left),
@@ -93,6 +98,7 @@ def render(v: ProgressView) -> RenderableType:
         "left": v.total("batches_left"),
         "ok": v.total("succeeded"),
         "failed": v.total("failed"),
+        "unreach": v.total("unreachable"),
         "excl": v.total("excluded"),
         "running": v.total("running"),
         "rate": f"{sum(r.rate_per_s for r in v.regions):.1f}",

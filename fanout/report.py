@@ -26,7 +26,16 @@ __all__ = [
 
 # The per-instance states a status or report always counts, in this order: the final ones, then
 # `invoked` (accepted, result not collected yet: not final). `pending` is added while running.
-REPORTED_STATES = ("succeeded", "failed", "excluded", "not_invoked", "unknown", "invoked")
+# `unreachable` (the agent or the delivery failed: the command never ran) is apart from `failed`.
+REPORTED_STATES = (
+    "succeeded",
+    "failed",
+    "unreachable",
+    "excluded",
+    "not_invoked",
+    "unknown",
+    "invoked",
+)
 _REPORT_FIELDS = (
     "run_id",
     "region",
@@ -38,10 +47,12 @@ _REPORT_FIELDS = (
     "invocation_status",
     "exit_code",
     "error_code",
+    "error_info",
     "reason",
     "start_time",
     "finish_time",
     "output",
+    "dropped",  # bytes of output cut off before what is kept (by the API and by fanout)
 )
 _OUTPUT_EXCERPT = 60  # characters of output shown per row in the table format
 
@@ -249,6 +260,13 @@ def _table(
         lines.append(f"  {region}: " + ", ".join(f"{s} {n}" for s, n in sorted(counts.items())))
     if by_error:
         lines.append("by error code: " + ", ".join(f"{c} {n}" for c, n in sorted(by_error.items())))
+    cut = [row for row in rows if row["dropped"]]
+    if cut:
+        most = max(int(str(row["dropped"])) for row in cut)
+        lines.append(
+            f"output: {len(cut)} instances kept the end of a longer output (up to {most} bytes "
+            "dropped before it); the full text is in --format json / csv"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -260,10 +278,12 @@ def _why(row: Mapping[str, object]) -> object:
 
 
 def _cell(value: object, column: str) -> str:
-    """One table cell: no newlines, output cut to an excerpt."""
+    """One table cell: no newlines, output cut to an excerpt of its end (where errors are)."""
     if value is None:
         return "-"
     text = str(value).replace("\n", " ").strip()
-    if column in ("output", "reason") and len(text) > _OUTPUT_EXCERPT:
+    if column == "output" and len(text) > _OUTPUT_EXCERPT:
+        text = "…" + text[-(_OUTPUT_EXCERPT - 1) :]  # an output's end: where the errors are
+    elif column == "reason" and len(text) > _OUTPUT_EXCERPT:
         text = text[: _OUTPUT_EXCERPT - 1] + "…"
     return text or "-"

@@ -45,6 +45,7 @@ class RunRequest:
     allow_overlap: bool = False  # may target open instances of another run in progress
     parent_run_id: str | None = None
     allow_short_secret: bool = False  # secret values under 8 characters (fanout.fingerprints)
+    count_unreachable: bool = False  # unreachable instances count against --max-errors
 
     @property
     def command_source(self) -> CommandSource:

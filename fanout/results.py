@@ -12,6 +12,12 @@ run beside the sweeps, metered per region (`describe_rate_per_s`, halved on thro
 about one Describe call per invocation plus the shared sweep pages. An invocation that is not
 visible yet right after submit is not an error.
 
+A failed read is classified: throttling and server errors were already retried by the client
+(throttling past a whole minute) and are tried again at the next sweep; a refusal that no retry
+can change (no RAM permission, credentials refused or expired, a parameter the API rejects)
+halts the run at once (exit 6) with one line naming the action and the permission it needs -
+never a silent loop.
+
 """
 
 from __future__ import annotations
@@ -27,8 +33,9 @@ import structlog
 from anyio.streams.memory import MemoryObjectReceiveStream
 
 from fanout.clock import SYSTEM_CLOCK, Clock
-from fanout.errors import CallError
+from fanout.errors import CallError, CallKind
 from fanout.gate import per_second
+from fanout.halt import HaltReason, RunControl
 from fanout.ledger import (
     BatchRecord,
     BatchState,
@@ -49,6 +56,7 @@ __all__ = [
     "COUNTED_FAILURES",
     "SUCCESS_STATUS",
     "TERMINAL_STATUSES",
+    "UNREACHABLE_CODES",
     "Collector",
     "instance_outcome",
 ]
@@ -70,6 +78,27 @@ TERMINAL_STATUSES = frozenset(
 )
 # The outcomes the error budget counts (issue 4); Cancelled/Terminated/Stopped follow a stop.
 COUNTED_FAILURES = frozenset({"Failed", "Error", "Timeout", "Invalid", "Aborted"})
+# Per-instance ErrorCodes of a command that never reached the instance: the agent and network
+# group of the SDK models' list and the instance states that prevent delivery (facts 2.3, 10
+# [6]). Such an instance is `unreachable`, not `failed`: its command did not run and fail.
+UNREACHABLE_CODES = frozenset(
+    {
+        "ClientNotRunning",
+        "ClientNotResponse",
+        "ClientNotOnline",
+        "ClientNetworkBlocked",
+        "ClientIsUpgrading",
+        "ClientNeedUpgrade",
+        "ClientRestarted",
+        "SecurityGroupRuleDenied",
+        "DeliveryTimeout",
+        "InstanceNotExists",
+        "InstanceReleased",
+        "InstanceNotRunning",
+        "InstanceDeregistered",
+    }
+)
+_NOT_DELIVERED = "Aborted"  # "The command failed to be sent to the instance" (facts 2.3)
 # Describe calls in flight per collector: they cost no quota but are throttled like any API.
 _DESCRIBE_CONCURRENCY = 8
 # Results fetches slow down on throttling to no less than this, and climb back after this long.
@@ -78,16 +107,37 @@ _RECOVER_AFTER_S = 5.0
 # An invocation not (yet) in the running list is fetched after this grace, which doubles while
 # it stays pending (an agent that is slow to pick it up), up to the cap.
 _PENDING_CAP_S = 30.0
+# The API keeps results 4 weeks and 100 000 records per region (facts 10 [10]): an invocation it
+# has no record of at all, fetch after fetch for about five minutes (an accepted one is listed,
+# Pending, at once), is gone; its open instances become `unknown`, saying why.
+_GONE_AFTER_EMPTY_FETCHES = 14
+_GONE_REASON = (
+    "DescribeInvocationResults has no record of the invocation any more (the API keeps results "
+    "4 weeks and 100 000 records per region)"
+)
 
 log = structlog.get_logger("fanout.results")
 
 
 def _cap(text: str, max_bytes: int) -> tuple[str, int]:
-    """Text cut to `max_bytes` of UTF-8 and the number of bytes dropped."""
+    """The last `max_bytes` of the UTF-8 text and the number of bytes dropped before them: the
+    end of a log holds the errors, and the API keeps the end too (its Dropped, facts 2.1)."""
     data = text.encode()
     if len(data) <= max_bytes:
         return text, 0
-    return data[:max_bytes].decode(errors="ignore"), len(data) - max_bytes
+    dropped = len(data) - max_bytes
+    return data[dropped:].decode(errors="ignore"), dropped
+
+
+def _final_state(result: InstanceResult) -> InstanceState:
+    """Succeeded; unreachable when the command never reached the instance; else failed."""
+    if result.status == SUCCESS_STATUS:
+        return InstanceState.SUCCEEDED
+    if result.error_code in UNREACHABLE_CODES or (
+        result.status == _NOT_DELIVERED and not result.error_code
+    ):
+        return InstanceState.UNREACHABLE
+    return InstanceState.FAILED
 
 
 def instance_outcome(
@@ -97,8 +147,9 @@ def instance_outcome(
     max_output_bytes: int,
     secrets: Collection[str] = (),
 ) -> InstanceRecord:
-    """The ledger record of one instance's terminal result; the values of the run's secret
-    parameters are redacted from its output and error text before anything is stored (I5)."""
+    """The ledger record of one instance's terminal result (`Dropped` summed with our cut); the
+    values of the run's secret parameters are redacted from its output and error text before
+    anything is stored (I5)."""
     output, dropped = _cap(redact_text(result.output or "", secrets), max_output_bytes)
     ok = result.status == SUCCESS_STATUS
     return InstanceRecord(
@@ -106,7 +157,7 @@ def instance_outcome(
         region=batch.region,
         instance_id=result.instance_id,
         batch_id=batch.batch_id,
-        state=InstanceState.SUCCEEDED if ok else InstanceState.FAILED,
+        state=_final_state(result),
         reason=None
         if ok
         else (
@@ -176,6 +227,7 @@ class _Watch:
     queued: bool = False  # waiting for (or in) its DescribeInvocationResults fetch
     fetch_after: float = 0.0
     grace_s: float = 1.0
+    empty_fetches: int = 0  # fetches in a row that found no record of the invocation at all
 
 
 @dataclass(slots=True)
@@ -196,6 +248,8 @@ class Collector:
     describe_rate_per_s: float = 200.0
     clock: Clock = SYSTEM_CLOCK
     secrets: tuple[str, ...] = ()  # secret parameter values: redacted from stored outputs
+    control: RunControl | None = None  # halted (FATAL) when a read is refused for good
+    _stopped: bool = False  # a read was refused for good: no more calls
     _meters: dict[str, _DescribeMeter] = field(default_factory=dict)
     _watches: dict[str, _Watch] = field(default_factory=dict)
     _regions: set[str] = field(default_factory=set)  # regions whose loop is running
@@ -252,7 +306,7 @@ class Collector:
                 for _ in range(_DESCRIBE_CONCURRENCY):
                     tg.start_soon(self._fetcher, receive.clone())
                 receive.close()
-                while self._open_in(region):
+                while self._open_in(region) and not self._stopped:
                     started = self.clock.monotonic()
                     for watch in await self._sweep(region):
                         watch.queued = True
@@ -296,7 +350,8 @@ class Collector:
                             watch.seen_running = True
                             self._record(watch, inv.instances, with_output=False)
         except CallError as err:
-            log.warning("results poll failed", call="DescribeInvocations", error=str(err))
+            if not self._refused_for_good(err, region):
+                log.warning("results poll failed", call="DescribeInvocations", error=str(err))
             return []  # whatever was listed is recorded; the rest waits for the next sweep
         now = self.clock.monotonic()
         return [
@@ -317,6 +372,8 @@ class Collector:
     async def _fetch(self, watch: _Watch) -> None:
         """Read an invocation's results with outputs; settle it if every instance is final."""
         region = watch.batch.region
+        if self._stopped:
+            return
         meter = self._meter(region)
         if meter is not None:
             await meter.acquire(self.client.reads_throttled_at(region))
@@ -325,9 +382,13 @@ class Collector:
                 region, invoke_id=watch.invoke_id
             )
         except CallError as err:
-            log.warning("results poll failed", call="DescribeInvocationResults", error=str(err))
+            if not self._refused_for_good(err, region):
+                log.warning("results poll failed", call="DescribeInvocationResults", error=str(err))
             return  # tried again after the next sweep
         self._record(watch, results, with_output=True)
+        watch.empty_fetches = 0 if results else watch.empty_fetches + 1
+        if watch.open_ids and watch.empty_fetches >= _GONE_AFTER_EMPTY_FETCHES:
+            self._gone(watch)
         if watch.open_ids:  # still pending: look again later, less and less often
             watch.seen_running = False
             watch.grace_s = min(_PENDING_CAP_S, watch.grace_s * 2)
@@ -337,6 +398,38 @@ class Collector:
         self._watches.pop(watch.invoke_id, None)
         if not self._watches:
             self._idle.set()
+
+    def _gone(self, watch: _Watch) -> None:
+        """The API no longer keeps the invocation's results: its open instances are unknown."""
+        batch = watch.batch
+        records = tuple(
+            InstanceRecord(
+                run_id=batch.run_id,
+                region=batch.region,
+                instance_id=iid,
+                batch_id=batch.batch_id,
+                state=InstanceState.UNKNOWN,
+                reason=_GONE_REASON,
+                invoke_id=watch.invoke_id,
+            )
+            for iid in sorted(watch.open_ids)
+        )
+        log.warning("results gone", invoke_id=watch.invoke_id, instances=len(records))
+        self.ledger.post(SetInstances(batch.run_id, records, self.clock.time()))
+        for record in records:
+            self.on_final(record)
+        watch.final_ids |= watch.open_ids
+        watch.open_ids.clear()
+
+    def _refused_for_good(self, err: CallError, region: str) -> bool:
+        """Halt the run (FATAL) for a refusal no retry can change; False for a passing one."""
+        if err.kind not in (CallKind.FATAL, CallKind.BAD_REQUEST):
+            return False
+        self._stopped = True
+        if self.control is not None:
+            self.control.halt(HaltReason.FATAL, f"in {region}, {err}")
+        log.error("results poll refused", region=region, error=str(err))
+        return True
 
     def _record(
         self, watch: _Watch, results: Sequence[InstanceResult], *, with_output: bool

@@ -34,7 +34,7 @@ _END_REASONS = {
     "interrupted": "interrupted",
 }
 _INSTANCE_STATES = ("pending", "invoked", "succeeded", "failed", "excluded", "not_invoked")
-_REGION_KEYS = frozenset({"batches", "batches_done", "instances", "quota_left"})
+_REGION_KEYS = frozenset({"batches", "batches_done", "instances", "daily_quota", "quota_left"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,6 +47,7 @@ class TotalsSnapshot:
     calls: Mapping[tuple[str, str], int]  # (action, region) -> requests sent
     errors: Mapping[tuple[str, str], int]  # (action, error code) -> answered with an error
     quota_used: Mapping[str, int]  # region -> InvokeCommand calls counted in the window
+    quota_limits: Mapping[str, int]  # region -> calls its window allows (daily quota - reserve)
     wave: int  # from 1; 0 before the first wave
     waves: int
     failures: int
@@ -73,7 +74,9 @@ class RunTotals:
     halt_reason: str | None = None
     state: str | None = None
     exit_code: int | None = None
-    quota_limit: int | None = None  # the run's per-region limit: quota used = limit - left
+    quota_limit: int | None = None  # calls a window allows where the run event says none
+    quota_reserve: int = 0  # taken off each region's daily quota (the run event's daily_quota)
+    quota_limits: dict[str, int] = field(default_factory=dict)  # region -> limit - reserve
     _in_flight: dict[str, int] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -94,6 +97,7 @@ class RunTotals:
                 calls=dict(self.calls),
                 errors=dict(self.errors),
                 quota_used=dict(self.quota_used),
+                quota_limits=dict(self.quota_limits),
                 wave=self.wave,
                 waves=self.waves,
                 failures=self.failures,
@@ -120,9 +124,13 @@ class RunTotals:
             for state, n in counts.items():
                 if state not in _REGION_KEYS and state != "excluded":
                     self.instances[state] += int(n)
+            daily = counts.get("daily_quota")  # the account's own per region, or configured
+            if daily is not None:
+                self.quota_limits[region] = max(int(daily) - self.quota_reserve, 0)
+            limit = self.quota_limits.get(region, self.quota_limit)
             left = counts.get("quota_left")
-            if self.quota_limit is not None and left is not None:
-                self.quota_used[region] = max(self.quota_limit - int(left), 0)
+            if limit is not None and left is not None:
+                self.quota_used[region] = max(limit - int(left), 0)
 
     def _batch_start(self, data: Mapping[str, Any]) -> None:
         """A batch left the queue."""

@@ -19,7 +19,7 @@ import structlog
 
 from fanout.aliyun.client import ClientOptions, EcsClient
 from fanout.aliyun.command import CommandSpec
-from fanout.aliyun.credentials import Credentials
+from fanout.aliyun.credentials import CredentialSource
 from fanout.clock import SYSTEM_CLOCK, Clock
 from fanout.commands import fill_run_commands
 from fanout.control import run_spec
@@ -48,7 +48,10 @@ from fanout.ledger import (
     RunState,
     SetRun,
 )
+from fanout.limits import limit_records, read_region_quotas
 from fanout.preflight import check_credentials
+from fanout.quota import RegionQuotas
+from fanout.refused import probe_after_recent_refusals
 from fanout.request import ResumeRequest
 from fanout.results import Collector
 from fanout.settings import Settings
@@ -60,6 +63,7 @@ from fanout.waves import (
     WaveRule,
     parse_max_errors,
     quota_frees_at,
+    quota_refusal_event,
     waits_for_results,
 )
 
@@ -87,6 +91,8 @@ class RunOutcome:
     message: str
     instances: Mapping[str, int] = field(default_factory=dict)
     quota_frees_at: float | None = None
+    # Per blocked region: the API's refusal (code, message) and when it may go on.
+    quota: Mapping[str, Mapping[str, object]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -99,11 +105,12 @@ class DriveOptions:
     force_lease: bool = False
     clock: Clock = SYSTEM_CLOCK
     not_after: float | None = None  # the change window of this leg (--not-after)
+    quotas: RegionQuotas | None = None  # the regions' daily limits; None: read them first
 
 
 def client_for(
     settings: Settings,
-    credentials: Credentials,
+    credentials: CredentialSource,
     clock: Clock = SYSTEM_CLOCK,
     emit: Emit | None = None,
 ) -> EcsClient:
@@ -138,7 +145,7 @@ def _call_events(emit: Emit) -> Callable[[str, str, str | None], None]:
 
 async def resume_run(
     settings: Settings,
-    credentials: Credentials,
+    credentials: CredentialSource,
     store: LedgerStore,
     request: ResumeRequest,
     *,
@@ -157,9 +164,8 @@ async def resume_run(
         # A free DescribeCommands per region before any InvokeCommand: credentials the API
         # refuses stop the resume there (fatal, nothing sent).
         await check_credentials(client, [b.region for b in batches], run.command_id)
-    regions = await anyio.to_thread.run_sync(
-        stored_regions, store, run, settings.quota, clock.time()
-    )
+        quotas = await account_quotas(settings, client, sorted({b.region for b in batches}))
+    regions = await anyio.to_thread.run_sync(stored_regions, store, run, quotas, clock.time())
     allowed = parse_max_errors(_text_option(run, "max_errors"), run.target_count)
     emit(
         "resume",
@@ -172,13 +178,29 @@ async def resume_run(
         force_lease=request.force_lease,
         clock=clock,
         not_after=request.not_after,
+        quotas=quotas,
     )
     return await drive(settings, credentials, store, run, spec, emit=emit, options=options)
 
 
+async def account_quotas(
+    settings: Settings, client: EcsClient, regions: Sequence[str]
+) -> RegionQuotas:
+    """The regions' daily limits: the account's own (read now), unless configured."""
+    return await read_region_quotas(
+        client, regions, settings.quota, configured=settings.daily_quota
+    )
+
+
+async def _run_regions(store: LedgerStore, run: RunRecord) -> list[str]:
+    """The regions a stored run has batches in."""
+    counts = await anyio.to_thread.run_sync(store.batch_counts, run.run_id)
+    return sorted(counts)
+
+
 async def drive(
     settings: Settings,
-    credentials: Credentials,
+    credentials: CredentialSource,
     store: LedgerStore,
     run: RunRecord,
     spec: CommandSpec,
@@ -198,6 +220,9 @@ async def drive(
             anyio.create_task_group() as tg,
         ):
             tg.start_soon(committer.run)
+            quotas = options.quotas or await account_quotas(
+                settings, client, await _run_regions(store, run)
+            )
             ctx = InvokeContext(
                 run_id=run.run_id,
                 account=run.account,
@@ -205,10 +230,11 @@ async def drive(
                 client=client,
                 ledger=committer,
                 gate=_gate(settings, clock),
-                quota=settings.quota,
+                quotas=quotas,
                 control=control,
                 clock=clock,
                 max_attempts=settings.max_attempts,
+                store=store,
             )
             await take_lease(
                 committer,
@@ -220,6 +246,7 @@ async def drive(
             )
             leased = True
             await _commands_ready(ctx, store, run, settings, emit)
+            await _quota_facts(ctx, emit)
             await _leg(ctx, settings, store, run, emit, options, tg.cancel_scope)
             outcome = await _finish(ctx, store, run)
             tg.cancel_scope.cancel()
@@ -253,6 +280,7 @@ async def drive(
             "exit_code": int(outcome.exit_code),
             "instances": dict(outcome.instances),
             "message": outcome.message,
+            "quota": dict(outcome.quota),
         },
     )
     return outcome
@@ -307,6 +335,36 @@ def _ledger_failure(exc: BaseException) -> LedgerError | None:
     return (lost or ledger or [None])[0]
 
 
+async def _quota_facts(ctx: InvokeContext, emit: Emit) -> None:
+    """Before the first call: record the limits read, say which limit each region uses, and
+    start regions refused recently (and not yet due) with one probe call."""
+    now = ctx.clock.time()
+    records = limit_records(ctx.account, ctx.quotas, now)
+    if records:
+        await ctx.ledger.submit(*records)
+    emit(
+        "quota_limits",
+        {
+            "run_id": ctx.run_id,
+            "regions": {
+                region: {
+                    "limit": limit.limit,
+                    "source": limit.source,
+                    "api_limit": limit.api_limit,
+                    "error": limit.error,
+                }
+                for region, limit in sorted(ctx.quotas.limits.items())
+            },
+        },
+    )
+    regions = set(ctx.quotas.limits)
+    waiting = await anyio.to_thread.run_sync(
+        probe_after_recent_refusals, ctx.control, ctx.store, ctx.account, regions, now
+    )
+    for refusal in waiting:
+        log.info("quota probe first", region=refusal.region, refused_at=refusal.at)
+
+
 def _gate(settings: Settings, clock: Clock) -> Gate:
     """The gate of this leg: the settings' concurrency and per-region rate."""
     return Gate(
@@ -340,7 +398,8 @@ async def _leg(
     max_errors = _text_option(run, "max_errors")
     allowed = parse_max_errors(max_errors, run.target_count)
     rule = WaveRule(_text_option(run, "wave_max_failures"), max_errors, run.target_count)
-    leg = Leg(run.run_id, ctx.control, _journaling(emit, ctx), ErrorBudget(allowed), rule)
+    budget = ErrorBudget(allowed, count_unreachable=bool(run.options.get("count_unreachable")))
+    leg = Leg(run.run_id, ctx.control, _journaling(emit, ctx), budget, rule)
     async with anyio.create_task_group() as helpers:
         if options.handle_signals:
             helpers.start_soon(_watch_signals, ctx.control, run.run_id, everything)
@@ -404,6 +463,7 @@ def _collector(
         describe_rate_per_s=settings.describe_rate_per_s,
         clock=ctx.clock,
         secrets=secrets,
+        control=ctx.control,
     )
     for b in batches:
         if b.state is BatchState.ACCEPTED and b.invoke_id:
@@ -477,4 +537,9 @@ async def _finish(ctx: InvokeContext, store: LedgerStore, run: RunRecord) -> Run
         release(run.run_id, now),
     )
     ctx.ledger.close()
-    return RunOutcome(run.run_id, end.state, end.exit_code, end.message, counts, frees_at)
+    quota = {
+        region: quota_refusal_event(run.run_id, block)
+        for region, block in halt.quota_blocks.items()
+        if block.refused
+    }
+    return RunOutcome(run.run_id, end.state, end.exit_code, end.message, counts, frees_at, quota)

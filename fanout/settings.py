@@ -52,6 +52,9 @@ class Settings:
     signature: str = "v3"  # v3 (ACS3-HMAC-SHA256) | rpc (HMAC-SHA1)
     ca_bundle: str | None = None  # extra trusted CA file (PEM)
     profile: str | None = None  # credentials profile name
+    # The ECS instance metadata service (credentials of the instance's RAM role): its usual
+    # address on an instance; tests and other setups point it elsewhere.
+    metadata_endpoint: str = "http://100.100.100.200"
     account: str | None = None  # quota account key; None: the AccessKeyId
     region: str | None = None  # default region for bare instance ids
     batch_size: int = 50  # instances per InvokeCommand call, at most max_batch_size
@@ -63,7 +66,9 @@ class Settings:
     # Preflight / tag Describe calls in flight per region, every region at once (README: why 8).
     preflight_concurrency: int = 8
     rate_per_s: float = 10.0  # InvokeCommand calls per second per region (0: unlimited)
-    daily_quota: int = DEFAULT_DAILY_QUOTA  # calls per region per quota day (spec S1)
+    # Calls per region per quota day; None: the account's own (DescribeAccountAttributes
+    # max-axt-invocation-daily, read per region), DEFAULT_DAILY_QUOTA where it cannot be read.
+    daily_quota: int | None = None
     quota_reserve: int = 0  # calls per region left for other tools and people
     quota_mode: str = "rolling"  # rolling (24 h window) | calendar
     quota_time_zone: str = "Asia/Shanghai"  # calendar mode: the day's time zone
@@ -71,7 +76,8 @@ class Settings:
     connect_timeout_s: float = 5.0
     read_timeout_s: float = 16.0  # the SDK's read timeout for InvokeCommand
     poll_interval_s: float = 1.0  # seconds between results sweeps (Describe calls, no quota)
-    max_output_bytes: int = 4096  # output kept per instance in the ledger
+    # Output kept per instance in the ledger, its end (the API keeps the last 24 KB: facts 2.1).
+    max_output_bytes: int = 24 * 1024
     describe_rate_per_s: float = 200.0  # results fetches per second per region, at most (0: none)
     lease_s: float = 60.0  # a run's lease; renewed while it is driven
     # Spec P4: Base64 of a saved command's content + parameters (fanout.validate says why 18 KB).
@@ -93,9 +99,9 @@ class Settings:
 
     @property
     def quota(self) -> QuotaPolicy:
-        """The quota policy these settings describe."""
+        """The quota policy these settings describe (the fallback limit when not configured)."""
         return QuotaPolicy(
-            daily_quota=self.daily_quota,
+            daily_quota=DEFAULT_DAILY_QUOTA if self.daily_quota is None else self.daily_quota,
             reserve=self.quota_reserve,
             mode=QuotaMode(self.quota_mode),
             time_zone=self.quota_time_zone,
@@ -189,6 +195,7 @@ _PARSERS: Mapping[str, Callable[[object], object]] = {
     "signature": _choice("v3", "rpc"),
     "ca_bundle": _name,
     "profile": _name,
+    "metadata_endpoint": _endpoint,  # the instance metadata service (plain http: link-local)
     "account": _name,
     "region": _name,
     "batch_size": _int_in(1, MAX_BATCH_SIZE),
@@ -434,7 +441,7 @@ def _problem_together(v: Mapping[str, Any]) -> tuple[tuple[str, ...], str] | Non
             f"InstanceIds.ExceedLimit; raise max_batch_size, at most {MAX_BATCH_SIZE}, only if "
             "your account's limit is higher)"
         )
-    if v["quota_reserve"] > v["daily_quota"]:
+    if v["daily_quota"] is not None and v["quota_reserve"] > v["daily_quota"]:
         return ("quota_reserve", "daily_quota"), (
             "the reserve is larger than the daily quota: no call could ever be made"
         )

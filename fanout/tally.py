@@ -26,7 +26,7 @@ from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from fanout.ledger.model import BatchRecord, InstanceState, RunRecord
-from fanout.quota import QuotaPolicy
+from fanout.quota import RegionQuotas
 
 if TYPE_CHECKING:
     from fanout.ledger.store import LedgerStore
@@ -76,6 +76,7 @@ class RegionView:
     instances: int
     succeeded: int
     failed: int
+    unreachable: int  # the agent or the delivery failed: the command never ran
     excluded: int
     unknown: int
     running: int  # invoked, no result yet
@@ -285,6 +286,7 @@ def _region_view(name: str, r: _Region, now: float, elapsed_s: float) -> RegionV
         instances=r.instances,
         succeeded=r.states[InstanceState.SUCCEEDED],
         failed=r.states[InstanceState.FAILED],
+        unreachable=r.states[InstanceState.UNREACHABLE],
         excluded=r.states[InstanceState.EXCLUDED],
         unknown=r.states[InstanceState.UNKNOWN],
         running=r.states[InstanceState.INVOKED],
@@ -298,16 +300,25 @@ def _region_view(name: str, r: _Region, now: float, elapsed_s: float) -> RegionV
 def planned_regions(
     batches: Iterable[BatchRecord],
     excluded: Iterable[tuple[str, str]],
-    policy: QuotaPolicy,
+    quotas: RegionQuotas,
     quota_used: Mapping[str, tuple[int, float]],
 ) -> dict[str, dict[str, int]]:
-    """The `regions` of a new run's "run" event: batches, instances, exclusions, quota left."""
+    """The `regions` of a new run's "run" event: batches, instances, exclusions, the daily
+    quota (the account's own, or configured) and what is left of it."""
     regions: dict[str, dict[str, int]] = {}
 
     def region(name: str) -> dict[str, int]:
         used = quota_used.get(name, (0, 0.0))[0]
+        policy = quotas.policy(name)
         return regions.setdefault(
-            name, {"batches": 0, "instances": 0, "excluded": 0, "quota_left": policy.left(used)}
+            name,
+            {
+                "batches": 0,
+                "instances": 0,
+                "excluded": 0,
+                "daily_quota": policy.daily_quota,
+                "quota_left": policy.left(used),
+            },
         )
 
     for b in batches:
@@ -323,12 +334,12 @@ def planned_regions(
 
 
 def stored_regions(
-    store: LedgerStore, run: RunRecord, policy: QuotaPolicy, now: float
+    store: LedgerStore, run: RunRecord, quotas: RegionQuotas, now: float
 ) -> dict[str, dict[str, int]]:
     """The `regions` of a "resume" event, from the ledger: totals and what is done already."""
     batch_counts = store.batch_counts(run.run_id)
     instance_counts = store.instance_counts(run.run_id)
-    used = store.quota_used(run.account, policy.window_start(now))
+    used = store.quota_used(run.account, quotas.base.window_start(now))
     regions: dict[str, dict[str, int]] = {}
     for name in sorted({*batch_counts, *instance_counts}):
         by_batch = batch_counts.get(name, {})
@@ -339,7 +350,8 @@ def stored_regions(
             "instances": sum(by_state.values()),
             **by_state,
             "pending": sum(by_state.get(s, 0) for s in _LEFT_STATES),
-            "quota_left": policy.left(used.get(name, (0, 0.0))[0]),
+            "daily_quota": quotas.policy(name).daily_quota,
+            "quota_left": quotas.policy(name).left(used.get(name, (0, 0.0))[0]),
         }
         regions[name].pop(InstanceState.NOT_INVOKED.value, None)
     return regions

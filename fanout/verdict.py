@@ -15,6 +15,7 @@ from datetime import UTC, datetime
 
 from fanout.errors import ExitCode
 from fanout.ledger.model import InstanceState, RunState, reported_state
+from fanout.quota import QuotaBlock
 
 __all__ = ["HaltReason", "HaltState", "Verdict", "reported_counts", "verdict"]
 
@@ -37,6 +38,7 @@ class HaltState:
     reasons: frozenset[HaltReason] = frozenset()
     details: Mapping[HaltReason, str] = field(default_factory=dict)  # first detail per reason
     quota_blocked: frozenset[str] = frozenset()
+    quota_blocks: Mapping[str, QuotaBlock] = field(default_factory=dict)  # why, per region
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,15 +92,8 @@ def verdict(  # noqa: PLR0911 - one return per documented exit code, in priority
         return Verdict(RunState.INTERRUPTED, ExitCode.INTERRUPTED, f"{why} ({summary}); resumable")
     open_left = counts.get(InstanceState.PENDING, 0)
     if halt.quota_blocked and open_left:
-        when = (
-            datetime.fromtimestamp(frees_at or now, UTC)
-            .isoformat(timespec="seconds")
-            .replace("+00:00", "Z")
-        )
         return Verdict(
-            RunState.QUOTA,
-            ExitCode.QUOTA,
-            f"daily quota spent with {open_left} instances not invoked; capacity frees at {when}",
+            RunState.QUOTA, ExitCode.QUOTA, _quota_message(halt, open_left, frees_at, now)
         )
     fine = [InstanceState.SUCCEEDED, InstanceState.INVOKED]
     if not strict:
@@ -118,3 +113,34 @@ def reported_counts(counts: Mapping[str, int], run_state: RunState) -> dict[str,
         name = reported_state(state, run_state)
         reported[name] = reported.get(name, 0) + n
     return reported
+
+
+def _iso(epoch: float) -> str:
+    """ISO-8601 UTC with Z (the JSON contract's form)."""
+    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def _quota_message(halt: HaltState, open_left: int, frees_at: float | None, now: float) -> str:
+    """Exit 4's line: the instances left and, per blocked region, why and when it may go on."""
+    parts = []
+    for region in sorted(halt.quota_blocked):
+        block = halt.quota_blocks.get(region)
+        if block is None or not block.refused:
+            parts.append(f"{region}: fanout's count reached the daily limit")
+            continue
+        what = f"{region}: the API refused InvokeCommand with {block.code} ({block.message})"
+        if block.explained:
+            when = _iso(block.frees_at) if block.frees_at is not None else "unknown"
+            parts.append(f"{what}, fanout's own {block.used} calls reach its {block.limit}; capacity frees at {when}")  # fmt: skip
+        else:
+            probe = _iso(block.probe_at) if block.probe_at is not None else "unknown"
+            parts.append(
+                f"{what} with fanout's own calls at {block.used} of {block.limit}: capacity "
+                f"returns at an unknown time (other users of the account's quota); "
+                f"next probe at {probe}"
+            )
+    when = _iso(frees_at or now)
+    return (
+        f"daily quota spent with {open_left} instances not invoked ({'; '.join(parts)}); "
+        f"`fanout resume` from {when}, or --wait-for-quota"
+    )

@@ -45,6 +45,7 @@ class Watchers:
     options: WatchOptions
     store: LedgerStore
     quota_limit: int | None = None
+    quota_reserve: int = 0
     totals: RunTotals = field(init=False)
     file: MetricsFile | None = field(init=False, default=None)
     server: MetricsServer | None = field(init=False, default=None)
@@ -53,7 +54,7 @@ class Watchers:
 
     def __post_init__(self) -> None:
         opts = self.options
-        self.totals = RunTotals(quota_limit=self.quota_limit)
+        self.totals = RunTotals(quota_limit=self.quota_limit, quota_reserve=self.quota_reserve)
         if opts.notify:
             report = str(opts.html_report.resolve()) if opts.html_report else None
             self.notifier = Notifier(opts.notify, opts.notify_format, report=report)

@@ -5,6 +5,8 @@ wave's batches in every region at once and collects its results, and the next wa
 when they are all in and the error budget holds. The budget (`--max-errors N|P%`) counts instances that ended Failed,
 Error, Timeout, Invalid or Aborted, and the instances of batch calls that failed permanently;
 preflight exclusions and instances refused one by one (isolated) are reported separately.
+`unreachable` instances (the agent or the delivery failed: the command never ran there) count
+only with `--count-unreachable`.
 
 Overshoot bound: when the budget trips, nothing more is dispatched, but invocations already
 accepted keep running and are collected. So at most every instance dispatched and not yet final
@@ -30,7 +32,9 @@ from fanout.ledger import (
     InstanceState,
     LedgerStore,
 )
+from fanout.quota import QuotaBlock
 from fanout.results import COUNTED_FAILURES
+from fanout.times import iso
 
 __all__ = [
     "ErrorBudget",
@@ -38,6 +42,7 @@ __all__ = [
     "WaveRule",
     "parse_max_errors",
     "quota_frees_at",
+    "quota_refusal_event",
     "waits_for_results",
 ]
 
@@ -101,10 +106,11 @@ class WaveRule:
 
 @dataclass(slots=True)
 class ErrorBudget:
-    """Failures counted so far against the allowance."""
+    """Failures counted so far against the allowance (`unreachable` ones only if told so)."""
 
     allowed: int | None
     failures: int = 0
+    count_unreachable: bool = False
 
     def add(self, n: int) -> bool:
         """Count `n` failures; True if the budget is now exceeded."""
@@ -157,6 +163,8 @@ class Leg:
         self.ends[end] = self.ends.get(end, 0) + 1
         if end is BatchEnd.FAILED and outcome.note != "isolated":
             self._count(len(record.instance_ids), record.wave)
+        if outcome.refusal is not None:
+            self.emit("quota_refused", quota_refusal_event(self.run_id, outcome.refusal))
         self.emit(
             "batch",
             {
@@ -174,7 +182,11 @@ class Leg:
 
     def instance_final(self, record: InstanceRecord) -> None:
         """The collector's callback: count failures the budget covers."""
-        if record.state is InstanceState.FAILED and record.invocation_status in COUNTED_FAILURES:
+        failed = (
+            record.state is InstanceState.FAILED and record.invocation_status in COUNTED_FAILURES
+        )
+        unreachable = record.state is InstanceState.UNREACHABLE and self.budget.count_unreachable
+        if failed or unreachable:
             self._count(1, self.wave_of.get(record.batch_id or "", -1))
         self.emit(
             "instance",
@@ -248,14 +260,34 @@ class Leg:
             )
 
 
+def quota_refusal_event(run_id: str, block: QuotaBlock) -> dict[str, object]:
+    """The `quota_refused` event: the API's answer and what it means for the region."""
+    return {
+        "run_id": run_id,
+        "region": block.region,
+        "code": block.code,
+        "message": block.message,
+        "request_id": block.request_id,
+        "own_calls": block.used,
+        "limit": block.limit,
+        "explained": block.explained,
+        "frees_at": iso(block.frees_at),  # ISO-8601 UTC, like quota_wait's `until`
+        "probe_at": iso(block.probe_at),
+    }
+
+
 async def quota_frees_at(ctx: InvokeContext, store: LedgerStore, regions: Sequence[str]) -> float:
-    """When every region of `regions` can make its next call."""
+    """When every region of `regions` can make its next call: when the API's refusal says (its
+    window frees, or its next probe), else when fanout's own window frees a call."""
     now = ctx.clock.time()
-    start = ctx.quota.window_start(now)
-    frees = [
-        ctx.quota.frees_at(
-            await anyio.to_thread.run_sync(store.quota_times, ctx.account, region, start), now
-        )
-        for region in regions
-    ]
+    frees = []
+    for region in regions:
+        block = ctx.control.quota_block(region)
+        if block is not None and block.refused and block.until is not None:
+            frees.append(block.until)
+            continue
+        policy = ctx.quotas.policy(region)
+        start = policy.window_start(now)
+        times = await anyio.to_thread.run_sync(store.quota_times, ctx.account, region, start)
+        frees.append(policy.frees_at(times, now))
     return max(frees, default=now)

@@ -62,6 +62,7 @@ PURE_MODULES = (
     "fanout.aliyun.command",
     "fanout.aliyun.responses",
     "fanout.aliyun.decoders",
+    "fanout.aliyun.permissions",
     "fanout.ledger.model",
     "fanout.ledger.rows",
     "fanout.ledger.writes",
@@ -121,6 +122,9 @@ RUNNER_SIDE = (
     "fanout.control",
     "fanout.commands",
     "fanout.command_list",
+    "fanout.limits",
+    "fanout.refused",
+    "fanout.doctor",
 )
 
 

@@ -42,6 +42,7 @@ from tests.conftest import Fanout, write_targets
 COMMANDS = (
     "commands",
     "demo",
+    "doctor",
     "emulator",
     "plan",
     "quota",
@@ -53,7 +54,15 @@ COMMANDS = (
     "status",
     "stop",
 )
-INSTANCE_STATES = ("succeeded", "failed", "excluded", "not_invoked", "unknown", "invoked")
+INSTANCE_STATES = (
+    "succeeded",
+    "failed",
+    "unreachable",
+    "excluded",
+    "not_invoked",
+    "unknown",
+    "invoked",
+)
 # The stable --json field names, as README.md's "Machine-readable output" documents them.
 DOCUMENTED: dict[str, frozenset[str]] = {
     "run event": frozenset({"event", "run_id", "targets", "batches", "excluded", "regions"}),
@@ -119,7 +128,9 @@ DOCUMENTED: dict[str, frozenset[str]] = {
         }
     ),
     "quota": frozenset({"account", "mode", "daily_quota", "reserve", "regions"}),
-    "quota region": frozenset({"used", "left", "limit", "next_call_frees_at"}),
+    "quota region": frozenset(
+        {"used", "left", "limit", "limit_source", "api_limit", "next_call_frees_at", "last_refusal"}
+    ),
     "plan": frozenset(
         {
             "targets",
@@ -599,20 +610,21 @@ def test_report_json_fields(rollout: Rollout, how: tuple[str, ...]) -> None:
 
 def test_quota_json_fields(rollout: Rollout) -> None:
     """`quota --json` names the account, the window and, per region, the calls the emulator
-    counted as used, what is left and the limit."""
+    counted as used, what is left and the limit - the account's own, read from the API."""
     doc = rollout.json("quota", "--json")
     assert DOCUMENTED["quota"] <= set(doc)
     assert all(DOCUMENTED["quota region"] <= set(r) for r in doc["regions"].values())
     assert doc["account"] == DEMO_ACCESS_KEY_ID
     assert doc["mode"] == "rolling"
-    assert doc["daily_quota"] == 5000
+    assert doc["daily_quota"] is None  # not overridden
     assert doc["reserve"] == 0
     counted = rollout.emu.snapshot()["regions"]
     assert set(doc["regions"]) == {"cn-beijing", "cn-hangzhou"}
     for name, region in doc["regions"].items():
         assert region["used"] == counted[name]["quota_used"] > 0
-        assert region["limit"] == 5000
+        assert (region["limit"], region["limit_source"], region["api_limit"]) == (5000, "api", 5000)
         assert region["left"] == 5000 - region["used"]
+        assert region["last_refusal"] is None
 
 
 def test_plan_json_fields_and_spends_nothing(rollout: Rollout) -> None:

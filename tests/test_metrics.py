@@ -6,6 +6,7 @@ from __future__ import annotations
 import urllib.request
 from pathlib import Path
 
+from prometheus_client.openmetrics.exposition import generate_latest
 from prometheus_client.openmetrics.parser import text_string_to_metric_families
 
 from fanout.metrics import MetricsFile, MetricsServer, metrics_registry
@@ -66,6 +67,32 @@ def test_the_metrics_file_is_openmetrics_and_replaced_whole(tmp_path: Path) -> N
     assert samples[("fanout_run_info", (("run_id", RUN), ("state", "halted")))] == 1
     assert samples[("fanout_wave", ())] == 2
     assert [p.name for p in path.parent.iterdir()] == ["fanout.prom"]  # no temporary left
+
+
+def test_each_regions_limit_is_its_own_daily_quota_less_the_reserve() -> None:
+    """The run event carries each region's daily quota (the account's own, read from the API,
+    or configured): the limit metric and the quota used are per region, not one number."""
+    totals = RunTotals(quota_limit=4990, quota_reserve=10)
+    regions = {
+        "cn-beijing": {"batches": 1, "instances": 2, "excluded": 0, "daily_quota": 500, "quota_left": 480},
+        "cn-hangzhou": {"batches": 1, "instances": 2, "excluded": 0, "daily_quota": 5000, "quota_left": 4990},
+    }  # fmt: skip
+    totals.feed(
+        "run", {"run_id": RUN, "targets": 4, "batches": 2, "excluded": 0, "regions": regions}
+    )
+    snap = totals.snapshot()
+    assert snap.quota_limits == {"cn-beijing": 490, "cn-hangzhou": 4990}
+    assert snap.quota_used == {"cn-beijing": 10, "cn-hangzhou": 0}
+    assert "daily_quota" not in snap.instances
+    samples = _samples(_openmetrics(totals))
+    assert samples[("fanout_quota_limit_calls", (("region", "cn-beijing"),))] == 490
+    assert samples[("fanout_quota_limit_calls", (("region", "cn-hangzhou"),))] == 4990
+
+
+def _openmetrics(totals: RunTotals) -> str:
+    """The registry's text as the metrics file would hold it."""
+    data: bytes = generate_latest(metrics_registry(totals, quota_limit=4990))  # type: ignore[no-untyped-call]
+    return data.decode()
 
 
 def test_metrics_are_served_on_loopback_only() -> None:

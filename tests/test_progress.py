@@ -62,11 +62,12 @@ def test_screenshot_shows_a_row_per_region_and_the_header() -> None:
         "10s",
     ]
     assert lines[1].split() == [
-        "region", "done", "flight", "left", "ok", "failed", "excl", "running", "quota", "rate", "ETA",
+        "region", "done", "flight", "left", "ok", "failed", "unreach", "excl", "running", "quota",
+        "rate", "ETA",
     ]  # fmt: skip
-    assert " ".join(row(text, "cn-hangzhou")) == "cn-hangzhou 4 2 6 27 53 6 120 94 1.0 8s"
-    assert " ".join(row(text, "cn-beijing")) == "cn-beijing 1 1 6 0 0 4 50 4 0.2 quota short"
-    assert " ".join(row(text, "all")) == "all 5 3 12 27 53 10 170 98 1.2"
+    assert " ".join(row(text, "cn-hangzhou")) == "cn-hangzhou 4 2 6 27 53 0 6 120 94 1.0 8s"
+    assert " ".join(row(text, "cn-beijing")) == "cn-beijing 1 1 6 0 0 0 4 50 4 0.2 quota short"
+    assert " ".join(row(text, "all")) == "all 5 3 12 27 53 0 10 170 98 1.2"
     assert all(len(line) <= 100 for line in lines)
 
 

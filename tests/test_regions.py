@@ -48,7 +48,8 @@ def test_a_throttled_region_does_not_hold_up_a_fast_one(
         "regions": ("cn-beijing", "cn-hangzhou"),
         "instances_per_region": 300,
     }
-    emu = emulator(**fields, latency_ms=20, region_qps={"cn-beijing": 1.0})
+    # One-second throttling windows keep this real-time test short (the API's are a minute).
+    emu = emulator(**fields, latency_ms=20, region_qps={"cn-beijing": 1.0}, throttle_window_s=1)
     cli = fanout_cli(emu)
     _run(cli, write_targets(tmp_path / "t.txt", fleet_ids(**fields)), "--batch-size", "50")
     created = _created_by_region(emu.snapshot())

@@ -141,9 +141,10 @@ async def _statuses(url: str, region: str, invoke_ids: list[str]) -> set[str]:
 
 
 def test_stop_stops_running_invocations(emulator: Start, fanout_cli: Bind, tmp_path: Path) -> None:
-    """`fanout stop` makes the runner exit 5 and leaves the running invocations stopped."""
+    """`fanout stop` makes the runner exit 5 and leaves the running invocations stopped (on an
+    emulator whose StopInvocation terminates running executions: `stop_mode="terminate"`)."""
     fleet = {**FLEET, "instances_per_region": 120}
-    emu = emulator(**fleet, exec_seconds=(120.0, 120.0))
+    emu = emulator(**fleet, exec_seconds=(120.0, 120.0), stop_mode="terminate")
     cli = fanout_cli(emu)
     targets = write_targets(tmp_path / "t.txt", fleet_ids(**fleet))
     proc = cli.start(
@@ -174,7 +175,8 @@ def test_stop_stops_running_invocations(emulator: Start, fanout_cli: Bind, tmp_p
 def test_report_shows_timeouts_aborts_and_exit_codes(
     emulator: Start, fanout_cli: Bind, tmp_path: Path
 ) -> None:
-    """Timed-out, aborted (agent lost after submit) and non-zero exits are reported with codes."""
+    """Timed-out, aborted (agent lost after submit: unreachable) and non-zero exits are reported
+    with codes."""
     fleet = {**FLEET, "instances_per_region": 40}
     emu = emulator(**fleet, exec_seconds=(5.0, 15.0), exec_failure_fraction=0.3)
     cli = fanout_cli(emu)
@@ -200,7 +202,8 @@ def test_report_shows_timeouts_aborts_and_exit_codes(
     assert proc.wait(timeout=60) == 1
     rows = {r["instance_id"]: r for r in report(cli, run_id)["instances"]}
     assert {rows[i]["invocation_status"] for i in lost} == {"Aborted"}
-    assert all(rows[i]["state"] == "failed" for i in lost)
+    assert all(rows[i]["state"] == "unreachable" for i in lost)  # the command never ran there
+    assert {rows[i]["error_code"] for i in lost} == {"ClientNotRunning"}
     by_status: dict[str, list[dict[str, Any]]] = {}
     for row in rows.values():
         by_status.setdefault(row["invocation_status"], []).append(row)
@@ -240,10 +243,13 @@ def test_stop_gets_through_transient_errors_and_collects_every_final_state(
 ) -> None:
     """With half the StopInvocation calls answered 500, `fanout stop` retries (it is idempotent)
     until every open invocation is stopped, exits 0, and collects the stopped instances' final
-    states: none is left `invoked` in `status`."""
+    states: none is left `invoked` in `status`. (On an emulator whose StopInvocation terminates
+    running executions, `stop_mode="terminate"`: the API reference's default only cancels
+    executions that have not started, facts 10 [8].)"""
     fleet = {**FLEET, "instances_per_region": 200}
     emu = emulator(
         **fleet,
+        stop_mode="terminate",
         exec_seconds=(120.0, 120.0),
         error_rate=0.5,
         fault_actions=frozenset({"StopInvocation"}),

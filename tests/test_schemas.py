@@ -43,6 +43,8 @@ def test_every_schema_is_a_valid_schema_and_every_event_kind_has_one() -> None:
         "wave",
         "halted",
         "quota_wait",
+        "quota_refused",
+        "quota_limits",
         "end",
         "status",
     )
@@ -71,7 +73,7 @@ def test_real_output_matches_the_schemas(
         event = json.loads(line)
         validate(event, f"event-{event['event']}")
         seen.add(event["event"])
-    assert {"run", "resume", "wave_start", "batch", "wave", "halted", "end"} <= seen
+    assert {"run", "resume", "quota_limits", "wave_start", "batch", "wave", "halted", "end"} <= seen
     run_id = json.loads(run.stdout.splitlines()[0])["run_id"]
     status = cli.run("status", run_id, "--json")
     validate(json.loads(status.stdout), "status")

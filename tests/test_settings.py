@@ -15,7 +15,8 @@ def test_defaults() -> None:
     settings = load_settings(env={}, config_file=None)
     assert settings == Settings()
     assert settings.batch_size == 50
-    assert settings.daily_quota == 5000
+    assert settings.daily_quota is None  # the account's own limit, read from the API
+    assert settings.quota.daily_quota == 5000  # the fallback where it cannot be read
 
 
 def test_precedence(tmp_path: Path) -> None:

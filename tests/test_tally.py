@@ -17,7 +17,7 @@ from fanout.ledger import (
     RunState,
     open_ledger,
 )
-from fanout.quota import QuotaPolicy
+from fanout.quota import QuotaPolicy, RegionLimit, RegionQuotas
 from fanout.tally import (
     RATE_WINDOW_S,
     ProgressModel,
@@ -184,24 +184,41 @@ def test_twenty_thousand_batches_leave_only_the_rate_window() -> None:
 
 
 def test_planned_regions_counts_batches_instances_exclusions_and_quota() -> None:
-    """The "run" event's regions: batches, instances (excluded included) and quota left."""
+    """The "run" event's regions: batches, instances (excluded included), the daily quota each
+    region uses (the account's own where read: cn-beijing's here) and what is left of it."""
     batches = [
         BatchRecord(f"b{i}", "r", region, i, 0, ("i-1", "i-2"), "t", BatchState.PENDING)
         for i, region in enumerate(["cn-hangzhou", "cn-hangzhou", "cn-beijing"])
     ]
     excluded = {("cn-beijing", "i-9"): "stopped", ("cn-shanghai", "i-8"): "classic"}
-    policy = QuotaPolicy(daily_quota=100, reserve=10)
-    regions = planned_regions(batches, excluded, policy, {"cn-hangzhou": (30, 0.0)})
+    quotas = RegionQuotas(
+        QuotaPolicy(daily_quota=100, reserve=10), {"cn-beijing": RegionLimit(50, "api", 50)}
+    )
+    regions = planned_regions(batches, excluded, quotas, {"cn-hangzhou": (30, 0.0)})
     assert regions == {
-        "cn-beijing": {"batches": 1, "instances": 3, "excluded": 1, "pending": 2, "quota_left": 90},
+        "cn-beijing": {
+            "batches": 1,
+            "instances": 3,
+            "excluded": 1,
+            "pending": 2,
+            "daily_quota": 50,
+            "quota_left": 40,
+        },
         "cn-hangzhou": {
             "batches": 2,
             "instances": 4,
             "excluded": 0,
             "pending": 4,
+            "daily_quota": 100,
             "quota_left": 60,
         },
-        "cn-shanghai": {"batches": 0, "instances": 1, "excluded": 1, "quota_left": 90},
+        "cn-shanghai": {
+            "batches": 0,
+            "instances": 1,
+            "excluded": 1,
+            "daily_quota": 100,
+            "quota_left": 90,
+        },
     }
 
 
@@ -226,7 +243,7 @@ def test_stored_regions_let_a_resumed_run_start_from_what_is_done(tmp_path: Path
             )
         ],
     )
-    regions = stored_regions(store, run, QuotaPolicy(), time.time())
+    regions = stored_regions(store, run, RegionQuotas(), time.time())
     store.close()
     assert regions["cn-hangzhou"] == {
         "batches": 2,
@@ -235,6 +252,7 @@ def test_stored_regions_let_a_resumed_run_start_from_what_is_done(tmp_path: Path
         "invoked": 4,
         "pending": 4,
         "excluded": 1,
+        "daily_quota": 5000,
         "quota_left": 5000,
     }
     model = ProgressModel()

@@ -31,7 +31,7 @@ from fanout.launch import batch_records
 from fanout.ledger import BatchRecord, BatchState, GroupCommitter, RunRecord, RunState
 from fanout.ledger.sqlite import SqliteLedger
 from fanout.plan import make_plan
-from fanout.quota import DAY_S, QuotaPolicy
+from fanout.quota import DAY_S, QuotaPolicy, RegionLimit, RegionQuotas
 from fanout.runner import client_for
 from fanout.settings import Settings
 from fanout.targets import Target
@@ -53,11 +53,23 @@ def _stored_run(store: SqliteLedger, clock: FakeClock, instances: int) -> list[B
     return batches
 
 
+def configured(limit: int, *regions: str) -> RegionQuotas:
+    """A daily limit set by the operator (--daily-quota) in these regions: never re-read."""
+    return RegionQuotas(
+        QuotaPolicy(daily_quota=limit), {r: RegionLimit(limit, "configured") for r in regions}
+    )
+
+
 Events = list[tuple[str, dict[str, Any]]]
 
 
 def _leg(
-    run_id: str, client: EcsClient, committer: GroupCommitter, clock: FakeClock, daily_quota: int
+    run_id: str,
+    client: EcsClient,
+    committer: GroupCommitter,
+    clock: FakeClock,
+    quotas: RegionQuotas,
+    store: SqliteLedger,
 ) -> tuple[InvokeContext, Leg, Events]:
     """The invoke context and leg of a test run (4 calls in flight per region), and its events."""
     control = RunControl(clock)
@@ -68,10 +80,11 @@ def _leg(
         client=client,
         ledger=committer,
         gate=Gate(clock, concurrency=8, region_concurrency=4, rate_per_s=0),
-        quota=QuotaPolicy(daily_quota=daily_quota),
+        quotas=quotas,
         control=control,
         clock=clock,
         max_attempts=3,
+        store=store,
     )
     events: Events = []
     leg = Leg(run_id, control, lambda k, d: events.append((k, dict(d))), ErrorBudget(None))
@@ -90,7 +103,9 @@ async def _drive_waves(
         committer = GroupCommitter(store)
         async with client_for(settings, CREDS, clock) as client, anyio.create_task_group() as tg:
             tg.start_soon(committer.run)
-            ctx, leg, events = _leg("r-quota", client, committer, clock, daily_quota=2)
+            ctx, leg, events = _leg(
+                "r-quota", client, committer, clock, configured(2, REGION), store
+            )
             options = WaveOptions(
                 region_concurrency=4, wait_for_quota=wait_for_quota, pause_after_wave=False
             )
@@ -178,7 +193,7 @@ async def test_a_quota_blocked_region_does_not_hold_the_waves_of_the_others(
         committer = GroupCommitter(store)
         async with client_for(settings, CREDS, clock) as client, anyio.create_task_group() as tg:
             tg.start_soon(committer.run)
-            ctx, leg, events = _leg("r-lag", client, committer, clock, daily_quota=3)
+            ctx, leg, events = _leg("r-lag", client, committer, clock, configured(3, a, b), store)
             options = WaveOptions(region_concurrency=4, wait_for_quota=True, pause_after_wave=False)
             with anyio.fail_after(60):
                 async with anyio.create_task_group() as run_tg:

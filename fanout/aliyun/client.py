@@ -17,6 +17,12 @@ The typed actions (`invoke_command`, `describe_*`, ...) come from `fanout.aliyun
 Read-only `Describe*` calls cost no quota, so the client retries their transient failures itself
 (bounded exponential backoff with jitter). InvokeCommand, StopInvocation and CreateCommand are
 sent exactly once per method call: the runner owns their retries, as ledger events.
+
+Credentials come from a provider asked before every call (`fanout.aliyun.keys`): renewable ones
+are renewed before they expire; if the API still refuses a token as expired, they are renewed
+once and the call sent again (a refused call was not applied); when they cannot be renewed,
+`CredentialsExpiredError` is raised before anything is sent. The instance metadata service the
+RAM role provider reads is reached through this client's session too (`fetch`).
 """
 
 from __future__ import annotations
@@ -36,10 +42,10 @@ import yarl
 
 from fanout.aliyun import wire
 from fanout.aliyun.actions import EcsActions
-from fanout.aliyun.credentials import Credentials
 from fanout.aliyun.endpoints import resolve_endpoint
+from fanout.aliyun.keys import Credentials, CredentialSource, CredentialsProvider, as_provider
 from fanout.clock import SYSTEM_CLOCK, Backoff, Clock
-from fanout.errors import CallError, CallKind, ConfigError, TransportError
+from fanout.errors import ApiError, CallError, CallKind, ConfigError, TransportError
 
 __all__ = ["DEFAULT_OPTIONS", "USER_AGENT", "ClientOptions", "EcsClient"]
 
@@ -56,9 +62,12 @@ USER_AGENT = f"fanout/{_package_version()}"
 
 # Backoff of read-only retries never waits longer than this, whatever the server asks.
 _RETRY_CAP_S = 5.0
-# Throttling lasts up to the next minute (facts 6.2): 8 tries, the waits doubling up to 30 s,
-# span about a minute and a half before a read gives up.
-_THROTTLED_ATTEMPTS = 8
+# ECS throttles per API, region and account in one-minute windows: throttled at minute T, a
+# call goes through at T+1 (facts 6.2, 10 [9]). Throttled reads back off from 1 s, doubling up
+# to 30 s, jittered between half and all: 9 waits add up to at least 75 s (at most about 150 s),
+# past the end of any throttled minute, before a read gives up.
+_THROTTLED_ATTEMPTS = 10
+_THROTTLED_BASE_S = 1.0
 _THROTTLED_CAP_S = 30.0
 # Close idle pooled connections before the typical server idle timeout (15 s and up) does, so a
 # request is rarely written into a connection the server has just closed (an ambiguous failure).
@@ -103,16 +112,17 @@ class EcsClient(EcsActions):
 
     def __init__(
         self,
-        credentials: Credentials,
+        credentials: CredentialSource,
         options: ClientOptions = DEFAULT_OPTIONS,
         *,
         clock: Clock = SYSTEM_CLOCK,
         signing_clock: Callable[[], datetime] | None = None,
         on_call: OnCall | None = None,
     ) -> None:
-        # `clock` paces retries; `signing_clock` stamps requests and is the real wall clock
-        # unless a test sets it (the server checks the stamp against its own clock).
-        self._credentials = credentials
+        # `clock` paces retries and judges credential expiry; `signing_clock` stamps requests
+        # and is the real wall clock unless a test sets it (the server checks the stamp
+        # against its own clock).
+        self._provider = as_provider(credentials)
         self._options = options
         self._clock = clock
         self._signing_clock = signing_clock or _utc_now
@@ -124,7 +134,16 @@ class EcsClient(EcsActions):
         self._on_call = on_call
 
     def __repr__(self) -> str:
-        return f"EcsClient(key={self._credentials.access_key_id!r}, options={self._options!r})"
+        return f"EcsClient(source={self._provider.source!r}, options={self._options!r})"
+
+    @property
+    def credentials_provider(self) -> CredentialsProvider:
+        """Where the client's credentials come from."""
+        return self._provider
+
+    async def credentials(self) -> Credentials:
+        """The credentials the next call will be signed with (renewed first if due)."""
+        return await self._provider.current(self.fetch, self._clock.time())
 
     async def __aenter__(self) -> Self:
         self._ensure_session()
@@ -189,7 +208,28 @@ class EcsClient(EcsActions):
     async def _send(
         self, action: str, region: str, params: Mapping[str, str], reader: wire.Reader[R]
     ) -> R:
-        """One signed attempt: the answer as `reader` reads it, or a CallError."""
+        """One signed attempt with the current credentials: the answer as `reader` reads it, or
+        a CallError. A token the API refused as expired is renewed once and the call sent again
+        (the refused one was not applied); CredentialsExpiredError when it cannot be."""
+        creds = await self.credentials()
+        try:
+            return await self._send_signed(creds, action, region, params, reader)
+        except ApiError as err:
+            if not err.code.startswith("InvalidSecurityToken") or not self._provider.renewable:
+                raise
+            self._provider.invalidate()
+            fresh = await self.credentials()
+        return await self._send_signed(fresh, action, region, params, reader)
+
+    async def _send_signed(
+        self,
+        creds: Credentials,
+        action: str,
+        region: str,
+        params: Mapping[str, str],
+        reader: wire.Reader[R],
+    ) -> R:
+        """One attempt signed with `creds`."""
         session = self._ensure_session()
         base = resolve_endpoint(
             region, network=self._options.network, override=self._options.endpoint
@@ -199,7 +239,7 @@ class EcsClient(EcsActions):
             base,
             action,
             params,
-            self._credentials,
+            creds,
             nonce=secrets.token_hex(16),  # 32 hex digits as uuid4().hex, at a quarter of its CPU
             moment=self._signing_clock(),
         )
@@ -234,25 +274,43 @@ class EcsClient(EcsActions):
     async def _send_read_only(
         self, action: str, region: str, params: Mapping[str, str], reader: wire.Reader[R]
     ) -> R:
-        """`_send` with bounded retries of transient failures (for calls that change nothing)."""
+        """`_send` with bounded retries of transient failures (for calls that change nothing).
+
+        Throttling has its own, longer back-off (past a throttled minute); other transient
+        failures `describe_attempts` tries; anything else (permission, authentication, a bad
+        parameter) is raised at once: retrying cannot help.
+        """
         attempts = max(1, self._options.describe_attempts)
-        attempt = 1
-        backoff = Backoff(self._options.retry_base_delay_s, _RETRY_CAP_S)
+        transient = Backoff(self._options.retry_base_delay_s, _RETRY_CAP_S)
+        throttled = Backoff(_THROTTLED_BASE_S, _THROTTLED_CAP_S)
+        failures = throttles = 0
         while True:
             try:
                 return await self._send(action, region, params, reader)
             except CallError as err:
-                # ECS throttles per minute: throttled reads wait longer and try more often.
                 if err.is_throttling:
                     self._reads_throttled_at[region] = self._clock.monotonic()
-                limit = max(attempts, _THROTTLED_ATTEMPTS) if err.is_throttling else attempts
-
-                if attempt >= limit or err.kind not in _TRANSIENT:
-                    raise
-                backoff.cap_s = _THROTTLED_CAP_S if err.is_throttling else _RETRY_CAP_S
-                delay_s = backoff.next_delay_s(err.retry_after_s, hint_cap_s=backoff.cap_s)
+                    throttles += 1
+                    if throttles >= _THROTTLED_ATTEMPTS:
+                        raise
+                    delay_s = throttled.next_delay_s(err.retry_after_s, hint_cap_s=_THROTTLED_CAP_S)
+                else:
+                    failures += 1
+                    if failures >= attempts or err.kind not in _TRANSIENT:
+                        raise
+                    delay_s = transient.next_delay_s(err.retry_after_s, hint_cap_s=_RETRY_CAP_S)
             await self._clock.sleep(delay_s)
-            attempt += 1
+
+    async def fetch(self, method: str, url: str, headers: Mapping[str, str]) -> tuple[int, str]:
+        """An unsigned request to a credentials service (the instance metadata service): its
+        HTTP status and body. Transport failures are mapped like every other call's."""
+        session = self._ensure_session()
+        host = yarl.URL(url).host or url
+        try:
+            async with session.request(method, url, headers=dict(headers)) as response:
+                return response.status, (await response.read()).decode(errors="replace")
+        except (aiohttp.ClientError, OSError) as exc:
+            raise _transport_error(exc, action="credentials", region="-", host=host) from None
 
     def reads_throttled_at(self, region: str) -> float:
         """When a Describe call in `region` was last answered with Throttling (monotonic; 0: never)."""

@@ -1,10 +1,17 @@
-"""Alibaba Cloud credentials: the value, and the chain that finds it (DESIGN.md section 4).
+"""Alibaba Cloud credentials: the chain that finds them (DESIGN.md section 4).
 
 Order, first hit wins:
 1. `ALIBABA_CLOUD_ACCESS_KEY_ID` / `ALIBABA_CLOUD_ACCESS_KEY_SECRET` (+ `ALIBABA_CLOUD_SECURITY_TOKEN`);
-2. the aliyun CLI profile file `~/.aliyun/config.json` (modes `AK` and `StsToken`), skipped when
+2. the aliyun CLI profile file `~/.aliyun/config.json` (modes `AK`, `StsToken` - read again when
+   its token is due or refused - and `EcsRamRole`), skipped when
    `ALIBABA_CLOUD_CLI_PROFILE_DISABLED=true`;
-3. `~/.alibabacloud/credentials.ini` (or `ALIBABA_CLOUD_CREDENTIALS_FILE`), types `access_key`, `sts`.
+3. `~/.alibabacloud/credentials.ini` (or `ALIBABA_CLOUD_CREDENTIALS_FILE`), types `access_key`,
+   `sts` and `ecs_ram_role`;
+4. the ECS instance RAM role named by `ALIBABA_CLOUD_ECS_METADATA` (the instance metadata service,
+   unless `ALIBABA_CLOUD_ECS_METADATA_DISABLED=true`), as the official chain does last.
+
+Static keys come back as `Credentials`; renewable ones as a `CredentialsProvider`
+(`fanout.aliyun.renewal`), which the client asks before every call.
 
 The profile is the `profile` argument, else `ALIBABA_CLOUD_PROFILE`, else the CLI file's `current`
 (the ini file's `default` section). Errors name the file, the profile and the line, never a value:
@@ -17,13 +24,15 @@ import configparser
 import json
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from fanout.aliyun.keys import Credentials, CredentialSource, check_key_text
+from fanout.aliyun.renewal import METADATA_ENDPOINT, EcsRamRole, ProfileSts, profile_reader
 from fanout.errors import CredentialsError
 
-__all__ = ["Credentials", "load_credentials"]
+__all__ = ["CredentialSource", "Credentials", "load_credentials"]
 
 ENV_KEY_ID = "ALIBABA_CLOUD_ACCESS_KEY_ID"
 ENV_KEY_SECRET = "ALIBABA_CLOUD_ACCESS_KEY_SECRET"  # noqa: S105 - a variable name, not a secret
@@ -31,50 +40,18 @@ ENV_TOKEN = "ALIBABA_CLOUD_SECURITY_TOKEN"  # noqa: S105 - a variable name, not 
 ENV_PROFILE = "ALIBABA_CLOUD_PROFILE"
 ENV_CLI_DISABLED = "ALIBABA_CLOUD_CLI_PROFILE_DISABLED"
 ENV_INI_FILE = "ALIBABA_CLOUD_CREDENTIALS_FILE"
+ENV_ECS_ROLE = "ALIBABA_CLOUD_ECS_METADATA"
+ENV_ECS_DISABLED = "ALIBABA_CLOUD_ECS_METADATA_DISABLED"
+ENV_IMDSV1_DISABLED = "ALIBABA_CLOUD_IMDSV1_DISABLED"
 
 _CLI_FILE = Path(".aliyun") / "config.json"
 _INI_FILE = Path(".alibabacloud") / "credentials.ini"
-_CLI_MODES = frozenset({"AK", "StsToken"})
-_INI_TYPES = frozenset({"access_key", "sts"})
+_CLI_MODES = frozenset({"AK", "StsToken", "EcsRamRole"})
+_INI_TYPES = frozenset({"access_key", "sts", "ecs_ram_role"})
 
 
-# Access key ids, secrets and STS tokens are printable ASCII without spaces (Base64 and
-# alphanumerics). Anything else -- a newline pasted with the value, an undecodable byte -- would
-# break the request's headers, so it is refused when read, without showing the value.
-_PRINTABLE_ASCII = frozenset(chr(code) for code in range(0x21, 0x7F))
-
-
-def _check_text(value: str, what: str, where: str) -> str:
-    """`value` if it is printable ASCII without spaces, else CredentialsError naming `what`."""
-    if not set(value) <= _PRINTABLE_ASCII:
-        raise CredentialsError(
-            f"{where}: {what} holds a character that is not printable ASCII (a newline, a "
-            "space, a control character or an undecodable byte); set it again"
-        )
-    return value
-
-
-@dataclass(frozen=True, slots=True)
-class Credentials:
-    """An access key (and STS token); `repr` and `str` show the key id and source only."""
-
-    access_key_id: str
-    access_key_secret: str = field(repr=False)
-    security_token: str | None = field(default=None, repr=False)
-    source: str = ""
-
-    def __post_init__(self) -> None:
-        """The same text rules for credentials from any source (the Python API's too)."""
-        where = self.source or "credentials"
-        _check_text(self.access_key_id, "the access key id", where)
-        _check_text(self.access_key_secret, "the access key secret", where)
-        if self.security_token is not None:
-            _check_text(self.security_token, "the security token", where)
-
-    @property
-    def is_sts(self) -> bool:
-        """True for temporary STS credentials (they carry a security token)."""
-        return bool(self.security_token)
+def _true(env: Mapping[str, str], name: str) -> bool:
+    return env.get(name, "").strip().lower() == "true"
 
 
 def load_credentials(
@@ -82,31 +59,59 @@ def load_credentials(
     profile: str | None = None,
     env: Mapping[str, str] | None = None,
     home: Path | None = None,
-) -> Credentials:
-    """The first credentials found along the chain; `CredentialsError` if none or a source is bad."""
+    metadata_endpoint: str = METADATA_ENDPOINT,
+) -> CredentialSource:
+    """The first credentials found along the chain; `CredentialsError` if none or a source is bad.
+
+    `metadata_endpoint` is where the ECS instance metadata service answers (settings
+    `metadata_endpoint`: tests serve it from the emulator).
+    """
     env = os.environ if env is None else env
+    return _chain(profile, env, home, metadata_endpoint)
+
+
+def _chain(
+    profile: str | None, env: Mapping[str, str], home: Path | None, metadata_endpoint: str
+) -> CredentialSource:
+    """Walk the chain (see the module docstring)."""
     home = Path.home() if home is None else home
     profile = profile or env.get(ENV_PROFILE) or None
     looked: list[str] = [f"environment ({ENV_KEY_ID}, {ENV_KEY_SECRET})"]
 
-    found = _from_env(env)
+    found: CredentialSource | None = _from_env(env)
     if found is not None:
         return found
-    if env.get(ENV_CLI_DISABLED, "").strip().lower() == "true":
+    role = _RoleFactory(metadata_endpoint, v1_disabled=_true(env, ENV_IMDSV1_DISABLED))
+    if _true(env, ENV_CLI_DISABLED):
         looked.append(f"{home / _CLI_FILE} (skipped: {ENV_CLI_DISABLED}=true)")
     else:
         cli_path = home / _CLI_FILE
         looked.append(f"{cli_path} (profile {profile or 'current'})")
-        found = _from_cli_file(cli_path, profile)
+        found = _from_cli_file(cli_path, profile, role)
         if found is not None:
             return found
     ini_path, explicit = _ini_path(env, home)
     section = profile or "default"
     looked.append(f"{ini_path} [{section}]")
-    found = _from_ini_file(ini_path, section, explicit=explicit)
+    found = _from_ini_file(ini_path, section, role, explicit=explicit)
     if found is not None:
         return found
+    role_name = env.get(ENV_ECS_ROLE, "").strip()
+    if role_name and not _true(env, ENV_ECS_DISABLED):
+        return role(role_name)
+    looked.append(f"the instance RAM role ({ENV_ECS_ROLE} unset)")
     raise CredentialsError("no Alibaba Cloud credentials found; looked in: " + "; ".join(looked))
+
+
+@dataclass(frozen=True, slots=True)
+class _RoleFactory:
+    """Makes the instance RAM role provider with the metadata service's address."""
+
+    endpoint: str
+    v1_disabled: bool = False
+
+    def __call__(self, role: str) -> EcsRamRole:
+        return EcsRamRole(role or None, self.endpoint, v1_disabled=self.v1_disabled)
 
 
 def _from_env(env: Mapping[str, str]) -> Credentials | None:
@@ -120,15 +125,40 @@ def _from_env(env: Mapping[str, str]) -> Credentials | None:
         present = ENV_KEY_ID if key_id else ENV_KEY_SECRET
         raise CredentialsError(f"{present} is set but {missing} is empty or unset")
     token = env.get(ENV_TOKEN, "").strip() or None
-    _check_text(key_id, ENV_KEY_ID, "environment")
-    _check_text(secret, ENV_KEY_SECRET, "environment")
+    check_key_text(key_id, ENV_KEY_ID, "environment")
+    check_key_text(secret, ENV_KEY_SECRET, "environment")
     if token is not None:
-        _check_text(token, ENV_TOKEN, "environment")
+        check_key_text(token, ENV_TOKEN, "environment")
     return Credentials(key_id, secret, token, source="environment")
 
 
-def _from_cli_file(path: Path, profile: str | None) -> Credentials | None:
-    """Credentials from the aliyun CLI's config.json; None if the file or the profile is absent."""
+def _from_cli_file(path: Path, profile: str | None, role: _RoleFactory) -> CredentialSource | None:
+    """Credentials from the aliyun CLI's config.json; None if the file or the profile is absent.
+
+    A `StsToken` profile becomes a provider that reads the file again when its token is due
+    (`sts_expiration`, epoch seconds, when the CLI wrote one) or was refused.
+    """
+    found = _cli_profile(path, profile)
+    if found is None:
+        return None
+    name, entry = found
+    where = f"{path}: profile {name!r}"
+    mode = entry.get("mode") or "AK"
+    if mode == "EcsRamRole":
+        return role(str(entry.get("ram_role_name") or ""))
+    creds = _cli_credentials(entry, where, f"{path} profile {name}")
+    if mode != "StsToken":
+        return creds
+
+    def load(file: Path) -> Credentials | None:
+        again = _cli_profile(file, name)
+        return None if again is None else _cli_credentials(again[1], where, creds.source)
+
+    return ProfileSts(profile_reader(path, load), creds.source, f"aliyun-profile:{name}")
+
+
+def _cli_profile(path: Path, profile: str | None) -> tuple[str, dict[str, Any]] | None:
+    """(profile name, its entry) in config.json; None if the file or the profile is absent."""
     data = _read_json(path)
     if data is None:
         return None
@@ -139,17 +169,24 @@ def _from_cli_file(path: Path, profile: str | None) -> Credentials | None:
     entry = next((p for p in profiles if isinstance(p, dict) and p.get("name") == name), None)
     if entry is None:
         return None
-    where = f"{path}: profile {name!r}"
     mode = entry.get("mode") or "AK"
     if mode not in _CLI_MODES:
         raise CredentialsError(
-            f"{where} uses mode {mode!r}, which fanout does not support "
+            f"{path}: profile {name!r} uses mode {mode!r}, which fanout does not support "
             f"(supported: {', '.join(sorted(_CLI_MODES))})"
         )
+    return str(name), entry
+
+
+def _cli_credentials(entry: Mapping[str, Any], where: str, source: str) -> Credentials:
+    """An `AK` or `StsToken` profile's credentials."""
     key_id = _required(entry, "access_key_id", where)
     secret = _required(entry, "access_key_secret", where)
-    token = _required(entry, "sts_token", where) if mode == "StsToken" else None
-    return Credentials(key_id, secret, token, source=f"{path} profile {name}")
+    sts = (entry.get("mode") or "AK") == "StsToken"
+    token = _required(entry, "sts_token", where) if sts else None
+    expiration = entry.get("sts_expiration") if sts else None
+    expires = float(expiration) if isinstance(expiration, int | float) and expiration > 0 else None
+    return Credentials(key_id, secret, token, source=source, expiration=expires)
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:
@@ -190,7 +227,9 @@ def _ini_path(env: Mapping[str, str], home: Path) -> tuple[Path, bool]:
     return home / _INI_FILE, False
 
 
-def _from_ini_file(path: Path, section: str, *, explicit: bool) -> Credentials | None:
+def _from_ini_file(
+    path: Path, section: str, role: _RoleFactory, *, explicit: bool
+) -> CredentialSource | None:
     """Credentials from credentials.ini; None if the file (when not named) or section is absent."""
     parser = _read_ini(path, explicit=explicit)
     if parser is None or not parser.has_section(section):
@@ -203,6 +242,8 @@ def _from_ini_file(path: Path, section: str, *, explicit: bool) -> Credentials |
             f"{where} has type {kind!r}, which fanout does not support "
             f"(supported: {', '.join(sorted(_INI_TYPES))})"
         )
+    if kind == "ecs_ram_role":
+        return role(entry.get("role_name", "").strip())
     key_id = _required(entry, "access_key_id", where)
     secret = _required(entry, "access_key_secret", where)
     token = _required(entry, "security_token", where) if kind == "sts" else None

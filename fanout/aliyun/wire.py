@@ -285,6 +285,8 @@ def decode_answer(
     if not code:
         code = "InternalError.Unparsable" if status >= 500 else "InvalidResponse.Unparsable"
         message = f"HTTP {status} from {host} without an API error body"
+    denied = body.get("AccessDeniedDetail") if body else None
+    auth_action = denied.get("AuthAction") if isinstance(denied, dict) else None
     raise ApiError(
         code=code,
         message=message,
@@ -292,6 +294,7 @@ def decode_answer(
         request_id=str(body.get("RequestId") or "") if body else None,
         action=action,
         retry_after_s=_retry_after_s(retry_after),
+        auth_action=str(auth_action) if auth_action else None,
     )
 
 

@@ -8,6 +8,7 @@ from typing import Any
 import anyio
 import click
 
+from fanout.aliyun.keys import account_key
 from fanout.cli.exits import guarded
 from fanout.cli.options import SpendFlags, credentials_for, ledger_for, spend_options
 from fanout.command_list import PruneResult, command_listing, prune_commands, region_counts
@@ -60,7 +61,7 @@ def commands_command(prune: bool, account: str | None, spend: SpendFlags) -> Non
         async def ask() -> None:
             async with client_for(settings, credentials) as client:
                 if prune:  # only the account these credentials act for
-                    mine = account or settings.account or credentials.access_key_id
+                    mine = account or settings.account or account_key(credentials)
                     pruned.extend(await prune_commands(store, client, account=mine))
                 counts.update(await region_counts(client, regions))
 

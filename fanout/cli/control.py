@@ -13,6 +13,8 @@ from typing import Any
 import anyio
 import click
 
+from fanout.aliyun.credentials import CredentialSource
+from fanout.aliyun.keys import account_key
 from fanout.cli.consent import confirm_plan, require_consent
 from fanout.cli.exits import fail, guarded
 from fanout.cli.inputs import ParamInput, secret_values
@@ -30,6 +32,7 @@ from fanout.cli.options import (
     spend_options,
     watch_options,
 )
+from fanout.cli.quota_view import quota_document, quota_regions
 from fanout.cli.run import run_watched
 from fanout.cli.views import Out, finish, quota_text, runs_text, stop_text
 from fanout.control import (
@@ -41,10 +44,11 @@ from fanout.control import (
     run_spec,
     stop_run,
 )
-from fanout.errors import ConfigError, ExitCode
+from fanout.errors import ConfigError, CredentialsError, ExitCode
 from fanout.launch import start_run
-from fanout.ledger import LedgerStore
+from fanout.ledger import NO_LEDGER, LedgerStore
 from fanout.logs import configure_logging
+from fanout.quota import RegionQuotas
 from fanout.report import (
     REPORTED_STATES,
     ReportFilter,
@@ -56,7 +60,7 @@ from fanout.report import (
 )
 from fanout.report_io import html_report, retries_of, write_file
 from fanout.request import RunRequest
-from fanout.runner import client_for
+from fanout.runner import account_quotas, client_for
 from fanout.settings import Settings
 
 __all__ = ["COMMANDS"]
@@ -212,18 +216,35 @@ def _text_report(store: LedgerStore, run_id: str, fmt: str, only: ReportFilter) 
 
 @click.command("quota")
 @click.option("--account", help="Quota account (default: the access key id).")
-@click.option("--daily-quota", type=int, help="Calls per region per day (as for run).")
+@click.option("--region", "regions", multiple=True, help="Also show this region (repeatable).")
+@click.option("--daily-quota", type=int, help="Override the account's limit (as run does).")
 @click.option("--quota-reserve", type=int, help="Calls per region left for others.")
+@click.option("--endpoint", help="API endpoint URL for every region (e.g. the emulator).")
+@click.option("--profile", help="Credentials profile (aliyun CLI / credentials.ini).")
+@click.option("--ca-bundle", type=click.Path(dir_okay=False), help="Extra trusted CA (PEM).")
+@click.option("--offline", is_flag=True, help="Only what the ledger holds: no API call.")
 @common_options
 @guarded
 def quota_command(
-    account: str | None, daily_quota: int | None, quota_reserve: int | None, common: CommonFlags
+    account: str | None,
+    regions: tuple[str, ...],
+    daily_quota: int | None,
+    quota_reserve: int | None,
+    endpoint: str | None,
+    profile: str | None,
+    ca_bundle: str | None,
+    offline: bool,
+    common: CommonFlags,
 ) -> None:
-    """Calls used and left per region in the current quota day, and when capacity frees.
+    """Per region: the account's daily limit as the API reports it, fanout's own use in the
+    window, the last refusal, and when capacity frees.
 
     \b
-    fanout quota
-    fanout quota --account LTAI5t... --json | jq '.regions["cn-hangzhou"].left'
+    The limit is read live (DescribeAccountAttributes max-axt-invocation-daily, free) for
+    every region the ledger knows and every --region; --offline shows the last one read.
+    \b
+    fanout quota --region cn-hangzhou
+    fanout quota --json | jq '.regions["cn-hangzhou"].last_refusal'
     """
     settings = settings_from(
         common.config_file,
@@ -231,35 +252,41 @@ def quota_command(
         account=account,
         daily_quota=daily_quota,
         quota_reserve=quota_reserve,
+        endpoint=endpoint,
+        profile=profile,
+        ca_bundle=ca_bundle,
     )
-    account = settings.account or os.environ.get("ALIBABA_CLOUD_ACCESS_KEY_ID")
+    credentials = None if offline else _optional_credentials(settings)
+    account = (
+        settings.account
+        or (account_key(credentials) if credentials is not None else None)
+        or os.environ.get("ALIBABA_CLOUD_ACCESS_KEY_ID")
+    )
     if not account:
         raise ConfigError("--account: give the quota account (or set ALIBABA_CLOUD_ACCESS_KEY_ID)")
-    store = reader_for(settings)
-    policy = settings.quota
+    store = reader_for(settings) or NO_LEDGER  # quota reads; it creates no ledger
     now = time.time()
-    start = policy.window_start(now)
-    regions = {}
-    used_now = store.quota_used(account, start) if store is not None else {}
-    for region, (used, _oldest) in sorted(used_now.items()):
-        assert store is not None
-        times = store.quota_times(account, region, start)
-        regions[region] = {
-            "used": used,
-            "left": policy.left(used),
-            "limit": policy.limit,
-            "next_call_frees_at": iso(policy.frees_at(times, now))
-            if policy.left(used) == 0
-            else None,
-        }
-    doc = {
-        "account": account,
-        "mode": policy.mode.value,
-        "daily_quota": policy.daily_quota,
-        "reserve": policy.reserve,
-        "regions": regions,
-    }
-    Out(as_json=common.as_json).document(doc, quota_text(doc, policy.limit))
+    known = quota_regions(store, account, settings, now) | set(regions)
+    if settings.region:
+        known.add(settings.region)
+    live = None
+    if credentials is not None and known:
+
+        async def read() -> RegionQuotas:
+            async with client_for(settings, credentials) as client:
+                return await account_quotas(settings, client, sorted(known))
+
+        live = anyio.run(read, backend="asyncio")
+    doc = quota_document(store, account, settings, sorted(known), live, now)
+    Out(as_json=common.as_json).document(doc, quota_text(doc))
+
+
+def _optional_credentials(settings: Settings) -> CredentialSource | None:
+    """Credentials when the chain has some (the limits are then read live), else None."""
+    try:
+        return credentials_for(settings)
+    except CredentialsError:
+        return None
 
 
 def _text(options: Mapping[str, object], name: str) -> str | None:
@@ -295,12 +322,17 @@ def _with_param_options(func: Callable[..., None]) -> Callable[..., None]:
     "--only",
     default=",".join(RETRY_CHOICES),
     show_default=True,
-    help="Which instances: any of failed, unknown, not-invoked (comma-separated).",
+    help="Which instances: any of failed, unreachable, unknown, not-invoked (comma-separated).",
 )
 @_with_param_options
 @click.option("--waves", help="Cumulative wave sizes for the retry run (default: the run's).")
 @click.option("--max-errors", help="Halt the retry after N or P% failed (default: the run's).")
 @click.option("--wave-max-failures", help="Per-wave failure budget (default: the run's).")
+@click.option(
+    "--count-unreachable",
+    is_flag=True,
+    help="Count unreachable instances against --max-errors (default: as the run did).",
+)
 @click.option("--no-preflight", is_flag=True, help="Skip the Describe checks.")
 @spend_options
 @watch_options
@@ -314,6 +346,7 @@ def retry_command(
     waves: str | None,
     max_errors: str | None,
     wave_max_failures: str | None,
+    count_unreachable: bool,
     no_preflight: bool,
     spend: SpendFlags,
     watch: WatchFlags,
@@ -370,8 +403,9 @@ def retry_command(
         strict=bool(parent.options.get("strict")),
         parent_run_id=run_id,
         allow_short_secret=True,  # the parent's values, checked against its fingerprints
+        count_unreachable=count_unreachable or bool(parent.options.get("count_unreachable")),
     )
-    account = settings.account or credentials.access_key_id
+    account = settings.account or account_key(credentials)
     confirm = confirm_plan(spec.command_id, store, settings, account) if ask else None
     outcome = run_watched(
         watch,

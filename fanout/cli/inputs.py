@@ -21,7 +21,7 @@ import anyio
 import click
 
 from fanout.aliyun.command import CommandSpec, oss_output_delivery
-from fanout.aliyun.credentials import Credentials
+from fanout.aliyun.credentials import CredentialSource
 from fanout.aliyun.endpoints import KNOWN_REGIONS
 from fanout.cli.options import RolloutFlags, SpendFlags, credentials_for
 from fanout.errors import ConfigError, TargetError
@@ -86,7 +86,7 @@ class Rollout:
 
     request: RunRequest
     settings: Settings
-    credentials: Credentials
+    credentials: CredentialSource
     duplicates: tuple[Duplicate, ...]  # dropped from the targets, reported by `run`
 
 
@@ -178,6 +178,7 @@ def read_rollout(flags: RolloutFlags, spend: SpendFlags) -> Rollout:
         max_errors=flags.max_errors,
         wave_max_failures=flags.wave_max_failures,
         wave_wait_s=parse_duration(flags.wave_wait, "--wave-wait"),
+        count_unreachable=flags.count_unreachable,
         pause_after_wave=flags.pause_after_wave,
         preflight=not flags.no_preflight,
         wait=spend.wait is not False,
@@ -538,7 +539,7 @@ def _with_tagged(
     tags: dict[str, str],
     regions: Sequence[str],
     settings: Settings,
-    credentials: Credentials,
+    credentials: CredentialSource,
 ) -> TargetList:
     """The explicit targets, then every instance carrying all `tags` in `regions` (duplicates dropped)."""
     if not tags:

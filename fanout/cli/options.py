@@ -18,7 +18,7 @@ from typing import Any
 import click
 
 from fanout import values
-from fanout.aliyun.credentials import Credentials, load_credentials
+from fanout.aliyun.credentials import CredentialSource, load_credentials
 from fanout.aliyun.endpoints import is_loopback
 from fanout.errors import RunNotFoundError
 from fanout.ledger import (
@@ -28,7 +28,7 @@ from fanout.ledger import (
     open_existing_ledger,
     open_ledger,
 )
-from fanout.logs import register_secret
+from fanout.logs import register_credentials
 from fanout.plan import WAVE_ORDERS
 from fanout.settings import Settings, load_settings
 
@@ -170,6 +170,7 @@ class RolloutFlags:
     max_errors: str | None
     wave_max_failures: str | None
     wave_wait: str | None
+    count_unreachable: bool
     pause_after_wave: bool
     no_preflight: bool
     strict: bool
@@ -410,6 +411,11 @@ _ROLLOUT = _collected(
             "(e.g. 30s, 5m, 1h). It only delays the next wave: failures that show later are not "
             "seen by fanout.",
         ),
+        click.option(
+            "--count-unreachable",
+            is_flag=True,
+            help="Count unreachable instances (agent or delivery failed) against --max-errors.",
+        ),
         click.option("--pause-after-wave", is_flag=True, help="Stop after each wave (exit 5)."),
         click.option("--no-preflight", is_flag=True, help="Skip the Describe checks."),
         click.option("--strict", is_flag=True, help="Preflight exclusions make the run exit 1."),
@@ -509,9 +515,10 @@ def reader_for(settings: Settings, *, run_id: str | None = None) -> LedgerStore 
     return store
 
 
-def credentials_for(settings: Settings) -> Credentials:
-    """Credentials from the chain, registered for redaction."""
-    credentials = load_credentials(profile=settings.profile)
-    register_secret(credentials.access_key_secret)
-    register_secret(credentials.security_token)
+def credentials_for(settings: Settings) -> CredentialSource:
+    """Credentials from the chain, registered for redaction (renewed ones too)."""
+    credentials = load_credentials(
+        profile=settings.profile, metadata_endpoint=settings.metadata_endpoint
+    )
+    register_credentials(credentials)
     return credentials

@@ -11,6 +11,7 @@ from pathlib import Path
 import anyio
 import click
 
+from fanout.aliyun.keys import account_key
 from fanout.cli.consent import confirm_plan, require_consent
 from fanout.cli.exits import guarded
 from fanout.cli.inputs import ParamInput, parse_not_after, read_rollout, secret_values
@@ -68,6 +69,7 @@ def run_watched(
         ),
         store,
         quota_limit=settings.quota.limit,
+        quota_reserve=settings.quota.reserve,
     )
     if watchers.server is not None:
         click.echo(f"metrics: {watchers.server.url}", err=True)
@@ -102,7 +104,7 @@ def run_command(rollout: RolloutFlags, spend: SpendFlags, watch: WatchFlags) -> 
     ask = require_consent("run", yes=spend.yes)
     location = settings.ledger or default_ledger_location()
     check_ledger_location(location)  # before the preflight: a bad ledger costs no calls
-    account = settings.account or credentials.access_key_id
+    account = settings.account or account_key(credentials)
     # Only read to show the quota left: the ledger is created after the checks and the
     # preflight, so a refusal there (or "no") leaves no run and no file behind.
     confirm = confirm_plan(request.spec.command_id, None, settings, account) if ask else None
@@ -143,11 +145,11 @@ def plan_command(rollout: RolloutFlags, spend: SpendFlags) -> None:
     configure_logging(spend.common.log_level)
     read = read_rollout(rollout, spend)
     request, settings, credentials = read.request, read.settings, read.credentials
-    account = settings.account or credentials.access_key_id
+    account = settings.account or account_key(credentials)
     store = reader_for(settings) or NO_LEDGER  # plan spends nothing and creates nothing
     # The command is checked even with --no-preflight (one free DescribeCommands per region);
     # a script's command is looked up, never created.
-    excluded, resolution = anyio.run(
+    excluded, resolution, quotas = anyio.run(
         lambda: preview_preflight(
             settings,
             credentials,
@@ -163,7 +165,13 @@ def plan_command(rollout: RolloutFlags, spend: SpendFlags) -> None:
     start = settings.quota.window_start(now)
     used = store.quota_used(account, start) if account else {}
     doc = plan_document(
-        request.targets, excluded, settings, used, duplicates=len(read.duplicates), now=now
+        request.targets,
+        excluded,
+        settings,
+        used,
+        duplicates=len(read.duplicates),
+        now=now,
+        quotas=quotas,
     )
     if resolution is not None:
         doc["command"] = resolution.summary()

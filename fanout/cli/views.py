@@ -105,12 +105,52 @@ def _logs_verbose() -> bool:
     return bool(enabled(logging.INFO)) if callable(enabled) else False
 
 
+def _when(value: object) -> object:
+    """An epoch second as ISO-8601 UTC (other values as they are)."""
+    return iso(value) if isinstance(value, int | float) else value
+
+
 def _quota_wait_line(data: Mapping[str, object]) -> str:
-    """The line of a quota wait: which regions, until when."""
-    until, regions = data["until"], data["regions"]
-    when = iso(until) if isinstance(until, int | float) else until
+    """The line of a quota wait: which regions, until when, and whether a probe follows."""
+    regions = data["regions"]
     names = ", ".join(map(str, regions)) if isinstance(regions, list | tuple) else regions
-    return f"daily quota spent in {names}: waiting until {when}"
+    if data.get("probe"):
+        return (
+            f"daily quota refused by the API in {names} ({data.get('code')}): one probe call "
+            f"at {_when(data['until'])}"
+        )
+    return f"daily quota spent in {names}: waiting until {_when(data['until'])}"
+
+
+def _quota_refused_line(data: Mapping[str, object]) -> str:
+    """The line of an API quota refusal: its code and message, and when capacity returns."""
+    head = (
+        f"{data['region']}: InvokeCommand refused by the API: {data['code']} ({data['message']}); "
+        f"fanout's own calls in the window: {data['own_calls']} of {data['limit']}"
+    )
+    if data.get("explained"):
+        return f"{head}; capacity frees at {_when(data['frees_at'])}"
+    return (
+        f"{head}; capacity returns at an unknown time (other users of the account's quota), "
+        f"next probe at {_when(data['probe_at'])}"
+    )
+
+
+def _quota_limits_line(data: Mapping[str, object]) -> str:
+    """The daily limit each region uses, and where it comes from."""
+    regions = data.get("regions")
+    if not isinstance(regions, dict):
+        return "daily quota: -"
+    parts = []
+    for region, limit in regions.items():
+        source = limit.get("source")
+        text = f"{region} {limit.get('limit')}"
+        if source == "configured" and limit.get("api_limit") is not None:
+            text += f" (configured; the API says {limit['api_limit']})"
+        elif source != "api":
+            text += f" ({source}: the API's could not be read)"
+        parts.append(text)
+    return "daily quota per region: " + ", ".join(parts)
 
 
 def plural(n: object, noun: str) -> str:
@@ -170,6 +210,8 @@ _PLAIN_LINES: dict[str, Callable[[Mapping[str, object]], str]] = {
     "halted": _halted_line,
     "quota_wait": _quota_wait_line,
     "wave_wait": lambda d: f"wave {d['wave']} baking until {iso(d['until'])}",  # type: ignore[arg-type]
+    "quota_refused": _quota_refused_line,
+    "quota_limits": _quota_limits_line,
 }
 
 
@@ -190,6 +232,7 @@ def plan_text(doc: Mapping[str, Any]) -> str:
             f"{r['quota_left_now']:>10} {r['days']:>4}  {r['finishes_at']}"
         )
         lines += [f"    excluded: {n} {reason}" for reason, n in r["excluded_by_reason"].items()]
+        lines.append(f"    daily quota: {r['daily_quota']} ({_quota_source(r)})")
     lines += _command_lines(doc.get("command"))
     if doc["days"] > 1:
         short = [name for name, r in doc["regions"].items() if r["days"] > 1]
@@ -220,6 +263,16 @@ def _command_lines(command: Mapping[str, Any] | None) -> list[str]:
     return lines
 
 
+def _quota_source(region: Mapping[str, Any]) -> str:
+    """Where a region's daily limit comes from, in words."""
+    source, api = region.get("quota_source"), region.get("api_daily_quota")
+    if source == "api":
+        return "the account's, from DescribeAccountAttributes max-axt-invocation-daily"
+    if source == "configured":
+        return "configured" + (f"; the API says {api}" if api is not None else "")
+    return "default: the account's could not be read"
+
+
 def runs_text(doc: Sequence[Mapping[str, Any]]) -> str:
     """The `fanout runs` list, one line per run."""
     lines = [
@@ -230,16 +283,35 @@ def runs_text(doc: Sequence[Mapping[str, Any]]) -> str:
     return "\n".join(lines) or "no runs"
 
 
-def quota_text(doc: Mapping[str, Any], limit: int) -> str:
-    """The `fanout quota` document: the window, then per region used, left and when it frees."""
-    lines = [f"account {doc['account']}: {doc['mode']} window, {limit} calls/region/day"]
-    lines += [
-        f"  {r}: {d['used']} used, {d['left']} left"
-        + (f", frees at {d['next_call_frees_at']}" if d["next_call_frees_at"] else "")
-        for r, d in doc["regions"].items()
-    ]
+def quota_text(doc: Mapping[str, Any]) -> str:
+    """The `fanout quota` document: per region the limit and its source, use, what is left,
+    when it frees, and the last refusal."""
+    override = f", --daily-quota {doc['daily_quota']}" if doc["daily_quota"] is not None else ""
+    lines = [f"account {doc['account']}: {doc['mode']} window, reserve {doc['reserve']}{override}"]
+    for region, d in doc["regions"].items():
+        source = {
+            "api": f"the account's (read {d['api_limit_read']})",
+            "configured": "configured"
+            + (f"; the API says {d['api_limit']}" if d["api_limit"] is not None else ""),
+            "default": "default: not read from the API",
+        }.get(d["limit_source"], d["limit_source"])
+        line = (
+            f"  {region}: limit {d['limit']} ({source}); fanout used {d['used']}, {d['left']} left"
+        )
+        refusal = d["last_refusal"]
+        if d["next_call_frees_at"]:
+            line += f"; frees at {d['next_call_frees_at']}"
+        elif refusal is not None and not refusal["explained"] and d["left"]:
+            line += "; when capacity returns is unknown (other users of the account's quota)"
+        lines.append(line)
+        if refusal is not None:
+            lines.append(
+                f"    last refusal {refusal['at']}: {refusal['code']} ({refusal['message']}), "
+                f"fanout's own calls {refusal['own_calls']} of {refusal['limit']}: "
+                f"{refusal['capacity']}; next try {refusal['retry_at']}"
+            )
     if not doc["regions"]:
-        lines.append("  no calls counted in the current window")
+        lines.append("  no region known: give --region, or run something first")
     return "\n".join(lines)
 
 

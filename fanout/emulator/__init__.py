@@ -17,6 +17,12 @@ Unauthenticated, uncounted control endpoints:
 - `POST /_emulator/instances {"instance_ids": [...], "status": "Stopped"|"Running",
   "agent_online": bool}`: change instances (unfinished executions become Aborted / interrupted).
 - `POST /_emulator/quota/reset {"region": optional}`: forget today's quota usage.
+- `POST /_emulator/metadata {"deny": bool}`: the instance metadata service (served with
+  `ram_role`) refuses (or serves again) its role's credentials.
+
+With `ram_role`, the ECS instance metadata service's credential paths are served too
+(`PUT /latest/api/token`, `GET /latest/meta-data/ram/security-credentials/[ROLE]`): STS
+credentials that the API accepts until they expire (`sts_ttl_s`, on the emulator clock).
 """
 
 from __future__ import annotations

@@ -12,7 +12,11 @@ from fanout.emulator.command_actions import create_command, delete_command, desc
 from fanout.emulator.commands import MAX_COMMANDS_PER_REGION
 from fanout.emulator.describe import describe_cloud_assistant_status, describe_instances
 from fanout.emulator.invoke import invoke_command
-from fanout.emulator.results import describe_invocation_results, describe_invocations
+from fanout.emulator.results import (
+    describe_invocation_results,
+    describe_invocations,
+    own_invocation,
+)
 from fanout.emulator.state import Call
 from fanout.emulator.wire import ApiFault, Body, missing_parameter
 
@@ -24,7 +28,11 @@ _MAX_STOP_INSTANCES = 50  # StopInvocation: InstanceId.N, N = 1..50
 
 
 async def stop_invocation(call: Call) -> Body:
-    """StopInvocation: the whole invocation, or the named instances of it."""
+    """StopInvocation: the whole invocation, or the named instances of it.
+
+    What a stop does to executions that already started is `stop_mode`'s (fanout.emulator.
+    executions): by default they run on, as the API reference says (facts 10 [8]).
+    """
     params, world = call.params, call.world
     invoke_id = params.get("InvokeId")
     if not invoke_id:
@@ -32,8 +40,8 @@ async def stop_invocation(call: Call) -> Body:
     ids = params.repeated("InstanceId")
     if len(ids) > _MAX_STOP_INSTANCES:
         raise ApiFault(403, "InstanceIds.ExceedLimit", f"The maximum number of instances is exceeded: at most {_MAX_STOP_INSTANCES}.")  # fmt: skip
-    inv = world.invocations.by_id.get(invoke_id)
-    if inv is None or inv.region != call.region:
+    inv = own_invocation(call, invoke_id)
+    if inv is None:
         raise ApiFault(404, "InvalidInvokeId.NotFound", f"The specified InvokeId does not exist: {invoke_id}.")  # fmt: skip
     positions = {iid: pos for pos, iid in enumerate(inv.spec.instance_ids)}
     unknown = [iid for iid in ids if iid not in positions]

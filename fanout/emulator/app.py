@@ -1,9 +1,21 @@
 """The aiohttp application: the RPC endpoint `/` and the unauthenticated `/_emulator/*` controls.
 
 Every RPC request goes through the same steps, in this order:
-parse -> authenticate -> action and region -> count the call -> latency -> QPS limit ->
-seeded faults (throttle, error, drop) -> the action -> accept-then-drop -> render.
-A dropped request closes the TCP connection without any response.
+parse -> authenticate -> action and region -> count the call -> latency -> RAM permission ->
+rate limit -> seeded faults (throttle, error, drop) -> the action -> accept-then-drop -> render.
+A dropped request closes the TCP connection without any response; every error answer after the
+call was counted is counted too, by action and code (`refused` in `/_emulator/state`).
+
+- RAM permission (`denied_actions`): a RAM user without `ecs:<Action>` gets HTTP 403
+  `Forbidden.RAM`, "User not authorized to operate on the specified resource, or this API
+  doesn't support RAM.", with `AccessDeniedDetail.AuthAction` (ECS's announcement of 2025-09 on
+  the authentication of query APIs: Describe calls without permission answer this, no longer an
+  empty 200).
+- Throttling (`throttle_code`, HTTP 400 as the SDKs expect a client error they may retry): the
+  legacy Python SDK retries the code `Throttling` (facts 6.5); the new SDK raises its throttling
+  exception when `x-acs-retry-after` is present (facts 6.1), sent with `throttle_retry_after`
+  as the milliseconds to the end of the window.
+The instance metadata service (`fanout.emulator.metadata`) shares the port.
 """
 
 from __future__ import annotations
@@ -17,6 +29,7 @@ from aiohttp import web
 from fanout.emulator.actions import ACTIONS, Handler
 from fanout.emulator.auth import Authenticator, RequestView
 from fanout.emulator.faults import Fault, FaultInjector, QpsLimiter
+from fanout.emulator.metadata import TOKEN_HEADER, TOKEN_TTL_HEADER
 from fanout.emulator.params import Params
 from fanout.emulator.state import Call, World
 from fanout.emulator.wire import (
@@ -49,9 +62,15 @@ class EmulatorApp:
     def __init__(self, world: World) -> None:
         config = world.config
         self.world = world
-        self.auth = Authenticator(config.access_keys, config.sts_tokens, config.max_clock_skew_s)
-        self.faults = FaultInjector(config)
-        self.qps = QpsLimiter(config.qps, config.region_qps)
+        self.auth = Authenticator(
+            config.access_keys,
+            config.sts_tokens,
+            config.max_clock_skew_s,
+            issued=world.metadata.issued,
+            now=world.clock.now,
+        )
+        self.faults = FaultInjector(config, world.clock.now())
+        self.qps = QpsLimiter(config.qps, config.region_qps, config.throttle_window_s)
         self._latency_s = config.latency_ms / 1000
 
     def build(self) -> web.Application:
@@ -63,6 +82,12 @@ class EmulatorApp:
         app.router.add_post("/_emulator/clock", self.clock)
         app.router.add_post("/_emulator/instances", self.instances)
         app.router.add_post("/_emulator/quota/reset", self.quota_reset)
+        app.router.add_post("/_emulator/metadata", self.metadata_control)
+        app.router.add_put("/latest/api/token", self.metadata_token)
+        app.router.add_get("/latest/meta-data/ram/security-credentials/", self.metadata_role)
+        app.router.add_get(
+            "/latest/meta-data/ram/security-credentials/{role}", self.metadata_credentials
+        )
         return app
 
     async def rpc(self, request: web.Request) -> web.StreamResponse:
@@ -74,7 +99,9 @@ class EmulatorApp:
             action, body = await self._process(view)
         except ApiFault as fault:
             text, content_type = render_error(fault, request_id, xml=xml)
-            return _response(fault.status, text, content_type, request_id)
+            response = _response(fault.status, text, content_type, request_id)
+            response.headers.update(fault.headers)
+            return response
         except _Dropped:
             return _drop_connection(request)
         text, content_type = render({"RequestId": request_id, **body}, xml=xml, action=action)
@@ -83,25 +110,44 @@ class EmulatorApp:
     async def _process(self, view: RequestView) -> tuple[str, dict[str, Any]]:
         params = Params(view.params)
         try:
-            self.auth.verify(view)
-        except ApiFault:
+            key_id = self.auth.verify(view)
+        except ApiFault as fault:
             named = params.get("Action") or view.headers.get("x-acs-action", "") or "?"
             refused = self.world.unauthenticated
             refused[named] = refused.get(named, 0) + 1
+            self.world.count_rejection(fault.code)
             raise
         action, handler = self._action(params, view.headers)
         region = self._region(params)
+        self.world.count_call(region, action)
+        try:
+            return await self._counted(params, action, handler, region, key_id)
+        except ApiFault as fault:
+            self.world.count_refusal(region, action, fault.code)
+            raise
+
+    async def _counted(
+        self,
+        params: Params,
+        action: str,
+        handler: Handler,
+        region: str,
+        key_id: str,
+    ) -> tuple[str, dict[str, Any]]:
+        """The steps after the call was counted: latency, permission, limits, faults, action."""
         world = self.world
-        world.count_call(region, action)
         in_flight = action in _IN_FLIGHT_ACTIONS
         in_flight_s = self._latency_s * _INVOKE_IN_FLIGHT_SHARE if in_flight else 0
         if self._latency_s:
             await world.clock.sleep(self._latency_s - in_flight_s)
-        if not self.qps.allow(region, action, world.clock.now()):
-            raise _throttled()
-        fault = self.faults.before(action)
+        if action in world.config.denied_actions:
+            raise _forbidden(action, key_id)
+        now_s = world.clock.now()
+        if not self.qps.allow(region, action, now_s):
+            raise self._throttled(now_s)
+        fault = self.faults.before(region, action, now_s)
         if fault is Fault.THROTTLE:
-            raise _throttled()
+            raise self._throttled(now_s)
         if fault is Fault.ERROR:
             raise ApiFault(500, "InternalError.Dispatch", "An error occurred when you dispatched the request.")  # fmt: skip
         if fault is Fault.DROP:
@@ -187,6 +233,50 @@ class EmulatorApp:
             world.invocations.instance_changed(inst, now_s)
         return web.json_response({"updated": len(found)})
 
+    def _throttled(self, now_s: float) -> ApiFault:
+        """The throttling answer; with `throttle_retry_after`, when the window ends (ms)."""
+        config = self.world.config
+        headers = {}
+        if config.throttle_retry_after:
+            wait_ms = max(1, round((self.faults.window_end(now_s) - now_s) * 1000))
+            headers["x-acs-retry-after"] = str(wait_ms)
+        message = _THROTTLE_MESSAGES.get(config.throttle_code, _THROTTLE_MESSAGES["Throttling"])
+        return ApiFault(400, config.throttle_code, message, headers=headers)
+
+    async def metadata_token(self, request: web.Request) -> web.Response:
+        """PUT /latest/api/token: an IMDSv2 session token (text)."""
+        token = self.world.metadata.session_token(request.headers.get(TOKEN_TTL_HEADER))
+        if token is None:
+            return web.Response(status=400, text="Bad Request")
+        return web.Response(text=token)
+
+    async def metadata_role(self, request: web.Request) -> web.Response:
+        """GET .../security-credentials/: the instance's RAM role name."""
+        service = self.world.metadata
+        if not service.session_ok(request.headers.get(TOKEN_HEADER)):
+            return web.Response(status=401, text="Unauthorized")
+        if service.role is None or service.denied:
+            return web.Response(status=404, text="Not Found")
+        return web.Response(text=service.role)
+
+    async def metadata_credentials(self, request: web.Request) -> web.Response:
+        """GET .../security-credentials/<role>: the role's STS credentials (JSON)."""
+        service = self.world.metadata
+        if not service.session_ok(request.headers.get(TOKEN_HEADER)):
+            return web.Response(status=401, text="Unauthorized")
+        if not service.serves(request.match_info["role"]):
+            return web.Response(status=404, text="Not Found")
+        return web.json_response(service.credentials().document())
+
+    async def metadata_control(self, request: web.Request) -> web.Response:
+        """POST /_emulator/metadata {"deny": bool}: refuse (or serve again) the role's credentials."""
+        data = await _json_object(request)
+        deny = data.get("deny")
+        if not isinstance(deny, bool):
+            raise _control_error("deny must be true or false")
+        self.world.metadata.denied = deny
+        return web.json_response({"denied": deny})
+
     async def quota_reset(self, request: web.Request) -> web.Response:
         """POST /_emulator/quota/reset {"region": optional}: forget today's quota usage."""
         data = await _json_object(request) if request.can_read_body else {}
@@ -209,8 +299,29 @@ async def _request_view(request: web.Request) -> RequestView:
     return RequestView(request.method, request.path, query, params, headers, body)
 
 
-def _throttled() -> ApiFault:
-    return ApiFault(400, "Throttling.User", "Request was denied due to user flow control.")
+_THROTTLE_MESSAGES = {
+    "Throttling": "Request was denied due to flow control.",
+    "Throttling.User": "Request was denied due to user flow control.",
+    "Throttling.Api": "Request was denied due to api flow control.",
+}
+
+
+def _forbidden(action: str, key_id: str) -> ApiFault:
+    """What ECS answers a RAM user without the `ecs:<action>` permission."""
+    return ApiFault(
+        403,
+        "Forbidden.RAM",
+        "User not authorized to operate on the specified resource, or this API doesn't support RAM.",
+        extra={
+            "AccessDeniedDetail": {
+                "AuthAction": f"ecs:{action}",
+                "AuthPrincipalType": "SubUser",
+                "AuthPrincipalDisplayName": key_id,
+                "NoPermissionType": "ImplicitDeny",
+                "PolicyType": "AccountLevelIdentityBasedPolicy",
+            }
+        },
+    )
 
 
 def _response(status: int, text: str, content_type: str, request_id: str) -> web.Response:

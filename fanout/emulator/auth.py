@@ -7,7 +7,8 @@
   form body, is signed; empty-valued parameters stay in the canonical string.
 
 Timestamps are checked against the real wall clock (never the emulator's advanced clock) and
-nonces are remembered for twice the skew window, in bounded memory.
+nonces are remembered for twice the skew window, in bounded memory. STS credentials handed out
+by the emulated metadata service (`fanout.emulator.metadata`) expire on the emulator clock.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ import hashlib
 import hmac
 import re
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 
@@ -28,6 +29,7 @@ from fanout.aliyun.signing import (
     v3_canonical_request,
     v3_signature,
 )
+from fanout.emulator.metadata import IssuedCredentials
 from fanout.emulator.wire import ApiFault, incomplete, missing_parameter
 
 __all__ = ["Authenticator", "NonceMemory", "RequestView", "is_v3"]
@@ -99,11 +101,18 @@ class Authenticator:
     """Checks one request against the configured key pairs and STS tokens."""
 
     def __init__(
-        self, access_keys: Mapping[str, str], sts_tokens: frozenset[str], max_clock_skew_s: float
+        self,
+        access_keys: Mapping[str, str],
+        sts_tokens: frozenset[str],
+        max_clock_skew_s: float,
+        issued: Callable[[str], IssuedCredentials | None] = lambda _key: None,
+        now: Callable[[], float] = time.time,
     ) -> None:
         self._keys = dict(access_keys)
         self._sts_tokens = sts_tokens
         self._skew_s = max_clock_skew_s
+        self._issued = issued  # STS key ids of the metadata service
+        self._now = now  # the emulator clock: issued credentials expire on it
         # A request stamped up to `skew` in the future stays replayable until `now + 2 * skew`.
         self.nonces = NonceMemory(ttl_s=2 * max_clock_skew_s)
 
@@ -115,6 +124,9 @@ class Authenticator:
 
     def _secret(self, key_id: str) -> str:
         secret = self._keys.get(key_id)
+        if secret is None:
+            issued = self._issued(key_id)
+            secret = None if issued is None else issued.access_key_secret
         if secret is None:
             raise ApiFault(404, "InvalidAccessKeyId.NotFound", "Specified access key is not found.")
         return secret
@@ -135,7 +147,20 @@ class Authenticator:
                 f"more than {int(self._skew_s)} seconds away from the server time.",
             )
 
-    def _check_sts(self, token: str | None) -> None:
+    def _check_sts(self, key_id: str, token: str | None) -> None:
+        issued = self._issued(key_id) if key_id not in self._keys else None
+        if issued is not None:
+            if token != issued.security_token:
+                raise ApiFault(
+                    403,
+                    "InvalidSecurityToken.MismatchWithAccessKey",
+                    "Specified SecurityToken mismatch with the AccessKey.",
+                )
+            if self._now() >= issued.expires_s:
+                raise ApiFault(
+                    403, "InvalidSecurityToken.Expired", "Specified SecurityToken is expired."
+                )
+            return
         if token is not None and token not in self._sts_tokens:
             raise ApiFault(
                 403, "InvalidSecurityToken.Expired", "Specified SecurityToken is expired."
@@ -169,7 +194,7 @@ class Authenticator:
                 "Specified signature is not matched with our calculation. server string to sign is:"
                 + rpc_string_to_sign(req.method, params),
             )
-        self._check_sts(params.get("SecurityToken"))
+        self._check_sts(key_id, params.get("SecurityToken"))
         self._check_nonce(key_id, params["SignatureNonce"])
         return key_id
 
@@ -206,7 +231,7 @@ class Authenticator:
                 "Specified signature is not matched with our calculation. server canonical "
                 "request is:" + canonical,
             )
-        self._check_sts(headers.get("x-acs-security-token"))
+        self._check_sts(auth.access_key_id, headers.get("x-acs-security-token"))
         self._check_nonce(auth.access_key_id, headers["x-acs-signature-nonce"])
         return auth.access_key_id
 

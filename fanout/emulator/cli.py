@@ -16,9 +16,12 @@ import click
 
 from fanout.emulator.commands import CommandCatalog
 from fanout.emulator.config import (
+    AGENT_FAILURE_CODES,
     DEMO_ACCESS_KEY_ID,
     DEMO_ACCESS_KEY_SECRET,
     DEMO_CONTENT_LIMIT_BYTES,
+    STOP_MODES,
+    THROTTLE_CODES,
     EmulatorConfig,
 )
 from fanout.emulator.fleet import Fleet
@@ -89,6 +92,34 @@ def _exec_seconds(ctx: click.Context, param: click.Parameter, value: str) -> tup
     help="Simulated run time MIN:MAX.",
 )
 @click.option("--exec-failure-fraction", type=_FRACTION, default=0.0, show_default=True)
+@click.option(
+    "--agent-failure",
+    "agent_failure_items",
+    multiple=True,
+    help="CODE=F: that share of executions is never delivered, Aborted with CODE "
+    f"({', '.join(AGENT_FAILURE_CODES)}); repeatable.",
+)
+@click.option(
+    "--output-bytes",
+    type=click.IntRange(0),
+    default=0,
+    show_default=True,
+    help="Simulated output per execution (the API keeps the last 24 KB, Dropped counts the rest).",
+)
+@click.option(
+    "--stop-mode",
+    type=click.Choice(STOP_MODES),
+    default="cancel-pending",
+    show_default=True,
+    help="StopInvocation: cancel pending executions only (the API reference), or also terminate "
+    "running ones.",
+)
+@click.option(
+    "--deny-action",
+    "denied_actions",
+    multiple=True,
+    help="Answer this action with Forbidden.RAM, as for a RAM user without ecs:ACTION (repeatable).",
+)
 @click.option("--latency-ms", type=click.FloatRange(0), default=0.0, show_default=True)
 @click.option(
     "--error-rate",
@@ -124,6 +155,25 @@ def _exec_seconds(ctx: click.Context, param: click.Parameter, value: str) -> tup
     "qps_items",
     multiple=True,
     help="Calls per second per region and action: N for every region, or REGION=N (repeatable).",
+)
+@click.option(
+    "--throttle-window-s",
+    type=click.FloatRange(0, min_open=True),
+    default=60.0,
+    show_default=True,
+    help="Throttling window: --qps and --throttle-rate count per window (ECS: one minute).",
+)
+@click.option(
+    "--throttle-code",
+    type=click.Choice(THROTTLE_CODES),
+    default="Throttling",
+    show_default=True,
+    help="The Code of a throttled answer (HTTP 400).",
+)
+@click.option(
+    "--throttle-retry-after",
+    is_flag=True,
+    help="Send x-acs-retry-after (ms to the window's end) with throttled answers.",
 )
 @click.option(
     "--daily-quota",
@@ -162,6 +212,31 @@ def _exec_seconds(ctx: click.Context, param: click.Parameter, value: str) -> tup
     help="Print the fleet these options make (instances with status, network, agent, tags) "
     "and each region's commands, then exit without serving.",
 )
+@click.option(
+    "--ram-role",
+    help="Serve the instance metadata service (/latest/...) with this RAM role's STS credentials.",
+)
+@click.option(
+    "--sts-ttl-s",
+    type=click.FloatRange(0, min_open=True),
+    default=21600.0,
+    show_default=True,
+    help="Lifetime of the metadata service's STS credentials.",
+)
+@click.option(
+    "--result-retention-s",
+    type=click.FloatRange(0, min_open=True),
+    default=28 * 86400.0,
+    show_default=True,
+    help="How long invocation results are kept (the API: 4 weeks).",
+)
+@click.option(
+    "--result-retention-records",
+    type=click.IntRange(1),
+    default=100_000,
+    show_default=True,
+    help="Invocation records kept per region (the API: 100 000).",
+)
 def emulator_command(
     *,
     list_only: bool,
@@ -171,6 +246,8 @@ def emulator_command(
     access_key_secret: str,
     sts_tokens: tuple[str, ...],
     qps_items: tuple[str, ...],
+    agent_failure_items: tuple[str, ...],
+    denied_actions: tuple[str, ...],
     **options: object,
 ) -> None:
     """Serve the local ECS API emulator until interrupted.
@@ -178,6 +255,7 @@ def emulator_command(
     \b
     fanout emulator --port 0 --regions cn-hangzhou,cn-beijing --instances-per-region 1000
     fanout emulator --port 8080 --exec-failure-fraction 0.05 --throttle-rate 0.1 --tls
+    fanout emulator --daily-quota 5 --deny-action DescribeInvocations --ram-role demo
     \b
     The demo fleet and commands (deterministic from --seed and the fleet options):
       fanout emulator --regions cn-hangzhou,cn-beijing --instances-per-region 5 --list
@@ -196,6 +274,7 @@ def emulator_command(
         click.echo(fleet_listing(_listing_config(regions, options)), nl=False)
         return
     qps, region_qps = _parse_qps(qps_items)
+    agent_failures = _parse_fractions(agent_failure_items, "--agent-failure")
     try:
         config = EmulatorConfig(
             regions=regions,
@@ -204,6 +283,8 @@ def emulator_command(
             fault_actions=None if fault_actions is None else frozenset(fault_actions),
             access_keys={access_key_id: access_key_secret},
             sts_tokens=frozenset(sts_tokens),
+            agent_failures=agent_failures,
+            denied_actions=frozenset(denied_actions),
             **options,  # type: ignore[arg-type]
         )
     except TypeError as exc:  # pragma: no cover - option names mirror the config fields
@@ -272,6 +353,21 @@ def _parse_qps(items: tuple[str, ...]) -> tuple[float | None, dict[str, float]]:
         else:
             default = number
     return default, per_region
+
+
+def _parse_fractions(items: tuple[str, ...], flag: str) -> dict[str, float]:
+    """`CODE=F` items (F within 0..1)."""
+    found: dict[str, float] = {}
+    for item in items:
+        code, sep, value = item.partition("=")
+        try:
+            share = float(value)
+        except ValueError:
+            share = -1.0
+        if not sep or not code or not 0 <= share <= 1:
+            raise click.BadParameter(f"{item!r}: expected CODE=F with F in 0..1", param_hint=flag)
+        found[code] = share
+    return found
 
 
 async def _serve(config: EmulatorConfig) -> None:

@@ -10,7 +10,7 @@ from collections.abc import Iterator
 from typing import Any
 
 from fanout.emulator.commands import COMMAND_TYPES, MAX_COMMANDS_PER_REGION, Command
-from fanout.emulator.params import Params, decode_token, encode_token, take_page
+from fanout.emulator.params import Params, encode_token, page_request, take_page
 from fanout.emulator.state import Call
 from fanout.emulator.timing import iso_utc
 from fanout.emulator.wire import ApiFault, Body, invalid_parameter, missing_parameter
@@ -102,8 +102,8 @@ async def describe_commands(call: Call) -> Body:
     """DescribeCommands: CommandId / Name / Type filters; Provider for public commands;
     MaxResults and NextToken paging."""
     params = call.params
-    max_results = params.integer("MaxResults", 10, *_COMMAND_PAGE)
-    start = decode_token("cmd", params.get("NextToken"), 1)
+    paging = page_request(params, "cmd", 1, 10, *_COMMAND_PAGE)  # NextToken or PageNumber
+    start = paging.start
     b64 = (params.get("ContentEncoding") or "Base64").lower() != "plaintext"
     provider = params.get("Provider")
     catalog = call.world.commands
@@ -117,11 +117,11 @@ async def describe_commands(call: Call) -> Body:
             if _matches(commands[pos], params, fuzzy=bool(provider)):
                 yield (pos,), commands[pos]
 
-    page, following = take_page(matching(), max_results)
+    page, following = take_page(matching(), paging.size, paging.skip)
     return {
         "TotalCount": sum(1 for _ in matching()),
-        "PageNumber": 1,
-        "PageSize": max_results,
+        "PageNumber": paging.number,
+        "PageSize": paging.size,
         "NextToken": "" if following is None else encode_token("cmd", *following),
         "Commands": {
             "Command": [_command_body(c, b64, invoke_counts.get(c.command_id, 0)) for c in page]

@@ -9,6 +9,7 @@ from pathlib import Path
 from types import MappingProxyType
 
 __all__ = [
+    "AGENT_FAILURE_CODES",
     "DEMO_ACCESS_KEY_ID",
     "DEMO_ACCESS_KEY_SECRET",
     "DEMO_COMMAND_ID",
@@ -16,6 +17,9 @@ __all__ = [
     "DEMO_CONTENT_LIMIT_BYTES",
     "DEMO_PARAM_COMMAND_ID",
     "DEMO_PARAM_COMMAND_NAME",
+    "DEMO_RAM_ROLE",
+    "STOP_MODES",
+    "THROTTLE_CODES",
     "EmulatorConfig",
     "demo_command_id",
 ]
@@ -44,6 +48,28 @@ def demo_command_id(region: str, name: str = DEMO_COMMAND_NAME) -> str:
 DEMO_COMMAND_ID = demo_command_id("cn-hangzhou")
 DEMO_PARAM_COMMAND_ID = demo_command_id("cn-hangzhou", DEMO_PARAM_COMMAND_NAME)
 
+# The instance RAM role the emulated metadata service hands out credentials for (`--ram-role`).
+DEMO_RAM_ROLE = "fanout-demo-role"
+
+# Agent and delivery failures that can be injected per execution (`--agent-failure CODE=F`):
+# the per-instance ErrorCode values of the SDK model's "agent and network" group (facts 2.3;
+# alibabacloud-go-sdk ecs-20140526 describe_invocations_response_body_model.go, ErrorCode).
+AGENT_FAILURE_CODES = ("ClientNotRunning", "ClientNotResponse", "DeliveryTimeout")
+# StopInvocation: the API reference (facts 10 [8]) cancels pending executions and lets started
+# ones run on; TerminationMode and the agent's cancel path (facts 10 [1][7]) suggest a kill.
+STOP_MODES = ("cancel-pending", "terminate")
+# The per-minute throttling answer: ECS's throttling page (facts 10 [9]) names `Throttling`;
+# other Alibaba Cloud APIs and older ECS answers say `Throttling.User` (facts 6.2).
+THROTTLE_CODES = ("Throttling", "Throttling.User", "Throttling.Api")
+# DescribeInvocationResults keeps 4 weeks and 100 000 records (facts 10 [10]; older docs: 2 weeks).
+_RETENTION_S = 28 * 86_400.0
+_RETENTION_RECORDS = 100_000
+# Instance RAM role credentials: the metadata service's STS credentials last 6 hours
+# (alibabacloud credentials: DEFAULT_METADATA_TOKEN_DURATION 21600, refreshed hourly).
+_STS_TTL_S = 21_600.0
+# ECS throttles per API, region and account in one-minute windows (facts 10 [9]).
+_THROTTLE_WINDOW_S = 60.0
+
 # The real InvokeCommand takes at most 50 (old doc) or 100 (new docstring) instances per call.
 _MAX_INSTANCES_PER_CALL_LIMIT = 100
 # Timestamps may be off by 15 minutes (V3 docs); the same window bounds the nonce memory.
@@ -69,6 +95,11 @@ class EmulatorConfig:
     agent_offline_fraction: float = 0.0
     exec_seconds: tuple[float, float] = (0.0, 0.0)
     exec_failure_fraction: float = 0.0
+    # Per execution, seeded: the share that fails to be delivered with each code.
+    agent_failures: Mapping[str, float] = field(default_factory=dict)
+    output_bytes: int = 0  # simulated output per execution (0: one greeting line)
+    stop_mode: str = "cancel-pending"
+    denied_actions: frozenset[str] = frozenset()  # answered Forbidden.RAM (a RAM user without them)
     latency_ms: float = 0.0
     error_rate: float = 0.0
     throttle_rate: float = 0.0
@@ -77,12 +108,19 @@ class EmulatorConfig:
     fault_actions: frozenset[str] | None = None
     qps: float | None = None  # every region and action (ECS throttles per region and API)
     region_qps: Mapping[str, float] = field(default_factory=dict)  # per region, over `qps`
+    throttle_window_s: float = _THROTTLE_WINDOW_S  # --qps and --throttle-rate count per window
+    throttle_code: str = "Throttling"
+    throttle_retry_after: bool = False  # add x-acs-retry-after (ms to the window's end)
     daily_quota: int = 5000
     max_instances_per_call: int = 50
     content_limit_bytes: int = DEMO_CONTENT_LIMIT_BYTES
     access_keys: Mapping[str, str] = field(default_factory=_default_access_keys)
     sts_tokens: frozenset[str] = frozenset()
     tls: bool = False
+    ram_role: str | None = None  # serve the instance metadata service with this RAM role
+    sts_ttl_s: float = _STS_TTL_S
+    result_retention_s: float = _RETENTION_S
+    result_retention_records: int = _RETENTION_RECORDS
     max_clock_skew_s: float = DEFAULT_MAX_CLOCK_SKEW_S
 
     def problems(self) -> list[str]:
@@ -101,6 +139,18 @@ class EmulatorConfig:
         found += [
             f"{name}: must be within 0..1" for name, v in fractions.items() if not 0 <= v <= 1
         ]
+        found += [
+            f"agent_failures {code}: must be within 0..1"
+            for code, v in self.agent_failures.items()
+            if not 0 <= v <= 1
+        ]
+        found += [
+            f"agent_failures: unknown code {code} (known: {', '.join(AGENT_FAILURE_CODES)})"
+            for code in self.agent_failures
+            if code not in AGENT_FAILURE_CODES
+        ]
+        if sum(self.agent_failures.values()) > 1:
+            found.append("agent_failures: the fractions must not add up to more than 1")
         if self.error_rate + self.throttle_rate + self.drop_rate > 1:
             found.append("error_rate + throttle_rate + drop_rate: must not exceed 1")
         low, high = self.exec_seconds
@@ -130,8 +180,25 @@ class EmulatorConfig:
             found.append("content_limit_bytes: must be > 0")
         if not 0 <= self.port <= 65535:
             found.append("port: must be within 0..65535")
+        found += self._realism_problems()
         if self.max_clock_skew_s <= 0:
             found.append("max_clock_skew_s: must be > 0")
         if not self.access_keys:
             found.append("access_keys: at least one key pair")
+        return found
+
+    def _realism_problems(self) -> list[str]:
+        found: list[str] = []
+        if self.output_bytes < 0:
+            found.append("output_bytes: must be >= 0")
+        if self.stop_mode not in STOP_MODES:
+            found.append(f"stop_mode: must be one of {', '.join(STOP_MODES)}")
+        if self.throttle_window_s <= 0:
+            found.append("throttle_window_s: must be > 0")
+        if self.throttle_code not in THROTTLE_CODES:
+            found.append(f"throttle_code: must be one of {', '.join(THROTTLE_CODES)}")
+        if self.sts_ttl_s <= 0:
+            found.append("sts_ttl_s: must be > 0")
+        if self.result_retention_s <= 0 or self.result_retention_records <= 0:
+            found.append("result_retention_s, result_retention_records: must be > 0")
         return found

@@ -17,7 +17,7 @@ from json.encoder import encode_basestring
 
 from fanout.emulator.executions import ExecutionStatus
 from fanout.emulator.fleet import Instance, RegionFleet
-from fanout.emulator.params import Params, decode_token, encode_token, take_page
+from fanout.emulator.params import Params, encode_token, page_request, take_page
 from fanout.emulator.state import Call, World
 from fanout.emulator.timing import iso_utc
 from fanout.emulator.wire import Body, Rendered, invalid_parameter
@@ -60,8 +60,8 @@ async def describe_instances(call: Call) -> Body:
     params = call.params
     fleet = call.world.fleet.regions[call.region]
     low, high = _DESCRIBE_INSTANCES_PAGE
-    max_results = max(low, params.integer("MaxResults", low, 1, high))
-    start = decode_token("di", params.get("NextToken"), 1)
+    paging = page_request(params, "di", 1, low, 1, high)
+    max_results, start = max(low, paging.size), paging.start
     filters = _InstanceFilter(
         params.get("Status"),
         params.get("InstanceNetworkType").lower(),
@@ -77,11 +77,11 @@ async def describe_instances(call: Call) -> Body:
             if filters.matches(inst):
                 yield (pos,), inst
 
-    page, following = take_page(matching(), max_results)
+    page, following = take_page(matching(), max_results, paging.skip)
     texts = [_instance_json(inst) for inst in page]
     return {
         "TotalCount": _total(call.world, fleet, filters, candidates),
-        "PageNumber": 1,
+        "PageNumber": paging.number,
         "PageSize": max_results,
         "NextToken": "" if following is None else encode_token("di", *following),
         "Instances": {"Instance": Rendered(texts, lambda: [json.loads(text) for text in texts])},
@@ -192,8 +192,8 @@ async def describe_cloud_assistant_status(call: Call) -> Body:
     if len(ids) > _MAX_INSTANCE_IDS:
         raise invalid_parameter("InstanceId", f"At most {_MAX_INSTANCE_IDS} ids are allowed.")
     low, high = _STATUS_PAGE
-    max_results = params.integer("MaxResults", 10, low, high)
-    start = decode_token("cas", params.get("NextToken"), 1)
+    paging = page_request(params, "cas", 1, 10, low, high)
+    max_results, start = paging.size, paging.start
     if ids:
         found = [fleet.by_id[i] for i in ids if i in fleet.by_id]
         page = [inst for inst in found if not os_type or inst.os_type == os_type]
@@ -205,12 +205,12 @@ async def describe_cloud_assistant_status(call: Call) -> Body:
             for pos in range(first, len(fleet.instances))
             if not os_type or fleet.instances[pos].os_type == os_type
         )
-        page, following = take_page(candidates, max_results)
+        page, following = take_page(candidates, max_results, paging.skip)
         total = len(fleet.instances)
     texts = [_status_json(call, inst) for inst in page]
     return {
         "TotalCount": total,
-        "PageNumber": 1,
+        "PageNumber": paging.number,
         "PageSize": max_results,
         "NextToken": "" if following is None else encode_token("cas", *following),
         "InstanceCloudAssistantStatusSet": {

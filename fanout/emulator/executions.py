@@ -3,8 +3,14 @@
 Nothing runs in the background: an accepted invocation keeps, per instance, a seeded pending
 delay, run time and exit code (`timing.py`), and every query derives the status at `now`:
 Pending -> Running -> Success / Failed / Timeout, or Cancelled / Terminated after StopInvocation,
-or Aborted when the instance became unusable before its execution started. Periodic
-invocations stay Scheduled with a growing `Repeats` until stopped.
+or Aborted when the instance became unusable before its execution started, or when the command
+could not be delivered (an injected ClientNotRunning / ClientNotResponse / DeliveryTimeout).
+Periodic invocations stay Scheduled with a growing `Repeats` until stopped.
+
+StopInvocation (`stop_mode`): "cancel-pending", the API reference's behaviour (facts 10 [8]),
+cancels executions that have not started and lets started ones run to their end; "terminate"
+also kills the running ones (what TerminationMode and the agent's cancel path suggest, facts
+10 [1][7]). ErrorCode, ErrorInfo and output tails: `fanout.emulator.outcomes`.
 """
 
 from __future__ import annotations
@@ -16,12 +22,14 @@ from enum import StrEnum
 from typing import Any
 
 from fanout.emulator.commands import Command
-from fanout.emulator.fleet import Instance
+from fanout.emulator.fleet import Instance, InstanceBehaviour
+from fanout.emulator.outcomes import EXIT_NONZERO, error_info, simulated_output, tail
 from fanout.emulator.schedule import Schedule
 from fanout.emulator.timing import PENDING_MAX_S, RunTimes, Timing, TimingPlan
 
 __all__ = [
     "Execution",
+    "ExecutionBehaviour",
     "ExecutionStatus",
     "Invocation",
     "InvocationSpec",
@@ -30,7 +38,6 @@ __all__ = [
     "overall_status",
 ]
 
-_OUTPUT_LIMIT_BYTES = 24 * 1024  # DescribeInvocations: Output beyond 24 KB is dropped
 _INTERRUPTED_EXIT_CODE = -1
 
 
@@ -62,10 +69,6 @@ _RECORD_STATUS = {
     ExecutionStatus.ABORTED: "Failed",
     ExecutionStatus.CANCELLED: "Stopped",
     ExecutionStatus.TERMINATED: "Stopped",
-}
-_ABORT_INFO = {
-    "InstanceNotRunning": "The instance is not running.",
-    "ClientNotOnline": "The Cloud Assistant agent is not online.",
 }
 
 
@@ -118,10 +121,12 @@ class Invocation:
     __slots__ = (
         "_plan",
         "_timing",
+        "behaviour",
         "bodies",
         "created_s",
         "interrupts",
         "invoke_id",
+        "records_before",
         "region",
         "run_times",
         "seq",
@@ -139,6 +144,7 @@ class Invocation:
         spec: InvocationSpec,
         created_s: float,
         plan: TimingPlan | None = None,
+        behaviour: ExecutionBehaviour | None = None,
     ) -> None:
         self.invoke_id = invoke_id
         self.seq = seq
@@ -146,6 +152,8 @@ class Invocation:
         self.spec = spec
         self.created_s = created_s
         self._plan = plan
+        self.behaviour = behaviour or ExecutionBehaviour()
+        self.records_before = 0  # (invocation, instance) records of the region made before it
         self._timing: Timing | None = None
         self.stops: dict[int, float] = {}
         self.stop_all_s: float | None = None
@@ -195,6 +203,9 @@ class Invocation:
     def _once_execution(self, pos: int, now_s: float) -> Execution:
         iid = self.spec.instance_ids[pos]
         start = self.created_s + self.timing.pending_s[pos]
+        failure = self._delivery_failure(pos)
+        if failure:
+            return self._undelivered(pos, now_s, start, failure)
         duration = self.timing.duration_s[pos]
         timed_out = duration > self.spec.timeout_s
         end = start + (self.spec.timeout_s if timed_out else duration)
@@ -206,10 +217,46 @@ class Invocation:
         if now_s < end:
             return _make(iid, ExecutionStatus.RUNNING, start, start=start, finish=None)
         if timed_out:
-            info = f"The command did not finish within {self.spec.timeout_s} seconds."
             return _make(iid, ExecutionStatus.TIMEOUT, end, start=start, code="ExecutionTimeout",
-                         info=info, exit_code=_INTERRUPTED_EXIT_CODE, output=_hello(iid))  # fmt: skip
-        return _finished(iid, self.timing.exit_code[pos], start, end, self._echoed(iid))
+                         exit_code=_INTERRUPTED_EXIT_CODE, output=self._output(pos, 0))  # fmt: skip
+        code = self._exit_code(pos)
+        return _finished(iid, code, start, end, output=self._output(pos, code))
+
+    def _undelivered(self, pos: int, now_s: float, start: float, failure: str) -> Execution:
+        """A command that never reaches the instance: Aborted with `failure` when it would
+        have started (unless stopped or interrupted first)."""
+        early = self._ended_early(pos, start, start)
+        if early is not None:
+            return early
+        iid = self.spec.instance_ids[pos]
+        if now_s < start:
+            return _make(iid, ExecutionStatus.PENDING, self.created_s, finish=None)
+        return _make(iid, ExecutionStatus.ABORTED, start, code=failure)
+
+    def _delivery_failure(self, pos: int) -> str:
+        """The instance's delivery failure code ("" when the command reaches it)."""
+        iid = self.spec.instance_ids[pos]
+        forced = self.behaviour.instances.get(iid)
+        if forced is not None and forced.agent_failure:
+            return forced.agent_failure
+        drawn = self.timing.failure[pos] if self.timing.failure else 0
+        return self.behaviour.failure_codes[drawn - 1] if drawn else ""
+
+    def _exit_code(self, pos: int) -> int:
+        """The exit code: the fleet file's for this instance, else the seeded draw."""
+        forced = self.behaviour.instances.get(self.spec.instance_ids[pos])
+        if forced is not None and forced.exit_code is not None:
+            return forced.exit_code
+        return self.timing.exit_code[pos]
+
+    def _output(self, pos: int, exit_code: int) -> str:
+        """What the command printed (before the API keeps only its tail)."""
+        iid = self.spec.instance_ids[pos]
+        forced = self.behaviour.instances.get(iid)
+        size = self.behaviour.output_bytes
+        if forced is not None and forced.output_bytes is not None:
+            size = forced.output_bytes
+        return simulated_output(iid, exit_code, size, self._echoed(iid))
 
     def _echoed(self, iid: str) -> str:
         """What the command's `echo` lines print on `iid` when it has parameters (they are
@@ -226,16 +273,17 @@ class Invocation:
         if stop_s is not None and stop_s < end and (interrupt is None or stop_s <= interrupt[0]):
             if stop_s < start:
                 return _make(iid, ExecutionStatus.CANCELLED, stop_s, stop=stop_s)
-            return _make(iid, ExecutionStatus.TERMINATED, stop_s, start=start, stop=stop_s,
-                         output=_hello(iid))  # fmt: skip
+            if self.behaviour.terminate_running:
+                return _make(iid, ExecutionStatus.TERMINATED, stop_s, start=start, stop=stop_s,
+                             output=_hello(iid))  # fmt: skip
+            # cancel-pending: an execution that has started runs on to its end (facts 10 [8])
         if interrupt is None or interrupt[0] >= end:
             return None
         at_s, code = interrupt
         if at_s < start:
-            return _make(iid, ExecutionStatus.ABORTED, at_s, code=code, info=_ABORT_INFO[code])
-        info = f"The execution was interrupted: {_ABORT_INFO[code]}"
+            return _make(iid, ExecutionStatus.ABORTED, at_s, code=code)
         return _make(iid, ExecutionStatus.FAILED, at_s, start=start, code="ExecutionInterrupted",
-                     info=info, exit_code=_INTERRUPTED_EXIT_CODE, output=_hello(iid))  # fmt: skip
+                     exit_code=_INTERRUPTED_EXIT_CODE, output=_hello(iid))  # fmt: skip
 
     def _periodic_execution(self, pos: int, now_s: float) -> Execution:
         iid = self.spec.instance_ids[pos]
@@ -262,7 +310,7 @@ class Invocation:
             return _replace_status(last, ExecutionStatus.SCHEDULED)
         if not repeats:
             return _make(iid, ExecutionStatus.FAILED, self.created_s, code="CronExpressionExpired",
-                         info="The schedule has no run time left.")  # fmt: skip
+                         info="the cron job expression is expired")  # fmt: skip
         return _finished(iid, code, last_run, last_run, repeats=repeats)
 
 
@@ -285,21 +333,19 @@ def _echo_lines(content: str, parameters: Mapping[str, str], iid: str) -> str:
 
 
 def _finished(
-    iid: str, code: int, start: float, end: float, echoed: str = "", repeats: int | None = None
+    iid: str,
+    code: int,
+    start: float,
+    end: float,
+    repeats: int | None = None,
+    output: str | None = None,
 ) -> Execution:
+    """A run that ended with exit code `code`: Success, or Failed with ExitCodeNonzero."""
+    text = simulated_output(iid, code, 0) if output is None else output
     if code == 0:
-        return _make(
-            iid,
-            ExecutionStatus.SUCCESS,
-            end,
-            start=start,
-            output=_hello(iid) + echoed,
-            repeats=repeats,
-        )
-    output = f"{_hello(iid)}{echoed}error: simulated failure, exit code {code}\n"
-    info = f"The command exited with a non-zero code: {code}."
-    return _make(iid, ExecutionStatus.FAILED, end, start=start, exit_code=code, output=output,
-                 info=info, repeats=repeats)  # fmt: skip
+        return _make(iid, ExecutionStatus.SUCCESS, end, start=start, output=text, repeats=repeats)
+    return _make(iid, ExecutionStatus.FAILED, end, start=start, exit_code=code, output=text,
+                 code=EXIT_NONZERO, repeats=repeats)  # fmt: skip
 
 
 def _make(
@@ -316,11 +362,12 @@ def _make(
     output: str = "",
     repeats: int | None = None,
 ) -> Execution:
-    """An Execution; `finish=True` means "finished at update_s"; one run once it started."""
-    encoded = output.encode()
-    dropped = max(0, len(encoded) - _OUTPUT_LIMIT_BYTES)
-    if dropped:
-        output = encoded[:_OUTPUT_LIMIT_BYTES].decode(errors="ignore")
+    """An Execution; `finish=True` means "finished at update_s"; one run once it started.
+
+    The output keeps its last 24 KB (`outcomes.tail`); ErrorInfo is the code's text unless given.
+    """
+    output, dropped = tail(output)
+    info = info or error_info(code)
     finish_s = update_s if finish is True else None
     if repeats is None:
         repeats = 0 if start is None else 1
@@ -334,13 +381,14 @@ def _replace_status(execution: Execution, status: ExecutionStatus) -> Execution:
     return Execution(**values)
 
 
-def overall_status(executions: list[Execution], *, stopped_all: bool) -> str:
-    """The overall InvocationStatus from the per-instance ones (facts 2.3)."""
+def overall_status(executions: list[Execution]) -> str:
+    """The overall InvocationStatus from the per-instance ones (facts 2.3): Stopped when every
+    instance was stopped; a stop that let started executions finish counts what they did."""
     statuses = {e.status for e in executions}
     for active in _ACTIVE:
         if active in statuses:
             return active.value
-    if stopped_all or statuses <= _STOPPED_LIKE:
+    if statuses <= _STOPPED_LIKE:
         return "Stopped"
     succeeded = ExecutionStatus.SUCCESS in statuses
     failed = bool(statuses & _FAILED_LIKE)
@@ -356,16 +404,33 @@ def legacy_invoke_status(overall: str) -> str:
     return "Finished" if overall == "Success" else overall
 
 
+@dataclass(frozen=True, slots=True)
+class ExecutionBehaviour:
+    """How executions go beyond their timing: delivery failures, output size, stop mode, and
+    the fleet file's per-instance settings."""
+
+    failure_codes: tuple[str, ...] = ()  # `Timing.failure` numbers them from 1
+    failure_shares: tuple[float, ...] = ()  # cumulative, one per code
+    output_bytes: int = 0
+    terminate_running: bool = False  # StopInvocation kills started executions too
+    instances: Mapping[str, InstanceBehaviour] = field(default_factory=dict)
+
+
 class InvocationStore:
     """Every accepted invocation, by id, by region (in order) and by instance."""
 
     def __init__(
-        self, seed: int, exec_seconds: tuple[float, float], failure_fraction: float
+        self,
+        seed: int,
+        exec_seconds: tuple[float, float],
+        failure_fraction: float,
+        behaviour: ExecutionBehaviour | None = None,
     ) -> None:
         self._seed_text = f"exec:{seed}"
         self._ids = random.Random(f"invoke-ids:{seed}")
         self._exec_seconds = exec_seconds
         self._failure_fraction = failure_fraction
+        self.behaviour = behaviour or ExecutionBehaviour()
         # exec_seconds=(0, 0) should finish almost at once: the pending delay shrinks with run time.
         self._pending_max_s = PENDING_MAX_S * min(1.0, exec_seconds[1])
         self.all: list[Invocation] = []
@@ -394,13 +459,13 @@ class InvocationStore:
             low,
             high - low,
             self._failure_fraction,
+            self.behaviour.failure_shares,
         )
-        inv = Invocation(invoke_id, len(region_list), region, spec, now_s, plan)
+        inv = Invocation(invoke_id, len(region_list), region, spec, now_s, plan, self.behaviour)
         region_list.append(inv)
         self.all.append(inv)
-        self.records_by_region[region] = self.records_by_region.get(region, 0) + len(
-            spec.instance_ids
-        )
+        inv.records_before = self.records_by_region.get(region, 0)
+        self.records_by_region[region] = inv.records_before + len(spec.instance_ids)
         command_id = spec.command.command_id
         self.command_counts[command_id] = self.command_counts.get(command_id, 0) + 1
         self.by_id[invoke_id] = inv
@@ -421,7 +486,7 @@ class InvocationStore:
         if instance.status != "Running":
             code = "InstanceNotRunning"
         elif not instance.agent_online:
-            code = "ClientNotOnline"
+            code = "ClientNotRunning"  # the agent stopped (SDK ErrorCode list, facts 10 [6])
         else:
             return
         for inv, pos in self.of_instance(instance.instance_id):

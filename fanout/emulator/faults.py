@@ -1,12 +1,21 @@
-"""Seeded fault injection and the per-region, per-action QPS limit.
+"""Seeded fault injection and the per-region, per-action rate limit, in throttling windows.
 
-The fault draws come from one seeded stream, so a given seed and request order always injects
-the same faults. Throttle, error and drop share one draw (their rates add up to at most 1);
-accept-then-drop is drawn separately, after the action was applied.
+ECS throttles per API, per region and per account in one-minute windows: "if an API is throttled
+at minute T, it can be called again at minute T+1" (facts 6.2, 10 [9]). Both the rate limit
+(`qps` calls a second on average: `qps * throttle_window_s` calls per window) and the random
+throttling (`throttle_rate`: the share of (region, API, window) windows throttled from their first
+call to their end) follow those windows. The emulator serves one account: every key pair is one
+of its RAM users, so they share the limits.
+
+Error and drop draws come from one seeded stream, so a given seed and request order always
+injects the same faults; a window's throttling is drawn from the seed, region, API and the
+window's number since the emulator started (whatever the request order or the time of day).
+Accept-then-drop is drawn separately, after the action.
 """
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Mapping
 from enum import StrEnum
@@ -17,7 +26,6 @@ __all__ = ["ACCEPT_THEN_DROP_ACTIONS", "Fault", "FaultInjector", "QpsLimiter"]
 
 # Only calls that change state can be "applied, then lost"; they are the ambiguous ones.
 ACCEPT_THEN_DROP_ACTIONS = frozenset({"InvokeCommand", "StopInvocation"})
-_WINDOW_S = 1.0
 
 
 class Fault(StrEnum):
@@ -32,29 +40,50 @@ class Fault(StrEnum):
 class FaultInjector:
     """Seeded decisions for `error_rate`, `throttle_rate`, `drop_rate`, `accept_then_drop_rate`."""
 
-    def __init__(self, config: EmulatorConfig) -> None:
+    def __init__(self, config: EmulatorConfig, start_s: float = 0.0) -> None:
+        self._seed = config.seed
         self._rng = random.Random(f"faults:{config.seed}")
         self._actions = config.fault_actions
         self._throttle = config.throttle_rate
         self._error = config.error_rate
         self._drop = config.drop_rate
         self._accept_then_drop = config.accept_then_drop_rate
+        self._window_s = config.throttle_window_s
+        self._first_window = int(start_s // config.throttle_window_s)
+        self._windows: dict[tuple[str, str], tuple[int, bool]] = {}  # last window's draw
 
     def _applies(self, action: str) -> bool:
         return self._actions is None or action in self._actions
 
-    def before(self, action: str) -> Fault:
+    def before(self, region: str, action: str, now_s: float) -> Fault:
         """The fault injected before the action runs, if any."""
-        if not self._applies(action) or not (self._throttle or self._error or self._drop):
+        if not self._applies(action):
+            return Fault.NONE
+        if self._throttle and self._throttled_window(region, action, now_s):
+            return Fault.THROTTLE
+        if not (self._error or self._drop):
             return Fault.NONE
         draw = self._rng.random()
-        if draw < self._throttle:
-            return Fault.THROTTLE
-        if draw < self._throttle + self._error:
+        if draw < self._error:
             return Fault.ERROR
-        if draw < self._throttle + self._error + self._drop:
+        if draw < self._error + self._drop:
             return Fault.DROP
         return Fault.NONE
+
+    def _throttled_window(self, region: str, action: str, now_s: float) -> bool:
+        """Whether the current window of (region, action) is a throttled one (seeded)."""
+        window = int(now_s // self._window_s)
+        key = (region, action)
+        last = self._windows.get(key)
+        if last is None or last[0] != window:
+            number = window - self._first_window
+            draw = random.Random(f"throttle:{self._seed}:{region}:{action}:{number}").random()
+            last = self._windows[key] = (window, draw < self._throttle)
+        return last[1]
+
+    def window_end(self, now_s: float) -> float:
+        """When the throttling window holding `now_s` ends (the emulator clock)."""
+        return (math.floor(now_s / self._window_s) + 1) * self._window_s
 
     def drop_after(self, action: str) -> bool:
         """True when the applied action's response must be lost."""
@@ -64,23 +93,30 @@ class FaultInjector:
 
 
 class QpsLimiter:
-    """At most `qps` calls per (region, action) in each one-second window; `region_qps` sets a
-    region's own limit (ECS throttles per API and region: aliyun-api-facts 6.2)."""
+    """At most `qps * window_s` calls per (region, action) in each window of `window_s` seconds
+    (one minute by default: facts 10 [9]); `region_qps` sets a region's own rate."""
 
-    __slots__ = ("_qps", "_region_qps", "_windows")
+    __slots__ = ("_qps", "_region_qps", "_window_s", "_windows")
 
-    def __init__(self, qps: float | None, region_qps: Mapping[str, float] | None = None) -> None:
+    def __init__(
+        self,
+        qps: float | None,
+        region_qps: Mapping[str, float] | None = None,
+        window_s: float = 60.0,
+    ) -> None:
         self._qps = qps
         self._region_qps = dict(region_qps or {})
+        self._window_s = window_s
         self._windows: dict[tuple[str, str], tuple[int, int]] = {}
 
     def allow(self, region: str, action: str, now_s: float) -> bool:
         """Count one call at `now_s` (the emulator clock); False when it is over the limit of
-        the current window."""
-        limit = self._region_qps.get(region, self._qps)
-        if limit is None:
+        the current window (then every call of the window is refused: throttled at T, T+1)."""
+        rate = self._region_qps.get(region, self._qps)
+        if rate is None:
             return True
-        window = int(now_s // _WINDOW_S)
+        limit = max(1, math.floor(rate * self._window_s))
+        window = int(now_s // self._window_s)
         key = (region, action)
         current, count = self._windows.get(key, (window, 0))
         if current != window:

@@ -11,11 +11,13 @@ import hashlib
 import json
 import random
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from fanout.emulator.config import EmulatorConfig
+from fanout.emulator.config import AGENT_FAILURE_CODES, EmulatorConfig
 
-__all__ = ["Fleet", "Instance", "RegionFleet"]
+__all__ = ["Fleet", "Instance", "InstanceBehaviour", "RegionFleet"]
 
 # Some of a real fleet is Windows; a tenth keeps them visible without dominating.
 _WINDOWS_FRACTION = 0.1
@@ -73,6 +75,16 @@ class Instance:
         return None
 
 
+@dataclass(frozen=True, slots=True)
+class InstanceBehaviour:
+    """How one instance's executions go, set in a fleet file (`ExitCode`, `AgentFailure`,
+    `OutputBytes`); kept apart from `Instance` because few instances have one."""
+
+    exit_code: int | None = None
+    agent_failure: str | None = None  # one of AGENT_FAILURE_CODES: never delivered
+    output_bytes: int | None = None
+
+
 class RegionFleet:
     """The instances of one region, in a stable order, indexed by id and lazily by tag."""
 
@@ -99,17 +111,22 @@ class RegionFleet:
 class Fleet:
     """Every region's instances; built from the config or from a fleet file."""
 
-    def __init__(self, regions: Mapping[str, RegionFleet]) -> None:
+    def __init__(
+        self,
+        regions: Mapping[str, RegionFleet],
+        behaviours: Mapping[str, InstanceBehaviour] | None = None,
+    ) -> None:
         self.regions = dict(regions)
+        self.behaviours = dict(behaviours or {})  # instance id -> its set behaviour
 
     @classmethod
     def from_config(cls, config: EmulatorConfig) -> Fleet:
         """Generate the fleet, or load `config.fleet_file` (its regions join the configured ones)."""
         if config.fleet_file is not None:
-            loaded = _load_fleet_file(config.fleet_file)
+            loaded, behaviours = _load_fleet_file(config.fleet_file)
             regions = {r: RegionFleet(r, loaded.get(r, [])) for r in config.regions}
             regions.update({r: RegionFleet(r, insts) for r, insts in loaded.items()})
-            return cls(regions)
+            return cls(regions, behaviours)
         return cls({r: RegionFleet(r, _generate(config, r)) for r in config.regions})
 
     def find(self, instance_id: str) -> Instance | None:
@@ -159,8 +176,11 @@ def _generate(config: EmulatorConfig, region: str) -> list[Instance]:
     ]
 
 
-def _load_fleet_file(path: Path) -> dict[str, list[Instance]]:
-    """Read a JSON list of instances; raise ValueError naming the entry that is wrong."""
+def _load_fleet_file(
+    path: Path,
+) -> tuple[dict[str, list[Instance]], dict[str, InstanceBehaviour]]:
+    """Read a JSON list of instances (and their set behaviours); raise ValueError naming the
+    entry that is wrong."""
     try:
         entries = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as exc:
@@ -168,14 +188,34 @@ def _load_fleet_file(path: Path) -> dict[str, list[Instance]]:
     if not isinstance(entries, list):
         raise ValueError(f"{path}: the fleet file must hold a JSON list of instances")
     regions: dict[str, list[Instance]] = {}
+    behaviours: dict[str, InstanceBehaviour] = {}
     seen: set[str] = set()
     for number, entry in enumerate(entries, start=1):
-        inst = _instance_from_entry(entry, regions, f"{path}: instance #{number}")
+        where = f"{path}: instance #{number}"
+        inst = _instance_from_entry(entry, regions, where)
         if inst.instance_id in seen:
-            raise ValueError(f"{path}: instance #{number}: duplicate InstanceId {inst.instance_id}")
+            raise ValueError(f"{where}: duplicate InstanceId {inst.instance_id}")
         seen.add(inst.instance_id)
         regions[inst.region].append(inst)
-    return regions
+        assert isinstance(entry, dict)
+        behaviour = _behaviour_from_entry(entry, where)
+        if behaviour is not None:
+            behaviours[inst.instance_id] = behaviour
+    return regions, behaviours
+
+
+def _behaviour_from_entry(entry: dict[str, Any], where: str) -> InstanceBehaviour | None:
+    """`ExitCode` (int), `AgentFailure` (a delivery failure code), `OutputBytes` (int >= 0)."""
+    exit_code, failure, size = (entry.get(k) for k in ("ExitCode", "AgentFailure", "OutputBytes"))
+    if exit_code is None and failure is None and size is None:
+        return None
+    if exit_code is not None and (isinstance(exit_code, bool) or not isinstance(exit_code, int)):
+        raise ValueError(f"{where}: ExitCode must be an integer")
+    if failure is not None and failure not in AGENT_FAILURE_CODES:
+        raise ValueError(f"{where}: AgentFailure must be one of {', '.join(AGENT_FAILURE_CODES)}")
+    if size is not None and (isinstance(size, bool) or not isinstance(size, int) or size < 0):
+        raise ValueError(f"{where}: OutputBytes must be an integer >= 0")
+    return InstanceBehaviour(exit_code, failure, size)
 
 
 def _instance_from_entry(entry: object, regions: dict[str, list[Instance]], where: str) -> Instance:

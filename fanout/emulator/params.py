@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import TypeVar
 
 from fanout.emulator.wire import ApiFault, invalid_parameter, missing_parameter
 
-__all__ = ["Params", "decode_token", "encode_token", "take_page"]
+__all__ = ["PageRequest", "Params", "decode_token", "encode_token", "page_request", "take_page"]
 
 _TOKEN_PREFIX = "fo"  # noqa: S105 - a paging-token marker, not a secret
 _T = TypeVar("_T")
@@ -118,12 +119,40 @@ def _bad_token() -> ApiFault:
     return invalid_parameter("NextToken", "Use the NextToken value of the previous response.")
 
 
+@dataclass(frozen=True, slots=True)
+class PageRequest:
+    """Which page a Describe call asks for: a NextToken position, or (deprecated) a page number."""
+
+    size: int  # MaxResults, or PageSize
+    start: tuple[int, ...] | None  # where a NextToken says the page starts
+    skip: int  # items before the page (PageNumber paging)
+    number: int  # PageNumber as answered
+
+
+def page_request(
+    params: Params, kind: str, positions: int, default: int, low: int, high: int
+) -> PageRequest:
+    """MaxResults + NextToken; or, without a NextToken, the deprecated PageNumber + PageSize
+    that every Describe action still takes (facts 2.1, 2.2, 10: "will soon be taken offline")."""
+    token = params.get("NextToken")
+    if token or not (params.get("PageNumber") or params.get("PageSize")):
+        size = params.integer("MaxResults", default, low, high)
+        return PageRequest(size, decode_token(kind, token, positions), 0, 1)
+    size = params.integer("PageSize", params.integer("MaxResults", default, low, high), low, high)
+    number = params.integer("PageNumber", 1, 1, 10**9)
+    return PageRequest(size, None, (number - 1) * size, number)
+
+
 def take_page(
-    items: Iterable[tuple[tuple[int, ...], _T]], max_results: int
+    items: Iterable[tuple[tuple[int, ...], _T]], max_results: int, skip: int = 0
 ) -> tuple[list[_T], tuple[int, ...] | None]:
-    """The first `max_results` items, and the position of the next one (None when none is left)."""
+    """After `skip` items, the next `max_results` and the position of the one after them (None
+    when none is left)."""
     page: list[_T] = []
     for position, item in items:
+        if skip:
+            skip -= 1
+            continue
         if len(page) == max_results:
             return page, position
         page.append(item)

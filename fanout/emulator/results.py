@@ -2,7 +2,10 @@
 
 Invocations are listed newest first; a NextToken names the sequence number (and, for results,
 the instance position) where the next page starts, so paging stays stable and complete while
-new invocations arrive.
+new invocations arrive. The deprecated PageNumber/PageSize page the same listing.
+
+Results are kept 4 weeks and up to 100 000 records per region (facts 10 [10]): an older
+invocation, or one beyond the newest 100 000 records, is no longer listed (nor stoppable).
 """
 
 from __future__ import annotations
@@ -18,12 +21,12 @@ from fanout.emulator.executions import (
     legacy_invoke_status,
     overall_status,
 )
-from fanout.emulator.params import Params, decode_token, encode_token, take_page
+from fanout.emulator.params import Params, encode_token, page_request, take_page
 from fanout.emulator.state import Call
 from fanout.emulator.timing import iso_utc
 from fanout.emulator.wire import Body, invalid_parameter
 
-__all__ = ["describe_invocation_results", "describe_invocations"]
+__all__ = ["describe_invocation_results", "describe_invocations", "own_invocation", "retained"]
 
 _PAGE = (1, 50)  # MaxResults 1..50
 _DEFAULT_PAGE = 10
@@ -42,20 +45,32 @@ def _encode(text: str, base64_wanted: bool) -> str:
     return base64.b64encode(text.encode()).decode("ascii") if base64_wanted else text
 
 
-def _own_invocation(call: Call, invoke_id: str) -> Invocation | None:
+def retained(call: Call, inv: Invocation) -> bool:
+    """True while the API still keeps the invocation's results (4 weeks, 100 000 records)."""
+    config, store = call.world.config, call.world.invocations
+    if call.now_s - inv.created_s > config.result_retention_s:
+        return False
+    newer = store.records_by_region.get(inv.region, 0) - inv.records_before
+    return newer <= config.result_retention_records
+
+
+def own_invocation(call: Call, invoke_id: str) -> Invocation | None:
+    """The invocation with this id in the call's region, while its results are kept."""
     inv = call.world.invocations.by_id.get(invoke_id)
-    return inv if inv is not None and inv.region == call.region else None
+    if inv is None or inv.region != call.region or not retained(call, inv):
+        return None
+    return inv
 
 
-def _overall(inv: Invocation, executions: list[Execution]) -> str:
-    return overall_status(executions, stopped_all=inv.stop_all_s is not None)
+def _overall(_inv: Invocation, executions: list[Execution]) -> str:
+    return overall_status(executions)
 
 
 async def describe_invocations(call: Call) -> Body:
     """DescribeInvocations with InvokeId / InstanceId / CommandId / InvokeStatus filters."""
     params = call.params
-    max_results = params.integer("MaxResults", _DEFAULT_PAGE, *_PAGE)
-    start = decode_token("inv", params.get("NextToken"), 1)
+    paging = page_request(params, "inv", 1, _DEFAULT_PAGE, *_PAGE)
+    start = paging.start
     include_output = params.boolean("IncludeOutput")
     b64 = _encoding(params)
     status_filter = params.get("InvokeStatus")
@@ -76,11 +91,11 @@ async def describe_invocations(call: Call) -> Body:
             if hit:
                 yield (inv.seq,), _invocation_body(inv, executions, include_output, b64)
 
-    page, following = take_page(matching(), max_results)
+    page, following = take_page(matching(), paging.size, paging.skip)
     return {
         "TotalCount": _invocation_total(call, params),
-        "PageNumber": 1,
-        "PageSize": max_results,
+        "PageNumber": paging.number,
+        "PageSize": paging.size,
         "NextToken": "" if following is None else encode_token("inv", *following),
         "Invocations": {"Invocation": page},
     }
@@ -91,7 +106,7 @@ def _invocations(call: Call, params: Params, from_seq: int | None) -> Iterator[I
     invoke_id = params.get("InvokeId")
     instance_id = params.get("InstanceId")
     if invoke_id:
-        inv = _own_invocation(call, invoke_id)
+        inv = own_invocation(call, invoke_id)
         if inv is not None and (from_seq is None or inv.seq <= from_seq):
             yield inv
         return
@@ -99,10 +114,15 @@ def _invocations(call: Call, params: Params, from_seq: int | None) -> Iterator[I
         history = call.world.invocations.of_instance(instance_id)
         for inv, _ in reversed(history):
             if inv.region == call.region and (from_seq is None or inv.seq <= from_seq):
+                if not retained(call, inv):
+                    return  # older ones are gone too
                 yield inv
         return
     below = None if from_seq is None else from_seq + 1
-    yield from call.world.invocations.region_newest_first(call.region, below)
+    for inv in call.world.invocations.region_newest_first(call.region, below):
+        if not retained(call, inv):
+            return  # newest first: every older one is gone too
+        yield inv
 
 
 def _invocation_matches(inv: Invocation, params: Params) -> bool:
@@ -140,7 +160,8 @@ def _invocation_body(
         "CommandType": spec.command.type,
         "CommandContent": _encode(spec.command.content, b64),
         "CommandDescription": spec.command.description,
-        "Parameters": json.dumps(spec.parameters, ensure_ascii=False) if spec.parameters else "",
+        # "{}" without parameters: the SDK model's example (facts 10 [6]), JSON for every reader.
+        "Parameters": json.dumps(spec.parameters or {}, ensure_ascii=False),
         "RepeatMode": spec.repeat_mode,
         "Frequency": spec.frequency,
         "Timed": spec.timed,
@@ -207,8 +228,8 @@ def _instance_body(
 async def describe_invocation_results(call: Call) -> Body:
     """DescribeInvocationResults: one record per (invocation, instance), wrapper `Invocation`."""
     params = call.params
-    max_results = params.integer("MaxResults", _DEFAULT_PAGE, *_PAGE)
-    start = decode_token("res", params.get("NextToken"), 2)
+    paging = page_request(params, "res", 2, _DEFAULT_PAGE, *_PAGE)
+    start = paging.start
     b64 = _encoding(params)
     record_filter = params.get("InvokeRecordStatus")
     command_id = params.get("CommandId")
@@ -222,12 +243,12 @@ async def describe_invocation_results(call: Call) -> Body:
                 continue
             yield (inv.seq, pos), _result_body(inv, e, b64)
 
-    page, following = take_page(matching(), max_results)
+    page, following = take_page(matching(), paging.size, paging.skip)
     return {
         "Invocation": {
             "TotalCount": _results_total(call, params),
-            "PageNumber": 1,
-            "PageSize": max_results,
+            "PageNumber": paging.number,
+            "PageSize": paging.size,
             "NextToken": "" if following is None else encode_token("res", *following),
             "InvocationResults": {"InvocationResult": page},
         }
@@ -244,7 +265,7 @@ def _records(
         pairs = [
             (inv, pos)
             for inv, pos in reversed(call.world.invocations.of_instance(instance_id))
-            if inv.region == call.region
+            if inv.region == call.region and retained(call, inv)
         ]
     else:
         pairs = (

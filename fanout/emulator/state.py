@@ -14,8 +14,9 @@ from typing import Any
 
 from fanout.emulator.commands import CommandCatalog
 from fanout.emulator.config import EmulatorConfig
-from fanout.emulator.executions import InvocationStore
+from fanout.emulator.executions import ExecutionBehaviour, InvocationStore
 from fanout.emulator.fleet import Fleet
+from fanout.emulator.metadata import MetadataService
 from fanout.emulator.params import Params
 from fanout.emulator.timing import iso_utc, iso_utc_ms
 
@@ -89,9 +90,11 @@ def quota_day(now_s: float) -> str:
 
 @dataclass(slots=True)
 class RegionState:
-    """Per-region counters: calls by action, InvokeCommand quota used today, dry runs."""
+    """Per-region counters: calls by action, refusals by action and code, InvokeCommand quota
+    used today, dry runs."""
 
     calls: dict[str, int] = field(default_factory=dict)
+    refused: dict[str, dict[str, int]] = field(default_factory=dict)
     quota_used: int = 0
     quota_day: str = ""
     dry_runs: int = 0
@@ -129,7 +132,14 @@ class World:
             self.fleet.regions, now_s, random.Random(f"cmd:{config.seed}")
         )
         self.invocations = InvocationStore(
-            config.seed, config.exec_seconds, config.exec_failure_fraction
+            config.seed,
+            config.exec_seconds,
+            config.exec_failure_fraction,
+            _execution_behaviour(config, self.fleet),
+        )
+        self.rejected: dict[str, int] = {}  # requests refused before a region was known, by code
+        self.metadata = MetadataService(
+            config.ram_role, config.sts_ttl_s, self.clock.now, config.seed
         )
         self.tokens: dict[tuple[str, str], IdempotencyEntry] = {}
         self.count_cache: dict[tuple[Any, ...], int] = {}  # filtered DescribeInstances totals
@@ -145,6 +155,15 @@ class World:
     def count_created(self, region: str) -> None:
         """Count one command created by CreateCommand."""
         self.regions[region].commands_created += 1
+
+    def count_refusal(self, region: str, action: str, code: str) -> None:
+        """Count one authenticated request answered with an error."""
+        by_code = self.regions[region].refused.setdefault(action, {})
+        by_code[code] = by_code.get(code, 0) + 1
+
+    def count_rejection(self, code: str) -> None:
+        """Count one request refused before it was authenticated (signature, key, token)."""
+        self.rejected[code] = self.rejected.get(code, 0) + 1
 
     def quota_used(self, region: str) -> int:
         """InvokeCommand calls that cost quota today in the region."""
@@ -177,6 +196,7 @@ class World:
             state.roll(now_s)
             regions[name] = {
                 "calls": dict(state.calls),
+                "refused": {action: dict(codes) for action, codes in state.refused.items()},
                 "quota_used": state.quota_used,
                 "daily_quota": self.config.daily_quota,
                 "quota_day": state.quota_day,
@@ -222,7 +242,26 @@ class World:
             "invocations": invocations,
             "clock": clock,
             "unauthenticated": dict(self.unauthenticated),
+            "rejected": dict(self.rejected),
+            "metadata": {"credential_fetches": self.metadata.fetches},
         }
+
+
+def _execution_behaviour(config: EmulatorConfig, fleet: Fleet) -> ExecutionBehaviour:
+    """The executions' behaviour from the config's fractions and the fleet file's settings."""
+    codes = tuple(sorted(config.agent_failures))
+    shares: list[float] = []
+    total = 0.0
+    for code in codes:
+        total += config.agent_failures[code]
+        shares.append(total)
+    return ExecutionBehaviour(
+        failure_codes=codes,
+        failure_shares=tuple(shares) if total > 0 else (),
+        output_bytes=config.output_bytes,
+        terminate_running=config.stop_mode == "terminate",
+        instances=fleet.behaviours,
+    )
 
 
 @dataclass(frozen=True, slots=True)

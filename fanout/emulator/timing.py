@@ -54,6 +54,8 @@ class TimingPlan:
     low_s: float
     span_s: float
     failure_fraction: float
+    # Delivery failures: cumulative shares, one per code of `Timing.failure` (1-based).
+    delivery_failures: tuple[float, ...] = ()
 
     def draw(self) -> Timing:
         """The per-instance timing, from the plan's own seeded generator."""
@@ -65,6 +67,11 @@ class TimingPlan:
             timing.duration_s.append(self.low_s + self.span_s * draw())
             failed = draw() < self.failure_fraction
             timing.exit_code.append(1 + int(draw() * 127) if failed else 0)
+        if self.delivery_failures:  # drawn after the rest: without them the draws stay the same
+            shares = self.delivery_failures
+            for _ in range(self.count):
+                index = bisect.bisect_right(shares, draw())  # below shares[k]: code k + 1
+                timing.failure.append(index + 1 if index < len(shares) else 0)
         return timing
 
 
@@ -75,6 +82,8 @@ class Timing:
     pending_s: array[float] = field(default_factory=lambda: array("d"))
     duration_s: array[float] = field(default_factory=lambda: array("d"))
     exit_code: array[int] = field(default_factory=lambda: array("h"))
+    # Per instance: 0, or the 1-based number of its delivery failure code (empty: none drawn).
+    failure: array[int] = field(default_factory=lambda: array("b"))
 
 
 class RunTimes:

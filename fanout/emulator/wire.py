@@ -38,13 +38,24 @@ XML_CONTENT_TYPE = "text/xml;charset=utf-8"
 
 
 class ApiFault(Exception):  # noqa: N818 - mirrors the API's own word for an error answer
-    """An error answer: HTTP status, Alibaba `Code` and `Message` (raised by handlers)."""
+    """An error answer: HTTP status, Alibaba `Code` and `Message` (raised by handlers); `extra`
+    adds body fields (AccessDeniedDetail), `headers` response headers (x-acs-retry-after)."""
 
-    def __init__(self, status: int, code: str, message: str) -> None:
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        *,
+        extra: Mapping[str, Any] | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> None:
         super().__init__(f"{code}: {message}")
         self.status = status
         self.code = code
         self.message = message
+        self.extra = dict(extra or {})
+        self.headers = dict(headers or {})
 
 
 class Rendered:
@@ -146,6 +157,7 @@ def render_error(fault: ApiFault, request_id: str, *, xml: bool) -> tuple[str, s
         "Code": fault.code,
         "Message": fault.message,
         "Recommend": _RECOMMEND.format(code=fault.code),
+        **fault.extra,
     }
     if xml:
         return _xml_document("Error", body), XML_CONTENT_TYPE

@@ -32,11 +32,14 @@ __all__ = [
     "InstanceRecord",
     "InstanceState",
     "Op",
+    "QuotaRefusal",
     "RecordCommand",
+    "ReleaseQuota",
     "RunRecord",
     "RunState",
     "SetBatch",
     "SetInstances",
+    "SetQuotaLimit",
     "SetRegionCommand",
     "SetRun",
     "ShrinkBatch",
@@ -85,6 +88,9 @@ class InstanceState(enum.StrEnum):
     INVOKED = "invoked"
     SUCCEEDED = "succeeded"
     FAILED = "failed"
+    # Accepted, but the agent or the delivery failed (ClientNotRunning, DeliveryTimeout, ...):
+    # the command never ran there. Apart from `failed`, whose command ran and failed.
+    UNREACHABLE = "unreachable"
     EXCLUDED = "excluded"  # by preflight, with a reason
     NOT_INVOKED = "not_invoked"  # halted, quota, stopped: never sent
     UNKNOWN = "unknown"
@@ -123,14 +129,23 @@ BATCH_TRANSITIONS: Mapping[BatchState, frozenset[BatchState]] = {
 }
 INSTANCE_TRANSITIONS: Mapping[InstanceState, frozenset[InstanceState]] = {
     _I.PENDING: frozenset(
-        {_I.INVOKED, _I.SUCCEEDED, _I.FAILED, _I.EXCLUDED, _I.NOT_INVOKED, _I.UNKNOWN}
+        {
+            _I.INVOKED,
+            _I.SUCCEEDED,
+            _I.FAILED,
+            _I.UNREACHABLE,
+            _I.EXCLUDED,
+            _I.NOT_INVOKED,
+            _I.UNKNOWN,
+        }
     ),
-    _I.INVOKED: frozenset({_I.INVOKED, _I.SUCCEEDED, _I.FAILED, _I.UNKNOWN}),
+    _I.INVOKED: frozenset({_I.INVOKED, _I.SUCCEEDED, _I.FAILED, _I.UNREACHABLE, _I.UNKNOWN}),
     _I.NOT_INVOKED: frozenset({_I.PENDING, _I.INVOKED}),  # resume picks them up again
-    _I.UNKNOWN: frozenset({_I.INVOKED, _I.SUCCEEDED, _I.FAILED, _I.PENDING}),
+    _I.UNKNOWN: frozenset({_I.INVOKED, _I.SUCCEEDED, _I.FAILED, _I.UNREACHABLE, _I.PENDING}),
     # A final state is never left; the same state may be written again to add details (output).
     _I.SUCCEEDED: frozenset({_I.SUCCEEDED}),
     _I.FAILED: frozenset({_I.FAILED}),
+    _I.UNREACHABLE: frozenset({_I.UNREACHABLE}),
     _I.EXCLUDED: frozenset(),
 }
 
@@ -315,6 +330,51 @@ class AppendEvent:
 
 
 @dataclass(frozen=True, slots=True)
+class QuotaRefusal:
+    """The API refused an InvokeCommand for the daily quota (`Invocation.ExceedQuota`)."""
+
+    account: str
+    region: str
+    at: float  # when the answer came
+    code: str
+    message: str
+    request_id: str | None
+    used: int  # fanout's own calls in the window when it came (the refused one not counted)
+    limit: int | None  # the limit fanout held for the region (the API's, or the configured one)
+    explained: bool  # fanout's own calls reach the limit: capacity returns as its window moves
+    retry_at: float | None  # when capacity returns (explained) or the next probe may go
+    run_id: str | None = None
+    batch_id: str | None = None
+    attempt: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class ReleaseQuota:
+    """Give an attempt's reservation back: the API refused it for the quota (`refusal`, kept),
+    or it was never sent (the region was blocked, or the run halted, while it waited)."""
+
+    account: str
+    region: str
+    run_id: str
+    batch_id: str
+    attempt: int
+    refusal: QuotaRefusal | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SetQuotaLimit:
+    """Remember the daily limit read for (account, region) and where it came from."""
+
+    account: str
+    region: str
+    limit: int
+    source: (
+        str  # "api" (DescribeAccountAttributes max-axt-invocation-daily) | "configured" | "default"
+    )
+    now: float
+
+
+@dataclass(frozen=True, slots=True)
 class AcquireLease:
     """Take or renew the run's lease; the result is (granted, holder, until)."""
 
@@ -403,4 +463,6 @@ Op = (
     | RecordCommand
     | DropCommand
     | SetRegionCommand
+    | ReleaseQuota
+    | SetQuotaLimit
 )

@@ -44,9 +44,11 @@ from fanout.ledger.model import (
     InstanceState,
     Op,
     RecordCommand,
+    ReleaseQuota,
     RunState,
     SetBatch,
     SetInstances,
+    SetQuotaLimit,
     SetRegionCommand,
     SetRun,
     ShrinkBatch,
@@ -71,6 +73,9 @@ _SET_REGION_COMMAND = writes.pg(command_rows.SET_REGION_COMMAND)
 _COMMAND_FOR_UPDATE = writes.pg(
     f"SELECT {command_rows.COMMAND_COLUMNS} FROM commands WHERE {command_rows.KEY} FOR UPDATE"
 )
+_RELEASE_QUOTA_CALL = writes.pg(writes.RELEASE_QUOTA_CALL)
+_QUOTA_REFUSAL = writes.pg(writes.QUOTA_REFUSAL)
+_QUOTA_LIMIT = writes.pg(writes.QUOTA_LIMIT)
 
 
 @dataclass(slots=True)
@@ -182,6 +187,9 @@ def apply_one(group: Group, op: Op) -> object:  # noqa: PLR0911 - one line per o
             (op.run_id, op.now, op.kind, json.dumps(op.data, default=str)),
         )
         return None
+    if isinstance(op, ReleaseQuota | SetQuotaLimit):
+        _quota_fact(group, op)
+        return None
     if isinstance(op, AcquireLease):
         return _acquire_lease(group, op)
     return _command_op(cur, op)
@@ -233,6 +241,19 @@ def _command_op(
     else:
         cur.execute(_SET_REGION_COMMAND, command_rows.set_region_args(op))
     return None
+
+
+def _quota_fact(group: Group, op: ReleaseQuota | SetQuotaLimit) -> None:
+    """A reservation given back (with the API's refusal, if that was why), or a limit read."""
+    if isinstance(op, SetQuotaLimit):
+        group.cur.execute(_QUOTA_LIMIT, writes.quota_limit_args(op))
+        return
+    group.cur.execute(_RELEASE_QUOTA_CALL, writes.release_quota_call_args(op))
+    if op.refusal is not None:
+        group.cur.execute(_QUOTA_REFUSAL, writes.quota_refusal_args(op.refusal))
+    key = (op.account, op.region)
+    if key in group.quota_used:  # the group's count of that window: one call fewer
+        group.quota_used[key] = max(0, group.quota_used[key] - 1)
 
 
 def _check_fences(group: Group) -> None:

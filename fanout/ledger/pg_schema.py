@@ -93,5 +93,24 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
         );
         """,
     ),
+    (
+        # 3 (issue 14, as in schema.py): the API's quota refusals, the limits it reports, and
+        # the `unreachable` instance state that older fanouts do not know.
+        3,
+        """
+        CREATE TABLE quota_refusals (
+            account text NOT NULL, region text NOT NULL, ts double precision NOT NULL,
+            code text NOT NULL, message text, request_id text, used integer NOT NULL,
+            quota_limit integer, explained boolean NOT NULL, retry_at double precision,
+            run_id text, batch_id text, attempt integer
+        );
+        CREATE INDEX quota_refusals_by_region ON quota_refusals (account, region, ts);
+        CREATE TABLE quota_limits (
+            account text NOT NULL, region text NOT NULL, daily_limit integer NOT NULL,
+            source text NOT NULL, read_at double precision NOT NULL,
+            PRIMARY KEY (account, region)
+        );
+        """,
+    ),
 )
 SCHEMA_VERSION = MIGRATIONS[-1][0]

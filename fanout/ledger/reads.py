@@ -18,6 +18,7 @@ from fanout.ledger.model import (
     CommandRecord,
     InstanceRecord,
     InstanceState,
+    QuotaRefusal,
     RunRecord,
 )
 from fanout.ledger.rows import (
@@ -224,3 +225,49 @@ class LedgerReads:
             (region, command_id),
         )
         return [r[0] for r in rows]
+
+    def quota_reservations(
+        self, account: str, region: str, window_start: float
+    ) -> list[tuple[float, str, int]]:
+        """The calls counted in the window as (time, batch id, attempt), oldest first."""
+        rows = self._query(
+            "SELECT ts, batch_id, attempt FROM quota_calls WHERE account = ? AND region = ? "
+            "AND ts > ? ORDER BY ts",
+            (account, region, window_start),
+        )
+        return [(ts, batch_id, attempt) for ts, batch_id, attempt in rows]
+
+    def quota_limits(self, account: str) -> dict[str, tuple[int, str, float]]:
+        """Per region: the daily limit last read or configured, its source, when."""
+        rows = self._query(
+            "SELECT region, daily_limit, source, read_at FROM quota_limits WHERE account = ?",
+            (account,),
+        )
+        return {region: (limit, source, at) for region, limit, source, at in rows}
+
+    def quota_refusals(self, account: str, since: float = 0.0) -> list[QuotaRefusal]:
+        """The API's quota refusals after `since`, newest first."""
+        rows = self._query(
+            "SELECT account, region, ts, code, message, request_id, used, quota_limit, "
+            "explained, retry_at, run_id, batch_id, attempt FROM quota_refusals "
+            "WHERE account = ? AND ts > ? ORDER BY ts DESC",
+            (account, since),
+        )
+        return [
+            QuotaRefusal(
+                account=r[0],
+                region=r[1],
+                at=r[2],
+                code=r[3],
+                message=r[4] or "",
+                request_id=r[5],
+                used=r[6],
+                limit=r[7],
+                explained=bool(r[8]),
+                retry_at=r[9],
+                run_id=r[10],
+                batch_id=r[11],
+                attempt=r[12],
+            )
+            for r in rows
+        ]

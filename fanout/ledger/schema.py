@@ -69,6 +69,24 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
         );
         """,
     ),
+    (
+        # 3 (issue 14): the API's refusals (Invocation.ExceedQuota) and the limit it reports
+        # (DescribeAccountAttributes max-axt-invocation-daily); instances may now be
+        # `unreachable` (a state older fanouts do not know: this version keeps them out).
+        3,
+        """
+        CREATE TABLE quota_refusals (
+            account TEXT NOT NULL, region TEXT NOT NULL, ts REAL NOT NULL, code TEXT NOT NULL,
+            message TEXT, request_id TEXT, used INTEGER NOT NULL, quota_limit INTEGER,
+            explained INTEGER NOT NULL, retry_at REAL, run_id TEXT, batch_id TEXT, attempt INTEGER
+        );
+        CREATE INDEX quota_refusals_by_region ON quota_refusals (account, region, ts);
+        CREATE TABLE quota_limits (
+            account TEXT NOT NULL, region TEXT NOT NULL, daily_limit INTEGER NOT NULL,
+            source TEXT NOT NULL, read_at REAL NOT NULL, PRIMARY KEY (account, region)
+        );
+        """,
+    ),
 )
 SCHEMA_VERSION = MIGRATIONS[-1][0]
 # Every table a complete ledger has (a ledger missing one is damaged, never repaired silently).

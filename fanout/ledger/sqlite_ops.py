@@ -29,9 +29,11 @@ from fanout.ledger.model import (
     InstanceState,
     Op,
     RecordCommand,
+    ReleaseQuota,
     RunState,
     SetBatch,
     SetInstances,
+    SetQuotaLimit,
     SetRegionCommand,
     SetRun,
     ShrinkBatch,
@@ -62,17 +64,8 @@ def apply_one(  # noqa: PLR0911 - one dispatch line per operation type reads bes
     if isinstance(op, FinishAttempt):
         _finish_attempt(cur, op)
         return None
-    if isinstance(op, SetBatch):
-        _set_batch(cur, op)
-        return None
-    if isinstance(op, ShrinkBatch):
-        _shrink_batch(cur, op)
-        return None
-    if isinstance(op, AddBatch):
-        _add_batch(cur, op)
-        return None
-    if isinstance(op, SetInstances):
-        _set_instances(cur, op)
+    if isinstance(op, SetBatch | ShrinkBatch | AddBatch | SetInstances):
+        _batch_op(cur, op)
         return None
     if isinstance(op, SetRun):
         _set_run(cur, op)
@@ -83,9 +76,24 @@ def apply_one(  # noqa: PLR0911 - one dispatch line per operation type reads bes
             (op.run_id, op.now, op.kind, json.dumps(op.data, default=str)),
         )
         return None
+    if isinstance(op, ReleaseQuota | SetQuotaLimit):
+        _quota_fact(cur, op, quota_cache)
+        return None
     if isinstance(op, AcquireLease):
         return _acquire_lease(cur, op)
     return _command_op(cur, op)
+
+
+def _batch_op(cur: sqlite3.Cursor, op: SetBatch | ShrinkBatch | AddBatch | SetInstances) -> None:
+    """The checked changes of batches and their instances (as pg_ops)."""
+    if isinstance(op, SetBatch):
+        _set_batch(cur, op)
+    elif isinstance(op, ShrinkBatch):
+        _shrink_batch(cur, op)
+    elif isinstance(op, AddBatch):
+        _add_batch(cur, op)
+    else:
+        _set_instances(cur, op)
 
 
 def _command_op(
@@ -111,6 +119,19 @@ def _command_op(
     else:
         cur.execute(command_rows.SET_REGION_COMMAND, command_rows.set_region_args(op))
     return None
+
+
+def _quota_fact(
+    cur: sqlite3.Cursor, op: ReleaseQuota | SetQuotaLimit, quota_cache: dict[tuple[str, str], int]
+) -> None:
+    """A reservation given back (with the API's refusal, if that was why), or a limit read."""
+    if isinstance(op, SetQuotaLimit):
+        cur.execute(writes.QUOTA_LIMIT, writes.quota_limit_args(op))
+        return
+    cur.execute(writes.RELEASE_QUOTA_CALL, writes.release_quota_call_args(op))
+    if op.refusal is not None:
+        cur.execute(writes.QUOTA_REFUSAL, writes.quota_refusal_args(op.refusal))
+    quota_cache.pop((op.account, op.region), None)  # counted again if needed
 
 
 def insert_chunks(cur: sqlite3.Cursor, sql: str, rows: Iterator[tuple[object, ...]]) -> None:

@@ -20,6 +20,7 @@ from fanout.ledger.model import (
     CommandRecord,
     InstanceRecord,
     Op,
+    QuotaRefusal,
     RunRecord,
 )
 
@@ -69,6 +70,11 @@ class LedgerStore(Protocol):
     def command_records(self, account: str | None = None) -> list[CommandRecord]: ...
     def command_record(self, account: str, region: str, name: str) -> CommandRecord | None: ...
     def command_runs(self, region: str, command_id: str) -> list[str]: ...
+    def quota_reservations(
+        self, account: str, region: str, window_start: float
+    ) -> list[tuple[float, str, int]]: ...
+    def quota_limits(self, account: str) -> dict[str, tuple[int, str, float]]: ...
+    def quota_refusals(self, account: str, since: float = 0.0) -> list[QuotaRefusal]: ...
 
 
 class _NoLedger:
@@ -141,6 +147,17 @@ class _NoLedger:
         return None
 
     def command_runs(self, region: str, command_id: str) -> list[str]:
+        return []
+
+    def quota_limits(self, account: str) -> dict[str, tuple[int, str, float]]:
+        return {}
+
+    def quota_refusals(self, account: str, since: float = 0.0) -> list[QuotaRefusal]:
+        return []
+
+    def quota_reservations(
+        self, account: str, region: str, window_start: float
+    ) -> list[tuple[float, str, int]]:
         return []
 
 

@@ -14,8 +14,11 @@ from fanout.ledger.model import (
     BeginAttempt,
     FinishAttempt,
     InstanceRecord,
+    QuotaRefusal,
+    ReleaseQuota,
     S,
     SetBatch,
+    SetQuotaLimit,
     SetRun,
     predecessors,
 )
@@ -26,6 +29,9 @@ __all__ = [
     "FINISH_ATTEMPT",
     "INSTANCE_OUTCOME_SET",
     "QUOTA_CALL",
+    "QUOTA_LIMIT",
+    "QUOTA_REFUSAL",
+    "RELEASE_QUOTA_CALL",
     "SET_RUN",
     "allowed_before",
     "attempt_args",
@@ -35,10 +41,28 @@ __all__ = [
     "instance_outcome_args",
     "pg",
     "quota_call_args",
+    "quota_limit_args",
+    "quota_refusal_args",
+    "release_quota_call_args",
     "set_run_args",
 ]
 
 QUOTA_CALL = "INSERT INTO quota_calls VALUES (?, ?, ?, ?, ?, ?)"
+# A refused attempt used no quota: its reservation goes.
+RELEASE_QUOTA_CALL = (
+    "DELETE FROM quota_calls WHERE account = ? AND region = ? AND run_id = ? AND batch_id = ? "
+    "AND attempt = ?"
+)
+QUOTA_REFUSAL = (
+    "INSERT INTO quota_refusals (account, region, ts, code, message, request_id, used, "
+    "quota_limit, explained, retry_at, run_id, batch_id, attempt) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+QUOTA_LIMIT = (
+    "INSERT INTO quota_limits (account, region, daily_limit, source, read_at) "
+    "VALUES (?, ?, ?, ?, ?) ON CONFLICT (account, region) DO UPDATE SET "
+    "daily_limit = excluded.daily_limit, source = excluded.source, read_at = excluded.read_at"
+)
 ATTEMPT = "INSERT INTO attempts (batch_id, attempt, client_token, sent_at) VALUES (?, ?, ?, ?)"
 FINISH_ATTEMPT = (
     "UPDATE attempts SET finished_at = ?, outcome = ?, request_id = ?, invoke_id = ?, "
@@ -71,6 +95,32 @@ def allowed_before(table: Mapping[S, frozenset[S]], new: S) -> list[str]:
 
 def quota_call_args(op: BeginAttempt) -> tuple[object, ...]:
     return (op.account, op.region, op.now, op.run_id, op.batch_id, op.attempt)
+
+
+def release_quota_call_args(op: ReleaseQuota) -> tuple[object, ...]:
+    return (op.account, op.region, op.run_id, op.batch_id, op.attempt)
+
+
+def quota_refusal_args(r: QuotaRefusal) -> tuple[object, ...]:
+    return (
+        r.account,
+        r.region,
+        r.at,
+        r.code,
+        r.message,
+        r.request_id,
+        r.used,
+        r.limit,
+        r.explained,
+        r.retry_at,
+        r.run_id,
+        r.batch_id,
+        r.attempt,
+    )
+
+
+def quota_limit_args(op: SetQuotaLimit) -> tuple[object, ...]:
+    return (op.account, op.region, op.limit, op.source, op.now)
 
 
 def attempt_args(op: BeginAttempt) -> tuple[object, ...]:

@@ -278,11 +278,16 @@ async def test_daily_quota_reached_is_quota_kind() -> None:
 
 
 async def test_qps_limit_is_retryable_throttling() -> None:
-    """Over qps=1, back-to-back InvokeCommands are Throttling.User, RETRYABLE and is_throttling, and cost nothing."""
+    """Over qps=1 (one-second windows here), back-to-back InvokeCommands are Throttling, RETRYABLE and is_throttling, and cost nothing."""
     # Every instance usable: one DescribeInstances finds them (a paged preflight would be
     # throttled itself, since the limit is per action and region).
     config = replace(
-        CONFIG, qps=1, stopped_fraction=0, classic_fraction=0, agent_offline_fraction=0
+        CONFIG,
+        qps=1,
+        throttle_window_s=1,
+        stopped_fraction=0,
+        classic_fraction=0,
+        agent_offline_fraction=0,
     )
     async with running_emulator(config) as emulator, EcsClient(DEMO, _options(emulator)) as ecs:
         usable = [i.instance_id for i in await ecs.describe_instances(REGION)][:2]
@@ -300,7 +305,7 @@ async def test_qps_limit_is_retryable_throttling() -> None:
     assert len(passed) + len(throttled) == 5
     assert 1 <= len(passed) <= 2  # one per one-second window; the burst may straddle two
     for err in throttled:
-        _assert_api_error(err, "Throttling.User", 400, CallKind.RETRYABLE)
+        _assert_api_error(err, "Throttling", 400, CallKind.RETRYABLE)
         assert err.is_throttling
     region = _region_state(emulator)
     assert len(emulator.snapshot()["invocations"]) == len(passed)

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from fanout.aliyun.credentials import Credentials
 from fanout.cli.inputs import ParamInput, read_params, read_rollout, with_rollout_table
 from fanout.cli.options import CommonFlags, RolloutFlags, SpendFlags
 from fanout.errors import ConfigError
@@ -35,6 +36,7 @@ def rollout_flags(**given: Any) -> RolloutFlags:
             "allow_overlap",
             "enable_parameter",
             "allow_short_secret",
+            "count_unreachable",
         ),
         False,
     )
@@ -135,6 +137,7 @@ def test_read_rollout_builds_the_request_from_the_file_and_the_flags(tmp_path: P
     assert (request.waves, request.max_errors) == ("1,100%", "5")
     assert (request.wait, request.wait_for_quota, request.preflight) == (False, True, True)
     assert (read.settings.batch_size, read.settings.concurrency) == (25, 2)
+    assert isinstance(read.credentials, Credentials)
     assert read.credentials.access_key_id == "LTAI5tTestKeyId000000"
 
 

@@ -82,16 +82,18 @@ async def test_zero_exec_seconds_finishes_at_once(emu_api: tuple[Emulator, Api])
 
 
 async def test_failures_have_exit_codes(make_api: MakeApi) -> None:
-    """exec_failure_fraction=1: every instance Failed with an exit code 1..127 and an explanation."""
+    """exec_failure_fraction=1: every instance Failed with an exit code 1..127, ErrorCode
+    ExitCodeNonzero and the SDK model's ErrorInfo text (alibabacloud-go-sdk ecs-20140526
+    describe_invocations_response_body_model.go, ErrorCode / ErrorInfo; facts 10 [6])."""
     emulator, api = await make_api(exec_failure_fraction=1.0)
     invoke_id = await api.invoke(first_ids(emulator, 4), DEMO_COMMAND_ID)
     for record in (await results(api, invoke_id)).values():
         assert record["InvocationStatus"] == "Failed"
         assert record["InvokeRecordStatus"] == "Failed"
         assert 1 <= record["ExitCode"] <= 127
-        assert record["ErrorCode"] == ""
-        assert str(record["ExitCode"]) in record["ErrorInfo"]
-        assert "error" in record["Output"]
+        assert record["ErrorCode"] == "ExitCodeNonzero"
+        assert record["ErrorInfo"] == "the command execution exit code is not zero"
+        assert f"exit code {record['ExitCode']}" in record["Output"]
     assert await overall(api, invoke_id) == "Failed"
 
 
@@ -120,7 +122,8 @@ async def test_timeout_uses_invoke_timeout_then_command_timeout(make_api: MakeAp
 
 
 async def test_aborted_when_instance_becomes_unusable_before_start(make_api: MakeApi) -> None:
-    """An instance that stops or loses its agent while Pending ends Aborted with the reason."""
+    """An instance that stops or loses its agent while Pending ends Aborted with the SDK model's
+    codes: InstanceNotRunning, and ClientNotRunning for an agent that stopped (facts 10 [6])."""
     emulator, api = await frozen(make_api, exec_seconds=(5, 5))
     offline, stopped, healthy = first_ids(emulator, 3)
     invoke_id = await api.invoke([offline, stopped, healthy], DEMO_COMMAND_ID)
@@ -128,7 +131,9 @@ async def test_aborted_when_instance_becomes_unusable_before_start(make_api: Mak
     await api.control("instances", {"instance_ids": [stopped], "status": "Stopped"})
     await api.control("clock", {"advance_s": 6})
     records = await results(api, invoke_id)
-    assert (records[offline]["InvocationStatus"], records[offline]["ErrorCode"]) == ("Aborted", "ClientNotOnline")  # fmt: skip
+    assert (records[offline]["InvocationStatus"], records[offline]["ErrorCode"]) == ("Aborted", "ClientNotRunning")  # fmt: skip
+    assert records[offline]["ErrorInfo"] == "the aliyun service is not running on the instance"
+    assert records[stopped]["ErrorInfo"] == "the instance is not running when create task"
     assert (records[stopped]["InvocationStatus"], records[stopped]["ErrorCode"]) == ("Aborted", "InstanceNotRunning")  # fmt: skip
     assert records[healthy]["InvocationStatus"] == "Success"
     assert await overall(api, invoke_id) == "PartialFailed"
@@ -147,8 +152,9 @@ async def test_running_execution_is_interrupted(make_api: MakeApi) -> None:
 
 
 async def test_stop_invocation_terminates_and_cancels(make_api: MakeApi) -> None:
-    """StopInvocation: Running -> Terminated, Pending -> Cancelled, overall Stopped."""
-    emulator, api = await frozen(make_api, exec_seconds=(30, 30))
+    """stop_mode=terminate (TerminationMode and the agent's cancel path, facts 10 [1][7]):
+    Running -> Terminated, Pending -> Cancelled, overall Stopped."""
+    emulator, api = await frozen(make_api, exec_seconds=(30, 30), stop_mode="terminate")
     ids = first_ids(emulator, 4)
     running = await api.invoke(ids[:2], DEMO_COMMAND_ID)
     await api.control("clock", {"advance_s": 1})
@@ -165,9 +171,30 @@ async def test_stop_invocation_terminates_and_cancels(make_api: MakeApi) -> None
     assert await overall(api, pending) == "Stopped"
 
 
+async def test_stop_invocation_by_default_cancels_pending_and_lets_running_finish(
+    make_api: MakeApi,
+) -> None:
+    """By default StopInvocation does what the API reference says (facts 10 [8],
+    api-stopinvocation): executions that have not started are Cancelled, started ones are not
+    interrupted and finish as they would have."""
+    emulator, api = await frozen(make_api, exec_seconds=(30, 30))
+    ids = first_ids(emulator, 4)
+    running = await api.invoke(ids[:2], DEMO_COMMAND_ID)
+    await api.control("clock", {"advance_s": 1})
+    pending = await api.invoke(ids[2:], DEMO_COMMAND_ID)
+    await api.ok("StopInvocation", {"InvokeId": running})
+    await api.ok("StopInvocation", {"InvokeId": pending})
+    assert {r["InvocationStatus"] for r in (await results(api, running)).values()} == {"Running"}
+    await api.control("clock", {"advance_s": 60})
+    assert {r["InvocationStatus"] for r in (await results(api, running)).values()} == {"Success"}
+    assert {r["InvocationStatus"] for r in (await results(api, pending)).values()} == {"Cancelled"}
+    assert await overall(api, running) == "Success"
+    assert await overall(api, pending) == "Stopped"
+
+
 async def test_stop_some_instances(make_api: MakeApi) -> None:
     """StopInvocation with InstanceId.N stops only those; the others finish."""
-    emulator, api = await frozen(make_api, exec_seconds=(30, 30))
+    emulator, api = await frozen(make_api, exec_seconds=(30, 30), stop_mode="terminate")
     ids = first_ids(emulator, 3)
     invoke_id = await api.invoke(ids, DEMO_COMMAND_ID)
     await api.control("clock", {"advance_s": 1})

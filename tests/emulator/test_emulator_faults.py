@@ -19,33 +19,73 @@ def first_ids(emulator: Emulator, n: int) -> list[str]:
 
 
 async def test_qps_limit_throttles_per_region_and_action(make_api: MakeApi) -> None:
-    """Over `qps` calls of one action in a second are Throttling.User; other actions are unaffected."""
-    emulator, api = await make_api(qps=5)
+    """Over `qps * window` calls of one action in a window are throttled (HTTP 400, `Throttling`
+    as ECS's throttling page names it, facts 10 [9]); other actions are unaffected."""
+    emulator, api = await make_api(qps=5, throttle_window_s=1)
     await api.control("clock", {"freeze": True})  # every call in one window
     replies = await asyncio.gather(*(api.call("DescribeInstances") for _ in range(20)))
     throttled = [r for r in replies if r.status != 200]
     assert len(throttled) == 15
-    assert all((r.status, r.code) == (400, "Throttling.User") for r in throttled)
-    assert throttled[0].body["Message"] == "Request was denied due to user flow control."
+    assert all((r.status, r.code) == (400, "Throttling") for r in throttled)
+    assert throttled[0].body["Message"] == "Request was denied due to flow control."
     await api.ok("DescribeCommands")
     assert calls(emulator, "DescribeInstances") == 20
+    refused = emulator.snapshot()["regions"][REGION]["refused"]
+    assert refused == {"DescribeInstances": {"Throttling": 15}}
 
 
-async def test_qps_window_frees_after_a_second(make_api: MakeApi) -> None:
-    """The limit is per one-second window of the emulator clock: after it, calls pass again."""
+async def test_throttling_windows_are_a_minute_by_default(make_api: MakeApi) -> None:
+    """ECS throttles per API, region and account in one-minute windows: "throttled at minute T,
+    callable again at minute T+1" (facts 6.2, 10 [9]): `qps=1` allows 60 calls a minute, the
+    61st is refused for the rest of that minute, and the next minute starts afresh."""
     _, api = await make_api(qps=1)
     await api.control("clock", {"freeze": True})
-    replies = [await api.call("DescribeInstances") for _ in range(2)]
-    assert [(r.status, r.code) for r in replies] == [(200, ""), (400, "Throttling.User")]
-    await api.control("clock", {"advance_s": 1})
-    await api.ok("DescribeInstances")
+    now = (await api.control("clock", {"advance_s": 0}))["now_s"]
+    await api.control("clock", {"advance_s": 60 - now % 60 + 0.5})  # the start of a minute
+    replies = [await api.call("DescribeInstances") for _ in range(61)]
+    assert [r.status for r in replies] == [200] * 60 + [400]
+    await api.control("clock", {"advance_s": 58})
+    assert (await api.call("DescribeInstances")).status == 400  # still minute T
+    await api.control("clock", {"advance_s": 2})
+    await api.ok("DescribeInstances")  # minute T+1
+
+
+async def test_throttle_code_and_retry_after_are_selectable(make_api: MakeApi) -> None:
+    """`throttle_code=Throttling.User` (what older answers and other products use, facts 6.2)
+    and `throttle_retry_after` (the header the new SDK maps to its throttling exception, facts
+    6.1) give the milliseconds left in the window."""
+    _, api = await make_api(qps=1, throttle_code="Throttling.User", throttle_retry_after=True)
+    await api.control("clock", {"freeze": True})
+    now = (await api.control("clock", {"advance_s": 0}))["now_s"]
+    await api.control("clock", {"advance_s": 60 - now % 60 + 10})  # 10 s into a minute
+    for _ in range(60):
+        await api.ok("DescribeInstances")
+    reply = await api.error("DescribeInstances")
+    assert (reply.status, reply.code) == (400, "Throttling.User")
+    assert reply.body["Message"] == "Request was denied due to user flow control."
+    assert 49_000 <= int(reply.headers["x-acs-retry-after"]) <= 50_000
 
 
 async def test_throttle_rate_one_throttles_everything(make_api: MakeApi) -> None:
-    """throttle_rate=1 answers every call with Throttling.User (400)."""
+    """throttle_rate=1 answers every call with Throttling (400)."""
     _, api = await make_api(throttle_rate=1.0)
     reply = await api.error("DescribeInstances")
-    assert (reply.status, reply.code) == (400, "Throttling.User")
+    assert (reply.status, reply.code) == (400, "Throttling")
+
+
+async def test_throttle_rate_throttles_whole_windows(make_api: MakeApi) -> None:
+    """throttle_rate is the share of (region, API) windows that are throttled from their start
+    to their end, drawn from the seed alone: within a window every call has the same fate, and
+    over many windows about that share is throttled."""
+    _, api = await make_api(throttle_rate=0.3, throttle_window_s=60)
+    await api.control("clock", {"freeze": True})
+    fates = []
+    for _ in range(60):
+        statuses = {(await api.call("DescribeInstances")).status for _ in range(3)}
+        assert len(statuses) == 1  # one fate per window
+        fates.append(statuses == {400})
+        await api.control("clock", {"advance_s": 60})
+    assert 8 <= sum(fates) <= 30
 
 
 async def test_error_rate_gives_internal_error_dispatch(make_api: MakeApi) -> None:
