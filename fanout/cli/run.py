@@ -8,9 +8,9 @@ import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-import anyio
 import click
 
+from fanout import eventloop
 from fanout.aliyun.keys import account_key
 from fanout.cli.consent import confirm_plan, require_consent
 from fanout.cli.exits import guarded
@@ -74,7 +74,7 @@ def run_watched(
     if watchers.server is not None:
         click.echo(f"metrics: {watchers.server.url}", err=True)
     try:
-        outcome: RunOutcome = anyio.run(lambda: start(watchers.emit(out.event)), backend="asyncio")
+        outcome: RunOutcome = eventloop.run(lambda: start(watchers.emit(out.event)))
     finally:
         watchers.close()
     return outcome
@@ -109,11 +109,10 @@ def run_command(rollout: RolloutFlags, spend: SpendFlags, watch: WatchFlags) -> 
     # preflight, so a refusal there (or "no") leaves no run and no file behind.
     confirm = confirm_plan(request.spec.command_id, None, settings, account) if ask else None
     reader = reader_for(settings)
-    prepared = anyio.run(
+    prepared = eventloop.run(
         lambda: prepare_run(
             settings, credentials, request, reader=reader or NO_LEDGER, confirm=confirm
         ),
-        backend="asyncio",
     )
     if reader is not None:
         reader.close()
@@ -149,7 +148,7 @@ def plan_command(rollout: RolloutFlags, spend: SpendFlags) -> None:
     store = reader_for(settings) or NO_LEDGER  # plan spends nothing and creates nothing
     # The command is checked even with --no-preflight (one free DescribeCommands per region);
     # a script's command is looked up, never created.
-    excluded, resolution, quotas = anyio.run(
+    excluded, resolution, quotas = eventloop.run(
         lambda: preview_preflight(
             settings,
             credentials,
@@ -159,7 +158,6 @@ def plan_command(rollout: RolloutFlags, spend: SpendFlags) -> None:
             store=store,
             instances=request.preflight,
         ),
-        backend="asyncio",
     )
     now = time.time()
     start = settings.quota.window_start(now)
@@ -314,7 +312,7 @@ def demo_command(folder: Path | None, as_json: bool, clean: bool) -> None:
             click.echo("no demo files to remove", err=True)
         return
     out = Out(as_json=as_json)
-    result = anyio.run(lambda: run_demo(folder, emit=out.event), backend="asyncio")
+    result = eventloop.run(lambda: run_demo(folder, emit=out.event))
     counts = result.status["instances"]
     assert isinstance(counts, dict)
     complete = sum(counts.values()) == result.status["target_count"]
