@@ -63,3 +63,7 @@ class ResumeRequest:
     wait_for_quota: bool = False
     force_lease: bool = False
     not_after: float | None = None  # this leg's change window (a stored one is not reused)
+    # A new error budget from this leg on (kept for later legs): the run's earlier failures
+    # still count, so a run halted by its budget goes on only with a larger one.
+    max_errors: str | None = None
+    wave_max_failures: str | None = None

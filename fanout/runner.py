@@ -53,7 +53,7 @@ from fanout.preflight import check_credentials
 from fanout.quota import RegionQuotas
 from fanout.refused import probe_after_recent_refusals
 from fanout.request import ResumeRequest
-from fanout.results import Collector
+from fanout.results import COUNTED_FAILURES, Collector
 from fanout.settings import Settings
 from fanout.tally import stored_regions
 from fanout.verdict import reported_counts, verdict
@@ -106,6 +106,8 @@ class DriveOptions:
     clock: Clock = SYSTEM_CLOCK
     not_after: float | None = None  # the change window of this leg (--not-after)
     quotas: RegionQuotas | None = None  # the regions' daily limits; None: read them first
+    max_errors: str | None = None  # a new --max-errors from this leg on (resume)
+    wave_max_failures: str | None = None  # a new --wave-max-failures from this leg on
 
 
 def client_for(
@@ -166,7 +168,9 @@ async def resume_run(
         await check_credentials(client, [b.region for b in batches], run.command_id)
         quotas = await account_quotas(settings, client, sorted({b.region for b in batches}))
     regions = await anyio.to_thread.run_sync(stored_regions, store, run, quotas, clock.time())
-    allowed = parse_max_errors(_text_option(run, "max_errors"), run.target_count)
+    seen = await anyio.to_thread.run_sync(store.events, run.run_id)
+    max_errors, _ = _budget_texts(run, seen, request.max_errors, request.wave_max_failures)
+    allowed = parse_max_errors(max_errors, run.target_count)
     emit(
         "resume",
         {"run_id": run.run_id, "state": run.state.value, "allowed": allowed, "regions": regions},
@@ -179,6 +183,8 @@ async def resume_run(
         clock=clock,
         not_after=request.not_after,
         quotas=quotas,
+        max_errors=request.max_errors,
+        wave_max_failures=request.wave_max_failures,
     )
     return await drive(settings, credentials, store, run, spec, emit=emit, options=options)
 
@@ -391,14 +397,21 @@ async def _leg(
     bakes = [data.get("until") for _id, _ts, kind, data in seen if kind == "wave_wait"]
     bake_until = bakes[-1] if bakes and isinstance(bakes[-1], int | float) else None
     now = ctx.clock.time()
+    max_errors, wave_max = _budget_texts(run, seen, options.max_errors, options.wave_max_failures)
+    budget_change = (
+        [AppendEvent(run.run_id, BUDGET_EVENT, now, _budget_fields(options))]
+        if options.max_errors is not None or options.wave_max_failures is not None
+        else []
+    )
     await ctx.ledger.submit(
         SetRun(run.run_id, RunState.RUNNING, now),
         AppendEvent(run.run_id, "start", now, {"owner": owner()}),
+        *budget_change,
     )
-    max_errors = _text_option(run, "max_errors")
     allowed = parse_max_errors(max_errors, run.target_count)
-    rule = WaveRule(_text_option(run, "wave_max_failures"), max_errors, run.target_count)
-    budget = ErrorBudget(allowed, count_unreachable=bool(run.options.get("count_unreachable")))
+    rule = WaveRule(wave_max, max_errors, run.target_count)
+    count_unreachable = bool(run.options.get("count_unreachable"))
+    budget = ErrorBudget(allowed, count_unreachable=count_unreachable)
     leg = Leg(run.run_id, ctx.control, _journaling(emit, ctx), budget, rule)
     async with anyio.create_task_group() as helpers:
         if options.handle_signals:
@@ -415,6 +428,11 @@ async def _leg(
         )
         batches = await anyio.to_thread.run_sync(store.load_batches, run.run_id)
         leg.know(batches)
+        if any(b.state is not BatchState.PENDING or b.attempts for b in batches):
+            earlier = await anyio.to_thread.run_sync(
+                _earlier_failures, store, run.run_id, batches, count_unreachable
+            )
+            leg.carry(earlier)
         collector = None
         if wait and waits_for_results(ctx.spec):
             accepted = any(b.state is BatchState.ACCEPTED for b in batches)
@@ -469,6 +487,66 @@ def _collector(
         if b.state is BatchState.ACCEPTED and b.invoke_id:
             collector.follow(b, b.invoke_id, final.get(b.batch_id, ()))
     return collector
+
+
+# The journal's record of a budget changed by `resume --max-errors / --wave-max-failures`: the
+# newest one is the run's budget from then on (the run's own options keep the first).
+BUDGET_EVENT = "budget"
+
+
+def _budget_fields(options: DriveOptions) -> dict[str, object]:
+    fields: dict[str, object] = {}
+    if options.max_errors is not None:
+        fields["max_errors"] = options.max_errors
+    if options.wave_max_failures is not None:
+        fields["wave_max_failures"] = options.wave_max_failures
+    return fields
+
+
+def _budget_texts(
+    run: RunRecord,
+    seen: Sequence[tuple[int, float, str, Mapping[str, object]]],
+    max_errors: str | None,
+    wave_max_failures: str | None,
+) -> tuple[str | None, str | None]:
+    """The run's `--max-errors` and `--wave-max-failures`: this leg's new ones, else the newest
+    a resume set (journal), else the run's own."""
+    texts = {
+        "max_errors": _text_option(run, "max_errors"),
+        "wave_max_failures": _text_option(run, "wave_max_failures"),
+    }
+    for _id, _ts, kind, data in seen:
+        if kind == BUDGET_EVENT:
+            texts.update({k: str(v) for k, v in data.items() if k in texts})
+    if max_errors is not None:
+        texts["max_errors"] = max_errors
+    if wave_max_failures is not None:
+        texts["wave_max_failures"] = wave_max_failures
+    return texts["max_errors"] or None, texts["wave_max_failures"] or None
+
+
+def _earlier_failures(
+    store: LedgerStore, run_id: str, batches: Sequence[BatchRecord], count_unreachable: bool
+) -> dict[int, int]:
+    """Per wave, the failures earlier legs recorded that the budgets count: executions that
+    failed (`COUNTED_FAILURES`), instances of a batch the API refused for good (not the ones
+    isolated alone, which carry their reason), and unreachable ones if counted."""
+    wave_of = {b.batch_id: b.wave for b in batches}
+    failed_batches = {b.batch_id for b in batches if b.state is BatchState.FAILED}
+    earlier: dict[int, int] = {}
+    for rec in store.iter_instances(run_id):
+        if rec.batch_id is None:
+            continue
+        if rec.state is InstanceState.FAILED:
+            counted = rec.invocation_status in COUNTED_FAILURES or (
+                not rec.invocation_status and not rec.reason and rec.batch_id in failed_batches
+            )
+        else:
+            counted = rec.state is InstanceState.UNREACHABLE and count_unreachable
+        if counted:
+            wave = wave_of.get(rec.batch_id, -1)
+            earlier[wave] = earlier.get(wave, 0) + 1
+    return earlier
 
 
 def _final_by_batch(store: LedgerStore, run_id: str) -> dict[str, list[str]]:

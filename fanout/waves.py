@@ -139,6 +139,29 @@ class Leg:
             self.wave_of[b.batch_id] = b.wave
             self.wave_sizes[b.wave] = self.wave_sizes.get(b.wave, 0) + len(b.instance_ids)
 
+    def carry(self, earlier: Mapping[int, int]) -> None:
+        """Failures of the run's earlier legs (per wave, from the ledger) count against the
+        budgets as if this leg had seen them; a run already over its budget halts at once."""
+        for wave, n in earlier.items():
+            self.wave_failures[wave] = self.wave_failures.get(wave, 0) + n
+            self.budget.failures += n
+        if self.budget.allowed is None or self.budget.failures <= self.budget.allowed:
+            return
+        detail = (
+            f"{self.budget.failures} failed before this resume, over the {self.budget.allowed} "
+            "allowed by --max-errors (resume with a larger --max-errors to go on)"
+        )
+        if self.control.halt(HaltReason.BUDGET, detail):
+            self.emit(
+                "halted",
+                {
+                    "run_id": self.run_id,
+                    "failures": self.budget.failures,
+                    "allowed": self.budget.allowed,
+                    "reason": detail,
+                },
+            )
+
     def batch_started(self, record: BatchRecord) -> None:
         """A worker took the batch: it is in flight until `batch_ended` (progress only)."""
         self.emit(

@@ -207,6 +207,15 @@ def _with_param_options(func: Callable[..., None]) -> Callable[..., None]:
     help="Take the run over even while another runner holds its lease (warns first).",
 )
 @click.option("--not-after", help="End of this leg's change window (as for run).")
+@click.option(
+    "--max-errors",
+    help="A new run-wide budget, N or P% of the run's targets, from now on (kept for later "
+    "resumes). The run's earlier failures count: a run halted by its budget needs a larger one.",
+)
+@click.option(
+    "--wave-max-failures",
+    help="A new per-wave budget, N or P% of each wave, from now on (kept for later resumes).",
+)
 @spend_options
 @watch_options
 @guarded
@@ -217,6 +226,8 @@ def resume_command(
     param_file: str | None,
     force: bool,
     not_after: str | None,
+    max_errors: str | None,
+    wave_max_failures: str | None,
     spend: SpendFlags,
     watch: WatchFlags,
 ) -> None:
@@ -230,8 +241,11 @@ def resume_command(
     \b
     fanout resume r20261128-063512-a1b2c3 --yes
     fanout resume r20261128-063512-a1b2c3 --param-file secrets.env --yes
+    fanout resume r20261128-063512-a1b2c3 --max-errors 2% --yes   (after exit 3, a look)
     """
     configure_logging(spend.common.log_level)
+    parse_max_errors(max_errors, 1)
+    parse_max_errors(wave_max_failures, 1, flag="--wave-max-failures")
     ask = require_consent("resume", yes=spend.yes)
     settings = spend.settings()
     out = Out(as_json=spend.common.as_json)
@@ -242,6 +256,8 @@ def resume_command(
         wait_for_quota=spend.wait_for_quota,
         force_lease=force,
         not_after=parse_not_after(not_after, time.time()),
+        max_errors=max_errors,
+        wave_max_failures=wave_max_failures,
     )
     credentials = credentials_for(settings)
     store = ledger_for(settings, run_id=run_id)

@@ -28,7 +28,8 @@ def _first_line_then_close(cli: Fanout, *args: str, lines: int = 1) -> tuple[str
         stderr=subprocess.PIPE,
         env=cli.env,
     )
-    assert proc.stdout is not None and proc.stderr is not None
+    assert proc.stdout is not None
+    assert proc.stderr is not None
     first = proc.stdout.readline().decode() if lines else ""
     proc.stdout.close()
     with proc.stderr:
@@ -48,9 +49,11 @@ def test_a_run_whose_reader_left_after_one_line_still_finishes(
     )  # fmt: skip
     run_id = json.loads(first)["run_id"]
     assert code in (0, 1), errors
-    assert "internal error" not in errors and "Traceback" not in errors
+    assert "internal error" not in errors
+    assert "Traceback" not in errors
     counts = invoked_instances(emu.snapshot())
-    assert len(counts) == 1000 and set(counts.values()) == {1}
+    assert len(counts) == 1000
+    assert set(counts.values()) == {1}
     status = cli.run("status", run_id, "--json")
     assert json.loads(status.stdout)["state"] == "finished", status.stdout
 
@@ -68,4 +71,5 @@ def test_a_reader_command_on_a_closed_pipe_keeps_its_exit_code(
     for args in (("report", run_id, "--format", "csv"), ("status", run_id, "--json")):
         _, code, errors = _first_line_then_close(cli, *args, lines=0)
         assert code == cli.run(*args).returncode, errors
-        assert "internal error" not in errors and "Traceback" not in errors
+        assert "internal error" not in errors
+        assert "Traceback" not in errors
