@@ -75,7 +75,11 @@ async def test_denied_renewal_halts_with_exit_6_and_resume_goes_on(tmp_path: Pat
         assert "ECS instance RAM role deployer" in outcome.message
         assert first.expiration is not None
         assert sim.clock.time() < first.expiration  # it stopped before the token ran out
-        assert refused_for_credentials(sim.emulator.snapshot()) == {}
+        before = sim.emulator.snapshot()
+        assert refused_for_credentials(before) == {}
+        # Mid-run: the first token carried calls before renewal was needed (and denied).
+        assert before["invocations"], "the run stopped before sending anything"
+        assert before["metadata"]["credential_fetches"] >= 1
         sim.emulator.world.metadata.denied = False
         again = await sim.resume(outcome.run_id, credentials=role, wait=True, settings=settings)
         state = sim.emulator.snapshot()

@@ -90,6 +90,12 @@ def test_the_limit_is_read_from_the_api_and_the_sixth_call_never_sent(
     assert refused_invokes(state) == 0
     end = events[-1]
     assert (end["event"], end["exit_code"], end["instances"]["not_invoked"]) == ("end", 4, 2)
+    # When capacity frees is the ledger's window: a day after fanout's first call (reserved just
+    # before the emulator accepted it), not "now" as before issue 14.
+    assert "fanout's count reached the daily limit" in end["message"]
+    frees = datetime.fromisoformat(end["message"].split("`fanout resume` from ")[1].split(",")[0])
+    first = min(datetime.fromisoformat(i["created"]) for i in state["invocations"])
+    assert timedelta(hours=24, minutes=-1) <= frees - first <= timedelta(hours=24), (frees, first)
 
 
 def test_a_refusal_behind_fanouts_back_stops_the_region_at_once(
