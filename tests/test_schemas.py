@@ -110,6 +110,7 @@ def test_a_script_run_matches_the_schemas_with_its_commands(
     emu = emulator(**FLEET)
     cli = fanout_cli(emu)
     targets = write_targets(tmp_path / "t.txt", fleet_ids(**FLEET))
+    regions: tuple[str, ...] = tuple(FLEET["regions"])  # type: ignore[arg-type]
     script = tmp_path / "deploy.sh"
     script.write_text("#!/bin/bash\necho deployed\n")
     run = cli.run("run", "--script", str(script), "--targets", str(targets), "--rate", "0",
@@ -126,16 +127,16 @@ def test_a_script_run_matches_the_schemas_with_its_commands(
         for command in doc["commands"]
         if command["name"] == name
     }
-    assert sorted(ids) == sorted(FLEET["regions"])
+    assert sorted(ids) == sorted(regions)
     assert {r: doc["commands_created"] for r, doc in state["regions"].items()} == dict.fromkeys(
-        FLEET["regions"], 1
+        regions, 1
     )
     commands = {e["region"]: e for e in lines if e["event"] == "command"}
     assert {r: e["command_id"] for r, e in commands.items()} == ids
     assert all(e["created"] is True for e in commands.values())
     (first,) = [e for e in lines if e["event"] == "run"]
     assert {r: v["action"] for r, v in first["command"]["regions"].items()} == dict.fromkeys(
-        FLEET["regions"], "creates"
+        regions, "creates"
     )
     status = json.loads(cli.run("status", first["run_id"], "--json").stdout)
     validate(status, "status")
@@ -150,4 +151,4 @@ def test_a_script_run_matches_the_schemas_with_its_commands(
         with pytest.raises(jsonschema.ValidationError):
             validate({k: v for k, v in doc.items() if k != field}, name)
     with pytest.raises(jsonschema.ValidationError):
-        validate({**commands[FLEET["regions"][0]], "created": "yes"}, "event-command")
+        validate({**commands[regions[0]], "created": "yes"}, "event-command")
