@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import resource
 import sqlite3
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -119,10 +118,8 @@ def test_a_run_stopped_by_a_zero_lease_is_refused_before_any_call(
     run_id = stored.stdout.splitlines()[0].strip()
     env = {**cli.env, "FANOUT_LEASE_S": "0"}
     procs = [cli.start("resume", run_id, "--yes", env=env) for _ in range(2)]
-    started = time.monotonic()
     for proc in procs:
         assert proc.wait(timeout=60) == 2
         assert proc.stderr is not None
         assert "FANOUT_LEASE_S: lease_s must be a number from 3" in proc.stderr.read()
-    assert time.monotonic() - started < 60
     assert emu.snapshot()["invocations"] == []
