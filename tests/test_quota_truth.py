@@ -22,7 +22,7 @@ from fanout.emulator import DEMO_COMMAND_ID, DEMO_COMMAND_NAME, EmulatorThread, 
 from fanout.errors import ApiError, ExitCode
 from fanout.ledger import open_ledger
 from fanout.sources import CommandNameSource
-from tests.conftest import Fanout, fleet_ids, write_targets
+from tests.conftest import Fanout, both_backends, fleet_ids, write_targets
 from tests.simulation import DEMO, fleet_targets, simulation
 from tests.test_schemas import validate
 
@@ -98,13 +98,14 @@ def test_the_limit_is_read_from_the_api_and_the_sixth_call_never_sent(
     assert timedelta(hours=24, minutes=-1) <= frees - first <= timedelta(hours=24), (frees, first)
 
 
+@both_backends
 def test_a_refusal_behind_fanouts_back_stops_the_region_at_once(
     emulator: Start, fanout_cli: Bind, tmp_path: Path
 ) -> None:
     """Another client spent 3 of the account's 5: fanout's 3rd call is refused with
     Invocation.ExceedQuota; no second refused call goes to the region; exit 4 naming the code,
     with "unknown" capacity (other users) and the probe time; the refusal is in the ledger
-    (not counted as used), in the JSON events and in `fanout quota`."""
+    (not counted as used), in the JSON events and in `fanout quota` - on either ledger backend."""
     emu = emulator(**FLEET, daily_quota=5)
     anyio.run(spend_elsewhere, emu.url, REGION, 3)
     cli = fanout_cli(emu)
