@@ -255,3 +255,23 @@ def test_a_configured_daily_quota_overrides_the_api_and_is_shown(
     assert "daily quota: 3 (configured; the API says 5)" in text.stdout
     done = _run(cli, tmp_path, 4, "--daily-quota", "3")
     assert "cn-hangzhou 3 (configured; the API says 5)" in done.stderr
+
+
+def test_an_unreadable_limit_is_one_warning_for_every_region(
+    emulator: Start, fanout_cli: Bind, tmp_path: Path
+) -> None:
+    """Without ecs:DescribeAccountAttributes, `fanout run` over two regions warns once (naming
+    both regions, the permission and --daily-quota), uses 5000 in each and says so, and runs."""
+    fleet = {**FLEET, "regions": ("cn-beijing", REGION)}
+    emu = emulator(**fleet, denied_actions=frozenset({"DescribeAccountAttributes"}))
+    cli = fanout_cli(emu)
+    targets = write_targets(tmp_path / "t.txt", fleet_ids(**fleet)[:40:4])
+    done = cli.run("run", "--command-name", DEMO_COMMAND_NAME, "--targets", str(targets), "--yes")
+    assert done.returncode == 0, done.stderr
+    warnings = [ln for ln in done.stderr.splitlines() if "daily quota not readable" in ln]
+    assert len(warnings) == 1, done.stderr
+    warning = json.loads(warnings[0])
+    assert (warning["regions"], warning["using"]) == (["cn-beijing", REGION], 5000)
+    assert "ecs:DescribeAccountAttributes" in warning["error"]
+    assert "--daily-quota" in warning["hint"]
+    assert f"{REGION} 5000 (default: the API's could not be read)" in done.stderr
