@@ -49,6 +49,8 @@ def test_every_schema_is_a_valid_schema_and_every_event_kind_has_one() -> None:
         "quota_refused",
         "quota_limits",
         "command",
+        "wave_wait",
+        "batch_split",
         "end",
         "status",
     )
