@@ -275,3 +275,25 @@ def test_an_unreadable_limit_is_one_warning_for_every_region(
     assert "ecs:DescribeAccountAttributes" in warning["error"]
     assert "--daily-quota" in warning["hint"]
     assert f"{REGION} 5000 (default: the API's could not be read)" in done.stderr
+
+
+def test_only_the_calls_in_flight_are_refused_at_full_concurrency(
+    emulator: Start, fanout_cli: Bind, tmp_path: Path
+) -> None:
+    """Without --concurrency 1: the account has 3 of its 20 left (others spent 17), answers take
+    200 ms and a region sends 4 calls at once. The calls already in flight when the first
+    refusal comes back may be refused too (fanout cannot know what others spent), but nothing
+    is sent after it: at most 4 refused calls, not one per remaining target; exit 4."""
+    fleet = {**FLEET, "instances_per_region": 60}
+    emu = emulator(**fleet, daily_quota=20, latency_ms=200)
+    anyio.run(spend_elsewhere, emu.url, REGION, 17)
+    cli = fanout_cli(emu)
+    targets = write_targets(tmp_path / "t.txt", fleet_ids(**fleet)[20:50])
+    done = cli.run(
+        "run", "--command-id", DEMO_COMMAND_ID, "--targets", str(targets), "--batch-size", "1",
+        "--rate", "0", "--yes", env={**cli.env, "FANOUT_REGION_CONCURRENCY": "4"},
+    )  # fmt: skip
+    assert done.returncode == 4, done.stderr
+    state = emu.snapshot()
+    assert len(state["invocations"]) == 20  # 17 elsewhere, 3 by fanout
+    assert 1 <= refused_invokes(state) <= 4
