@@ -174,8 +174,8 @@ async def _bake(ctx: InvokeContext, leg: Leg, wave: int, until: float) -> None:
     if until <= now:
         return
     data = {"run_id": ctx.run_id, "wave": wave + 1, "until": until}
-    leg.emit("wave_wait", data)
-    ctx.ledger.post(AppendEvent(ctx.run_id, "wave_wait", now, data))
+    leg.emit("wave_wait", {**data, "until": iso(until)})  # times out are ISO-8601 (README)
+    ctx.ledger.post(AppendEvent(ctx.run_id, "wave_wait", now, data))  # a resume reads epoch s
     await ctx.control.sleep(until - now)
 
 

@@ -17,6 +17,7 @@ from fanout.emulator import DEMO_COMMAND_NAME, EmulatorThread
 from fanout.plan import make_plan, parse_waves
 from fanout.targets import Target
 from tests.conftest import Fanout, fleet_ids, invoked_instances, write_targets
+from tests.test_schemas import validate
 
 Start = Callable[..., EmulatorThread]
 Bind = Callable[[EmulatorThread], Fanout]
@@ -177,3 +178,5 @@ def test_wave_wait_holds_the_next_wave_after_the_last_result(
     assert second_start >= first_done + 4.0
     events = [json.loads(line) for line in done.stdout.splitlines()]
     assert [e["wave"] for e in events if e["event"] == "wave_wait"] == [1]
+    for event in events:  # wave_wait's `until` is ISO-8601 like every time out (its schema)
+        validate(event, f"event-{event['event']}")

@@ -209,7 +209,7 @@ _PLAIN_LINES: dict[str, Callable[[Mapping[str, object]], str]] = {
     "wave": _wave_line,
     "halted": _halted_line,
     "quota_wait": _quota_wait_line,
-    "wave_wait": lambda d: f"wave {d['wave']} baking until {iso(d['until'])}",  # type: ignore[arg-type]
+    "wave_wait": lambda d: f"wave {d['wave']} baking until {d['until']}",
     "quota_refused": _quota_refused_line,
     "quota_limits": _quota_limits_line,
 }
