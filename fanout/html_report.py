@@ -33,7 +33,7 @@ __all__ = ["EXIT_MEANINGS", "RunLedger", "render_html", "report_model"]
 
 EXIT_MEANINGS = {
     0: "every target reached success",
-    1: "finished; some targets failed, were unreachable, were excluded or are unknown",
+    1: "finished; some targets failed, were unreachable or are unknown (--strict: or excluded)",
     2: "bad input or configuration; nothing was sent",
     3: "halted by --max-errors; resumable",
     4: "stopped by the daily quota; resume when capacity frees",
@@ -200,6 +200,30 @@ def _natural(text: str) -> tuple[Any, ...]:
     return tuple((0, int(p), "") if p.isdigit() else (1, 0, p) for p in parts)
 
 
+_BLANK: tuple[object, ...] = (None, "", {}, [])
+_SPEC_NAMES = {"had_parameters": "parameters given"}
+
+
+def _shown(value: object, key: str = "") -> str:
+    """A stored option as a person reads it: yes/no, `key value` pairs, a script's size and
+    digest instead of its text (the report is not where a script is read; the ledger has it)."""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    if key == "content" and isinstance(value, str):
+        digest = hashlib.sha256(value.encode()).hexdigest()[:12]
+        lines = value.count("\n") + (not value.endswith("\n"))
+        return (
+            f"{lines} line{'s' if lines != 1 else ''}, {len(value.encode())} bytes, sha256 {digest}"
+        )
+    if isinstance(value, dict):
+        return "; ".join(f"{k} {_shown(v, str(k))}" for k, v in value.items() if v not in _BLANK)
+    if isinstance(value, list | tuple):
+        return ", ".join(_shown(v) for v in value)
+    return str(value)
+
+
 def _run_header(lg: RunLedger, position: int) -> dict[str, Any]:
     """What the header says about one run."""
     run = lg.run
@@ -223,9 +247,13 @@ def _run_header(lg: RunLedger, position: int) -> dict[str, Any]:
         "parameters": sorted(run.parameters.items()),
         "secret_keys": list(run.secret_keys),
         "options": sorted(
-            (k, str(v)) for k, v in run.options.items() if k != "spec" and v not in (None, "")
+            (k, _shown(v, k)) for k, v in run.options.items() if k != "spec" and v not in _BLANK
         ),
-        "spec": sorted((k, str(v)) for k, v in spec.items() if v not in (None, "", False))
+        "spec": sorted(
+            (_SPEC_NAMES.get(k, k), _shown(v, k))
+            for k, v in spec.items()
+            if v not in (*_BLANK, False)
+        )
         if isinstance(spec, dict)
         else [],
         "owners": sorted(set(owners)),

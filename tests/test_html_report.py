@@ -254,3 +254,29 @@ def test_a_run_that_sent_nothing_still_renders() -> None:
     html = render_html(report_model(only_excluded, generated_at=NOW))
     assert 'class="batch-mark' not in html
     assert "No instance failed." in html
+
+
+def test_stored_options_read_as_words_not_python() -> None:
+    """A script run's stored source and spec read as `key value` pairs, yes/no and the script's
+    size and digest - never a Python dict, `True` or the script's text (new-user trial)."""
+    run = synthetic_run(50)
+    script = "#!/bin/sh\necho deploy\nexit 0\n"
+    options = {
+        **run.run.options,
+        "source": {"kind": "script", "content": script, "command_type": "RunShellScript"},
+        "spec": {"had_parameters": True, "timeout_s": 60.0, "username": None},
+        "strict": False,
+        "waves": "1,10%,100%",
+    }
+    run = replace(run, run=replace(run.run, options=options))
+    html = render_html(report_model(run, generated_at=NOW))
+    header = html[html.index('<table class="kv">') : html.index('id="summary"')]
+    assert "{&#39;" not in header
+    assert "{'" not in header
+    assert "True" not in header
+    assert "False" not in header
+    assert "echo deploy" not in header
+    assert "kind script; content 3 lines, 29 bytes, sha256 " in header
+    assert '<th>parameters given</th><td class="mono">yes</td>' in header
+    assert '<th>timeout_s</th><td class="mono">60</td>' in header
+    assert '<th>strict</th><td class="mono">no</td>' in header
