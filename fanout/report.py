@@ -163,12 +163,18 @@ class ReportFilter:
 
 
 def _row(
-    record: InstanceRecord, run_state: RunState, waves: Mapping[str, int]
+    record: InstanceRecord,
+    run_state: RunState,
+    waves: Mapping[str, int],
+    instance_waves: Mapping[tuple[str, str], int],
 ) -> dict[str, object]:
-    """One report row (`wave` from 1; None for an instance never batched)."""
+    """One report row (`wave` from 1; None for an instance never batched): the wave of the
+    reported run, for a retried instance too (`instance_waves`), else of the row's batch."""
     data = asdict(record)
     data["state"] = reported_state(record.state, run_state)
-    data["wave"] = waves.get(record.batch_id or "")
+    data["wave"] = instance_waves.get((record.region, record.instance_id)) or waves.get(
+        record.batch_id or ""
+    )
     return {name: data.get(name) for name in _REPORT_FIELDS}
 
 
@@ -192,15 +198,20 @@ def render_report(
     waves: Mapping[str, int] | None = None,
     only: ReportFilter | None = None,
     command_ids: Mapping[str, str | None] | None = None,
+    instance_waves: Mapping[tuple[str, str], int] | None = None,
 ) -> str:
     """Per-instance results as `table`, `json` (one document) or `csv`.
 
     `run_states` gives the state of each run the rows come from (retries rolled up); `waves`
-    each batch's wave (from 1); `only` which rows to keep (the summaries count those rows);
-    `command_ids` each region's CommandId (a CommandId belongs to one region).
+    each batch's wave (from 1); `instance_waves` each (region, instance)'s wave in the reported
+    run, which a retried instance's row keeps (`--wave 4` is the run's wave 4, not its retry's);
+    `only` which rows to keep (the summaries count those rows); `command_ids` each region's
+    CommandId (a CommandId belongs to one region).
     """
     states = {run.run_id: run.state, **(run_states or {})}
-    rows = [_row(r, states.get(r.run_id, run.state), waves or {}) for r in records]
+    rows = [
+        _row(r, states.get(r.run_id, run.state), waves or {}, instance_waves or {}) for r in records
+    ]
     if only:
         rows = [row for row in rows if only.keeps(row)]
     summary: dict[str, int] = dict.fromkeys(REPORTED_STATES, 0)
@@ -246,7 +257,9 @@ def _table(
     by_region: Mapping[str, Mapping[str, int]],
 ) -> str:
     """Fixed-width text table plus summaries."""
+    retried = len({row["run_id"] for row in rows}) > 1  # a retry's rows say which run they are
     columns = (
+        *(("run_id",) if retried else ()),
         *("region", "instance_id", "state", "wave", "exit_code", "error_code", "reason"),
         *("invoke_id", "output"),
     )

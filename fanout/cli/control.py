@@ -209,9 +209,13 @@ def _text_report(store: LedgerStore, run_id: str, fmt: str, only: ReportFilter) 
     records = roll_up(
         store.iter_instances(run_id), (store.iter_instances(r.run_id) for r in retries)
     )
-    waves = {b.batch_id: b.wave + 1 for r in (run, *retries) for b in store.load_batches(r.run_id)}
+    batches = {r.run_id: store.load_batches(r.run_id) for r in (run, *retries)}
+    waves = {b.batch_id: b.wave + 1 for listed in batches.values() for b in listed}
+    own = {(b.region, iid): b.wave + 1 for b in batches[run.run_id] for iid in b.instance_ids}
     states = {r.run_id: r.state for r in retries}
-    return render_report(records, run, fmt, states, waves, only, store.command_ids(run_id))
+    return render_report(
+        records, run, fmt, states, waves, only, store.command_ids(run_id), instance_waves=own
+    )
 
 
 @click.command("quota")
