@@ -151,8 +151,7 @@ async def _wave_loop(
                     watch.cancel_scope.cancel()
         if collector is not None:
             await collector.drain(control.abort_event)
-        leg.end_wave(wave)
-        if control.halted:
+        if not _wave_over(control, leg, wave):
             return
         last = index == len(waves.waves) - 1
         if options.pause_after_wave and not last:
@@ -160,6 +159,21 @@ async def _wave_loop(
             return
         if options.wave_wait_s > 0 and not last:
             await _bake(ctx, leg, wave, ctx.clock.time() + options.wave_wait_s)
+
+
+def _wave_over(control: RunControl, leg: Leg, wave: int) -> bool:
+    """Report and judge the wave whose results are in; True if the next may start.
+
+    A wave cut short by something other than its failures (a signal, a stop, a fatal answer,
+    the change window) has results still out: it is not reported "done" - the halt says why.
+    After the error budget's halt the results of what was sent are collected, and the wave is
+    reported and judged with them."""
+    if control.halted_by(
+        HaltReason.SIGNAL, HaltReason.STOP_REQUESTED, HaltReason.FATAL, HaltReason.WINDOW
+    ):
+        return False
+    leg.end_wave(wave)
+    return not control.halted
 
 
 def _halted(control: RunControl) -> bool:
