@@ -147,20 +147,10 @@ class Leg:
             self.budget.failures += n
         if self.budget.allowed is None or self.budget.failures <= self.budget.allowed:
             return
-        detail = (
+        self._over_budget(
             f"{self.budget.failures} failed before this resume, over the {self.budget.allowed} "
             "allowed by --max-errors (resume with a larger --max-errors to go on)"
         )
-        if self.control.halt(HaltReason.BUDGET, detail):
-            self.emit(
-                "halted",
-                {
-                    "run_id": self.run_id,
-                    "failures": self.budget.failures,
-                    "allowed": self.budget.allowed,
-                    "reason": detail,
-                },
-            )
 
     def batch_started(self, record: BatchRecord) -> None:
         """A worker took the batch: it is in flight until `batch_ended` (progress only)."""
@@ -268,9 +258,12 @@ class Leg:
         self.wave_failures[wave] = self.wave_failures.get(wave, 0) + n
         if not self.budget.add(n):
             return
-        detail = (
+        self._over_budget(
             f"{self.budget.failures} failed, over the {self.budget.allowed} allowed by --max-errors"
         )
+
+    def _over_budget(self, detail: str) -> None:
+        """Halt the run on its run-wide budget (once), saying why."""
         if self.control.halt(HaltReason.BUDGET, detail):
             self.emit(
                 "halted",
