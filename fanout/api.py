@@ -31,8 +31,9 @@ import structlog
 
 from fanout.aliyun.command import SPEC_OPTIONS, CommandSpec, check_options, oss_output_delivery
 from fanout.aliyun.credentials import CredentialSource, load_credentials
+from fanout.clock import SYSTEM_CLOCK
 from fanout.errors import ConfigError, RunNotFoundError
-from fanout.launch import prepare_run, store_and_drive
+from fanout.launch import linked_runs, prepare_run, store_and_drive
 from fanout.ledger import (
     NO_LEDGER,
     LedgerStore,
@@ -273,6 +274,7 @@ async def resume(
             ResumeRequest(run_id, secret_params or {}, wait=wait),
             emit=on_event or _quiet,
             handle_signals=False,
+            linked=linked_runs(settings, credentials, store, SYSTEM_CLOCK),
         )
     finally:
         store.close()

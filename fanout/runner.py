@@ -9,8 +9,9 @@ consistent), the lease, and the final state and exit code. Halting is the run co
 
 from __future__ import annotations
 
+import dataclasses
 import signal
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -49,6 +50,7 @@ from fanout.ledger import (
     SetRun,
 )
 from fanout.limits import limit_records, read_region_quotas
+from fanout.linked import LinkedRuns, succeeded_in_wave
 from fanout.preflight import check_credentials
 from fanout.quota import RegionQuotas
 from fanout.refused import probe_after_recent_refusals
@@ -93,6 +95,7 @@ class RunOutcome:
     quota_frees_at: float | None = None
     # Per blocked region: the API's refusal (code, message) and when it may go on.
     quota: Mapping[str, Mapping[str, object]] = field(default_factory=dict)
+    rollback: Mapping[str, object] | None = None  # the `rollback` event of a halted run
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +109,7 @@ class DriveOptions:
     clock: Clock = SYSTEM_CLOCK
     not_after: float | None = None  # the change window of this leg (--not-after)
     quotas: RegionQuotas | None = None  # the regions' daily limits; None: read them first
+    linked: LinkedRuns | None = None  # wave checks and the rollback on halt (fanout.linked)
 
 
 def client_for(
@@ -152,10 +156,12 @@ async def resume_run(
     emit: Emit,
     handle_signals: bool = True,
     clock: Clock = SYSTEM_CLOCK,
+    linked: LinkedRuns | None = None,
 ) -> RunOutcome:
     """Continue a stored run with the same command, parameters and tokens.
 
-    `request.force_lease` takes the run over even from a live runner (`resume --force`).
+    `request.force_lease` takes the run over even from a live runner (`resume --force`);
+    `linked` runs its wave checks and its rollback on halt (`fanout.launch.linked_runs`).
     """
     run = await anyio.to_thread.run_sync(store.get_run, request.run_id)
     spec = run_spec(run, request.secret_params)
@@ -179,6 +185,7 @@ async def resume_run(
         clock=clock,
         not_after=request.not_after,
         quotas=quotas,
+        linked=linked,
     )
     return await drive(settings, credentials, store, run, spec, emit=emit, options=options)
 
@@ -272,18 +279,43 @@ async def drive(
         raise LedgerWriteError(msg) from exc
     if outcome is None:  # a second signal: left at once; the ledger holds every intent
         outcome = RunOutcome(run.run_id, RunState.RUNNING, ExitCode.INTERRUPTED, "left at once")
-    emit(
-        "end",
-        {
-            "run_id": run.run_id,
-            "state": outcome.state.value,
-            "exit_code": int(outcome.exit_code),
-            "instances": dict(outcome.instances),
-            "message": outcome.message,
-            "quota": dict(outcome.quota),
-        },
-    )
+    if outcome.exit_code is ExitCode.HALTED and options.linked is not None:
+        outcome = await _roll_back(options.linked, run, outcome, emit)
+    end: dict[str, object] = {
+        "run_id": run.run_id,
+        "state": outcome.state.value,
+        "exit_code": int(outcome.exit_code),
+        "instances": dict(outcome.instances),
+        "message": outcome.message,
+        "quota": dict(outcome.quota),
+    }
+    if outcome.rollback is not None:
+        end["rollback"] = dict(outcome.rollback)
+    emit("end", end)
     return outcome
+
+
+async def _roll_back(
+    linked: LinkedRuns, run: RunRecord, outcome: RunOutcome, emit: Emit
+) -> RunOutcome:
+    """A run halted on its error budget: its `--on-halt-...` command, as a linked run (the
+    halted run's exit code stands; its last line says how the rollback went)."""
+    doc = await linked.roll_back(run, emit)
+    if doc is None:
+        return outcome
+    if doc.get("error"):
+        said = f"; the rollback failed: {doc['error']}"
+    elif doc.get("rollback_run_id") is None:
+        said = "; nothing to roll back (no instance in its scope)"
+    else:
+        summary = doc.get("summary")
+        counts = ", ".join(
+            f"{n} {state.replace('_', ' ')}"
+            for state, n in (summary.items() if isinstance(summary, Mapping) else ())
+            if n
+        )
+        said = f"; rolled back by run {doc['rollback_run_id']} ({counts})"
+    return dataclasses.replace(outcome, message=outcome.message + said, rollback=doc)
 
 
 async def _commands_ready(
@@ -433,9 +465,29 @@ async def _leg(
             pause_after_wave=bool(run.options.get("pause_after_wave")),
             wave_wait_s=float(run.options.get("wave_wait_s") or 0.0),  # type: ignore[arg-type]
             bake_until=bake_until,
+            check=_wave_check(options.linked, store, run, leg),
         )
         await dispatch_waves(ctx, leg, collector, store, batches, waves)
         helpers.cancel_scope.cancel()
+
+
+def _wave_check(
+    linked: LinkedRuns | None, store: LedgerStore, run: RunRecord, leg: Leg
+) -> Callable[[int], Awaitable[None]] | None:
+    """The run's wave check (`--wave-check-...`): on the wave's succeeded instances, as a
+    linked run; its failures count against the wave's budget (None: the run has none)."""
+    if linked is None or not run.options.get("wave_check"):
+        return None
+
+    async def check(wave: int) -> None:
+        targets = await anyio.to_thread.run_sync(
+            succeeded_in_wave, store, run.run_id, dict(leg.wave_of), wave
+        )
+        failures = await linked.check_wave(run, wave, targets, leg.emit)
+        if failures is not None:
+            leg.check_done(wave, failures)
+
+    return check
 
 
 def _secret_values(run: RunRecord, spec: CommandSpec) -> tuple[str, ...]:

@@ -213,6 +213,12 @@ class Leg:
         )
         self.judge_wave(wave)
 
+    def check_done(self, wave: int, failures: int) -> None:
+        """The wave's check (`--wave-check-...`) ended: the instances that did not pass count
+        against the wave's budget, which is judged again."""
+        self.wave_failures[wave] = self.wave_failures.get(wave, 0) + failures
+        self.judge_wave(wave)
+
     def judge_wave(self, wave: int) -> None:
         """Halt the run if the wave's own failures are over its rule (`--wave-max-failures`)."""
         failures = self.wave_failures.get(wave, 0)

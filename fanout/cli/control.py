@@ -58,7 +58,7 @@ from fanout.report import (
     run_summary,
     status_document,
 )
-from fanout.report_io import html_report, retries_of, write_file
+from fanout.report_io import html_report, linked_sections, retries_of, write_file
 from fanout.request import RunRequest
 from fanout.runner import account_quotas, client_for
 from fanout.settings import Settings
@@ -211,7 +211,16 @@ def _text_report(store: LedgerStore, run_id: str, fmt: str, only: ReportFilter) 
     )
     waves = {b.batch_id: b.wave + 1 for r in (run, *retries) for b in store.load_batches(r.run_id)}
     states = {r.run_id: r.state for r in retries}
-    return render_report(records, run, fmt, states, waves, only, store.command_ids(run_id))
+    return render_report(
+        records,
+        run,
+        fmt,
+        states,
+        waves,
+        only,
+        store.command_ids(run_id),
+        linked=linked_sections(store, run_id),
+    )
 
 
 @click.command("quota")

@@ -28,9 +28,10 @@ from fanout.cli.options import (
     watch_options,
 )
 from fanout.cli.views import Out, finish, plan_text
+from fanout.clock import SYSTEM_CLOCK
 from fanout.dispatch import OPEN_BATCH_STATES
 from fanout.errors import DeclinedError
-from fanout.launch import prepare_run, preview_preflight, store_and_drive
+from fanout.launch import linked_runs, prepare_run, preview_preflight, store_and_drive
 from fanout.ledger import (
     NO_LEDGER,
     LedgerStore,
@@ -256,7 +257,14 @@ def resume_command(
         settings,
         store,
         out,
-        lambda emit: resume_run(settings, credentials, store, request, emit=emit),
+        lambda emit: resume_run(
+            settings,
+            credentials,
+            store,
+            request,
+            emit=emit,
+            linked=linked_runs(settings, credentials, store, SYSTEM_CLOCK),
+        ),
     )
     finish(outcome, out)
 

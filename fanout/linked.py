@@ -1,0 +1,256 @@
+"""Linked runs: a wave's health check and the rollback of a halted run, each a run of its own.
+
+Both are ordinary runs in the ledger - their own batches, ClientTokens, quota reservations and
+instance rows - linked to the run they serve by `parent_run_id` and told apart from retries by
+the `kind` stored with them:
+
+- `wave_check`: the command of `--wave-check-...`, run on a wave's succeeded instances at the
+  end of its `--wave-wait`; an instance passes only if the check succeeded there, and the others
+  count against the wave's budget (`fanout.waves.Leg.check_done`);
+- `rollback`: the command of `--on-halt-...`, run when the run halts on its error budget
+  (exit 3) on the instances of the run that succeeded (`--on-halt-scope all-invoked`: every
+  instance it invoked), never on an excluded or never-invoked one; `fanout rollback` does the
+  same by hand.
+
+Their own events stay theirs (only their `call` events reach the parent's stream, for the
+metrics): the parent's stream gets one `wave_check` or `rollback` event with the linked run's
+id and counts. Retries roll up into the parent's report; these do not (`retries_of`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Protocol
+
+import anyio
+
+from fanout.aliyun.command import CommandSpec
+from fanout.errors import FanoutError, UsageError
+from fanout.ledger import BatchState, InstanceState, LedgerStore, RunRecord, RunState
+from fanout.ledger.model import reported_state
+from fanout.request import RunRequest
+from fanout.sources import CommandSource, label, source_from_options
+from fanout.targets import Target
+
+__all__ = [
+    "LINKED_KINDS",
+    "ROLLBACK_SCOPES",
+    "LinkedRuns",
+    "kind_of",
+    "linked_request",
+    "linked_runs_of",
+    "rollback_targets",
+    "stored_source",
+    "succeeded_in_wave",
+]
+
+LINKED_KINDS = frozenset({"rollback", "wave_check"})
+ROLLBACK_SCOPES = ("succeeded", "all-invoked")
+# Instances an InvokeCommand was sent for (a pending row of an accepted batch is `invoked`).
+_INVOKED = frozenset(
+    {
+        InstanceState.SUCCEEDED,
+        InstanceState.FAILED,
+        InstanceState.UNREACHABLE,
+        InstanceState.UNKNOWN,
+        InstanceState.INVOKED,
+    }
+)
+_SENT_BATCHES = frozenset({BatchState.ACCEPTED, BatchState.UNKNOWN, BatchState.DONE})
+# A linked run that ended so: nothing of it is left to drive.
+_ENDED = frozenset({RunState.FINISHED, RunState.STOPPED})
+
+Emit = Callable[[str, Mapping[str, object]], None]
+
+
+class Outcome(Protocol):
+    """How a linked run ended (`fanout.runner.RunOutcome`)."""
+
+    @property
+    def run_id(self) -> str: ...
+    @property
+    def exit_code(self) -> int: ...
+
+
+StartRun = Callable[[RunRequest, Emit], Awaitable[Outcome]]
+ResumeRun = Callable[[str, Emit], Awaitable[Outcome]]
+
+
+def kind_of(run: RunRecord) -> str:
+    """`run`, `retry`, `rollback` or `wave_check`."""
+    kind = run.options.get("kind")
+    if isinstance(kind, str) and kind in LINKED_KINDS:
+        return kind
+    return "retry" if run.parent_run_id else "run"
+
+
+def linked_runs_of(store: LedgerStore, run_id: str, kind: str) -> list[RunRecord]:
+    """The runs of `kind` linked to `run_id`, oldest first."""
+    runs = [
+        r
+        for r in store.list_runs(limit=100_000)
+        if r.parent_run_id == run_id and r.options.get("kind") == kind
+    ]
+    return sorted(runs, key=lambda r: r.created_at)
+
+
+def stored_source(run: RunRecord, name: str) -> CommandSource | None:
+    """A linked command source stored with a run (`wave_check`, `on_halt`), or None."""
+    stored = run.options.get(name)
+    return source_from_options(stored, "") if isinstance(stored, Mapping) else None
+
+
+def rollback_targets(store: LedgerStore, run: RunRecord, scope: str) -> tuple[Target, ...]:
+    """The instances of `run` a rollback runs on: those that succeeded (`succeeded`), or every
+    one it invoked (`all-invoked`); never an excluded or never-invoked one, nor one an earlier
+    rollback of the run already took."""
+    if scope not in ROLLBACK_SCOPES:
+        msg = f"--on-halt-scope {scope!r}: choose from {', '.join(ROLLBACK_SCOPES)}"
+        raise UsageError(msg)
+    sent = {b.batch_id for b in store.load_batches(run.run_id) if b.state in _SENT_BATCHES}
+    done = {
+        (rec.region, rec.instance_id)
+        for earlier in linked_runs_of(store, run.run_id, "rollback")
+        for rec in store.iter_instances(earlier.run_id)
+    }
+    wanted = {InstanceState.SUCCEEDED} if scope == "succeeded" else _INVOKED
+    chosen = []
+    for rec in store.iter_instances(run.run_id):
+        state = rec.state
+        if state is InstanceState.PENDING and rec.batch_id in sent:
+            state = InstanceState.INVOKED
+        if state in wanted and (rec.region, rec.instance_id) not in done:
+            chosen.append(Target(rec.region, rec.instance_id))
+    return tuple(chosen)
+
+
+def succeeded_in_wave(
+    store: LedgerStore, run_id: str, wave_of: Mapping[str, int], wave: int
+) -> tuple[Target, ...]:
+    """The instances of `wave` (from 0) that succeeded: what its check runs on."""
+    return tuple(
+        Target(rec.region, rec.instance_id)
+        for rec in store.iter_instances(run_id)
+        if rec.state is InstanceState.SUCCEEDED and wave_of.get(rec.batch_id or "") == wave
+    )
+
+
+def linked_request(
+    parent: RunRecord,
+    targets: Sequence[Target],
+    source: CommandSource,
+    *,
+    kind: str,
+    parameters: Mapping[str, str] | None = None,
+    check_wave: int | None = None,
+) -> RunRequest:
+    """A linked run on `targets` with `source`'s command: all at once, no error budget,
+    results awaited, the parent's pacing."""
+    return RunRequest(
+        targets=tuple(targets),
+        spec=CommandSpec(command_id=label(source), parameters=parameters),
+        source=source,
+        wait=True,
+        parent_run_id=parent.run_id,
+        kind=kind,
+        check_wave=check_wave,
+    )
+
+
+def _calls_only(emit: Emit) -> Emit:
+    """The parent's stream for a linked run: only its `call` events (metrics count them)."""
+
+    def forward(kind: str, data: Mapping[str, object]) -> None:
+        if kind == "call":
+            emit(kind, data)
+
+    return forward
+
+
+def _counts(store: LedgerStore, run_id: str) -> dict[str, int]:
+    """A run's instances by reported state, from the ledger."""
+    run = store.get_run(run_id)
+    counts: dict[str, int] = {}
+    for per_state in store.instance_counts(run_id).values():
+        for state, n in per_state.items():
+            shown = reported_state(state, run.state)
+            counts[shown] = counts.get(shown, 0) + n
+    return counts
+
+
+@dataclass(frozen=True, slots=True)
+class LinkedRuns:
+    """Starts and resumes the linked runs of a run (`fanout.launch.linked_runs` builds it)."""
+
+    start: StartRun
+    resume: ResumeRun
+    store: LedgerStore
+
+    async def check_wave(
+        self, run: RunRecord, wave: int, targets: Sequence[Target], emit: Emit
+    ) -> int | None:
+        """Run the wave check of `wave` (from 0) on `targets`; the instances that did not pass.
+
+        A check this wave already had is resumed if it did not end, and not counted again if
+        it did (None: nothing to count, as when the run has no check)."""
+        source = stored_source(run, "wave_check")
+        if source is None:
+            return None
+        earlier = [
+            r
+            for r in await anyio.to_thread.run_sync(
+                linked_runs_of, self.store, run.run_id, "wave_check"
+            )
+            if r.options.get("check_wave") == wave + 1
+        ]
+        quiet = _calls_only(emit)
+        if earlier and earlier[-1].state in _ENDED:
+            return None
+        if earlier:
+            check_id = (await self.resume(earlier[-1].run_id, quiet)).run_id
+        elif not targets:
+            emit("wave_check", {"run_id": run.run_id, "wave": wave + 1, "check_run_id": None,
+                                "instances": 0, "failures": 0, "summary": {}})  # fmt: skip
+            return 0
+        else:
+            request = linked_request(run, targets, source, kind="wave_check", check_wave=wave + 1)
+            check_id = (await self.start(request, quiet)).run_id
+        counts = await anyio.to_thread.run_sync(_counts, self.store, check_id)
+        checked = sum(counts.values())
+        failures = checked - counts.get(InstanceState.SUCCEEDED, 0)
+        emit(
+            "wave_check",
+            {
+                "run_id": run.run_id,
+                "wave": wave + 1,
+                "check_run_id": check_id,
+                "instances": checked,
+                "failures": failures,
+                "summary": counts,
+            },
+        )
+        return failures
+
+    async def roll_back(self, run: RunRecord, emit: Emit) -> dict[str, object] | None:
+        """Run the run's `--on-halt-...` command on its rollback scope; the `rollback` event
+        (None when the run has no rollback command)."""
+        source = stored_source(run, "on_halt")
+        if source is None:
+            return None
+        scope = str(run.options.get("on_halt_scope") or "succeeded")
+        doc: dict[str, object] = {"run_id": run.run_id, "scope": scope, "rollback_run_id": None}
+        try:
+            current = await anyio.to_thread.run_sync(self.store.get_run, run.run_id)
+            targets = await anyio.to_thread.run_sync(rollback_targets, self.store, current, scope)
+            doc["targets"] = len(targets)
+            if targets:
+                request = linked_request(current, targets, source, kind="rollback")
+                outcome = await self.start(request, _calls_only(emit))
+                doc["rollback_run_id"] = outcome.run_id
+                doc["exit_code"] = int(outcome.exit_code)
+                doc["summary"] = await anyio.to_thread.run_sync(_counts, self.store, outcome.run_id)
+        except FanoutError as exc:  # the halted run's own end stands; the rollback says why
+            doc["error"] = str(exc)
+        emit("rollback", doc)
+        return doc
