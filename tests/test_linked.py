@@ -1,0 +1,147 @@
+"""Linked runs (issue 15): the rollback of a halted run, by hand and its refusals; wave checks.
+
+Each linked run is a run of its own - its own ledger rows, quota reservations and CommandId -
+proven from the emulator's state."""
+
+from __future__ import annotations
+
+import json
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from fanout.emulator import DEMO_COMMAND_NAME, EmulatorThread
+from tests.conftest import Fanout, fleet_ids, invoked_instances, write_targets
+
+Start = Callable[..., EmulatorThread]
+Bind = Callable[[EmulatorThread], Fanout]
+ONE_REGION: dict[str, Any] = {"regions": ("cn-hangzhou",), "instances_per_region": 200, "seed": 5}
+
+
+def _state(emu: EmulatorThread) -> dict[str, Any]:
+    """`/_emulator/state` with each invocation's per-instance executions."""
+    with urllib.request.urlopen(f"{emu.url}/_emulator/state?executions=1", timeout=30) as reply:
+        state: dict[str, Any] = json.loads(reply.read())
+    return state
+
+
+def _split(emu: EmulatorThread, own_ids: set[str]) -> tuple[list[Any], list[Any]]:
+    """The emulator's invocations of the run's own commands, and the others."""
+    invocations = _state(emu)["invocations"]
+    own = [inv for inv in invocations if inv["command_id"] in own_ids]
+    return own, [inv for inv in invocations if inv["command_id"] not in own_ids]
+
+
+def _halted_run(cli: Fanout, tmp_path: Path, *extra: str) -> tuple[str, set[str]]:
+    """A half-failing run halted on its budget (exit 3): its id and its own CommandIds; a
+    rollback event only with an --on-halt-... command (off by default)."""
+    targets = write_targets(tmp_path / "t", fleet_ids(**ONE_REGION))
+    done = cli.run(
+        "run", "--command-name", DEMO_COMMAND_NAME, "--targets", str(targets),
+        "--waves", "10%,100%", "--max-errors", "5%", "--yes", "--json", "--rate", "0", *extra,
+    )  # fmt: skip
+    assert done.returncode == 3, done.stderr[-2000:]
+    run_id = json.loads(done.stdout.splitlines()[0])["run_id"]
+    rollbacks = [e for e in map(json.loads, done.stdout.splitlines()) if e["event"] == "rollback"]
+    assert len(rollbacks) == (1 if any(x.startswith("--on-halt-") for x in extra) else 0)
+    status = json.loads(cli.run("status", run_id, "--json").stdout)
+    return run_id, set(status["command_ids"].values())
+
+
+def test_rollback_by_hand_runs_once_on_the_succeeded_and_spends_quota_as_a_run(
+    emulator: Start, fanout_cli: Bind, tmp_path: Path
+) -> None:
+    """Without --on-halt-... a halt rolls nothing back; `fanout rollback RUN --script` then
+    invokes exactly the run's succeeded instances (emulator), each once, with its reserved calls
+    in the quota ledger (`fanout quota` used = the emulator's count); a second rollback finds
+    nothing left to roll back and sends nothing."""
+    emu = emulator(**ONE_REGION, exec_failure_fraction=0.5, exec_seconds=(0.0, 0.1))
+    cli = fanout_cli(emu)
+    run_id, own_ids = _halted_run(cli, tmp_path)
+    own, others = _split(emu, own_ids)
+    assert others == []
+    succeeded = {
+        e["instance_id"] for inv in own for e in inv["executions"] if e["status"] == "Success"
+    }
+    invoked = {i for inv in own for i in inv["instance_ids"]}
+    assert 0 < len(succeeded) < len(invoked) < 200
+    undo = tmp_path / "undo.sh"
+    undo.write_text("echo undo\n")
+    done = cli.run("rollback", run_id, "--script", str(undo), "--yes", "--json", "--rate", "0")
+    assert done.returncode in (0, 1), done.stderr[-2000:]
+    events = [json.loads(line) for line in done.stdout.splitlines()]
+    rollback_id = events[0]["run_id"]
+    _, rollback = _split(emu, own_ids)
+    rolled = [i for inv in rollback for i in inv["instance_ids"]]
+    assert sorted(rolled) == sorted(succeeded)
+    state = _state(emu)
+    quota = json.loads(cli.run("quota", "--json", "--offline").stdout)
+    region = state["regions"]["cn-hangzhou"]
+    assert (
+        quota["regions"]["cn-hangzhou"]["used"] == region["quota_used"] == len(own) + len(rollback)
+    )
+    status = json.loads(cli.run("status", rollback_id, "--json").stdout)
+    assert status["parent_run_id"] == run_id
+    assert status["target_count"] == len(succeeded)
+    calls = region["calls"]
+    again = cli.run("rollback", run_id, "--script", str(undo), "--yes", "--json")
+    assert again.returncode == 0, again.stderr
+    assert json.loads(again.stdout) == {"run_id": None, "parent_run_id": run_id, "targets": 0}
+    assert _state(emu)["regions"]["cn-hangzhou"]["calls"] == calls
+
+
+def test_rollback_all_invoked_takes_every_invoked_instance_and_never_the_rest(
+    emulator: Start, fanout_cli: Bind, tmp_path: Path
+) -> None:
+    """`--on-halt-scope all-invoked`: the rollback goes to every instance the run invoked -
+    succeeded and failed - and to none it never invoked or excluded (emulator state)."""
+    fleet = {**ONE_REGION, "stopped_fraction": 0.05}
+    emu = emulator(**fleet, exec_failure_fraction=0.5, exec_seconds=(0.0, 0.1))
+    cli = fanout_cli(emu)
+    undo = tmp_path / "undo.sh"
+    undo.write_text("echo undo\n")
+    run_id, own_ids = _halted_run(
+        cli, tmp_path, "--on-halt-script", str(undo), "--on-halt-scope", "all-invoked"
+    )
+    own, rollback = _split(emu, own_ids)
+    invoked = sorted(i for inv in own for i in inv["instance_ids"])
+    assert sorted(i for inv in rollback for i in inv["instance_ids"]) == invoked
+    report = json.loads(cli.run("report", run_id, "--format", "json").stdout)
+    excluded = {r["instance_id"] for r in report["instances"] if r["state"] == "excluded"}
+    assert excluded
+    assert not excluded & set(invoked)
+    (section,) = report["linked_runs"]
+    assert section["target_count"] == len(invoked)
+
+
+def test_bad_linked_commands_are_refused_before_any_call(
+    emulator: Start, fanout_cli: Bind, tmp_path: Path
+) -> None:
+    """Two sources for one linked command, a scope without a command, a check without waves,
+    a rollback command that does not exist in the region, and `fanout rollback` without a
+    command: each one line, exit 2, no InvokeCommand."""
+    emu = emulator(**ONE_REGION)
+    cli = fanout_cli(emu)
+    targets = str(write_targets(tmp_path / "t", fleet_ids(**ONE_REGION)))
+    base = ("run", "--command-name", DEMO_COMMAND_NAME, "--targets", targets, "--yes")
+    cases = [
+        (
+            ("--on-halt-command-name", "a", "--on-halt-command-id", "c-x"),
+            "not --on-halt-command-id",
+        ),
+        (("--on-halt-scope", "all-invoked"), "--on-halt-scope: only with"),
+        (("--wave-check-command-name", DEMO_COMMAND_NAME), "only with --waves"),
+        (("--on-halt-command-name", "no-such-command"), "no-such-command"),
+        (("--on-halt-script", str(tmp_path / "missing.sh")), "cannot read"),
+    ]
+    for extra, said in cases:
+        done = cli.run(*base, *extra)
+        assert done.returncode == 2, (extra, done.stderr)
+        assert said in done.stderr, (extra, done.stderr)
+        assert len(done.stderr.strip().splitlines()) == 1, done.stderr
+    done = cli.run("rollback", "r-nothing", "--yes")
+    assert done.returncode == 2, done.stderr
+    assert "give the rollback's command" in done.stderr
+    assert invoked_instances(emu.snapshot()) == {}
+    assert "InvokeCommand" not in emu.snapshot()["regions"]["cn-hangzhou"]["calls"]
