@@ -465,14 +465,14 @@ async def _leg(
             pause_after_wave=bool(run.options.get("pause_after_wave")),
             wave_wait_s=float(run.options.get("wave_wait_s") or 0.0),  # type: ignore[arg-type]
             bake_until=bake_until,
-            check=_wave_check(options.linked, store, run, leg),
+            check=_wave_check(options.linked, ctx, run, leg),
         )
         await dispatch_waves(ctx, leg, collector, store, batches, waves)
         helpers.cancel_scope.cancel()
 
 
 def _wave_check(
-    linked: LinkedRuns | None, store: LedgerStore, run: RunRecord, leg: Leg
+    linked: LinkedRuns | None, ctx: InvokeContext, run: RunRecord, leg: Leg
 ) -> Callable[[int], Awaitable[None]] | None:
     """The run's wave check (`--wave-check-...`): on the wave's succeeded instances, as a
     linked run; its failures count against the wave's budget (None: the run has none)."""
@@ -480,8 +480,9 @@ def _wave_check(
         return None
 
     async def check(wave: int) -> None:
+        await ctx.ledger.flush()  # the wave's outcomes, posted without waiting, are stored
         targets = await anyio.to_thread.run_sync(
-            succeeded_in_wave, store, run.run_id, dict(leg.wave_of), wave
+            succeeded_in_wave, ctx.store, run.run_id, dict(leg.wave_of), wave
         )
         failures = await linked.check_wave(run, wave, targets, leg.emit)
         if failures is not None:

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from fanout.emulator import DEMO_COMMAND_NAME, EmulatorThread
-from tests.conftest import Fanout, fleet_ids, invoked_instances, write_targets
+from tests.conftest import Fanout, control, fleet_ids, invoked_instances, write_targets
 
 Start = Callable[..., EmulatorThread]
 Bind = Callable[[EmulatorThread], Fanout]
@@ -145,3 +145,110 @@ def test_bad_linked_commands_are_refused_before_any_call(
     assert "give the rollback's command" in done.stderr
     assert invoked_instances(emu.snapshot()) == {}
     assert "InvokeCommand" not in emu.snapshot()["regions"]["cn-hangzhou"]["calls"]
+
+
+TWO_REGIONS: dict[str, Any] = {
+    "regions": ("cn-beijing", "cn-hangzhou"),
+    "instances_per_region": 100,
+}
+
+
+def _lines_until(proc: Any, kind: str) -> list[dict[str, Any]]:
+    """The JSON events of a running `fanout ... --json` up to the first of `kind`."""
+    seen = []
+    for line in proc.stdout:
+        seen.append(json.loads(line))
+        if seen[-1]["event"] == kind:
+            return seen
+    msg = f"no {kind} event before the end: {seen[-1:]}"
+    raise AssertionError(msg)
+
+
+def test_a_wave_check_catches_hosts_broken_during_the_bake(
+    emulator: Start, fanout_cli: Bind, tmp_path: Path
+) -> None:
+    """`--wave-wait 3s --wave-check-script check.sh`: three instances of the first wave stop
+    while it bakes; the check - a linked run with its own CommandId - goes to the wave's other
+    succeeded instances only (emulator), the three count against the wave's budget, and the run
+    halts (exit 3) before the second wave, the halt naming the check."""
+    emu = emulator(**TWO_REGIONS, exec_seconds=(0.0, 0.1))
+    cli = fanout_cli(emu)
+    check = tmp_path / "check.sh"
+    check.write_text("systemctl is-active app\n")
+    targets = write_targets(tmp_path / "t", fleet_ids(**TWO_REGIONS))
+    proc = cli.start(
+        "run", "--command-name", DEMO_COMMAND_NAME, "--targets", str(targets), "--waves", "10%,100%",
+        "--max-errors", "5%", "--wave-wait", "3s", "--wave-check-script", str(check),
+        "--yes", "--json", "--rate", "0",
+    )  # fmt: skip
+    before = _lines_until(proc, "wave_wait")
+    wave_one = sorted(i for inv in emu.snapshot()["invocations"] for i in inv["instance_ids"])
+    assert len(wave_one) == 20
+    broken = wave_one[:3]
+    control(emu, "instances", {"instance_ids": broken, "status": "Stopped"})
+    assert proc.stdout is not None
+    after = [json.loads(line) for line in proc.stdout]
+    assert proc.wait(timeout=120) == 3
+    events = before + after
+    run_id = events[0]["run_id"]
+    own_ids = set(json.loads(cli.run("status", run_id, "--json").stdout)["command_ids"].values())
+    own, checks = _split(emu, own_ids)
+    assert sorted(i for inv in own for i in inv["instance_ids"]) == wave_one  # no second wave
+    assert sorted(i for inv in checks for i in inv["instance_ids"]) == sorted(
+        set(wave_one) - set(broken)
+    )
+    (checked,) = [e for e in events if e["event"] == "wave_check"]
+    assert checked["wave"] == 1
+    assert checked["failures"] == 3
+    assert checked["instances"] == 20
+    assert (
+        "wave 1 had 3 failed of 20 instances (3 of them by its wave check)" in events[-1]["message"]
+    )
+    report = json.loads(cli.run("report", run_id, "--format", "json").stdout)
+    (section,) = report["linked_runs"]
+    assert section["kind"] == "wave_check"
+    assert section["wave"] == 1
+    assert section["run_id"] == checked["check_run_id"]
+    assert section["summary"] == {"succeeded": 17, "excluded": 3}
+
+
+def test_a_passing_wave_check_lets_the_next_wave_go_after_it(
+    emulator: Start, fanout_cli: Bind, tmp_path: Path
+) -> None:
+    """A healthy fleet with `--wave-check-command-name`: one check, after the first wave only
+    (not after the last), on exactly the first wave's instances, all its invocations created
+    before the second wave's; the run exits 0 and the quota ledger counts the check's calls
+    (`fanout quota` used = the emulator's count)."""
+    emu = emulator(**TWO_REGIONS, exec_seconds=(0.0, 0.1))
+    cli = fanout_cli(emu)
+    targets = write_targets(tmp_path / "t", fleet_ids(**TWO_REGIONS))
+    done = cli.run(
+        "run", "--script", str(_script(tmp_path)), "--targets", str(targets), "--waves", "10%,100%",
+        "--wave-check-command-name", DEMO_COMMAND_NAME, "--yes", "--json", "--rate", "0",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr[-2000:]
+    events = [json.loads(line) for line in done.stdout.splitlines()]
+    run_id = events[0]["run_id"]
+    own_ids = set(json.loads(cli.run("status", run_id, "--json").stdout)["command_ids"].values())
+    own, checks = _split(emu, own_ids)
+    first = sorted(own, key=lambda inv: inv["created"])
+    wave_one = sorted(i for inv in first if inv["created"] < min(c["created"] for c in checks)
+                      for i in inv["instance_ids"])  # fmt: skip
+    assert len(wave_one) == 20
+    assert sorted(i for inv in checks for i in inv["instance_ids"]) == wave_one
+    later = [inv for inv in own if not set(inv["instance_ids"]) <= set(wave_one)]
+    assert min(inv["created"] for inv in later) > max(c["created"] for c in checks)
+    assert sum(len(inv["instance_ids"]) for inv in own) == 200
+    assert [e["wave"] for e in events if e["event"] == "wave_check"] == [1]
+    quota = json.loads(cli.run("quota", "--json", "--offline").stdout)["regions"]
+    state = emu.snapshot()["regions"]
+    for region in TWO_REGIONS["regions"]:
+        assert quota[region]["used"] == state[region]["quota_used"]
+    assert sum(state[r]["quota_used"] for r in state) == len(own) + len(checks)
+
+
+def _script(tmp_path: Path) -> Path:
+    """A deploy script (`--script`: fanout creates it as a command in each region)."""
+    path = tmp_path / "deploy.sh"
+    path.write_text("echo deployed\n")
+    return path

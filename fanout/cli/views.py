@@ -194,6 +194,28 @@ def _wave_line(d: Mapping[str, object]) -> str:
     return f"wave {d['wave']} done ({extra}{plural(d['failures'], 'failure')} so far)"
 
 
+def _wave_check_line(d: Mapping[str, object]) -> str:
+    """A wave's check done: how many of the wave's succeeded instances did not pass it."""
+    if d.get("check_run_id") is None:
+        return f"wave {d['wave']} check: no succeeded instance to check"
+    return (
+        f"wave {d['wave']} check (run {d['check_run_id']}): {d['failures']} of "
+        f"{plural(d['instances'], 'instance')} did not pass"
+    )
+
+
+def _rollback_line(d: Mapping[str, object]) -> str:
+    """The rollback of a halted run: its run and how it went."""
+    if d.get("error"):
+        return f"rollback failed: {d['error']}"
+    if d.get("rollback_run_id") is None:
+        return "rollback: no instance in its scope"
+    return (
+        f"rollback run {d['rollback_run_id']} ({d['scope']}): "
+        f"{_counts_sentence(d.get('summary'))}"
+    )
+
+
 # The one stderr line per event kind without a TTY; other kinds print nothing.
 _PLAIN_LINES: dict[str, Callable[[Mapping[str, object]], str]] = {
     "run": lambda d: (
@@ -211,6 +233,8 @@ _PLAIN_LINES: dict[str, Callable[[Mapping[str, object]], str]] = {
     "quota_wait": _quota_wait_line,
     "wave_wait": lambda d: f"wave {d['wave']} baking until {iso(d['until'])}",  # type: ignore[arg-type]
     "quota_refused": _quota_refused_line,
+    "wave_check": _wave_check_line,
+    "rollback": _rollback_line,
     "quota_limits": _quota_limits_line,
 }
 
