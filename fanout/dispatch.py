@@ -187,7 +187,7 @@ async def _bake(ctx: InvokeContext, leg: Leg, wave: int, until: float) -> None:
     now = ctx.clock.time()
     if until <= now:
         return
-    data = {"run_id": ctx.run_id, "wave": wave + 1, "until": until}
+    data = {"run_id": ctx.run_id, "wave": wave + 1, "until": until, "wait_s": until - now}
     leg.emit("wave_wait", data)
     ctx.ledger.post(AppendEvent(ctx.run_id, "wave_wait", now, data))
     await ctx.control.sleep(until - now)

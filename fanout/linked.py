@@ -214,6 +214,8 @@ class LinkedRuns:
                                 "instances": 0, "failures": 0, "summary": {}})  # fmt: skip
             return 0
         else:
+            emit("wave_check_start", {"run_id": run.run_id, "wave": wave + 1,
+                                      "instances": len(targets)})  # fmt: skip
             request = linked_request(run, targets, source, kind="wave_check", check_wave=wave + 1)
             check_id = (await self.start(request, quiet)).run_id
         counts = await anyio.to_thread.run_sync(_counts, self.store, check_id)

@@ -47,7 +47,8 @@ def _header(v: ProgressView) -> str:
         budget = f"[bold red]HALTED: {budget}[/]"
     counts = f"{v.total('succeeded')}/{v.total('instances')} ok"
     state = f"[bold]{v.ended}[/]" if v.ended else _duration(v.elapsed_s)
-    return f"[bold]{v.run_id}[/]  {wave}  {budget}  {counts}  {state}"
+    between = f"  [cyan]{v.between}[/]" if v.between else ""
+    return f"[bold]{v.run_id}[/]  {wave}  {budget}  {counts}  {state}{between}"
 
 
 # One line under the table: what the short column titles mean.

@@ -17,6 +17,7 @@ from fanout.emulator import DEMO_COMMAND_NAME, EmulatorThread
 from fanout.plan import make_plan, parse_waves
 from fanout.targets import Target
 from tests.conftest import Fanout, fleet_ids, invoked_instances, write_targets
+from tests.test_schemas import validate
 
 Start = Callable[..., EmulatorThread]
 Bind = Callable[[EmulatorThread], Fanout]
@@ -239,7 +240,11 @@ def test_a_halt_rolls_back_exactly_the_instances_that_succeeded(
     assert end["rollback"]["targets"] == len(succeeded)
     assert f"rolled back by run {end['rollback']['rollback_run_id']}" in end["message"]
     assert [e["event"] for e in events].count("rollback") == 1
+    for event in events:
+        if event["event"] in ("rollback", "end"):
+            validate(event, f"event-{event['event']}")
     doc = json.loads(cli.run("report", run_id, "--format", "json").stdout)
+    validate(doc, "report")
     assert doc["summary"]["succeeded"] == len(succeeded)  # the run's own rows, not the rollback's
     (section,) = doc["linked_runs"]
     assert section["kind"] == "rollback"

@@ -13,6 +13,7 @@ from typing import Any
 
 from fanout.emulator import DEMO_COMMAND_NAME, EmulatorThread
 from tests.conftest import Fanout, control, fleet_ids, invoked_instances, write_targets
+from tests.test_schemas import validate
 
 Start = Callable[..., EmulatorThread]
 Bind = Callable[[EmulatorThread], Fanout]
@@ -197,6 +198,9 @@ def test_a_wave_check_catches_hosts_broken_during_the_bake(
     assert sorted(i for inv in checks for i in inv["instance_ids"]) == sorted(
         set(wave_one) - set(broken)
     )
+    for event in events:
+        if event["event"] in ("wave_check", "wave_check_start", "end"):
+            validate(event, f"event-{event['event']}")
     (checked,) = [e for e in events if e["event"] == "wave_check"]
     assert checked["wave"] == 1
     assert checked["failures"] == 3
@@ -205,6 +209,7 @@ def test_a_wave_check_catches_hosts_broken_during_the_bake(
         "wave 1 had 3 failed of 20 instances (3 of them by its wave check)" in events[-1]["message"]
     )
     report = json.loads(cli.run("report", run_id, "--format", "json").stdout)
+    validate(report, "report")
     (section,) = report["linked_runs"]
     assert section["kind"] == "wave_check"
     assert section["wave"] == 1

@@ -211,8 +211,7 @@ def _rollback_line(d: Mapping[str, object]) -> str:
     if d.get("rollback_run_id") is None:
         return "rollback: no instance in its scope"
     return (
-        f"rollback run {d['rollback_run_id']} ({d['scope']}): "
-        f"{_counts_sentence(d.get('summary'))}"
+        f"rollback run {d['rollback_run_id']} ({d['scope']}): {_counts_sentence(d.get('summary'))}"
     )
 
 
