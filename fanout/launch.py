@@ -165,20 +165,34 @@ async def store_and_drive(
         clock=clock,
         not_after=request.not_after,
         quotas=prepared.quotas,
-        linked=linked_runs(settings, credentials, store, clock),
+        linked=linked_runs(settings, credentials, store, clock, handle_signals=handle_signals),
     )
     return await drive(settings, credentials, store, run, request.spec, emit=emit, options=options)
 
 
 def linked_runs(
-    settings: Settings, credentials: CredentialSource, store: LedgerStore, clock: Clock
+    settings: Settings,
+    credentials: CredentialSource,
+    store: LedgerStore,
+    clock: Clock,
+    *,
+    handle_signals: bool = False,
 ) -> LinkedRuns:
     """How a run starts and resumes its linked runs (wave checks, the rollback on halt): as
-    any run, in this process, without signal handlers of their own and without asking."""
+    any run, in this process, without asking. A wave check runs inside its run's leg, whose
+    signal handling covers it (a second Ctrl-C leaves at once, the ledger consistent); the
+    rollback comes after the run's leg and handles signals itself when `handle_signals`."""
 
     async def start(request: RunRequest, emit: Emit) -> RunOutcome:
+        own_signals = handle_signals and request.kind == "rollback"
         return await start_run(
-            settings, credentials, store, request, emit=emit, handle_signals=False, clock=clock
+            settings,
+            credentials,
+            store,
+            request,
+            emit=emit,
+            handle_signals=own_signals,
+            clock=clock,
         )
 
     async def resume(run_id: str, emit: Emit) -> RunOutcome:

@@ -6,6 +6,7 @@ proven from the emulator's state."""
 from __future__ import annotations
 
 import json
+import signal
 import urllib.request
 from collections.abc import Callable
 from pathlib import Path
@@ -257,3 +258,41 @@ def _script(tmp_path: Path) -> Path:
     path = tmp_path / "deploy.sh"
     path.write_text("echo deployed\n")
     return path
+
+
+def test_a_resume_during_the_bake_runs_the_wave_check_once_then_the_next_wave(
+    emulator: Start, fanout_cli: Bind, tmp_path: Path
+) -> None:
+    """Ctrl-C (SIGINT) while the first wave bakes: the run exits 5 before its check; `resume`
+    owes the rest of the bake, then runs the check once on the first wave's instances, then the
+    second wave: every instance invoked once by the run, the first wave once by the check."""
+    emu = emulator(**TWO_REGIONS, exec_seconds=(0.0, 0.1))
+    cli = fanout_cli(emu)
+    targets = write_targets(tmp_path / "t", fleet_ids(**TWO_REGIONS))
+    proc = cli.start(
+        "run", "--script", str(_script(tmp_path)), "--targets", str(targets), "--waves", "10%,100%",
+        "--wave-wait", "2s", "--wave-check-command-name", DEMO_COMMAND_NAME,
+        "--yes", "--json", "--rate", "0",
+    )  # fmt: skip
+    before = _lines_until(proc, "wave_wait")
+    proc.send_signal(signal.SIGINT)
+    assert proc.stdout is not None
+    after = [json.loads(line) for line in proc.stdout]
+    assert proc.wait(timeout=60) == 5
+    assert not [e for e in before + after if e["event"].startswith("wave_check")]
+    run_id = before[0]["run_id"]
+    wave_one = sorted(i for inv in emu.snapshot()["invocations"] for i in inv["instance_ids"])
+    assert len(wave_one) == 20
+    resumed = cli.run("resume", run_id, "--yes", "--json")
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    events = [json.loads(line) for line in resumed.stdout.splitlines()]
+    assert [e["wave"] for e in events if e["event"] == "wave_check"] == [1]
+    own_ids = set(json.loads(cli.run("status", run_id, "--json").stdout)["command_ids"].values())
+    own, checks = _split(emu, own_ids)
+    assert sorted(i for inv in checks for i in inv["instance_ids"]) == wave_one
+    assert invoked_instances({"invocations": own}) == dict.fromkeys(
+        (i for _r, i in fleet_ids(**TWO_REGIONS)), 1
+    )
+    report = json.loads(cli.run("report", run_id, "--format", "json").stdout)
+    assert [s["kind"] for s in report["linked_runs"]] == ["wave_check"]
+    assert report["summary"]["succeeded"] == 200

@@ -47,6 +47,7 @@ from fanout.control import (
 from fanout.errors import ConfigError, CredentialsError, ExitCode
 from fanout.launch import start_run
 from fanout.ledger import NO_LEDGER, LedgerStore
+from fanout.linked import stored_source
 from fanout.logs import configure_logging
 from fanout.quota import RegionQuotas
 from fanout.report import (
@@ -364,7 +365,8 @@ def retry_command(
 
     \b
     Same command and parameters; the instances are chosen by their reported state and
-    re-batched. Waves, budgets and pacing are the original run's unless given here. The
+    re-batched. Waves, budgets and pacing are the original run's unless given here, and so
+    are its wave check and its rollback on halt. The
     retry's results roll up into the original run's report. Secret parameter values are given
     again (--param-file, --params-json @FILE or FANOUT_PARAM_<NAME>) and must be the ones the
     run started with.
@@ -413,6 +415,9 @@ def retry_command(
         parent_run_id=run_id,
         allow_short_secret=True,  # the parent's values, checked against its fingerprints
         count_unreachable=count_unreachable or bool(parent.options.get("count_unreachable")),
+        wave_check=stored_source(parent, "wave_check"),
+        on_halt=stored_source(parent, "on_halt"),
+        on_halt_scope=_text(parent.options, "on_halt_scope") or "succeeded",
     )
     account = settings.account or account_key(credentials)
     confirm = confirm_plan(spec.command_id, store, settings, account) if ask else None

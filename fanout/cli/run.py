@@ -263,7 +263,7 @@ def resume_command(
             store,
             request,
             emit=emit,
-            linked=linked_runs(settings, credentials, store, SYSTEM_CLOCK),
+            linked=linked_runs(settings, credentials, store, SYSTEM_CLOCK, handle_signals=True),
         ),
     )
     finish(outcome, out)
