@@ -253,3 +253,39 @@ def test_a_halt_rolls_back_exactly_the_instances_that_succeeded(
     rollback_status = json.loads(cli.run("status", section["run_id"], "--json").stdout)
     assert rollback_status["parent_run_id"] == run_id
     assert rollback_status["target_count"] == len(succeeded)
+
+
+def test_plan_shows_each_waves_instances_per_region_as_the_run_sends_them(
+    emulator: Start, fanout_cli: Bind, tmp_path: Path
+) -> None:
+    """`fanout plan --waves 1%,10%,100%` on a 3-region fleet lists each wave's instances and
+    calls per region (every region in the 1 % canary) and sends nothing; the run then sends its
+    first wave with exactly those per-region counts (emulator state)."""
+    emu = emulator(**FLEET)
+    cli = fanout_cli(emu)
+    ids = fleet_ids(**FLEET)
+    common = ("--command-name", DEMO_COMMAND_NAME, "--targets", str(write_targets(tmp_path / "t", ids)),
+              "--waves", "1%,10%,100%")  # fmt: skip
+    plan = cli.run("plan", *common, "--json")
+    assert plan.returncode == 0, plan.stderr
+    doc = json.loads(plan.stdout)
+    assert [w["instances"] for w in doc["waves"]] == [10, 88, 877]
+    assert sum(w["calls"] for w in doc["waves"]) == doc["calls_needed"]
+    canary = doc["waves"][0]["regions"]
+    assert sorted(canary) == sorted(FLEET["regions"])
+    wave_of = _wave_of(ids, "1%,10%,100%")
+    region_of = {i: r for r, i in ids}
+    for wave in doc["waves"]:
+        expected = Counter(region_of[i] for i, w in wave_of.items() if w == wave["wave"] - 1)
+        assert {r: c["instances"] for r, c in wave["regions"].items()} == dict(expected)
+    assert emu.snapshot()["invocations"] == []
+    text = cli.run("plan", *common)
+    assert "waves (instances per region):" in text.stdout
+    line = next(x for x in text.stdout.splitlines() if x.strip().startswith("wave 1:"))
+    assert line.strip().startswith("wave 1: 10 instances, 3 calls (cn-beijing ")
+    done = cli.run("run", *common, "--pause-after-wave", "--yes", "--no-wait", "--rate", "0")
+    assert done.returncode == 5, done.stderr[-2000:]
+    sent = Counter(
+        inv["region"] for inv in emu.snapshot()["invocations"] for _ in inv["instance_ids"]
+    )
+    assert dict(sent) == {r: c["instances"] for r, c in canary.items()}

@@ -256,6 +256,7 @@ def plan_text(doc: Mapping[str, Any]) -> str:
         )
         lines += [f"    excluded: {n} {reason}" for reason, n in r["excluded_by_reason"].items()]
         lines.append(f"    daily quota: {r['daily_quota']} ({_quota_source(r)})")
+    lines += _wave_lines(doc.get("waves") or [])
     lines += _command_lines(doc.get("command"))
     if doc["days"] > 1:
         short = [name for name, r in doc["regions"].items() if r["days"] > 1]
@@ -265,6 +266,20 @@ def plan_text(doc: Mapping[str, Any]) -> str:
             "or exit 4 and `fanout resume` each day"
         )
     return "\n".join(lines)
+
+
+def _wave_lines(waves: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Each wave's instances per region (only when there are several waves)."""
+    if len(waves) < 2:
+        return []
+    lines = ["waves (instances per region):"]
+    for w in waves:
+        regions = ", ".join(f"{name} {r['instances']}" for name, r in w["regions"].items())
+        lines.append(
+            f"    wave {w['wave']}: {plural(w['instances'], 'instance')}, "
+            f"{plural(w['calls'], 'call')} ({regions})"
+        )
+    return lines
 
 
 _COMMAND_ACTIONS = {
