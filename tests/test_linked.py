@@ -134,6 +134,10 @@ def test_bad_linked_commands_are_refused_before_any_call(
         ),
         (("--on-halt-scope", "all-invoked"), "--on-halt-scope: only with"),
         (("--wave-check-command-name", DEMO_COMMAND_NAME), "only with --waves"),
+        (
+            ("--waves", "10%,100%", "--no-wait", "--wave-check-command-name", DEMO_COMMAND_NAME),
+            "not with --no-wait",
+        ),
         (("--on-halt-command-name", "no-such-command"), "no-such-command"),
         (("--on-halt-script", str(tmp_path / "missing.sh")), "cannot read"),
     ]

@@ -15,7 +15,7 @@ import click
 
 from fanout.aliyun.credentials import CredentialSource
 from fanout.aliyun.keys import account_key
-from fanout.cli.consent import confirm_plan, require_consent
+from fanout.cli.consent import confirm_plan, linked_note, require_consent
 from fanout.cli.exits import fail, guarded
 from fanout.cli.inputs import ParamInput, secret_values
 from fanout.cli.options import (
@@ -420,7 +420,8 @@ def retry_command(
         on_halt_scope=_text(parent.options, "on_halt_scope") or "succeeded",
     )
     account = settings.account or account_key(credentials)
-    confirm = confirm_plan(spec.command_id, store, settings, account) if ask else None
+    note = linked_note(request)
+    confirm = confirm_plan(spec.command_id, store, settings, account, note=note) if ask else None
     outcome = run_watched(
         watch,
         settings,

@@ -174,6 +174,8 @@ def read_rollout(flags: RolloutFlags, spend: SpendFlags) -> Rollout:
         raise ConfigError("--on-halt-scope: only with an --on-halt-... command")
     if wave_check is not None and not flags.waves:
         raise ConfigError("--wave-check-...: only with --waves (it runs between waves)")
+    if wave_check is not None and spend.wait is False:
+        raise ConfigError("--wave-check-...: not with --no-wait (it needs the wave's results)")
     tags = _parse_tags(flags.tags)
     tag_regions = _tag_regions(flags.regions, settings) if tags else ()
     explicit = _read_targets(flags, settings, tagged=bool(tags))

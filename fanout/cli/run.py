@@ -12,7 +12,7 @@ import anyio
 import click
 
 from fanout.aliyun.keys import account_key
-from fanout.cli.consent import confirm_plan, require_consent
+from fanout.cli.consent import confirm_plan, linked_note, require_consent
 from fanout.cli.exits import guarded
 from fanout.cli.inputs import ParamInput, parse_not_after, read_rollout, secret_values
 from fanout.cli.options import (
@@ -108,7 +108,11 @@ def run_command(rollout: RolloutFlags, spend: SpendFlags, watch: WatchFlags) -> 
     account = settings.account or account_key(credentials)
     # Only read to show the quota left: the ledger is created after the checks and the
     # preflight, so a refusal there (or "no") leaves no run and no file behind.
-    confirm = confirm_plan(request.spec.command_id, None, settings, account) if ask else None
+    confirm = (
+        confirm_plan(request.spec.command_id, None, settings, account, note=linked_note(request))
+        if ask
+        else None
+    )
     reader = reader_for(settings)
     prepared = anyio.run(
         lambda: prepare_run(
