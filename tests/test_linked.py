@@ -300,3 +300,26 @@ def test_a_resume_during_the_bake_runs_the_wave_check_once_then_the_next_wave(
     report = json.loads(cli.run("report", run_id, "--format", "json").stdout)
     assert [s["kind"] for s in report["linked_runs"]] == ["wave_check"]
     assert report["summary"]["succeeded"] == 200
+
+
+def test_the_rollout_table_takes_the_linked_commands(
+    emulator: Start, fanout_cli: Bind, tmp_path: Path
+) -> None:
+    """`[rollout]` keys set the wave check and the rollback as the flags do: checked before any
+    call (a scope without a command, a command that does not exist: exit 2 naming it)."""
+    emu = emulator(**ONE_REGION)
+    cli = fanout_cli(emu)
+    targets = write_targets(tmp_path / "t", fleet_ids(**ONE_REGION))
+    config = tmp_path / "rollout.toml"
+    for body, said in (
+        ('on_halt_scope = "all-invoked"\n', "--on-halt-scope: only with"),
+        ('on_halt_command_name = "no-such-rollback"\n', "no-such-rollback"),
+        ('waves = "10%,100%"\nwave_check_command_ids = { cn-hangzhou = "c-nope" }\n', "c-nope"),
+    ):
+        config.write_text(
+            f'[rollout]\ncommand_name = "{DEMO_COMMAND_NAME}"\ntargets = "{targets}"\n{body}'
+        )
+        done = cli.run("run", "--config", str(config), "--yes")
+        assert done.returncode == 2, (body, done.stderr)
+        assert said in done.stderr, (body, done.stderr)
+    assert "InvokeCommand" not in emu.snapshot()["regions"]["cn-hangzhou"]["calls"]

@@ -292,13 +292,20 @@ def with_rollout_table(
 
 
 # `[rollout]` keys whose flag field has another name.
-_TABLE_FLAGS = {"targets": "targets_file", "command_ids": "command_id"}
+_TABLE_FLAGS = {
+    "targets": "targets_file",
+    "command_ids": "command_id",
+    "wave_check_command_ids": "wave_check_command_id",
+    "on_halt_command_ids": "on_halt_command_id",
+}
+# `[rollout]` keys of one CommandId for every region: the one item of their repeatable flag.
+_ONE_ID_KEYS = frozenset({"command_id", "wave_check_command_id", "on_halt_command_id"})
 
 
 def _flag_value(key: str, value: object) -> object:
     """A `[rollout]` value as its flag field holds it: lists and `KEY=VALUE` tables as tuples,
     `command_id` (one id) as the one item of `--command-id`."""
-    if key == "command_id":
+    if key in _ONE_ID_KEYS:
         return (value,)
     if isinstance(value, dict):
         return tuple(f"{k}={v}" for k, v in value.items())
