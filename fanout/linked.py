@@ -36,6 +36,7 @@ from fanout.targets import Target
 __all__ = [
     "LINKED_KINDS",
     "ROLLBACK_SCOPES",
+    "CheckResult",
     "LinkedRuns",
     "kind_of",
     "linked_request",
@@ -74,6 +75,40 @@ class Outcome(Protocol):
 
 
 StartRun = Callable[[RunRequest, Emit], Awaitable[Outcome]]
+# A linked run that ended so finished its work (0: every instance succeeded, 1: some did not).
+_FINISHED_CODES = frozenset({0, 1})
+
+
+@dataclass(frozen=True, slots=True)
+class CheckResult:
+    """A wave's check: its linked run (None: no succeeded instance to check) and its counts."""
+
+    wave: int  # from 0
+    check_run_id: str | None
+    summary: Mapping[str, int]
+
+    @property
+    def instances(self) -> int:
+        """The instances checked."""
+        return sum(self.summary.values())
+
+    @property
+    def failures(self) -> int:
+        """The instances that did not pass: every one on which the check did not succeed."""
+        return self.instances - self.summary.get(InstanceState.SUCCEEDED, 0)
+
+    def event(self, run_id: str) -> dict[str, object]:
+        """The `wave_check` event (journaled: the run counted it)."""
+        return {
+            "run_id": run_id,
+            "wave": self.wave + 1,
+            "check_run_id": self.check_run_id,
+            "instances": self.instances,
+            "failures": self.failures,
+            "summary": dict(self.summary),
+        }
+
+
 ResumeRun = Callable[[str, Emit], Awaitable[Outcome]]
 
 
@@ -189,50 +224,52 @@ class LinkedRuns:
 
     async def check_wave(
         self, run: RunRecord, wave: int, targets: Sequence[Target], emit: Emit
-    ) -> int | None:
-        """Run the wave check of `wave` (from 0) on `targets`; the instances that did not pass.
+    ) -> CheckResult | None:
+        """Run the wave check of `wave` (from 0) on `targets`: its run and counts.
 
-        A check this wave already had is resumed if it did not end, and not counted again if
-        it did (None: nothing to count, as when the run has no check)."""
+        The run's journal says whether a check of this wave was already counted (its
+        `wave_check` event): then None, as when the run has no check. A check run of this wave
+        that did not end is resumed, one that ended is counted as it is; None too while the
+        check did not finish (its run interrupted: a resume goes on with it)."""
         source = stored_source(run, "wave_check")
         if source is None:
             return None
-        earlier = [
-            r
-            for r in await anyio.to_thread.run_sync(
-                linked_runs_of, self.store, run.run_id, "wave_check"
-            )
-            if r.options.get("check_wave") == wave + 1
-        ]
-        quiet = _calls_only(emit)
-        if earlier and earlier[-1].state in _ENDED:
+        judged, earlier = await anyio.to_thread.run_sync(self._check_history, run.run_id, wave)
+        if judged:
             return None
-        if earlier:
-            check_id = (await self.resume(earlier[-1].run_id, quiet)).run_id
+        quiet = _calls_only(emit)
+        if earlier is not None and earlier.state in _ENDED:
+            check_id = earlier.run_id
+        elif earlier is not None:
+            outcome = await self.resume(earlier.run_id, quiet)
+            if outcome.exit_code not in _FINISHED_CODES:
+                return None
+            check_id = outcome.run_id
         elif not targets:
-            emit("wave_check", {"run_id": run.run_id, "wave": wave + 1, "check_run_id": None,
-                                "instances": 0, "failures": 0, "summary": {}})  # fmt: skip
-            return 0
+            return CheckResult(wave, None, {})
         else:
             emit("wave_check_start", {"run_id": run.run_id, "wave": wave + 1,
                                       "instances": len(targets)})  # fmt: skip
             request = linked_request(run, targets, source, kind="wave_check", check_wave=wave + 1)
-            check_id = (await self.start(request, quiet)).run_id
+            outcome = await self.start(request, quiet)
+            if outcome.exit_code not in _FINISHED_CODES:
+                return None
+            check_id = outcome.run_id
         counts = await anyio.to_thread.run_sync(_counts, self.store, check_id)
-        checked = sum(counts.values())
-        failures = checked - counts.get(InstanceState.SUCCEEDED, 0)
-        emit(
-            "wave_check",
-            {
-                "run_id": run.run_id,
-                "wave": wave + 1,
-                "check_run_id": check_id,
-                "instances": checked,
-                "failures": failures,
-                "summary": counts,
-            },
+        return CheckResult(wave, check_id, counts)
+
+    def _check_history(self, run_id: str, wave: int) -> tuple[bool, RunRecord | None]:
+        """Whether the run counted a check of `wave` already, and its latest check run."""
+        judged = any(
+            kind == "wave_check" and data.get("wave") == wave + 1
+            for _id, _ts, kind, data in self.store.events(run_id)
         )
-        return failures
+        runs = [
+            r
+            for r in linked_runs_of(self.store, run_id, "wave_check")
+            if r.options.get("check_wave") == wave + 1
+        ]
+        return judged, (runs[-1] if runs else None)
 
     async def roll_back(self, run: RunRecord, emit: Emit) -> dict[str, object] | None:
         """Run the run's `--on-halt-...` command on its rollback scope; the `rollback` event

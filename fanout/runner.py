@@ -484,9 +484,12 @@ def _wave_check(
         targets = await anyio.to_thread.run_sync(
             succeeded_in_wave, ctx.store, run.run_id, dict(leg.wave_of), wave
         )
-        failures = await linked.check_wave(run, wave, targets, leg.emit)
-        if failures is not None:
-            leg.check_done(wave, failures)
+        result = await linked.check_wave(run, wave, targets, leg.emit)
+        # Counted (and journaled: counted once) unless the run halted meanwhile (Ctrl-C, stop):
+        # then a resume counts it.
+        if result is not None and not ctx.control.halted:
+            leg.emit("wave_check", result.event(run.run_id))
+            leg.check_done(wave, result.failures)
 
     return check
 
@@ -535,7 +538,7 @@ def _final_by_batch(store: LedgerStore, run_id: str) -> dict[str, list[str]]:
 
 # Run events the ledger's journal keeps too, with their time: what the report's timeline draws
 # beyond the batches' own times (wave bands, the error budget's halt, in-process quota waits).
-JOURNALED_EVENTS = frozenset({"wave_start", "wave", "halted", "quota_wait"})
+JOURNALED_EVENTS = frozenset({"wave_start", "wave", "halted", "quota_wait", "wave_check"})
 
 
 def _journaling(emit: Emit, ctx: InvokeContext) -> Emit:

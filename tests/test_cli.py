@@ -49,6 +49,7 @@ COMMANDS = (
     "report",
     "resume",
     "retry",
+    "rollback",
     "run",
     "runs",
     "status",

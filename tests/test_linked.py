@@ -323,3 +323,42 @@ def test_the_rollout_table_takes_the_linked_commands(
         assert done.returncode == 2, (body, done.stderr)
         assert said in done.stderr, (body, done.stderr)
     assert "InvokeCommand" not in emu.snapshot()["regions"]["cn-hangzhou"]["calls"]
+
+
+def test_a_check_interrupted_by_ctrl_c_is_counted_by_the_resume_not_run_again(
+    emulator: Start, fanout_cli: Bind, tmp_path: Path
+) -> None:
+    """Hosts break during the bake and Ctrl-C comes while the check runs: the run exits 5 (the
+    check's findings not counted yet); `resume` counts that check once - no check invocation
+    again - and halts (exit 3) on the wave's budget, before the second wave."""
+    emu = emulator(**TWO_REGIONS, exec_seconds=(0.5, 1.0))
+    cli = fanout_cli(emu)
+    targets = write_targets(tmp_path / "t", fleet_ids(**TWO_REGIONS))
+    proc = cli.start(
+        "run", "--script", str(_script(tmp_path)), "--targets", str(targets), "--waves", "10%,100%",
+        "--max-errors", "5%", "--wave-wait", "1s", "--wave-check-command-name", DEMO_COMMAND_NAME,
+        "--yes", "--json", "--rate", "0",
+    )  # fmt: skip
+    before = _lines_until(proc, "wave_wait")
+    wave_one = sorted(i for inv in emu.snapshot()["invocations"] for i in inv["instance_ids"])
+    control(emu, "instances", {"instance_ids": wave_one[:3], "status": "Stopped"})
+    before += _lines_until(proc, "wave_check_start")
+    proc.send_signal(signal.SIGINT)
+    assert proc.stdout is not None
+    after = [json.loads(line) for line in proc.stdout]
+    assert proc.wait(timeout=60) == 5, after[-1:]
+    assert not [e for e in before + after if e["event"] == "wave_check"]
+    run_id = before[0]["run_id"]
+    own_ids = set(json.loads(cli.run("status", run_id, "--json").stdout)["command_ids"].values())
+    _own, checks = _split(emu, own_ids)
+    checked = sorted(i for inv in checks for i in inv["instance_ids"])
+    assert checked == sorted(set(wave_one) - set(wave_one[:3]))
+    resumed = cli.run("resume", run_id, "--yes", "--json")
+    assert resumed.returncode == 3, resumed.stderr[-2000:]
+    events = [json.loads(line) for line in resumed.stdout.splitlines()]
+    (counted,) = [e for e in events if e["event"] == "wave_check"]
+    assert (counted["wave"], counted["failures"], counted["instances"]) == (1, 3, 20)
+    assert "by its wave check" in events[-1]["message"]
+    own, checks = _split(emu, own_ids)
+    assert sorted(i for inv in checks for i in inv["instance_ids"]) == checked  # not run again
+    assert sorted(i for inv in own for i in inv["instance_ids"]) == wave_one  # no second wave
