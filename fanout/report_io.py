@@ -79,7 +79,12 @@ def html_report(store: LedgerStore, run_id: str, *, now: float | None = None) ->
     """The HTML report of a run and its retries."""
     original = read_run(store, store.get_run(run_id))
     retries = [read_run(store, r) for r in retries_of(store, run_id)]
-    model = report_model(original, retries, generated_at=time.time() if now is None else now)
+    model = report_model(
+        original,
+        retries,
+        generated_at=time.time() if now is None else now,
+        linked=linked_sections(store, run_id),
+    )
     return render_html(model)
 
 

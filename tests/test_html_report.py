@@ -254,3 +254,28 @@ def test_a_run_that_sent_nothing_still_renders() -> None:
     html = render_html(report_model(only_excluded, generated_at=NOW))
     assert 'class="batch-mark' not in html
     assert "No instance failed." in html
+
+
+def test_rollbacks_and_wave_checks_are_a_section_of_their_own() -> None:
+    """The linked runs (report_io.linked_sections) get their own table, escaped, and change
+    none of the run's own rows or counts."""
+    original = synthetic_run(300)
+    plain = report_model(original, generated_at=NOW)
+    linked = [
+        {"run_id": "r-check", "kind": "wave_check", "wave": 1, "state": "finished", "exit_code": 1,
+         "command_id": "<b>check</b>", "target_count": 20, "summary": {"succeeded": 17, "excluded": 3}},
+        {"run_id": "r-undo", "kind": "rollback", "wave": None, "state": "finished", "exit_code": 0,
+         "command_id": "undo", "target_count": 5, "summary": {"succeeded": 5}},
+    ]  # fmt: skip
+    model = report_model(original, generated_at=NOW, linked=linked)
+    assert model["summary"] == plain["summary"]
+    assert model["table"] == plain["table"]
+    assert [(r["what"], r["counts"]) for r in model["linked"]] == [
+        ("wave 1 check", "17 succeeded, 3 excluded"),
+        ("rollback", "5 succeeded"),
+    ]
+    html = render_html(model)
+    assert "<h2>Rollbacks and wave checks</h2>" in html
+    assert "r-undo" in html
+    assert "&lt;b&gt;check&lt;/b&gt;" in html
+    assert "Rollbacks and wave checks" not in render_html(plain)

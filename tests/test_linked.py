@@ -85,6 +85,11 @@ def test_rollback_by_hand_runs_once_on_the_succeeded_and_spends_quota_as_a_run(
     )
     status = json.loads(cli.run("status", rollback_id, "--json").stdout)
     assert status["parent_run_id"] == run_id
+    table = cli.run("report", run_id).stdout
+    assert f"rollback: run {rollback_id} (" in table
+    html = cli.run("report", run_id, "--format", "html").stdout
+    assert "Rollbacks and wave checks" in html
+    assert rollback_id in html
     assert status["target_count"] == len(succeeded)
     calls = region["calls"]
     again = cli.run("rollback", run_id, "--script", str(undo), "--yes", "--json")
