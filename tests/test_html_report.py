@@ -7,6 +7,7 @@ import json
 import re
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -261,7 +262,7 @@ def test_rollbacks_and_wave_checks_are_a_section_of_their_own() -> None:
     none of the run's own rows or counts."""
     original = synthetic_run(300)
     plain = report_model(original, generated_at=NOW)
-    linked = [
+    linked: list[dict[str, Any]] = [
         {"run_id": "r-check", "kind": "wave_check", "wave": 1, "state": "finished", "exit_code": 1,
          "command_id": "<b>check</b>", "target_count": 20, "summary": {"succeeded": 17, "excluded": 3}},
         {"run_id": "r-undo", "kind": "rollback", "wave": None, "state": "finished", "exit_code": 0,
