@@ -315,6 +315,12 @@ async def _roll_back(
             if n
         )
         said = f"; rolled back by run {doc['rollback_run_id']} ({counts})"
+        code = doc.get("exit_code")
+        if code not in (0, 1):  # quota, interrupted, fatal: it has more to do
+            said += (
+                f"; the rollback did not finish (exit {code}): `fanout resume "
+                f"{doc['rollback_run_id']}`"
+            )
     return dataclasses.replace(outcome, message=outcome.message + said, rollback=doc)
 
 

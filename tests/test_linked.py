@@ -37,7 +37,8 @@ def _split(emu: EmulatorThread, own_ids: set[str]) -> tuple[list[Any], list[Any]
 
 def _halted_run(cli: Fanout, tmp_path: Path, *extra: str) -> tuple[str, set[str]]:
     """A half-failing run halted on its budget (exit 3): its id and its own CommandIds; a
-    rollback event only with an --on-halt-... command (off by default)."""
+    rollback event only with an --on-halt-... command (off by default). Its last line is kept
+    in the test folder (`end.json`)."""
     targets = write_targets(tmp_path / "t", fleet_ids(**ONE_REGION))
     done = cli.run(
         "run", "--command-name", DEMO_COMMAND_NAME, "--targets", str(targets),
@@ -45,6 +46,7 @@ def _halted_run(cli: Fanout, tmp_path: Path, *extra: str) -> tuple[str, set[str]
     )  # fmt: skip
     assert done.returncode == 3, done.stderr[-2000:]
     run_id = json.loads(done.stdout.splitlines()[0])["run_id"]
+    (tmp_path / "end.json").write_text(done.stdout.splitlines()[-1])
     rollbacks = [e for e in map(json.loads, done.stdout.splitlines()) if e["event"] == "rollback"]
     assert len(rollbacks) == (1 if any(x.startswith("--on-halt-") for x in extra) else 0)
     status = json.loads(cli.run("status", run_id, "--json").stdout)
@@ -367,3 +369,35 @@ def test_a_check_interrupted_by_ctrl_c_is_counted_by_the_resume_not_run_again(
     own, checks = _split(emu, own_ids)
     assert sorted(i for inv in checks for i in inv["instance_ids"]) == checked  # not run again
     assert sorted(i for inv in own for i in inv["instance_ids"]) == wave_one  # no second wave
+
+
+def test_a_rollback_out_of_quota_says_so_and_resumes_as_any_run(
+    emulator: Start, fanout_cli: Bind, tmp_path: Path
+) -> None:
+    """The region's daily quota is spent by the halted run: its rollback stops (exit 4) with
+    nothing sent, the run still exits 3 and its last line says how to go on; once quota frees,
+    `fanout resume` of the rollback finishes it on exactly the succeeded instances."""
+    emu = emulator(**ONE_REGION, exec_failure_fraction=0.5, exec_seconds=(0.0, 0.1), daily_quota=1)
+    cli = fanout_cli(emu)
+    undo = tmp_path / "undo.sh"
+    undo.write_text("echo undo\n")
+    run_id, own_ids = _halted_run(cli, tmp_path, "--on-halt-script", str(undo))
+    own, rollback = _split(emu, own_ids)
+    assert len(own) == 1  # the first wave: one call, the whole quota
+    assert rollback == []
+    report = json.loads(cli.run("report", run_id, "--format", "json").stdout)
+    (section,) = report["linked_runs"]
+    assert section["exit_code"] == 4
+    end = json.loads((tmp_path / "end.json").read_text())
+    assert end["exit_code"] == 3
+    assert end["rollback"]["exit_code"] == 4
+    said = f"the rollback did not finish (exit 4): `fanout resume {section['run_id']}`"
+    assert said in end["message"]
+    control(emu, "quota/reset", {})
+    resumed = cli.run("resume", section["run_id"], "--yes", "--daily-quota", "10", "--json")
+    assert resumed.returncode in (0, 1), resumed.stderr[-2000:]
+    _, rollback = _split(emu, own_ids)
+    succeeded = {
+        e["instance_id"] for inv in own for e in inv["executions"] if e["status"] == "Success"
+    }
+    assert sorted(i for inv in rollback for i in inv["instance_ids"]) == sorted(succeeded)
