@@ -1,7 +1,8 @@
 """Linked runs (issue 15): the rollback of a halted run, by hand and its refusals; wave checks.
 
 Each linked run is a run of its own - its own ledger rows, quota reservations and CommandId -
-proven from the emulator's state."""
+proven from the emulator's state; the by-hand rollback and the check counted by a resume run
+on both ledgers (SQLite, PostgreSQL)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,14 @@ from pathlib import Path
 from typing import Any
 
 from fanout.emulator import DEMO_COMMAND_NAME, EmulatorThread
-from tests.conftest import Fanout, control, fleet_ids, invoked_instances, write_targets
+from tests.conftest import (
+    Fanout,
+    both_backends,
+    control,
+    fleet_ids,
+    invoked_instances,
+    write_targets,
+)
 from tests.test_schemas import validate
 
 Start = Callable[..., EmulatorThread]
@@ -53,6 +61,7 @@ def _halted_run(cli: Fanout, tmp_path: Path, *extra: str) -> tuple[str, set[str]
     return run_id, set(status["command_ids"].values())
 
 
+@both_backends
 def test_rollback_by_hand_runs_once_on_the_succeeded_and_spends_quota_as_a_run(
     emulator: Start, fanout_cli: Bind, tmp_path: Path
 ) -> None:
@@ -332,6 +341,7 @@ def test_the_rollout_table_takes_the_linked_commands(
     assert "InvokeCommand" not in emu.snapshot()["regions"]["cn-hangzhou"]["calls"]
 
 
+@both_backends
 def test_a_check_interrupted_by_ctrl_c_is_counted_by_the_resume_not_run_again(
     emulator: Start, fanout_cli: Bind, tmp_path: Path
 ) -> None:
