@@ -96,6 +96,9 @@ def test_rollback_by_hand_runs_once_on_the_succeeded_and_spends_quota_as_a_run(
     )
     status = json.loads(cli.run("status", rollback_id, "--json").stdout)
     assert status["parent_run_id"] == run_id
+    runs = {r["run_id"]: r for r in json.loads(cli.run("runs", "--json").stdout)}
+    assert (runs[rollback_id]["kind"], runs[run_id]["kind"]) == ("rollback", "run")
+    assert f"(rollback of {run_id})" in cli.run("runs").stdout
     table = cli.run("report", run_id).stdout
     assert f"rollback: run {rollback_id} (" in table
     html = cli.run("report", run_id, "--format", "html").stdout

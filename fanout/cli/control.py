@@ -47,7 +47,7 @@ from fanout.control import (
 from fanout.errors import ConfigError, CredentialsError, ExitCode
 from fanout.launch import start_run
 from fanout.ledger import NO_LEDGER, LedgerStore
-from fanout.linked import stored_source
+from fanout.linked import kind_of, stored_source
 from fanout.logs import configure_logging
 from fanout.quota import RegionQuotas
 from fanout.report import (
@@ -116,6 +116,7 @@ def runs_command(limit: int, common: CommonFlags) -> None:
             "target_count": r.target_count,
             "created_at": iso(r.created_at),
             "parent_run_id": r.parent_run_id,
+            "kind": kind_of(r),
         }
         for r in (store.list_runs(limit) if store is not None else [])
     ]

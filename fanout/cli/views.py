@@ -311,11 +311,20 @@ def _quota_source(region: Mapping[str, Any]) -> str:
     return "default: the account's could not be read"
 
 
+def _linked_to(run: Mapping[str, Any]) -> str:
+    """`  (rollback of r...)` for a linked run in `fanout runs`."""
+    kind, parent = run.get("kind"), run.get("parent_run_id")
+    if not parent or kind not in ("retry", "rollback", "wave_check"):
+        return ""
+    what = {"retry": "retry", "rollback": "rollback", "wave_check": "wave check"}[kind]
+    return f"  ({what} of {parent})"
+
+
 def runs_text(doc: Sequence[Mapping[str, Any]]) -> str:
     """The `fanout runs` list, one line per run."""
     lines = [
         f"{d['run_id']}  {d['state']:<11} exit={d['exit_code']!s:<4} {d['target_count']:>8} targets"
-        f"  {d['command_id']}  {d['created_at']}"
+        f"  {d['command_id']}  {d['created_at']}" + _linked_to(d)
         for d in doc
     ]
     return "\n".join(lines) or "no runs"
