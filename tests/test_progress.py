@@ -280,21 +280,22 @@ def test_run_on_a_terminal_declined_spends_nothing(
 
 
 def test_the_header_counts_down_the_bake_time_then_shows_the_check() -> None:
-    """Between two waves the header shows the bake time left on the model's clock, then the
-    wave check running, and nothing once the next wave starts."""
+    """Between two waves a line under the header shows the bake time left on the model's clock,
+    then the wave check running, and is gone once the next wave starts."""
     model = fed([(0.0, "run", RUN), (0.1, "wave_start", {"wave": 1, "waves": 2})])
     model.feed("wave", {"wave": 1, "failures": 0}, 1.0)
     model.feed("wave_wait", {"wave": 1, "until": 1_800_000_030.0, "wait_s": 30.0}, 1.0)
-    assert "wave 1 baking: 30s left" in screenshot(model.view(1.0)).splitlines()[0]
-    assert "wave 1 baking: 18s left" in screenshot(model.view(13.2)).splitlines()[0]
-    assert "wave 1 baking: 0s left" in screenshot(model.view(99.0)).splitlines()[0]
+    assert screenshot(model.view(1.0)).splitlines()[1] == "wave 1 baking: 30s left"
+    assert screenshot(model.view(13.2)).splitlines()[1] == "wave 1 baking: 18s left"
+    assert screenshot(model.view(99.0)).splitlines()[1] == "wave 1 baking: 0s left"
     model.feed("wave_check_start", {"wave": 1, "instances": 20}, 31.0)
-    assert "wave 1 check: 20 instances" in screenshot(model.view(31.0)).splitlines()[0]
+    assert screenshot(model.view(31.0)).splitlines()[1] == "wave 1 check: 20 instances"
     model.feed("wave_check", {"wave": 1, "failures": 0, "instances": 20}, 33.0)
     model.feed("wave_start", {"wave": 2, "waves": 2}, 33.5)
-    header = screenshot(model.view(34.0)).splitlines()[0]
-    assert "baking" not in header
-    assert "check" not in header
+    text = screenshot(model.view(34.0))
+    assert "baking" not in text
+    assert "check" not in text
+    assert text.splitlines()[1].split()[:2] == ["region", "done"]
 
 
 # Run in the child's new session: take the pty (stdin) as the controlling terminal, then exec.
