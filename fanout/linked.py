@@ -86,6 +86,12 @@ class CheckResult:
     wave: int  # from 0
     check_run_id: str | None
     summary: Mapping[str, int]
+    exit_code: int = 0  # the check run's: 0 or 1 when it finished
+
+    @property
+    def finished(self) -> bool:
+        """Whether the check ran to its end (else: quota, fatal; a resume goes on with it)."""
+        return self.exit_code in _FINISHED_CODES
 
     @property
     def instances(self) -> int:
@@ -229,8 +235,8 @@ class LinkedRuns:
 
         The run's journal says whether a check of this wave was already counted (its
         `wave_check` event): then None, as when the run has no check. A check run of this wave
-        that did not end is resumed, one that ended is counted as it is; None too while the
-        check did not finish (its run interrupted: a resume goes on with it)."""
+        that did not end is resumed, one that ended is counted as it is; a check that did not
+        finish (quota, fatal, interrupted) says so (`CheckResult.finished`)."""
         source = stored_source(run, "wave_check")
         if source is None:
             return None
@@ -239,12 +245,10 @@ class LinkedRuns:
             return None
         quiet = _calls_only(emit)
         if earlier is not None and earlier.state in _ENDED:
-            check_id = earlier.run_id
+            check_id, code = earlier.run_id, earlier.exit_code or 0
         elif earlier is not None:
             outcome = await self.resume(earlier.run_id, quiet)
-            if outcome.exit_code not in _FINISHED_CODES:
-                return None
-            check_id = outcome.run_id
+            check_id, code = outcome.run_id, int(outcome.exit_code)
         elif not targets:
             return CheckResult(wave, None, {})
         else:
@@ -252,11 +256,9 @@ class LinkedRuns:
                                       "instances": len(targets)})  # fmt: skip
             request = linked_request(run, targets, source, kind="wave_check", check_wave=wave + 1)
             outcome = await self.start(request, quiet)
-            if outcome.exit_code not in _FINISHED_CODES:
-                return None
-            check_id = outcome.run_id
+            check_id, code = outcome.run_id, int(outcome.exit_code)
         counts = await anyio.to_thread.run_sync(_counts, self.store, check_id)
-        return CheckResult(wave, check_id, counts)
+        return CheckResult(wave, check_id, counts, code)
 
     def _check_history(self, run_id: str, wave: int) -> tuple[bool, RunRecord | None]:
         """Whether the run counted a check of `wave` already, and its latest check run."""

@@ -492,10 +492,19 @@ def _wave_check(
         )
         result = await linked.check_wave(run, wave, targets, leg.emit)
         # Counted (and journaled: counted once) unless the run halted meanwhile (Ctrl-C, stop):
-        # then a resume counts it.
-        if result is not None and not ctx.control.halted:
-            leg.emit("wave_check", result.event(run.run_id))
-            leg.check_done(wave, result.failures)
+        # then a resume counts it. A check that could not finish halts the run: no wave goes
+        # out unchecked.
+        if result is None or ctx.control.halted:
+            return
+        if not result.finished:
+            ctx.control.halt(
+                HaltReason.CHECK,
+                f"the check of wave {wave + 1} (run {result.check_run_id}) did not finish "
+                f"(exit {result.exit_code}); a resume goes on with it",
+            )
+            return
+        leg.emit("wave_check", result.event(run.run_id))
+        leg.check_done(wave, result.failures)
 
     return check
 

@@ -414,3 +414,36 @@ def test_a_rollback_out_of_quota_says_so_and_resumes_as_any_run(
         e["instance_id"] for inv in own for e in inv["executions"] if e["status"] == "Success"
     }
     assert sorted(i for inv in rollback for i in inv["instance_ids"]) == sorted(succeeded)
+
+
+def test_a_check_that_cannot_finish_holds_the_next_wave_until_resume(
+    emulator: Start, fanout_cli: Bind, tmp_path: Path
+) -> None:
+    """The first wave spends the region's whole daily quota (`--daily-quota 1`): its check
+    cannot send (exit 4), so the run holds (exit 5, naming the check) and no second wave goes
+    out unchecked; with more quota, `resume` resumes that check run, counts it, and sends the
+    second wave."""
+    emu = emulator(**ONE_REGION, exec_seconds=(0.0, 0.1))
+    cli = fanout_cli(emu)
+    targets = write_targets(tmp_path / "t", fleet_ids(**ONE_REGION))
+    done = cli.run(
+        "run", "--script", str(_script(tmp_path)), "--targets", str(targets), "--waves", "10%,100%",
+        "--wave-check-command-name", DEMO_COMMAND_NAME, "--yes", "--json", "--rate", "0",
+        "--daily-quota", "1",
+    )  # fmt: skip
+    assert done.returncode == 5, done.stderr[-2000:]
+    events = [json.loads(line) for line in done.stdout.splitlines()]
+    run_id = events[0]["run_id"]
+    assert "the check of wave 1 (run r" in events[-1]["message"]
+    assert "did not finish (exit 4); a resume goes on with it" in events[-1]["message"]
+    own_ids = set(json.loads(cli.run("status", run_id, "--json").stdout)["command_ids"].values())
+    own, checks = _split(emu, own_ids)
+    wave_one = sorted(i for inv in own for i in inv["instance_ids"])
+    assert (len(wave_one), checks) == (20, [])
+    resumed = cli.run("resume", run_id, "--yes", "--json", "--daily-quota", "10")
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    own, checks = _split(emu, own_ids)
+    assert sorted(i for inv in checks for i in inv["instance_ids"]) == wave_one
+    assert len({i for inv in own for i in inv["instance_ids"]}) == 200
+    report = json.loads(cli.run("report", run_id, "--format", "json").stdout)
+    assert [(s["kind"], s["state"]) for s in report["linked_runs"]] == [("wave_check", "finished")]
