@@ -447,3 +447,36 @@ def test_a_check_that_cannot_finish_holds_the_next_wave_until_resume(
     assert len({i for inv in own for i in inv["instance_ids"]}) == 200
     report = json.loads(cli.run("report", run_id, "--format", "json").stdout)
     assert [(s["kind"], s["state"]) for s in report["linked_runs"]] == [("wave_check", "finished")]
+
+
+def test_a_run_halted_again_after_resume_rolls_back_only_its_new_successes(
+    emulator: Start, fanout_cli: Bind, tmp_path: Path
+) -> None:
+    """Halted with a rollback, resumed, halted again: the second rollback takes only the
+    instances that succeeded since - every succeeded instance is rolled back exactly once
+    (emulator state), by two linked runs."""
+    emu = emulator(**ONE_REGION, exec_failure_fraction=0.5, exec_seconds=(0.0, 0.1))
+    cli = fanout_cli(emu)
+    undo = tmp_path / "undo.sh"
+    undo.write_text("echo undo\n")
+    targets = write_targets(tmp_path / "t", fleet_ids(**ONE_REGION))
+    first = cli.run(
+        "run", "--command-name", DEMO_COMMAND_NAME, "--targets", str(targets), "--waves",
+        "10%,20%,100%", "--max-errors", "5%", "--on-halt-script", str(undo), "--yes", "--json",
+        "--rate", "0",
+    )  # fmt: skip
+    assert first.returncode == 3, first.stderr[-2000:]
+    run_id = json.loads(first.stdout.splitlines()[0])["run_id"]
+    again = cli.run("resume", run_id, "--yes", "--json", "--rate", "0")
+    assert again.returncode == 3, again.stderr[-2000:]
+    end = json.loads(again.stdout.splitlines()[-1])
+    assert end["rollback"]["rollback_run_id"]
+    own_ids = set(json.loads(cli.run("status", run_id, "--json").stdout)["command_ids"].values())
+    own, rollback = _split(emu, own_ids)
+    succeeded = {
+        e["instance_id"] for inv in own for e in inv["executions"] if e["status"] == "Success"
+    }
+    rolled = [i for inv in rollback for i in inv["instance_ids"]]
+    assert sorted(rolled) == sorted(succeeded)  # each once, across both rollbacks
+    report = json.loads(cli.run("report", run_id, "--format", "json").stdout)
+    assert [s["kind"] for s in report["linked_runs"]] == ["rollback", "rollback"]
