@@ -26,9 +26,9 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import anyio
 import structlog
 
+from fanout import eventloop
 from fanout.aliyun.command import SPEC_OPTIONS, CommandSpec, check_options, oss_output_delivery
 from fanout.aliyun.credentials import CredentialSource, load_credentials
 from fanout.clock import SYSTEM_CLOCK
@@ -331,12 +331,12 @@ async def resume(
 
 def rollout_blocking(targets: Sequence[Target], **kwargs: Any) -> RunOutcome:
     """`rollout` for code without an event loop."""
-    return anyio.run(lambda: rollout(targets, **kwargs), backend="asyncio")
+    return eventloop.run(lambda: rollout(targets, **kwargs))
 
 
 def resume_blocking(run_id: str, **kwargs: Any) -> RunOutcome:
     """`resume` for code without an event loop."""
-    return anyio.run(lambda: resume(run_id, **kwargs), backend="asyncio")
+    return eventloop.run(lambda: resume(run_id, **kwargs))
 
 
 def status(run_id: str, *, settings: Settings | None = None) -> dict[str, object]:

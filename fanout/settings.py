@@ -61,7 +61,8 @@ class Settings:
     # The account's per-call instance limit as far as fanout knows (the API does not report it):
     # 50 in the seed document, 100 by default today, raisable by a quota ticket up to... 100 here.
     max_batch_size: int = 50
-    concurrency: int = 16  # InvokeCommand calls in flight, all regions together
+    # InvokeCommand calls in flight, all regions together: 8 regions at their own 8 (README).
+    concurrency: int = 64
     region_concurrency: int = 8  # InvokeCommand calls in flight per region
     # Preflight / tag Describe calls in flight per region, every region at once (README: why 8).
     preflight_concurrency: int = 8

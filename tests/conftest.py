@@ -95,10 +95,14 @@ class Fanout:
     def _record(self, proc: subprocess.Popen[str]) -> None:
         """Keep the process's command line as /proc shows it (read while it runs: it reads
         empty for a moment while the new program is being loaded, and once it has exited)."""
+        # Before the exec the child shows this process's own command line; on a loaded machine
+        # the exec can take a while, so wait for it (bounded) rather than a fixed few tries.
+        own = Path("/proc/self/cmdline").read_bytes()
+        deadline = time.monotonic() + 10
         with contextlib.suppress(OSError):
-            for _ in range(100):
+            while time.monotonic() < deadline and proc.poll() is None:
                 line = Path(f"/proc/{proc.pid}/cmdline").read_bytes()
-                if line:
+                if line and line != own:
                     self.cmdlines.append(line)
                     return
                 time.sleep(0.002)

@@ -5,9 +5,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-import anyio
 import click
 
+from fanout import eventloop
 from fanout.aliyun.keys import account_key
 from fanout.cli.exits import guarded
 from fanout.cli.options import SpendFlags, credentials_for, ledger_for, spend_options
@@ -65,7 +65,7 @@ def commands_command(prune: bool, account: str | None, spend: SpendFlags) -> Non
                     pruned.extend(await prune_commands(store, client, account=mine))
                 counts.update(await region_counts(client, regions))
 
-        anyio.run(ask, backend="asyncio")
+        eventloop.run(ask)
     doc: dict[str, Any] = command_listing(store, account)
     for region, found in counts.items():
         doc["regions"].setdefault(region, {"kept_by_fanout": 0, "commands": []}).update(found)

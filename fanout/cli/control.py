@@ -10,9 +10,9 @@ from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
-import anyio
 import click
 
+from fanout import eventloop
 from fanout.aliyun.credentials import CredentialSource
 from fanout.aliyun.keys import account_key
 from fanout.cli.consent import confirm_plan, linked_note, require_consent
@@ -287,7 +287,7 @@ def quota_command(
             async with client_for(settings, credentials) as client:
                 return await account_quotas(settings, client, sorted(known))
 
-        live = anyio.run(read, backend="asyncio")
+        live = eventloop.run(read)
     doc = quota_document(store, account, settings, sorted(known), live, now)
     Out(as_json=common.as_json).document(doc, quota_text(doc))
 
@@ -494,7 +494,7 @@ def stop_command(
         async with client_for(settings, credentials) as client:
             return await stop_run(store, client, run_id, options)
 
-    result = anyio.run(stop, backend="asyncio")
+    result = eventloop.run(stop)
     doc = {
         "run_id": result.run_id,
         "state": result.state.value,

@@ -8,9 +8,9 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-import anyio
 import click
 
+from fanout import eventloop
 from fanout.aliyun.keys import account_key
 from fanout.aliyun.permissions import policy_document
 from fanout.cli.exits import guarded
@@ -99,7 +99,7 @@ def doctor_command(
             )
             return found, reports
 
-    creds_doc, reports = anyio.run(run, backend="asyncio")
+    creds_doc, reports = eventloop.run(run)
     ok = "error" not in creds_doc and bool(reports) and all(r.ok for r in reports)
     doc = {
         "ok": ok,

@@ -17,9 +17,9 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
-import anyio
 import click
 
+from fanout import eventloop
 from fanout.aliyun.command import CommandSpec, oss_output_delivery
 from fanout.aliyun.credentials import CredentialSource
 from fanout.aliyun.endpoints import KNOWN_REGIONS
@@ -621,7 +621,7 @@ def _with_tagged(
         async with client_for(settings, credentials) as client:
             return await resolve_tags(client, regions, tags)
 
-    found = anyio.run(resolve, backend="asyncio")
+    found = eventloop.run(resolve)
     label = ",".join(f"{k}={v}" for k, v in tags.items())
     if found:
         text = "".join(f"{t.region},{t.instance_id}\n" for t in found)

@@ -8,9 +8,9 @@ import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
-import anyio
 import click
 
+from fanout import eventloop
 from fanout.aliyun.keys import account_key
 from fanout.cli.consent import confirm_plan, linked_note, require_consent
 from fanout.cli.exits import guarded
@@ -75,7 +75,7 @@ def run_watched(
     if watchers.server is not None:
         click.echo(f"metrics: {watchers.server.url}", err=True)
     try:
-        outcome: RunOutcome = anyio.run(lambda: start(watchers.emit(out.event)), backend="asyncio")
+        outcome: RunOutcome = eventloop.run(lambda: start(watchers.emit(out.event)))
     finally:
         watchers.close()
     return outcome
@@ -114,11 +114,10 @@ def run_command(rollout: RolloutFlags, spend: SpendFlags, watch: WatchFlags) -> 
         else None
     )
     reader = reader_for(settings)
-    prepared = anyio.run(
+    prepared = eventloop.run(
         lambda: prepare_run(
             settings, credentials, request, reader=reader or NO_LEDGER, confirm=confirm
         ),
-        backend="asyncio",
     )
     if reader is not None:
         reader.close()
@@ -154,7 +153,7 @@ def plan_command(rollout: RolloutFlags, spend: SpendFlags) -> None:
     store = reader_for(settings) or NO_LEDGER  # plan spends nothing and creates nothing
     # The command is checked even with --no-preflight (one free DescribeCommands per region);
     # a script's command is looked up, never created.
-    excluded, resolution, quotas = anyio.run(
+    excluded, resolution, quotas = eventloop.run(
         lambda: preview_preflight(
             settings,
             credentials,
@@ -164,7 +163,6 @@ def plan_command(rollout: RolloutFlags, spend: SpendFlags) -> None:
             store=store,
             instances=request.preflight,
         ),
-        backend="asyncio",
     )
     now = time.time()
     start = settings.quota.window_start(now)
@@ -328,7 +326,7 @@ def demo_command(folder: Path | None, as_json: bool, clean: bool) -> None:
             click.echo("no demo files to remove", err=True)
         return
     out = Out(as_json=as_json)
-    result = anyio.run(lambda: run_demo(folder, emit=out.event), backend="asyncio")
+    result = eventloop.run(lambda: run_demo(folder, emit=out.event))
     counts = result.status["instances"]
     assert isinstance(counts, dict)
     complete = sum(counts.values()) == result.status["target_count"]
