@@ -441,8 +441,8 @@ _ROLLOUT = _collected(
         click.option(
             "--wave-wait",
             help="Bake time after each wave's results are in, before the next wave "
-            "(e.g. 30s, 5m, 1h). It only delays the next wave: failures that show later are not "
-            "seen by fanout.",
+            "(e.g. 30s, 5m, 1h). Without a --wave-check-... command it only delays the next "
+            "wave: failures that show later are not seen by fanout.",
         ),
         click.option(
             "--count-unreachable",
