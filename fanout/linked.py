@@ -184,14 +184,16 @@ def linked_request(
     *,
     kind: str,
     parameters: Mapping[str, str] | None = None,
+    secret_keys: tuple[str, ...] = (),
     check_wave: int | None = None,
 ) -> RunRequest:
     """A linked run on `targets` with `source`'s command: all at once, no error budget,
-    results awaited, the parent's pacing."""
+    results awaited, the parent's pacing (`secret_keys`: parameters stored as fingerprints)."""
     return RunRequest(
         targets=tuple(targets),
         spec=CommandSpec(command_id=label(source), parameters=parameters),
         source=source,
+        secret_keys=secret_keys,
         wait=True,
         parent_run_id=parent.run_id,
         kind=kind,

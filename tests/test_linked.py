@@ -13,7 +13,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from fanout.emulator import DEMO_COMMAND_NAME, EmulatorThread
+from fanout.emulator import DEMO_COMMAND_NAME, DEMO_PARAM_COMMAND_NAME, EmulatorThread
 from tests.conftest import (
     Fanout,
     both_backends,
@@ -480,3 +480,29 @@ def test_a_run_halted_again_after_resume_rolls_back_only_its_new_successes(
     assert sorted(rolled) == sorted(succeeded)  # each once, across both rollbacks
     report = json.loads(cli.run("report", run_id, "--format", "json").stdout)
     assert [s["kind"] for s in report["linked_runs"]] == ["rollback", "rollback"]
+
+
+def test_rollback_by_hand_takes_parameters_checked_against_its_command(
+    emulator: Start, fanout_cli: Bind, tmp_path: Path
+) -> None:
+    """`fanout rollback --command-name` of a command with parameters: without them it is
+    refused before any call (exit 2, the spec rule named); with them it runs on the succeeded
+    instances."""
+    emu = emulator(**ONE_REGION, exec_failure_fraction=0.5, exec_seconds=(0.0, 0.1))
+    cli = fanout_cli(emu)
+    run_id, own_ids = _halted_run(cli, tmp_path)
+    calls = emu.snapshot()["regions"]["cn-hangzhou"]["calls"].get("InvokeCommand")
+    bare = cli.run("rollback", run_id, "--command-name", DEMO_PARAM_COMMAND_NAME, "--yes")
+    assert bare.returncode == 2, bare.stderr
+    assert "S11" in bare.stderr
+    assert emu.snapshot()["regions"]["cn-hangzhou"]["calls"].get("InvokeCommand") == calls
+    done = cli.run(
+        "rollback", run_id, "--command-name", DEMO_PARAM_COMMAND_NAME, "--param", "name=app",
+        "--param", "version=1.0.0", "--yes", "--json",
+    )  # fmt: skip
+    assert done.returncode in (0, 1), done.stderr[-2000:]
+    own, rollback = _split(emu, own_ids)
+    succeeded = {
+        e["instance_id"] for inv in own for e in inv["executions"] if e["status"] == "Success"
+    }
+    assert sorted(i for inv in rollback for i in inv["instance_ids"]) == sorted(succeeded)

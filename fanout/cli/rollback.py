@@ -16,7 +16,7 @@ import click
 from fanout.aliyun.keys import account_key
 from fanout.cli.consent import confirm_plan, require_consent
 from fanout.cli.exits import guarded
-from fanout.cli.inputs import ParamInput, read_linked_source, read_params
+from fanout.cli.inputs import ParamInput, read_linked_source, read_params, secret_keys_of
 from fanout.cli.options import (
     SpendFlags,
     WatchFlags,
@@ -33,7 +33,7 @@ from fanout.errors import ConfigError, UsageError
 from fanout.launch import start_run
 from fanout.ledger import RunState
 from fanout.linked import ROLLBACK_SCOPES, linked_request, rollback_targets
-from fanout.logs import configure_logging
+from fanout.logs import configure_logging, register_secret
 
 __all__ = ["rollback_command"]
 
@@ -92,6 +92,9 @@ def rollback_command(
             "--command-name NAME or --script FILE"
         )
     parameters = read_params(ParamInput(params, params_json, param_file), env=os.environ)
+    secret_keys = secret_keys_of(parameters, ())  # names that look secret: never stored
+    for key in secret_keys:
+        register_secret((parameters or {}).get(key))
     store = ledger_for(settings, run_id=run_id)
     parent = store.get_run(run_id)
     if parent.state is RunState.RUNNING and (parent.lease_until or 0) > time.time():
@@ -104,7 +107,9 @@ def rollback_command(
             f"nothing to roll back in {run_id} (no instance {scope.replace('-', ' ')})",
         )
         return
-    request = linked_request(parent, targets, source, kind="rollback", parameters=parameters)
+    request = linked_request(
+        parent, targets, source, kind="rollback", parameters=parameters, secret_keys=secret_keys
+    )
     credentials = credentials_for(settings)
     account = settings.account or account_key(credentials)
     confirm = confirm_plan(request.spec.command_id, store, settings, account) if ask else None
