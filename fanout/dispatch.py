@@ -22,7 +22,7 @@ refusal says so, not a burst of `--concurrency` of them.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 import anyio
@@ -52,6 +52,8 @@ class WaveOptions:
     pause_after_wave: bool
     wave_wait_s: float = 0.0  # --wave-wait: bake time after a wave's results, before the next
     bake_until: float | None = None  # a bake time a resumed run still owes (epoch s)
+    # --wave-check: at the end of a wave's bake time, on its succeeded instances (linked run)
+    check: Callable[[int], Awaitable[None]] | None = None
 
 
 class _Waves:
@@ -130,8 +132,8 @@ async def _wave_loop(
 ) -> None:
     """Open each wave, wait for every region's share, collect and judge, then the next."""
     control = ctx.control
-    if options.bake_until is not None and waves.waves and waves.waves[0] > 0:
-        await _bake(ctx, leg, waves.waves[0] - 1, options.bake_until)  # owed from before
+    if waves.waves and waves.waves[0] > 0:  # a resume: what the wave before still owes
+        await _after_wave(ctx, leg, options, waves.waves[0] - 1, options.bake_until)
     for index, wave in enumerate(waves.waves):
         if _halted(control):  # no wave starts once halted (or past the change window)
             return
@@ -157,8 +159,20 @@ async def _wave_loop(
         if options.pause_after_wave and not last:
             control.halt(HaltReason.PAUSE)
             return
-        if options.wave_wait_s > 0 and not last:
-            await _bake(ctx, leg, wave, ctx.clock.time() + options.wave_wait_s)
+        if not last:
+            until = ctx.clock.time() + options.wave_wait_s if options.wave_wait_s > 0 else None
+            await _after_wave(ctx, leg, options, wave, until)
+
+
+async def _after_wave(
+    ctx: InvokeContext, leg: Leg, options: WaveOptions, wave: int, bake_until: float | None
+) -> None:
+    """Between `wave` and the next: its bake time (until `bake_until`), then its check on the
+    wave's succeeded instances (a check that already ran is not counted again)."""
+    if bake_until is not None:
+        await _bake(ctx, leg, wave, bake_until)
+    if options.check is not None and not _halted(ctx.control):
+        await options.check(wave)
 
 
 def _wave_over(control: RunControl, leg: Leg, wave: int) -> bool:
@@ -187,7 +201,7 @@ async def _bake(ctx: InvokeContext, leg: Leg, wave: int, until: float) -> None:
     now = ctx.clock.time()
     if until <= now:
         return
-    data = {"run_id": ctx.run_id, "wave": wave + 1, "until": until}
+    data = {"run_id": ctx.run_id, "wave": wave + 1, "until": until, "wait_s": until - now}
     leg.emit("wave_wait", {**data, "until": iso(until)})  # times out are ISO-8601 (README)
     ctx.ledger.post(AppendEvent(ctx.run_id, "wave_wait", now, data))  # a resume reads epoch s
     await ctx.control.sleep(until - now)

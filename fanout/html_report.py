@@ -120,9 +120,14 @@ def _meta(ledgers: Sequence[RunLedger]) -> dict[str, tuple[str, str, int]]:
 
 
 def report_model(
-    original: RunLedger, retries: Sequence[RunLedger] = (), *, generated_at: float
+    original: RunLedger,
+    retries: Sequence[RunLedger] = (),
+    *,
+    generated_at: float,
+    linked: Sequence[Mapping[str, Any]] = (),
 ) -> dict[str, Any]:
-    """Everything the HTML report shows, from ledger records only (retries oldest first)."""
+    """Everything the HTML report shows, from ledger records only (retries oldest first;
+    `linked`: the rollbacks and wave checks, `fanout.report_io.linked_sections`)."""
     ledgers = (original, *retries)
     run_states = {lg.run.run_id: lg.run.state for lg in ledgers}
     rows = roll_up(original.instances, (lg.instances for lg in retries))
@@ -154,6 +159,22 @@ def report_model(
         "timeline": _timeline(ledgers),
         "table": _table(rows, states, meta, group_of, ledgers),
         "states": list(REPORTED_STATES),
+        "linked": [_linked_row(section) for section in linked],
+    }
+
+
+def _linked_row(section: Mapping[str, Any]) -> dict[str, Any]:
+    """A rollback's or a wave check's row: what it was, its run, state and counts."""
+    kind = section.get("kind")
+    summary = section.get("summary") or {}
+    return {
+        "what": f"wave {section.get('wave')} check" if kind == "wave_check" else "rollback",
+        "run_id": section.get("run_id"),
+        "command_id": section.get("command_id"),
+        "state": section.get("state"),
+        "exit_code": section.get("exit_code"),
+        "target_count": section.get("target_count"),
+        "counts": ", ".join(f"{n} {state}" for state, n in summary.items() if n),
     }
 
 

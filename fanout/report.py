@@ -9,7 +9,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 
 from fanout.ledger.model import InstanceRecord, RunRecord, RunState, reported_state
@@ -199,8 +199,13 @@ def render_report(
     only: ReportFilter | None = None,
     command_ids: Mapping[str, str | None] | None = None,
     instance_waves: Mapping[tuple[str, str], int] | None = None,
+    *,
+    linked: Sequence[Mapping[str, object]] = (),
 ) -> str:
     """Per-instance results as `table`, `json` (one document) or `csv`.
+
+    `linked` are the run's rollbacks and wave checks (`fanout.report_io.linked_sections`):
+    a section of their own in `table` and `json` (`linked_runs`), never rolled up.
 
     `run_states` gives the state of each run the rows come from (retries rolled up); `waves`
     each batch's wave (from 1); `instance_waves` each (region, instance)'s wave in the reported
@@ -239,6 +244,7 @@ def render_report(
             "by_error_code": by_error,
             "by_exit_code": by_exit,
             "instances": rows,
+            "linked_runs": [dict(section) for section in linked],
         }
         return json.dumps(doc, indent=2)
     if fmt == "csv":
@@ -247,7 +253,26 @@ def render_report(
         writer.writeheader()
         writer.writerows(rows)
         return buf.getvalue()
-    return _table(rows, summary, by_error, by_region)
+    return _table(rows, summary, by_error, by_region) + "".join(
+        _linked_line(section) for section in linked
+    )
+
+
+def _linked_line(section: Mapping[str, object]) -> str:
+    """A rollback's or a wave check's line under the table."""
+    summary = section.get("summary")
+    counts = ", ".join(
+        f"{state.replace('_', ' ')} {n}"
+        for state, n in (summary.items() if isinstance(summary, Mapping) else ())
+        if n
+    )
+    what = (
+        f"wave {section.get('wave')} check" if section.get("kind") == "wave_check" else "rollback"
+    )
+    return (
+        f"{what}: run {section.get('run_id')} ({section.get('command_id')}), "
+        f"{section.get('state')}: {counts or 'no instances'}\n"
+    )
 
 
 def _table(

@@ -327,6 +327,17 @@ _ROLLOUT_KEYS: Mapping[str, type] = {
     "max_errors": str,
     "wave_max_failures": str,
     "wave_wait": str,
+    # Linked runs (fanout.linked), each with the command sources of the run's own command:
+    # a check after each wave's bake time, a rollback when the run halts on its budget.
+    "wave_check_command_id": str,
+    "wave_check_command_ids": dict,
+    "wave_check_command_name": str,
+    "wave_check_script": str,
+    "on_halt_command_id": str,
+    "on_halt_command_ids": dict,
+    "on_halt_command_name": str,
+    "on_halt_script": str,
+    "on_halt_scope": str,
     "frequency": str,
     "repeat_mode": str,
     "timed": bool,

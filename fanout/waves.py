@@ -131,6 +131,7 @@ class Leg:
     wave_of: dict[str, int] = field(default_factory=dict)  # batch id -> wave
     wave_sizes: dict[int, int] = field(default_factory=dict)  # wave -> its instances
     wave_failures: dict[int, int] = field(default_factory=dict)
+    check_failures: dict[int, int] = field(default_factory=dict)  # wave -> failed its check
     ends: dict[BatchEnd, int] = field(default_factory=dict)
 
     def know(self, batches: Sequence[BatchRecord]) -> None:
@@ -226,6 +227,13 @@ class Leg:
         )
         self.judge_wave(wave)
 
+    def check_done(self, wave: int, failures: int) -> None:
+        """The wave's check (`--wave-check-...`) ended: the instances that did not pass count
+        against the wave's budget, which is judged again."""
+        self.wave_failures[wave] = self.wave_failures.get(wave, 0) + failures
+        self.check_failures[wave] = self.check_failures.get(wave, 0) + failures
+        self.judge_wave(wave)
+
     def judge_wave(self, wave: int) -> None:
         """Halt the run if the wave's own failures are over its rule (`--wave-max-failures`)."""
         failures = self.wave_failures.get(wave, 0)
@@ -234,8 +242,10 @@ class Leg:
         if allowed is None or failures <= allowed:
             return
         assert self.rule is not None
+        checked = self.check_failures.get(wave)
+        by_check = f" ({checked} of them by its wave check)" if checked else ""
         detail = (
-            f"wave {wave + 1} had {failures} failed of {size} instances, over the "
+            f"wave {wave + 1} had {failures} failed of {size} instances{by_check}, over the "
             f"{allowed} allowed by {self.rule.describe()}"
         )
         if self.control.halt(HaltReason.BUDGET, detail):

@@ -50,6 +50,7 @@ COMMANDS = (
     "report",
     "resume",
     "retry",
+    "rollback",
     "run",
     "runs",
     "status",

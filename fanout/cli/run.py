@@ -12,7 +12,7 @@ import click
 
 from fanout import eventloop
 from fanout.aliyun.keys import account_key
-from fanout.cli.consent import confirm_plan, require_consent
+from fanout.cli.consent import confirm_plan, linked_note, require_consent
 from fanout.cli.exits import guarded
 from fanout.cli.inputs import ParamInput, parse_not_after, read_rollout, secret_values
 from fanout.cli.options import (
@@ -28,9 +28,10 @@ from fanout.cli.options import (
     watch_options,
 )
 from fanout.cli.views import Out, finish, plan_text
+from fanout.clock import SYSTEM_CLOCK
 from fanout.dispatch import OPEN_BATCH_STATES
 from fanout.errors import DeclinedError
-from fanout.launch import prepare_run, preview_preflight, store_and_drive
+from fanout.launch import linked_runs, prepare_run, preview_preflight, store_and_drive
 from fanout.ledger import (
     NO_LEDGER,
     LedgerStore,
@@ -107,7 +108,11 @@ def run_command(rollout: RolloutFlags, spend: SpendFlags, watch: WatchFlags) -> 
     account = settings.account or account_key(credentials)
     # Only read to show the quota left: the ledger is created after the checks and the
     # preflight, so a refusal there (or "no") leaves no run and no file behind.
-    confirm = confirm_plan(request.spec.command_id, None, settings, account) if ask else None
+    confirm = (
+        confirm_plan(request.spec.command_id, None, settings, account, note=linked_note(request))
+        if ask
+        else None
+    )
     reader = reader_for(settings)
     prepared = eventloop.run(
         lambda: prepare_run(
@@ -170,6 +175,8 @@ def plan_command(rollout: RolloutFlags, spend: SpendFlags) -> None:
         duplicates=len(read.duplicates),
         now=now,
         quotas=quotas,
+        waves=request.waves,
+        wave_order=request.wave_order,
     )
     if resolution is not None:
         doc["command"] = resolution.summary()
@@ -270,7 +277,14 @@ def resume_command(
         settings,
         store,
         out,
-        lambda emit: resume_run(settings, credentials, store, request, emit=emit),
+        lambda emit: resume_run(
+            settings,
+            credentials,
+            store,
+            request,
+            emit=emit,
+            linked=linked_runs(settings, credentials, store, SYSTEM_CLOCK, handle_signals=True),
+        ),
     )
     finish(outcome, out)
 
