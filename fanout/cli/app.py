@@ -19,6 +19,7 @@ from fanout.cli.control import COMMANDS as CONTROL_COMMANDS
 from fanout.cli.doctor import doctor_command
 from fanout.cli.exits import EXIT_CODES, one_line
 from fanout.cli.run import COMMANDS as RUN_COMMANDS
+from fanout.cli.simulate import simulate_command
 from fanout.emulator.cli import emulator_command
 from fanout.errors import ExitCode
 
@@ -84,4 +85,5 @@ def main() -> None:
 for _command in (*RUN_COMMANDS, *CONTROL_COMMANDS, *COMMAND_COMMANDS):
     main.add_command(_command)
 main.add_command(doctor_command)
+main.add_command(simulate_command)
 main.add_command(emulator_command, name="emulator")
