@@ -42,9 +42,7 @@ class Clock:
 
     __slots__ = ("_anchor", "_frozen_at", "_moved", "_scale", "_wall", "offset_s")
 
-    def __init__(
-        self, *, time_scale: float = 1.0, wall: Callable[[], float] = time.time
-    ) -> None:
+    def __init__(self, *, time_scale: float = 1.0, wall: Callable[[], float] = time.time) -> None:
         self.offset_s = 0.0
         self._wall = wall
         self._scale = time_scale
