@@ -12,7 +12,7 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
-from fanout.plan import estimate_region, make_plan
+from fanout.plan import estimate_region, make_plan, parse_waves
 from fanout.quota import QuotaPolicy, RegionQuotas
 from fanout.report import iso
 from fanout.targets import Target
@@ -52,8 +52,13 @@ def plan_document(
     duplicates: int,
     now: float,
     quotas: RegionQuotas | None = None,
+    waves: str | None = None,
+    wave_order: str = "spread",
 ) -> dict[str, Any]:
     """The `fanout plan` document of `targets` less the `(region, instance_id)` in `excluded`.
+
+    `waves` (`--waves`, with `wave_order`) cut the batches as the run will: each wave's share of
+    a region is batched on its own, so a region may need a call more per wave.
 
     `used` is the quota already spent per region (calls, oldest call) and `duplicates` the number
     of duplicate targets dropped; `now` (epoch seconds) dates the ETAs. `quotas` are the regions'
@@ -61,7 +66,13 @@ def plan_document(
     """
     quotas = quotas or RegionQuotas(settings.quota)
     kept = [t for t in targets if (t.region, t.instance_id) not in excluded]
-    plan = make_plan("plan", kept, batch_size=settings.batch_size)
+    plan = make_plan(
+        "plan",
+        kept,
+        batch_size=settings.batch_size,
+        waves=parse_waves(waves, len(kept)) if waves else None,
+        wave_order=wave_order,
+    )
     per_region = Counter(t.region for t in targets)
     calls_by_region = Counter(b.region for b in plan.batches)
     reasons_by_region: dict[str, Counter[str]] = {}

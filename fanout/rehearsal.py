@@ -21,6 +21,7 @@ __all__ = [
     "eta_check",
     "invariant_problems",
     "region_timelines",
+    "wave_finish",
 ]
 
 DAY_S = 86_400.0
@@ -53,17 +54,24 @@ class RegionTimeline:
 
 @dataclass(frozen=True, slots=True)
 class EtaCheck:
-    """The plan's ETA beside the simulated finish (seconds after the start)."""
+    """The plan's ETA beside the simulated finish (seconds after the start).
+
+    `replanned_s` is the same estimate for the calls the quota was actually charged with:
+    an attempt whose answer was lost or refused with a 5xx is counted (the API may have
+    counted it), so faults can push calls into another quota day that the plan, made before
+    any fault, could not foresee. The simulated finish is judged against that estimate.
+    """
 
     planned_s: float
+    replanned_s: float
     simulated_s: float
     tolerance_s: float
     per_region: Mapping[str, tuple[float, float]] = field(default_factory=dict)
 
     @property
     def difference_s(self) -> float:
-        """Simulated minus planned."""
-        return self.simulated_s - self.planned_s
+        """Simulated minus re-planned."""
+        return self.simulated_s - self.replanned_s
 
     @property
     def within(self) -> bool:
@@ -204,8 +212,44 @@ def calls_per_day(accepted: Iterable[Accepted], start_s: float) -> dict[str, dic
     return {region: dict(sorted(c.items())) for region, c in sorted(days.items())}
 
 
+def wave_finish(
+    calls: Mapping[int, Mapping[str, int]],
+    past_calls: Mapping[str, Sequence[float]],
+    *,
+    daily_quota: Mapping[str, int],
+    wave_gap_s: float,
+    call_gap_s: float,
+) -> dict[str, float]:
+    """When each region's last call can go (seconds after the start) if waves go in order,
+    every region's share of wave w (`calls[w][region]`) under its rolling 24 h quota, and wave
+    w + 1 opens `wave_gap_s` after the last call of wave w anywhere (its results collected).
+
+    `fanout plan` estimates each region alone; a wave's barrier makes every region wait for
+    the one whose quota ran out, which this estimate follows. `past_calls` are calls already
+    charged before the start (negative seconds), `call_gap_s` the time between two calls."""
+    sent = {region: sorted(times) for region, times in past_calls.items()}
+    last = dict.fromkeys({r for shares in calls.values() for r in shares}, 0.0)
+    opens = 0.0
+    for wave in sorted(calls):
+        wave_last = opens
+        for region, count in calls[wave].items():
+            moment = opens
+            times = sent.setdefault(region, [])
+            limit = max(daily_quota.get(region, 1), 1)
+            for _ in range(count):
+                if len(times) >= limit:  # the limit-th last call must be a day old
+                    moment = max(moment, times[-limit] + DAY_S)
+                times.append(moment)
+                last[region] = moment
+                moment += call_gap_s
+            wave_last = max(wave_last, last[region])
+        opens = wave_last + wave_gap_s
+    return last
+
+
 def eta_check(
     planned: Mapping[str, float],
+    replanned: Mapping[str, float],
     simulated: Mapping[str, float],
     *,
     waves: int,
@@ -213,13 +257,15 @@ def eta_check(
     exec_max_s: float,
     wave_wait_s: float,
 ) -> EtaCheck:
-    """The plan's finish (its last call, seconds after the start, per region) beside the
-    simulated finish (the last result). The tolerance is what the plan leaves out: per wave
-    and once more at the end, the slowest execution and one poll interval, and the bake."""
-    per_region = {r: (planned[r], simulated.get(r, 0.0)) for r in sorted(planned)}
+    """The plan's finish (its last call, seconds after the start, per region; `replanned` for
+    the calls charged) beside the simulated finish (the last result). The tolerance is what
+    the plan leaves out: per wave and once more at the end, the slowest execution and one poll
+    interval, and the bake."""
+    per_region = {r: (replanned.get(r, planned[r]), simulated.get(r, 0.0)) for r in sorted(planned)}
     tolerance = (waves + 1) * (exec_max_s + poll_interval_s) + waves * wave_wait_s
     return EtaCheck(
         planned_s=max(planned.values(), default=0.0),
+        replanned_s=max(replanned.values(), default=0.0),
         simulated_s=max(simulated.values(), default=0.0),
         tolerance_s=tolerance,
         per_region=per_region,

@@ -41,7 +41,7 @@ from fanout.launch import prepare_run, store_and_drive
 from fanout.ledger import NO_LEDGER, LedgerStore, RunState, open_ledger
 from fanout.ledger.model import reported_state
 from fanout.plan import parse_waves
-from fanout.plan_summary import plan_document
+from fanout.plan_summary import PLAN_CALL_LATENCY_S, plan_document
 from fanout.rehearsal import (
     Accepted,
     EtaCheck,
@@ -50,6 +50,7 @@ from fanout.rehearsal import (
     eta_check,
     invariant_problems,
     region_timelines,
+    wave_finish,
 )
 from fanout.report_io import html_report, write_file
 from fanout.request import ResumeRequest, RunRequest
@@ -164,7 +165,10 @@ async def rehearse(
             stop_poll_s=max(settings.stop_poll_s, _STOP_POLL_S),
         )
         start_s = clock.time()
-        plan = plan_document(request.targets, {}, settings, {}, duplicates=0, now=start_s)
+        plan = plan_document(
+            request.targets, {}, settings, {}, duplicates=0, now=start_s,
+            waves=request.waves, wave_order=request.wave_order,
+        )  # fmt: skip
         store = open_ledger(str(ledger_path))
         try:
             kill_at = _kill_times(options, start_s, plan)
@@ -295,8 +299,11 @@ def _findings(
     waves = {b.client_token: b.wave for b in store.load_batches(outcome.run_id)}
     planned = {r: float(e["finish_after_s"]) for r, e in plan["regions"].items()}
     simulated = {r: t - run.start_s for r, t in finished.items()}
+    wave_gap_s = options.exec_seconds[1] + settings.poll_interval_s + (request.wave_wait_s or 0)
+    replanned = _replanned(store, outcome.run_id, settings, quotas, wave_gap_s)
     eta = eta_check(
         planned,
+        replanned,
         simulated,
         waves=len(parse_waves(request.waves, len(request.targets))) if request.waves else 1,
         poll_interval_s=settings.poll_interval_s,
@@ -319,6 +326,26 @@ def _findings(
         ledger=Path(settings.ledger or ""),
         report=run.report,
         plan=plan,
+    )
+
+
+def _replanned(
+    store: LedgerStore,
+    run_id: str,
+    settings: Settings,
+    quotas: Mapping[str, int],
+    wave_gap_s: float,
+) -> dict[str, float]:
+    """The estimate per region for the calls the quota was charged with (each batch's
+    attempts: retries of lost answers and 5xx included, each counted before it was sent),
+    wave by wave (`fanout.rehearsal.wave_finish`)."""
+    calls: dict[int, dict[str, int]] = {}
+    for batch in store.load_batches(run_id):
+        shares = calls.setdefault(batch.wave, {})
+        shares[batch.region] = shares.get(batch.region, 0) + max(batch.attempts, 1)
+    throughput = settings.rate_per_s or settings.region_concurrency / PLAN_CALL_LATENCY_S
+    return wave_finish(
+        calls, {}, daily_quota=quotas, wave_gap_s=wave_gap_s, call_gap_s=1.0 / throughput
     )
 
 

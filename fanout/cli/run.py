@@ -172,6 +172,8 @@ def plan_command(rollout: RolloutFlags, spend: SpendFlags) -> None:
         duplicates=len(read.duplicates),
         now=now,
         quotas=quotas,
+        waves=request.waves,
+        wave_order=request.wave_order,
     )
     if resolution is not None:
         doc["command"] = resolution.summary()

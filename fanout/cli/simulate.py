@@ -272,7 +272,8 @@ def _text(result: Rehearsal) -> str:
         f"finished after {_span(result.end_s - result.start_s)} simulated, in "
         f"{result.real_s:.1f} s real; {result.kills} kills, {result.legs} legs",
         f"outcome: exit {int(out.exit_code)} ({out.state.value}): {out.message}",
-        f"plan ETA: {_span(eta.planned_s)}; simulated finish: {_span(eta.simulated_s)} "
+        f"plan ETA: {_span(eta.planned_s)}; for the calls charged (retries included): "
+        f"{_span(eta.replanned_s)}; simulated finish: {_span(eta.simulated_s)} "
         f"(difference {_span(eta.difference_s)}, tolerance {_span(eta.tolerance_s)}: "
         f"{'within' if eta.within else 'OUTSIDE'})",
     ]
@@ -312,6 +313,7 @@ def _document(result: Rehearsal) -> dict[str, Any]:
         "state": result.outcome.state.value,
         "eta": {
             "planned_s": eta.planned_s,
+            "replanned_s": eta.replanned_s,
             "simulated_s": eta.simulated_s,
             "difference_s": eta.difference_s,
             "tolerance_s": eta.tolerance_s,
