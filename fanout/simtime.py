@@ -78,7 +78,8 @@ class SimulatedLoop(asyncio.SelectorEventLoop):
         self._real0 = time.monotonic()
         self._executor_jobs = 0
         self._thread_limiter: anyio.CapacityLimiter | None = None
-        self._selector = _IdleJumpSelector(self._selector, self)  # type: ignore[has-type,assignment]
+        inner: selectors.BaseSelector = self._selector  # type: ignore[has-type]
+        self._selector = _IdleJumpSelector(inner, self)
 
     def time(self) -> float:
         """Simulated monotonic seconds: scaled real time plus every idle jump (thread-safe)."""

@@ -221,7 +221,8 @@ async def _legs(
             run_id.append(str(data["run_id"]))
         emit(kind, data)
 
-    secrets = {k: request.spec.parameters[k] for k in request.secret_keys}
+    params = request.spec.parameters or {}
+    secrets = {k: params[k] for k in request.secret_keys if k in params}
     pending = list(kill_at)
     for leg in range(1, _MAX_LEGS + 1):
         outcome: RunOutcome | None = None
@@ -290,7 +291,7 @@ def _findings(
         (i.region, i.instance_id): reported_state(i.state, stored_run.state)
         for i in store.iter_instances(outcome.run_id)
     }
-    quotas = {r: options.daily_quota - settings.quota_reserve for r in state["regions"]}
+    quotas = dict.fromkeys(state["regions"], options.daily_quota - settings.quota_reserve)
     refused = {r: s["refused"] for r, s in state["regions"].items()}
     problems = invariant_problems(accepted, refused, ledger_states, len(request.targets), quotas)
     if outcome.state is RunState.RUNNING:

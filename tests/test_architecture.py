@@ -36,6 +36,7 @@ PACKAGE_ROOT = Path(fanout.__file__).parent
 # The modules that take data and return data. Listed explicitly: a module that moves or is
 # split must be added here by hand, not silently dropped.
 PURE_MODULES = (
+    "fanout.rehearsal",
     "fanout._lazy",
     "fanout.targets",
     "fanout.plan",

@@ -51,6 +51,7 @@ COMMANDS = (
     "retry",
     "run",
     "runs",
+    "simulate",
     "status",
     "stop",
 )

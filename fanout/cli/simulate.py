@@ -124,6 +124,9 @@ def simulate_command(rollout: Any, spend: SpendFlags, sim: _SimFlags) -> None:
     configure_logging(spend.common.log_level)
     _refuse_real_only(spend)
     folder = sim.out or Path(tempfile.mkdtemp(prefix="fanout-simulate-"))
+    if (folder / "ledger.sqlite3").exists():  # its runs and quota calls would mix with these
+        msg = f"--out {folder}: already holds a simulated ledger; give a new folder"
+        raise UsageError(msg)
     options, rollout = _world(sim, rollout, spend, folder)
     read = read_rollout(rollout, spend, credentials=SIMULATION_CREDENTIALS)
     request, settings = read.request, read.settings
@@ -177,7 +180,7 @@ def _world(
             sim.error_rate,
             sim.throttle_rate,
             sim.lost_answer_rate,
-        ),  # fmt: skip
+        ),
         kills=sim.kills,
         time_scale=sim.time_scale,
         latency_ms=sim.latency_ms,

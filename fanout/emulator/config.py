@@ -186,8 +186,6 @@ class EmulatorConfig:
         if not 0 <= self.port <= 65535:
             found.append("port: must be within 0..65535")
         found += self._realism_problems()
-        if not 0 < self.time_scale <= _MAX_TIME_SCALE:
-            found.append(f"time_scale: must be within 0..{_MAX_TIME_SCALE:g} (and not 0)")
         if self.max_clock_skew_s <= 0:
             found.append("max_clock_skew_s: must be > 0")
         if not self.access_keys:
@@ -200,6 +198,8 @@ class EmulatorConfig:
             found.append("output_bytes: must be >= 0")
         if self.stop_mode not in STOP_MODES:
             found.append(f"stop_mode: must be one of {', '.join(STOP_MODES)}")
+        if not 0 < self.time_scale <= _MAX_TIME_SCALE:
+            found.append(f"time_scale: must be within 0..{_MAX_TIME_SCALE:g} (and not 0)")
         if self.throttle_window_s <= 0:
             found.append("throttle_window_s: must be > 0")
         if self.throttle_code not in THROTTLE_CODES:
