@@ -73,3 +73,18 @@ def test_simulate_refuses_a_real_endpoint(tmp_path: Path) -> None:
     assert out.exit_code == 2
     assert "--endpoint: fanout simulate runs its own emulator" in out.output
     assert not (tmp_path / "ledger.sqlite3").exists()
+
+
+def test_simulate_command_prints_the_timeline_and_checks_the_invariants(tmp_path: Path) -> None:
+    """`fanout simulate` with run's flags: two regions at one call a day cross a quota day with
+    --wait-for-quota; it prints each region's quota day and exits 0 with every invariant held."""
+    out = CliRunner().invoke(
+        main,
+        ["simulate", "--instances", "200", "--regions", "cn-hangzhou,cn-beijing",
+         "--daily-quota", "1", "--wait-for-quota", "--exec-seconds", "5:20",
+         "--out", str(tmp_path / "sim"), "--log-level", "warning"],
+    )  # fmt: skip
+    assert out.exit_code == 0, out.output
+    assert "quota day 1 used up" in out.stdout
+    assert "every invariant held" in out.stdout
+    assert (tmp_path / "sim" / "report.html").exists()
