@@ -43,7 +43,8 @@ def test_a_lost_outcome_and_a_claimed_result_break_nothing_lost() -> None:
     accepted = [_call(0, "a", "i-1")]
     states = {("cn-hangzhou", "i-1"): "pending", ("cn-hangzhou", "i-2"): "succeeded"}
     problems = invariant_problems(accepted, {}, states, 2, {"cn-hangzhou": 5})
-    assert len(problems) == 3 and all(p.startswith("I2") for p in problems)
+    assert len(problems) == 3
+    assert all(p.startswith("I2") for p in problems)
 
 
 def test_more_calls_than_the_quota_in_24_hours_break_the_quota() -> None:
