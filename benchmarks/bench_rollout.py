@@ -47,9 +47,7 @@ def _quiet_logs() -> None:
 def _timed(argv: list[str]) -> float:
     """Seconds `fanout ARGV` takes in a fresh interpreter (its output discarded)."""
     start = time.perf_counter()
-    subprocess.run(
-        [sys.executable, "-m", "fanout", *argv], check=True, capture_output=True
-    )
+    subprocess.run([sys.executable, "-m", "fanout", *argv], check=True, capture_output=True)
     return time.perf_counter() - start
 
 
