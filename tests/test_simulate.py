@@ -64,6 +64,49 @@ def test_rollout_across_quota_days_with_waves_faults_and_kills(tmp_path: Path) -
     assert result.report.exists()
 
 
+def test_must_show_20000_instances_in_4_regions_across_two_quota_days(tmp_path: Path) -> None:
+    """The issue's size: 20 000 instances, 4 regions, 50 calls a region a day (100 batches a
+    region: two quota days), waves, failing executions, unreachable agents, 5xx, lost answers
+    and three kills; the invariants hold from the emulator's state and the simulated finish is
+    within the re-estimated ETA's tolerance. Results are polled every 30 simulated seconds
+    (executions run 10-600 s): each sweep costs real CPU, see benchmarks/RESULTS.md."""
+    options = SimulationOptions(
+        folder=tmp_path,
+        regions=REGIONS,
+        instances_per_region=5000,
+        seed=18,
+        exec_seconds=(10.0, 600.0),
+        faults=FaultRates(exec_failure=0.02, unreachable=0.01, server_error=0.01, lost_answer=0.01),
+        kills=3,
+        daily_quota=50,
+    )
+    fleet = Fleet.from_config(simulation_fleet(options))
+    targets = tuple(
+        Target(region, inst.instance_id)
+        for region in REGIONS
+        for inst in fleet.regions[region].instances
+    )
+    source = CommandNameSource(DEMO_COMMAND_NAME)
+    request = RunRequest(
+        targets=targets,
+        spec=CommandSpec(command_id=label(source), timeout_s=900),
+        source=source,
+        waves="1%,10%,50%,100%",
+        max_errors="10%",
+        wait=True,
+        wait_for_quota=True,
+    )
+    settings = Settings(daily_quota=50, poll_interval_s=30.0)
+    result = run_simulated(
+        lambda clock: rehearse(settings, request, options, clock, emit=lambda _k, _d: None)
+    )
+    assert result.problems == ()
+    assert result.kills == 3
+    assert all(days[1] == 50 for days in result.calls_per_day.values())
+    assert all(len(days) >= 2 for days in result.calls_per_day.values())
+    assert result.eta.within, result.eta
+
+
 def test_simulate_refuses_a_real_endpoint(tmp_path: Path) -> None:
     """An option of real runs is refused with one line and exit 2, nothing simulated."""
     out = CliRunner().invoke(
