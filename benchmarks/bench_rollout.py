@@ -10,7 +10,7 @@ Figures: real wall time, CPU seconds per 1 000 instances, peak RSS, ledger bytes
 `fanout status` and `fanout report --format csv` times on the finished ledger, the invariants.
 Targets: <= 15 min real on 2 cores, <= 500 MB peak RSS, status <= 2 s, report <= 60 s.
 Usage: python -m benchmarks.bench_rollout [--instances N] [--regions R] [--daily-quota Q]
-       [--kills K] [--profile FILE]
+       [--kills K] [--poll-interval S] [--profile FILE] [--keep DIR]
 """
 
 from __future__ import annotations
@@ -80,7 +80,7 @@ def _rehearse(args: argparse.Namespace, folder: Path) -> Rehearsal:
         wait=True,
         wait_for_quota=True,
     )
-    settings = Settings(daily_quota=args.daily_quota, poll_interval_s=5.0)
+    settings = Settings(daily_quota=args.daily_quota, poll_interval_s=args.poll_interval)
     return run_simulated(
         lambda clock: rehearse(settings, request, options, clock, emit=lambda _k, _d: None)
     )
@@ -92,6 +92,9 @@ def main() -> None:
     parser.add_argument("--regions", type=int, default=20)
     parser.add_argument("--daily-quota", type=int, default=500)
     parser.add_argument("--kills", type=int, default=20)
+    parser.add_argument(
+        "--poll-interval", type=float, default=30.0, help="results sweeps, simulated seconds"
+    )
     parser.add_argument("--profile", help="write a cProfile of the rehearsal here")
     parser.add_argument("--keep", help="keep the ledger in this folder")
     args = parser.parse_args()
@@ -118,6 +121,7 @@ def main() -> None:
             "instances": args.instances,
             "regions": args.regions,
             "daily_quota": args.daily_quota,
+            "poll_interval_s": args.poll_interval,
             "real_s": round(wall, 1),
             "simulated_s": round(result.end_s - result.start_s),
             "cpu_s": round(cpu, 1),
