@@ -108,11 +108,13 @@ async def keep_lease(
     lease_s: float,
     control: RunControl,
     last_event: int,
+    stop_poll_s: float = STOP_POLL_S,
 ) -> None:
-    """Renew the lease while this process drives the run; obey `fanout stop` requests."""
+    """Renew the lease while this process drives the run; obey `fanout stop` requests (looked
+    for every `stop_poll_s`)."""
     renewed = clock.monotonic()
     while True:
-        await clock.sleep(STOP_POLL_S)
+        await clock.sleep(min(stop_poll_s, lease_s / 3))
         events = await anyio.to_thread.run_sync(store.events, run.run_id, last_event)
         if events:
             last_event = events[-1][0]

@@ -57,10 +57,13 @@ def plan_document(
 ) -> dict[str, Any]:
     """The `fanout plan` document of `targets` less the `(region, instance_id)` in `excluded`.
 
+    `waves` (`--waves`, with `wave_order`) cut the batches as the run will: each wave's share of
+    a region is batched on its own, so a region may need a call more per wave.
+
     `used` is the quota already spent per region (calls, oldest call) and `duplicates` the number
     of duplicate targets dropped; `now` (epoch seconds) dates the ETAs. `quotas` are the regions'
-    daily limits as read from the API (None: the settings' limit everywhere). `waves` and
-    `wave_order` cut the plan as `run` will: each wave's instances and calls per region.
+    daily limits as read from the API (None: the settings' limit everywhere); the document
+    lists each wave's instances and calls per region.
     """
     quotas = quotas or RegionQuotas(settings.quota)
     kept = [t for t in targets if (t.region, t.instance_id) not in excluded]

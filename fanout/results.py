@@ -280,7 +280,10 @@ class Collector:
 
             tg.start_soon(on_halt)
             while self._watches:
-                self._idle = anyio.Event()
+                # One event for every waiter: two regions lagging in one wave drain at once,
+                # and a second fresh event would leave the first waiter asleep for ever.
+                if self._idle.is_set():
+                    self._idle = anyio.Event()
                 await self._idle.wait()
             tg.cancel_scope.cancel()
 

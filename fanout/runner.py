@@ -463,6 +463,7 @@ async def _leg(
             settings.lease_s,
             ctx.control,
             last_event,
+            settings.stop_poll_s,
         )
         batches = await anyio.to_thread.run_sync(store.load_batches, run.run_id)
         leg.know(batches)

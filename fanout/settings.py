@@ -81,6 +81,9 @@ class Settings:
     max_output_bytes: int = 24 * 1024
     describe_rate_per_s: float = 200.0  # results fetches per second per region, at most (0: none)
     lease_s: float = 60.0  # a run's lease; renewed while it is driven
+    # How often a driven run looks in the ledger for a `fanout stop` request (fanout simulate
+    # makes it a minute of simulated time: nobody sends one, and each look costs real time).
+    stop_poll_s: float = 1.0
     # Spec P4: Base64 of a saved command's content + parameters (fanout.validate says why 18 KB).
     content_limit_bytes: int = 18 * 1024
     notify: tuple[str, ...] | None = None  # webhook URLs told of waves, halts and the end
@@ -216,6 +219,7 @@ _PARSERS: Mapping[str, Callable[[object], object]] = {
     "max_output_bytes": _int_in(0, _MAX_OUTPUT_BYTES),
     "describe_rate_per_s": _rate,
     "lease_s": lambda value: values.number(value, low=MIN_LEASE_S, high=_MAX_LEASE_S),
+    "stop_poll_s": _seconds(0.1, _MAX_SECONDS),
     "content_limit_bytes": _int_in(1, _MAX_CONTENT_LIMIT_BYTES),
     "notify": _urls,
     "notify_format": _choice("json", "dingtalk", "slack"),

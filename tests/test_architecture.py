@@ -36,6 +36,7 @@ PACKAGE_ROOT = Path(fanout.__file__).parent
 # The modules that take data and return data. Listed explicitly: a module that moves or is
 # split must be added here by hand, not silently dropped.
 PURE_MODULES = (
+    "fanout.rehearsal",
     "fanout._lazy",
     "fanout.targets",
     "fanout.plan",
@@ -495,3 +496,17 @@ def test_type_checking_imports_do_not_count() -> None:
         for n, deferred in _statements(tree.body)
     ]
     assert found == [("typing", False), ("json", False), ("sqlite3", True)]
+
+
+# The simulated-time seam: only these may build a simulated loop and clock (real runs never do).
+SIMULATED_TIME_USERS = frozenset({"fanout.simulate", "fanout.cli.simulate"})
+
+
+def test_only_simulate_imports_the_simulated_time_seam() -> None:
+    """`fanout.simtime` is imported by `fanout simulate` alone, so no real run can reach it."""
+    users = {
+        name
+        for name in all_modules()
+        if any(i.target == "fanout.simtime" for i in imports_of(name))
+    }
+    assert users == SIMULATED_TIME_USERS

@@ -53,6 +53,7 @@ COMMANDS = (
     "rollback",
     "run",
     "runs",
+    "simulate",
     "status",
     "stop",
 )

@@ -151,3 +151,14 @@ def test_calendar_quota_mode_is_reported() -> None:
     """The document names the quota accounting in force."""
     doc = plan_document([], {}, Settings(quota_mode="calendar"), {}, duplicates=0, now=NOW)
     assert doc["quota_mode"] == "calendar"
+
+
+def test_waves_cut_batches_as_the_run_does() -> None:
+    """With --waves each wave's share of a region is batched on its own: 100 targets in waves
+    1,100% need a call for the first one and two more for the other 99, not two."""
+    plain = plan_document(targets("cn-hangzhou", 100), {}, Settings(), {}, duplicates=0, now=NOW)
+    waved = plan_document(
+        targets("cn-hangzhou", 100), {}, Settings(), {}, duplicates=0, now=NOW, waves="1,100%"
+    )
+    assert plain["calls_needed"] == 2
+    assert waved["calls_needed"] == 3

@@ -21,6 +21,7 @@ from fanout.cli.exits import EXIT_CODES, one_line
 from fanout.cli.pipes import keep_writing_after_a_closed_pipe
 from fanout.cli.rollback import rollback_command
 from fanout.cli.run import COMMANDS as RUN_COMMANDS
+from fanout.cli.simulate import simulate_command
 from fanout.emulator.cli import emulator_command
 from fanout.errors import ExitCode
 
@@ -88,4 +89,5 @@ for _command in (*RUN_COMMANDS, *CONTROL_COMMANDS, *COMMAND_COMMANDS):
     main.add_command(_command)
 main.add_command(doctor_command)
 main.add_command(rollback_command)
+main.add_command(simulate_command)
 main.add_command(emulator_command, name="emulator")

@@ -24,7 +24,7 @@ from fanout.aliyun.command import CommandSpec, oss_output_delivery
 from fanout.aliyun.credentials import CredentialSource
 from fanout.aliyun.endpoints import KNOWN_REGIONS
 from fanout.cli.options import RolloutFlags, SpendFlags, credentials_for
-from fanout.errors import ConfigError, TargetError
+from fanout.errors import ConfigError, TargetError, UsageError
 from fanout.fingerprints import check_secret_lengths
 from fanout.logs import register_secret
 from fanout.params import (
@@ -133,7 +133,9 @@ _MAX_PARAM_BYTES = 1024 * 1024
 _STDIN = "-"
 
 
-def read_rollout(flags: RolloutFlags, spend: SpendFlags) -> Rollout:
+def read_rollout(
+    flags: RolloutFlags, spend: SpendFlags, *, credentials: CredentialSource | None = None
+) -> Rollout:
     """The request of `plan` / `run`: the flags over the `[rollout]` table, the targets (tag
     queries resolved), the command spec with its offline checks, waves, budget and waiting.
 
@@ -142,6 +144,8 @@ def read_rollout(flags: RolloutFlags, spend: SpendFlags) -> Rollout:
     config = spend.common.config_file or config_file_location(os.environ)
     table = load_rollout(config)
     flags, sources = with_rollout_table(flags, table)
+    if credentials is not None and flags.tags:  # fanout simulate: its emulator has no tag API
+        raise UsageError("--tag: a simulation's targets are --targets, --instance-id or a fleet")
     _one_reader_of_stdin(flags)
     settings = spend.settings(
         batch_size=flags.batch_size, content_limit_bytes=flags.content_limit_bytes
@@ -187,7 +191,8 @@ def read_rollout(flags: RolloutFlags, spend: SpendFlags) -> Rollout:
     _check_budgets(flags)
     parse_not_after(flags.not_after, time.time())
     parse_duration(flags.wave_wait, "--wave-wait")
-    credentials = credentials_for(settings)
+    # `credentials` given: fanout simulate's (the emulator's pair); the chain is not read.
+    credentials = credentials or credentials_for(settings)
     target_list = _with_tagged(explicit, tags, tag_regions, settings, credentials)
     parse_waves(flags.waves, len(target_list.targets))
     request = RunRequest(

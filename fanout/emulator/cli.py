@@ -209,6 +209,14 @@ def _exec_seconds(ctx: click.Context, param: click.Parameter, value: str) -> tup
 @click.option(
     "--max-clock-skew-s", type=click.FloatRange(0, min_open=True), default=900.0, show_default=True
 )
+@click.option(
+    "--time-scale",
+    type=click.FloatRange(0, 1_000_000, min_open=True),
+    default=1.0,
+    show_default=True,
+    help="Emulator seconds per wall-clock second: executions, quota days, throttle windows "
+    "and answer timestamps run N times faster (fanout simulate shares one clock instead).",
+)
 @click.option("--tls", is_flag=True, help="Serve HTTPS with a self-signed certificate.")
 @click.option(
     "--list",
@@ -261,6 +269,7 @@ def emulator_command(
     fanout emulator --port 0 --regions cn-hangzhou,cn-beijing --instances-per-region 1000
     fanout emulator --port 8080 --exec-failure-fraction 0.05 --throttle-rate 0.1 --tls
     fanout emulator --daily-quota 5 --deny-action DescribeInvocations --ram-role demo
+    fanout emulator --time-scale 3600 --exec-seconds 600:3600 --daily-quota 50
     \b
     The demo fleet and commands (deterministic from --seed and the fleet options):
       fanout emulator --regions cn-hangzhou,cn-beijing --instances-per-region 5 --list

@@ -72,6 +72,8 @@ _THROTTLE_WINDOW_S = 60.0
 
 # The real InvokeCommand takes at most 50 (old doc) or 100 (new docstring) instances per call.
 _MAX_INSTANCES_PER_CALL_LIMIT = 100
+# A day in under a second of wall time is the most any rehearsal needs; beyond, float noise.
+_MAX_TIME_SCALE = 1_000_000.0
 # Timestamps may be off by 15 minutes (V3 docs); the same window bounds the nonce memory.
 DEFAULT_MAX_CLOCK_SKEW_S = 900
 
@@ -122,6 +124,9 @@ class EmulatorConfig:
     result_retention_s: float = _RETENTION_S
     result_retention_records: int = _RETENTION_RECORDS
     max_clock_skew_s: float = DEFAULT_MAX_CLOCK_SKEW_S
+    # Emulator seconds per second of its time source (`--time-scale`): executions, quota days,
+    # throttle windows and answer timestamps run this much faster than the wall clock.
+    time_scale: float = 1.0
 
     def problems(self) -> list[str]:
         """Every invalid value, as `name: why` lines (empty when the config is usable)."""
@@ -193,6 +198,8 @@ class EmulatorConfig:
             found.append("output_bytes: must be >= 0")
         if self.stop_mode not in STOP_MODES:
             found.append(f"stop_mode: must be one of {', '.join(STOP_MODES)}")
+        if not 0 < self.time_scale <= _MAX_TIME_SCALE:
+            found.append(f"time_scale: must be within 0..{_MAX_TIME_SCALE:g} (and not 0)")
         if self.throttle_window_s <= 0:
             found.append("throttle_window_s: must be > 0")
         if self.throttle_code not in THROTTLE_CODES:

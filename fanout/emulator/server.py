@@ -10,7 +10,8 @@ import ssl
 import subprocess
 import tempfile
 import threading
-from collections.abc import AsyncIterator, Coroutine
+import time
+from collections.abc import AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
 from pathlib import Path
 from types import TracebackType
@@ -41,8 +42,13 @@ class EmulatorStartError(RuntimeError):
 class Emulator:
     """The emulator server in the current event loop."""
 
-    def __init__(self, config: EmulatorConfig | None = None) -> None:
+    def __init__(
+        self, config: EmulatorConfig | None = None, *, wall: Callable[[], float] | None = None
+    ) -> None:
+        """`wall` is the clock's time source: the real wall clock unless `fanout simulate`
+        shares its simulated one (`fanout.simtime`)."""
         self.config = config or EmulatorConfig()
+        self._wall = wall or time.time
         problems = self.config.problems()
         if problems:
             raise ValueError("invalid emulator config: " + "; ".join(problems))
@@ -70,7 +76,7 @@ class Emulator:
         """Build the fleet, bind the port, serve."""
         config = self.config
         try:
-            self._world = World(config)
+            self._world = World(config, wall=self._wall)
         except ValueError as exc:
             raise EmulatorStartError(str(exc)) from exc
         ssl_context = await self._ssl_context() if config.tls else None
@@ -140,9 +146,12 @@ def _make_certificate(openssl: str, folder: Path, host: str) -> None:
 
 
 @asynccontextmanager
-async def running_emulator(config: EmulatorConfig | None = None) -> AsyncIterator[Emulator]:
-    """Start an emulator in the current loop for the duration of the block."""
-    emulator = Emulator(config)
+async def running_emulator(
+    config: EmulatorConfig | None = None, *, wall: Callable[[], float] | None = None
+) -> AsyncIterator[Emulator]:
+    """Start an emulator in the current loop for the duration of the block (`wall`: its
+    clock's time source, see `Emulator`)."""
+    emulator = Emulator(config, wall=wall)
     await emulator.start()
     try:
         yield emulator

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -27,24 +27,33 @@ _QUOTA_TZ_OFFSET = timedelta(hours=8)
 
 
 class Clock:
-    """The emulator clock: real time plus an offset that tests advance; it can be frozen.
+    """The emulator clock: a time source, sped up by `time_scale`, plus an offset that tests
+    advance; it can be frozen.
 
-    The emulator's own waits (latency, an InvokeCommand in flight) go through `sleep`, so with
-    the clock frozen they end only when a test advances the clock past them: a test can hold
-    a request at any point of its way through the server, without sleeping itself.
+    The time source is the real wall clock (`time.time`) unless `fanout simulate` hands it the
+    simulated clock it shares with the runner (`fanout.simtime`, the simulated-time seam): the
+    emulator then reads exactly the runner's time. `time_scale` N (`fanout emulator
+    --time-scale N`) makes N emulator seconds pass per second of the source: executions, quota
+    days, throttle windows and the timestamps in answers all follow. The emulator's own waits
+    (latency, an InvokeCommand in flight) go through `sleep`, so with the clock frozen they end
+    only when a test advances the clock past them: a test can hold a request at any point of
+    its way through the server, without sleeping itself.
     """
 
-    __slots__ = ("_frozen_at", "_moved", "offset_s")
+    __slots__ = ("_anchor", "_frozen_at", "_moved", "_scale", "_wall", "offset_s")
 
-    def __init__(self) -> None:
+    def __init__(self, *, time_scale: float = 1.0, wall: Callable[[], float] = time.time) -> None:
         self.offset_s = 0.0
+        self._wall = wall
+        self._scale = time_scale
+        self._anchor = wall()  # scaled time runs from here
         self._frozen_at: float | None = None
         self._moved: asyncio.Event | None = None  # set when the clock is advanced or unfrozen
 
     def now(self) -> float:
         """Seconds since the epoch, as the emulator sees them."""
-        base = time.time() if self._frozen_at is None else self._frozen_at
-        return base + self.offset_s
+        base = self._wall() if self._frozen_at is None else self._frozen_at
+        return self._anchor + (base - self._anchor) * self._scale + self.offset_s
 
     @property
     def frozen(self) -> bool:
@@ -59,18 +68,20 @@ class Clock:
     def freeze(self, frozen: bool) -> None:
         """Stop (or restart) the clock at its current reading."""
         if frozen and self._frozen_at is None:
-            self._frozen_at = time.time()
+            self._frozen_at = self._wall()
         elif not frozen and self._frozen_at is not None:
-            self.offset_s += self._frozen_at - time.time()
+            self.offset_s += (self._frozen_at - self._wall()) * self._scale
             self._frozen_at = None
             self._wake()
 
     async def sleep(self, seconds: float) -> None:
-        """Wait until this clock has moved `seconds` on: real time passing, or `advance`."""
+        """Wait until this clock has moved `seconds` on: its source passing, or `advance`."""
         deadline = self.now() + seconds
         while (left := deadline - self.now()) > 0:
             if self._frozen_at is None:
-                await asyncio.sleep(left)  # an advance meanwhile cannot make this any later
+                # The event loop's timers run on the source's time (the real one, or the
+                # simulated loop's): an advance meanwhile cannot make this any later.
+                await asyncio.sleep(left / self._scale)
             else:
                 if self._moved is None:
                     self._moved = asyncio.Event()
@@ -120,9 +131,9 @@ class IdempotencyEntry:
 class World:
     """The emulator's whole mutable state, owned by the server's event loop."""
 
-    def __init__(self, config: EmulatorConfig) -> None:
+    def __init__(self, config: EmulatorConfig, *, wall: Callable[[], float] = time.time) -> None:
         self.config = config
-        self.clock = Clock()
+        self.clock = Clock(time_scale=config.time_scale, wall=wall)
         self.fleet = Fleet.from_config(config)
         now_s = self.clock.now()
         self.regions = {r: RegionState() for r in self.fleet.regions}
