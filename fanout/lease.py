@@ -25,6 +25,7 @@ __all__ = [
     "STOP_REQUEST",
     "holder_is_gone",
     "keep_lease",
+    "lease_holder",
     "owner",
     "release",
     "take_lease",
@@ -98,6 +99,16 @@ def holder_is_gone(holder: str | None) -> bool:
     except PermissionError:
         return False
     return False
+
+
+def lease_holder(run: RunRecord, now: float, *, local: bool) -> str | None:
+    """Who drives the run now: the holder of an unexpired lease whose process is not known to be
+    gone (None: no runner holds it - it ended, was killed, or was never started)."""
+    if run.lease_owner is None or run.lease_until is None or run.lease_until <= now:
+        return None
+    if local and holder_is_gone(run.lease_owner):
+        return None
+    return run.lease_owner
 
 
 async def keep_lease(

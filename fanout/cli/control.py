@@ -46,6 +46,7 @@ from fanout.control import (
 )
 from fanout.errors import ConfigError, CredentialsError, ExitCode
 from fanout.launch import start_run
+from fanout.lease import lease_holder
 from fanout.ledger import NO_LEDGER, LedgerStore
 from fanout.logs import configure_logging
 from fanout.quota import RegionQuotas
@@ -88,6 +89,7 @@ def status_command(run_id: str, common: CommonFlags) -> None:
         store.instance_counts(run_id),
         store.batch_counts(run_id),
         store.command_ids(run_id),
+        lease_holder(run, time.time(), local=store.local),
     )
     Out(as_json=common.as_json).document(doc, run_summary(doc))
 
