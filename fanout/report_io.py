@@ -11,10 +11,11 @@ import tempfile
 import time
 from pathlib import Path
 
+from fanout.errors import ConfigError
 from fanout.html_report import RunLedger, render_html, report_model
 from fanout.ledger import LedgerStore, RunRecord
 
-__all__ = ["html_report", "read_run", "retries_of", "write_file"]
+__all__ = ["check_output_file", "html_report", "read_run", "retries_of", "write_file"]
 
 
 def retries_of(store: LedgerStore, run_id: str) -> list[RunRecord]:
@@ -48,9 +49,21 @@ def html_report(store: LedgerStore, run_id: str, *, now: float | None = None) ->
     return render_html(model)
 
 
+def check_output_file(path: Path, option: str) -> Path:
+    """A file fanout will write: refused (exit 2) unless its folder exists (fanout creates no
+    folders: a typo in a path is not a new directory tree) and the path is not a folder."""
+    parent = path.parent
+    if not parent.is_dir():
+        msg = f"{option} {path}: no folder {parent} (fanout creates files, not folders)"
+        raise ConfigError(msg)
+    if path.is_dir():
+        msg = f"{option} {path}: is a folder, not a file"
+        raise ConfigError(msg)
+    return path
+
+
 def write_file(path: Path, text: str) -> None:
     """Write `text` to `path` whole: a temporary file beside it, then renamed over it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as file:

@@ -377,6 +377,32 @@ BAD_INPUTS: dict[str, tuple[list[str], dict[str, str | None], tuple[str, ...]]] 
     "demo dir is a file": (["demo", "--dir", "notes.txt"], {}, ("--dir",)),
     "emulator fraction": (["emulator", "--error-rate", "2"], {}, ("--error-rate",)),
     "unknown command": (["deploy"], {}, ("deploy",)),
+    "notify not http (run)": ([*_RUN, "--notify", "ftp://x"], {}, ("--notify", "http")),
+    "notify not http (resume)": (
+        ["resume", UNKNOWN_RUN, "--yes", "--notify", "ftp://x"],
+        {},
+        ("--notify", "http"),
+    ),
+    "notify not http (retry)": (
+        ["retry", UNKNOWN_RUN, "--yes", "--notify", "ftp://x"],
+        {},
+        ("--notify", "http"),
+    ),
+    "html report in a missing folder": (
+        [*_RUN, "--html-report", "/nonexistent/dir/r.html"],
+        {},
+        ("--html-report", "no folder /nonexistent/dir"),
+    ),
+    "metrics file in a missing folder": (
+        [*_RUN, "--metrics-file", "absent/m.prom"],
+        {},
+        ("--metrics-file", "no folder absent"),
+    ),
+    "report output in a missing folder": (
+        ["report", UNKNOWN_RUN, "-o", "/nonexistent/x.csv"],
+        {},
+        ("--output", "no folder /nonexistent"),
+    ),
 }
 
 
@@ -402,6 +428,8 @@ def test_bad_input_exits_2_with_one_line_and_sends_nothing(sandbox: Sandbox, cas
     for fragment in fragments:
         assert fragment in message, message
     assert sandbox.calls() == before
+    assert not (sandbox.tmp / "ledger.sqlite3").exists()  # no file left
+    assert not Path("/nonexistent").exists()
 
 
 def test_bad_input_from_a_real_process_is_one_stderr_line(sandbox: Sandbox) -> None:

@@ -33,7 +33,7 @@ from fanout.cli.options import (
     watch_options,
 )
 from fanout.cli.quota_view import quota_document, quota_regions
-from fanout.cli.run import run_watched
+from fanout.cli.run import checked_watch, run_watched
 from fanout.cli.views import Out, finish, quota_text, runs_text, stop_text
 from fanout.control import (
     RETRY_CHOICES,
@@ -59,7 +59,7 @@ from fanout.report import (
     run_summary,
     status_document,
 )
-from fanout.report_io import html_report, retries_of, write_file
+from fanout.report_io import check_output_file, html_report, retries_of, write_file
 from fanout.request import RunRequest
 from fanout.runner import account_quotas, client_for
 from fanout.settings import Settings
@@ -182,6 +182,8 @@ def report_command(
     The HTML page is one self-contained file (nothing is fetched when it is opened): timeline,
     breakdowns, failures grouped by output, and the instance table to sort and filter.
     """
+    if output is not None:
+        check_output_file(output, "--output")
     store = reader_for(settings_from(common.config_file, ledger=common.ledger), run_id=run_id)
     assert store is not None
     only = ReportFilter(
@@ -368,6 +370,7 @@ def retry_command(
     configure_logging(spend.common.log_level)
     ask = require_consent("retry", yes=spend.yes)
     settings = spend.settings()
+    watching = checked_watch(watch, settings)
     out = Out(as_json=spend.common.as_json)
     secrets = secret_values(ParamInput(params, params_json, param_file), os.environ)
     store = ledger_for(settings, run_id=run_id)
@@ -410,7 +413,7 @@ def retry_command(
     account = settings.account or account_key(credentials)
     confirm = confirm_plan(spec.command_id, store, settings, account) if ask else None
     outcome = run_watched(
-        watch,
+        watching,
         settings,
         store,
         out,

@@ -43,14 +43,28 @@ from fanout.report import iso
 from fanout.request import ResumeRequest
 from fanout.runner import Emit, RunOutcome, resume_run
 from fanout.settings import Settings
-from fanout.watch import Watchers, WatchOptions
+from fanout.watch import Watchers, WatchOptions, check_watch_options
 from fanout.waves import parse_max_errors
 
 __all__ = ["COMMANDS"]
 
 
+def checked_watch(watch: WatchFlags, settings: Settings) -> WatchOptions:
+    """The run's metrics, notification and report-file options, checked (exit 2) before any
+    call: a command calls this first."""
+    return check_watch_options(
+        WatchOptions(
+            metrics_file=watch.metrics_file,
+            metrics_port=watch.metrics_port,
+            notify=watch.notify_urls or settings.notify or (),
+            notify_format=watch.notify_format or settings.notify_format,
+            html_report=watch.html_report,
+        )
+    )
+
+
 def run_watched(
-    watch: WatchFlags,
+    watch: WatchOptions,
     settings: Settings,
     store: LedgerStore,
     out: Out,
@@ -60,13 +74,7 @@ def run_watched(
     its events beside the output; they are closed (last notification sent, last metrics
     written) before the command exits."""
     watchers = Watchers(
-        WatchOptions(
-            metrics_file=watch.metrics_file,
-            metrics_port=watch.metrics_port,
-            notify=watch.notify_urls or settings.notify or (),
-            notify_format=watch.notify_format or settings.notify_format,
-            html_report=watch.html_report,
-        ),
+        watch,
         store,
         quota_limit=settings.quota.limit,
         quota_reserve=settings.quota.reserve,
@@ -99,6 +107,7 @@ def run_command(rollout: RolloutFlags, spend: SpendFlags, watch: WatchFlags) -> 
     configure_logging(spend.common.log_level)
     read = read_rollout(rollout, spend)
     request, settings, credentials = read.request, read.settings, read.credentials
+    watching = checked_watch(watch, settings)
     out = Out(as_json=spend.common.as_json)
     parse_max_errors(request.max_errors, len(request.targets))
     ask = require_consent("run", yes=spend.yes)
@@ -120,7 +129,7 @@ def run_command(rollout: RolloutFlags, spend: SpendFlags, watch: WatchFlags) -> 
     for dup in read.duplicates:
         click.echo(f"{dup.location}: duplicate of {dup.first_location}, dropped", err=True)
     outcome = run_watched(
-        watch,
+        watching,
         settings,
         store,
         out,
@@ -234,6 +243,7 @@ def resume_command(
     configure_logging(spend.common.log_level)
     ask = require_consent("resume", yes=spend.yes)
     settings = spend.settings()
+    watching = checked_watch(watch, settings)
     out = Out(as_json=spend.common.as_json)
     request = ResumeRequest(
         run_id=run_id,
@@ -250,7 +260,7 @@ def resume_command(
     if ask:
         _confirm_resume(store, run_id)
     outcome = run_watched(
-        watch,
+        watching,
         settings,
         store,
         out,
