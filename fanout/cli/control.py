@@ -17,7 +17,7 @@ from fanout.aliyun.credentials import CredentialSource
 from fanout.aliyun.keys import account_key
 from fanout.cli.consent import confirm_plan, require_consent
 from fanout.cli.exits import fail, guarded
-from fanout.cli.inputs import ParamInput, secret_values
+from fanout.cli.inputs import ParamInput, checked_regions, secret_values
 from fanout.cli.options import (
     SECONDS,
     CommonFlags,
@@ -48,7 +48,6 @@ from fanout.errors import ConfigError, CredentialsError, ExitCode
 from fanout.launch import start_run
 from fanout.lease import lease_holder
 from fanout.ledger import NO_LEDGER, LedgerStore
-from fanout.logs import configure_logging
 from fanout.quota import RegionQuotas
 from fanout.report import (
     REPORTED_STATES,
@@ -220,7 +219,13 @@ def _text_report(store: LedgerStore, run_id: str, fmt: str, only: ReportFilter) 
 
 @click.command("quota")
 @click.option("--account", help="Quota account (default: the access key id).")
-@click.option("--region", "regions", multiple=True, help="Also show this region (repeatable).")
+@click.option(
+    "--region",
+    "regions",
+    multiple=True,
+    help="Show only this region (repeatable; default: every region the ledger knows for the "
+    "account, and the configured region).",
+)
 @click.option("--daily-quota", type=int, help="Override the account's limit (as run does).")
 @click.option("--quota-reserve", type=int, help="Calls per region left for others.")
 @click.option("--endpoint", help="API endpoint URL for every region (e.g. the emulator).")
@@ -245,11 +250,13 @@ def quota_command(
 
     \b
     The limit is read live (DescribeAccountAttributes max-axt-invocation-daily, free) for
-    every region the ledger knows and every --region; --offline shows the last one read.
+    the --region given, else every region the ledger knows (and the configured region);
+    --offline shows the last one read.
     \b
     fanout quota --region cn-hangzhou
     fanout quota --json | jq '.regions["cn-hangzhou"].last_refusal'
     """
+    regions = checked_regions(regions)
     settings = settings_from(
         common.config_file,
         ledger=common.ledger,
@@ -270,9 +277,12 @@ def quota_command(
         raise ConfigError("--account: give the quota account (or set ALIBABA_CLOUD_ACCESS_KEY_ID)")
     store = reader_for(settings) or NO_LEDGER  # quota reads; it creates no ledger
     now = time.time()
-    known = quota_regions(store, account, settings, now) | set(regions)
-    if settings.region:
-        known.add(settings.region)
+    if regions:
+        known = set(regions)
+    else:
+        known = quota_regions(store, account, settings, now)
+        if settings.region:
+            known.add(checked_regions((settings.region,))[0])
     live = None
     if credentials is not None and known:
 
@@ -367,7 +377,6 @@ def retry_command(
     fanout retry r20261128-063512-a1b2c3 --only failed --yes
     fanout retry r20261128-063512-a1b2c3 --param-file secrets.env --yes
     """
-    configure_logging(spend.common.log_level)
     ask = require_consent("retry", yes=spend.yes)
     settings = spend.settings()
     watching = checked_watch(watch, settings)
@@ -465,7 +474,6 @@ def stop_command(
     not reach before --stop-timeout.
     fanout stop r20261128-063512-a1b2c3
     """
-    configure_logging(spend.common.log_level)
     settings = spend.settings()
     store = ledger_for(settings, run_id=run_id)
     store.get_run(run_id)

@@ -104,7 +104,6 @@ def run_command(rollout: RolloutFlags, spend: SpendFlags, watch: WatchFlags) -> 
     fanout run --command-id cn-hangzhou=c-aaa --command-id cn-beijing=c-bbb --targets hosts.txt
     fanout run --command-id c-xxx --targets hosts.txt --param-file secrets.env --yes
     """
-    configure_logging(spend.common.log_level)
     read = read_rollout(rollout, spend)
     request, settings, credentials = read.request, read.settings, read.credentials
     watching = checked_watch(watch, settings)
@@ -150,7 +149,6 @@ def plan_command(rollout: RolloutFlags, spend: SpendFlags) -> None:
     \b
     fanout plan --script deploy.sh --targets hosts.txt --region cn-hangzhou
     """
-    configure_logging(spend.common.log_level)
     read = read_rollout(rollout, spend)
     request, settings, credentials = read.request, read.settings, read.credentials
     account = settings.account or account_key(credentials)
@@ -240,7 +238,6 @@ def resume_command(
     fanout resume r20261128-063512-a1b2c3 --yes
     fanout resume r20261128-063512-a1b2c3 --param-file secrets.env --yes
     """
-    configure_logging(spend.common.log_level)
     ask = require_consent("resume", yes=spend.yes)
     settings = spend.settings()
     watching = checked_watch(watch, settings)
