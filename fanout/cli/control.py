@@ -39,6 +39,7 @@ from fanout.control import (
     RETRY_CHOICES,
     StopOptions,
     StopResult,
+    is_done,
     retry_targets,
     run_source,
     run_spec,
@@ -476,7 +477,15 @@ def stop_command(
     """
     settings = spend.settings()
     store = ledger_for(settings, run_id=run_id)
-    store.get_run(run_id)
+    run = store.get_run(run_id)
+    out = Out(as_json=spend.common.as_json)
+    if is_done(store, run):  # nothing in flight, nothing to dispatch: nothing is sent
+        doc = _stop_document(StopResult(run_id, run.state, 0, 0, runner_released=True))
+        out.document(
+            {**doc, "nothing_to_stop": True},
+            f"run {run_id} is already {run.state.value}: nothing to stop, nothing sent",
+        )
+        return
     credentials = credentials_for(settings)
 
     options = StopOptions(
@@ -492,7 +501,19 @@ def stop_command(
             return await stop_run(store, client, run_id, options)
 
     result = eventloop.run(stop)
-    doc = {
+    doc = _stop_document(result)
+    out.document({**doc, "nothing_to_stop": False}, stop_text(doc))
+    if result.not_stopped:
+        fail(
+            f"StopInvocation did not get through for {len(result.not_stopped)} invocation(s) "
+            f"within --stop-timeout: {', '.join(result.not_stopped)}; run `fanout stop` again",
+            ExitCode.FATAL_API,
+        )
+
+
+def _stop_document(result: StopResult) -> dict[str, object]:
+    """The `fanout stop --json` document of what was done."""
+    return {
         "run_id": result.run_id,
         "state": result.state.value,
         "stop_calls": result.stop_calls,
@@ -501,13 +522,6 @@ def stop_command(
         "not_stopped": list(result.not_stopped),
         "still_running": result.still_running,
     }
-    Out(as_json=spend.common.as_json).document(doc, stop_text(doc))
-    if result.not_stopped:
-        fail(
-            f"StopInvocation did not get through for {len(result.not_stopped)} invocation(s) "
-            f"within --stop-timeout: {', '.join(result.not_stopped)}; run `fanout stop` again",
-            ExitCode.FATAL_API,
-        )
 
 
 COMMANDS = (

@@ -28,8 +28,9 @@ from fanout.cli.options import (
     watch_options,
 )
 from fanout.cli.views import Out, finish, plan_text
+from fanout.control import is_done
 from fanout.dispatch import OPEN_BATCH_STATES
-from fanout.errors import DeclinedError
+from fanout.errors import DeclinedError, ExitCode
 from fanout.launch import prepare_run, preview_preflight, store_and_drive
 from fanout.ledger import (
     NO_LEDGER,
@@ -39,7 +40,7 @@ from fanout.ledger import (
 )
 from fanout.logs import configure_logging
 from fanout.plan_summary import plan_document
-from fanout.report import iso
+from fanout.report import iso, status_document
 from fanout.request import ResumeRequest
 from fanout.runner import Emit, RunOutcome, resume_run
 from fanout.settings import Settings
@@ -250,8 +251,9 @@ def resume_command(
         force_lease=force,
         not_after=parse_not_after(not_after, time.time()),
     )
-    credentials = credentials_for(settings)
     store = ledger_for(settings, run_id=run_id)
+    _nothing_to_resume(store, run_id, out)
+    credentials = credentials_for(settings)
     if request.force_lease:
         _warn_takeover(run_id, store)
     if ask:
@@ -263,6 +265,21 @@ def resume_command(
         out,
         lambda emit: resume_run(settings, credentials, store, request, emit=emit),
     )
+    finish(outcome, out)
+
+
+def _nothing_to_resume(store: LedgerStore, run_id: str, out: Out) -> None:
+    """A run that finished (or was stopped) with every batch closed: say so as its `end`,
+    send nothing, and exit with the run's own exit code (a script sees its outcome)."""
+    run = store.get_run(run_id)
+    if not is_done(store, run) or run.exit_code is None:
+        return
+    doc = status_document(run, store.instance_counts(run_id), store.batch_counts(run_id))
+    retry = f"; `fanout retry {run_id}` tries again what did not succeed" if run.exit_code else ""
+    message = f"run {run_id} is {run.state.value}: nothing to resume, nothing sent{retry}"
+    outcome = RunOutcome(run_id, run.state, ExitCode(run.exit_code), message)
+    data = {"run_id": run_id, "state": run.state.value, "exit_code": run.exit_code}
+    out.event("end", {**data, "instances": doc["instances"], "message": message, "quota": {}})
     finish(outcome, out)
 
 
