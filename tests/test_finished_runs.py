@@ -65,3 +65,28 @@ def test_resume_and_stop_of_a_finished_run_send_and_record_nothing(
     assert ledger_sql(cli.ledger, f"SELECT state FROM runs WHERE run_id = '{run_id}'") == [
         ("finished",)
     ]
+
+
+def test_retry_with_nothing_to_retry_is_one_json_line_and_sends_nothing(
+    emulator: Start, fanout_cli: Bind, tmp_path: Path
+) -> None:
+    """`retry --json` of a run with no instance in the chosen states prints exactly one
+    compact JSON line (the `end` of an event stream), exits 0 and sends nothing; without
+    --json it says so in one stderr line and stdout stays empty."""
+    cli, emu, run_id = _finished_run(emulator, fanout_cli, tmp_path)
+    before = _calls(emu)
+    done = cli.run("retry", run_id, "--only", "unknown", "--yes", "--json")
+    assert done.returncode == 0, done.stderr
+    (line,) = done.stdout.splitlines()
+    doc = json.loads(line)
+    assert (doc["event"], doc["run_id"], doc["parent_run_id"], doc["targets"]) == (
+        "end",
+        None,
+        run_id,
+        0,
+    )
+    plain = cli.run("retry", run_id, "--only", "unknown", "--yes")
+    assert plain.returncode == 0
+    assert plain.stdout == ""
+    assert plain.stderr.splitlines() == [f"nothing to retry in {run_id} (unknown): nothing sent"]
+    assert _calls(emu) == before

@@ -389,11 +389,13 @@ def retry_command(
     spec = run_spec(parent, secrets)
     chosen = {part.strip() for part in only.split(",") if part.strip()}
     targets = retry_targets(store, parent, chosen, now=time.time())
-    if not targets:
-        out.document(
-            {"run_id": None, "parent_run_id": run_id, "targets": 0},
-            f"nothing to retry in {run_id} ({only})",
-        )
+    if not targets:  # the stream's one line (--json); stderr says it for people
+        message = f"nothing to retry in {run_id} ({only}): nothing sent"
+        data = {"run_id": None, "parent_run_id": run_id, "targets": 0}
+        if out.json:
+            out.event("end", {**data, "state": None, "exit_code": 0, "message": message})
+        else:
+            click.echo(message, err=True)
         return
     credentials = credentials_for(settings)
     wait = parent.options.get("wait") if spend.wait is None else spend.wait
