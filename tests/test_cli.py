@@ -398,6 +398,21 @@ BAD_INPUTS: dict[str, tuple[list[str], dict[str, str | None], tuple[str, ...]]] 
         {},
         ("--metrics-file", "no folder absent"),
     ),
+    "repeat mode Once with a frequency": (
+        [*_RUN, "--repeat-mode", "Once", "--frequency", "rate(5m)"],
+        {},
+        ("--repeat-mode Once", "--frequency"),
+    ),
+    "dry run, timed, with a frequency": (
+        [*_RUN, "--repeat-mode", "DryRun", "--timed", "--frequency", "rate(5m)"],
+        {},
+        ("--repeat-mode DryRun", "--frequency"),
+    ),
+    "frequency alone": (
+        [*_RUN, "--frequency", "rate(5m)"],
+        {},
+        ("--frequency", "--repeat-mode Period"),
+    ),
     "report output in a missing folder": (
         ["report", UNKNOWN_RUN, "-o", "/nonexistent/x.csv"],
         {},
