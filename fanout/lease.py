@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import socket
-from datetime import UTC, datetime
 
 import anyio
 import structlog
@@ -19,6 +18,7 @@ from fanout.clock import Clock
 from fanout.errors import LedgerError, UsageError
 from fanout.halt import HaltReason, RunControl
 from fanout.ledger import AcquireLease, GroupCommitter, LedgerStore, RunRecord
+from fanout.times import iso
 
 __all__ = [
     "STOP_POLL_S",
@@ -66,7 +66,7 @@ async def take_lease(
         op = AcquireLease(run.run_id, owner(), now + lease_s, now, force=True)
         granted, holder, until = await _lease(committer, op)
     if not granted:
-        when = datetime.fromtimestamp(until or now, UTC).isoformat(timespec="seconds")
+        when = iso(until or now)
         msg = f"run {run.run_id} is being driven by {holder} (lease until {when})"
         raise UsageError(msg)
 

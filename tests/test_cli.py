@@ -710,9 +710,11 @@ def test_readme_documents_every_stable_field() -> None:
 
 @pytest.mark.slow
 def test_demo_json_is_json_lines_ending_with_the_status(tmp_path: Path) -> None:
-    """`demo --json` prints only JSON lines: the run's events, then its status with the ledger."""
+    """`demo --json` prints only JSON lines: the run's events, then its status with the ledger;
+    `demo --clean` then removes everything it wrote, script and folder included."""
+    folder = tmp_path / "demo"
     done = subprocess.run(
-        [sys.executable, "-m", "fanout", "demo", "--dir", str(tmp_path), "--json"],
+        [sys.executable, "-m", "fanout", "demo", "--dir", str(folder), "--json"],
         capture_output=True,
         text=True,
         timeout=110,
@@ -731,5 +733,28 @@ def test_demo_json_is_json_lines_ending_with_the_status(tmp_path: Path) -> None:
     assert status["event"] == "status"
     assert DOCUMENTED["status"] <= set(status)
     assert status["run_id"] == events[0]["run_id"]
-    assert Path(status["ledger"]) == tmp_path / "ledger.sqlite3"
+    assert Path(status["ledger"]) == folder / "ledger.sqlite3"
     assert sum(status["instances"].values()) == status["target_count"] == 10_000
+    assert (folder / "deploy.sh").exists()
+    cleaned = subprocess.run(
+        [sys.executable, "-m", "fanout", "demo", "--clean", "--dir", str(folder)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"PATH": os.environ.get("PATH", ""), "HOME": str(tmp_path)},
+        check=False,
+    )
+    assert cleaned.returncode == 0, cleaned.stderr
+    assert not folder.exists()
+    assert f"removed {folder / 'deploy.sh'}" in cleaned.stderr.splitlines()
+
+
+def test_demo_clean_keeps_a_folder_holding_other_files(tmp_path: Path) -> None:
+    """`demo --clean --dir` removes only the demo's files; a folder that holds anything else
+    stays, with that file in it."""
+    (tmp_path / "deploy.sh").write_text("echo demo\n")
+    (tmp_path / "report.html").write_text("<!DOCTYPE html>\n")
+    (tmp_path / "mine.txt").write_text("keep\n")
+    result = CliRunner().invoke(main, ["demo", "--clean", "--dir", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mine.txt"]

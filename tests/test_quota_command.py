@@ -52,7 +52,8 @@ def test_a_region_typo_is_refused_before_any_call(emulator: Start, fanout_cli: B
 def test_region_filters_the_regions_the_ledger_knows(
     emulator: Start, fanout_cli: Bind, tmp_path: Path
 ) -> None:
-    """After a run in two regions, `quota` shows both; `quota --region cn-beijing` only it."""
+    """After a run in two regions, `quota` shows both; `quota --region cn-beijing` only it,
+    its limit's source in one pair of parentheses."""
     fields = {"regions": REGIONS, "instances_per_region": 3}
     emu = emulator(**fields)
     cli = fanout_cli(emu)
@@ -63,3 +64,6 @@ def test_region_filters_the_regions_the_ledger_knows(
     assert sorted(every["regions"]) == list(REGIONS)
     one = json.loads(cli.run("quota", "--json", "--region", "cn-beijing").stdout)
     assert list(one["regions"]) == ["cn-beijing"]
+    text = cli.run("quota", "--region", "cn-beijing").stdout
+    assert "cn-hangzhou" not in text
+    assert "(the account's, read now)" in text  # one pair of parentheses, not two

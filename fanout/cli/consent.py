@@ -63,6 +63,6 @@ def confirm_plan(
         )
         click.echo(f"  {waves} wave{'s' if waves != 1 else ''}; {extra}", err=True)
         if not click.confirm("Go ahead?", default=False, err=True):
-            raise DeclinedError("answered no: nothing was sent")
+            raise DeclinedError("answered no: nothing sent")
 
     return ask

@@ -126,6 +126,9 @@ def guarded(func: F) -> F:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return _unwrapped(func, *args, **kwargs)
+        except DeclinedError as exc:  # an answer, not an error: said plainly
+            click.echo(f"fanout: {one_line(str(exc))}", err=True)
+            sys.exit(int(exit_code_of(exc)))
         except FanoutError as exc:
             fail(str(exc), exit_code_of(exc))
         except KeyboardInterrupt:

@@ -316,7 +316,7 @@ def quota_text(doc: Mapping[str, Any]) -> str:
     lines = [f"account {doc['account']}: {doc['mode']} window, reserve {doc['reserve']}{override}"]
     for region, d in doc["regions"].items():
         source = {
-            "api": f"the account's (read {d['api_limit_read']})",
+            "api": f"the account's, read {d['api_limit_read']}",
             "configured": "configured"
             + (f"; the API says {d['api_limit']}" if d["api_limit"] is not None else ""),
             "default": "default: not read from the API",
