@@ -42,7 +42,7 @@ def test_status_names_the_live_runner_and_after_kill_9_says_no_runner_holds_it(
 ) -> None:
     """While the runner works, status names it; once it is killed with -9 the run stays
     `running` with no exit code, and status says no runner holds it and to resume (the JSON
-    `lease.held` false), with no `exit None` anywhere."""
+    `lease.held` false), with no `exit None` anywhere (`runs` shows `exit=-`)."""
     cli, proc, run_id = _start_slow_run(emulator, fanout_cli, tmp_path)
     alive = cli.run("status", run_id)
     assert alive.returncode == 0, alive.stderr
@@ -58,6 +58,9 @@ def test_status_names_the_live_runner_and_after_kill_9_says_no_runner_holds_it(
     doc = json.loads(cli.run("status", run_id, "--json").stdout)
     assert doc["exit_code"] is None
     assert doc["lease"]["held"] is False
+    listed = cli.run("runs").stdout
+    assert f"{run_id}  running     exit=-" in listed
+    assert "None" not in listed
 
 
 def test_a_double_ctrl_c_ends_with_one_line_saying_it_left_and_how_to_resume(

@@ -302,11 +302,17 @@ def _quota_source(region: Mapping[str, Any]) -> str:
 def runs_text(doc: Sequence[Mapping[str, Any]]) -> str:
     """The `fanout runs` list, one line per run."""
     lines = [
-        f"{d['run_id']}  {d['state']:<11} exit={d['exit_code']!s:<4} {d['target_count']:>8} targets"
+        f"{d['run_id']}  {d['state']:<11} exit={_or_dash(d['exit_code']):<4} "
+        f"{d['target_count']:>8} targets"
         f"  {d['command_id']}  {d['created_at']}"
         for d in doc
     ]
     return "\n".join(lines) or "no runs"
+
+
+def _or_dash(value: object) -> str:
+    """A value as text, `-` for None (a run without an exit code: no `None` on screen)."""
+    return "-" if value is None else str(value)
 
 
 def quota_text(doc: Mapping[str, Any]) -> str:
