@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import socket
 import sqlite3
 import stat
 import subprocess
@@ -445,6 +446,23 @@ def test_bad_input_exits_2_with_one_line_and_sends_nothing(sandbox: Sandbox, cas
     assert sandbox.calls() == before
     assert not (sandbox.tmp / "ledger.sqlite3").exists()  # no file left
     assert not Path("/nonexistent").exists()
+
+
+def test_a_metrics_port_in_use_is_refused_before_any_call(sandbox: Sandbox) -> None:
+    """`--metrics-port` on a port something already listens on: exit 2, one line naming the
+    option, before any call and without a ledger file (it failed after the preflight)."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        before = sandbox.calls()
+        result = sandbox.invoke([*_RUN, "--metrics-port", str(port)])
+    assert result.exit_code == 2, result.output
+    assert error_lines(result) == [
+        f"fanout: error: --metrics-port {port}: cannot listen on it (Address already in use)"
+    ]
+    assert sandbox.calls() == before
+    assert not (sandbox.tmp / "ledger.sqlite3").exists()
 
 
 def test_bad_input_from_a_real_process_is_one_stderr_line(sandbox: Sandbox) -> None:
