@@ -31,8 +31,9 @@ import structlog
 from fanout import eventloop
 from fanout.aliyun.command import SPEC_OPTIONS, CommandSpec, check_options, oss_output_delivery
 from fanout.aliyun.credentials import CredentialSource, load_credentials
+from fanout.clock import SYSTEM_CLOCK
 from fanout.errors import ConfigError, RunNotFoundError
-from fanout.launch import prepare_run, store_and_drive
+from fanout.launch import linked_runs, prepare_run, store_and_drive
 from fanout.ledger import (
     NO_LEDGER,
     LedgerStore,
@@ -40,6 +41,7 @@ from fanout.ledger import (
     open_existing_ledger,
     open_ledger,
 )
+from fanout.linked import ROLLBACK_SCOPES
 from fanout.logs import configure_logging, register_credentials, register_secret
 from fanout.redaction import is_secret_key
 from fanout.report import status_document
@@ -69,6 +71,9 @@ __all__ = [
 ]
 
 OnEvent = Callable[[str, Mapping[str, object]], None]
+# A linked run's command: {"command_name": ...}, {"command_id": id or {region: id}} or
+# {"script": path} - one key, as the run's own command sources.
+LinkedCommand = Mapping[str, "str | Path | Mapping[str, str]"]
 
 
 def _logs_to_stderr() -> None:
@@ -115,6 +120,10 @@ async def rollout(
     wave_order: str = "spread",
     max_errors: str | None = None,
     wave_max_failures: str | None = None,
+    wave_wait_s: float = 0.0,
+    wave_check: LinkedCommand | None = None,
+    on_halt: LinkedCommand | None = None,
+    on_halt_scope: str = "succeeded",
     wait: bool = True,
     preflight: bool = True,
     strict: bool = False,
@@ -130,6 +139,11 @@ async def rollout(
     region, or a `{region: id}` mapping), `command_name` (resolved per region; with `provider`
     a public command, as is an `ACS-...` `command_id`), or `script` (a file fanout creates as a
     command in each region and reuses: `script_type`, `command_timeout_s`, `enable_parameter`).
+    `wave_wait_s` is the bake time after each wave; `wave_check` a command run on each wave's
+    succeeded instances at its end (a linked run, its failures counted against the wave's
+    budget), `on_halt` one run on the instances that succeeded (`on_halt_scope="all-invoked"`:
+    every invoked one) when the run halts on its budget; each a `{"command_name": ...}`,
+    `{"command_id": ...}` (an id, or `{region: id}`) or `{"script": path}`.
     `options` are InvokeCommand's, named as the fields of `fanout.aliyun.command.CommandSpec`
     (`timeout_s`, `username`, `working_dir`, `container_id`, `termination_mode`,
     `oss_output_delivery`, `invocation_tags`, ...), checked as the CLI checks its flags
@@ -157,6 +171,10 @@ async def rollout(
         wave_order=wave_order,
         max_errors=max_errors,
         wave_max_failures=wave_max_failures,
+        wave_wait_s=wave_wait_s,
+        wave_check=_linked("wave_check", wave_check, settings.content_limit_bytes),
+        on_halt=_linked("on_halt", on_halt, settings.content_limit_bytes),
+        on_halt_scope=_scope(on_halt_scope),
         preflight=preflight,
         wait=wait,
         strict=strict,
@@ -196,6 +214,38 @@ def _spec(
     check_options(spec)
     check_schedule(spec, time.time())
     return spec
+
+
+def _linked(
+    what: str, given: LinkedCommand | None, content_limit_bytes: int
+) -> CommandSource | None:
+    """`wave_check=` / `on_halt=`: one command source, checked as the run's own (no call)."""
+    if given is None:
+        return None
+    unknown = sorted(set(given) - {"command_id", "command_name", "script"})
+    if unknown or len(given) != 1:
+        msg = (
+            f"rollout(): {what} takes one of command_id, command_name, script (got {sorted(given)})"
+        )
+        raise ConfigError(msg)
+    ((key, value),) = given.items()
+    if key == "script" and isinstance(value, str | Path):
+        script = _script(value, None, None, False, {})
+        return _source(None, None, None, script, None, content_limit_bytes)
+    if key == "command_name" and isinstance(value, str):
+        return _source(None, value, None, None, None, content_limit_bytes)
+    if key == "command_id" and isinstance(value, str | Mapping):
+        return _source(value, None, None, None, None, content_limit_bytes)
+    msg = f"rollout(): {what}={{{key!r}: {value!r}}}: not a command source"
+    raise ConfigError(msg)
+
+
+def _scope(scope: str) -> str:
+    """`on_halt_scope=`: succeeded or all-invoked."""
+    if scope not in ROLLBACK_SCOPES:
+        msg = f"rollout(): on_halt_scope {scope!r}: one of {', '.join(ROLLBACK_SCOPES)}"
+        raise ConfigError(msg)
+    return scope
 
 
 def _script(
@@ -273,6 +323,7 @@ async def resume(
             ResumeRequest(run_id, secret_params or {}, wait=wait),
             emit=on_event or _quiet,
             handle_signals=False,
+            linked=linked_runs(settings, credentials, store, SYSTEM_CLOCK),
         )
     finally:
         store.close()

@@ -22,7 +22,7 @@ refusal says so, not a burst of `--concurrency` of them.
 from __future__ import annotations
 
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 import anyio
@@ -52,6 +52,8 @@ class WaveOptions:
     pause_after_wave: bool
     wave_wait_s: float = 0.0  # --wave-wait: bake time after a wave's results, before the next
     bake_until: float | None = None  # a bake time a resumed run still owes (epoch s)
+    # --wave-check: at the end of a wave's bake time, on its succeeded instances (linked run)
+    check: Callable[[int], Awaitable[None]] | None = None
 
 
 class _Waves:
@@ -130,8 +132,8 @@ async def _wave_loop(
 ) -> None:
     """Open each wave, wait for every region's share, collect and judge, then the next."""
     control = ctx.control
-    if options.bake_until is not None and waves.waves and waves.waves[0] > 0:
-        await _bake(ctx, leg, waves.waves[0] - 1, options.bake_until)  # owed from before
+    if waves.waves and waves.waves[0] > 0:  # a resume: what the wave before still owes
+        await _after_wave(ctx, leg, options, waves.waves[0] - 1, options.bake_until)
     for index, wave in enumerate(waves.waves):
         if _halted(control):  # no wave starts once halted (or past the change window)
             return
@@ -151,15 +153,41 @@ async def _wave_loop(
                     watch.cancel_scope.cancel()
         if collector is not None:
             await collector.drain(control.abort_event)
-        leg.end_wave(wave)
-        if control.halted:
+        if not _wave_over(control, leg, wave):
             return
         last = index == len(waves.waves) - 1
         if options.pause_after_wave and not last:
             control.halt(HaltReason.PAUSE)
             return
-        if options.wave_wait_s > 0 and not last:
-            await _bake(ctx, leg, wave, ctx.clock.time() + options.wave_wait_s)
+        if not last:
+            until = ctx.clock.time() + options.wave_wait_s if options.wave_wait_s > 0 else None
+            await _after_wave(ctx, leg, options, wave, until)
+
+
+async def _after_wave(
+    ctx: InvokeContext, leg: Leg, options: WaveOptions, wave: int, bake_until: float | None
+) -> None:
+    """Between `wave` and the next: its bake time (until `bake_until`), then its check on the
+    wave's succeeded instances (a check that already ran is not counted again)."""
+    if bake_until is not None:
+        await _bake(ctx, leg, wave, bake_until)
+    if options.check is not None and not _halted(ctx.control):
+        await options.check(wave)
+
+
+def _wave_over(control: RunControl, leg: Leg, wave: int) -> bool:
+    """Report and judge the wave whose results are in; True if the next may start.
+
+    A wave cut short by something other than its failures (a signal, a stop, a fatal answer,
+    the change window) has results still out: it is not reported "done" - the halt says why.
+    After the error budget's halt the results of what was sent are collected, and the wave is
+    reported and judged with them."""
+    if control.halted_by(
+        HaltReason.SIGNAL, HaltReason.STOP_REQUESTED, HaltReason.FATAL, HaltReason.WINDOW
+    ):
+        return False
+    leg.end_wave(wave)
+    return not control.halted
 
 
 def _halted(control: RunControl) -> bool:
@@ -173,9 +201,9 @@ async def _bake(ctx: InvokeContext, leg: Leg, wave: int, until: float) -> None:
     now = ctx.clock.time()
     if until <= now:
         return
-    data = {"run_id": ctx.run_id, "wave": wave + 1, "until": until}
-    leg.emit("wave_wait", data)
-    ctx.ledger.post(AppendEvent(ctx.run_id, "wave_wait", now, data))
+    data = {"run_id": ctx.run_id, "wave": wave + 1, "until": until, "wait_s": until - now}
+    leg.emit("wave_wait", {**data, "until": iso(until)})  # times out are ISO-8601 (README)
+    ctx.ledger.post(AppendEvent(ctx.run_id, "wave_wait", now, data))  # a resume reads epoch s
     await ctx.control.sleep(until - now)
 
 

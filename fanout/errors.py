@@ -237,7 +237,7 @@ class CredentialsExpiredError(CallError):
         when = "" if expiration is None else f" at {_utc(expiration)}"
         super().__init__(
             f"the credentials from {source} expired{when} and could not be renewed ({why}); "
-            "renew them, then `fanout resume`",
+            "renew them, then `fanout resume` the run (one not stored yet: start it again)",
             kind=CallKind.FATAL,
             code="Credentials.Expired",
         )

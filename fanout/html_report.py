@@ -33,7 +33,7 @@ __all__ = ["EXIT_MEANINGS", "RunLedger", "render_html", "report_model"]
 
 EXIT_MEANINGS = {
     0: "every target reached success",
-    1: "finished; some targets failed, were unreachable, were excluded or are unknown",
+    1: "finished; some targets failed, were unreachable or are unknown (--strict: or excluded)",
     2: "bad input or configuration; nothing was sent",
     3: "halted by --max-errors; resumable",
     4: "stopped by the daily quota; resume when capacity frees",
@@ -120,9 +120,14 @@ def _meta(ledgers: Sequence[RunLedger]) -> dict[str, tuple[str, str, int]]:
 
 
 def report_model(
-    original: RunLedger, retries: Sequence[RunLedger] = (), *, generated_at: float
+    original: RunLedger,
+    retries: Sequence[RunLedger] = (),
+    *,
+    generated_at: float,
+    linked: Sequence[Mapping[str, Any]] = (),
 ) -> dict[str, Any]:
-    """Everything the HTML report shows, from ledger records only (retries oldest first)."""
+    """Everything the HTML report shows, from ledger records only (retries oldest first;
+    `linked`: the rollbacks and wave checks, `fanout.report_io.linked_sections`)."""
     ledgers = (original, *retries)
     run_states = {lg.run.run_id: lg.run.state for lg in ledgers}
     rows = roll_up(original.instances, (lg.instances for lg in retries))
@@ -154,6 +159,22 @@ def report_model(
         "timeline": _timeline(ledgers),
         "table": _table(rows, states, meta, group_of, ledgers),
         "states": list(REPORTED_STATES),
+        "linked": [_linked_row(section) for section in linked],
+    }
+
+
+def _linked_row(section: Mapping[str, Any]) -> dict[str, Any]:
+    """A rollback's or a wave check's row: what it was, its run, state and counts."""
+    kind = section.get("kind")
+    summary = section.get("summary") or {}
+    return {
+        "what": f"wave {section.get('wave')} check" if kind == "wave_check" else "rollback",
+        "run_id": section.get("run_id"),
+        "command_id": section.get("command_id"),
+        "state": section.get("state"),
+        "exit_code": section.get("exit_code"),
+        "target_count": section.get("target_count"),
+        "counts": ", ".join(f"{n} {state}" for state, n in summary.items() if n),
     }
 
 
@@ -200,6 +221,30 @@ def _natural(text: str) -> tuple[Any, ...]:
     return tuple((0, int(p), "") if p.isdigit() else (1, 0, p) for p in parts)
 
 
+_BLANK: tuple[object, ...] = (None, "", {}, [])
+_SPEC_NAMES = {"had_parameters": "parameters given"}
+
+
+def _shown(value: object, key: str = "") -> str:
+    """A stored option as a person reads it: yes/no, `key value` pairs, a script's size and
+    digest instead of its text (the report is not where a script is read; the ledger has it)."""
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    if key == "content" and isinstance(value, str):
+        digest = hashlib.sha256(value.encode()).hexdigest()[:12]
+        lines = value.count("\n") + (not value.endswith("\n"))
+        return (
+            f"{lines} line{'s' if lines != 1 else ''}, {len(value.encode())} bytes, sha256 {digest}"
+        )
+    if isinstance(value, dict):
+        return "; ".join(f"{k} {_shown(v, str(k))}" for k, v in value.items() if v not in _BLANK)
+    if isinstance(value, list | tuple):
+        return ", ".join(_shown(v) for v in value)
+    return str(value)
+
+
 def _run_header(lg: RunLedger, position: int) -> dict[str, Any]:
     """What the header says about one run."""
     run = lg.run
@@ -223,9 +268,13 @@ def _run_header(lg: RunLedger, position: int) -> dict[str, Any]:
         "parameters": sorted(run.parameters.items()),
         "secret_keys": list(run.secret_keys),
         "options": sorted(
-            (k, str(v)) for k, v in run.options.items() if k != "spec" and v not in (None, "")
+            (k, _shown(v, k)) for k, v in run.options.items() if k != "spec" and v not in _BLANK
         ),
-        "spec": sorted((k, str(v)) for k, v in spec.items() if v not in (None, "", False))
+        "spec": sorted(
+            (_SPEC_NAMES.get(k, k), _shown(v, k))
+            for k, v in spec.items()
+            if v not in (*_BLANK, False)
+        )
         if isinstance(spec, dict)
         else [],
         "owners": sorted(set(owners)),

@@ -33,12 +33,21 @@ from fanout.ledger import (
     RunRecord,
     RunState,
 )
+from fanout.linked import LinkedRuns
 from fanout.plan import Plan, make_plan, parse_waves
 from fanout.preflight import preflight_targets
 from fanout.quota import RegionQuotas
 from fanout.redaction import redact_params
-from fanout.request import RunRequest
-from fanout.runner import DriveOptions, Emit, RunOutcome, account_quotas, client_for, drive
+from fanout.request import ResumeRequest, RunRequest
+from fanout.runner import (
+    DriveOptions,
+    Emit,
+    RunOutcome,
+    account_quotas,
+    client_for,
+    drive,
+    resume_run,
+)
 from fanout.settings import Settings
 from fanout.sources import CommandIdSource, CommandSource, label, source_options
 from fanout.tally import planned_regions
@@ -50,6 +59,7 @@ __all__ = [
     "Confirm",
     "PreparedRun",
     "batch_records",
+    "linked_runs",
     "new_run_id",
     "prepare_run",
     "preview_preflight",
@@ -155,8 +165,48 @@ async def store_and_drive(
         clock=clock,
         not_after=request.not_after,
         quotas=prepared.quotas,
+        linked=linked_runs(settings, credentials, store, clock, handle_signals=handle_signals),
     )
     return await drive(settings, credentials, store, run, request.spec, emit=emit, options=options)
+
+
+def linked_runs(
+    settings: Settings,
+    credentials: CredentialSource,
+    store: LedgerStore,
+    clock: Clock,
+    *,
+    handle_signals: bool = False,
+) -> LinkedRuns:
+    """How a run starts and resumes its linked runs (wave checks, the rollback on halt): as
+    any run, in this process, without asking. A wave check runs inside its run's leg, whose
+    signal handling covers it (a second Ctrl-C leaves at once, the ledger consistent); the
+    rollback comes after the run's leg and handles signals itself when `handle_signals`."""
+
+    async def start(request: RunRequest, emit: Emit) -> RunOutcome:
+        own_signals = handle_signals and request.kind == "rollback"
+        return await start_run(
+            settings,
+            credentials,
+            store,
+            request,
+            emit=emit,
+            handle_signals=own_signals,
+            clock=clock,
+        )
+
+    async def resume(run_id: str, emit: Emit) -> RunOutcome:
+        return await resume_run(
+            settings,
+            credentials,
+            store,
+            ResumeRequest(run_id),
+            emit=emit,
+            handle_signals=False,
+            clock=clock,
+        )
+
+    return LinkedRuns(start=start, resume=resume, store=store)
 
 
 async def start_run(
@@ -260,6 +310,18 @@ async def _checked_plan(
             content_limit_bytes=settings.content_limit_bytes,
             now_s=now,
         )
+        for linked in (request.wave_check, request.on_halt):  # refused now, not at a halt
+            if linked is not None:
+                await resolve_commands(
+                    client,
+                    store,
+                    linked,
+                    [t.region for t in request.targets],
+                    account=settings.account or account_key(credentials),
+                    spec=CommandSpec(label(linked)),
+                    content_limit_bytes=settings.content_limit_bytes,
+                    now_s=now,
+                )
         # The account's own daily limit per region (free), read before the first call.
         quotas = await account_quotas(settings, client, [t.region for t in request.targets])
         excluded = (
@@ -366,6 +428,11 @@ def _options(request: RunRequest, settings: Settings) -> dict[str, object]:
         "wait": request.wait,
         "strict": request.strict,
         "not_after": request.not_after,
+        "kind": request.kind,
+        "check_wave": request.check_wave,
+        "wave_check": None if request.wave_check is None else source_options(request.wave_check),
+        "on_halt": None if request.on_halt is None else source_options(request.on_halt),
+        "on_halt_scope": request.on_halt_scope,
         # The pacing a retry inherits unless told otherwise.
         "batch_size": settings.batch_size,
         "concurrency": settings.concurrency,

@@ -12,7 +12,7 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any, Protocol
 
-from fanout.plan import estimate_region, make_plan
+from fanout.plan import Plan, estimate_region, make_plan, parse_waves
 from fanout.quota import QuotaPolicy, RegionQuotas
 from fanout.report import iso
 from fanout.targets import Target
@@ -52,16 +52,22 @@ def plan_document(
     duplicates: int,
     now: float,
     quotas: RegionQuotas | None = None,
+    waves: str | None = None,
+    wave_order: str = "spread",
 ) -> dict[str, Any]:
     """The `fanout plan` document of `targets` less the `(region, instance_id)` in `excluded`.
 
     `used` is the quota already spent per region (calls, oldest call) and `duplicates` the number
     of duplicate targets dropped; `now` (epoch seconds) dates the ETAs. `quotas` are the regions'
-    daily limits as read from the API (None: the settings' limit everywhere).
+    daily limits as read from the API (None: the settings' limit everywhere). `waves` and
+    `wave_order` cut the plan as `run` will: each wave's instances and calls per region.
     """
     quotas = quotas or RegionQuotas(settings.quota)
     kept = [t for t in targets if (t.region, t.instance_id) not in excluded]
-    plan = make_plan("plan", kept, batch_size=settings.batch_size)
+    cuts = parse_waves(waves, len(kept)) if kept else ()
+    plan = make_plan(
+        "plan", kept, batch_size=settings.batch_size, waves=cuts or None, wave_order=wave_order
+    )
     per_region = Counter(t.region for t in targets)
     calls_by_region = Counter(b.region for b in plan.batches)
     reasons_by_region: dict[str, Counter[str]] = {}
@@ -91,8 +97,27 @@ def plan_document(
         "finishes_at": last["finishes_at"] if last else None,
         "quota_mode": settings.quota.mode.value,
         "regions": regions,
+        "waves": _waves(plan),
+        "wave_order": wave_order,
         "spends_quota": False,
     }
+
+
+def _waves(plan: Plan) -> list[dict[str, Any]]:
+    """Each wave (from 1) with its instances and calls, in total and per region."""
+    waves: dict[int, dict[str, Any]] = {}
+    for b in plan.batches:
+        wave = waves.setdefault(
+            b.wave, {"wave": b.wave + 1, "instances": 0, "calls": 0, "regions": {}}
+        )
+        wave["instances"] += len(b.instance_ids)
+        wave["calls"] += 1
+        region = wave["regions"].setdefault(b.region, {"instances": 0, "calls": 0})
+        region["instances"] += len(b.instance_ids)
+        region["calls"] += 1
+    for wave in waves.values():
+        wave["regions"] = dict(sorted(wave["regions"].items()))
+    return [waves[k] for k in sorted(waves)]
 
 
 def _region_entry(

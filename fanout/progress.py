@@ -79,7 +79,8 @@ def _cells(r: RegionView) -> tuple[str, ...]:
 
 
 def render(v: ProgressView) -> RenderableType:
-    """The live view: a header line, one row per region, a total row, a legend."""
+    """The live view: a header line (and, between two waves, the bake time left or the wave
+    check running), one row per region, a total row, a legend."""
     from rich.console import Group  # noqa: PLC0415 - rich is loaded only when drawing
     from rich.table import Table  # noqa: PLC0415
     from rich.text import Text  # noqa: PLC0415
@@ -109,7 +110,10 @@ def render(v: ProgressView) -> RenderableType:
         table.add_column(title, footer=str(totals.get(title, "")), justify="right", no_wrap=True)
     for r in v.regions:
         table.add_row(r.region, *_cells(r))
-    return Group(Text.from_markup(_header(v)), table, Text(_LEGEND, style="dim"))
+    lines = [Text.from_markup(_header(v))]
+    if v.between:  # between two waves: the bake time left, or the wave check running
+        lines.append(Text(v.between, style="cyan"))
+    return Group(*lines, table, Text(_LEGEND, style="dim"))
 
 
 class LiveView:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
 
 from fanout.ledger.model import InstanceRecord, RunRecord, RunState, reported_state
@@ -176,12 +176,18 @@ class ReportFilter:
 
 
 def _row(
-    record: InstanceRecord, run_state: RunState, waves: Mapping[str, int]
+    record: InstanceRecord,
+    run_state: RunState,
+    waves: Mapping[str, int],
+    instance_waves: Mapping[tuple[str, str], int],
 ) -> dict[str, object]:
-    """One report row (`wave` from 1; None for an instance never batched)."""
+    """One report row (`wave` from 1; None for an instance never batched): the wave of the
+    reported run, for a retried instance too (`instance_waves`), else of the row's batch."""
     data = asdict(record)
     data["state"] = reported_state(record.state, run_state)
-    data["wave"] = waves.get(record.batch_id or "")
+    data["wave"] = instance_waves.get((record.region, record.instance_id)) or waves.get(
+        record.batch_id or ""
+    )
     return {name: data.get(name) for name in _REPORT_FIELDS}
 
 
@@ -205,15 +211,25 @@ def render_report(
     waves: Mapping[str, int] | None = None,
     only: ReportFilter | None = None,
     command_ids: Mapping[str, str | None] | None = None,
+    instance_waves: Mapping[tuple[str, str], int] | None = None,
+    *,
+    linked: Sequence[Mapping[str, object]] = (),
 ) -> str:
     """Per-instance results as `table`, `json` (one document) or `csv`.
 
+    `linked` are the run's rollbacks and wave checks (`fanout.report_io.linked_sections`):
+    a section of their own in `table` and `json` (`linked_runs`), never rolled up.
+
     `run_states` gives the state of each run the rows come from (retries rolled up); `waves`
-    each batch's wave (from 1); `only` which rows to keep (the summaries count those rows);
-    `command_ids` each region's CommandId (a CommandId belongs to one region).
+    each batch's wave (from 1); `instance_waves` each (region, instance)'s wave in the reported
+    run, which a retried instance's row keeps (`--wave 4` is the run's wave 4, not its retry's);
+    `only` which rows to keep (the summaries count those rows); `command_ids` each region's
+    CommandId (a CommandId belongs to one region).
     """
     states = {run.run_id: run.state, **(run_states or {})}
-    rows = [_row(r, states.get(r.run_id, run.state), waves or {}) for r in records]
+    rows = [
+        _row(r, states.get(r.run_id, run.state), waves or {}, instance_waves or {}) for r in records
+    ]
     if only:
         rows = [row for row in rows if only.keeps(row)]
     summary: dict[str, int] = dict.fromkeys(REPORTED_STATES, 0)
@@ -241,6 +257,7 @@ def render_report(
             "by_error_code": by_error,
             "by_exit_code": by_exit,
             "instances": rows,
+            "linked_runs": [dict(section) for section in linked],
         }
         return json.dumps(doc, indent=2)
     if fmt == "csv":
@@ -249,7 +266,26 @@ def render_report(
         writer.writeheader()
         writer.writerows(rows)
         return buf.getvalue()
-    return _table(rows, summary, by_error, by_region)
+    return _table(rows, summary, by_error, by_region) + "".join(
+        _linked_line(section) for section in linked
+    )
+
+
+def _linked_line(section: Mapping[str, object]) -> str:
+    """A rollback's or a wave check's line under the table."""
+    summary = section.get("summary")
+    counts = ", ".join(
+        f"{state.replace('_', ' ')} {n}"
+        for state, n in (summary.items() if isinstance(summary, Mapping) else ())
+        if n
+    )
+    what = (
+        f"wave {section.get('wave')} check" if section.get("kind") == "wave_check" else "rollback"
+    )
+    return (
+        f"{what}: run {section.get('run_id')} ({section.get('command_id')}), "
+        f"{section.get('state')}: {counts or 'no instances'}\n"
+    )
 
 
 def _table(
@@ -259,7 +295,9 @@ def _table(
     by_region: Mapping[str, Mapping[str, int]],
 ) -> str:
     """Fixed-width text table plus summaries."""
+    retried = len({row["run_id"] for row in rows}) > 1  # a retry's rows say which run they are
     columns = (
+        *(("run_id",) if retried else ()),
         *("region", "instance_id", "state", "wave", "exit_code", "error_code", "reason"),
         *("invoke_id", "output"),
     )

@@ -46,6 +46,13 @@ class RunRequest:
     parent_run_id: str | None = None
     allow_short_secret: bool = False  # secret values under 8 characters (fanout.fingerprints)
     count_unreachable: bool = False  # unreachable instances count against --max-errors
+    # Linked runs (fanout.linked): a health check on each wave's succeeded instances at the end
+    # of its bake time, and the rollback run when the run halts on its error budget (exit 3).
+    wave_check: CommandSource | None = None
+    on_halt: CommandSource | None = None
+    on_halt_scope: str = "succeeded"  # or "all-invoked" (fanout.linked.ROLLBACK_SCOPES)
+    kind: str = "run"  # run, retry, rollback or wave_check (fanout.linked.KINDS)
+    check_wave: int | None = None  # a wave check's wave (from 1)
 
     @property
     def command_source(self) -> CommandSource:
@@ -63,3 +70,7 @@ class ResumeRequest:
     wait_for_quota: bool = False
     force_lease: bool = False
     not_after: float | None = None  # this leg's change window (a stored one is not reused)
+    # A new error budget from this leg on (kept for later legs): the run's earlier failures
+    # still count, so a run halted by its budget goes on only with a larger one.
+    max_errors: str | None = None
+    wave_max_failures: str | None = None

@@ -9,8 +9,9 @@ consistent), the lease, and the final state and exit code. Halting is the run co
 
 from __future__ import annotations
 
+import dataclasses
 import signal
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -49,11 +50,12 @@ from fanout.ledger import (
     SetRun,
 )
 from fanout.limits import limit_records, read_region_quotas
+from fanout.linked import LinkedRuns, succeeded_in_wave
 from fanout.preflight import check_credentials
 from fanout.quota import RegionQuotas
 from fanout.refused import probe_after_recent_refusals
 from fanout.request import ResumeRequest
-from fanout.results import Collector
+from fanout.results import COUNTED_FAILURES, Collector
 from fanout.settings import Settings
 from fanout.tally import stored_regions
 from fanout.verdict import reported_counts, verdict
@@ -93,6 +95,7 @@ class RunOutcome:
     quota_frees_at: float | None = None
     # Per blocked region: the API's refusal (code, message) and when it may go on.
     quota: Mapping[str, Mapping[str, object]] = field(default_factory=dict)
+    rollback: Mapping[str, object] | None = None  # the `rollback` event of a halted run
 
 
 @dataclass(frozen=True, slots=True)
@@ -106,6 +109,9 @@ class DriveOptions:
     clock: Clock = SYSTEM_CLOCK
     not_after: float | None = None  # the change window of this leg (--not-after)
     quotas: RegionQuotas | None = None  # the regions' daily limits; None: read them first
+    max_errors: str | None = None  # a new --max-errors from this leg on (resume)
+    wave_max_failures: str | None = None  # a new --wave-max-failures from this leg on
+    linked: LinkedRuns | None = None  # wave checks and the rollback on halt (fanout.linked)
 
 
 def client_for(
@@ -152,10 +158,12 @@ async def resume_run(
     emit: Emit,
     handle_signals: bool = True,
     clock: Clock = SYSTEM_CLOCK,
+    linked: LinkedRuns | None = None,
 ) -> RunOutcome:
     """Continue a stored run with the same command, parameters and tokens.
 
-    `request.force_lease` takes the run over even from a live runner (`resume --force`).
+    `request.force_lease` takes the run over even from a live runner (`resume --force`);
+    `linked` runs its wave checks and its rollback on halt (`fanout.launch.linked_runs`).
     """
     run = await anyio.to_thread.run_sync(store.get_run, request.run_id)
     spec = run_spec(run, request.secret_params)
@@ -166,7 +174,9 @@ async def resume_run(
         await check_credentials(client, [b.region for b in batches], run.command_id)
         quotas = await account_quotas(settings, client, sorted({b.region for b in batches}))
     regions = await anyio.to_thread.run_sync(stored_regions, store, run, quotas, clock.time())
-    allowed = parse_max_errors(_text_option(run, "max_errors"), run.target_count)
+    seen = await anyio.to_thread.run_sync(store.events, run.run_id)
+    max_errors, _ = _budget_texts(run, seen, request.max_errors, request.wave_max_failures)
+    allowed = parse_max_errors(max_errors, run.target_count)
     emit(
         "resume",
         {"run_id": run.run_id, "state": run.state.value, "allowed": allowed, "regions": regions},
@@ -179,6 +189,9 @@ async def resume_run(
         clock=clock,
         not_after=request.not_after,
         quotas=quotas,
+        max_errors=request.max_errors,
+        wave_max_failures=request.wave_max_failures,
+        linked=linked,
     )
     return await drive(settings, credentials, store, run, spec, emit=emit, options=options)
 
@@ -272,18 +285,49 @@ async def drive(
         raise LedgerWriteError(msg) from exc
     if outcome is None:  # a second signal: left at once; the ledger holds every intent
         outcome = RunOutcome(run.run_id, RunState.RUNNING, ExitCode.INTERRUPTED, "left at once")
-    emit(
-        "end",
-        {
-            "run_id": run.run_id,
-            "state": outcome.state.value,
-            "exit_code": int(outcome.exit_code),
-            "instances": dict(outcome.instances),
-            "message": outcome.message,
-            "quota": dict(outcome.quota),
-        },
-    )
+    if outcome.exit_code is ExitCode.HALTED and options.linked is not None:
+        outcome = await _roll_back(options.linked, run, outcome, emit)
+    end: dict[str, object] = {
+        "run_id": run.run_id,
+        "state": outcome.state.value,
+        "exit_code": int(outcome.exit_code),
+        "instances": dict(outcome.instances),
+        "message": outcome.message,
+        "quota": dict(outcome.quota),
+    }
+    if outcome.rollback is not None:
+        end["rollback"] = dict(outcome.rollback)
+    emit("end", end)
     return outcome
+
+
+async def _roll_back(
+    linked: LinkedRuns, run: RunRecord, outcome: RunOutcome, emit: Emit
+) -> RunOutcome:
+    """A run halted on its error budget: its `--on-halt-...` command, as a linked run (the
+    halted run's exit code stands; its last line says how the rollback went)."""
+    doc = await linked.roll_back(run, emit)
+    if doc is None:
+        return outcome
+    if doc.get("error"):
+        said = f"; the rollback failed: {doc['error']}"
+    elif doc.get("rollback_run_id") is None:
+        said = "; nothing to roll back (no instance in its scope)"
+    else:
+        summary = doc.get("summary")
+        counts = ", ".join(
+            f"{n} {state.replace('_', ' ')}"
+            for state, n in (summary.items() if isinstance(summary, Mapping) else ())
+            if n
+        )
+        said = f"; rolled back by run {doc['rollback_run_id']} ({counts})"
+        code = doc.get("exit_code")
+        if code not in (0, 1):  # quota, interrupted, fatal: it has more to do
+            said += (
+                f"; the rollback did not finish (exit {code}): `fanout resume "
+                f"{doc['rollback_run_id']}`"
+            )
+    return dataclasses.replace(outcome, message=outcome.message + said, rollback=doc)
 
 
 async def _commands_ready(
@@ -391,14 +435,21 @@ async def _leg(
     bakes = [data.get("until") for _id, _ts, kind, data in seen if kind == "wave_wait"]
     bake_until = bakes[-1] if bakes and isinstance(bakes[-1], int | float) else None
     now = ctx.clock.time()
+    max_errors, wave_max = _budget_texts(run, seen, options.max_errors, options.wave_max_failures)
+    budget_change = (
+        [AppendEvent(run.run_id, BUDGET_EVENT, now, _budget_fields(options))]
+        if options.max_errors is not None or options.wave_max_failures is not None
+        else []
+    )
     await ctx.ledger.submit(
         SetRun(run.run_id, RunState.RUNNING, now),
         AppendEvent(run.run_id, "start", now, {"owner": owner()}),
+        *budget_change,
     )
-    max_errors = _text_option(run, "max_errors")
     allowed = parse_max_errors(max_errors, run.target_count)
-    rule = WaveRule(_text_option(run, "wave_max_failures"), max_errors, run.target_count)
-    budget = ErrorBudget(allowed, count_unreachable=bool(run.options.get("count_unreachable")))
+    rule = WaveRule(wave_max, max_errors, run.target_count)
+    count_unreachable = bool(run.options.get("count_unreachable"))
+    budget = ErrorBudget(allowed, count_unreachable=count_unreachable)
     leg = Leg(run.run_id, ctx.control, _journaling(emit, ctx), budget, rule)
     async with anyio.create_task_group() as helpers:
         if options.handle_signals:
@@ -415,6 +466,11 @@ async def _leg(
         )
         batches = await anyio.to_thread.run_sync(store.load_batches, run.run_id)
         leg.know(batches)
+        if any(b.state is not BatchState.PENDING or b.attempts for b in batches):
+            earlier = await anyio.to_thread.run_sync(
+                _earlier_failures, store, run.run_id, batches, count_unreachable
+            )
+            leg.carry(earlier)
         collector = None
         if wait and waits_for_results(ctx.spec):
             accepted = any(b.state is BatchState.ACCEPTED for b in batches)
@@ -433,9 +489,42 @@ async def _leg(
             pause_after_wave=bool(run.options.get("pause_after_wave")),
             wave_wait_s=float(run.options.get("wave_wait_s") or 0.0),  # type: ignore[arg-type]
             bake_until=bake_until,
+            check=_wave_check(options.linked, ctx, run, leg),
         )
         await dispatch_waves(ctx, leg, collector, store, batches, waves)
         helpers.cancel_scope.cancel()
+
+
+def _wave_check(
+    linked: LinkedRuns | None, ctx: InvokeContext, run: RunRecord, leg: Leg
+) -> Callable[[int], Awaitable[None]] | None:
+    """The run's wave check (`--wave-check-...`): on the wave's succeeded instances, as a
+    linked run; its failures count against the wave's budget (None: the run has none)."""
+    if linked is None or not run.options.get("wave_check"):
+        return None
+
+    async def check(wave: int) -> None:
+        await ctx.ledger.flush()  # the wave's outcomes, posted without waiting, are stored
+        targets = await anyio.to_thread.run_sync(
+            succeeded_in_wave, ctx.store, run.run_id, dict(leg.wave_of), wave
+        )
+        result = await linked.check_wave(run, wave, targets, leg.emit)
+        # Counted (and journaled: counted once) unless the run halted meanwhile (Ctrl-C, stop):
+        # then a resume counts it. A check that could not finish halts the run: no wave goes
+        # out unchecked.
+        if result is None or ctx.control.halted:
+            return
+        if not result.finished:
+            ctx.control.halt(
+                HaltReason.CHECK,
+                f"the check of wave {wave + 1} (run {result.check_run_id}) did not finish "
+                f"(exit {result.exit_code}); a resume goes on with it",
+            )
+            return
+        leg.emit("wave_check", result.event(run.run_id))
+        leg.check_done(wave, result.failures)
+
+    return check
 
 
 def _secret_values(run: RunRecord, spec: CommandSpec) -> tuple[str, ...]:
@@ -471,6 +560,66 @@ def _collector(
     return collector
 
 
+# The journal's record of a budget changed by `resume --max-errors / --wave-max-failures`: the
+# newest one is the run's budget from then on (the run's own options keep the first).
+BUDGET_EVENT = "budget"
+
+
+def _budget_fields(options: DriveOptions) -> dict[str, object]:
+    fields: dict[str, object] = {}
+    if options.max_errors is not None:
+        fields["max_errors"] = options.max_errors
+    if options.wave_max_failures is not None:
+        fields["wave_max_failures"] = options.wave_max_failures
+    return fields
+
+
+def _budget_texts(
+    run: RunRecord,
+    seen: Sequence[tuple[int, float, str, Mapping[str, object]]],
+    max_errors: str | None,
+    wave_max_failures: str | None,
+) -> tuple[str | None, str | None]:
+    """The run's `--max-errors` and `--wave-max-failures`: this leg's new ones, else the newest
+    a resume set (journal), else the run's own."""
+    texts = {
+        "max_errors": _text_option(run, "max_errors"),
+        "wave_max_failures": _text_option(run, "wave_max_failures"),
+    }
+    for _id, _ts, kind, data in seen:
+        if kind == BUDGET_EVENT:
+            texts.update({k: str(v) for k, v in data.items() if k in texts})
+    if max_errors is not None:
+        texts["max_errors"] = max_errors
+    if wave_max_failures is not None:
+        texts["wave_max_failures"] = wave_max_failures
+    return texts["max_errors"] or None, texts["wave_max_failures"] or None
+
+
+def _earlier_failures(
+    store: LedgerStore, run_id: str, batches: Sequence[BatchRecord], count_unreachable: bool
+) -> dict[int, int]:
+    """Per wave, the failures earlier legs recorded that the budgets count: executions that
+    failed (`COUNTED_FAILURES`), instances of a batch the API refused for good (not the ones
+    isolated alone, which carry their reason), and unreachable ones if counted."""
+    wave_of = {b.batch_id: b.wave for b in batches}
+    failed_batches = {b.batch_id for b in batches if b.state is BatchState.FAILED}
+    earlier: dict[int, int] = {}
+    for rec in store.iter_instances(run_id):
+        if rec.batch_id is None:
+            continue
+        if rec.state is InstanceState.FAILED:
+            counted = rec.invocation_status in COUNTED_FAILURES or (
+                not rec.invocation_status and not rec.reason and rec.batch_id in failed_batches
+            )
+        else:
+            counted = rec.state is InstanceState.UNREACHABLE and count_unreachable
+        if counted:
+            wave = wave_of.get(rec.batch_id, -1)
+            earlier[wave] = earlier.get(wave, 0) + 1
+    return earlier
+
+
 def _final_by_batch(store: LedgerStore, run_id: str) -> dict[str, list[str]]:
     """Per batch, the instances an earlier leg already recorded in a final state."""
     final: dict[str, list[str]] = {}
@@ -482,7 +631,7 @@ def _final_by_batch(store: LedgerStore, run_id: str) -> dict[str, list[str]]:
 
 # Run events the ledger's journal keeps too, with their time: what the report's timeline draws
 # beyond the batches' own times (wave bands, the error budget's halt, in-process quota waits).
-JOURNALED_EVENTS = frozenset({"wave_start", "wave", "halted", "quota_wait"})
+JOURNALED_EVENTS = frozenset({"wave_start", "wave", "halted", "quota_wait", "wave_check"})
 
 
 def _journaling(emit: Emit, ctx: InvokeContext) -> Emit:

@@ -300,6 +300,10 @@ def _settings_table(toml: _TomlFile) -> tuple[str, dict[str, Any]]:
 # `[rollout]` keys: defaults for the `run` / `plan` flags of the same name, so a reviewed file
 # can describe a whole rollout. Values: strings, except the lists, the params table and the
 # timeout. Their values pass the same rules as the flags (`fanout.validate`), naming file:line.
+# `[rollout]` keys that name a file: relative to the config file's folder, as an operator who
+# keeps `rollout.toml` beside `deploy.sh` expects wherever fanout is run from (`-` is stdin).
+_ROLLOUT_PATHS = frozenset({"targets", "script", "wave_check_script", "on_halt_script"})
+
 _ROLLOUT_KEYS: Mapping[str, type] = {
     # The command source, exactly one: command_id (every region), command_ids (a table
     # region = id), command_name (with provider for a public command), or script (with
@@ -323,6 +327,17 @@ _ROLLOUT_KEYS: Mapping[str, type] = {
     "max_errors": str,
     "wave_max_failures": str,
     "wave_wait": str,
+    # Linked runs (fanout.linked), each with the command sources of the run's own command:
+    # a check after each wave's bake time, a rollback when the run halts on its budget.
+    "wave_check_command_id": str,
+    "wave_check_command_ids": dict,
+    "wave_check_command_name": str,
+    "wave_check_script": str,
+    "on_halt_command_id": str,
+    "on_halt_command_ids": dict,
+    "on_halt_command_name": str,
+    "on_halt_script": str,
+    "on_halt_scope": str,
     "frequency": str,
     "repeat_mode": str,
     "timed": bool,
@@ -370,7 +385,14 @@ def load_rollout(config_file: Path | None) -> RolloutTable:
         ):
             what = f"{kind.__name__} of strings" if kind in (list, dict) else kind.__name__
             raise ConfigError(f"{sources[key]}: expected {what}, got {values.shown(value)}")
-    return RolloutTable(dict(table), sources)
+    base = config_file.parent
+    resolved = {
+        key: str(base / value)
+        if key in _ROLLOUT_PATHS and isinstance(value, str) and value != "-"
+        else value
+        for key, value in table.items()
+    }
+    return RolloutTable(resolved, sources)
 
 
 def _parse(name: str, value: object, where: str, *, named: bool = True) -> object:

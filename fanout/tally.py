@@ -15,6 +15,7 @@ Events read (data fields beyond `run_id`):
   instance      region, state, failures        halted      failures, allowed
   quota_wait    regions, until (epoch s)       end         state, exit_code
   batch_split   batch_id, region, instances (a batch split in two: one more call to make)
+  wave_wait     wave, wait_s (the bake time left)    wave_check_start / wave_check  wave
 """
 
 from __future__ import annotations
@@ -100,6 +101,7 @@ class ProgressView:
     ended: str | None  # "finished (exit 1)" once the run ended
     elapsed_s: float
     regions: tuple[RegionView, ...]
+    between: str | None = None  # "wave 1 baking: 25s left", "wave 1 check: 20 instances"
 
     def total(self, name: str) -> int:
         """A count summed over the regions (`succeeded`, `failed`, ...)."""
@@ -110,6 +112,8 @@ class ProgressModel:
     """Run events in, a `ProgressView` out; `now` is passed in (monotonic seconds)."""
 
     __slots__ = (
+        "_bake",
+        "_check",
         "_halted",
         "_regions",
         "allowed",
@@ -130,6 +134,8 @@ class ProgressModel:
         self.allowed: int | None = None
         self._halted = False
         self.ended: str | None = None
+        self._bake: tuple[int, float] | None = None  # (wave, when its bake time ends: now's)
+        self._check: tuple[int, int] | None = None  # (wave, instances) while its check runs
 
     def feed(self, kind: str, data: Mapping[str, Any], now: float) -> None:
         """Take one run event (unknown kinds are ignored)."""
@@ -163,8 +169,33 @@ class ProgressModel:
             r.quota_left = None if quota is None else int(quota)
             r.states.update({s: int(totals[s]) for s in InstanceState if totals.get(s)})
 
+    def _wave_wait(self, data: Mapping[str, Any], now: float) -> None:
+        """A wave's bake time starts: the countdown."""
+        self._bake = (int(data["wave"]), now + float(data.get("wait_s") or 0.0))
+
+    def _check_start(self, data: Mapping[str, Any], _now: float) -> None:
+        """A wave's check runs (its bake time is over)."""
+        self._bake = None
+        self._check = (int(data["wave"]), int(data.get("instances") or 0))
+
+    def _check_done(self, _data: Mapping[str, Any], _now: float) -> None:
+        """A wave's check ended."""
+        self._bake = self._check = None
+
+    def _between(self, now: float) -> str | None:
+        """What happens between two waves: the bake countdown, or the check running."""
+        if self.ended is not None:
+            return None
+        if self._check is not None:
+            return f"wave {self._check[0]} check: {self._check[1]} instances"
+        if self._bake is not None:
+            left = max(0.0, self._bake[1] - now)
+            return f"wave {self._bake[0]} baking: {round(left)}s left"
+        return None
+
     def _wave_start(self, data: Mapping[str, Any], _now: float) -> None:
         """A wave starts dispatching."""
+        self._bake = self._check = None
         self.wave = int(data["wave"])
         self.waves = int(data.get("waves", self.waves))
 
@@ -243,6 +274,7 @@ class ProgressModel:
             regions=tuple(
                 _region_view(name, r, now, elapsed) for name, r in sorted(self._regions.items())
             ),
+            between=self._between(now),
         )
 
 
@@ -257,6 +289,9 @@ _HANDLERS: dict[str, Callable[[ProgressModel, Mapping[str, Any], float], None]] 
     "instance": ProgressModel._instance,
     "halted": ProgressModel._halted_event,
     "quota_wait": ProgressModel._quota_wait,
+    "wave_wait": ProgressModel._wave_wait,
+    "wave_check_start": ProgressModel._check_start,
+    "wave_check": ProgressModel._check_done,
     "end": ProgressModel._end,
 }
 

@@ -29,6 +29,14 @@ class HaltReason(enum.StrEnum):
     FATAL = "fatal"  # an API answer after which nothing more may be sent
     PAUSE = "pause"  # --pause-after-wave
     WINDOW = "window"  # --not-after: the change window closed
+    CHECK = "check"  # a wave's check did not finish (quota, fatal): no wave goes unchecked
+
+
+# Halts that hold the run for a resume (exit 5), with what is said when no detail was given.
+_HELD: Mapping[HaltReason, str] = {
+    HaltReason.WINDOW: "the change window closed",
+    HaltReason.CHECK: "a wave check did not finish",
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -87,8 +95,9 @@ def verdict(  # noqa: PLR0911 - one return per documented exit code, in priority
         return Verdict(
             RunState.INTERRUPTED, ExitCode.INTERRUPTED, f"paused after a wave ({summary})"
         )
-    if HaltReason.WINDOW in reasons:
-        why = halt.details.get(HaltReason.WINDOW, "the change window closed")
+    held = [reason for reason in _HELD if reason in reasons]
+    if held:
+        why = halt.details.get(held[0], _HELD[held[0]])
         return Verdict(RunState.INTERRUPTED, ExitCode.INTERRUPTED, f"{why} ({summary}); resumable")
     open_left = counts.get(InstanceState.PENDING, 0)
     if halt.quota_blocked and open_left:

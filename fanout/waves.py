@@ -131,6 +131,7 @@ class Leg:
     wave_of: dict[str, int] = field(default_factory=dict)  # batch id -> wave
     wave_sizes: dict[int, int] = field(default_factory=dict)  # wave -> its instances
     wave_failures: dict[int, int] = field(default_factory=dict)
+    check_failures: dict[int, int] = field(default_factory=dict)  # wave -> failed its check
     ends: dict[BatchEnd, int] = field(default_factory=dict)
 
     def know(self, batches: Sequence[BatchRecord]) -> None:
@@ -138,6 +139,19 @@ class Leg:
         for b in batches:
             self.wave_of[b.batch_id] = b.wave
             self.wave_sizes[b.wave] = self.wave_sizes.get(b.wave, 0) + len(b.instance_ids)
+
+    def carry(self, earlier: Mapping[int, int]) -> None:
+        """Failures of the run's earlier legs (per wave, from the ledger) count against the
+        budgets as if this leg had seen them; a run already over its budget halts at once."""
+        for wave, n in earlier.items():
+            self.wave_failures[wave] = self.wave_failures.get(wave, 0) + n
+            self.budget.failures += n
+        if self.budget.allowed is None or self.budget.failures <= self.budget.allowed:
+            return
+        self._over_budget(
+            f"{self.budget.failures} failed before this resume, over the {self.budget.allowed} "
+            "allowed by --max-errors (resume with a larger --max-errors to go on)"
+        )
 
     def batch_started(self, record: BatchRecord) -> None:
         """A worker took the batch: it is in flight until `batch_ended` (progress only)."""
@@ -213,6 +227,13 @@ class Leg:
         )
         self.judge_wave(wave)
 
+    def check_done(self, wave: int, failures: int) -> None:
+        """The wave's check (`--wave-check-...`) ended: the instances that did not pass count
+        against the wave's budget, which is judged again."""
+        self.wave_failures[wave] = self.wave_failures.get(wave, 0) + failures
+        self.check_failures[wave] = self.check_failures.get(wave, 0) + failures
+        self.judge_wave(wave)
+
     def judge_wave(self, wave: int) -> None:
         """Halt the run if the wave's own failures are over its rule (`--wave-max-failures`)."""
         failures = self.wave_failures.get(wave, 0)
@@ -221,8 +242,10 @@ class Leg:
         if allowed is None or failures <= allowed:
             return
         assert self.rule is not None
+        checked = self.check_failures.get(wave)
+        by_check = f" ({checked} of them by its wave check)" if checked else ""
         detail = (
-            f"wave {wave + 1} had {failures} failed of {size} instances, over the "
+            f"wave {wave + 1} had {failures} failed of {size} instances{by_check}, over the "
             f"{allowed} allowed by {self.rule.describe()}"
         )
         if self.control.halt(HaltReason.BUDGET, detail):
@@ -245,9 +268,12 @@ class Leg:
         self.wave_failures[wave] = self.wave_failures.get(wave, 0) + n
         if not self.budget.add(n):
             return
-        detail = (
+        self._over_budget(
             f"{self.budget.failures} failed, over the {self.budget.allowed} allowed by --max-errors"
         )
+
+    def _over_budget(self, detail: str) -> None:
+        """Halt the run on its run-wide budget (once), saying why."""
         if self.control.halt(HaltReason.BUDGET, detail):
             self.emit(
                 "halted",

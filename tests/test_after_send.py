@@ -8,15 +8,16 @@ A disk that fills mid-run is made with `RLIMIT_FSIZE` (set on the running proces
 
 from __future__ import annotations
 
+import json
 import resource
 import sqlite3
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from fanout.emulator import DEMO_COMMAND_NAME, EmulatorThread
 from tests.conftest import Fanout, fleet_ids, invoked_instances, wait_for, write_targets
+from tests.test_schemas import validate
 
 Start = Callable[..., EmulatorThread]
 Bind = Callable[[EmulatorThread], Fanout]
@@ -98,6 +99,9 @@ def test_a_call_over_the_accounts_instance_limit_is_split_not_failed(
         assert calls - accepted <= 4, (region, calls, accepted)  # 100 -> 50 -> 25 -> 12
     splits = [line for line in done.stdout.splitlines() if '"event": "batch_split"' in line]
     assert splits
+    for line in done.stdout.splitlines():  # batch_split and the rest hold to their schemas
+        event = json.loads(line)
+        validate(event, f"event-{event['event']}")
     status = cli.run("status", done.stdout.splitlines()[0].split('"run_id": "')[1][:23], "--json")
     assert '"succeeded": 240' in status.stdout
 
@@ -119,10 +123,8 @@ def test_a_run_stopped_by_a_zero_lease_is_refused_before_any_call(
     run_id = stored.stdout.splitlines()[0].strip()
     env = {**cli.env, "FANOUT_LEASE_S": "0"}
     procs = [cli.start("resume", run_id, "--yes", env=env) for _ in range(2)]
-    started = time.monotonic()
     for proc in procs:
         assert proc.wait(timeout=60) == 2
         assert proc.stderr is not None
         assert "FANOUT_LEASE_S: lease_s must be a number from 3" in proc.stderr.read()
-    assert time.monotonic() - started < 60
     assert emu.snapshot()["invocations"] == []

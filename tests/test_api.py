@@ -169,3 +169,39 @@ async def test_rollout_takes_every_command_source_and_invoke_option(tmp_path: Pa
                 settings=settings,
                 credentials=CREDS,
             )
+
+
+async def test_rollout_rolls_back_on_halt_and_checks_waves(tmp_path: Path) -> None:
+    """`rollout(on_halt=..., wave_check=...)`: a half-failing rollout halts (exit 3) after its
+    first wave, over its budget (so no check runs); the rollback ran as a linked run on exactly
+    the instances that succeeded, its event just before the end; a linked command that is not
+    one source is refused before anything is sent."""
+    config = EmulatorConfig(instances_per_region=60, seed=5, exec_failure_fraction=0.5)
+    targets = [
+        Target("cn-hangzhou", i.instance_id)
+        for i in Fleet.from_config(config).regions["cn-hangzhou"].instances
+    ]
+    events: list[str] = []
+    async with running_emulator(config) as emu:
+        settings = Settings(ledger=str(tmp_path / "l.sqlite3"), endpoint=emu.url, rate_per_s=0)
+        with pytest.raises(ConfigError, match="on_halt takes one of"):
+            await fanout.rollout(
+                targets, command_id=DEMO_COMMAND_ID, settings=settings, credentials=CREDS,
+                on_halt={"command_id": DEMO_COMMAND_ID, "script": "x.sh"},
+            )  # fmt: skip
+        outcome = await fanout.rollout(
+            targets, command_id=DEMO_COMMAND_ID, settings=settings, credentials=CREDS,
+            waves="10%,100%", max_errors="5%", wave_check={"command_id": DEMO_COMMAND_ID},
+            on_halt={"command_id": DEMO_COMMAND_ID}, on_event=lambda kind, _d: events.append(kind),
+        )  # fmt: skip
+        invocations = emu.snapshot()["invocations"]
+    assert outcome.exit_code is ExitCode.HALTED
+    assert outcome.rollback is not None
+    assert events[-2:] == ["rollback", "end"], events
+    first = [i for inv in invocations[:1] for i in inv["instance_ids"]]
+    assert len(first) == 6  # the first wave, one call
+    assert len(invocations) == 2  # the first wave's call, then the rollback's
+    rolled = invocations[-1]["instance_ids"]
+    assert outcome.rollback["targets"] == len(rolled) == outcome.instances["succeeded"]
+    assert set(rolled) <= set(first)
+    assert "wave_check" not in events  # a wave over its budget halts at once: no check

@@ -125,6 +125,7 @@ RUNNER_SIDE = (
     "fanout.limits",
     "fanout.refused",
     "fanout.doctor",
+    "fanout.linked",
 )
 
 

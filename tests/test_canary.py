@@ -17,6 +17,7 @@ from fanout.emulator import DEMO_COMMAND_NAME, EmulatorThread
 from fanout.plan import make_plan, parse_waves
 from fanout.targets import Target
 from tests.conftest import Fanout, fleet_ids, invoked_instances, write_targets
+from tests.test_schemas import validate
 
 Start = Callable[..., EmulatorThread]
 Bind = Callable[[EmulatorThread], Fanout]
@@ -177,3 +178,116 @@ def test_wave_wait_holds_the_next_wave_after_the_last_result(
     assert second_start >= first_done + 4.0
     events = [json.loads(line) for line in done.stdout.splitlines()]
     assert [e["wave"] for e in events if e["event"] == "wave_wait"] == [1]
+    for event in events:  # wave_wait's `until` is ISO-8601 like every time out (its schema)
+        validate(event, f"event-{event['event']}")
+
+
+def _state_with_executions(emu: EmulatorThread) -> dict[str, Any]:
+    """`/_emulator/state` with each invocation's per-instance executions."""
+    with urllib.request.urlopen(f"{emu.url}/_emulator/state?executions=1", timeout=30) as reply:
+        state: dict[str, Any] = json.loads(reply.read())
+    return state
+
+
+def test_a_halt_rolls_back_exactly_the_instances_that_succeeded(
+    emulator: Start, fanout_cli: Bind, tmp_path: Path
+) -> None:
+    """The half-failing scenario with `--on-halt-script undo.sh`: the run halts (exit 3) after
+    the first wave over its share, exactly the instances of the waves up to it were invoked
+    (wave sizes), and the rollback - a linked run of its own with its own CommandId - went to
+    exactly the instances whose execution succeeded (emulator state), once each; the report
+    shows it as a section and does not roll it up into the run's rows."""
+    # Seed 5: the 1-instance canary succeeds (seed 0's fails, and there is nothing to roll back).
+    fleet = {**FLEET, "seed": 5}
+    emu = emulator(**fleet, exec_failure_fraction=0.5, exec_seconds=(0.0, 0.2))
+    cli = fanout_cli(emu)
+    ids = fleet_ids(**fleet)
+    undo = tmp_path / "undo.sh"
+    undo.write_text("#!/bin/sh\necho rolled back\n")
+    waves = "1,1%,10%,100%"
+    done = cli.run(
+        "run", "--command-name", DEMO_COMMAND_NAME, "--targets", str(write_targets(tmp_path / "t", ids)),
+        "--waves", waves, "--max-errors", "5%", "--on-halt-script", str(undo),
+        "--yes", "--json", "--rate", "0",
+    )  # fmt: skip
+    assert done.returncode == 3, done.stderr[-2000:]
+    events = [json.loads(line) for line in done.stdout.splitlines()]
+    run_id = events[0]["run_id"]
+    status = json.loads(cli.run("status", run_id, "--json").stdout)
+    own_ids = set(status["command_ids"].values())
+    state = _state_with_executions(emu)
+    own = [inv for inv in state["invocations"] if inv["command_id"] in own_ids]
+    rollback = [inv for inv in state["invocations"] if inv["command_id"] not in own_ids]
+    wave_of = _wave_of(ids, waves)
+    sizes = Counter(wave_of.values())
+    failed = Counter(
+        wave_of[e["instance_id"]]
+        for inv in own
+        for e in inv["executions"]
+        if e["status"] == "Failed"
+    )
+    first_bad = next(w for w in sorted(sizes) if failed[w] > int(0.05 * sizes[w]))
+    invoked = [i for inv in own for i in inv["instance_ids"]]
+    assert len(invoked) == len(set(invoked)) == sum(sizes[w] for w in range(first_bad + 1))
+    succeeded = {
+        e["instance_id"] for inv in own for e in inv["executions"] if e["status"] == "Success"
+    }
+    rolled = [i for inv in rollback for i in inv["instance_ids"]]
+    assert sorted(rolled) == sorted(succeeded)  # exactly those, each once
+    assert 0 < len(succeeded) < len(invoked), events[-1]["message"]
+    assert len({inv["command_id"] for inv in rollback}) == len(FLEET["regions"])  # one per region
+    end = events[-1]
+    assert end["event"] == "end"
+    assert end["exit_code"] == 3
+    assert end["rollback"]["targets"] == len(succeeded)
+    assert f"rolled back by run {end['rollback']['rollback_run_id']}" in end["message"]
+    assert [e["event"] for e in events].count("rollback") == 1
+    for event in events:
+        if event["event"] in ("rollback", "end"):
+            validate(event, f"event-{event['event']}")
+    doc = json.loads(cli.run("report", run_id, "--format", "json").stdout)
+    validate(doc, "report")
+    assert doc["summary"]["succeeded"] == len(succeeded)  # the run's own rows, not the rollback's
+    (section,) = doc["linked_runs"]
+    assert section["kind"] == "rollback"
+    assert section["run_id"] == end["rollback"]["rollback_run_id"]
+    assert sum(section["summary"].values()) == len(succeeded)
+    rollback_status = json.loads(cli.run("status", section["run_id"], "--json").stdout)
+    assert rollback_status["parent_run_id"] == run_id
+    assert rollback_status["target_count"] == len(succeeded)
+
+
+def test_plan_shows_each_waves_instances_per_region_as_the_run_sends_them(
+    emulator: Start, fanout_cli: Bind, tmp_path: Path
+) -> None:
+    """`fanout plan --waves 1%,10%,100%` on a 3-region fleet lists each wave's instances and
+    calls per region (every region in the 1 % canary) and sends nothing; the run then sends its
+    first wave with exactly those per-region counts (emulator state)."""
+    emu = emulator(**FLEET)
+    cli = fanout_cli(emu)
+    ids = fleet_ids(**FLEET)
+    common = ("--command-name", DEMO_COMMAND_NAME, "--targets", str(write_targets(tmp_path / "t", ids)),
+              "--waves", "1%,10%,100%")  # fmt: skip
+    plan = cli.run("plan", *common, "--json")
+    assert plan.returncode == 0, plan.stderr
+    doc = json.loads(plan.stdout)
+    assert [w["instances"] for w in doc["waves"]] == [10, 88, 877]
+    assert sum(w["calls"] for w in doc["waves"]) == doc["calls_needed"]
+    canary = doc["waves"][0]["regions"]
+    assert sorted(canary) == sorted(FLEET["regions"])
+    wave_of = _wave_of(ids, "1%,10%,100%")
+    region_of = {i: r for r, i in ids}
+    for wave in doc["waves"]:
+        expected = Counter(region_of[i] for i, w in wave_of.items() if w == wave["wave"] - 1)
+        assert {r: c["instances"] for r, c in wave["regions"].items()} == dict(expected)
+    assert emu.snapshot()["invocations"] == []
+    text = cli.run("plan", *common)
+    assert "waves (instances per region):" in text.stdout
+    line = next(x for x in text.stdout.splitlines() if x.strip().startswith("wave 1:"))
+    assert line.strip().startswith("wave 1: 10 instances, 3 calls (cn-beijing ")
+    done = cli.run("run", *common, "--pause-after-wave", "--yes", "--no-wait", "--rate", "0")
+    assert done.returncode == 5, done.stderr[-2000:]
+    sent = Counter(
+        inv["region"] for inv in emu.snapshot()["invocations"] for _ in inv["instance_ids"]
+    )
+    assert dict(sent) == {r: c["instances"] for r, c in canary.items()}

@@ -39,6 +39,7 @@ from fanout.emulator import (
 )
 from fanout.emulator.fleet import Fleet
 from tests.conftest import Fanout, write_targets
+from tests.test_schemas import validate
 
 COMMANDS = (
     "commands",
@@ -50,6 +51,7 @@ COMMANDS = (
     "report",
     "resume",
     "retry",
+    "rollback",
     "run",
     "runs",
     "status",
@@ -753,6 +755,8 @@ def test_demo_json_is_json_lines_ending_with_the_status(tmp_path: Path) -> None:
     assert status["run_id"] == events[0]["run_id"]
     assert Path(status["ledger"]) == folder / "ledger.sqlite3"
     assert sum(status["instances"].values()) == status["target_count"] == 10_000
+    for event in events:  # every line, the closing status document too, has its schema
+        validate(event, f"event-{event['event']}")
     assert (folder / "deploy.sh").exists()
     cleaned = subprocess.run(
         [sys.executable, "-m", "fanout", "demo", "--clean", "--dir", str(folder)],

@@ -5,15 +5,24 @@ call, and `resume` goes on once credentials can be had again. Simulated time."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from fanout.aliyun.client import ClientOptions, EcsClient
 from fanout.aliyun.command import CommandSpec
 from fanout.aliyun.renewal import EcsRamRole
-from fanout.emulator import DEMO_COMMAND_ID
+from fanout.emulator import DEMO_COMMAND_ID, DEMO_COMMAND_NAME, EmulatorThread
 from fanout.errors import ExitCode
 from fanout.ledger import RunState
+from tests.conftest import (
+    Fanout,
+    control,
+    fleet_ids,
+    invoked_instances,
+    wait_for,
+    write_targets,
+)
 from tests.simulation import fleet_targets, simulation
 
 REGION = "cn-hangzhou"
@@ -75,7 +84,11 @@ async def test_denied_renewal_halts_with_exit_6_and_resume_goes_on(tmp_path: Pat
         assert "ECS instance RAM role deployer" in outcome.message
         assert first.expiration is not None
         assert sim.clock.time() < first.expiration  # it stopped before the token ran out
-        assert refused_for_credentials(sim.emulator.snapshot()) == {}
+        before = sim.emulator.snapshot()
+        assert refused_for_credentials(before) == {}
+        # Mid-run: the first token carried calls before renewal was needed (and denied).
+        assert before["invocations"], "the run stopped before sending anything"
+        assert before["metadata"]["credential_fetches"] >= 1
         sim.emulator.world.metadata.denied = False
         again = await sim.resume(outcome.run_id, credentials=role, wait=True, settings=settings)
         state = sim.emulator.snapshot()
@@ -84,3 +97,42 @@ async def test_denied_renewal_halts_with_exit_6_and_resume_goes_on(tmp_path: Pat
     invoked = [iid for inv in state["invocations"] for iid in inv["instance_ids"]]
     assert len(invoked) == len(set(invoked)) == 150
     assert refused_for_credentials(state) == {}
+
+
+def test_the_command_line_on_the_instance_role_halts_and_resumes(
+    emulator: Callable[..., EmulatorThread],
+    fanout_cli: Callable[[EmulatorThread], Fanout],
+    tmp_path: Path,
+) -> None:
+    """`fanout run` with ALIBABA_CLOUD_ECS_METADATA (the role from the emulated metadata
+    service, tokens of 40 s, renewed at half their life, executions of 25-30 s): the role
+    detached mid-run (`POST /_emulator/metadata {"deny": true}`) once the batch was accepted
+    stops the run with exit 6, naming the role, with no request refused for its credentials;
+    with the role back, `fanout resume` collects every result, nothing invoked twice."""
+    fleet: dict[str, Any] = {**FLEET, "instances_per_region": 10, "regions": (REGION,)}
+    emu = emulator(**{**fleet, "sts_ttl_s": 40.0, "exec_seconds": (25.0, 30.0)})
+    cli = fanout_cli(emu)
+    env = {k: v for k, v in cli.env.items() if not k.startswith("ALIBABA_CLOUD_ACCESS_KEY")}
+    env |= {"ALIBABA_CLOUD_ECS_METADATA": ROLE, "FANOUT_METADATA_ENDPOINT": emu.url}
+    targets = write_targets(tmp_path / "t.txt", fleet_ids(**fleet))
+    proc = cli.start(
+        "run", "--command-name", DEMO_COMMAND_NAME, "--targets", str(targets), "--yes", env=env
+    )
+    wait_for(lambda: len(emu.snapshot()["invocations"]) == 1, timeout_s=60)
+    control(emu, "metadata", {"deny": True})
+    assert proc.wait(timeout=120) == 6
+    assert proc.stdout is not None
+    assert proc.stderr is not None
+    run_id = proc.stdout.readline().strip()
+    last = proc.stderr.read().splitlines()[-1]
+    assert f"ECS instance RAM role {ROLE}" in last
+    assert "could not be renewed" in last
+    assert refused_for_credentials(emu.snapshot()) == {}
+    control(emu, "metadata", {"deny": False})
+    again = cli.run("resume", run_id, "--yes", env=env, timeout=120)
+    assert again.returncode == 0, again.stderr
+    state = emu.snapshot()
+    assert refused_for_credentials(state) == {}
+    assert set(invoked_instances(state).values()) == {1}
+    assert len(invoked_instances(state)) == 10
+    assert state["metadata"]["credential_fetches"] >= 2  # the run's, the resume's (none denied)

@@ -4,13 +4,16 @@ the action and the RAM permission - never a silent retry loop."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
 from fanout.aliyun.client import ClientOptions, EcsClient
-from fanout.emulator import DEMO_COMMAND_ID, EmulatorThread
+from fanout.emulator import DEMO_COMMAND_ID, DEMO_COMMAND_NAME, EmulatorThread
 from fanout.errors import ExitCode
 from tests.conftest import Fanout, fleet_ids, write_targets
+from tests.emulator_process import emulator_process, listed_targets, state
 from tests.simulation import DEMO, fleet_targets, simulation
 
 Start = Callable[..., EmulatorThread]
@@ -94,6 +97,42 @@ def test_a_run_without_describe_invocations_permission_exits_6_at_once(
     assert calls["DescribeInvocations"] <= 2
     status = cli.run("status", done.stdout.splitlines()[0].strip(), "--json")
     assert '"state": "fatal"' in status.stdout
+
+
+def test_the_emulator_command_lines_deny_action_halts_a_run(tmp_path: Path) -> None:
+    """The must-show as an operator types it: `fanout emulator --deny-action
+    DescribeInvocations` started as its own process, `fanout run` against it exits 6 after the
+    batches went out and at most 2 DescribeInvocations calls (its state), its last line naming
+    the action and ecs:DescribeInvocations; a misspelt action is refused at start (it would deny
+    nothing)."""
+    fleet = (
+        "--regions", REGION, "--instances-per-region", "20", "--stopped-fraction", "0",
+        "--classic-fraction", "0", "--agent-offline-fraction", "0", "--exec-seconds", "2:4",
+    )  # fmt: skip
+    targets = tmp_path / "t.txt"
+    targets.write_text("\n".join(listed_targets(*fleet)) + "\n")
+    with emulator_process(*fleet, "--deny-action", "DescribeInvocations") as url:
+        cli = Fanout(endpoint=url, ledger=str(tmp_path / "l.sqlite3"), home=tmp_path)
+        done = cli.run(
+            "run", "--command-name", DEMO_COMMAND_NAME, "--targets", str(targets), "--yes",
+            timeout=60,
+        )  # fmt: skip
+        calls = state(url)["regions"][REGION]["calls"]
+    assert done.returncode == 6, done.stderr
+    last = done.stderr.splitlines()[-1]  # the run's final line names action and permission
+    assert last.startswith("stopped by a fatal API error:"), done.stderr
+    assert "DescribeInvocations: Forbidden.RAM" in last
+    assert "needs the permission ecs:DescribeInvocations" in last
+    assert calls["InvokeCommand"] >= 1
+    assert 1 <= calls["DescribeInvocations"] <= 2
+    typo = subprocess.run(
+        [sys.executable, "-m", "fanout", "emulator", "--port", "0", "--deny-action",
+         "DescribeInvocation"],
+        capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+    assert typo.returncode == 2
+    assert typo.stdout == ""
+    assert "--deny-action DescribeInvocation: not an action" in typo.stderr
 
 
 def test_a_preflight_without_permission_names_it_and_sends_nothing(

@@ -14,6 +14,7 @@ import fanout
 from fanout.aliyun.permissions import USED_ACTIONS, policy_document
 from fanout.emulator import EmulatorThread
 from tests.conftest import Fanout
+from tests.emulator_process import emulator_process
 
 Start = Callable[..., EmulatorThread]
 Bind = Callable[[EmulatorThread], Fanout]
@@ -153,3 +154,22 @@ def test_the_readme_policy_is_exactly_the_actions_fanout_calls() -> None:
                 if name == "call" and isinstance(first, ast.Constant):
                     used.add(str(first.value))
     assert used == set(USED_ACTIONS)
+
+
+def test_doctor_against_the_emulator_command_line(tmp_path: Path) -> None:
+    """`fanout emulator` started as its own process: `doctor` is all OK (exit 0); against one
+    started with `--deny-action DescribeCloudAssistantStatus` it names that action and
+    ecs:DescribeCloudAssistantStatus and exits 6 (the flag, not a test-built config)."""
+    with emulator_process("--regions", "cn-hangzhou") as url:
+        cli = Fanout(endpoint=url, ledger=str(tmp_path / "l.sqlite3"), home=tmp_path)
+        ok = cli.run("doctor", "--region", "cn-hangzhou")
+    assert ok.returncode == 0, ok.stdout + ok.stderr
+    assert "all checks passed" in ok.stdout
+    deny = ("--regions", "cn-hangzhou", "--deny-action", "DescribeCloudAssistantStatus")
+    with emulator_process(*deny) as url:
+        cli = Fanout(endpoint=url, ledger=str(tmp_path / "l.sqlite3"), home=tmp_path)
+        done = cli.run("doctor", "--region", "cn-hangzhou")
+    assert done.returncode == 6, done.stdout + done.stderr
+    (line,) = [ln for ln in done.stdout.splitlines() if "DescribeCloudAssistantStatus" in ln]
+    assert line.strip().startswith("MISSING")
+    assert "needs ecs:DescribeCloudAssistantStatus" in line

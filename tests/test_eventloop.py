@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import anyio
+import anyio.lowlevel
 
 from fanout import eventloop
 
@@ -18,7 +19,7 @@ class _Costly:
 
 
 async def _plan() -> _Costly:
-    await anyio.sleep(0)
+    await anyio.lowlevel.checkpoint()
     return _Costly()
 
 

@@ -7,6 +7,7 @@ import json
 import re
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -254,3 +255,54 @@ def test_a_run_that_sent_nothing_still_renders() -> None:
     html = render_html(report_model(only_excluded, generated_at=NOW))
     assert 'class="batch-mark' not in html
     assert "No instance failed." in html
+
+
+def test_stored_options_read_as_words_not_python() -> None:
+    """A script run's stored source and spec read as `key value` pairs, yes/no and the script's
+    size and digest - never a Python dict, `True` or the script's text (new-user trial)."""
+    run = synthetic_run(50)
+    script = "#!/bin/sh\necho deploy\nexit 0\n"
+    options = {
+        **run.run.options,
+        "source": {"kind": "script", "content": script, "command_type": "RunShellScript"},
+        "spec": {"had_parameters": True, "timeout_s": 60.0, "username": None},
+        "strict": False,
+        "waves": "1,10%,100%",
+    }
+    run = replace(run, run=replace(run.run, options=options))
+    html = render_html(report_model(run, generated_at=NOW))
+    header = html[html.index('<table class="kv">') : html.index('id="summary"')]
+    assert "{&#39;" not in header
+    assert "{'" not in header
+    assert "True" not in header
+    assert "False" not in header
+    assert "echo deploy" not in header
+    assert "kind script; content 3 lines, 29 bytes, sha256 " in header
+    assert '<th>parameters given</th><td class="mono">yes</td>' in header
+    assert '<th>timeout_s</th><td class="mono">60</td>' in header
+    assert '<th>strict</th><td class="mono">no</td>' in header
+
+
+def test_rollbacks_and_wave_checks_are_a_section_of_their_own() -> None:
+    """The linked runs (report_io.linked_sections) get their own table, escaped, and change
+    none of the run's own rows or counts."""
+    original = synthetic_run(300)
+    plain = report_model(original, generated_at=NOW)
+    linked: list[dict[str, Any]] = [
+        {"run_id": "r-check", "kind": "wave_check", "wave": 1, "state": "finished", "exit_code": 1,
+         "command_id": "<b>check</b>", "target_count": 20, "summary": {"succeeded": 17, "excluded": 3}},
+        {"run_id": "r-undo", "kind": "rollback", "wave": None, "state": "finished", "exit_code": 0,
+         "command_id": "undo", "target_count": 5, "summary": {"succeeded": 5}},
+    ]  # fmt: skip
+    model = report_model(original, generated_at=NOW, linked=linked)
+    assert model["summary"] == plain["summary"]
+    assert model["table"] == plain["table"]
+    assert [(r["what"], r["counts"]) for r in model["linked"]] == [
+        ("wave 1 check", "17 succeeded, 3 excluded"),
+        ("rollback", "5 succeeded"),
+    ]
+    html = render_html(model)
+    assert "<h2>Rollbacks and wave checks</h2>" in html
+    assert "r-undo" in html
+    assert "&lt;b&gt;check&lt;/b&gt;" in html
+    assert "Rollbacks and wave checks" not in render_html(plain)

@@ -256,3 +256,32 @@ def test_interrupt_exits_5_and_resume_completes(
     counts = invoked_instances(emu.snapshot())
     assert len(counts) == 600
     assert set(counts.values()) == {1}
+
+
+def test_an_interrupted_wave_is_not_reported_done(
+    emulator: Start, fanout_cli: Bind, tmp_path: Path
+) -> None:
+    """SIGINT while wave 1's executions still run: exit 5 and no `wave` event (the text line
+    "wave 1 done") for a wave whose results are not in (new-user trial)."""
+    fields: dict[str, Any] = {"regions": ("cn-hangzhou",), "instances_per_region": 200}
+    emu = emulator(**fields, exec_seconds=(30.0, 30.0))
+    cli = fanout_cli(emu)
+    targets = write_targets(tmp_path / "t.txt", fleet_ids(**fields))
+    proc = cli.start(
+        "run", "--command-name", DEMO_COMMAND_NAME, "--targets", str(targets), "--yes",
+        "--json", "--waves", "10%,100%",
+    )  # fmt: skip
+    assert proc.stdout is not None
+    seen: list[str] = []
+    for line in proc.stdout:  # the first batch of wave 1 accepted (its executions take 30 s)
+        seen.append(line)
+        if '"event": "batch"' in line and '"outcome": "accepted"' in line:
+            break
+    proc.send_signal(signal.SIGINT)
+    out, errors = proc.communicate(timeout=60)
+    assert proc.returncode == 5, errors
+    lines = [*seen, *out.splitlines()]
+    events = [json.loads(line) for line in lines if line.startswith("{")]
+    assert [e for e in events if e["event"] == "batch"]  # wave 1 went out
+    assert not [e for e in events if e["event"] == "wave"], events
+    assert events[-1]["event"] == "end"

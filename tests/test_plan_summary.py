@@ -43,6 +43,8 @@ def test_no_targets_is_an_empty_plan() -> None:
         "finishes_at": None,
         "quota_mode": "rolling",
         "regions": {},
+        "waves": [],
+        "wave_order": "spread",
         "spends_quota": False,
     }
 

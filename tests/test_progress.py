@@ -11,6 +11,7 @@ import re
 import select
 import struct
 import subprocess
+import sys
 import termios
 import time
 from collections.abc import Callable, Mapping
@@ -25,11 +26,12 @@ from fanout.emulator import DEMO_COMMAND_NAME, EmulatorConfig, EmulatorThread
 from fanout.emulator.fleet import Fleet
 from fanout.progress import LiveView, render
 from fanout.tally import ProgressView
-from tests.conftest import Fanout, write_targets
+from tests.conftest import Fanout, invoked_instances, write_targets
 from tests.test_tally import RUN, batch, fed, scenario, start
 
 Event = tuple[str, dict[str, Any]]
 ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+ANSI_BYTES = re.compile(rb"\x1b\[[0-9;?]*[A-Za-z]")
 
 
 def screenshot(view: ProgressView, width: int = 100) -> str:
@@ -276,3 +278,122 @@ def test_run_on_a_terminal_declined_spends_nothing(
     assert stdout == ""
     assert "About to invoke" in screen
     assert emu.snapshot()["invocations"] == []
+
+
+def test_the_header_counts_down_the_bake_time_then_shows_the_check() -> None:
+    """Between two waves a line under the header shows the bake time left on the model's clock,
+    then the wave check running, and is gone once the next wave starts."""
+    model = fed([(0.0, "run", RUN), (0.1, "wave_start", {"wave": 1, "waves": 2})])
+    model.feed("wave", {"wave": 1, "failures": 0}, 1.0)
+    model.feed("wave_wait", {"wave": 1, "until": 1_800_000_030.0, "wait_s": 30.0}, 1.0)
+    assert screenshot(model.view(1.0)).splitlines()[1] == "wave 1 baking: 30s left"
+    assert screenshot(model.view(13.2)).splitlines()[1] == "wave 1 baking: 18s left"
+    assert screenshot(model.view(99.0)).splitlines()[1] == "wave 1 baking: 0s left"
+    model.feed("wave_check_start", {"wave": 1, "instances": 20}, 31.0)
+    assert screenshot(model.view(31.0)).splitlines()[1] == "wave 1 check: 20 instances"
+    model.feed("wave_check", {"wave": 1, "failures": 0, "instances": 20}, 33.0)
+    model.feed("wave_start", {"wave": 2, "waves": 2}, 33.5)
+    text = screenshot(model.view(34.0))
+    assert "baking" not in text
+    assert "check" not in text
+    assert text.splitlines()[1].split()[:2] == ["region", "done"]
+
+
+# Run in the child's new session: take the pty (stdin) as the controlling terminal, then exec.
+_OWN_TERMINAL = (
+    "import fcntl, os, sys, termios; fcntl.ioctl(0, termios.TIOCSCTTY, 0); "
+    "os.execv(sys.argv[1], sys.argv[1:])"
+)
+
+
+def _on_a_terminal(
+    argv: list[str], env: dict[str, str], *, ctrl_c_after: bytes | None = None
+) -> tuple[int, str, str]:
+    """Run with the pseudo-terminal as its controlling terminal (stdin and stderr on it, stdout
+    on a pipe); once `ctrl_c_after` is on the screen, type Ctrl-C: the terminal sends SIGINT to
+    its foreground process group, as for a person. (exit code, stdout, screen text)."""
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 100, 0, 0))
+
+    proc = subprocess.Popen(
+        [sys.executable, "-c", _OWN_TERMINAL, *argv],
+        stdin=slave,
+        stdout=subprocess.PIPE,
+        stderr=slave,
+        env=env,
+        start_new_session=True,  # a session of its own, whose terminal the pty becomes
+    )
+    os.close(slave)
+    seen, typed = b"", False
+    deadline = time.monotonic() + 90
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([master], [], [], 0.2)
+        if ready:
+            try:
+                chunk = os.read(master, 65536)
+            except OSError:  # the child closed the terminal
+                break
+            if not chunk:
+                break
+            seen += chunk
+        if ctrl_c_after is not None and not typed and ctrl_c_after in ANSI_BYTES.sub(b"", seen):
+            os.write(master, b"\x03")
+            typed = True
+        if not ready and proc.poll() is not None:
+            break
+    os.close(master)
+    assert proc.stdout is not None
+    stdout = proc.stdout.read().decode()
+    proc.stdout.close()
+    code = proc.wait(timeout=30)
+    return code, stdout, ANSI.sub("", seen.decode(errors="replace")).replace("\r", "")
+
+
+def test_the_live_view_through_ctrl_c_and_resume_ends_on_the_ledgers_counts(
+    emulator: Callable[..., EmulatorThread],
+    fanout_cli: Callable[[EmulatorThread], Fanout],
+    tmp_path: Path,
+) -> None:
+    """`fanout run` on a terminal counts down the first wave's bake time; Ctrl-C there ends the
+    run (exit 5, the last frame says so); `fanout resume` on a terminal counts down the rest of
+    the bake time and finishes the run, and its
+    last frame - every region's row, the total row and the header's ok count - shows exactly
+    the counts `fanout status --json` reads from the ledger."""
+    emu = emulator(**FLEET, exec_seconds=(0.05, 0.2), exec_failure_fraction=0.2)
+    cli = fanout_cli(emu)
+    fleet = Fleet.from_config(EmulatorConfig(**FLEET))
+    ids = [(r, i.instance_id) for r, rf in sorted(fleet.regions.items()) for i in rf.instances]
+    targets = write_targets(tmp_path / "t.txt", ids)
+    env = {**cli.env, "TERM": "xterm-256color"}
+    argv = cli.argv(
+        "run", "--command-name", DEMO_COMMAND_NAME, "--targets", str(targets), "--waves",
+        "20%,100%", "--wave-wait", "6s", "--yes", "--rate", "0",
+    )  # fmt: skip
+    code, stdout, screen = _on_a_terminal(argv, env, ctrl_c_after=b"wave 1 baking:")
+    assert code == 5, screen[-3000:]
+    run_id = stdout.splitlines()[0]
+    assert re.search(r"wave 1 baking: \d+s left", screen)
+    assert "interrupted (exit 5)" in screen[screen.rindex(run_id) :]
+    assert len(invoked_instances(emu.snapshot())) == 60  # the first wave only
+    code, stdout, screen = _on_a_terminal(cli.argv("resume", run_id, "--yes", "--rate", "0"), env)
+    assert code in (0, 1), screen[-3000:]
+    assert "wave 1 baking:" in screen  # the rest of the bake time, counted down again
+    last_frame = screen[screen.rindex(run_id) :]
+    assert f"finished (exit {code})" in last_frame
+    status = json.loads(cli.run("status", run_id, "--json").stdout)
+    assert sum(status["instances"].values()) == 300
+    assert status["instances"]["failed"] > 0
+    header = last_frame.splitlines()[0]
+    ok = status["instances"]["succeeded"]
+    assert f"{ok}/300 ok" in header, header
+    totals = dict.fromkeys(("succeeded", "failed", "unreachable", "excluded"), 0)
+    for region in ("cn-beijing", "cn-hangzhou"):
+        counts = status["regions"][region]["instances"]
+        # ok / failed / unreachable / excluded / running, as in the ledger
+        assert row(last_frame, region)[4:9] == [
+            str(counts["succeeded"]), str(counts["failed"]), str(counts["unreachable"]),
+            str(counts["excluded"]), "0",
+        ]  # fmt: skip
+        for state in totals:
+            totals[state] += counts[state]
+    assert row(last_frame, "all")[4:9] == [*(str(n) for n in totals.values()), "0"]

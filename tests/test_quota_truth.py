@@ -22,7 +22,7 @@ from fanout.emulator import DEMO_COMMAND_ID, DEMO_COMMAND_NAME, EmulatorThread, 
 from fanout.errors import ApiError, ExitCode
 from fanout.ledger import open_ledger
 from fanout.sources import CommandNameSource
-from tests.conftest import Fanout, fleet_ids, write_targets
+from tests.conftest import Fanout, both_backends, fleet_ids, write_targets
 from tests.simulation import DEMO, fleet_targets, simulation
 from tests.test_schemas import validate
 
@@ -90,15 +90,22 @@ def test_the_limit_is_read_from_the_api_and_the_sixth_call_never_sent(
     assert refused_invokes(state) == 0
     end = events[-1]
     assert (end["event"], end["exit_code"], end["instances"]["not_invoked"]) == ("end", 4, 2)
+    # When capacity frees is the ledger's window: a day after fanout's first call (reserved just
+    # before the emulator accepted it), not "now" as before issue 14.
+    assert "fanout's count reached the daily limit" in end["message"]
+    frees = datetime.fromisoformat(end["message"].split("`fanout resume` from ")[1].split(",")[0])
+    first = min(datetime.fromisoformat(i["created"]) for i in state["invocations"])
+    assert timedelta(hours=24, minutes=-1) <= frees - first <= timedelta(hours=24), (frees, first)
 
 
+@both_backends
 def test_a_refusal_behind_fanouts_back_stops_the_region_at_once(
     emulator: Start, fanout_cli: Bind, tmp_path: Path
 ) -> None:
     """Another client spent 3 of the account's 5: fanout's 3rd call is refused with
     Invocation.ExceedQuota; no second refused call goes to the region; exit 4 naming the code,
     with "unknown" capacity (other users) and the probe time; the refusal is in the ledger
-    (not counted as used), in the JSON events and in `fanout quota`."""
+    (not counted as used), in the JSON events and in `fanout quota` - on either ledger backend."""
     emu = emulator(**FLEET, daily_quota=5)
     anyio.run(spend_elsewhere, emu.url, REGION, 3)
     cli = fanout_cli(emu)
@@ -248,3 +255,45 @@ def test_a_configured_daily_quota_overrides_the_api_and_is_shown(
     assert "daily quota: 3 (configured; the API says 5)" in text.stdout
     done = _run(cli, tmp_path, 4, "--daily-quota", "3")
     assert "cn-hangzhou 3 (configured; the API says 5)" in done.stderr
+
+
+def test_an_unreadable_limit_is_one_warning_for_every_region(
+    emulator: Start, fanout_cli: Bind, tmp_path: Path
+) -> None:
+    """Without ecs:DescribeAccountAttributes, `fanout run` over two regions warns once (naming
+    both regions, the permission and --daily-quota), uses 5000 in each and says so, and runs."""
+    fleet = {**FLEET, "regions": ("cn-beijing", REGION)}
+    emu = emulator(**fleet, denied_actions=frozenset({"DescribeAccountAttributes"}))
+    cli = fanout_cli(emu)
+    targets = write_targets(tmp_path / "t.txt", fleet_ids(**fleet)[:40:4])
+    done = cli.run("run", "--command-name", DEMO_COMMAND_NAME, "--targets", str(targets), "--yes")
+    assert done.returncode == 0, done.stderr
+    warnings = [ln for ln in done.stderr.splitlines() if "daily quota not readable" in ln]
+    assert len(warnings) == 1, done.stderr
+    warning = json.loads(warnings[0])
+    assert (warning["regions"], warning["using"]) == (["cn-beijing", REGION], 5000)
+    assert "ecs:DescribeAccountAttributes" in warning["error"]
+    assert "--daily-quota" in warning["hint"]
+    assert f"{REGION} 5000 (default: the API's could not be read)" in done.stderr
+
+
+def test_only_the_calls_in_flight_are_refused_at_full_concurrency(
+    emulator: Start, fanout_cli: Bind, tmp_path: Path
+) -> None:
+    """Without --concurrency 1: the account has 3 of its 20 left (others spent 17), answers take
+    200 ms and a region sends 4 calls at once. The calls already in flight when the first
+    refusal comes back may be refused too (fanout cannot know what others spent), but nothing
+    is sent after it: at most 4 refused calls, not one per remaining target; exit 4."""
+    fleet = {**FLEET, "instances_per_region": 60}
+    emu = emulator(**fleet, daily_quota=20, latency_ms=200)
+    anyio.run(spend_elsewhere, emu.url, REGION, 17)
+    cli = fanout_cli(emu)
+    targets = write_targets(tmp_path / "t.txt", fleet_ids(**fleet)[20:50])
+    done = cli.run(
+        "run", "--command-id", DEMO_COMMAND_ID, "--targets", str(targets), "--batch-size", "1",
+        "--rate", "0", "--yes", env={**cli.env, "FANOUT_REGION_CONCURRENCY": "4"},
+    )  # fmt: skip
+    assert done.returncode == 4, done.stderr
+    state = emu.snapshot()
+    assert len(state["invocations"]) == 20  # 17 elsewhere, 3 by fanout
+    assert 1 <= refused_invokes(state) <= 4

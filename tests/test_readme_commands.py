@@ -50,3 +50,21 @@ def test_every_listed_invoke_command_flag_exists() -> None:
     assert len(set(flags)) >= 12
     for flag in flags:
         assert flag in help_text, flag
+
+
+def test_bake_time_checks_and_rollback_are_documented_with_real_flags() -> None:
+    """The README's bake-time section says a wait without a check only delays the next wave,
+    says how the two budgets combine, and every flag it names is one of `run` or `rollback`."""
+    text = section("Waves, error budget, retry and stop")
+    assert "without a wave check the wait\n  only delays the next wave" in text.lower()
+    assert "How the budgets combine" in text
+    runner = CliRunner()
+    helps = " ".join(
+        runner.invoke(main, [name, "--help"], terminal_width=200).output
+        for name in ("run", "rollback")
+    )
+    part = text[text.index("### Bake time, wave checks and rollback") :]
+    flags = set(re.findall(r"`(--[a-z-]+)", part)) | set(re.findall(r" (--[a-z-]+[a-z])", part))
+    assert {"--wave-wait", "--wave-check-script", "--on-halt-scope", "--scope"} <= flags
+    for flag in flags:
+        assert flag in helps, flag

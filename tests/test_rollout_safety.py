@@ -90,12 +90,15 @@ def test_retry_only_failed_invokes_exactly_the_failed(
     cli = fanout_cli(emu)
     targets = write_targets(tmp_path / "t.txt", fleet_ids(**fleet))
     first = cli.run(
-        "run", "--command-id", DEMO_COMMAND_ID, "--targets", str(targets), "--yes", "--json"
-    )
+        "run", "--command-id", DEMO_COMMAND_ID, "--targets", str(targets), "--yes", "--json",
+        "--waves", "50%,100%",
+    )  # fmt: skip
     assert first.returncode == 1, first.stderr
     run_id = first_json_line(first.stdout)["run_id"]
-    failed = {r["instance_id"] for r in report(cli, run_id)["instances"] if r["state"] == "failed"}
+    before_retry = report(cli, run_id)["instances"]
+    failed = {r["instance_id"] for r in before_retry if r["state"] == "failed"}
     assert failed
+    wave_2 = {r["instance_id"] for r in before_retry if r["wave"] == 2}
     before = len(emu.snapshot()["invocations"])
     retry = cli.run("retry", run_id, "--only", "failed", "--yes", "--json")
     assert retry.returncode in (0, 1), retry.stderr
@@ -108,6 +111,12 @@ def test_retry_only_failed_invokes_exactly_the_failed(
     assert len(rows) == 300
     assert all(rows[i]["run_id"] == retry_id for i in failed)
     assert rolled["summary"]["failed"] < len(failed) + 1
+    # --wave is the run's own wave, for retried instances too (the retry has waves of its own).
+    only_2 = cli.run("report", run_id, "--wave", "2", "--format", "json")
+    assert {r["instance_id"] for r in json.loads(only_2.stdout)["instances"]} == wave_2
+    table = cli.run("report", run_id).stdout
+    assert table.splitlines()[0].split()[0] == "run_id"  # rows of two runs: which is which
+    assert retry_id in table
     runs = json.loads(cli.run("runs", "--json").stdout)
     assert {r["run_id"]: r["parent_run_id"] for r in runs}[retry_id] == run_id
 

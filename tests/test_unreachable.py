@@ -13,7 +13,9 @@ from typing import Any
 import pytest
 
 from fanout.emulator import DEMO_COMMAND_ID, EmulatorThread
+from fanout.emulator.outcomes import simulated_output
 from tests.conftest import Fanout, write_targets
+from tests.emulator_process import emulator_process, listed_targets
 from tests.test_schemas import validate
 
 Start = Callable[..., EmulatorThread]
@@ -81,7 +83,9 @@ def test_report_keeps_failures_unreachable_and_long_output_tails(
     long = rows["i-fanoutlong"]
     assert len(long["output"].encode()) == OUTPUT_LIMIT
     assert long["output"].endswith("error: simulated failure, exit code 9\n")
-    assert LONG - OUTPUT_LIMIT - 100 <= long["dropped"] <= LONG - OUTPUT_LIMIT
+    printed = simulated_output("i-fanoutlong", 9, LONG).encode()  # what the instance printed
+    assert long["output"].encode() == printed[-OUTPUT_LIMIT:]
+    assert long["dropped"] == len(printed) - OUTPUT_LIMIT
     assert doc["by_error_code"]["ExitCodeNonzero"] == 4
     table = cli.run("report", run_id)
     assert "unreachable 3" in table.stdout
@@ -124,3 +128,33 @@ def test_unreachable_counts_against_the_budget_only_when_asked(
     targets = write_targets(tmp_path / "t.txt", [(REGION, str(e["InstanceId"])) for e in entries])
     code, _ = _run(cli, targets, "--max-errors", "0", *flag)
     assert code == exit_code
+
+
+def test_the_emulator_flags_inject_agent_failures_and_long_output(tmp_path: Path) -> None:
+    """`fanout emulator --agent-failure DeliveryTimeout=0.5 --output-bytes 30000` as an operator
+    starts it: about half the executions are `unreachable` with DeliveryTimeout, apart from the
+    rest, which succeed keeping the last 24 KB of their 30 000-byte output with the bytes
+    dropped counted (the flags reach the behaviour, not only a test-built config)."""
+    fleet = (
+        "--regions", REGION, "--instances-per-region", "20", "--stopped-fraction", "0",
+        "--classic-fraction", "0", "--agent-offline-fraction", "0",
+    )  # fmt: skip
+    targets = tmp_path / "t.txt"
+    targets.write_text("\n".join(listed_targets(*fleet)) + "\n")
+    flags = ("--agent-failure", "DeliveryTimeout=0.5", "--output-bytes", "30000")
+    with emulator_process(*fleet, *flags) as url:
+        cli = Fanout(endpoint=url, ledger=str(tmp_path / "l.sqlite3"), home=tmp_path)
+        code, run_id = _run(cli, targets)
+        doc = json.loads(cli.run("report", run_id, "--format", "json").stdout)
+    assert code == 1
+    rows = doc["instances"]
+    lost = [r for r in rows if r["state"] == "unreachable"]
+    done = [r for r in rows if r["state"] == "succeeded"]
+    assert len(lost) + len(done) == 20
+    assert 3 <= len(lost) <= 17  # seeded shares of 20
+    assert {r["error_code"] for r in lost} == {"DeliveryTimeout"}
+    assert doc["summary"]["unreachable"] == len(lost)
+    for row in done:  # exactly the end of what the instance printed, and the rest counted
+        printed = simulated_output(row["instance_id"], 0, 30_000).encode()
+        assert row["output"].encode() == printed[-OUTPUT_LIMIT:]
+        assert row["dropped"] == len(printed) - OUTPUT_LIMIT

@@ -18,6 +18,8 @@ from fanout.cli.commands import COMMANDS as COMMAND_COMMANDS
 from fanout.cli.control import COMMANDS as CONTROL_COMMANDS
 from fanout.cli.doctor import doctor_command
 from fanout.cli.exits import EXIT_CODES, one_line
+from fanout.cli.pipes import keep_writing_after_a_closed_pipe
+from fanout.cli.rollback import rollback_command
 from fanout.cli.run import COMMANDS as RUN_COMMANDS
 from fanout.emulator.cli import emulator_command
 from fanout.errors import ExitCode
@@ -42,6 +44,7 @@ class _Fanout(click.Group):
     ) -> Any:
         if not standalone_mode:
             return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        keep_writing_after_a_closed_pipe()
         try:
             code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         except click.ClickException as exc:
@@ -86,4 +89,5 @@ def main() -> None:
 for _command in (*RUN_COMMANDS, *CONTROL_COMMANDS, *COMMAND_COMMANDS):
     main.add_command(_command)
 main.add_command(doctor_command)
+main.add_command(rollback_command)
 main.add_command(emulator_command, name="emulator")

@@ -18,7 +18,9 @@ from fanout.errors import DeclinedError, UsageError
 from fanout.launch import Confirm
 from fanout.ledger import LedgerStore
 from fanout.plan import Plan
+from fanout.request import RunRequest
 from fanout.settings import Settings
+from fanout.sources import label
 from fanout.tally import confirm_summary
 
 __all__ = ["confirm_plan", "on_a_terminal", "require_consent"]
@@ -40,8 +42,32 @@ def require_consent(command: str, *, yes: bool) -> bool:
     return True
 
 
+def linked_note(request: RunRequest) -> str | None:
+    """The linked runs a run may start, for its confirmation: they spend calls too."""
+    parts = []
+    if request.wave_check is not None:
+        parts.append(
+            f"after each wave but the last, the check {label(request.wave_check)} on its "
+            "succeeded instances"
+        )
+    if request.on_halt is not None:
+        scope = request.on_halt_scope.replace("-", " ")
+        parts.append(
+            f"if the run halts on its budget, the rollback {label(request.on_halt)} on the "
+            f"instances {scope}"
+        )
+    if not parts:
+        return None
+    return "then " + "; ".join(parts) + " (linked runs: their own calls)"
+
+
 def confirm_plan(
-    command_id: str, store: LedgerStore | None, settings: Settings, account: str
+    command_id: str,
+    store: LedgerStore | None,
+    settings: Settings,
+    account: str,
+    *,
+    note: str | None = None,
 ) -> Confirm:
     """The confirmation of `run`: the real calls after preflight, the quota left, the waves.
 
@@ -62,6 +88,8 @@ def confirm_plan(
             f"{len(excluded)} excluded by preflight" if excluded else "none excluded by preflight"
         )
         click.echo(f"  {waves} wave{'s' if waves != 1 else ''}; {extra}", err=True)
+        if note is not None:
+            click.echo(f"  {note}", err=True)
         if not click.confirm("Go ahead?", default=False, err=True):
             raise DeclinedError("answered no: nothing sent")
 

@@ -15,7 +15,7 @@ import click
 from fanout import eventloop
 from fanout.aliyun.credentials import CredentialSource
 from fanout.aliyun.keys import account_key
-from fanout.cli.consent import confirm_plan, require_consent
+from fanout.cli.consent import confirm_plan, linked_note, require_consent
 from fanout.cli.exits import fail, guarded
 from fanout.cli.inputs import ParamInput, checked_regions, secret_values
 from fanout.cli.options import (
@@ -49,6 +49,7 @@ from fanout.errors import ConfigError, CredentialsError, ExitCode
 from fanout.launch import start_run
 from fanout.lease import lease_holder
 from fanout.ledger import NO_LEDGER, LedgerStore
+from fanout.linked import kind_of, stored_source
 from fanout.quota import RegionQuotas
 from fanout.report import (
     REPORTED_STATES,
@@ -59,7 +60,13 @@ from fanout.report import (
     run_summary,
     status_document,
 )
-from fanout.report_io import check_output_file, html_report, retries_of, write_file
+from fanout.report_io import (
+    check_output_file,
+    html_report,
+    linked_sections,
+    retries_of,
+    write_file,
+)
 from fanout.request import RunRequest
 from fanout.runner import account_quotas, client_for
 from fanout.settings import Settings
@@ -117,6 +124,7 @@ def runs_command(limit: int, common: CommonFlags) -> None:
             "target_count": r.target_count,
             "created_at": iso(r.created_at),
             "parent_run_id": r.parent_run_id,
+            "kind": kind_of(r),
         }
         for r in (store.list_runs(limit) if store is not None else [])
     ]
@@ -213,9 +221,21 @@ def _text_report(store: LedgerStore, run_id: str, fmt: str, only: ReportFilter) 
     records = roll_up(
         store.iter_instances(run_id), (store.iter_instances(r.run_id) for r in retries)
     )
-    waves = {b.batch_id: b.wave + 1 for r in (run, *retries) for b in store.load_batches(r.run_id)}
+    batches = {r.run_id: store.load_batches(r.run_id) for r in (run, *retries)}
+    waves = {b.batch_id: b.wave + 1 for listed in batches.values() for b in listed}
+    own = {(b.region, iid): b.wave + 1 for b in batches[run.run_id] for iid in b.instance_ids}
     states = {r.run_id: r.state for r in retries}
-    return render_report(records, run, fmt, states, waves, only, store.command_ids(run_id))
+    return render_report(
+        records,
+        run,
+        fmt,
+        states,
+        waves,
+        only,
+        store.command_ids(run_id),
+        instance_waves=own,
+        linked=linked_sections(store, run_id),
+    )
 
 
 @click.command("quota")
@@ -370,7 +390,8 @@ def retry_command(
 
     \b
     Same command and parameters; the instances are chosen by their reported state and
-    re-batched. Waves, budgets and pacing are the original run's unless given here. The
+    re-batched. Waves, budgets and pacing are the original run's unless given here, and so
+    are its wave check and its rollback on halt. The
     retry's results roll up into the original run's report. Secret parameter values are given
     again (--param-file, --params-json @FILE or FANOUT_PARAM_<NAME>) and must be the ones the
     run started with.
@@ -421,9 +442,13 @@ def retry_command(
         parent_run_id=run_id,
         allow_short_secret=True,  # the parent's values, checked against its fingerprints
         count_unreachable=count_unreachable or bool(parent.options.get("count_unreachable")),
+        wave_check=stored_source(parent, "wave_check"),
+        on_halt=stored_source(parent, "on_halt"),
+        on_halt_scope=_text(parent.options, "on_halt_scope") or "succeeded",
     )
     account = settings.account or account_key(credentials)
-    confirm = confirm_plan(spec.command_id, store, settings, account) if ask else None
+    note = linked_note(request)
+    confirm = confirm_plan(spec.command_id, store, settings, account, note=note) if ask else None
     outcome = run_watched(
         watching,
         settings,

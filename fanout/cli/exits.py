@@ -60,9 +60,9 @@ Exit codes:
   1  finished; some targets failed, unreachable or unknown (--strict: or excluded)
   2  bad input or configuration, no credentials, unknown --command-id, or no
      terminal and no --yes: refused before any call; nothing sent
-  3  halted by --max-errors or --wave-max-failures; resumable
+  3  halted by --max-errors or --wave-max-failures (wave checks count); resumable
   4  stopped by the daily quota; resume when capacity frees
-  5  interrupted, stopped, paused or answered no; resumable
+  5  interrupted, stopped, paused, held by a wave check, or answered no; resumable
   6  fatal: credentials refused or expired, RAM permission (named), a CommandId
      gone, or the ledger failed after calls went out (they are recorded); resumable
   70 internal error (a bug): the traceback is in the file named"""

@@ -156,10 +156,32 @@ def read_rollout(flags: RolloutFlags, spend: SpendFlags) -> Rollout:
         register_secret((params or {}).get(key))
     check_secret_lengths(params, secret_keys, allow_short=flags.allow_short_secret)
     source = read_command_source(flags, params, settings.content_limit_bytes)
+    wave_check = read_linked_source(
+        "--wave-check-",
+        flags.wave_check_command_id,
+        flags.wave_check_command_name,
+        flags.wave_check_script,
+        settings.content_limit_bytes,
+    )
+    on_halt = read_linked_source(
+        "--on-halt-",
+        flags.on_halt_command_id,
+        flags.on_halt_command_name,
+        flags.on_halt_script,
+        settings.content_limit_bytes,
+    )
+    if flags.on_halt_scope and on_halt is None:
+        raise ConfigError("--on-halt-scope: only with an --on-halt-... command")
+    if wave_check is not None and not flags.waves:
+        raise ConfigError("--wave-check-...: only with --waves (it runs between waves)")
+    if wave_check is not None and spend.wait is False:
+        raise ConfigError("--wave-check-...: not with --no-wait (it needs the wave's results)")
     tags = _parse_tags(flags.tags)
     tag_regions = _tag_regions(flags.regions, settings) if tags else ()
     explicit = _read_targets(flags, settings, tagged=bool(tags))
-    _refuse_unmapped(source, [t.region for t in explicit.targets], tag_regions)
+    for given in (source, wave_check, on_halt):
+        if given is not None:
+            _refuse_unmapped(given, [t.region for t in explicit.targets], tag_regions)
     spec = _spec(flags, label(source), params, sources)
     parse_waves(flags.waves, len(explicit.targets))  # its syntax, before any call
     _check_budgets(flags)
@@ -187,6 +209,9 @@ def read_rollout(flags: RolloutFlags, spend: SpendFlags) -> Rollout:
         not_after=parse_not_after(flags.not_after, time.time()),
         allow_overlap=flags.allow_overlap,
         allow_short_secret=flags.allow_short_secret,
+        wave_check=wave_check,
+        on_halt=on_halt,
+        on_halt_scope=flags.on_halt_scope or "succeeded",
     )
     return Rollout(request, settings, credentials, target_list.duplicates)
 
@@ -267,13 +292,20 @@ def with_rollout_table(
 
 
 # `[rollout]` keys whose flag field has another name.
-_TABLE_FLAGS = {"targets": "targets_file", "command_ids": "command_id"}
+_TABLE_FLAGS = {
+    "targets": "targets_file",
+    "command_ids": "command_id",
+    "wave_check_command_ids": "wave_check_command_id",
+    "on_halt_command_ids": "on_halt_command_id",
+}
+# `[rollout]` keys of one CommandId for every region: the one item of their repeatable flag.
+_ONE_ID_KEYS = frozenset({"command_id", "wave_check_command_id", "on_halt_command_id"})
 
 
 def _flag_value(key: str, value: object) -> object:
     """A `[rollout]` value as its flag field holds it: lists and `KEY=VALUE` tables as tuples,
     `command_id` (one id) as the one item of `--command-id`."""
-    if key == "command_id":
+    if key in _ONE_ID_KEYS:
         return (value,)
     if isinstance(value, dict):
         return tuple(f"{k}={v}" for k, v in value.items())
@@ -330,18 +362,58 @@ def read_command_source(
     return source
 
 
+def read_linked_source(
+    flag_prefix: str,
+    command_ids: Sequence[str],
+    command_name: str | None,
+    script_path: str | None,
+    content_limit_bytes: int,
+) -> CommandSource | None:
+    """A linked run's command source (`--wave-check-...`, `--on-halt-...`, `fanout rollback`'s
+    own): at most one, checked as `run` checks its own, before any call (None: none given)."""
+    given = [
+        f"{flag_prefix}{name}"
+        for name, value in (
+            ("command-id", command_ids),
+            ("command-name", command_name),
+            ("script", script_path),
+        )
+        if value
+    ]
+    if len(given) > 1:
+        raise ConfigError(f"give one command source, not {' and '.join(given)}")
+    if script_path:
+        script = ScriptSource(
+            content=_read_script_text(script_path, f"{flag_prefix}script"),
+            command_type=type_for_path(script_path),
+            path=script_path,
+        )
+        check_script(script, None, content_limit_bytes=content_limit_bytes)
+        return script
+    if command_name:
+        if not command_name.strip():
+            raise ConfigError(f"{flag_prefix}command-name: empty")
+        return CommandNameSource(command_name.strip())
+    return parse_command_ids(command_ids) if command_ids else None
+
+
+def _read_script_text(path: str, flag: str) -> str:
+    """A script file's text (UTF-8), or a one-line refusal."""
+    try:
+        return Path(path).read_bytes().decode("utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{flag} {path}: cannot read ({exc.strerror})") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"{flag} {path}: not UTF-8 text (byte {exc.start})") from exc
+
+
 def _read_script(
     flags: RolloutFlags, params: Mapping[str, str] | None, content_limit_bytes: int
 ) -> ScriptSource:
     """`--script FILE` as the command fanout creates, checked before any call."""
     assert flags.script is not None
     path = flags.script
-    try:
-        content = Path(path).read_bytes().decode("utf-8")
-    except OSError as exc:
-        raise ConfigError(f"--script {path}: cannot read ({exc.strerror})") from exc
-    except UnicodeDecodeError as exc:
-        raise ConfigError(f"--script {path}: not UTF-8 text (byte {exc.start})") from exc
+    content = _read_script_text(path, "--script")
     if flags.command_timeout_s is not None and flags.command_timeout_s < _MIN_TIMEOUT_S:
         raise ConfigError(
             f"--command-timeout {flags.command_timeout_s}: at least {_MIN_TIMEOUT_S} seconds"

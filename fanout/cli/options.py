@@ -176,6 +176,14 @@ class RolloutFlags:
     strict: bool
     not_after: str | None
     allow_overlap: bool
+    # Linked runs (fanout.linked): a check after each wave's bake time, a rollback on halt.
+    wave_check_command_id: tuple[str, ...]
+    wave_check_command_name: str | None
+    wave_check_script: str | None
+    on_halt_command_id: tuple[str, ...]
+    on_halt_command_name: str | None
+    on_halt_script: str | None
+    on_halt_scope: str | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -224,6 +232,31 @@ def param_options() -> list[Callable[[Command], Command]]:
         click.option(
             "--param-file",
             help="KEY=VALUE lines (one per parameter), or - for stdin; for secret values.",
+        ),
+    ]
+
+
+def linked_source_options(
+    flag_prefix: str, name_prefix: str, what: str
+) -> list[Callable[[Command], Command]]:
+    """A linked run's command source, as `run` takes its own: `{flag_prefix}command-id`
+    (c-... or REGION=c-..., repeatable), `{flag_prefix}command-name`, `{flag_prefix}script`."""
+    return [
+        click.option(
+            f"{flag_prefix}command-id",
+            f"{name_prefix}command_id",
+            multiple=True,
+            help=f"{what}: this CommandId (c-..., or REGION=c-... repeatable).",
+        ),
+        click.option(
+            f"{flag_prefix}command-name",
+            f"{name_prefix}command_name",
+            help=f"{what}: the command of this name in each region.",
+        ),
+        click.option(
+            f"{flag_prefix}script",
+            f"{name_prefix}script",
+            help=f"{what}: this script, created as a command in each region.",
         ),
     ]
 
@@ -408,8 +441,8 @@ _ROLLOUT = _collected(
         click.option(
             "--wave-wait",
             help="Bake time after each wave's results are in, before the next wave "
-            "(e.g. 30s, 5m, 1h). It only delays the next wave: failures that show later are not "
-            "seen by fanout.",
+            "(e.g. 30s, 5m, 1h). Without a --wave-check-... command it only delays the next "
+            "wave: failures that show later are not seen by fanout.",
         ),
         click.option(
             "--count-unreachable",
@@ -428,6 +461,23 @@ _ROLLOUT = _collected(
             "--allow-overlap",
             is_flag=True,
             help="Run even on instances another run in progress may still invoke.",
+        ),
+        *linked_source_options(
+            "--wave-check-",
+            "wave_check_",
+            "Wave check: at the end of each wave's --wave-wait, on the wave's succeeded "
+            "instances; those it does not succeed on count against the wave's budget",
+        ),
+        *linked_source_options(
+            "--on-halt-",
+            "on_halt_",
+            "Rollback: when the run halts on its error budget (exit 3), on the instances that "
+            "succeeded (or --on-halt-scope all-invoked)",
+        ),
+        click.option(
+            "--on-halt-scope",
+            type=click.Choice(["succeeded", "all-invoked"]),
+            help="Which instances the --on-halt-... command runs on (default succeeded).",
         ),
     ],
 )

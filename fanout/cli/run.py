@@ -12,7 +12,7 @@ import click
 
 from fanout import eventloop
 from fanout.aliyun.keys import account_key
-from fanout.cli.consent import confirm_plan, require_consent
+from fanout.cli.consent import confirm_plan, linked_note, require_consent
 from fanout.cli.exits import guarded
 from fanout.cli.inputs import ParamInput, parse_not_after, read_rollout, secret_values
 from fanout.cli.options import (
@@ -28,10 +28,11 @@ from fanout.cli.options import (
     watch_options,
 )
 from fanout.cli.views import Out, finish, plan_text
+from fanout.clock import SYSTEM_CLOCK
 from fanout.control import is_done
 from fanout.dispatch import OPEN_BATCH_STATES
 from fanout.errors import DeclinedError, ExitCode
-from fanout.launch import prepare_run, preview_preflight, store_and_drive
+from fanout.launch import linked_runs, prepare_run, preview_preflight, store_and_drive
 from fanout.ledger import (
     NO_LEDGER,
     LedgerStore,
@@ -116,7 +117,11 @@ def run_command(rollout: RolloutFlags, spend: SpendFlags, watch: WatchFlags) -> 
     account = settings.account or account_key(credentials)
     # Only read to show the quota left: the ledger is created after the checks and the
     # preflight, so a refusal there (or "no") leaves no run and no file behind.
-    confirm = confirm_plan(request.spec.command_id, None, settings, account) if ask else None
+    confirm = (
+        confirm_plan(request.spec.command_id, None, settings, account, note=linked_note(request))
+        if ask
+        else None
+    )
     reader = reader_for(settings)
     prepared = eventloop.run(
         lambda: prepare_run(
@@ -178,6 +183,8 @@ def plan_command(rollout: RolloutFlags, spend: SpendFlags) -> None:
         duplicates=len(read.duplicates),
         now=now,
         quotas=quotas,
+        waves=request.waves,
+        wave_order=request.wave_order,
     )
     if resolution is not None:
         doc["command"] = resolution.summary()
@@ -215,6 +222,15 @@ def _with_param_options(func: Callable[..., None]) -> Callable[..., None]:
     help="Take the run over even while another runner holds its lease (warns first).",
 )
 @click.option("--not-after", help="End of this leg's change window (as for run).")
+@click.option(
+    "--max-errors",
+    help="A new run-wide budget, N or P% of the run's targets, from now on (kept for later "
+    "resumes). The run's earlier failures count: a run halted by its budget needs a larger one.",
+)
+@click.option(
+    "--wave-max-failures",
+    help="A new per-wave budget, N or P% of each wave, from now on (kept for later resumes).",
+)
 @spend_options
 @watch_options
 @guarded
@@ -225,6 +241,8 @@ def resume_command(
     param_file: str | None,
     force: bool,
     not_after: str | None,
+    max_errors: str | None,
+    wave_max_failures: str | None,
     spend: SpendFlags,
     watch: WatchFlags,
 ) -> None:
@@ -238,7 +256,10 @@ def resume_command(
     \b
     fanout resume r20261128-063512-a1b2c3 --yes
     fanout resume r20261128-063512-a1b2c3 --param-file secrets.env --yes
+    fanout resume r20261128-063512-a1b2c3 --max-errors 2% --yes   (after exit 3, a look)
     """
+    parse_max_errors(max_errors, 1)
+    parse_max_errors(wave_max_failures, 1, flag="--wave-max-failures")
     ask = require_consent("resume", yes=spend.yes)
     settings = spend.settings()
     watching = checked_watch(watch, settings)
@@ -250,6 +271,8 @@ def resume_command(
         wait_for_quota=spend.wait_for_quota,
         force_lease=force,
         not_after=parse_not_after(not_after, time.time()),
+        max_errors=max_errors,
+        wave_max_failures=wave_max_failures,
     )
     store = ledger_for(settings, run_id=run_id)
     _nothing_to_resume(store, run_id, out)
@@ -263,7 +286,14 @@ def resume_command(
         settings,
         store,
         out,
-        lambda emit: resume_run(settings, credentials, store, request, emit=emit),
+        lambda emit: resume_run(
+            settings,
+            credentials,
+            store,
+            request,
+            emit=emit,
+            linked=linked_runs(settings, credentials, store, SYSTEM_CLOCK, handle_signals=True),
+        ),
     )
     finish(outcome, out)
 

@@ -220,6 +220,27 @@ def _wave_line(d: Mapping[str, object]) -> str:
     return f"wave {d['wave']} done ({extra}{plural(d['failures'], 'failure')} so far)"
 
 
+def _wave_check_line(d: Mapping[str, object]) -> str:
+    """A wave's check done: how many of the wave's succeeded instances did not pass it."""
+    if d.get("check_run_id") is None:
+        return f"wave {d['wave']} check: no succeeded instance to check"
+    return (
+        f"wave {d['wave']} check (run {d['check_run_id']}): {d['failures']} of "
+        f"{plural(d['instances'], 'instance')} did not pass"
+    )
+
+
+def _rollback_line(d: Mapping[str, object]) -> str:
+    """The rollback of a halted run: its run and how it went."""
+    if d.get("error"):
+        return f"rollback failed: {d['error']}"
+    if d.get("rollback_run_id") is None:
+        return "rollback: no instance in its scope"
+    return (
+        f"rollback run {d['rollback_run_id']} ({d['scope']}): {_counts_sentence(d.get('summary'))}"
+    )
+
+
 # The one stderr line per event kind without a TTY; other kinds print nothing.
 _PLAIN_LINES: dict[str, Callable[[Mapping[str, object]], str]] = {
     "run": lambda d: (
@@ -235,8 +256,10 @@ _PLAIN_LINES: dict[str, Callable[[Mapping[str, object]], str]] = {
     "wave": _wave_line,
     "halted": _halted_line,
     "quota_wait": _quota_wait_line,
-    "wave_wait": lambda d: f"wave {d['wave']} baking until {iso(d['until'])}",  # type: ignore[arg-type]
+    "wave_wait": lambda d: f"wave {d['wave']} baking until {d['until']}",
     "quota_refused": _quota_refused_line,
+    "wave_check": _wave_check_line,
+    "rollback": _rollback_line,
     "quota_limits": _quota_limits_line,
 }
 
@@ -259,6 +282,7 @@ def plan_text(doc: Mapping[str, Any]) -> str:
         )
         lines += [f"    excluded: {n} {reason}" for reason, n in r["excluded_by_reason"].items()]
         lines.append(f"    daily quota: {r['daily_quota']} ({_quota_source(r)})")
+    lines += _wave_lines(doc.get("waves") or [])
     lines += _command_lines(doc.get("command"))
     if doc["days"] > 1:
         short = [name for name, r in doc["regions"].items() if r["days"] > 1]
@@ -268,6 +292,20 @@ def plan_text(doc: Mapping[str, Any]) -> str:
             "or exit 4 and `fanout resume` each day"
         )
     return "\n".join(lines)
+
+
+def _wave_lines(waves: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Each wave's instances per region (only when there are several waves)."""
+    if len(waves) < 2:
+        return []
+    lines = ["waves (instances per region):"]
+    for w in waves:
+        regions = ", ".join(f"{name} {r['instances']}" for name, r in w["regions"].items())
+        lines.append(
+            f"    wave {w['wave']}: {plural(w['instances'], 'instance')}, "
+            f"{plural(w['calls'], 'call')} ({regions})"
+        )
+    return lines
 
 
 _COMMAND_ACTIONS = {
@@ -299,12 +337,21 @@ def _quota_source(region: Mapping[str, Any]) -> str:
     return "default: the account's could not be read"
 
 
+def _linked_to(run: Mapping[str, Any]) -> str:
+    """`  (rollback of r...)` for a linked run in `fanout runs`."""
+    kind, parent = run.get("kind"), run.get("parent_run_id")
+    if not parent or kind not in ("retry", "rollback", "wave_check"):
+        return ""
+    what = {"retry": "retry", "rollback": "rollback", "wave_check": "wave check"}[kind]
+    return f"  ({what} of {parent})"
+
+
 def runs_text(doc: Sequence[Mapping[str, Any]]) -> str:
     """The `fanout runs` list, one line per run."""
     lines = [
         f"{d['run_id']}  {d['state']:<11} exit={_or_dash(d['exit_code']):<4} "
         f"{d['target_count']:>8} targets"
-        f"  {d['command_id']}  {d['created_at']}"
+        f"  {d['command_id']}  {d['created_at']}" + _linked_to(d)
         for d in doc
     ]
     return "\n".join(lines) or "no runs"

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import click
 
+from fanout.emulator.actions import ACTIONS
 from fanout.emulator.commands import CommandCatalog
 from fanout.emulator.config import (
     AGENT_FAILURE_CODES,
@@ -129,7 +130,11 @@ def _exec_seconds(ctx: click.Context, param: click.Parameter, value: str) -> tup
     help="InternalError.Dispatch (500).",
 )
 @click.option(
-    "--throttle-rate", type=_FRACTION, default=0.0, show_default=True, help="Throttling.User (400)."
+    "--throttle-rate",
+    type=_FRACTION,
+    default=0.0,
+    show_default=True,
+    help="Share of (region, action) windows throttled whole (HTTP 400, --throttle-code).",
 )
 @click.option(
     "--drop-rate",
@@ -275,6 +280,12 @@ def emulator_command(
         return
     qps, region_qps = _parse_qps(qps_items)
     agent_failures = _parse_fractions(agent_failure_items, "--agent-failure")
+    unknown = sorted(set(denied_actions) - set(ACTIONS))
+    if unknown:  # a misspelt action would otherwise deny nothing, silently
+        raise click.UsageError(
+            f"--deny-action {', '.join(unknown)}: not an action the emulator answers "
+            f"(known: {', '.join(sorted(ACTIONS))})"
+        )
     try:
         config = EmulatorConfig(
             regions=regions,

@@ -103,3 +103,24 @@ def test_a_no_on_the_terminal_sends_nothing_and_exits_5(
     code, screen = _on_a_terminal(cli, argv, "y")
     assert code == 0, screen
     assert _invokes(emu) > 0
+
+
+def test_the_question_names_the_wave_check_and_the_rollback(
+    emulator: Start, fanout_cli: Bind, tmp_path: Path
+) -> None:
+    """With a wave check and a rollback on halt, the question says they will run as linked runs
+    of their own calls; "n" still sends nothing."""
+    emu = emulator(**FLEET)
+    cli = fanout_cli(emu)
+    targets = write_targets(tmp_path / "t.txt", fleet_ids(**FLEET))
+    argv = [
+        "run", "--command-name", DEMO_COMMAND_NAME, "--targets", str(targets), "--waves", "10%,100%",
+        "--wave-check-command-name", DEMO_COMMAND_NAME, "--on-halt-command-name", DEMO_COMMAND_NAME,
+        "--on-halt-scope", "all-invoked",
+    ]  # fmt: skip
+    code, screen = _on_a_terminal(cli, argv, "n")
+    assert code == 5, screen
+    flat = " ".join(screen.split())
+    assert f"the check {DEMO_COMMAND_NAME} on its succeeded instances" in flat
+    assert f"the rollback {DEMO_COMMAND_NAME} on the instances all invoked" in flat
+    assert _invokes(emu) == 0

@@ -105,13 +105,18 @@ def test_no_table_changes_nothing() -> None:
     assert with_rollout_table(flags, RolloutTable({}, {}))[0] == flags
 
 
-def test_read_rollout_builds_the_request_from_the_file_and_the_flags(tmp_path: Path) -> None:
+def test_read_rollout_builds_the_request_from_the_file_and_the_flags(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Flags over the config file's settings and `[rollout]` table become one request: targets
     from the file's target list, the command and its options, secret keys, waves, budget and
     waiting; the settings carry the file's values under the flags'."""
     (tmp_path / "hosts.txt").write_text(
         f"cn-hangzhou,{HZ1}\ncn-hangzhou,{HZ2}\ncn-hangzhou,{HZ1}\n"
     )
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    monkeypatch.chdir(elsewhere)
     config = tmp_path / "rollout.toml"
     config.write_text(
         "batch_size = 25\nconcurrency = 4\n\n[rollout]\n"
@@ -129,7 +134,8 @@ def test_read_rollout_builds_the_request_from_the_file_and_the_flags(tmp_path: P
         Target("cn-hangzhou", HZ2),
         Target("cn-beijing", BJ1),
     )
-    assert [d.location for d in read.duplicates] == ["hosts.txt:3"]
+    # The file named in the table is the one beside the config file, wherever fanout runs.
+    assert [d.location for d in read.duplicates] == [f"{tmp_path / 'hosts.txt'}:3"]
     assert request.spec.command_id == "c-fanoutdemoparam01"
     assert request.spec.parameters == {"name": "nginx", "db_password": "hunter2-secret"}
     assert (request.spec.timeout_s, request.spec.username) == (300, "ops")

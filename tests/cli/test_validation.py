@@ -300,7 +300,9 @@ def test_credentials_with_a_byte_a_header_cannot_carry_are_refused(
     """A key secret or STS token with \\xff, an undecodable byte or a newline (a traceback from
     the HTTP client before): one line naming the variable, never the value."""
     line = refused(box, RUN, variable, "not printable ASCII", env={variable: value})
-    assert "secret" not in line.split(variable)[1] or "newline" in line
+    if variable != "ALIBABA_CLOUD_ACCESS_KEY_ID":  # no part of a secret is shown
+        for part in filter(None, re.split(r"[\n\xff\udcff]", value)):
+            assert part not in line, line
 
 
 def test_ledger_locations_that_are_no_file_are_refused(box: Sandbox) -> None:
@@ -314,10 +316,8 @@ def test_ledger_locations_that_are_no_file_are_refused(box: Sandbox) -> None:
     refused(box, [*RUN, "--ledger", "ftp://host/l.db"], "scheme 'ftp' is not known")
     refused(box, [*RUN, "--ledger", "sqlite://host/l.db"], "names a file, not a host")
     refused(box, [*RUN, "--ledger", "sqlite:"], "names no file")
-    result = box.invoke([*RUN, "--ledger", "/proc/fanout-no-such/l.db"])
-    assert result.exit_code == 2
-    assert "/proc/fanout-no-such/l.db" in one_error_line(result)
-    assert box.invocations() == 0 or "InvokeCommand" not in result.stderr
+    # The issue's exact path: one line, exit 2, nothing sent, no run, nothing left behind.
+    refused(box, [*RUN, "--ledger", "/proc/foo/l.db"], "/proc/foo/l.db")
 
 
 def test_click_usage_errors_are_one_line(box: Sandbox) -> None:
@@ -432,7 +432,7 @@ def _special_files(tmp: Path) -> dict[str, Path]:
     return found
 
 
-@pytest.mark.parametrize("command", [["runs"], ["status", "r1"], ["quota"], RUN])
+@pytest.mark.parametrize("command", [["runs"], ["status", "r1"], ["report", "r1"], ["quota"], RUN])
 def test_a_device_fifo_or_folder_is_never_opened_or_chmod_ed(
     box: Sandbox, command: list[str]
 ) -> None:
