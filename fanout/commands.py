@@ -273,6 +273,12 @@ def _refuse_missing(source: CommandSource, found: Mapping[str, RegionCommand]) -
     where = ", ".join(missing)
     if isinstance(source, CommandNameSource):
         kind = f"public command of {source.provider}" if source.provider else "command"
+        if is_public_name(source.name) and not source.provider:
+            raise ConfigError(
+                f"--command-name {source.name}: no command of that name in {where}; a public "
+                "command is listed only with its provider: add --provider AlibabaCloud (or its "
+                "own provider)"
+            )
         raise ConfigError(
             f"--command-name {source.name}: no {kind} of that name in {where} (DescribeCommands"
             f"{'(Provider)' if source.provider else ''} found none); create it there, or use "

@@ -43,6 +43,7 @@ __all__ = [
     "RETRY_CHOICES",
     "StopOptions",
     "StopResult",
+    "is_done",
     "retry_targets",
     "run_source",
     "run_spec",
@@ -137,6 +138,20 @@ class StopOptions:
     collect: bool = True  # then collect every stopped instance's final state
     collect_timeout_s: float = 300.0
     max_output_bytes: int = 4096
+
+
+# The end states after which a run has nothing left to send, collect or stop - once every
+# batch is closed: `resume` and `stop` then say so and send nothing.
+_DONE_STATES = frozenset({RunState.FINISHED, RunState.STOPPED})
+_CLOSED_BATCHES = frozenset({BatchState.DONE, BatchState.FAILED})
+
+
+def is_done(store: LedgerStore, run: RunRecord) -> bool:
+    """True if the run ended (finished, or stopped) with every batch closed: nothing is
+    pending, in flight or waiting for results."""
+    if run.state not in _DONE_STATES or run.exit_code is None:
+        return False
+    return all(b.state in _CLOSED_BATCHES for b in store.load_batches(run.run_id))
 
 
 @dataclass(frozen=True, slots=True)

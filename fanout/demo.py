@@ -92,20 +92,26 @@ def default_demo_dir() -> Path:
     return Path(tempfile.gettempdir()) / "fanout-demo"
 
 
+SCRIPT_NAME = "deploy.sh"
+
+
 def _demo_files(folder: Path) -> list[Path]:
-    """The files a demo leaves in `folder` (the ledger with its WAL files, the report)."""
-    names = (LEDGER_NAME, f"{LEDGER_NAME}-wal", f"{LEDGER_NAME}-shm", REPORT_NAME)
+    """The files a demo leaves in `folder` (the ledger with its WAL files, the report, the
+    script)."""
+    names = (LEDGER_NAME, f"{LEDGER_NAME}-wal", f"{LEDGER_NAME}-shm", REPORT_NAME, SCRIPT_NAME)
     return [folder / name for name in names if (folder / name).exists()]
 
 
 def clean_demo(folder: Path | None) -> list[Path]:
-    """Remove the demo's files (and the default folder once empty); what was removed."""
+    """Remove the demo's files, and its folder once that is empty (a folder holding anything
+    else is left as it is); what was removed."""
     folder = folder or default_demo_dir()
     removed = _demo_files(folder)
     for path in removed:
         path.unlink()
-    if folder == default_demo_dir() and folder.is_dir() and not any(folder.iterdir()):
+    if folder.is_dir() and not any(folder.iterdir()):
         folder.rmdir()
+        removed.append(folder)
     return removed
 
 
@@ -135,7 +141,7 @@ async def run_demo(folder: Path | None, *, emit: Emit) -> DemoResult:
         )
         credentials = Credentials(DEMO_ACCESS_KEY_ID, DEMO_ACCESS_KEY_SECRET, source="demo")
         store = open_ledger(str(ledger_path))
-        script_path = folder / "deploy.sh"
+        script_path = folder / SCRIPT_NAME
         script_path.write_text(DEMO_SCRIPT, encoding="utf-8")
         source = ScriptSource(DEMO_SCRIPT, path=str(script_path))
         request = RunRequest(

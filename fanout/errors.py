@@ -189,9 +189,12 @@ class ApiError(CallError):
         action: str = "",
         retry_after_s: float | None = None,
         auth_action: str | None = None,
+        region: str | None = None,
     ) -> None:
         kind = classify_api_error(code, http_status)
         text = f"{action + ': ' if action else ''}{code} (HTTP {http_status}): {message}"
+        if region and code.startswith(_REGION_CODES):  # the server's message does not name it
+            text += f" (region {region}: not served by this endpoint or account)"
         permission = auth_action or (f"ecs:{action}" if action else None)
         if is_permission_code(code) and permission:
             text += f"; the RAM user or role needs the permission {permission}"
@@ -286,6 +289,10 @@ _FATAL_PREFIXES = (
     "IdempotentParameterMismatch",
     "ParameterStore.NoPermission",
 )
+
+
+# Refusals of the request's RegionId itself (the target file's region, or --region).
+_REGION_CODES = ("InvalidRegionId", "RegionId.ApiNotSupported")
 
 
 def is_permission_code(code: str) -> bool:

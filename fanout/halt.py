@@ -17,12 +17,11 @@ only when that one is accepted (`probe_passed`) the rest. The verdict (`fanout.v
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
-
 import anyio
 
 from fanout.clock import Clock, sleep_or_wake
 from fanout.quota import QuotaBlock
+from fanout.times import iso
 from fanout.verdict import HaltReason, HaltState
 
 __all__ = ["HaltReason", "HaltState", "RunControl"]
@@ -88,7 +87,7 @@ class RunControl:
         """Halt with WINDOW once the clock is past `--not-after`."""
         assert self._not_after is not None
         if self._clock.time() >= self._not_after:
-            when = datetime.fromtimestamp(self._not_after, UTC).isoformat(timespec="seconds")
+            when = iso(self._not_after)
             self.halt(HaltReason.WINDOW, f"the change window closed at {when} (--not-after)")
 
     def seconds_left(self) -> float | None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import socket
-from datetime import UTC, datetime
 
 import anyio
 import structlog
@@ -19,12 +18,14 @@ from fanout.clock import Clock
 from fanout.errors import LedgerError, UsageError
 from fanout.halt import HaltReason, RunControl
 from fanout.ledger import AcquireLease, GroupCommitter, LedgerStore, RunRecord
+from fanout.times import iso
 
 __all__ = [
     "STOP_POLL_S",
     "STOP_REQUEST",
     "holder_is_gone",
     "keep_lease",
+    "lease_holder",
     "owner",
     "release",
     "take_lease",
@@ -65,7 +66,7 @@ async def take_lease(
         op = AcquireLease(run.run_id, owner(), now + lease_s, now, force=True)
         granted, holder, until = await _lease(committer, op)
     if not granted:
-        when = datetime.fromtimestamp(until or now, UTC).isoformat(timespec="seconds")
+        when = iso(until or now)
         msg = f"run {run.run_id} is being driven by {holder} (lease until {when})"
         raise UsageError(msg)
 
@@ -98,6 +99,16 @@ def holder_is_gone(holder: str | None) -> bool:
     except PermissionError:
         return False
     return False
+
+
+def lease_holder(run: RunRecord, now: float, *, local: bool) -> str | None:
+    """Who drives the run now: the holder of an unexpired lease whose process is not known to be
+    gone (None: no runner holds it - it ended, was killed, or was never started)."""
+    if run.lease_owner is None or run.lease_until is None or run.lease_until <= now:
+        return None
+    if local and holder_is_gone(run.lease_owner):
+        return None
+    return run.lease_owner
 
 
 async def keep_lease(

@@ -71,10 +71,12 @@ def status_document(
     instances: Mapping[str, Mapping[str, int]],
     batches: Mapping[str, Mapping[str, int]],
     command_ids: Mapping[str, str | None] | None = None,
+    holder: str | None = None,
 ) -> dict[str, object]:
     """The `fanout status --json` document (stable field names, documented in the README).
 
-    `command_ids`: each region's own CommandId of the run's command (None: not created yet).
+    `command_ids`: each region's own CommandId of the run's command (None: not created yet);
+    `holder`: the runner driving it now (`fanout.lease.lease_holder`; None: no runner holds it).
     """
     ids = command_ids or {}
     total: dict[str, int] = {}
@@ -105,7 +107,7 @@ def status_document(
         "instances": _reported_counts(total, run.state),
         "batches": dict(sorted(batch_total.items())),
         "regions": regions,
-        "lease": {"owner": run.lease_owner, "until": iso(run.lease_until)},
+        "lease": {"owner": run.lease_owner, "until": iso(run.lease_until), "held": bool(holder)},
     }
 
 
@@ -115,8 +117,7 @@ def run_summary(doc: Mapping[str, object]) -> str:
     assert isinstance(counts, dict)
     shown = ", ".join(f"{n} {state}" for state, n in counts.items() if n)
     lines = [
-        f"run {doc['run_id']}: {doc['state']} (exit {doc['exit_code']}), "
-        f"{doc['target_count']} targets: {shown or 'none'}",
+        f"run {doc['run_id']}: {_state_text(doc)}, {doc['target_count']} targets: {shown or 'none'}",
     ]
     regions = doc["regions"]
     assert isinstance(regions, dict)
@@ -126,6 +127,18 @@ def run_summary(doc: Mapping[str, object]) -> str:
         command = f"; command {data['command_id']}" if data.get("command_id") else ""
         lines.append(f"  {region}: instances {inst or '-'}; batches {bat or '-'}{command}")
     return "\n".join(lines)
+
+
+def _state_text(doc: Mapping[str, object]) -> str:
+    """`finished (exit 1)`; a run without an exit code says who drives it, or that no runner
+    does (killed, or left at once on a second Ctrl-C) and how to go on."""
+    if doc["exit_code"] is not None:
+        return f"{doc['state']} (exit {doc['exit_code']})"
+    lease = doc["lease"]
+    assert isinstance(lease, dict)
+    if lease.get("held"):
+        return f"{doc['state']} (driven by {lease['owner']}, lease until {lease['until']})"
+    return f"{doc['state']} (no runner holds it: interrupted; fanout resume {doc['run_id']})"
 
 
 @dataclass(frozen=True, slots=True)

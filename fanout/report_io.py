@@ -11,11 +11,19 @@ import tempfile
 import time
 from pathlib import Path
 
+from fanout.errors import ConfigError
 from fanout.html_report import RunLedger, render_html, report_model
 from fanout.ledger import LedgerStore, RunRecord
 from fanout.ledger.model import reported_state
 
-__all__ = ["html_report", "linked_sections", "read_run", "retries_of", "write_file"]
+__all__ = [
+    "check_output_file",
+    "html_report",
+    "linked_sections",
+    "read_run",
+    "retries_of",
+    "write_file",
+]
 
 # Linked runs that are not retries: their rows never replace the run's own (fanout.linked).
 _NOT_RETRIES = frozenset({"rollback", "wave_check"})
@@ -88,9 +96,21 @@ def html_report(store: LedgerStore, run_id: str, *, now: float | None = None) ->
     return render_html(model)
 
 
+def check_output_file(path: Path, option: str) -> Path:
+    """A file fanout will write: refused (exit 2) unless its folder exists (fanout creates no
+    folders: a typo in a path is not a new directory tree) and the path is not a folder."""
+    parent = path.parent
+    if not parent.is_dir():
+        msg = f"{option} {path}: no folder {parent} (fanout creates files, not folders)"
+        raise ConfigError(msg)
+    if path.is_dir():
+        msg = f"{option} {path}: is a folder, not a file"
+        raise ConfigError(msg)
+    return path
+
+
 def write_file(path: Path, text: str) -> None:
     """Write `text` to `path` whole: a temporary file beside it, then renamed over it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:
         with os.fdopen(fd, "w", encoding="utf-8") as file:

@@ -392,6 +392,11 @@ def stored_regions(
     return regions
 
 
+def _count(n: int, noun: str) -> str:
+    """`1 region`, `2 regions`."""
+    return f"{n} {noun}" if n == 1 else f"{n} {noun}s"
+
+
 def confirm_summary(
     command_id: str, batches: Sequence[tuple[str, int]], quota_left: Mapping[str, int]
 ) -> str:
@@ -404,8 +409,8 @@ def confirm_summary(
     for region, n in batches:
         targets[region] += n
     lines = [
-        f"About to invoke {command_id} on {sum(targets.values())} instances in {len(calls)} "
-        f"regions: {len(batches)} InvokeCommand calls.",
+        f"About to invoke {command_id} on {_count(sum(targets.values()), 'instance')} in "
+        f"{_count(len(calls), 'region')}: {_count(len(batches), 'InvokeCommand call')}.",
         f"  {'region':<20} {'targets':>8} {'calls':>6} {'quota left':>10}",
     ]
     short = []
@@ -416,7 +421,7 @@ def confirm_summary(
             f"{'?' if left is None else left:>10}"
         )
         if left is not None and calls[region] > left:
-            short.append(f"{region} ({calls[region] - left} calls over)")
+            short.append(f"{region} ({_count(calls[region] - left, 'call')} over)")
     if short:
         lines.append(
             f"  quota short in {', '.join(short)}: the rest waits for quota "

@@ -227,8 +227,36 @@ _WIRE_NAMES = {
 }
 
 
+def _refuse_contradictions(spec: SpecLike) -> None:
+    """A Frequency schedules periodic runs: RepeatMode is then Period (its default once a
+    Frequency is set, facts 1.1), and Timed means the same. Another mode beside either is a
+    contradiction the API would settle silently, and a Frequency alone a periodic run nobody
+    asked for by name: both refused, naming both options."""
+    mode = spec.repeat_mode
+    if mode is not None and mode != _PERIODIC_MODE:
+        if spec.frequency:
+            msg = (
+                f"--repeat-mode {mode} and --frequency contradict: a Frequency schedules "
+                f"periodic runs (RepeatMode {_PERIODIC_MODE}); give one of them (spec S7)"
+            )
+            raise ConfigError(msg)
+        if spec.timed:
+            msg = (
+                f"--repeat-mode {mode} and --timed contradict: --timed runs periodically "
+                f"(RepeatMode {_PERIODIC_MODE}); give one of them (spec S7)"
+            )
+            raise ConfigError(msg)
+    if spec.frequency and mode is None and not spec.timed:
+        msg = (
+            "--frequency without --repeat-mode Period (or --timed): a Frequency alone makes the "
+            "run periodic; say so with --repeat-mode Period (spec S7)"
+        )
+        raise ConfigError(msg)
+
+
 def check_schedule(spec: SpecLike, now_s: float) -> Frequency | None:
     """Spec S6/S7: `--timed` (or RepeatMode Period) needs a Frequency, and it must be valid."""
+    _refuse_contradictions(spec)
     periodic = bool(spec.timed) or spec.repeat_mode == _PERIODIC_MODE
     if periodic and not spec.frequency:
         flag = "--timed" if spec.timed else f"--repeat-mode {_PERIODIC_MODE}"

@@ -8,19 +8,21 @@ disk or a webhook that fails is logged, and the run and its exit code are what t
 
 from __future__ import annotations
 
+import socket
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import structlog
 
+from fanout.errors import ConfigError
 from fanout.ledger import LedgerStore
 from fanout.metrics import MetricsFile, MetricsServer, metrics_registry
-from fanout.notify import Notifier
-from fanout.report_io import html_report, write_file
+from fanout.notify import Notifier, check_url
+from fanout.report_io import check_output_file, html_report, write_file
 from fanout.run_totals import RunTotals
 
-__all__ = ["WatchOptions", "Watchers"]
+__all__ = ["WatchOptions", "Watchers", "check_watch_options"]
 
 Emit = Callable[[str, Mapping[str, object]], None]
 log = structlog.get_logger("fanout.watch")
@@ -36,6 +38,26 @@ class WatchOptions:
     notify: tuple[str, ...] = ()
     notify_format: str = "json"
     html_report: Path | None = None
+
+
+def check_watch_options(opts: WatchOptions) -> WatchOptions:
+    """Refuse (exit 2) what the watchers would refuse once the run is under way - a webhook
+    URL that is not http(s), a file in a folder that does not exist, a metrics port in use -
+    so that a command checks them before any call and leaves no file."""
+    for url in opts.notify:
+        check_url(url)
+    if opts.metrics_file is not None:
+        check_output_file(opts.metrics_file, "--metrics-file")
+    if opts.html_report is not None:
+        check_output_file(opts.html_report, "--html-report")
+    if opts.metrics_port:
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", opts.metrics_port))
+            except OSError as exc:
+                msg = f"--metrics-port {opts.metrics_port}: cannot listen on it ({exc.strerror})"
+                raise ConfigError(msg) from exc
+    return opts
 
 
 @dataclass(slots=True)

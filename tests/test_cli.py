@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import re
+import socket
 import sqlite3
 import stat
 import subprocess
@@ -380,6 +381,47 @@ BAD_INPUTS: dict[str, tuple[list[str], dict[str, str | None], tuple[str, ...]]] 
     "demo dir is a file": (["demo", "--dir", "notes.txt"], {}, ("--dir",)),
     "emulator fraction": (["emulator", "--error-rate", "2"], {}, ("--error-rate",)),
     "unknown command": (["deploy"], {}, ("deploy",)),
+    "notify not http (run)": ([*_RUN, "--notify", "ftp://x"], {}, ("--notify", "http")),
+    "notify not http (resume)": (
+        ["resume", UNKNOWN_RUN, "--yes", "--notify", "ftp://x"],
+        {},
+        ("--notify", "http"),
+    ),
+    "notify not http (retry)": (
+        ["retry", UNKNOWN_RUN, "--yes", "--notify", "ftp://x"],
+        {},
+        ("--notify", "http"),
+    ),
+    "html report in a missing folder": (
+        [*_RUN, "--html-report", "/nonexistent/dir/r.html"],
+        {},
+        ("--html-report", "no folder /nonexistent/dir"),
+    ),
+    "metrics file in a missing folder": (
+        [*_RUN, "--metrics-file", "absent/m.prom"],
+        {},
+        ("--metrics-file", "no folder absent"),
+    ),
+    "repeat mode Once with a frequency": (
+        [*_RUN, "--repeat-mode", "Once", "--frequency", "rate(5m)"],
+        {},
+        ("--repeat-mode Once", "--frequency"),
+    ),
+    "dry run, timed, with a frequency": (
+        [*_RUN, "--repeat-mode", "DryRun", "--timed", "--frequency", "rate(5m)"],
+        {},
+        ("--repeat-mode DryRun", "--frequency"),
+    ),
+    "frequency alone": (
+        [*_RUN, "--frequency", "rate(5m)"],
+        {},
+        ("--frequency", "--repeat-mode Period"),
+    ),
+    "report output in a missing folder": (
+        ["report", UNKNOWN_RUN, "-o", "/nonexistent/x.csv"],
+        {},
+        ("--output", "no folder /nonexistent"),
+    ),
 }
 
 
@@ -405,6 +447,25 @@ def test_bad_input_exits_2_with_one_line_and_sends_nothing(sandbox: Sandbox, cas
     for fragment in fragments:
         assert fragment in message, message
     assert sandbox.calls() == before
+    assert not (sandbox.tmp / "ledger.sqlite3").exists()  # no file left
+    assert not Path("/nonexistent").exists()
+
+
+def test_a_metrics_port_in_use_is_refused_before_any_call(sandbox: Sandbox) -> None:
+    """`--metrics-port` on a port something already listens on: exit 2, one line naming the
+    option, before any call and without a ledger file (it failed after the preflight)."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        before = sandbox.calls()
+        result = sandbox.invoke([*_RUN, "--metrics-port", str(port)])
+    assert result.exit_code == 2, result.output
+    assert error_lines(result) == [
+        f"fanout: error: --metrics-port {port}: cannot listen on it (Address already in use)"
+    ]
+    assert sandbox.calls() == before
+    assert not (sandbox.tmp / "ledger.sqlite3").exists()
 
 
 def test_bad_input_from_a_real_process_is_one_stderr_line(sandbox: Sandbox) -> None:
@@ -670,9 +731,11 @@ def test_readme_documents_every_stable_field() -> None:
 
 @pytest.mark.slow
 def test_demo_json_is_json_lines_ending_with_the_status(tmp_path: Path) -> None:
-    """`demo --json` prints only JSON lines: the run's events, then its status with the ledger."""
+    """`demo --json` prints only JSON lines: the run's events, then its status with the ledger;
+    `demo --clean` then removes everything it wrote, script and folder included."""
+    folder = tmp_path / "demo"
     done = subprocess.run(
-        [sys.executable, "-m", "fanout", "demo", "--dir", str(tmp_path), "--json"],
+        [sys.executable, "-m", "fanout", "demo", "--dir", str(folder), "--json"],
         capture_output=True,
         text=True,
         timeout=110,
@@ -691,7 +754,30 @@ def test_demo_json_is_json_lines_ending_with_the_status(tmp_path: Path) -> None:
     assert status["event"] == "status"
     assert DOCUMENTED["status"] <= set(status)
     assert status["run_id"] == events[0]["run_id"]
-    assert Path(status["ledger"]) == tmp_path / "ledger.sqlite3"
+    assert Path(status["ledger"]) == folder / "ledger.sqlite3"
     assert sum(status["instances"].values()) == status["target_count"] == 10_000
     for event in events:  # every line, the closing status document too, has its schema
         validate(event, f"event-{event['event']}")
+    assert (folder / "deploy.sh").exists()
+    cleaned = subprocess.run(
+        [sys.executable, "-m", "fanout", "demo", "--clean", "--dir", str(folder)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env={"PATH": os.environ.get("PATH", ""), "HOME": str(tmp_path)},
+        check=False,
+    )
+    assert cleaned.returncode == 0, cleaned.stderr
+    assert not folder.exists()
+    assert f"removed {folder / 'deploy.sh'}" in cleaned.stderr.splitlines()
+
+
+def test_demo_clean_keeps_a_folder_holding_other_files(tmp_path: Path) -> None:
+    """`demo --clean --dir` removes only the demo's files; a folder that holds anything else
+    stays, with that file in it."""
+    (tmp_path / "deploy.sh").write_text("echo demo\n")
+    (tmp_path / "report.html").write_text("<!DOCTYPE html>\n")
+    (tmp_path / "mine.txt").write_text("keep\n")
+    result = CliRunner().invoke(main, ["demo", "--clean", "--dir", str(tmp_path)])
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mine.txt"]

@@ -296,13 +296,17 @@ def test_public_command_by_name_with_parameters(
 ) -> None:
     """A public command: by name with `--provider`, parameters validated against its
     definitions (a required one missing: exit 2, nothing invoked), invoked by its name in
-    every region; without `--provider` the refusal says to add it."""
+    every region; without `--provider` the refusal (by id or by name) says to add it."""
     emu, cli, targets, _script = setup()
     base = ("--targets", str(targets), *FAST)
     missing = cli.run("run", "--command-name", PUBLIC, "--provider", "AlibabaCloud", *base)
     assert "requires parameter 'packageName'" in error_line(missing)
     hint = cli.run("run", "--command-id", PUBLIC, "--param", "packageName=nginx", *base)
     assert "--provider AlibabaCloud" in error_line(hint)
+    by_name = cli.run("run", "--command-name", PUBLIC, "--param", "packageName=nginx", *base)
+    assert by_name.returncode == 2
+    assert "--provider AlibabaCloud" in error_line(by_name)
+    assert "create it there" not in error_line(by_name)
     assert sum(calls(emu, "InvokeCommand").values()) == 0
     done = cli.run(
         "run", "--command-name", PUBLIC, "--provider", "AlibabaCloud",

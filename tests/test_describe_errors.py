@@ -197,3 +197,19 @@ async def test_results_the_api_no_longer_keeps_end_unknown(tmp_path: Path) -> No
     assert later.instances == {"unknown": 20}
     assert len(reasons) == 1
     assert "no record of the invocation any more" in str(next(iter(reasons)))
+
+
+def test_a_region_the_endpoint_does_not_serve_is_named(
+    emulator: Start, fanout_cli: Bind, tmp_path: Path
+) -> None:
+    """Targets in a region the endpoint does not serve: the API's InvalidRegionId.NotFound
+    does not say which region, so fanout's one error line names it; exit 6, nothing invoked."""
+    emu = emulator(regions=(REGION,), instances_per_region=2)
+    cli = fanout_cli(emu)
+    targets = write_targets(tmp_path / "t.txt", [("cn-beijing", "i-2zeaaaaaaaaaaaaaaa01")])
+    done = cli.run("run", "--command-id", DEMO_COMMAND_ID, "--targets", str(targets), "--yes")
+    assert done.returncode == ExitCode.FATAL_API, done.stderr
+    (line,) = [x for x in done.stderr.splitlines() if x.startswith("fanout: error:")]
+    assert "InvalidRegionId.NotFound" in line
+    assert "region cn-beijing" in line
+    assert emu.snapshot()["invocations"] == []

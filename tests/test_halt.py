@@ -70,3 +70,15 @@ async def test_sleep_wakes_at_once_when_the_run_halts() -> None:
         await control.sleep(86_400)  # already halted: returns without sleeping
     assert control.halted_by(HaltReason.SIGNAL, HaltReason.STOP_REQUESTED)
     assert not control.halted_by(HaltReason.BUDGET)
+
+
+async def test_the_change_window_closes_with_its_time_in_z() -> None:
+    """Past --not-after the run halts with WINDOW, naming the time as every other time is
+    written (`...Z`, not `+00:00`)."""
+    clock = FakeClock(1_800_000_000.0)
+    control = RunControl(clock, not_after=1_800_000_010.0)
+    before = control.halted
+    clock.advance(10)
+    assert (before, control.halted) == (False, True)
+    detail = control.state().details[HaltReason.WINDOW]
+    assert detail == "the change window closed at 2027-01-15T08:00:10Z (--not-after)"

@@ -108,7 +108,14 @@ def test_rollback_by_hand_runs_once_on_the_succeeded_and_spends_quota_as_a_run(
     calls = region["calls"]
     again = cli.run("rollback", run_id, "--script", str(undo), "--yes", "--json")
     assert again.returncode == 0, again.stderr
-    assert json.loads(again.stdout) == {"run_id": None, "parent_run_id": run_id, "targets": 0}
+    (line,) = again.stdout.splitlines()  # an event stream: one JSON line, its end
+    doc = json.loads(line)
+    assert (doc["event"], doc["run_id"], doc["parent_run_id"], doc["targets"]) == (
+        "end",
+        None,
+        run_id,
+        0,
+    )
     assert _state(emu)["regions"]["cn-hangzhou"]["calls"] == calls
 
 

@@ -118,10 +118,15 @@ REFUSALS = [
     pytest.param(
         DEMO_COMMAND_ID, ("--timed", "--frequency", "*/5 * * * * *"), "spec S7", id="S7-5s-apart"
     ),
-    pytest.param(DEMO_COMMAND_ID, ("--frequency", "rate(30s)"), "spec S7", id="S7-rate-too-short"),
     pytest.param(
         DEMO_COMMAND_ID,
-        ("--frequency", "0 0 12 * *"),
+        ("--repeat-mode", "Period", "--frequency", "rate(30s)"),
+        "InvalidParam.Frequency",
+        id="S7-rate-too-short",
+    ),
+    pytest.param(
+        DEMO_COMMAND_ID,
+        ("--timed", "--frequency", "0 0 12 * *"),
         "InvalidParam.Frequency",
         id="S7-five-fields",
     ),
@@ -131,6 +136,18 @@ REFUSALS = [
         ("--repeat-mode", "Period"),
         "MissingParam.Frequency",
         id="period-no-frequency",
+    ),
+    pytest.param(
+        DEMO_COMMAND_ID,
+        ("--repeat-mode", "Once", "--frequency", "rate(5m)"),
+        "--repeat-mode Once and --frequency contradict",
+        id="once-with-a-frequency",
+    ),
+    pytest.param(
+        DEMO_COMMAND_ID,
+        ("--frequency", "rate(5m)"),
+        "--frequency without --repeat-mode Period",
+        id="frequency-alone",
     ),
     pytest.param("c-nosuchcommand001", (), "no such command in cn-hangzhou", id="unknown-command"),
 ]

@@ -132,7 +132,8 @@ def test_plain_summary_lines_are_sentences(capsys: pytest.CaptureFixture[str]) -
     assert lines == [
         f"run {RUN['run_id']}: 1 target, 1 batch, 0 excluded by preflight",
         "finished (exit 0): 3 succeeded, 2 not invoked",
-        "running: no instances",
+        "left at once: calls in flight were not collected, no runner holds the run; "
+        "fanout resume r",
     ]
 
 

@@ -28,7 +28,7 @@ Bind = Callable[[EmulatorThread], Fanout]
 _LEASE_S = 15.0
 _REFUSED = re.compile(
     r"^fanout: error: run (?P<run>\S+) is being driven by (?P<holder>\S+) "
-    r"\(lease until (?P<until>\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+00:00)\)$"
+    r"\(lease until (?P<until>\d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ)\)$"
 )
 
 

@@ -276,4 +276,12 @@ def test_confirmation_summary_shows_calls_and_quota_per_region() -> None:
     )
     assert lines[2].split() == ["cn-beijing", "50", "1", "5000"]
     assert lines[3].split() == ["cn-hangzhou", "70", "2", "1"]
-    assert "quota short in cn-hangzhou (1 calls over)" in lines[4]
+    assert "quota short in cn-hangzhou (1 call over)" in lines[4]
+
+
+def test_confirmation_summary_counts_one_as_one() -> None:
+    """One instance in one region with one call reads in the singular (not `1 regions`)."""
+    text = confirm_summary("c-abc", [("cn-hangzhou", 1)], {"cn-hangzhou": 2})
+    assert text.splitlines()[0] == (
+        "About to invoke c-abc on 1 instance in 1 region: 1 InvokeCommand call."
+    )

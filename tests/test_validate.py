@@ -136,7 +136,17 @@ def test_unknown_command_id_is_refused_with_the_region() -> None:
         ({"timed": True}, "--timed needs --frequency"),
         ({"repeat_mode": "Period"}, "--repeat-mode Period needs --frequency"),
         ({"timed": True, "frequency": "*/5 * * * * *"}, "InvalidParam.Frequency"),
-        ({"frequency": "rate(30s)"}, "InvalidParam.Frequency"),
+        ({"repeat_mode": "Period", "frequency": "rate(30s)"}, "InvalidParam.Frequency"),
+        (
+            {"repeat_mode": "Once", "frequency": "rate(5m)"},
+            "--repeat-mode Once and --frequency contradict",
+        ),
+        (
+            {"repeat_mode": "DryRun", "timed": True, "frequency": "rate(5m)"},
+            "--repeat-mode DryRun and --frequency contradict",
+        ),
+        ({"repeat_mode": "EveryReboot", "timed": True}, "--repeat-mode EveryReboot and --timed"),
+        ({"frequency": "rate(5m)"}, "--frequency without --repeat-mode Period"),
     ],
 )
 def test_s7_schedules_are_checked(options: dict[str, object], rule: str) -> None:

@@ -60,6 +60,7 @@ def test_metrics_while_a_run_lives(
     cli = fanout_cli(emu)
     targets = write_targets(tmp_path / "t.txt", fleet_ids(**fields))
     metrics_file = tmp_path / "textfile" / "fanout.prom"
+    metrics_file.parent.mkdir()  # fanout creates files, not folders
     port = _free_port()
     proc = cli.start(
         "run", "--command-name", DEMO_COMMAND_NAME, "--targets", str(targets), "--batch-size", "5",

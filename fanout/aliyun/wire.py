@@ -295,6 +295,7 @@ def decode_answer(
         action=action,
         retry_after_s=_retry_after_s(retry_after),
         auth_action=str(auth_action) if auth_action else None,
+        region=region,
     )
 
 

@@ -24,6 +24,7 @@ from fanout.cli.run import COMMANDS as RUN_COMMANDS
 from fanout.cli.simulate import simulate_command
 from fanout.emulator.cli import emulator_command
 from fanout.errors import ExitCode
+from fanout.logs import configure_logging
 
 __all__ = ["main"]
 
@@ -83,6 +84,7 @@ def main() -> None:
     fanout status RUN_ID ; fanout resume RUN_ID ; fanout report RUN_ID
     fanout commands    (the commands fanout created per region; --prune)
     """
+    configure_logging("warning")  # on stderr for every command; --log-level sets it again
 
 
 for _command in (*RUN_COMMANDS, *CONTROL_COMMANDS, *COMMAND_COMMANDS):

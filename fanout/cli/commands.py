@@ -13,7 +13,6 @@ from fanout.cli.exits import guarded
 from fanout.cli.options import SpendFlags, credentials_for, ledger_for, spend_options
 from fanout.command_list import PruneResult, command_listing, prune_commands, region_counts
 from fanout.errors import CredentialsError
-from fanout.logs import configure_logging
 from fanout.runner import client_for
 
 __all__ = ["COMMANDS"]
@@ -43,7 +42,6 @@ def commands_command(prune: bool, account: str | None, spend: SpendFlags) -> Non
     fanout commands
     fanout commands --prune --json | jq '.pruned[] | select(.deleted)'
     """
-    configure_logging(spend.common.log_level)
     settings = spend.settings()
     store = ledger_for(settings)
     regions = sorted({r.region for r in store.command_records(account)})

@@ -91,6 +91,6 @@ def confirm_plan(
         if note is not None:
             click.echo(f"  {note}", err=True)
         if not click.confirm("Go ahead?", default=False, err=True):
-            raise DeclinedError("answered no: nothing was sent")
+            raise DeclinedError("answered no: nothing sent")
 
     return ask

@@ -17,7 +17,7 @@ from fanout.aliyun.credentials import CredentialSource
 from fanout.aliyun.keys import account_key
 from fanout.cli.consent import confirm_plan, linked_note, require_consent
 from fanout.cli.exits import fail, guarded
-from fanout.cli.inputs import ParamInput, secret_values
+from fanout.cli.inputs import ParamInput, checked_regions, secret_values
 from fanout.cli.options import (
     SECONDS,
     CommonFlags,
@@ -33,12 +33,13 @@ from fanout.cli.options import (
     watch_options,
 )
 from fanout.cli.quota_view import quota_document, quota_regions
-from fanout.cli.run import run_watched
+from fanout.cli.run import checked_watch, run_watched
 from fanout.cli.views import Out, finish, quota_text, runs_text, stop_text
 from fanout.control import (
     RETRY_CHOICES,
     StopOptions,
     StopResult,
+    is_done,
     retry_targets,
     run_source,
     run_spec,
@@ -46,9 +47,9 @@ from fanout.control import (
 )
 from fanout.errors import ConfigError, CredentialsError, ExitCode
 from fanout.launch import start_run
+from fanout.lease import lease_holder
 from fanout.ledger import NO_LEDGER, LedgerStore
 from fanout.linked import kind_of, stored_source
-from fanout.logs import configure_logging
 from fanout.quota import RegionQuotas
 from fanout.report import (
     REPORTED_STATES,
@@ -59,7 +60,13 @@ from fanout.report import (
     run_summary,
     status_document,
 )
-from fanout.report_io import html_report, linked_sections, retries_of, write_file
+from fanout.report_io import (
+    check_output_file,
+    html_report,
+    linked_sections,
+    retries_of,
+    write_file,
+)
 from fanout.request import RunRequest
 from fanout.runner import account_quotas, client_for
 from fanout.settings import Settings
@@ -89,6 +96,7 @@ def status_command(run_id: str, common: CommonFlags) -> None:
         store.instance_counts(run_id),
         store.batch_counts(run_id),
         store.command_ids(run_id),
+        lease_holder(run, time.time(), local=store.local),
     )
     Out(as_json=common.as_json).document(doc, run_summary(doc))
 
@@ -182,6 +190,8 @@ def report_command(
     The HTML page is one self-contained file (nothing is fetched when it is opened): timeline,
     breakdowns, failures grouped by output, and the instance table to sort and filter.
     """
+    if output is not None:
+        check_output_file(output, "--output")
     store = reader_for(settings_from(common.config_file, ledger=common.ledger), run_id=run_id)
     assert store is not None
     only = ReportFilter(
@@ -230,7 +240,13 @@ def _text_report(store: LedgerStore, run_id: str, fmt: str, only: ReportFilter) 
 
 @click.command("quota")
 @click.option("--account", help="Quota account (default: the access key id).")
-@click.option("--region", "regions", multiple=True, help="Also show this region (repeatable).")
+@click.option(
+    "--region",
+    "regions",
+    multiple=True,
+    help="Show only this region (repeatable; default: every region the ledger knows for the "
+    "account, and the configured region).",
+)
 @click.option("--daily-quota", type=int, help="Override the account's limit (as run does).")
 @click.option("--quota-reserve", type=int, help="Calls per region left for others.")
 @click.option("--endpoint", help="API endpoint URL for every region (e.g. the emulator).")
@@ -255,11 +271,13 @@ def quota_command(
 
     \b
     The limit is read live (DescribeAccountAttributes max-axt-invocation-daily, free) for
-    every region the ledger knows and every --region; --offline shows the last one read.
+    the --region given, else every region the ledger knows (and the configured region);
+    --offline shows the last one read.
     \b
     fanout quota --region cn-hangzhou
     fanout quota --json | jq '.regions["cn-hangzhou"].last_refusal'
     """
+    regions = checked_regions(regions)
     settings = settings_from(
         common.config_file,
         ledger=common.ledger,
@@ -280,9 +298,12 @@ def quota_command(
         raise ConfigError("--account: give the quota account (or set ALIBABA_CLOUD_ACCESS_KEY_ID)")
     store = reader_for(settings) or NO_LEDGER  # quota reads; it creates no ledger
     now = time.time()
-    known = quota_regions(store, account, settings, now) | set(regions)
-    if settings.region:
-        known.add(settings.region)
+    if regions:
+        known = set(regions)
+    else:
+        known = quota_regions(store, account, settings, now)
+        if settings.region:
+            known.add(checked_regions((settings.region,))[0])
     live = None
     if credentials is not None and known:
 
@@ -378,9 +399,9 @@ def retry_command(
     fanout retry r20261128-063512-a1b2c3 --only failed --yes
     fanout retry r20261128-063512-a1b2c3 --param-file secrets.env --yes
     """
-    configure_logging(spend.common.log_level)
     ask = require_consent("retry", yes=spend.yes)
     settings = spend.settings()
+    watching = checked_watch(watch, settings)
     out = Out(as_json=spend.common.as_json)
     secrets = secret_values(ParamInput(params, params_json, param_file), os.environ)
     store = ledger_for(settings, run_id=run_id)
@@ -389,11 +410,13 @@ def retry_command(
     spec = run_spec(parent, secrets)
     chosen = {part.strip() for part in only.split(",") if part.strip()}
     targets = retry_targets(store, parent, chosen, now=time.time())
-    if not targets:
-        out.document(
-            {"run_id": None, "parent_run_id": run_id, "targets": 0},
-            f"nothing to retry in {run_id} ({only})",
-        )
+    if not targets:  # the stream's one line (--json); stderr says it for people
+        message = f"nothing to retry in {run_id} ({only}): nothing sent"
+        data = {"run_id": None, "parent_run_id": run_id, "targets": 0}
+        if out.json:
+            out.event("end", {**data, "state": None, "exit_code": 0, "message": message})
+        else:
+            click.echo(message, err=True)
         return
     credentials = credentials_for(settings)
     wait = parent.options.get("wait") if spend.wait is None else spend.wait
@@ -427,7 +450,7 @@ def retry_command(
     note = linked_note(request)
     confirm = confirm_plan(spec.command_id, store, settings, account, note=note) if ask else None
     outcome = run_watched(
-        watch,
+        watching,
         settings,
         store,
         out,
@@ -479,10 +502,17 @@ def stop_command(
     not reach before --stop-timeout.
     fanout stop r20261128-063512-a1b2c3
     """
-    configure_logging(spend.common.log_level)
     settings = spend.settings()
     store = ledger_for(settings, run_id=run_id)
-    store.get_run(run_id)
+    run = store.get_run(run_id)
+    out = Out(as_json=spend.common.as_json)
+    if is_done(store, run):  # nothing in flight, nothing to dispatch: nothing is sent
+        doc = _stop_document(StopResult(run_id, run.state, 0, 0, runner_released=True))
+        out.document(
+            {**doc, "nothing_to_stop": True},
+            f"run {run_id} is already {run.state.value}: nothing to stop, nothing sent",
+        )
+        return
     credentials = credentials_for(settings)
 
     options = StopOptions(
@@ -498,7 +528,19 @@ def stop_command(
             return await stop_run(store, client, run_id, options)
 
     result = eventloop.run(stop)
-    doc = {
+    doc = _stop_document(result)
+    out.document({**doc, "nothing_to_stop": False}, stop_text(doc))
+    if result.not_stopped:
+        fail(
+            f"StopInvocation did not get through for {len(result.not_stopped)} invocation(s) "
+            f"within --stop-timeout: {', '.join(result.not_stopped)}; run `fanout stop` again",
+            ExitCode.FATAL_API,
+        )
+
+
+def _stop_document(result: StopResult) -> dict[str, object]:
+    """The `fanout stop --json` document of what was done."""
+    return {
         "run_id": result.run_id,
         "state": result.state.value,
         "stop_calls": result.stop_calls,
@@ -507,13 +549,6 @@ def stop_command(
         "not_stopped": list(result.not_stopped),
         "still_running": result.still_running,
     }
-    Out(as_json=spend.common.as_json).document(doc, stop_text(doc))
-    if result.not_stopped:
-        fail(
-            f"StopInvocation did not get through for {len(result.not_stopped)} invocation(s) "
-            f"within --stop-timeout: {', '.join(result.not_stopped)}; run `fanout stop` again",
-            ExitCode.FATAL_API,
-        )
 
 
 COMMANDS = (

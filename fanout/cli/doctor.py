@@ -18,7 +18,6 @@ from fanout.cli.options import CommonFlags, common_options, credentials_for, set
 from fanout.cli.views import Out
 from fanout.doctor import DRY_RUN_COST, RegionReport, check_regions
 from fanout.errors import CallError, ConfigError, CredentialsError, ExitCode
-from fanout.logs import configure_logging
 from fanout.report import iso
 from fanout.runner import client_for
 
@@ -63,7 +62,6 @@ def doctor_command(
     fanout doctor --region cn-hangzhou --region cn-beijing
     fanout doctor --region cn-hangzhou --check-invoke
     """
-    configure_logging(common.log_level)
     settings = settings_from(
         common.config_file, endpoint=endpoint, profile=profile, ca_bundle=ca_bundle
     )

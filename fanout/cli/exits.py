@@ -5,11 +5,12 @@ Exit codes (also in the README and `fanout --help`):
     preflight exclusions are counted but do not fail the run unless --strict
   1 the run finished and some invoked targets failed, were unreachable or are unknown
     (--strict: or excluded)
-  2 bad input or configuration, or no terminal and no --yes; nothing was sent
+  2 bad input or configuration, or no terminal and no --yes, refused before any call (also no
+    credentials found, an unknown --command-id); nothing was sent
   3 halted by --max-errors or --wave-max-failures; resumable after a look
   4 stopped by the daily quota; `fanout resume` continues when capacity frees
   5 interrupted (SIGINT/SIGTERM), stopped, paused, or the confirmation answered no
-  6 fatal: API authentication, a missing RAM permission (named), unknown CommandId, credentials
+  6 fatal: API authentication, a missing RAM permission (named), a CommandId gone, credentials
     expired and not renewable, or a ledger write failure after calls went out (what went out is
     recorded); nothing more sent; resumable once fixed
  70 internal error (a bug): one line naming the file that holds the traceback
@@ -57,12 +58,13 @@ EXIT_CODES = """\b
 Exit codes:
   0  every invoked target succeeded (exclusions alone do not fail a run)
   1  finished; some targets failed, unreachable or unknown (--strict: or excluded)
-  2  bad input or configuration, or no terminal and no --yes; nothing sent
+  2  bad input or configuration, no credentials, unknown --command-id, or no
+     terminal and no --yes: refused before any call; nothing sent
   3  halted by --max-errors or --wave-max-failures (wave checks count); resumable
   4  stopped by the daily quota; resume when capacity frees
   5  interrupted, stopped, paused, held by a wave check, or answered no; resumable
-  6  fatal: credentials (expired), RAM permission (named), unknown CommandId,
-     or the ledger failed after calls went out (they are recorded); resumable
+  6  fatal: credentials refused or expired, RAM permission (named), a CommandId
+     gone, or the ledger failed after calls went out (they are recorded); resumable
   70 internal error (a bug): the traceback is in the file named"""
 
 
@@ -124,6 +126,9 @@ def guarded(func: F) -> F:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return _unwrapped(func, *args, **kwargs)
+        except DeclinedError as exc:  # an answer, not an error: said plainly
+            click.echo(f"fanout: {one_line(str(exc))}", err=True)
+            sys.exit(int(exit_code_of(exc)))
         except FanoutError as exc:
             fail(str(exc), exit_code_of(exc))
         except KeyboardInterrupt:

@@ -601,14 +601,21 @@ def _parse_tags(items: Sequence[str]) -> dict[str, str]:
     return tags
 
 
+def checked_regions(regions: Sequence[str]) -> tuple[str, ...]:
+    """`regions` without repeats, each a known region (refused, exit 2, naming --region, as a
+    target's region is)."""
+    chosen = tuple(dict.fromkeys(regions))
+    for region in chosen:
+        parse_instance_ids((), default_region=region, known_regions=KNOWN_REGIONS)
+    return chosen
+
+
 def _tag_regions(regions: Sequence[str], settings: Settings) -> tuple[str, ...]:
     """The regions a tag query searches: every --region, else the configured region."""
     chosen = tuple(dict.fromkeys(regions)) or ((settings.region,) if settings.region else ())
     if not chosen:
         raise ConfigError("--tag needs --region (repeatable): the regions to search")
-    for region in chosen:  # validated like a target's region (TargetError names --region)
-        parse_instance_ids((), default_region=region, known_regions=KNOWN_REGIONS)
-    return chosen
+    return checked_regions(chosen)  # validated like a target's region (names --region)
 
 
 def _with_tagged(

@@ -28,7 +28,7 @@ from fanout.ledger import (
     open_existing_ledger,
     open_ledger,
 )
-from fanout.logs import register_credentials
+from fanout.logs import configure_logging, register_credentials
 from fanout.plan import WAVE_ORDERS
 from fanout.settings import Settings, load_settings
 
@@ -524,8 +524,15 @@ def watch_options(func: Command) -> Command:
 
 
 def common_options(func: Command) -> Command:
-    """Options every command takes; the command gets `common: CommonFlags`."""
-    return _COMMON(func)
+    """Options every command takes; the command gets `common: CommonFlags`, with logging
+    configured from `--log-level` onto stderr first (stdout is for documents and --json)."""
+
+    @functools.wraps(func)
+    def logged(*args: Any, common: CommonFlags, **kwargs: Any) -> None:
+        configure_logging(common.log_level)
+        func(*args, common=common, **kwargs)
+
+    return _COMMON(logged)
 
 
 def spend_options(func: Command) -> Command:

@@ -27,7 +27,7 @@ from fanout.cli.options import (
     spend_options,
     watch_options,
 )
-from fanout.cli.run import run_watched
+from fanout.cli.run import checked_watch, run_watched
 from fanout.cli.views import Out, finish
 from fanout.errors import ConfigError, UsageError
 from fanout.launch import start_run
@@ -82,6 +82,7 @@ def rollback_command(
     configure_logging(spend.common.log_level)
     ask = require_consent("rollback", yes=spend.yes)
     settings = spend.settings()
+    watching = checked_watch(watch, settings)
     out = Out(as_json=spend.common.as_json)
     source = read_linked_source(
         "--", command_id, command_name, script, settings.content_limit_bytes
@@ -101,11 +102,13 @@ def rollback_command(
         msg = f"run {run_id} is still being driven by {parent.lease_owner}; stop it or wait"
         raise UsageError(msg)
     targets = rollback_targets(store, parent, scope)
-    if not targets:
-        out.document(
-            {"run_id": None, "parent_run_id": run_id, "targets": 0},
-            f"nothing to roll back in {run_id} (no instance {scope.replace('-', ' ')})",
-        )
+    if not targets:  # the stream's one line (--json); stderr says it for people
+        message = f"nothing to roll back in {run_id} (no instance {scope.replace('-', ' ')})"
+        data = {"run_id": None, "parent_run_id": run_id, "targets": 0}
+        if out.json:
+            out.event("end", {**data, "state": None, "exit_code": 0, "message": message})
+        else:
+            click.echo(message, err=True)
         return
     request = linked_request(
         parent, targets, source, kind="rollback", parameters=parameters, secret_keys=secret_keys
@@ -114,7 +117,7 @@ def rollback_command(
     account = settings.account or account_key(credentials)
     confirm = confirm_plan(request.spec.command_id, store, settings, account) if ask else None
     outcome = run_watched(
-        watch,
+        watching,
         settings,
         store,
         out,

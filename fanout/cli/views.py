@@ -34,12 +34,13 @@ class Out:
     stdout carries only the run id (first) and documents; progress goes to stderr.
     """
 
-    __slots__ = ("_console", "_live", "json")
+    __slots__ = ("_console", "_live", "ended", "json")
 
     def __init__(self, *, as_json: bool, console: Console | None = None) -> None:
         self.json = as_json
         self._console = console  # draw the live view here whatever stderr is (tests)
         self._live: LiveView | None = None
+        self.ended = False  # the run's last line is printed (by its `end` event)
 
     def document(self, doc: object, human: str) -> None:
         """One JSON document, or its human rendering."""
@@ -69,6 +70,7 @@ class Out:
         line = _PLAIN_LINES.get(kind)
         if line is not None:
             click.echo(line(data), err=True)
+            self.ended = self.ended or kind == "end"
 
     def _wants_live(self) -> bool:
         """A person at a terminal, and no info/debug log lines (those are the progress then)."""
@@ -93,9 +95,20 @@ class Out:
 
 
 def finish(outcome: RunOutcome, out: Out) -> NoReturn:
-    """Print the run's last line (without --json) and exit with its code."""
-    if not out.json:
-        click.echo(outcome.message, err=True)
+    """Print the run's last line (without --json, unless its `end` event printed it: one
+    summary line) and exit with its code."""
+    if not out.json and not out.ended:
+        click.echo(
+            _end_line(
+                {
+                    "run_id": outcome.run_id,
+                    "state": outcome.state.value,
+                    "exit_code": int(outcome.exit_code),
+                    "message": outcome.message,
+                }
+            ),
+            err=True,
+        )
     sys.exit(int(outcome.exit_code))
 
 
@@ -168,10 +181,23 @@ def _counts_sentence(counts: object) -> str:
     return ", ".join(parts) or "no instances"
 
 
+# States a leg ends in without an end of its own: it was left at once (a second Ctrl-C).
+_LEFT_STATES = frozenset({"created", "running"})
+
+
 def _end_line(d: Mapping[str, object]) -> str:
-    """The end of a leg: its state, its exit code (when known) and its instances."""
+    """The run's one last line: the verdict's message (or its state and instances) and the
+    exit code; a leg left at once says so and how to go on."""
     code = d.get("exit_code")
     exit_text = f" (exit {code})" if code is not None else ""
+    if d.get("state") in _LEFT_STATES:
+        return (
+            f"left at once{exit_text}: calls in flight were not collected, no runner holds the "
+            f"run; fanout resume {d['run_id']}"
+        )
+    message = d.get("message")
+    if isinstance(message, str) and message:
+        return f"{message}{exit_text}"
     return f"{d['state']}{exit_text}: {_counts_sentence(d.get('instances'))}"
 
 
@@ -323,11 +349,17 @@ def _linked_to(run: Mapping[str, Any]) -> str:
 def runs_text(doc: Sequence[Mapping[str, Any]]) -> str:
     """The `fanout runs` list, one line per run."""
     lines = [
-        f"{d['run_id']}  {d['state']:<11} exit={d['exit_code']!s:<4} {d['target_count']:>8} targets"
+        f"{d['run_id']}  {d['state']:<11} exit={_or_dash(d['exit_code']):<4} "
+        f"{d['target_count']:>8} targets"
         f"  {d['command_id']}  {d['created_at']}" + _linked_to(d)
         for d in doc
     ]
     return "\n".join(lines) or "no runs"
+
+
+def _or_dash(value: object) -> str:
+    """A value as text, `-` for None (a run without an exit code: no `None` on screen)."""
+    return "-" if value is None else str(value)
 
 
 def quota_text(doc: Mapping[str, Any]) -> str:
@@ -337,7 +369,7 @@ def quota_text(doc: Mapping[str, Any]) -> str:
     lines = [f"account {doc['account']}: {doc['mode']} window, reserve {doc['reserve']}{override}"]
     for region, d in doc["regions"].items():
         source = {
-            "api": f"the account's (read {d['api_limit_read']})",
+            "api": f"the account's, read {d['api_limit_read']}",
             "configured": "configured"
             + (f"; the API says {d['api_limit']}" if d["api_limit"] is not None else ""),
             "default": "default: not read from the API",

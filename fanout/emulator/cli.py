@@ -351,6 +351,10 @@ def fleet_listing(config: EmulatorConfig) -> str:
             )
         lines.append(f"# {region} commands (command_id\tname)")
         lines += [f"#   {c.command_id}\t{c.name}" for c in catalog.in_region(region)]
+        lines.append(
+            f"# {region} public commands (name\tprovider: --command-name NAME --provider PROVIDER)"
+        )
+        lines += [f"#   {c.name}\t{c.provider}" for c in catalog.all_public_in(region)]
     return "\n".join(lines) + "\n"
 
 

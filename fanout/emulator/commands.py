@@ -216,6 +216,10 @@ class CommandCatalog:
         """The account's own commands of the region, oldest first."""
         return list(self._own[region].values())
 
+    def all_public_in(self, region: str) -> Sequence[Command]:
+        """Every public command of the region, whatever its provider."""
+        return list(self._public[region].values())
+
     def public_in(self, region: str, provider: str) -> Sequence[Command]:
         """The public commands `Provider=provider` lists in the region."""
         return [

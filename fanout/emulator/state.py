@@ -219,6 +219,11 @@ class World:
                     {"command_id": c.command_id, "name": c.name, "created": iso_utc(c.created_s)}
                     for c in self.commands.in_region(name)
                 ],
+                # The public commands (listed by DescribeCommands only with their Provider).
+                "public_commands": [
+                    {"command_id": c.command_id, "name": c.name, "provider": c.provider}
+                    for c in self.commands.all_public_in(name)
+                ],
             }
         invocations: list[dict[str, Any]] = [
             {

@@ -87,14 +87,16 @@ def _on_a_terminal(cli: Fanout, argv: list[str], answer: str) -> tuple[int, str]
 def test_a_no_on_the_terminal_sends_nothing_and_exits_5(
     emulator: Start, fanout_cli: Bind, tmp_path: Path
 ) -> None:
-    """On a terminal `run` shows the calls after preflight (exclusions known) and "n" exits 5."""
+    """On a terminal `run` shows the calls after preflight (exclusions known) and "n" exits 5,
+    saying plainly that nothing was sent (not as an error)."""
     emu = emulator(**FLEET, stopped_fraction=0.1)
     cli = fanout_cli(emu)
     targets = write_targets(tmp_path / "t.txt", fleet_ids(**FLEET))
     argv = ["run", "--command-name", DEMO_COMMAND_NAME, "--targets", str(targets), "--no-wait"]
     code, screen = _on_a_terminal(cli, argv, "n")
     assert code == 5, screen
-    assert "nothing was sent" in screen
+    assert "fanout: answered no: nothing sent" in screen  # an answer, not an error
+    assert "fanout: error" not in screen
     assert "excluded by preflight" in screen
     assert "none excluded" not in screen  # the preflight ran before the question
     assert _invokes(emu) == 0

@@ -11,6 +11,7 @@ from click.testing import CliRunner
 
 from fanout.cli import main
 from fanout.emulator import DEMO_COMMAND_NAME, Emulator, EmulatorConfig, demo_command_id
+from fanout.emulator.commands import PUBLIC_COMMANDS
 from fanout.emulator.fleet import Fleet
 
 from .conftest import MakeApi
@@ -70,6 +71,17 @@ async def test_create_command_lives_in_one_region(make_api: MakeApi) -> None:
     assert regions["cn-beijing"]["commands_created"] == 1
     assert command_id in {c["command_id"] for c in regions["cn-beijing"]["commands"]}
     assert command_id not in {c["command_id"] for c in regions["cn-hangzhou"]["commands"]}
+
+
+async def test_the_state_lists_each_regions_public_commands(make_api: MakeApi) -> None:
+    """`/_emulator/state` names every region's public commands with their providers (what
+    `--command-name NAME --provider PROVIDER` takes)."""
+    emulator, _api = await make_api(regions=REGIONS, instances_per_region=1)
+    for region in REGIONS:
+        listed = emulator.snapshot()["regions"][region]["public_commands"]
+        assert {(c["name"], c["provider"]) for c in listed} == {
+            (c["name"], c["provider"]) for c in PUBLIC_COMMANDS
+        }
 
 
 async def test_describe_commands_filters(api: Api) -> None:
@@ -181,7 +193,8 @@ async def test_bad_option_values_are_refused(
 
 def test_list_shows_the_fleet_and_each_regions_commands() -> None:
     """`fanout emulator --list` (documented in its --help) prints every instance with its
-    tags as a target line, and each region's own demo command ids, without serving."""
+    tags as a target line, each region's own demo command ids and its public commands with
+    their providers, without serving."""
     args = ["emulator", "--regions", "cn-hangzhou,cn-beijing", "--instances-per-region", "4"]
     help_text = CliRunner().invoke(main, ["emulator", "--help"]).output
     assert "--list" in help_text
@@ -198,3 +211,6 @@ def test_list_shows_the_fleet_and_each_regions_commands() -> None:
     assert "role=" in done.output
     for region in ("cn-hangzhou", "cn-beijing"):
         assert f"{demo_command_id(region)}\t{DEMO_COMMAND_NAME}" in done.output
+    assert "# cn-hangzhou public commands" in done.output
+    for command in PUBLIC_COMMANDS:  # the names to give with --command-name and --provider
+        assert f"#   {command['name']}\t{command['provider']}" in done.output
