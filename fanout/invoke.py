@@ -164,10 +164,11 @@ async def _attempts(d: InvokeContext, b: _Batch) -> BatchEnd:
             return _park(d, b, BatchEnd.QUOTA)
         await _fit(d, b)  # split first if the region takes fewer instances per call
         try:
-            # The region admits the batch (its slot, throttle pause and rate) before any intent
-            # is written, so no quota is reserved for a batch that could not go now; the intent
-            # is durable before the global call slot is taken, so the commit of the next
-            # intents overlaps the calls on the wire (at most 2 x --concurrency ahead).
+            # The region admits the batch (its throttle pause and rate) before any intent is
+            # written, so no quota is reserved for a batch that could not go now; the intent is
+            # durable before the region's call slot and the global one are taken, so the commit
+            # of the next intents overlaps the calls on the wire (at most 2 x --concurrency
+            # ahead) and a region's slots are never held waiting for a commit.
             async with d.gate.admitted(region):
                 if d.control.halted or d.control.is_blocked(region):
                     continue  # decided at the top of the loop, nothing written
@@ -205,7 +206,7 @@ async def _send(d: InvokeContext, b: _Batch) -> InvokeResult | None:
     region for the quota, while waiting: nothing was sent. (A reservation granted before fanout's
     own count reached the limit is within it: that call still goes.)"""
     region = b.record.region
-    async with d.gate.sending():
+    async with d.gate.sending(region):
         block = d.control.quota_block(region)
         refused = block is not None and block.refused and d.control.is_blocked(region)
         if d.control.halted or refused:

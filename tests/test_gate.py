@@ -18,7 +18,7 @@ async def test_a_throttled_region_waits_its_pause_before_the_next_call() -> None
     gate = _gate(clock)
     pause = gate.throttled("cn-hangzhou")
     assert pause == 1.0
-    async with gate.admitted("cn-hangzhou"), gate.sending():
+    async with gate.admitted("cn-hangzhou"), gate.sending("cn-hangzhou"):
         pass
     assert clock.sleeps == [1.0]
 
@@ -57,7 +57,7 @@ async def test_other_regions_are_not_held_by_a_throttled_one() -> None:
     gate = _gate(clock)
     gate.throttled("cn-hangzhou", hint_s=30.0)
     with anyio.fail_after(5):
-        async with gate.admitted("cn-beijing"), gate.sending():
+        async with gate.admitted("cn-beijing"), gate.sending("cn-beijing"):
             pass
     assert clock.sleeps == []
 
@@ -83,3 +83,38 @@ async def test_at_most_two_intents_per_call_slot_are_admitted_across_regions() -
             assert inside == ["cn-beijing", "cn-hangzhou"]
             release.set()
     assert inside == ["cn-beijing", "cn-hangzhou", "cn-shanghai"]
+
+
+async def test_a_pause_that_began_after_the_intent_is_waited_out_before_the_send() -> None:
+    """A batch admitted (its intent written) before its region was throttled still waits the
+    pause before its call goes on the wire."""
+    clock = FakeClock()
+    gate = _gate(clock)
+    async with gate.admitted("cn-hangzhou"):
+        assert clock.sleeps == []
+        gate.throttled("cn-hangzhou")  # an answer of another call of the region, meanwhile
+        async with gate.sending("cn-hangzhou"):
+            pass
+    assert clock.sleeps == [1.0]
+
+
+async def test_a_regions_slots_bound_its_calls_on_the_wire() -> None:
+    """With two slots per region, a third call of the region waits for one to be given back,
+    while a call of another region goes at once."""
+    gate = _gate(FakeClock())
+    on_wire: list[str] = []
+    release = anyio.Event()
+
+    async def call(region: str) -> None:
+        async with gate.admitted(region), gate.sending(region):
+            on_wire.append(region)
+            await release.wait()
+
+    with anyio.fail_after(5):
+        async with anyio.create_task_group() as tg:
+            for region in ("cn-hangzhou", "cn-hangzhou", "cn-hangzhou", "cn-beijing"):
+                tg.start_soon(call, region)
+            await anyio.wait_all_tasks_blocked()
+            assert sorted(on_wire) == ["cn-beijing", "cn-hangzhou", "cn-hangzhou"]
+            release.set()
+    assert on_wire.count("cn-hangzhou") == 3
