@@ -34,7 +34,7 @@ from fanout.cli.options import (
 )
 from fanout.cli.quota_view import quota_document, quota_regions
 from fanout.cli.run import checked_watch, run_watched
-from fanout.cli.views import Out, finish, quota_text, runs_text, stop_text
+from fanout.cli.views import Out, finish, nothing_linked, quota_text, runs_text, stop_text
 from fanout.control import (
     RETRY_CHOICES,
     StopOptions,
@@ -410,13 +410,8 @@ def retry_command(
     spec = run_spec(parent, secrets)
     chosen = {part.strip() for part in only.split(",") if part.strip()}
     targets = retry_targets(store, parent, chosen, now=time.time())
-    if not targets:  # the stream's one line (--json); stderr says it for people
-        message = f"nothing to retry in {run_id} ({only}): nothing sent"
-        data = {"run_id": None, "parent_run_id": run_id, "targets": 0}
-        if out.json:
-            out.event("end", {**data, "state": None, "exit_code": 0, "message": message})
-        else:
-            click.echo(message, err=True)
+    if not targets:
+        nothing_linked(out, run_id, f"nothing to retry in {run_id} ({only}): nothing sent")
         return
     credentials = credentials_for(settings)
     wait = parent.options.get("wait") if spend.wait is None else spend.wait

@@ -28,7 +28,7 @@ from fanout.cli.options import (
     watch_options,
 )
 from fanout.cli.run import checked_watch, run_watched
-from fanout.cli.views import Out, finish
+from fanout.cli.views import Out, finish, nothing_linked
 from fanout.errors import ConfigError, UsageError
 from fanout.launch import start_run
 from fanout.ledger import RunState
@@ -102,13 +102,9 @@ def rollback_command(
         msg = f"run {run_id} is still being driven by {parent.lease_owner}; stop it or wait"
         raise UsageError(msg)
     targets = rollback_targets(store, parent, scope)
-    if not targets:  # the stream's one line (--json); stderr says it for people
-        message = f"nothing to roll back in {run_id} (no instance {scope.replace('-', ' ')})"
-        data = {"run_id": None, "parent_run_id": run_id, "targets": 0}
-        if out.json:
-            out.event("end", {**data, "state": None, "exit_code": 0, "message": message})
-        else:
-            click.echo(message, err=True)
+    if not targets:
+        scope_text = scope.replace("-", " ")
+        nothing_linked(out, run_id, f"nothing to roll back in {run_id} (no instance {scope_text})")
         return
     request = linked_request(
         parent, targets, source, kind="rollback", parameters=parameters, secret_keys=secret_keys

@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     from fanout.progress import LiveView
     from fanout.runner import RunOutcome
 
-__all__ = ["Out", "finish", "plan_text", "quota_text", "runs_text", "stop_text"]
+__all__ = ["Out", "finish", "nothing_linked", "plan_text", "quota_text", "runs_text", "stop_text"]
 
 # Events a person does not read one by one: their sums are in the live view and `fanout report`.
 _QUIET_EVENTS = frozenset({"instance", "batch_start", "call"})
@@ -92,6 +92,16 @@ class Out:
             self._live.stop()
             self._live = None
             atexit.unregister(self._stop_live)
+
+
+def nothing_linked(out: Out, parent_run_id: str, message: str) -> None:
+    """A retry or rollback with no instance to take: one `end` line with --json (the stream's
+    only line), else `message` on stderr for people."""
+    if out.json:
+        data = {"run_id": None, "parent_run_id": parent_run_id, "targets": 0}
+        out.event("end", {**data, "state": None, "exit_code": 0, "message": message})
+    else:
+        click.echo(message, err=True)
 
 
 def finish(outcome: RunOutcome, out: Out) -> NoReturn:
