@@ -230,18 +230,7 @@ def _connect_read_only(path: Path) -> sqlite3.Connection:
     if status is None:
         msg = f"{path}: there is no ledger here"
         raise LedgerError(msg)
-    try:
-        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
-        try:
-            header = _read_header(fd)
-        finally:
-            os.close(fd)
-    except OSError as exc:
-        msg = f"{path}: cannot open the ledger file ({exc.strerror or exc})"
-        raise LedgerError(msg) from exc
-    if header != _SQLITE_HEADER:
-        msg = f"{path}: not a fanout ledger (not a SQLite database); left untouched"
-        raise LedgerError(msg)
+    _check_header(path)
     live = Path(f"{path}-wal").exists()
     try:
         conn = sqlite3.connect(
@@ -275,6 +264,11 @@ def check_usable(path: Path) -> None:
     status = _existing(path)
     if status is None or status.st_size == 0:
         return
+    _check_header(path)
+
+
+def _check_header(path: Path) -> None:
+    """Refuse a file that is not a SQLite database (read without following a FIFO's block)."""
     try:
         fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
         try:
