@@ -229,6 +229,38 @@ def test_accept_reports_instances_invoked(ledger: LedgerStore) -> None:
     assert ledger.instance_counts(RUN) == {"cn-hangzhou": dict(listed)}
 
 
+def test_status_counts_come_from_an_index_and_work_without_it(tmp_path: Path) -> None:
+    """A writer gives an older ledger the read indexes (no schema version of their own); the
+    instance counts read them instead of the table, and read the same counts without them."""
+    path = tmp_path / "l.sqlite3"
+    store = SqliteLedger(path)
+    store.create_run(_run(), [_batch(0, ("i-a", "i-b")), _batch(1, ("i-c",))])
+    now = time.time()
+    done = InstanceRecord(RUN, "cn-hangzhou", "i-a", f"{RUN}-b0", InstanceState.SUCCEEDED)
+    store.apply([_begin(0), SetBatch(f"{RUN}-b0", BatchState.ACCEPTED, now, invoke_id="t-1")])
+    store.apply([SetInstances(RUN, (done,), now)])
+    store.close()
+    expected = {"cn-hangzhou": {"invoked": 1, "pending": 1, "succeeded": 1}}
+    with sqlite3.connect(path) as conn:
+        plan = conn.execute(
+            "EXPLAIN QUERY PLAN SELECT state, region, COUNT(*) FROM instances WHERE run_id = ? "
+            "GROUP BY state, region",
+            (RUN,),
+        ).fetchall()
+        assert "COVERING INDEX instances_by_state" in str(plan)
+        conn.execute("DROP INDEX instances_by_state")
+        conn.execute("DROP INDEX instances_pending")
+    reader = SqliteLedger(path, read_only=True)  # creates nothing, the counts as before
+    assert reader.instance_counts(RUN) == expected
+    reader.close()
+    SqliteLedger(path).close()
+    with sqlite3.connect(path) as conn:
+        names = {r[0] for r in conn.execute("SELECT name FROM sqlite_master WHERE type='index'")}
+        (version,) = conn.execute("SELECT value FROM meta WHERE key='schema_version'").fetchone()
+    assert {"instances_by_state", "instances_pending"} <= names
+    assert int(version) == SCHEMA_VERSION
+
+
 @both_backends
 def test_shrink_only_when_never_maybe_applied(ledger: LedgerStore) -> None:
     """Isolation may change a pending batch's token, but never one whose answer was lost."""

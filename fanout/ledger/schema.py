@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-__all__ = ["LEDGER_TABLES", "MIGRATIONS", "SCHEMA_VERSION"]
+__all__ = ["LEDGER_TABLES", "MIGRATIONS", "READ_INDEXES", "SCHEMA_VERSION"]
 
 MIGRATIONS: tuple[tuple[int, str], ...] = (
     (
@@ -89,5 +89,18 @@ MIGRATIONS: tuple[tuple[int, str], ...] = (
     ),
 )
 SCHEMA_VERSION = MIGRATIONS[-1][0]
+# Indexes that only make reads fast (issue 18): `fanout status` of a 1 000 000-instance run counts
+# its instances by state from `instances_by_state` (a tenth of the table's bytes) instead of
+# reading every row, and its still-pending instances per batch from `instances_pending` (only
+# pending rows: empty once a run has ended). They hold no fact of their own, so they have no
+# schema version: a ledger with or without them is the same ledger to every fanout (an older one
+# reads and writes it alike; a read works without them, only slower). A writer creates them on
+# open, a one-off cost on a ledger made before them (seconds at a million instances). `state`
+# in the partial index, constant as it is there, lets SQLite count from the index alone.
+READ_INDEXES = (
+    "CREATE INDEX IF NOT EXISTS instances_by_state ON instances (run_id, state, region)",
+    "CREATE INDEX IF NOT EXISTS instances_pending ON instances (run_id, state, batch_id) "
+    "WHERE state = 'pending'",
+)
 # Every table a complete ledger has (a ledger missing one is damaged, never repaired silently).
 LEDGER_TABLES = ("meta", "runs", "batches", "attempts", "instances", "quota_calls", "events")

@@ -30,7 +30,7 @@ from fanout.ledger.rows import (
     instance_row,
     run_row,
 )
-from fanout.ledger.schema import LEDGER_TABLES, MIGRATIONS, SCHEMA_VERSION
+from fanout.ledger.schema import LEDGER_TABLES, MIGRATIONS, READ_INDEXES, SCHEMA_VERSION
 from fanout.ledger.sqlite_ops import apply_one, insert_chunks, placeholders
 
 __all__ = ["SqliteLedger", "check_usable", "is_empty_ledger"]
@@ -330,6 +330,8 @@ class SqliteLedger(LedgerReads):
             self._conn.execute(f"PRAGMA synchronous = {synchronous}")
             self._migrate()
             _check_complete(self._conn, path)
+            for statement in READ_INDEXES:  # no-ops once they exist
+                self._conn.execute(statement)
         except sqlite3.Error as exc:
             msg = f"{path}: not a usable fanout ledger ({_reason(exc)})"
             raise LedgerError(msg) from exc
