@@ -8,25 +8,40 @@ and `exits` (errors into one line and an exit code). This module only assembles 
 
 from __future__ import annotations
 
+import importlib
 import sys
 from collections.abc import Sequence
 from typing import Any, NoReturn
 
 import click
 
-from fanout.cli.commands import COMMANDS as COMMAND_COMMANDS
-from fanout.cli.control import COMMANDS as CONTROL_COMMANDS
-from fanout.cli.doctor import doctor_command
 from fanout.cli.exits import EXIT_CODES, one_line
 from fanout.cli.pipes import keep_writing_after_a_closed_pipe
-from fanout.cli.rollback import rollback_command
-from fanout.cli.run import COMMANDS as RUN_COMMANDS
-from fanout.cli.simulate import simulate_command
-from fanout.emulator.cli import emulator_command
 from fanout.errors import ExitCode
 from fanout.logs import configure_logging
 
 __all__ = ["main"]
+
+# Each command and the module that defines it, imported when the command is run (or `--help`
+# lists them all): `fanout status` loads the ledger and the report's rendering, not the HTTP
+# client, the runner and the emulator (issue 18: a person waits for it).
+_COMMANDS = {
+    "commands": "fanout.cli.commands:commands_command",
+    "demo": "fanout.cli.run:demo_command",
+    "doctor": "fanout.cli.doctor:doctor_command",
+    "emulator": "fanout.emulator.cli:emulator_command",
+    "plan": "fanout.cli.run:plan_command",
+    "quota": "fanout.cli.control:quota_command",
+    "report": "fanout.cli.control:report_command",
+    "resume": "fanout.cli.run:resume_command",
+    "retry": "fanout.cli.control:retry_command",
+    "rollback": "fanout.cli.rollback:rollback_command",
+    "run": "fanout.cli.run:run_command",
+    "runs": "fanout.cli.status:runs_command",
+    "simulate": "fanout.cli.simulate:simulate_command",
+    "status": "fanout.cli.status:status_command",
+    "stop": "fanout.cli.control:stop_command",
+}
 
 
 class _Fanout(click.Group):
@@ -54,6 +69,19 @@ class _Fanout(click.Group):
             click.echo("fanout: error: interrupted: nothing was sent", err=True)
             sys.exit(int(ExitCode.INTERRUPTED))
         sys.exit(code if isinstance(code, int) else 0)
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        """Every command's name, none of them imported."""
+        return sorted({*_COMMANDS, *self.commands})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        """The command, its module imported on first use (None: no such command)."""
+        if cmd_name not in self.commands and cmd_name in _COMMANDS:
+            module, name = _COMMANDS[cmd_name].split(":")
+            command = getattr(importlib.import_module(module), name)
+            assert isinstance(command, click.Command)
+            self.add_command(command, cmd_name)
+        return self.commands.get(cmd_name)
 
 
 def _usage_error(exc: click.ClickException) -> NoReturn:
@@ -85,11 +113,3 @@ def main() -> None:
     fanout commands    (the commands fanout created per region; --prune)
     """
     configure_logging("warning")  # on stderr for every command; --log-level sets it again
-
-
-for _command in (*RUN_COMMANDS, *CONTROL_COMMANDS, *COMMAND_COMMANDS):
-    main.add_command(_command)
-main.add_command(doctor_command)
-main.add_command(rollback_command)
-main.add_command(simulate_command)
-main.add_command(emulator_command, name="emulator")

@@ -1,5 +1,6 @@
-"""The commands that act on stored runs: `status`, `runs`, `report` and `quota` read the ledger
-and spend nothing; `retry` starts a linked run; `stop` stops one, from any host."""
+"""The commands that act on stored runs: `report` and `quota` read the ledger and spend nothing;
+`retry` starts a linked run; `stop` stops one, from any host. (`status` and `runs`, which only
+read the ledger, are in `fanout.cli.status`.)"""
 
 from __future__ import annotations
 
@@ -34,7 +35,7 @@ from fanout.cli.options import (
 )
 from fanout.cli.quota_view import quota_document, quota_regions
 from fanout.cli.run import checked_watch, run_watched
-from fanout.cli.views import Out, finish, nothing_linked, quota_text, runs_text, stop_text
+from fanout.cli.views import Out, finish, nothing_linked, quota_text, stop_text
 from fanout.control import (
     RETRY_CHOICES,
     StopOptions,
@@ -47,18 +48,14 @@ from fanout.control import (
 )
 from fanout.errors import ConfigError, CredentialsError, ExitCode
 from fanout.launch import start_run
-from fanout.lease import lease_holder
 from fanout.ledger import NO_LEDGER, LedgerStore
-from fanout.linked import kind_of, stored_source
+from fanout.linked import stored_source
 from fanout.quota import RegionQuotas
 from fanout.report import (
     REPORTED_STATES,
     ReportFilter,
-    iso,
     render_report,
     roll_up,
-    run_summary,
-    status_document,
 )
 from fanout.report_io import (
     check_output_file,
@@ -72,63 +69,6 @@ from fanout.runner import account_quotas, client_for
 from fanout.settings import Settings
 
 __all__ = ["COMMANDS"]
-
-# `runs --limit` and the retries a report rolls up: more runs than any ledger holds, bounded so
-# the number stays a number SQLite can take.
-_MAX_RUNS_LISTED = 1_000_000
-
-
-@click.command("status")
-@click.argument("run_id")
-@common_options
-@guarded
-def status_command(run_id: str, common: CommonFlags) -> None:
-    """Progress of one run: instances and batches by state, per region.
-
-    \b
-    fanout status r20261128-063512-a1b2c3 --json | jq .instances
-    """
-    store = reader_for(settings_from(common.config_file, ledger=common.ledger), run_id=run_id)
-    assert store is not None
-    run = store.get_run(run_id)
-    doc = status_document(
-        run,
-        store.instance_counts(run_id),
-        store.batch_counts(run_id),
-        store.command_ids(run_id),
-        lease_holder(run, time.time(), local=store.local),
-    )
-    Out(as_json=common.as_json).document(doc, run_summary(doc))
-
-
-@click.command("runs")
-@click.option(
-    "--limit", default=20, show_default=True, type=click.IntRange(min=1, max=_MAX_RUNS_LISTED)
-)
-@common_options
-@guarded
-def runs_command(limit: int, common: CommonFlags) -> None:
-    """List the runs in the ledger, newest first.
-
-    \b
-    fanout runs --limit 5
-    fanout runs --json | jq -r '.[] | select(.state == "halted") | .run_id'
-    """
-    store = reader_for(settings_from(common.config_file, ledger=common.ledger))
-    doc = [
-        {
-            "run_id": r.run_id,
-            "state": r.state.value,
-            "exit_code": r.exit_code,
-            "command_id": r.command_id,
-            "target_count": r.target_count,
-            "created_at": iso(r.created_at),
-            "parent_run_id": r.parent_run_id,
-            "kind": kind_of(r),
-        }
-        for r in (store.list_runs(limit) if store is not None else [])
-    ]
-    Out(as_json=common.as_json).document(doc, runs_text(doc))
 
 
 @click.command("report")
@@ -547,8 +487,6 @@ def _stop_document(result: StopResult) -> dict[str, object]:
 
 
 COMMANDS = (
-    status_command,
-    runs_command,
     report_command,
     quota_command,
     retry_command,

@@ -38,7 +38,7 @@ from typing import Any, NoReturn, TypeVar
 
 import click
 
-from fanout import __version__
+import fanout
 from fanout.errors import (
     DeclinedError,
     ExitCode,
@@ -176,7 +176,7 @@ def _write_traceback(exc: BaseException) -> Path:
     """A new file (mode 0600) holding the redacted traceback; the first folder that takes it."""
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     text = redact(
-        f"fanout {__version__}, Python {sys.version.split()[0]}, {stamp}\n\n"
+        f"fanout {fanout.__version__}, Python {sys.version.split()[0]}, {stamp}\n\n"
         + "".join(traceback.format_exception(exc))
     )
     error: OSError | None = None
