@@ -41,7 +41,7 @@ from fanout.ledger import (
     open_existing_ledger,
     open_ledger,
 )
-from fanout.linked import ROLLBACK_SCOPES
+from fanout.linked import ROLLBACK_SCOPES, linked_entries
 from fanout.logs import configure_logging, register_credentials, register_secret
 from fanout.redaction import is_secret_key
 from fanout.report import status_document
@@ -355,6 +355,7 @@ def status(run_id: str, *, settings: Settings | None = None) -> dict[str, object
             store.instance_counts(run_id),
             store.batch_counts(run_id),
             store.command_ids(run_id),
+            linked=linked_entries(store, run_id),
         )
     finally:
         store.close()

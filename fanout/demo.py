@@ -28,6 +28,7 @@ from fanout.emulator import (
 from fanout.emulator.fleet import Fleet
 from fanout.launch import start_run
 from fanout.ledger import open_ledger
+from fanout.linked import linked_entries
 from fanout.report import run_summary, status_document
 from fanout.report_io import html_report, write_file
 from fanout.request import RunRequest
@@ -158,6 +159,7 @@ async def run_demo(folder: Path | None, *, emit: Emit) -> DemoResult:
         store.instance_counts(run.run_id),
         store.batch_counts(run.run_id),
         store.command_ids(run.run_id),
+        linked=linked_entries(store, run.run_id),
     )
     report_path = folder / REPORT_NAME
     write_file(report_path, html_report(store, run.run_id))

@@ -39,6 +39,7 @@ __all__ = [
     "CheckResult",
     "LinkedRuns",
     "kind_of",
+    "linked_entries",
     "linked_request",
     "linked_runs_of",
     "rollback_targets",
@@ -124,6 +125,15 @@ def kind_of(run: RunRecord) -> str:
     if isinstance(kind, str) and kind in LINKED_KINDS:
         return kind
     return "retry" if run.parent_run_id else "run"
+
+
+def linked_entries(store: LedgerStore, run_id: str) -> list[dict[str, object]]:
+    """The runs linked to `run_id` (its retries, rollbacks and wave checks), oldest first, as
+    `fanout status` lists them: id, kind, state and exit code."""
+    return [
+        {"run_id": r.run_id, "kind": kind_of(r), "state": r.state.value, "exit_code": r.exit_code}
+        for r in store.child_runs(run_id)
+    ]
 
 
 def linked_runs_of(store: LedgerStore, run_id: str, kind: str) -> list[RunRecord]:

@@ -72,11 +72,13 @@ def status_document(
     batches: Mapping[str, Mapping[str, int]],
     command_ids: Mapping[str, str | None] | None = None,
     holder: str | None = None,
+    linked: Sequence[Mapping[str, object]] = (),
 ) -> dict[str, object]:
     """The `fanout status --json` document (stable field names, documented in the README).
 
     `command_ids`: each region's own CommandId of the run's command (None: not created yet);
-    `holder`: the runner driving it now (`fanout.lease.lease_holder`; None: no runner holds it).
+    `holder`: the runner driving it now (`fanout.lease.lease_holder`; None: no runner holds it);
+    `linked`: the runs linked to it, oldest first (`fanout.linked.linked_entries`).
     """
     ids = command_ids or {}
     total: dict[str, int] = {}
@@ -108,6 +110,7 @@ def status_document(
         "batches": dict(sorted(batch_total.items())),
         "regions": regions,
         "lease": {"owner": run.lease_owner, "until": iso(run.lease_until), "held": bool(holder)},
+        "linked_runs": [dict(entry) for entry in linked],
     }
 
 
@@ -126,7 +129,16 @@ def run_summary(doc: Mapping[str, object]) -> str:
         bat = ", ".join(f"{n} {s}" for s, n in data["batches"].items() if n)
         command = f"; command {data['command_id']}" if data.get("command_id") else ""
         lines.append(f"  {region}: instances {inst or '-'}; batches {bat or '-'}{command}")
+    linked = doc.get("linked_runs")
+    lines += [_linked_run_line(entry) for entry in linked] if isinstance(linked, list) else []
     return "\n".join(lines)
+
+
+def _linked_run_line(entry: Mapping[str, object]) -> str:
+    """A linked run (a retry, a rollback, a wave check) in one line: id, kind, state."""
+    code = entry.get("exit_code")
+    state = f"{entry['state']}" if code is None else f"{entry['state']} (exit {code})"
+    return f"  linked {entry['kind']} {entry['run_id']}: {state}"
 
 
 def _state_text(doc: Mapping[str, object]) -> str:

@@ -262,6 +262,29 @@ def test_status_counts_come_from_an_index_and_work_without_it(tmp_path: Path) ->
 
 
 @both_backends
+def test_child_runs_are_the_runs_linked_to_a_run_oldest_first(ledger: LedgerStore) -> None:
+    """`child_runs` lists the runs whose parent is the run (retries, rollbacks), oldest first,
+    and not their own children."""
+    parent = ledger.get_run(RUN)
+    for index, (run_id, parent_id) in enumerate(
+        [("r-retry", RUN), ("r-other", None), ("r-rollback", RUN), ("r-grandchild", "r-retry")]
+    ):
+        child = RunRecord(
+            run_id,
+            parent.created_at + 1 + index,
+            parent.created_at + 1 + index,
+            RunState.CREATED,
+            "c-1",
+            "acct",
+            0,
+            parent_run_id=parent_id,
+        )
+        ledger.create_run(child, [])
+    assert [r.run_id for r in ledger.child_runs(RUN)] == ["r-retry", "r-rollback"]
+    assert ledger.child_runs("r-other") == []
+
+
+@both_backends
 def test_shrink_only_when_never_maybe_applied(ledger: LedgerStore) -> None:
     """Isolation may change a pending batch's token, but never one whose answer was lost."""
     now = time.time()

@@ -13,7 +13,7 @@ from fanout.cli.exits import guarded
 from fanout.cli.options import CommonFlags, common_options, reader_for, settings_from
 from fanout.cli.views import Out, runs_text
 from fanout.lease import lease_holder
-from fanout.linked import kind_of
+from fanout.linked import kind_of, linked_entries
 from fanout.report import iso, run_summary, status_document
 
 __all__ = ["COMMANDS"]
@@ -42,6 +42,7 @@ def status_command(run_id: str, common: CommonFlags) -> None:
         store.batch_counts(run_id),
         store.command_ids(run_id),
         lease_holder(run, time.time(), local=store.local),
+        linked_entries(store, run_id),
     )
     Out(as_json=common.as_json).document(doc, run_summary(doc))
 

@@ -73,6 +73,14 @@ class LedgerReads:
         )
         return [run_from_row(r) for r in rows]
 
+    def child_runs(self, run_id: str) -> list[RunRecord]:
+        """The runs linked to `run_id` (its retries, rollbacks and wave checks), oldest first."""
+        rows = self._query(
+            f"SELECT {RUN_COLUMNS} FROM runs WHERE parent_run_id = ? ORDER BY created_at",
+            (run_id,),
+        )
+        return [run_from_row(r) for r in rows]
+
     def load_batches(self, run_id: str) -> list[BatchRecord]:
         """Every batch of a run in dispatch order."""
         rows = self._query(
