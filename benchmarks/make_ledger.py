@@ -21,7 +21,7 @@ import argparse
 import random
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from fanout.aliyun.command import CommandSpec
@@ -109,17 +109,18 @@ def _final(
     """One instance's final record, as the results poller writes it."""
     started = now - rng.uniform(10.0, 600.0)
     roll = rng.random()
-    common = {
-        "run_id": batch.run_id,
-        "region": batch.region,
-        "instance_id": iid,
-        "batch_id": batch.batch_id,
-        "invoke_id": invoke_id,
-    }
+    common = InstanceRecord(
+        batch.run_id,
+        batch.region,
+        iid,
+        batch.batch_id,
+        InstanceState.SUCCEEDED,
+        invoke_id=invoke_id,
+    )
     if roll < _UNREACHABLE:
         info = "the aliyun service is not running on the instance"
-        return InstanceRecord(
-            **common,
+        return replace(
+            common,
             state=InstanceState.UNREACHABLE,
             reason=info,
             exit_code=0,
@@ -131,8 +132,8 @@ def _final(
     if roll < _UNREACHABLE + _FAILED:
         info = "the command execution exit code is not zero"
         code = rng.randrange(1, 128)
-        return InstanceRecord(
-            **common,
+        return replace(
+            common,
             state=InstanceState.FAILED,
             reason=info,
             exit_code=code,
@@ -143,9 +144,8 @@ def _final(
             finish_time=_iso(now),
             invocation_status="Failed",
         )
-    return InstanceRecord(
-        **common,
-        state=InstanceState.SUCCEEDED,
+    return replace(
+        common,
         exit_code=0,
         output=_output(rng, iid, 0),
         start_time=_iso(started),
