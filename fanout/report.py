@@ -10,7 +10,7 @@ import csv
 import io
 import json
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 
 from fanout.ledger.model import InstanceRecord, RunRecord, RunState, reported_state
 from fanout.times import iso
@@ -195,12 +195,14 @@ def _row(
 ) -> dict[str, object]:
     """One report row (`wave` from 1; None for an instance never batched): the wave of the
     reported run, for a retried instance too (`instance_waves`), else of the row's batch."""
-    data = asdict(record)
-    data["state"] = reported_state(record.state, run_state)
-    data["wave"] = instance_waves.get((record.region, record.instance_id)) or waves.get(
+    # Read field by field: `dataclasses.asdict` (a deep copy of every value) took two thirds of
+    # `fanout report`'s time at a million rows.
+    row = {name: getattr(record, name, None) for name in _REPORT_FIELDS}
+    row["state"] = reported_state(record.state, run_state)
+    row["wave"] = instance_waves.get((record.region, record.instance_id)) or waves.get(
         record.batch_id or ""
     )
-    return {name: data.get(name) for name in _REPORT_FIELDS}
+    return row
 
 
 def roll_up(
