@@ -30,7 +30,7 @@ import structlog
 from fanout.aliyun.command import CommandSpec
 from fanout.aliyun.endpoints import KNOWN_REGIONS
 from fanout.emulator import DEMO_COMMAND_NAME
-from fanout.emulator.fleet import Fleet
+from fanout.emulator.fleet import generated_ids
 from fanout.request import RunRequest
 from fanout.settings import Settings
 from fanout.simtime import run_simulated
@@ -62,13 +62,14 @@ def _rehearse(args: argparse.Namespace, folder: Path) -> Rehearsal:
         faults=FaultRates(exec_failure=0.02, unreachable=0.01, server_error=0.01, lost_answer=0.01),
         kills=args.kills,
         daily_quota=args.daily_quota,
+        emulator_process=args.emulator_process,
     )
-    fleet = Fleet.from_config(simulation_fleet(options))
+    config = simulation_fleet(options)
     share, extra = divmod(args.instances, len(regions))
     targets = tuple(
-        Target(region, inst.instance_id)
+        Target(region, instance_id)
         for index, region in enumerate(regions)
-        for inst in fleet.regions[region].instances[: share + (index < extra)]
+        for instance_id in generated_ids(config, region)[: share + (index < extra)]
     )
     source = CommandNameSource(DEMO_COMMAND_NAME)
     request = RunRequest(
@@ -95,6 +96,11 @@ def main() -> None:
     parser.add_argument(
         "--poll-interval", type=float, default=30.0, help="results sweeps, simulated seconds"
     )
+    parser.add_argument(
+        "--emulator-process",
+        action="store_true",
+        help="the emulator in a child process: CPU and peak RSS are then the runner's alone",
+    )
     parser.add_argument("--profile", help="write a cProfile of the rehearsal here")
     parser.add_argument("--keep", help="keep the ledger in this folder")
     args = parser.parse_args()
@@ -112,6 +118,8 @@ def main() -> None:
             profiler.dump_stats(args.profile)
         wall = time.perf_counter() - wall0
         cpu = time.process_time() - cpu0
+        children = resource.getrusage(resource.RUSAGE_CHILDREN)  # before status and report run
+        emulator_cpu = children.ru_utime + children.ru_stime
         ledger = folder / "ledger.sqlite3"
         size = sum(p.stat().st_size for p in folder.glob("ledger.sqlite3*"))
         common = ["--ledger", str(ledger)]
@@ -126,7 +134,13 @@ def main() -> None:
             "simulated_s": round(result.end_s - result.start_s),
             "cpu_s": round(cpu, 1),
             "cpu_s_per_1000_instances": round(cpu / args.instances * 1000, 3),
+            "emulator_process": args.emulator_process,
+            "emulator_cpu_s": round(emulator_cpu, 1) if args.emulator_process else None,
             "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+            "rollout_peak_rss_mb": round(result.peak_rss_mb),
+            "emulator_peak_rss_mb": round(children.ru_maxrss / 1024)
+            if args.emulator_process
+            else None,
             "ledger_bytes_per_instance": round(size / args.instances),
             "status_s": round(status_s, 2),
             "report_csv_s": round(report_s, 2),

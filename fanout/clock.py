@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import random
 import time
+from contextlib import AbstractContextManager, nullcontext
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -35,6 +36,14 @@ class Clock(Protocol):
         """Wait `seconds`."""
         ...
 
+    def exchange(self) -> AbstractContextManager[None]:
+        """Around one HTTP exchange with the API: nothing on a real clock; a simulated one must
+        not skip time while another process (the emulator as a child) owes the answer."""
+        ...
+
+
+_NOTHING: AbstractContextManager[None] = nullcontext()  # a real clock's `exchange`
+
 
 class SystemClock:
     """The real clock."""
@@ -52,6 +61,10 @@ class SystemClock:
     async def sleep(self, seconds: float) -> None:
         """`anyio.sleep`."""
         await anyio.sleep(max(0.0, seconds))
+
+    def exchange(self) -> AbstractContextManager[None]:
+        """Nothing to do: real time passes on its own."""
+        return _NOTHING
 
 
 SYSTEM_CLOCK = SystemClock()
@@ -91,6 +104,10 @@ class FakeClock:
         for item in due:
             self._sleepers.remove(item)
             item[1].set()
+
+    def exchange(self) -> AbstractContextManager[None]:
+        """Nothing to do: this clock moves only when told."""
+        return _NOTHING
 
     @property
     def sleeping(self) -> int:

@@ -476,9 +476,7 @@ async def _leg(
         if wait and waits_for_results(ctx.spec):
             accepted = any(b.state is BatchState.ACCEPTED for b in batches)
             final = (
-                await anyio.to_thread.run_sync(_final_by_batch, store, run.run_id)
-                if accepted
-                else {}
+                await anyio.to_thread.run_sync(_final_by_batch, store, batches) if accepted else {}
             )
             collector = _collector(
                 ctx, settings, leg, batches, final, _secret_values(run, ctx.spec)
@@ -606,27 +604,34 @@ def _earlier_failures(
     wave_of = {b.batch_id: b.wave for b in batches}
     failed_batches = {b.batch_id for b in batches if b.state is BatchState.FAILED}
     earlier: dict[int, int] = {}
-    for rec in store.iter_instances(run_id):
-        if rec.batch_id is None:
-            continue
-        if rec.state is InstanceState.FAILED:
-            counted = rec.invocation_status in COUNTED_FAILURES or (
-                not rec.invocation_status and not rec.reason and rec.batch_id in failed_batches
+    for batch_id, state, status, has_reason, n in store.failure_tally(run_id):
+        if state == InstanceState.FAILED.value:
+            counted = status in COUNTED_FAILURES or (
+                not status and not has_reason and batch_id in failed_batches
             )
         else:
-            counted = rec.state is InstanceState.UNREACHABLE and count_unreachable
+            counted = count_unreachable
         if counted:
-            wave = wave_of.get(rec.batch_id, -1)
-            earlier[wave] = earlier.get(wave, 0) + 1
+            wave = wave_of.get(batch_id, -1)
+            earlier[wave] = earlier.get(wave, 0) + n
     return earlier
 
 
-def _final_by_batch(store: LedgerStore, run_id: str) -> dict[str, list[str]]:
-    """Per batch, the instances an earlier leg already recorded in a final state."""
+def _final_by_batch(store: LedgerStore, batches: Sequence[BatchRecord]) -> dict[str, list[str]]:
+    """Per accepted batch (the ones followed again), the instances an earlier leg already
+    recorded in a final state: read batch by batch, not the run's every instance (a resume of
+    a million-instance run would build a million records to keep a few hundred)."""
     final: dict[str, list[str]] = {}
-    for rec in store.iter_instances(run_id):
-        if rec.batch_id and rec.state not in (InstanceState.PENDING, InstanceState.INVOKED):
-            final.setdefault(rec.batch_id, []).append(rec.instance_id)
+    for batch in batches:
+        if batch.state is not BatchState.ACCEPTED:
+            continue
+        done = [
+            rec.instance_id
+            for rec in store.instances_of_batch(batch.batch_id)
+            if rec.state not in (InstanceState.PENDING, InstanceState.INVOKED)
+        ]
+        if done:
+            final[batch.batch_id] = done
     return final
 
 

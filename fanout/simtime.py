@@ -19,22 +19,37 @@ epoch + the loop's simulated seconds), and its `time` is also the emulator's tim
 the runner and the emulator read one clock: executions, quota windows, throttle windows, bake
 times, poll intervals, lease expiry and every timestamp in answers and in the ledger agree.
 Request signing alone keeps the real wall clock (the emulator checks signatures against it).
+
+The emulator may also run in a child process (`fanout simulate --emulator-process`, so the
+runner's own memory and CPU can be measured alone). Then the clock is published to it through a
+small shared file (`SimulatedClock.publish`, read by `SharedClock` in the child): the formula of
+the loop's time and every jump, so both processes still read one clock. A jump over an idle wait
+is then also held back while a request to the child is on its way (`SimulatedClock.exchange`,
+which the API client wraps around each HTTP exchange): the child may be about to answer it.
 """
 
 from __future__ import annotations
 
 import asyncio
+import mmap
 import selectors
+import struct
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from concurrent.futures import Executor
+from contextlib import AbstractContextManager, contextmanager
+from pathlib import Path
 from typing import Any, TypeVar
 
 import anyio
 
-__all__ = ["SimulatedClock", "SimulatedLoop", "run_simulated"]
+__all__ = ["SharedClock", "SimulatedClock", "SimulatedLoop", "run_simulated"]
 
 _T = TypeVar("_T")
+# The published clock: the wall time at the loop's zero real time, that real time (monotonic),
+# the time scale, and the simulated seconds jumped so far (rewritten at every jump).
+_SHARED = struct.Struct("<dddd")
+_JUMPED_AT = 24
 
 
 class _IdleJumpSelector:
@@ -77,7 +92,9 @@ class SimulatedLoop(asyncio.SelectorEventLoop):
         self.jumped_s = 0.0  # simulated seconds skipped while idle
         self._real0 = time.monotonic()
         self._executor_jobs = 0
+        self._exchanges = 0  # requests to another process on the simulated clock, unanswered
         self._thread_limiter: anyio.CapacityLimiter | None = None
+        self._published: mmap.mmap | None = None
         inner: selectors.BaseSelector = self._selector  # type: ignore[has-type]
         self._selector = _IdleJumpSelector(inner, self)
 
@@ -88,6 +105,25 @@ class SimulatedLoop(asyncio.SelectorEventLoop):
     def jump(self, seconds: float) -> None:
         """Skip `seconds` of simulated time (nothing can happen in them)."""
         self.jumped_s += seconds
+        if self._published is not None:
+            struct.pack_into("<d", self._published, _JUMPED_AT, self.jumped_s)
+
+    def publish(self, path: Path, epoch_at_zero: float) -> None:
+        """Write this loop's time formula to `path`, kept up to date at every jump, for a
+        `SharedClock` in another process; `epoch_at_zero` is the wall time at time() == 0."""
+        with path.open("wb") as file:
+            file.write(_SHARED.pack(epoch_at_zero, self._real0, self.time_scale, self.jumped_s))
+        with path.open("r+b") as file:
+            self._published = mmap.mmap(file.fileno(), _SHARED.size)
+
+    @contextmanager
+    def exchange(self) -> Iterator[None]:
+        """Hold back idle jumps while a request to another process is unanswered."""
+        self._exchanges += 1
+        try:
+            yield
+        finally:
+            self._exchanges -= 1
 
     def watch_threads(self, limiter: anyio.CapacityLimiter) -> None:
         """Count anyio's worker threads as work in progress: `limiter` is the default thread
@@ -95,8 +131,9 @@ class SimulatedLoop(asyncio.SelectorEventLoop):
         self._thread_limiter = limiter
 
     def idle(self) -> bool:
-        """No worker thread is working (sockets and ready callbacks are the selector's)."""
-        if self._executor_jobs:
+        """No worker thread is working and no other process owes an answer (sockets and ready
+        callbacks are the selector's)."""
+        if self._executor_jobs or self._exchanges:
             return False
         limiter = self._thread_limiter
         return limiter is None or limiter.borrowed_tokens == 0
@@ -134,6 +171,31 @@ class SimulatedClock:
     async def sleep(self, seconds: float) -> None:
         """`anyio.sleep` on the simulated loop's timers."""
         await anyio.sleep(max(0.0, seconds))
+
+    def exchange(self) -> AbstractContextManager[None]:
+        """An HTTP exchange in progress (`fanout.clock.Clock.exchange`): with the emulator in
+        another process, the loop must not jump while it may still answer."""
+        return self._loop.exchange()
+
+    def publish(self, path: Path) -> None:
+        """Publish this clock to `path` for a `SharedClock` in another process."""
+        self._loop.publish(path, self._offset_s)
+
+
+class SharedClock:
+    """A `SimulatedClock` read from another process (the emulator as `fanout simulate`'s child):
+    the same formula over the same monotonic clock, with the jumps the publisher writes."""
+
+    __slots__ = ("_map",)
+
+    def __init__(self, path: Path) -> None:
+        with path.open("rb") as file:
+            self._map = mmap.mmap(file.fileno(), _SHARED.size, access=mmap.ACCESS_READ)
+
+    def time(self) -> float:
+        """The simulated wall time, Unix seconds."""
+        epoch_at_zero, real0, scale, jumped_s = _SHARED.unpack_from(self._map)
+        return float(epoch_at_zero + real0 + (time.monotonic() - real0) * scale + jumped_s)
 
 
 def run_simulated(

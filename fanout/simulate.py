@@ -3,7 +3,8 @@
 The emulator runs in-process on the same `fanout.simtime.SimulatedLoop` as the runner, its clock
 reading the runner's `SimulatedClock` (the simulated-time seam, used only here and in tests):
 quota days, executions, bake times and poll intervals pass in simulated time and idle waits cost
-no real time. The rollout goes through the real path — `fanout.launch` and `fanout.runner`, the
+no real time. With `emulator_process` it runs in a child process instead (`fanout.simpeer`), on
+the same clock published to it, so the runner's own memory and CPU show alone. The rollout goes through the real path — `fanout.launch` and `fanout.runner`, the
 client over HTTP on 127.0.0.1, a SQLite ledger file — with the operator's own request and
 settings; only the endpoint, the credentials (the emulator's demo pair) and the ledger location
 are the simulation's.
@@ -18,13 +19,19 @@ the emulator's state (`fanout.rehearsal`).
 
 from __future__ import annotations
 
+import contextlib
 import random
+import resource
+import socket
+import subprocess
+import sys
 import time
-from collections.abc import Mapping
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
 from dataclasses import dataclass, replace
-from datetime import datetime
+from multiprocessing.connection import Connection
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import anyio
 
@@ -38,12 +45,12 @@ from fanout.emulator import (
 )
 from fanout.errors import ExitCode
 from fanout.launch import prepare_run, store_and_drive
-from fanout.ledger import NO_LEDGER, LedgerStore, RunState, open_ledger
+from fanout.ledger import NO_LEDGER, LedgerStore, RunState
 from fanout.ledger.model import reported_state
+from fanout.ledger.sqlite import SqliteLedger
 from fanout.plan import parse_waves
 from fanout.plan_summary import PLAN_CALL_LATENCY_S, plan_document
 from fanout.rehearsal import (
-    Accepted,
     EtaCheck,
     RegionTimeline,
     calls_per_day,
@@ -56,6 +63,7 @@ from fanout.report_io import html_report, write_file
 from fanout.request import ResumeRequest, RunRequest
 from fanout.runner import Emit, RunOutcome, resume_run
 from fanout.settings import Settings
+from fanout.simpeer import EmulatorRecord, record
 from fanout.simtime import SimulatedClock
 
 __all__ = [
@@ -72,6 +80,8 @@ _UNREACHABLE_CODE = "ClientNotRunning"  # the agent is not running: the command 
 _MAX_LEGS = 1000  # kills + quota days + a margin: a rehearsal that loops is a bug, stopped here
 _AFTER_QUOTA_S = 1.0
 _STOP_POLL_S = 60.0  # a resume goes just after the quota frees, as a waiting runner does
+_PEER_START_TIMEOUT_S = 600.0  # a child emulator builds its fleet first (1 M instances: ~1 min)
+_PEER_STOP_TIMEOUT_S = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +110,7 @@ class SimulationOptions:
     time_scale: float = 1.0
     latency_ms: float = 20.0
     daily_quota: int = 5000  # the account's limit per region, as the emulator reports it
+    emulator_process: bool = False  # the emulator in a child process (the runner measured alone)
 
 
 @dataclass(frozen=True, slots=True)
@@ -121,6 +132,8 @@ class Rehearsal:
     ledger: Path
     report: Path
     plan: Mapping[str, Any]
+    peak_rss_mb: float  # this process's peak while the rollout ran: the runner's own when
+    emulator_process: bool  # the emulator ran as a child
 
 
 def simulation_fleet(options: SimulationOptions) -> EmulatorConfig:
@@ -155,7 +168,7 @@ async def rehearse(
     real_start = time.monotonic()
     options.folder.mkdir(parents=True, exist_ok=True)
     ledger_path = options.folder / "ledger.sqlite3"
-    async with running_emulator(simulation_fleet(options), wall=clock.time) as emulator:
+    async with _emulator(options, clock) as emulator:
         settings = replace(
             settings,
             endpoint=emulator.url,
@@ -169,19 +182,120 @@ async def rehearse(
             request.targets, {}, settings, {}, duplicates=0, now=start_s,
             waves=request.waves, wave_order=request.wave_order,
         )  # fmt: skip
-        store = open_ledger(str(ledger_path))
+        # synchronous=NORMAL: a rehearsal's kills cancel the runner in this process, they do
+        # not cut the power; WAL keeps the file whole and every commit across a crash of the
+        # process, and the fsync per commit (FULL, a real run's ledger) is ~a third of the
+        # real time of a million-instance rehearsal (benchmarks/RESULTS.md).
+        store = SqliteLedger(ledger_path, synchronous="NORMAL")
         try:
             kill_at = _kill_times(options, start_s, plan)
             outcome, legs = await _legs(settings, request, store, clock, kill_at, emit)
             end_s = clock.time()
+            peak_rss_mb = _peak_rss_mb()
             report = options.folder / "report.html"
             write_file(report, html_report(store, outcome.run_id, now=end_s))
             return _findings(
-                emulator, store, settings, request, options, plan,
-                _Run(outcome, legs, len(kill_at), start_s, end_s, real_start, report),
+                await emulator.record(end_s), store, settings, request, options, plan,
+                _Run(outcome, legs, len(kill_at), start_s, end_s, real_start, report, peak_rss_mb),
             )  # fmt: skip
         finally:
             store.close()
+
+
+class _Emulator(Protocol):
+    """The emulator a rehearsal runs against, in this process or in a child."""
+
+    @property
+    def url(self) -> str:
+        """Where it listens."""
+        ...
+
+    async def record(self, now_s: float) -> EmulatorRecord:
+        """What it accepted, refused and finished."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class _InProcess:
+    emulator: Emulator
+
+    @property
+    def url(self) -> str:
+        return self.emulator.url
+
+    async def record(self, now_s: float) -> EmulatorRecord:
+        return record(self.emulator.world, now_s)
+
+
+@dataclass(frozen=True, slots=True)
+class _Child:
+    url: str
+    pipe: Connection
+
+    async def record(self, now_s: float) -> EmulatorRecord:
+        self.pipe.send(("record", now_s))
+        answer: EmulatorRecord = await anyio.to_thread.run_sync(self.pipe.recv)
+        return answer
+
+
+@asynccontextmanager
+async def _emulator(options: SimulationOptions, clock: SimulatedClock) -> AsyncIterator[_Emulator]:
+    """The emulator on the rehearsal's clock: in this process, or a child reading the clock
+    from a file in the rehearsal's folder (`fanout.simpeer`)."""
+    config = simulation_fleet(options)
+    if not options.emulator_process:
+        async with running_emulator(config, wall=clock.time) as emulator:
+            yield _InProcess(emulator)
+        return
+    clock_file = options.folder / ".simulated-clock"
+    clock.publish(clock_file)
+    ours, theirs = socket.socketpair()
+    # A fresh interpreter (no fork of a running loop, no re-import of the caller's __main__).
+    process = subprocess.Popen(  # noqa: S603, ASYNC220 - our interpreter, no shell; a fork's time
+        [sys.executable, "-m", "fanout.simpeer", str(clock_file), str(theirs.fileno())],
+        pass_fds=(theirs.fileno(),),
+    )
+    theirs.close()
+    pipe = Connection(ours.detach())
+    try:
+        pipe.send(replace(config, access_keys=dict(config.access_keys)))  # mappingproxy: no pickle
+        url = await anyio.to_thread.run_sync(_first_answer, pipe, process)
+        yield _Child(url, pipe)
+    finally:
+        await anyio.to_thread.run_sync(_stop_child, pipe, process)
+        clock_file.unlink(missing_ok=True)
+
+
+def _first_answer(pipe: Connection, process: subprocess.Popen[bytes]) -> str:
+    """The child's URL, once its fleet is built; RuntimeError if it died first."""
+    deadline = time.monotonic() + _PEER_START_TIMEOUT_S
+    try:
+        while not pipe.poll(0.2):
+            if process.poll() is not None or time.monotonic() > deadline:
+                break
+        else:
+            return str(pipe.recv())
+    except (EOFError, OSError):
+        pass
+    msg = f"the simulation's emulator process did not start (exit {process.poll()})"
+    raise RuntimeError(msg)
+
+
+def _stop_child(pipe: Connection, process: subprocess.Popen[bytes]) -> None:
+    """Ask the child to stop, then make sure it has."""
+    with contextlib.suppress(OSError):  # it is gone already
+        pipe.send(("stop",))
+    pipe.close()
+    try:
+        process.wait(_PEER_STOP_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.wait()
+
+
+def _peak_rss_mb() -> float:
+    """This process's peak resident memory so far, MB (Linux reports KiB)."""
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,6 +309,7 @@ class _Run:
     end_s: float
     real_start: float
     report: Path
+    peak_rss_mb: float
 
 
 def _kill_times(options: SimulationOptions, start_s: float, plan: Mapping[str, Any]) -> list[float]:
@@ -266,7 +381,7 @@ async def _start(
 
 
 def _findings(
-    emulator: Emulator,
+    emulator: EmulatorRecord,
     store: LedgerStore,
     settings: Settings,
     request: RunRequest,
@@ -276,27 +391,19 @@ def _findings(
 ) -> Rehearsal:
     """The invariants, the timeline, the calls per day and the ETA check."""
     outcome = run.outcome
-    state = emulator.snapshot()
-    accepted = [
-        Accepted(
-            inv["region"],
-            datetime.fromisoformat(inv["created"]).timestamp(),
-            inv["client_token"],
-            tuple(inv["instance_ids"]),
-        )
-        for inv in state["invocations"]
-    ]
+    accepted = emulator.accepted
     stored_run = store.get_run(outcome.run_id)
     ledger_states = {
         (i.region, i.instance_id): reported_state(i.state, stored_run.state)
         for i in store.iter_instances(outcome.run_id)
     }
-    quotas = dict.fromkeys(state["regions"], options.daily_quota - settings.quota_reserve)
-    refused = {r: s["refused"] for r, s in state["regions"].items()}
-    problems = invariant_problems(accepted, refused, ledger_states, len(request.targets), quotas)
+    quotas = dict.fromkeys(emulator.refused, options.daily_quota - settings.quota_reserve)
+    problems = invariant_problems(
+        accepted, emulator.refused, ledger_states, len(request.targets), quotas
+    )
     if outcome.state is RunState.RUNNING:
         problems.append(f"the run did not end: {outcome.message}")
-    finished = _finish_times(emulator, run.end_s)
+    finished = emulator.finished
     waves = {b.client_token: b.wave for b in store.load_batches(outcome.run_id)}
     planned = {r: float(e["finish_after_s"]) for r, e in plan["regions"].items()}
     simulated = {r: t - run.start_s for r, t in finished.items()}
@@ -327,6 +434,8 @@ def _findings(
         ledger=Path(settings.ledger or ""),
         report=run.report,
         plan=plan,
+        peak_rss_mb=run.peak_rss_mb,
+        emulator_process=options.emulator_process,
     )
 
 
@@ -348,13 +457,3 @@ def _replanned(
     return wave_finish(
         calls, {}, daily_quota=quotas, wave_gap_s=wave_gap_s, call_gap_s=1.0 / throughput
     )
-
-
-def _finish_times(emulator: Emulator, now_s: float) -> dict[str, float]:
-    """Each region's last execution finish, as the emulator ran them."""
-    finished: dict[str, float] = {}
-    for inv in emulator.world.invocations.all:
-        for execution in inv.executions(now_s):
-            if execution.finish_s is not None:
-                finished[inv.region] = max(finished.get(inv.region, 0.0), execution.finish_s)
-    return finished

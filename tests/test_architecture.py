@@ -499,7 +499,7 @@ def test_type_checking_imports_do_not_count() -> None:
 
 
 # The simulated-time seam: only these may build a simulated loop and clock (real runs never do).
-SIMULATED_TIME_USERS = frozenset({"fanout.simulate", "fanout.cli.simulate"})
+SIMULATED_TIME_USERS = frozenset({"fanout.simulate", "fanout.simpeer", "fanout.cli.simulate"})
 
 
 def test_only_simulate_imports_the_simulated_time_seam() -> None:

@@ -285,6 +285,35 @@ def test_child_runs_are_the_runs_linked_to_a_run_oldest_first(ledger: LedgerStor
 
 
 @both_backends
+def test_failure_tally_counts_what_the_rows_say(ledger: LedgerStore) -> None:
+    """The failed and unreachable instances counted by batch, state, invocation status and
+    reason (what a resume's error budget re-counts) agree with the rows themselves; succeeded
+    and pending ones are not in it."""
+    now = time.time()
+    ledger.apply(
+        [
+            _begin(0),
+            FinishAttempt(f"{RUN}-b0", 1, "accepted", now, invoke_id="t-1", request_id="R"),
+            SetBatch(f"{RUN}-b0", BatchState.ACCEPTED, now, invoke_id="t-1"),
+        ]
+    )
+    failed = InstanceRecord(
+        RUN, "cn-hangzhou", "i-a", f"{RUN}-b0", InstanceState.FAILED,
+        reason="exit 1", invocation_status="Failed",
+    )  # fmt: skip
+    gone = InstanceRecord(RUN, "cn-hangzhou", "i-b", f"{RUN}-b0", InstanceState.UNREACHABLE)
+    assert ledger.failure_tally(RUN) == []
+    ledger.apply([SetInstances(RUN, (failed, gone), now)])
+    tally = sorted(ledger.failure_tally(RUN))
+    assert tally == [
+        (f"{RUN}-b0", "failed", "Failed", True, 1),
+        (f"{RUN}-b0", "unreachable", None, False, 1),
+    ]
+    rows = [r for r in ledger.iter_instances(RUN) if r.state.value in ("failed", "unreachable")]
+    assert sum(n for *_, n in tally) == len(rows)
+
+
+@both_backends
 def test_shrink_only_when_never_maybe_applied(ledger: LedgerStore) -> None:
     """Isolation may change a pending batch's token, but never one whose answer was lost."""
     now = time.time()

@@ -3,6 +3,10 @@ and the wave-by-wave estimate read the calls as they went."""
 
 from __future__ import annotations
 
+import asyncio
+import threading
+from pathlib import Path
+
 import anyio
 
 from fanout.rehearsal import (
@@ -13,7 +17,7 @@ from fanout.rehearsal import (
     region_timelines,
     wave_finish,
 )
-from fanout.simtime import SimulatedClock, run_simulated
+from fanout.simtime import SharedClock, SimulatedClock, run_simulated
 
 START = 1_800_000_000.0
 
@@ -92,3 +96,32 @@ def test_simulated_clock_jumps_over_idle_waits() -> None:
     before, after = run_simulated(main, start_s=START)
     assert before >= START
     assert after - before >= 20 * 3600
+
+
+def test_a_published_clock_reads_the_same_time_and_follows_jumps(tmp_path: Path) -> None:
+    """The clock a child emulator reads (`SharedClock`) agrees with the runner's simulated clock
+    before and after an idle jump of 20 hours; while an exchange with the child is unanswered
+    the loop does not jump (the child may still answer), so time passes only as real time."""
+
+    async def main(clock: SimulatedClock) -> tuple[float, float, float, float, float]:
+        clock.publish(tmp_path / "clock")
+        shared = SharedClock(tmp_path / "clock")
+        before = shared.time() - clock.time()
+        await clock.sleep(20 * 3600)
+        after = shared.time() - clock.time()
+        answered = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        # The "child" answers after 0.1 s of real time, from a thread the loop does not count.
+        threading.Timer(0.1, loop.call_soon_threadsafe, (answered.set,)).start()
+        with clock.exchange():
+            start = clock.time()
+            with anyio.move_on_after(3600.0):  # jumped to at once if the loop thought it idle
+                await answered.wait()
+            held = clock.time() - start
+        return before, after, held, shared.time(), clock.time()
+
+    before, after, held, shared_end, clock_end = run_simulated(main, start_s=START)
+    assert abs(before) < 0.01
+    assert abs(after) < 0.01
+    assert held < 60.0  # the answer came first: the hour was not jumped over
+    assert abs(shared_end - clock_end) < 0.01

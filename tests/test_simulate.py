@@ -3,6 +3,7 @@ emulator's side (the real path: the client over HTTP on 127.0.0.1, a SQLite ledg
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 from click.testing import CliRunner
@@ -105,6 +106,33 @@ def test_must_show_20000_instances_in_4_regions_across_two_quota_days(tmp_path: 
     assert all(45 <= days[1] <= 50 for days in result.calls_per_day.values())  # day 1 spent
     assert all(len(days) >= 2 for days in result.calls_per_day.values())
     assert result.eta.within, result.eta
+
+
+def test_the_emulator_as_a_child_process_runs_on_the_same_clock(tmp_path: Path) -> None:
+    """`--emulator-process`: the emulator in its own process reads the clock the runner
+    publishes, so the same rollout crosses the same quota day (one call a region a day, waited
+    for) with the same calls per day, and every invariant holds from the child's record; the
+    peak memory printed is the runner's alone."""
+    argv = ["simulate", "--instances", "120", "--regions", "cn-hangzhou,cn-beijing",
+            "--daily-quota", "1", "--wait-for-quota", "--exec-seconds", "5:20", "--json",
+            "--log-level", "warning"]  # fmt: skip
+    runs = {}
+    for mode in ("in-process", "child"):
+        extra = ["--emulator-process"] if mode == "child" else []
+        out = CliRunner().invoke(main, [*argv, *extra, "--out", str(tmp_path / mode)])
+        assert out.exit_code == 0, out.output
+        runs[mode] = json.loads(out.stdout)
+    child, alone = runs["child"], runs["in-process"]
+    assert child["emulator_process"] is True
+    assert alone["emulator_process"] is False
+    assert child["invariants_ok"] is True
+    days = {r: t["calls_per_day"] for r, t in child["regions"].items()}
+    assert days == {r: t["calls_per_day"] for r, t in alone["regions"].items()}
+    assert all(len(d) == 2 for d in days.values())  # a quota day crossed in each region
+    assert child["finish_after_s"] > 86_400 - 10
+    assert abs(child["finish_after_s"] - alone["finish_after_s"]) < 60
+    assert 0 < child["peak_rss_mb"] < alone["peak_rss_mb"] * 2
+    assert not (tmp_path / "child" / ".simulated-clock").exists()  # cleaned up
 
 
 def test_simulate_refuses_a_real_endpoint(tmp_path: Path) -> None:

@@ -244,12 +244,13 @@ class EcsClient(EcsActions):
             moment=self._signing_clock(),
         )
         try:
-            async with session.post(
-                yarl.URL(request.url, encoded=True), headers=request.headers
-            ) as response:
-                raw = await response.read()
-                status = response.status
-                retry_after = response.headers.get(wire.RETRY_AFTER_HEADER)
+            with self._clock.exchange():  # the simulated-time seam (`fanout.simtime`)
+                async with session.post(
+                    yarl.URL(request.url, encoded=True), headers=request.headers
+                ) as response:
+                    raw = await response.read()
+                    status = response.status
+                    retry_after = response.headers.get(wire.RETRY_AFTER_HEADER)
         except (aiohttp.ClientError, OSError) as exc:  # TimeoutError is an OSError
             # `from None`: aiohttp's exceptions may quote the URL, whose query is signed data.
             error = _transport_error(exc, action=action, region=region, host=request.host)

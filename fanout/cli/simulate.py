@@ -17,7 +17,7 @@ import click
 from fanout.cli.exits import guarded
 from fanout.cli.inputs import read_rollout
 from fanout.cli.options import SpendFlags, rollout_options
-from fanout.emulator.fleet import Fleet
+from fanout.emulator.fleet import Fleet, generated_ids
 from fanout.errors import UsageError
 from fanout.logs import configure_logging
 from fanout.rehearsal import DAY_S
@@ -56,6 +56,7 @@ class _SimFlags:
     kills: int
     time_scale: float
     latency_ms: float
+    emulator_process: bool
     out: Path | None
 
 
@@ -80,6 +81,12 @@ _OPTIONS = [
         help="Simulated seconds per real second while busy (idle waits are skipped anyway).",
     ),
     click.option("--latency-ms", type=click.FloatRange(0), default=20.0, show_default=True),
+    click.option(
+        "--emulator-process",
+        is_flag=True,
+        help="Run the emulator in a child process (on the same simulated clock): the peak "
+        "memory printed is then the runner's alone.",
+    ),
     click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="Output folder."),
 ]
 
@@ -185,6 +192,7 @@ def _world(
         time_scale=sim.time_scale,
         latency_ms=sim.latency_ms,
         daily_quota=spend.daily_quota or 5000,
+        emulator_process=sim.emulator_process,
     )
     given_targets = bool(rollout.targets_file or rollout.instance_ids or rollout.tags)
     if sim.from_plan:
@@ -212,16 +220,23 @@ def _generated(sim: _SimFlags, options: SimulationOptions, folder: Path) -> Simu
         total = sim.instances or 1000
         per_region = -(-total // len(options.regions))
         options = dataclasses.replace(options, instances_per_region=per_region)
-    try:
-        fleet = Fleet.from_config(simulation_fleet(options))
-    except ValueError as exc:
-        raise UsageError(f"--fleet {sim.fleet}: {exc}") from exc
-    lines = [
-        f"{region}:{inst.instance_id}"
-        for region, region_fleet in sorted(fleet.regions.items())
-        for inst in region_fleet.instances
-    ]
-    if sim.fleet is None:
+    config = simulation_fleet(options)
+    if sim.fleet is not None:
+        try:
+            fleet = Fleet.from_config(config)
+        except ValueError as exc:
+            raise UsageError(f"--fleet {sim.fleet}: {exc}") from exc
+        lines = [
+            f"{region}:{inst.instance_id}"
+            for region, region_fleet in sorted(fleet.regions.items())
+            for inst in region_fleet.instances
+        ]
+    else:  # the ids alone: the runner's memory is what a rehearsal shows, not the fleet's
+        lines = [
+            f"{region}:{instance_id}"
+            for region in sorted(options.regions)
+            for instance_id in generated_ids(config, region)
+        ]
         lines = _first_of_each(lines, options.regions, sim.instances or 1000)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "targets.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
@@ -273,7 +288,8 @@ def _text(result: Rehearsal) -> str:
     lines = [
         f"simulated run {result.run_id}: {result.targets} targets, started {start} (simulated)",
         f"finished after {_span(result.end_s - result.start_s)} simulated, in "
-        f"{result.real_s:.1f} s real; {result.kills} kills, {result.legs} legs",
+        f"{result.real_s:.1f} s real; {result.kills} kills, {result.legs} legs; peak memory "
+        f"{result.peak_rss_mb:.0f} MB ({_whose(result)})",
         f"outcome: exit {int(out.exit_code)} ({out.state.value}): {out.message}",
         f"plan ETA: {_span(eta.planned_s)}; for the calls charged (retries included): "
         f"{_span(eta.replanned_s)}; simulated finish: {_span(eta.simulated_s)} "
@@ -301,6 +317,11 @@ def _text(result: Rehearsal) -> str:
     return "\n".join(lines)
 
 
+def _whose(result: Rehearsal) -> str:
+    """Whose memory the peak is."""
+    return "the runner's" if result.emulator_process else "runner and emulator"
+
+
 def _document(result: Rehearsal) -> dict[str, Any]:
     """The rehearsal as one JSON document."""
     eta = result.eta
@@ -310,6 +331,8 @@ def _document(result: Rehearsal) -> dict[str, Any]:
         "start_s": result.start_s,
         "finish_after_s": result.end_s - result.start_s,
         "real_s": result.real_s,
+        "peak_rss_mb": round(result.peak_rss_mb, 1),
+        "emulator_process": result.emulator_process,
         "kills": result.kills,
         "legs": result.legs,
         "exit_code": int(result.outcome.exit_code),

@@ -139,6 +139,18 @@ class LedgerReads:
             counts.setdefault(region, {})[state] = n
         return counts
 
+    def failure_tally(self, run_id: str) -> list[tuple[str, str, str | None, bool, int]]:
+        """The run's failed and unreachable instances counted by batch, state, invocation
+        status and whether a reason was recorded: what a resume's error budget counts again,
+        without reading every instance (a million records per leg of a million-instance run)."""
+        rows = self._query(
+            "SELECT batch_id, state, invocation_status, COALESCE(reason, '') <> '', COUNT(*) "
+            "FROM instances WHERE run_id = ? AND batch_id IS NOT NULL AND state IN (?, ?) "
+            "GROUP BY batch_id, state, invocation_status, COALESCE(reason, '') <> ''",
+            (run_id, InstanceState.FAILED.value, InstanceState.UNREACHABLE.value),
+        )
+        return [(batch, state, status, bool(reason), n) for batch, state, status, reason, n in rows]
+
     def iter_instances(self, run_id: str) -> Iterator[InstanceRecord]:
         """Every instance row of a run, ordered by region and id."""
         rows = self._query(
