@@ -5,6 +5,12 @@ Same interface and semantics as the SQLite store (`sqlite.py`); the operation ha
 lock, as the SQLite store's are), autocommit for reads, one READ COMMITTED transaction per
 group of writes. psycopg errors are mapped to `LedgerError` here and only here (`_driver_errors`,
 around every use of the connection), with the URL's password redacted.
+
+A runner stopped at any moment (SIGSTOP, a frozen VM, a partitioned host) blocks the others for
+a bounded time: a session stalled inside a transaction for `_IDLE_IN_TRANSACTION_TIMEOUT_MS` is
+ended - by the server if it is idle in the transaction, else (stopped in the middle of a
+pipelined group) by the first runner whose lock wait times out (`_LOCK_TIMEOUT_MS`) - so a lock
+is waited for at most about 10 + 2 s after the stall began, and a group gives up after 60 s.
 """
 
 from __future__ import annotations
