@@ -6,7 +6,10 @@ itself at POINT in it, as a process frozen at that instant would, with its trans
 and its locks held:
 
 - `quota`: a BeginAttempt, after its quota window was counted (the region's advisory lock held);
-- `lease`: a lease renewal, after the run's row was locked FOR UPDATE.
+- `lease`: a lease renewal, after the run's row was locked FOR UPDATE;
+- `commit`: a BeginAttempt, after its results were checked, just before COMMIT (the server
+  reports the session "idle in transaction"; its own timeout is set past the test here, as a
+  Flush message after the group's Sync leaves it disarmed).
 
 Woken (SIGCONT), it finishes the group; prints "applied" (exit 0) or the LedgerError (exit 3).
 """
@@ -22,6 +25,7 @@ from typing import Any
 
 from fanout.errors import LedgerError
 from fanout.ledger import AcquireLease, BeginAttempt, Op, open_ledger, pg_ops
+from fanout.ledger import postgres as pg_ledger
 from tests.test_ledger import RUN
 
 __all__ = ["STALL_OWNER"]
@@ -39,8 +43,21 @@ def _stop_first(fn: Callable[..., Any]) -> Callable[..., Any]:
     return stopped
 
 
+def _stop_after(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """`fn`, but the process stops itself (SIGSTOP) just after it ran."""
+
+    def stopped(*args: Any, **kwargs: Any) -> Any:
+        result = fn(*args, **kwargs)
+        os.kill(os.getpid(), signal.SIGSTOP)
+        return result
+
+    return stopped
+
+
 def main(url: str, point: str, lease_s: float) -> int:
     """Take the lease, then stop inside one group at `point`; the exit code once woken."""
+    if point == "commit":
+        pg_ledger._IDLE_IN_TRANSACTION_TIMEOUT_MS = 600_000
     store = open_ledger(url)
     now = time.time()
     until = now + lease_s
@@ -49,6 +66,11 @@ def main(url: str, point: str, lease_s: float) -> int:
     op: Op
     if point == "quota":
         pg_ops._begin_attempt = _stop_first(pg_ops._begin_attempt)
+        op = BeginAttempt(
+            RUN, f"{RUN}-b0", "cn-hangzhou", 1, "tok-0", "acct", now - 86_400, 10, now
+        )
+    elif point == "commit":
+        pg_ops.Group.run_checks = _stop_after(pg_ops.Group.run_checks)  # type: ignore[method-assign]
         op = BeginAttempt(
             RUN, f"{RUN}-b0", "cn-hangzhou", 1, "tok-0", "acct", now - 86_400, 10, now
         )

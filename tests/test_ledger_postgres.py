@@ -185,12 +185,13 @@ def _within(seconds: float, fn: Callable[[], Any]) -> Any:
 
 
 @postgres_only
-@pytest.mark.parametrize("point", ["quota", "lease"])
+@pytest.mark.parametrize("point", ["quota", "lease", "commit"])
 def test_a_holder_stopped_inside_a_group_blocks_no_takeover(
     ledger_location: str, point: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A holder stopped (SIGSTOP) in the middle of a group of writes - transaction open, its
-    quota lock or the run's row locked, its session waiting for it - is named to another runner
+    """A holder stopped (SIGSTOP) in a group of writes - transaction open, its quota lock or the
+    run's row locked, its session waiting for it mid-pipeline or idle in the transaction with the
+    server's own timer disarmed - is named to another runner
     at once while its lease runs; once the lease has expired that runner takes the run over and
     reserves quota within the stalled-session limit plus lock_timeout (here 2 s + 0.5 s), and
     the holder, woken, writes nothing."""

@@ -8,8 +8,8 @@ around every use of the connection), with the URL's password redacted.
 
 A runner stopped at any moment (SIGSTOP, a frozen VM, a partitioned host) blocks the others for
 a bounded time: a session stalled inside a transaction for `_IDLE_IN_TRANSACTION_TIMEOUT_MS` is
-ended - by the server if it is idle in the transaction, else (stopped in the middle of a
-pipelined group) by the first runner whose lock wait times out (`_LOCK_TIMEOUT_MS`) - so a lock
+ended - by the server where its timeout applies, else (stopped in the middle of a pipelined
+group, or after a Flush) by the first runner whose lock wait times out (`_LOCK_TIMEOUT_MS`) - so a lock
 is waited for at most about 10 + 2 s after the stall began, and a group gives up after 60 s.
 """
 
@@ -58,9 +58,11 @@ _MAX_CLOCK_SKEW_S = 5.0
 # fanout issues a group's statements back to back (milliseconds). A session that sits this long
 # inside a transaction waiting for its runner is stalled (process stopped, VM frozen, host
 # partitioned) and is ended, so the locks it holds (quota, a run's row) block no other runner for
-# longer: by the server when it is "idle in transaction", by the runner it blocks
-# (`_end_stalled_sessions`) when it stopped in the middle of a pipelined group - the server
-# then reports it "active", waiting for the client, and its timeout does not apply.
+# longer: by the server's idle_in_transaction_session_timeout where it applies, else by the
+# runner it blocks (`_end_stalled_sessions`). It does not apply to a runner stopped in the
+# middle of a pipelined group: the server waits for the rest ("active", ClientRead) with no
+# timer; nor after a Flush message that followed the group's Sync (psycopg sends one to fetch
+# results): that disarms the timer and the session stays "idle in transaction" for ever.
 _IDLE_IN_TRANSACTION_TIMEOUT_MS = 10_000
 # A statement that waits this long for a lock gives up; its group is rolled back and retried
 # once the stalled sessions are ended. Runners hold these locks for milliseconds.
@@ -71,12 +73,13 @@ _LOCK_WAIT_LIMIT_S = 60.0
 # How fanout's sessions name themselves (pg_stat_activity.application_name).
 _APPLICATION_NAME = "fanout"
 # fanout's sessions of this database stalled inside a transaction: the server is waiting for the
-# client (ClientRead) and has been since the last statement started, over the limit ago.
+# client (ClientRead) and has been since its last statement started or ended, over the limit ago.
 _STALLED_SESSIONS = (
     "SELECT pid, client_addr, client_port, pg_terminate_backend(pid) FROM pg_stat_activity "
-    "WHERE datname = current_database() AND pid <> pg_backend_pid() "
-    "AND application_name = %s AND state = 'active' AND wait_event = 'ClientRead' "
-    "AND xact_start IS NOT NULL AND state_change < clock_timestamp() - make_interval(secs => %s)"
+    "WHERE datname = current_database() AND pid <> pg_backend_pid() AND application_name = %s "
+    "AND state IN ('active', 'idle in transaction', 'idle in transaction (aborted)') "
+    "AND wait_event = 'ClientRead' AND xact_start IS NOT NULL "
+    "AND state_change < clock_timestamp() - make_interval(secs => %s)"
 )
 
 
