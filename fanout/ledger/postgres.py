@@ -74,11 +74,13 @@ _LOCK_WAIT_LIMIT_S = 60.0
 _APPLICATION_NAME = "fanout"
 # fanout's sessions of this database stalled inside a transaction: the server is waiting for the
 # client (ClientRead) and has been since its last statement started or ended, over the limit ago.
+# Not a COPY: a new run's rows stream in one statement that may well outlast the limit, and
+# nobody waits for the locks it holds (its own new rows).
 _STALLED_SESSIONS = (
     "SELECT pid, client_addr, client_port, pg_terminate_backend(pid) FROM pg_stat_activity "
     "WHERE datname = current_database() AND pid <> pg_backend_pid() AND application_name = %s "
     "AND state IN ('active', 'idle in transaction', 'idle in transaction (aborted)') "
-    "AND wait_event = 'ClientRead' AND xact_start IS NOT NULL "
+    "AND wait_event = 'ClientRead' AND xact_start IS NOT NULL AND query NOT LIKE 'COPY %%' "
     "AND state_change < clock_timestamp() - make_interval(secs => %s)"
 )
 
