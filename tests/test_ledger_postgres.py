@@ -3,9 +3,14 @@ session-lock liveness. The shared behaviour is in test_ledger.py (both backends)
 
 from __future__ import annotations
 
+import signal
+import subprocess
 import sys
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -14,9 +19,11 @@ from click.testing import CliRunner
 from fanout.cli import main
 from fanout.errors import ConfigError, LedgerError
 from fanout.ledger import AcquireLease, BeginAttempt, LedgerStore, open_ledger, redact_location
+from fanout.ledger import postgres as pg_ledger
 from fanout.ledger.location import location_password
 from fanout.ledger.pg_schema import SCHEMA_VERSION
 from tests.conftest import Fanout, postgres_only
+from tests.pg_stall import STALL_OWNER
 from tests.test_ledger import RUN, _batch, _run
 
 
@@ -159,3 +166,77 @@ def test_lease_of_a_gone_connection_is_taken_at_once(ledger_location: str) -> No
         time.sleep(0.05)
     assert (granted, owner) == (True, "host-b:2")
     other.close()
+
+
+def _is_stopped(proc: subprocess.Popen[str]) -> bool:
+    """True once `proc` is stopped (SIGSTOP): state T in /proc/PID/stat."""
+    stat = Path(f"/proc/{proc.pid}/stat").read_text()
+    return stat.rsplit(")", 1)[1].split()[0] == "T"
+
+
+def _within(seconds: float, fn: Callable[[], Any]) -> Any:
+    """fn(), run in a thread; fails the test if it is still blocked after `seconds`."""
+    done: list[Any] = []
+    thread = threading.Thread(target=lambda: done.append(fn()), daemon=True)
+    thread.start()
+    thread.join(seconds)
+    assert done, f"still blocked after {seconds} s"
+    return done[0]
+
+
+@postgres_only
+@pytest.mark.parametrize("point", ["quota", "lease", "commit"])
+def test_a_holder_stopped_inside_a_group_blocks_no_takeover(
+    ledger_location: str, point: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A holder stopped (SIGSTOP) in a group of writes - transaction open, its quota lock or the
+    run's row locked, its session waiting for it mid-pipeline or idle in the transaction with the
+    server's own timer disarmed - is named to another runner
+    at once while its lease runs; once the lease has expired that runner takes the run over and
+    reserves quota within the stalled-session limit plus lock_timeout (here 2 s + 0.5 s), and
+    the holder, woken, writes nothing."""
+    monkeypatch.setattr(pg_ledger, "_IDLE_IN_TRANSACTION_TIMEOUT_MS", 2_000)
+    monkeypatch.setattr(pg_ledger, "_LOCK_TIMEOUT_MS", 500)
+    taker = open_ledger(ledger_location)
+    taker.create_run(_run(), [_batch(0, ("i-a",))])
+    holder = subprocess.Popen(
+        [sys.executable, "-m", "tests.pg_stall", ledger_location, point, "5"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert holder.stdout is not None
+    taken_over = False
+    try:
+        leased, _, until_text = holder.stdout.readline().partition(" ")
+        assert leased == "leased", leased
+        until = float(until_text)
+        deadline = time.monotonic() + 30
+        while not _is_stopped(holder):
+            assert holder.poll() is None, "the holder ended without stopping"
+            assert time.monotonic() < deadline, "the holder never stopped"
+            time.sleep(0.02)
+        asked = time.time()
+        refused = _within(3.0, lambda: _lease(taker, AcquireLease(RUN, "b:2", asked + 60, asked)))
+        assert refused == (False, STALL_OWNER, until)
+        time.sleep(max(0.0, until + 0.2 - time.time()))
+        now = time.time()
+        taken = _within(
+            8.0,
+            lambda: (
+                _lease(taker, AcquireLease(RUN, "b:2", now + 60, now)),
+                taker.apply([_begin(now)]),
+            ),
+        )
+        assert taken == ((True, "b:2", now + 60), [True])
+        taken_over = True
+    finally:
+        if not taken_over:
+            holder.kill()  # its session ends: whatever a blocked taker waits for is freed
+        holder.send_signal(signal.SIGCONT)
+        said, errors = holder.communicate(timeout=30)
+        used = taker.quota_used("acct", 0)
+        taker.close()
+    assert holder.returncode == 3, said + errors
+    assert said.startswith("refused: "), said
+    assert {r: n for r, (n, _oldest) in used.items()} == {"cn-hangzhou": 1}

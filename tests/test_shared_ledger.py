@@ -14,8 +14,6 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from fanout.emulator import DEMO_COMMAND_NAME, EmulatorThread
 from fanout.ledger import open_ledger
 from tests.conftest import Fanout, close, fleet_ids, invoked_instances, postgres_only, write_targets
@@ -153,13 +151,6 @@ def _stderr(proc: subprocess.Popen[str]) -> str:
 
 
 @postgres_only
-@pytest.mark.xfail(
-    reason="known, under investigation (session 4): in 1 of 5 clean-clone CI runs the resume "
-    "started while the holder is SIGSTOPped neither was refused nor finished within 60 s "
-    "(tests/test_shared_ledger.py:174) - a stopped holder inside a PostgreSQL transaction "
-    "(idle_in_transaction_session_timeout 10 s) is the suspect",
-    strict=False,
-)
 def test_stalled_holder_is_taken_over_when_its_lease_expires(
     emulator: Start, fanout_cli: Bind, tmp_path: Path
 ) -> None:

@@ -91,10 +91,15 @@ class Group:
     cur: Cursor[TupleRow]
     leases: dict[str, str]  # run id -> owner, for every lease this store holds (committed)
     run_locks: set[str]  # runs whose session lock this connection holds (not transactional)
+    # The runs of run_locks when the group began: taking one in the group proves its holder gone.
+    locked_before: frozenset[str] = field(init=False)
     granted: dict[str, str] = field(default_factory=dict)  # leases granted in this group
     quota_used: dict[tuple[str, str], int] = field(default_factory=dict)
     fenced: set[str] = field(default_factory=set)  # runs whose lease was checked in this group
     checks: list[Callable[[], None]] = field(default_factory=list)  # run once results are in
+
+    def __post_init__(self) -> None:
+        self.locked_before = frozenset(self.run_locks)
 
     def checked(
         self, sql: str, args: Sequence[object], check: Callable[[Row | None], None]
@@ -459,32 +464,59 @@ def _release_run_lock(group: Group, run_id: str) -> None:
         group.run_locks.discard(run_id)
 
 
+_LEASE_ROW = "SELECT lease_owner, lease_until, lease_locked FROM runs WHERE run_id = %s"
+
+
 def _acquire_lease(group: Group, op: AcquireLease) -> tuple[bool, str | None, float | None]:
-    """Take the lease if free, expired, ours, forced, or its holder's session is gone."""
-    cur = group.cur
-    row = cur.execute(
-        "SELECT lease_owner, lease_until, lease_locked FROM runs WHERE run_id = %s FOR UPDATE",
-        (op.run_id,),
-    ).fetchone()
-    if row is None:
-        msg = f"no run {op.run_id!r}"
-        raise RunNotFoundError(msg)
-    holder, until, locked = row
-    if op.renew and holder != op.owner:  # lost (taken over): never taken back by a renewal
-        return False, holder, until
-    free = holder is None or holder == op.owner or until is None or until < op.now or op.force
-    if not free and locked and op.run_id not in group.run_locks:
-        free = _try_run_lock(group, op.run_id)  # free: the holder's connection is gone
-    if not free:
-        return False, holder, until
+    """Take the lease if free, expired, ours, forced, or its holder's session is gone.
+
+    The run's row is locked without waiting first (SKIP LOCKED). When a transaction in flight
+    holds it - perhaps a runner stopped inside one, which is ended only after a while (see
+    postgres.py) - a request the committed row already refuses is refused at once; only one
+    that may be granted waits for the row (bounded by lock_timeout, then retried).
+    """
+    row = _lease_row(group, op.run_id, " FOR UPDATE SKIP LOCKED")
+    if row is None:  # locked by a transaction in flight (or no such run)
+        row = _lease_row(group, op.run_id, "")
+        if row is None:
+            msg = f"no run {op.run_id!r}"
+            raise RunNotFoundError(msg)
+        refusal = _refusal(group, op, row)
+        if refusal is not None:
+            return refusal
+        row = _lease_row(group, op.run_id, " FOR UPDATE")
+        if row is None:
+            msg = f"no run {op.run_id!r}"
+            raise RunNotFoundError(msg)
+    refusal = _refusal(group, op, row)
+    if refusal is not None:
+        return refusal
     if op.until <= op.now:  # a release: the lease ends now
         _release_run_lock(group, op.run_id)
         held = False
     else:
         held = _try_run_lock(group, op.run_id)
-    cur.execute(
+    group.cur.execute(
         "UPDATE runs SET lease_owner = %s, lease_until = %s, lease_locked = %s WHERE run_id = %s",
         (op.owner, op.until, held, op.run_id),
     )
     group.granted[op.run_id] = op.owner
     return True, op.owner, op.until
+
+
+def _lease_row(group: Group, run_id: str, lock: str) -> Row | None:
+    """The run's (lease_owner, lease_until, lease_locked), read with `lock`; None if not read."""
+    return group.cur.execute(_LEASE_ROW + lock, (run_id,)).fetchone()
+
+
+def _refusal(
+    group: Group, op: AcquireLease, row: Row
+) -> tuple[bool, str | None, float | None] | None:
+    """The answer refusing `op` given the run's lease row, or None if the lease is free for it."""
+    holder, until, locked = row
+    if op.renew and holder != op.owner:  # lost (taken over): never taken back by a renewal
+        return False, holder, until
+    free = holder is None or holder == op.owner or until is None or until < op.now or op.force
+    if not free and locked and op.run_id not in group.locked_before:
+        free = _try_run_lock(group, op.run_id)  # free: the holder's connection is gone
+    return None if free else (False, holder, until)

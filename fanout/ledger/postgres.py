@@ -5,6 +5,12 @@ Same interface and semantics as the SQLite store (`sqlite.py`); the operation ha
 lock, as the SQLite store's are), autocommit for reads, one READ COMMITTED transaction per
 group of writes. psycopg errors are mapped to `LedgerError` here and only here (`_driver_errors`,
 around every use of the connection), with the URL's password redacted.
+
+A runner stopped at any moment (SIGSTOP, a frozen VM, a partitioned host) blocks the others for
+a bounded time: a session stalled inside a transaction for `_IDLE_IN_TRANSACTION_TIMEOUT_MS` is
+ended - by the server where its timeout applies, else (stopped in the middle of a pipelined
+group, or after a Flush) by the first runner whose lock wait times out (`_LOCK_TIMEOUT_MS`) - so a lock
+is waited for at most about 10 + 2 s after the stall began, and a group gives up after 60 s.
 """
 
 from __future__ import annotations
@@ -50,9 +56,33 @@ _CONNECT_TIMEOUT_S = 10
 # Leases and quota windows compare the runners' clocks; more skew than this deserves a warning.
 _MAX_CLOCK_SKEW_S = 5.0
 # fanout issues a group's statements back to back (milliseconds). A session that sits this long
-# inside a transaction is stalled (process stopped, host partitioned): the server ends it, so
-# the quota locks it holds do not block the runners on other hosts.
+# inside a transaction waiting for its runner is stalled (process stopped, VM frozen, host
+# partitioned) and is ended, so the locks it holds (quota, a run's row) block no other runner for
+# longer: by the server's idle_in_transaction_session_timeout where it applies, else by the
+# runner it blocks (`_end_stalled_sessions`). It does not apply to a runner stopped in the
+# middle of a pipelined group: the server waits for the rest ("active", ClientRead) with no
+# timer; nor after a Flush message that followed the group's Sync (psycopg sends one to fetch
+# results): that disarms the timer and the session stays "idle in transaction" for ever.
 _IDLE_IN_TRANSACTION_TIMEOUT_MS = 10_000
+# A statement that waits this long for a lock gives up; its group is rolled back and retried
+# once the stalled sessions are ended. Runners hold these locks for milliseconds.
+_LOCK_TIMEOUT_MS = 2_000
+# A group whose locks stay unavailable this long fails (LedgerError): a stalled session this
+# role may not end (another role's), or one that is not fanout's.
+_LOCK_WAIT_LIMIT_S = 60.0
+# How fanout's sessions name themselves (pg_stat_activity.application_name).
+_APPLICATION_NAME = "fanout"
+# fanout's sessions of this database stalled inside a transaction: the server is waiting for the
+# client (ClientRead) and has been since its last statement started or ended, over the limit ago.
+# Not a COPY: a new run's rows stream in one statement that may well outlast the limit, and
+# nobody waits for the locks it holds (its own new rows).
+_STALLED_SESSIONS = (
+    "SELECT pid, client_addr, client_port, pg_terminate_backend(pid) FROM pg_stat_activity "
+    "WHERE datname = current_database() AND pid <> pg_backend_pid() AND application_name = %s "
+    "AND state IN ('active', 'idle in transaction', 'idle in transaction (aborted)') "
+    "AND wait_event = 'ClientRead' AND xact_start IS NOT NULL AND query NOT LIKE 'COPY %%' "
+    "AND state_change < clock_timestamp() - make_interval(secs => %s)"
+)
 
 
 class PostgresLedger(LedgerReads):
@@ -72,7 +102,10 @@ class PostgresLedger(LedgerReads):
         self._run_locks: set[str] = set()  # runs whose session lock this connection holds
         with self._driver_errors("cannot connect"):
             self._conn = psycopg.connect(
-                url, autocommit=True, connect_timeout=_CONNECT_TIMEOUT_S, application_name="fanout"
+                url,
+                autocommit=True,
+                connect_timeout=_CONNECT_TIMEOUT_S,
+                application_name=_APPLICATION_NAME,
             )
         try:
             with self._driver_errors("not a usable fanout ledger"):
@@ -82,6 +115,7 @@ class PostgresLedger(LedgerReads):
                     f"SET idle_in_transaction_session_timeout = {_IDLE_IN_TRANSACTION_TIMEOUT_MS}"
                 )
                 self._migrate()
+                self._conn.execute(f"SET lock_timeout = {_LOCK_TIMEOUT_MS}")
                 self._check_clock()
         except LedgerError:
             self._conn.close()
@@ -203,10 +237,30 @@ class PostgresLedger(LedgerReads):
 
         Pipelined: statements are sent without waiting for each answer, except where a
         result decides what comes next (a quota count, a lease); checks run before COMMIT.
+        A lock wait that times out rolls the group back; it is retried after the stalled
+        sessions that may hold the lock are ended, for up to `_LOCK_WAIT_LIMIT_S`.
         """
+        with self._lock, self._driver_errors():
+            started = time.monotonic()
+            while True:
+                try:
+                    results, granted = self._apply_group(ops)
+                    break
+                except psycopg.errors.LockNotAvailable as exc:
+                    if time.monotonic() - started >= _LOCK_WAIT_LIMIT_S:
+                        msg = (
+                            f"{self.location}: locks held by another session for over "
+                            f"{_LOCK_WAIT_LIMIT_S:.0f} s ({self._reason(exc)}); a stalled runner's "
+                            "session is ended only by the same role (or one with pg_signal_backend)"
+                        )
+                        raise LedgerError(msg) from exc
+                self._end_stalled_sessions()
+        self._leases.update(granted)  # only once committed
+        return results
+
+    def _apply_group(self, ops: Sequence[Op]) -> tuple[list[object], dict[str, str]]:
+        """One attempt at `apply`: the results and the leases granted (committed)."""
         with (
-            self._lock,
-            self._driver_errors(),
             self._conn.pipeline() as pipeline,
             self._conn.transaction(),
             self._conn.cursor() as cur,
@@ -216,8 +270,24 @@ class PostgresLedger(LedgerReads):
             results = [apply_one(group, op) for op in ops]
             pipeline.sync()
             group.run_checks()
-        self._leases.update(group.granted)  # only once committed
-        return results
+        return results, group.granted
+
+    def _end_stalled_sessions(self) -> None:
+        """End fanout's sessions stalled inside a transaction (`_STALLED_SESSIONS`): what the
+        server's idle_in_transaction_session_timeout does, for the sessions it does not cover."""
+        stalled_s = _IDLE_IN_TRANSACTION_TIMEOUT_MS / 1000
+        try:
+            ended = self._conn.execute(_STALLED_SESSIONS, (_APPLICATION_NAME, stalled_s)).fetchall()
+        except psycopg.errors.InsufficientPrivilege as exc:
+            log.warning("stalled ledger session not ended", reason=self._reason(exc))
+            return
+        for pid, addr, port, _done in ended:
+            log.warning(
+                "stalled ledger session ended",
+                pid=pid,
+                client=f"{addr}:{port}",
+                stalled_s=stalled_s,
+            )
 
     # --- reads ---------------------------------------------------------------------------
 
