@@ -124,6 +124,8 @@ class Invocation:
         "behaviour",
         "bodies",
         "created_s",
+        "final",
+        "final_status",
         "interrupts",
         "invoke_id",
         "records_before",
@@ -164,6 +166,10 @@ class Invocation:
         self.settled: dict[int, Execution] = {}
         # Response entries of settled executions, by (position, with output, base64).
         self.bodies: dict[tuple[int, bool, bool], dict[str, Any]] = {}
+        # Once every execution is settled, the invocation as a whole cannot change either: its
+        # executions and overall status, kept (a listing then no longer evaluates them).
+        self.final: list[Execution] | None = None
+        self.final_status = ""
 
     @property
     def timing(self) -> Timing:
@@ -197,8 +203,19 @@ class Invocation:
         return found
 
     def executions(self, now_s: float) -> list[Execution]:
-        """Every instance's state at `now_s`, in request order."""
-        return [self.execution(pos, now_s) for pos in range(len(self.spec.instance_ids))]
+        """Every instance's state at `now_s`, in request order (the same list once final)."""
+        if self.final is not None:
+            return self.final
+        found = [self.execution(pos, now_s) for pos in range(len(self.spec.instance_ids))]
+        if not self.periodic and len(self.settled) == len(found):
+            self.final, self.final_status = found, overall_status(found)
+        return found
+
+    def overall(self, executions: list[Execution]) -> str:
+        """The overall InvocationStatus of `executions` (this invocation's, at some moment)."""
+        if executions is self.final:
+            return self.final_status
+        return overall_status(executions)
 
     def _once_execution(self, pos: int, now_s: float) -> Execution:
         iid = self.spec.instance_ids[pos]
@@ -436,6 +453,9 @@ class InvocationStore:
         self.all: list[Invocation] = []
         self.by_id: dict[str, Invocation] = {}
         self.by_region: dict[str, list[Invocation]] = {}
+        # Per region, in order, the invocations not known to be final: only these can still be
+        # Pending / Running / Scheduled (final ones are dropped on the next look).
+        self._unfinished: dict[str, list[Invocation]] = {}
         # Invocations by instance, brought up to date on first look (not in the request path).
         self._by_instance: dict[str, list[tuple[Invocation, int]]] = {}
         self._indexed = 0  # how many of `all` are in `_by_instance`
@@ -463,6 +483,7 @@ class InvocationStore:
         )
         inv = Invocation(invoke_id, len(region_list), region, spec, now_s, plan, self.behaviour)
         region_list.append(inv)
+        self._unfinished.setdefault(region, []).append(inv)
         self.all.append(inv)
         inv.records_before = self.records_by_region.get(region, 0)
         self.records_by_region[region] = inv.records_before + len(spec.instance_ids)
@@ -501,3 +522,17 @@ class InvocationStore:
         top = len(items) if below_seq is None else min(below_seq, len(items))
         for seq in range(top - 1, -1, -1):
             yield items[seq]
+
+    def region_unfinished_newest_first(
+        self, region: str, below_seq: int | None = None
+    ) -> Iterator[Invocation]:
+        """`region_newest_first` without the invocations already known to be final (the only
+        ones that can be listed as Pending, Running or Scheduled)."""
+        items = self._unfinished.get(region)
+        if not items:
+            return
+        if any(inv.final is not None for inv in items):
+            items = self._unfinished[region] = [inv for inv in items if inv.final is None]
+        for inv in reversed(items):
+            if below_seq is None or inv.seq < below_seq:
+                yield inv
