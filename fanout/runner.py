@@ -606,18 +606,16 @@ def _earlier_failures(
     wave_of = {b.batch_id: b.wave for b in batches}
     failed_batches = {b.batch_id for b in batches if b.state is BatchState.FAILED}
     earlier: dict[int, int] = {}
-    for rec in store.iter_instances(run_id):
-        if rec.batch_id is None:
-            continue
-        if rec.state is InstanceState.FAILED:
-            counted = rec.invocation_status in COUNTED_FAILURES or (
-                not rec.invocation_status and not rec.reason and rec.batch_id in failed_batches
+    for batch_id, state, status, has_reason, n in store.failure_tally(run_id):
+        if state == InstanceState.FAILED:
+            counted = status in COUNTED_FAILURES or (
+                not status and not has_reason and batch_id in failed_batches
             )
         else:
-            counted = rec.state is InstanceState.UNREACHABLE and count_unreachable
+            counted = state == InstanceState.UNREACHABLE and count_unreachable
         if counted:
-            wave = wave_of.get(rec.batch_id, -1)
-            earlier[wave] = earlier.get(wave, 0) + 1
+            wave = wave_of.get(batch_id, -1)
+            earlier[wave] = earlier.get(wave, 0) + n
     return earlier
 
 

@@ -230,6 +230,42 @@ def test_accept_reports_instances_invoked(ledger: LedgerStore) -> None:
 
 
 @both_backends
+def test_failure_tally_counts_what_the_rows_say(ledger: LedgerStore) -> None:
+    """failure_tally counts failed and unreachable instances by batch, invocation status and
+    whether a reason is given, as the instance rows read one by one say."""
+    now = time.time()
+    ledger.apply(
+        [
+            _begin(0),
+            FinishAttempt(f"{RUN}-b0", 1, "accepted", now, invoke_id="t-1", request_id="R"),
+            SetBatch(f"{RUN}-b0", BatchState.ACCEPTED, now, invoke_id="t-1"),
+        ]
+    )
+    assert ledger.failure_tally(RUN) == []
+    failed = InstanceRecord(
+        RUN, "cn-hangzhou", "i-a", f"{RUN}-b0", InstanceState.FAILED, invocation_status="Failed"
+    )
+    unreachable = InstanceRecord(
+        RUN, "cn-hangzhou", "i-b", f"{RUN}-b0", InstanceState.UNREACHABLE, reason="agent off"
+    )
+    plain = InstanceRecord(RUN, "cn-hangzhou", "i-c", f"{RUN}-b1", InstanceState.FAILED)
+    ledger.apply([SetInstances(RUN, (failed, unreachable, plain), now)])
+    rows = ledger.iter_instances(RUN)
+    listed = Counter(
+        (r.batch_id, r.state.value, r.invocation_status or "", bool(r.reason))
+        for r in rows
+        if r.batch_id and r.state in (InstanceState.FAILED, InstanceState.UNREACHABLE)
+    )
+    tally = ledger.failure_tally(RUN)
+    assert {row[:4]: row[4] for row in tally} == dict(listed)
+    assert sorted(tally) == [
+        (f"{RUN}-b0", "failed", "Failed", False, 1),
+        (f"{RUN}-b0", "unreachable", "", True, 1),
+        (f"{RUN}-b1", "failed", "", False, 1),
+    ]
+
+
+@both_backends
 def test_shrink_only_when_never_maybe_applied(ledger: LedgerStore) -> None:
     """Isolation may change a pending batch's token, but never one whose answer was lost."""
     now = time.time()

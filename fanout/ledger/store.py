@@ -58,6 +58,7 @@ class LedgerStore(Protocol):
     def instance_counts(self, run_id: str) -> dict[str, dict[str, int]]: ...
     def batch_counts(self, run_id: str) -> dict[str, dict[str, int]]: ...
     def iter_instances(self, run_id: str) -> Iterator[InstanceRecord]: ...
+    def failure_tally(self, run_id: str) -> list[tuple[str, str, str, bool, int]]: ...
     def instances_of_batch(self, batch_id: str) -> list[InstanceRecord]: ...
     def events(
         self, run_id: str, after_id: int = 0
@@ -116,6 +117,9 @@ class _NoLedger:
 
     def iter_instances(self, run_id: str) -> Iterator[InstanceRecord]:
         return iter(())
+
+    def failure_tally(self, run_id: str) -> list[tuple[str, str, str, bool, int]]:
+        return []
 
     def instances_of_batch(self, batch_id: str) -> list[InstanceRecord]:
         return []
