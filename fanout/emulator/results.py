@@ -194,15 +194,17 @@ def _invocation_body(
 def _instance_bodies(
     inv: Invocation, executions: list[Execution], include_output: bool, b64: bool
 ) -> list[dict[str, Any]]:
-    """The instance entries; a settled execution's entry is built once and reused."""
+    """The instance entries; an entry is built once per state an execution goes through."""
     bodies = []
+    cache = inv.bodies
     for pos, e in enumerate(executions):
         key = (pos, include_output, b64)
-        body = inv.bodies.get(key)
-        if body is None:
+        cached = cache.get(key)
+        if cached is not None and cached[0] is e:
+            body = cached[1]
+        else:
             body = _instance_body(inv, e, include_output, b64)
-            if inv.settled.get(pos) is e:
-                inv.bodies[key] = body
+            cache[key] = (e, body)
         bodies.append(body)
     return bodies
 

@@ -357,3 +357,25 @@ async def test_stop_after_the_end_changes_nothing(make_api: MakeApi) -> None:
     await api.control("clock", {"advance_s": 10})
     assert await results(api, invoke_id) == before
     assert await overall(api, invoke_id) == "Success"
+
+
+async def test_a_listed_state_gives_way_to_a_stop_or_an_interrupt(make_api: MakeApi) -> None:
+    """A Pending or Running state already answered (and kept until its start or end) changes
+    at once when StopInvocation or an unusable instance ends it early."""
+    emulator, api = await frozen(make_api, exec_seconds=(30, 30), stop_mode="terminate")
+    ran, pending_stop, interrupted, aborted = first_ids(emulator, 4)
+    running = await api.invoke([ran, interrupted], DEMO_COMMAND_ID)
+    await api.control("clock", {"advance_s": 2})
+    pending = await api.invoke([pending_stop, aborted], DEMO_COMMAND_ID)
+    assert {r["InvocationStatus"] for r in (await results(api, running)).values()} == {"Running"}
+    assert {r["InvocationStatus"] for r in (await results(api, pending)).values()} == {"Pending"}
+    await api.control("instances", {"instance_ids": [interrupted, aborted], "status": "Stopped"})
+    await api.ok("StopInvocation", {"InvokeId": running, **instance_params([ran])})
+    await api.ok("StopInvocation", {"InvokeId": pending, **instance_params([pending_stop])})
+    states = {**(await results(api, running)), **(await results(api, pending))}
+    assert {iid: (r["InvocationStatus"], r["ErrorCode"]) for iid, r in states.items()} == {
+        ran: ("Terminated", ""),
+        interrupted: ("Failed", "ExecutionInterrupted"),
+        pending_stop: ("Cancelled", ""),
+        aborted: ("Aborted", "InstanceNotRunning"),
+    }
