@@ -252,6 +252,8 @@ class Collector:
     _stopped: bool = False  # a read was refused for good: no more calls
     _meters: dict[str, _DescribeMeter] = field(default_factory=dict)
     _watches: dict[str, _Watch] = field(default_factory=dict)
+    # The same watches by region: a sweep looks at its own region's, not at every region's.
+    _by_region: dict[str, dict[str, _Watch]] = field(default_factory=dict)
     _regions: set[str] = field(default_factory=set)  # regions whose loop is running
     _changed: anyio.Event = field(default_factory=anyio.Event)
     _idle: anyio.Event = field(default_factory=anyio.Event)
@@ -260,7 +262,7 @@ class Collector:
         """Start following an accepted batch's invocation; instances in `final` (recorded by an
         earlier leg) are neither reported nor counted again, only their outputs refreshed."""
         grace = max(0.2, self.poll_interval_s)
-        self._watches[invoke_id] = _Watch(
+        watch = _Watch(
             batch,
             invoke_id,
             set(batch.instance_ids) - set(final),
@@ -268,6 +270,8 @@ class Collector:
             fetch_after=self.clock.monotonic() + grace,
             grace_s=grace,
         )
+        self._watches[invoke_id] = watch
+        self._by_region.setdefault(batch.region, {})[invoke_id] = watch
         self._changed.set()
 
     async def drain(self, halt: anyio.Event) -> None:
@@ -292,13 +296,13 @@ class Collector:
         async with anyio.create_task_group() as tg:
             while True:
                 self._changed = anyio.Event()
-                for region in {w.batch.region for w in self._watches.values()} - self._regions:
+                for region in {r for r, ws in self._by_region.items() if ws} - self._regions:
                     self._regions.add(region)
                     tg.start_soon(self._region_loop, region)
                 await self._changed.wait()
 
     def _open_in(self, region: str) -> list[_Watch]:
-        return [w for w in self._watches.values() if w.batch.region == region]
+        return list(self._by_region.get(region, {}).values())
 
     async def _region_loop(self, region: str) -> None:
         """Sweep the region every `poll_interval_s` while it has open invocations; fetch the
@@ -399,6 +403,7 @@ class Collector:
             return
         self.ledger.post(SetBatch(watch.batch.batch_id, BatchState.DONE, self.clock.time()))
         self._watches.pop(watch.invoke_id, None)
+        self._by_region.get(region, {}).pop(watch.invoke_id, None)
         if not self._watches:
             self._idle.set()
 

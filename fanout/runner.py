@@ -605,12 +605,12 @@ def _earlier_failures(
     failed_batches = {b.batch_id for b in batches if b.state is BatchState.FAILED}
     earlier: dict[int, int] = {}
     for batch_id, state, status, has_reason, n in store.failure_tally(run_id):
-        if state == InstanceState.FAILED.value:
+        if state == InstanceState.FAILED:
             counted = status in COUNTED_FAILURES or (
                 not status and not has_reason and batch_id in failed_batches
             )
         else:
-            counted = count_unreachable
+            counted = state == InstanceState.UNREACHABLE and count_unreachable
         if counted:
             wave = wave_of.get(batch_id, -1)
             earlier[wave] = earlier.get(wave, 0) + n

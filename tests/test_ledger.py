@@ -286,9 +286,8 @@ def test_child_runs_are_the_runs_linked_to_a_run_oldest_first(ledger: LedgerStor
 
 @both_backends
 def test_failure_tally_counts_what_the_rows_say(ledger: LedgerStore) -> None:
-    """The failed and unreachable instances counted by batch, state, invocation status and
-    reason (what a resume's error budget re-counts) agree with the rows themselves; succeeded
-    and pending ones are not in it."""
+    """failure_tally counts failed and unreachable instances by batch, invocation status and
+    whether a reason is given, as the instance rows read one by one say."""
     now = time.time()
     ledger.apply(
         [
@@ -297,20 +296,28 @@ def test_failure_tally_counts_what_the_rows_say(ledger: LedgerStore) -> None:
             SetBatch(f"{RUN}-b0", BatchState.ACCEPTED, now, invoke_id="t-1"),
         ]
     )
-    failed = InstanceRecord(
-        RUN, "cn-hangzhou", "i-a", f"{RUN}-b0", InstanceState.FAILED,
-        reason="exit 1", invocation_status="Failed",
-    )  # fmt: skip
-    gone = InstanceRecord(RUN, "cn-hangzhou", "i-b", f"{RUN}-b0", InstanceState.UNREACHABLE)
     assert ledger.failure_tally(RUN) == []
-    ledger.apply([SetInstances(RUN, (failed, gone), now)])
-    tally = sorted(ledger.failure_tally(RUN))
-    assert tally == [
-        (f"{RUN}-b0", "failed", "Failed", True, 1),
-        (f"{RUN}-b0", "unreachable", None, False, 1),
+    failed = InstanceRecord(
+        RUN, "cn-hangzhou", "i-a", f"{RUN}-b0", InstanceState.FAILED, invocation_status="Failed"
+    )
+    unreachable = InstanceRecord(
+        RUN, "cn-hangzhou", "i-b", f"{RUN}-b0", InstanceState.UNREACHABLE, reason="agent off"
+    )
+    plain = InstanceRecord(RUN, "cn-hangzhou", "i-c", f"{RUN}-b1", InstanceState.FAILED)
+    ledger.apply([SetInstances(RUN, (failed, unreachable, plain), now)])
+    rows = ledger.iter_instances(RUN)
+    listed = Counter(
+        (r.batch_id, r.state.value, r.invocation_status or "", bool(r.reason))
+        for r in rows
+        if r.batch_id and r.state in (InstanceState.FAILED, InstanceState.UNREACHABLE)
+    )
+    tally = ledger.failure_tally(RUN)
+    assert {row[:4]: row[4] for row in tally} == dict(listed)
+    assert sorted(tally) == [
+        (f"{RUN}-b0", "failed", "Failed", False, 1),
+        (f"{RUN}-b0", "unreachable", "", True, 1),
+        (f"{RUN}-b1", "failed", "", False, 1),
     ]
-    rows = [r for r in ledger.iter_instances(RUN) if r.state.value in ("failed", "unreachable")]
-    assert sum(n for *_, n in tally) == len(rows)
 
 
 @both_backends

@@ -138,7 +138,10 @@ class EcsActions(abc.ABC):
             "DescribeInvocationResults",
             region,
             params,
-            wire.Reader(partial(responses.parse_invocation_results, encoding=content_encoding)),
+            wire.Reader(
+                partial(responses.parse_invocation_results, encoding=content_encoding),
+                partial(decoders.decode_invocation_results, encoding=content_encoding),
+            ),
         )
 
     async def describe_invocations(
@@ -164,16 +167,14 @@ class EcsActions(abc.ABC):
             "ContentEncoding": "PlainText",
             "MaxResults": query.get("max_results", PAGE_SIZE_MAX),
         }
+        invoke_ids, statuses = query.get("keep_invoke_ids"), query.get("keep_statuses")
         return self._pages(
             "DescribeInvocations",
             region,
             params,
             wire.Reader(
-                partial(
-                    responses.parse_invocations,
-                    invoke_ids=query.get("keep_invoke_ids"),
-                    statuses=query.get("keep_statuses"),
-                )
+                partial(responses.parse_invocations, invoke_ids=invoke_ids, statuses=statuses),
+                partial(decoders.decode_invocations, invoke_ids=invoke_ids, statuses=statuses),
             ),
         )
 

@@ -1,25 +1,44 @@
-"""The preflight's large answers decoded straight from their bytes into the values fanout keeps.
+"""The large answers decoded straight from their bytes into the values fanout keeps.
 
 A DescribeInstances page of 100 instances is ~90 KB of JSON, ~30 fields per instance of which
 preflight reads seven; DescribeCloudAssistantStatus sends nine per instance, preflight reads
-four. `json.loads` builds every field as a Python object (and the garbage collector then walks
-them), and the generic parsers of `fanout.aliyun.responses` walk the dicts again. msgspec decodes
-only the fields named below, into untracked structs, and skips the rest unbuilt.
+four. A DescribeInvocations page lists up to 50 invocations of up to 50 instances each, with
+~19 fields per instance of which the results stage reads eleven; DescribeInvocationResults
+sends ~25 per record. `json.loads` builds every field as a Python object (and the garbage
+collector then walks them), and the generic parsers of `fanout.aliyun.responses` walk the dicts
+again. msgspec decodes only the fields named below, into untracked structs, and skips the rest
+unbuilt.
 
 Only what the schema expects is decoded here: a field of another JSON type, a list item that
 is not an object, text that is not UTF-8 or not JSON at all make these return None, and the
 caller parses the answer the generic, lenient way instead (`responses.parse_*`). Either way an
 answer reads the same: missing and null fields as empty, `CloudAssistantStatus` as "true" in
-any case. Pure: no I/O.
+any case; for the invocation reads, `ExitCode` a JSON integer (the generic parser also takes
+numeric text), the status `InvocationStatus` or else `InstanceInvokeStatus`, and the
+`invoke_ids` / `statuses` filters of `responses.parse_invocations` alike. Pure: no I/O.
 """
 
 from __future__ import annotations
 
+from collections.abc import Collection
+
 import msgspec
 
-from fanout.aliyun.responses import AgentStatus, Instance, Page
+from fanout.aliyun.responses import (
+    AgentStatus,
+    Instance,
+    InstanceResult,
+    Invocation,
+    Page,
+    decode_text,
+)
 
-__all__ = ["decode_agent_statuses", "decode_instances"]
+__all__ = [
+    "decode_agent_statuses",
+    "decode_instances",
+    "decode_invocation_results",
+    "decode_invocations",
+]
 
 # The structs mirror the JSON: attribute names are the API's own field names.
 
@@ -68,8 +87,65 @@ class _StatusBody(msgspec.Struct, gc=False):
     InstanceCloudAssistantStatusSet: _StatusSet | None = None
 
 
+class _Execution(msgspec.Struct, gc=False):
+    """An `InvokeInstance` (DescribeInvocations) or an `InvocationResult` (...Results) entry."""
+
+    InstanceId: str | None = None
+    InvokeId: str | None = None  # results only
+    CommandId: str | None = None  # results only
+    InvocationStatus: str | None = None
+    InstanceInvokeStatus: str | None = None
+    ExitCode: int | None = None
+    Output: str | None = None
+    Dropped: int | None = None
+    ErrorCode: str | None = None
+    ErrorInfo: str | None = None
+    StartTime: str | None = None
+    FinishTime: str | None = None  # DescribeInvocations' name
+    FinishedTime: str | None = None  # DescribeInvocationResults' name
+    StopTime: str | None = None
+    Repeats: int | None = None
+
+
+class _InvokeInstances(msgspec.Struct, gc=False):
+    InvokeInstance: list[_Execution] | None = None
+
+
+class _Invocation(msgspec.Struct, gc=False):
+    InvokeId: str | None = None
+    CommandId: str | None = None
+    InvocationStatus: str | None = None
+    InvokeStatus: str | None = None
+    CreationTime: str | None = None
+    InvokeInstances: _InvokeInstances | None = None
+
+
+class _Invocations(msgspec.Struct, gc=False):
+    Invocation: list[_Invocation] | None = None
+
+
+class _InvocationsBody(msgspec.Struct, gc=False):
+    NextToken: str | None = None
+    Invocations: _Invocations | None = None
+
+
+class _Results(msgspec.Struct, gc=False):
+    InvocationResult: list[_Execution] | None = None
+
+
+class _ResultsWrapper(msgspec.Struct, gc=False):
+    NextToken: str | None = None
+    InvocationResults: _Results | None = None
+
+
+class _ResultsBody(msgspec.Struct, gc=False):
+    Invocation: _ResultsWrapper | None = None
+
+
 _INSTANCES = msgspec.json.Decoder(_InstancesBody)
 _STATUSES = msgspec.json.Decoder(_StatusBody)
+_INVOCATIONS = msgspec.json.Decoder(_InvocationsBody)
+_RESULTS = msgspec.json.Decoder(_ResultsBody)
 
 
 def decode_instances(raw: bytes, region: str) -> Page[Instance] | None:
@@ -123,3 +199,86 @@ def _online(value: bool | str | None) -> bool:
     if isinstance(value, str):
         return value.strip().lower() == "true"
     return bool(value)
+
+
+def decode_invocation_results(
+    raw: bytes, encoding: str = "PlainText"
+) -> Page[InstanceResult] | None:
+    """DescribeInvocationResults as `responses.parse_invocation_results` reads it; None: parse
+    it that way."""
+    try:
+        body = _RESULTS.decode(raw)
+    except msgspec.DecodeError:
+        return None
+    wrapper = body.Invocation
+    if wrapper is None:
+        return Page(())
+    rows = wrapper.InvocationResults.InvocationResult if wrapper.InvocationResults else None
+    return Page(
+        tuple(
+            _result(r, encoding, r.InvokeId or "", r.CommandId or "", r.FinishedTime)
+            for r in rows or ()
+        ),
+        wrapper.NextToken or "",
+    )
+
+
+def decode_invocations(
+    raw: bytes,
+    encoding: str = "PlainText",
+    *,
+    invoke_ids: Collection[str] | None = None,
+    statuses: Collection[str] | None = None,
+) -> Page[Invocation] | None:
+    """DescribeInvocations as `responses.parse_invocations` reads it (the same filters); None:
+    parse it that way."""
+    try:
+        body = _INVOCATIONS.decode(raw)
+    except msgspec.DecodeError:
+        return None
+    rows = body.Invocations.Invocation if body.Invocations is not None else None
+    return Page(
+        tuple(
+            _invocation(r, encoding, statuses)
+            for r in rows or ()
+            if invoke_ids is None or r.InvokeId in invoke_ids
+        ),
+        body.NextToken or "",
+    )
+
+
+def _invocation(r: _Invocation, encoding: str, statuses: Collection[str] | None) -> Invocation:
+    invoke_id, command_id = r.InvokeId or "", r.CommandId or ""
+    entries = r.InvokeInstances.InvokeInstance if r.InvokeInstances is not None else None
+    return Invocation(
+        invoke_id=invoke_id,
+        command_id=command_id,
+        status=r.InvocationStatus or r.InvokeStatus or "",
+        creation_time=r.CreationTime or None,
+        instances=tuple(
+            _result(i, encoding, invoke_id, command_id, i.FinishTime)
+            for i in entries or ()
+            if statuses is None or (i.InvocationStatus or i.InstanceInvokeStatus) in statuses
+        ),
+    )
+
+
+def _result(
+    r: _Execution, encoding: str, invoke_id: str, command_id: str, finish_time: str | None
+) -> InstanceResult:
+    """One per-instance entry, as `responses._instance_result` reads it."""
+    return InstanceResult(
+        invoke_id=invoke_id,
+        instance_id=r.InstanceId or "",
+        command_id=command_id,
+        status=r.InvocationStatus or r.InstanceInvokeStatus or "",
+        exit_code=r.ExitCode,
+        output=decode_text(r.Output or "", encoding),
+        dropped=r.Dropped or 0,
+        error_code=r.ErrorCode or "",
+        error_info=r.ErrorInfo or "",
+        start_time=r.StartTime or None,
+        finish_time=finish_time or None,
+        stop_time=r.StopTime or None,
+        repeats=r.Repeats or 0,
+    )

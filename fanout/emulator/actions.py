@@ -47,11 +47,7 @@ async def stop_invocation(call: Call) -> Body:
     unknown = [iid for iid in ids if iid not in positions]
     if unknown:
         raise ApiFault(404, "InvalidInstance.NotFound", f"The specified instance does not exist in the invocation: {', '.join(unknown)}.")  # fmt: skip
-    now_s = world.clock.now()
-    if not ids and inv.stop_all_s is None:
-        inv.stop_all_s = now_s
-    for iid in ids:
-        inv.stops.setdefault(positions[iid], now_s)
+    inv.stop(world.clock.now(), [positions[iid] for iid in ids] if ids else None)
     return {}
 
 

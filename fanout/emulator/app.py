@@ -98,14 +98,14 @@ class EmulatorApp:
         try:
             action, body = await self._process(view)
         except ApiFault as fault:
-            text, content_type = render_error(fault, request_id, xml=xml)
-            response = _response(fault.status, text, content_type, request_id)
+            data, content_type = render_error(fault, request_id, xml=xml)
+            response = _response(fault.status, data, content_type, request_id)
             response.headers.update(fault.headers)
             return response
         except _Dropped:
             return _drop_connection(request)
-        text, content_type = render({"RequestId": request_id, **body}, xml=xml, action=action)
-        return _response(200, text, content_type, request_id)
+        data, content_type = render({"RequestId": request_id, **body}, xml=xml, action=action)
+        return _response(200, data, content_type, request_id)
 
     async def _process(self, view: RequestView) -> tuple[str, dict[str, Any]]:
         params = Params(view.params)
@@ -324,10 +324,10 @@ def _forbidden(action: str, key_id: str) -> ApiFault:
     )
 
 
-def _response(status: int, text: str, content_type: str, request_id: str) -> web.Response:
+def _response(status: int, body: bytes, content_type: str, request_id: str) -> web.Response:
     return web.Response(
         status=status,
-        body=text.encode(),
+        body=body,
         headers={"Content-Type": content_type, "x-acs-request-id": request_id},
     )
 

@@ -15,8 +15,9 @@ also kills the running ones (what TerminationMode and the agent's cancel path su
 
 from __future__ import annotations
 
+import math
 import random
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -124,8 +125,11 @@ class Invocation:
         "behaviour",
         "bodies",
         "created_s",
+        "final",
+        "final_status",
         "interrupts",
         "invoke_id",
+        "live",
         "records_before",
         "region",
         "run_times",
@@ -162,8 +166,16 @@ class Invocation:
         # One-time executions that reached a final state never change again (the clock only
         # moves forward; stops and interrupts only touch unfinished ones): computed once.
         self.settled: dict[int, Execution] = {}
-        # Response entries of settled executions, by (position, with output, base64).
-        self.bodies: dict[tuple[int, bool, bool], dict[str, Any]] = {}
+        # Pending and Running ones hold until a known moment (their start, their end) unless a
+        # stop or an interrupt comes first (`stop`, `interrupt` forget them): (state, until).
+        self.live: dict[int, tuple[Execution, float]] = {}
+        # Response entries by (position, with output, base64), with the state they show: reused
+        # while `execution` gives that same state (settled, or live and still holding).
+        self.bodies: dict[tuple[int, bool, bool], tuple[Execution, dict[str, Any]]] = {}
+        # Once every execution is settled, the invocation as a whole cannot change either: its
+        # executions and overall status, kept (a listing then no longer evaluates them).
+        self.final: list[Execution] | None = None
+        self.final_status = ""
 
     @property
     def timing(self) -> Timing:
@@ -184,6 +196,22 @@ class Invocation:
             return own
         return self.stop_all_s if own is None else min(own, self.stop_all_s)
 
+    def stop(self, now_s: float, positions: Iterable[int] | None = None) -> None:
+        """StopInvocation at `now_s`: of every instance (None), or of those positions."""
+        if positions is None:
+            if self.stop_all_s is None:
+                self.stop_all_s = now_s
+        else:
+            for pos in positions:
+                self.stops.setdefault(pos, now_s)
+        self.live.clear()
+
+    def interrupt(self, pos: int, now_s: float, code: str) -> None:
+        """The instance became unusable at `now_s` (`code` says how), unless it already had."""
+        if pos not in self.interrupts and not self.periodic:
+            self.interrupts[pos] = (now_s, code)
+            self.live.pop(pos, None)
+
     def execution(self, pos: int, now_s: float) -> Execution:
         """The state of instance number `pos` at `now_s`."""
         if self.periodic:
@@ -191,16 +219,35 @@ class Invocation:
         settled = self.settled.get(pos)
         if settled is not None:
             return settled
-        found = self._once_execution(pos, now_s)
+        live = self.live.get(pos)
+        if live is not None and now_s < live[1]:
+            return live[0]
+        found, until_s = self._once_execution(pos, now_s)
         if found.status not in _ACTIVE:
             self.settled[pos] = found
+            self.live.pop(pos, None)
+        else:
+            self.live[pos] = (found, until_s)
         return found
 
     def executions(self, now_s: float) -> list[Execution]:
-        """Every instance's state at `now_s`, in request order."""
-        return [self.execution(pos, now_s) for pos in range(len(self.spec.instance_ids))]
+        """Every instance's state at `now_s`, in request order (the same list once final)."""
+        if self.final is not None:
+            return self.final
+        found = [self.execution(pos, now_s) for pos in range(len(self.spec.instance_ids))]
+        if not self.periodic and len(self.settled) == len(found):
+            self.final, self.final_status = found, overall_status(found)
+        return found
 
-    def _once_execution(self, pos: int, now_s: float) -> Execution:
+    def overall(self, executions: list[Execution]) -> str:
+        """The overall InvocationStatus of `executions` (this invocation's, at some moment)."""
+        if executions is self.final:
+            return self.final_status
+        return overall_status(executions)
+
+    def _once_execution(self, pos: int, now_s: float) -> tuple[Execution, float]:
+        """The state at `now_s` and until when it holds (without a stop or an interrupt):
+        Pending until the start, Running until the end; a final state for ever."""
         iid = self.spec.instance_ids[pos]
         start = self.created_s + self.timing.pending_s[pos]
         failure = self._delivery_failure(pos)
@@ -211,27 +258,29 @@ class Invocation:
         end = start + (self.spec.timeout_s if timed_out else duration)
         early = self._ended_early(pos, start, end)
         if early is not None:
-            return early
+            return early, math.inf
         if now_s < start:
-            return _make(iid, ExecutionStatus.PENDING, self.created_s, finish=None)
+            return _make(iid, ExecutionStatus.PENDING, self.created_s, finish=None), start
         if now_s < end:
-            return _make(iid, ExecutionStatus.RUNNING, start, start=start, finish=None)
+            return _make(iid, ExecutionStatus.RUNNING, start, start=start, finish=None), end
         if timed_out:
             return _make(iid, ExecutionStatus.TIMEOUT, end, start=start, code="ExecutionTimeout",
-                         exit_code=_INTERRUPTED_EXIT_CODE, output=self._output(pos, 0))  # fmt: skip
+                         exit_code=_INTERRUPTED_EXIT_CODE, output=self._output(pos, 0)), math.inf  # fmt: skip
         code = self._exit_code(pos)
-        return _finished(iid, code, start, end, output=self._output(pos, code))
+        return _finished(iid, code, start, end, output=self._output(pos, code)), math.inf
 
-    def _undelivered(self, pos: int, now_s: float, start: float, failure: str) -> Execution:
+    def _undelivered(
+        self, pos: int, now_s: float, start: float, failure: str
+    ) -> tuple[Execution, float]:
         """A command that never reaches the instance: Aborted with `failure` when it would
         have started (unless stopped or interrupted first)."""
         early = self._ended_early(pos, start, start)
         if early is not None:
-            return early
+            return early, math.inf
         iid = self.spec.instance_ids[pos]
         if now_s < start:
-            return _make(iid, ExecutionStatus.PENDING, self.created_s, finish=None)
-        return _make(iid, ExecutionStatus.ABORTED, start, code=failure)
+            return _make(iid, ExecutionStatus.PENDING, self.created_s, finish=None), start
+        return _make(iid, ExecutionStatus.ABORTED, start, code=failure), math.inf
 
     def _delivery_failure(self, pos: int) -> str:
         """The instance's delivery failure code ("" when the command reaches it)."""
@@ -436,6 +485,9 @@ class InvocationStore:
         self.all: list[Invocation] = []
         self.by_id: dict[str, Invocation] = {}
         self.by_region: dict[str, list[Invocation]] = {}
+        # Per region, in order, the invocations not known to be final: only these can still be
+        # Pending / Running / Scheduled (final ones are dropped on the next look).
+        self._unfinished: dict[str, list[Invocation]] = {}
         # Invocations by instance, brought up to date on first look (not in the request path).
         self._by_instance: dict[str, list[tuple[Invocation, int]]] = {}
         self._indexed = 0  # how many of `all` are in `_by_instance`
@@ -463,6 +515,7 @@ class InvocationStore:
         )
         inv = Invocation(invoke_id, len(region_list), region, spec, now_s, plan, self.behaviour)
         region_list.append(inv)
+        self._unfinished.setdefault(region, []).append(inv)
         self.all.append(inv)
         inv.records_before = self.records_by_region.get(region, 0)
         self.records_by_region[region] = inv.records_before + len(spec.instance_ids)
@@ -490,8 +543,7 @@ class InvocationStore:
         else:
             return
         for inv, pos in self.of_instance(instance.instance_id):
-            if pos not in inv.interrupts and not inv.periodic:
-                inv.interrupts[pos] = (now_s, code)
+            inv.interrupt(pos, now_s, code)
 
     def region_newest_first(
         self, region: str, below_seq: int | None = None
@@ -501,3 +553,17 @@ class InvocationStore:
         top = len(items) if below_seq is None else min(below_seq, len(items))
         for seq in range(top - 1, -1, -1):
             yield items[seq]
+
+    def region_unfinished_newest_first(
+        self, region: str, below_seq: int | None = None
+    ) -> Iterator[Invocation]:
+        """`region_newest_first` without the invocations already known to be final (the only
+        ones that can be listed as Pending, Running or Scheduled)."""
+        items = self._unfinished.get(region)
+        if not items:
+            return
+        if any(inv.final is not None for inv in items):
+            items = self._unfinished[region] = [inv for inv in items if inv.final is None]
+        for inv in reversed(items):
+            if below_seq is None or inv.seq < below_seq:
+                yield inv

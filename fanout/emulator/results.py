@@ -19,7 +19,6 @@ from fanout.emulator.executions import (
     Execution,
     Invocation,
     legacy_invoke_status,
-    overall_status,
 )
 from fanout.emulator.params import Params, encode_token, page_request, take_page
 from fanout.emulator.state import Call
@@ -31,6 +30,9 @@ __all__ = ["describe_invocation_results", "describe_invocations", "own_invocatio
 _PAGE = (1, 50)  # MaxResults 1..50
 _DEFAULT_PAGE = 10
 _TERMINAL_OVERALL = frozenset({"Success", "Failed", "PartialFailed", "Stopped"})
+# InvokeStatus filters only an invocation that is not final yet can match (its overall status,
+# or the legacy one, is Pending / Running / Scheduled until every execution has ended).
+_UNFINISHED_ONLY = frozenset({"Pending", "Running", "Scheduled"})
 
 
 def _encoding(params: Params) -> bool:
@@ -62,10 +64,6 @@ def own_invocation(call: Call, invoke_id: str) -> Invocation | None:
     return inv
 
 
-def _overall(_inv: Invocation, executions: list[Execution]) -> str:
-    return overall_status(executions)
-
-
 async def describe_invocations(call: Call) -> Body:
     """DescribeInvocations with InvokeId / InstanceId / CommandId / InvokeStatus filters."""
     params = call.params
@@ -75,20 +73,25 @@ async def describe_invocations(call: Call) -> Body:
     b64 = _encoding(params)
     status_filter = params.get("InvokeStatus")
 
-    def wanted(inv: Invocation) -> tuple[bool, list[Execution]]:
+    def wanted(inv: Invocation) -> list[Execution] | None:
+        """The invocation's executions if it is listed (None: it is not)."""
+        if not _invocation_matches(inv, params):
+            return None
         executions = inv.executions(call.now_s)
         if not status_filter:
-            return _invocation_matches(inv, params), executions
-        overall = _overall(inv, executions)
+            return executions
+        overall = inv.overall(executions)
         hit = status_filter in (overall, legacy_invoke_status(overall)) or (
             status_filter == "Finished" and overall in _TERMINAL_OVERALL
         )
-        return hit and _invocation_matches(inv, params), executions
+        return executions if hit else None
 
     def matching() -> Iterator[tuple[tuple[int], dict[str, Any]]]:
-        for inv in _invocations(call, params, None if start is None else start[0]):
-            hit, executions = wanted(inv)
-            if hit:
+        from_seq = None if start is None else start[0]
+        unfinished = status_filter in _UNFINISHED_ONLY
+        for inv in _invocations(call, params, from_seq, unfinished_only=unfinished):
+            executions = wanted(inv)
+            if executions is not None:
                 yield (inv.seq,), _invocation_body(inv, executions, include_output, b64)
 
     page, following = take_page(matching(), paging.size, paging.skip)
@@ -101,8 +104,11 @@ async def describe_invocations(call: Call) -> Body:
     }
 
 
-def _invocations(call: Call, params: Params, from_seq: int | None) -> Iterator[Invocation]:
-    """Candidates newest first, starting at sequence number `from_seq` (inclusive)."""
+def _invocations(
+    call: Call, params: Params, from_seq: int | None, *, unfinished_only: bool = False
+) -> Iterator[Invocation]:
+    """Candidates newest first, starting at sequence number `from_seq` (inclusive);
+    `unfinished_only` leaves out a region's invocations already known to be final."""
     invoke_id = params.get("InvokeId")
     instance_id = params.get("InstanceId")
     if invoke_id:
@@ -119,7 +125,9 @@ def _invocations(call: Call, params: Params, from_seq: int | None) -> Iterator[I
                 yield inv
         return
     below = None if from_seq is None else from_seq + 1
-    for inv in call.world.invocations.region_newest_first(call.region, below):
+    store = call.world.invocations
+    listing = store.region_unfinished_newest_first if unfinished_only else store.region_newest_first
+    for inv in listing(call.region, below):
         if not retained(call, inv):
             return  # newest first: every older one is gone too
         yield inv
@@ -152,7 +160,7 @@ def _invocation_body(
     inv: Invocation, executions: list[Execution], include_output: bool, b64: bool
 ) -> dict[str, Any]:
     spec = inv.spec
-    overall = _overall(inv, executions)
+    overall = inv.overall(executions)
     return {
         "InvokeId": inv.invoke_id,
         "CommandId": spec.command.command_id,
@@ -186,15 +194,17 @@ def _invocation_body(
 def _instance_bodies(
     inv: Invocation, executions: list[Execution], include_output: bool, b64: bool
 ) -> list[dict[str, Any]]:
-    """The instance entries; a settled execution's entry is built once and reused."""
+    """The instance entries; an entry is built once per state an execution goes through."""
     bodies = []
+    cache = inv.bodies
     for pos, e in enumerate(executions):
         key = (pos, include_output, b64)
-        body = inv.bodies.get(key)
-        if body is None:
+        cached = cache.get(key)
+        if cached is not None and cached[0] is e:
+            body = cached[1]
+        else:
             body = _instance_body(inv, e, include_output, b64)
-            if inv.settled.get(pos) is e:
-                inv.bodies[key] = body
+            cache[key] = (e, body)
         bodies.append(body)
     return bodies
 

@@ -6,13 +6,14 @@ object (`{"Instances": {"Instance": [...]}}`), which XML renders as repeated chi
 
 from __future__ import annotations
 
-import json
 import re
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 from urllib.parse import unquote_plus
 from xml.sax.saxutils import escape
+
+import msgspec
 
 __all__ = [
     "HOST_ID",
@@ -21,7 +22,7 @@ __all__ = [
     "Rendered",
     "incomplete",
     "invalid_parameter",
-    "json_text",
+    "json_bytes",
     "missing_parameter",
     "new_request_id",
     "parse_form",
@@ -142,15 +143,16 @@ def _unquote_plus(text: str) -> str:
     return data.decode("utf-8", errors="replace")
 
 
-def render(body: Mapping[str, Any], *, xml: bool, action: str) -> tuple[str, str]:
-    """(text, content type) of a success body."""
+def render(body: Mapping[str, Any], *, xml: bool, action: str) -> tuple[bytes, str]:
+    """(UTF-8 bytes, content type) of a success body."""
     if xml:
-        return _xml_document(f"{action}Response", body), XML_CONTENT_TYPE
-    return _json(body), JSON_CONTENT_TYPE
+        return _xml_document(f"{action}Response", body).encode(), XML_CONTENT_TYPE
+    return json_bytes(body), JSON_CONTENT_TYPE
 
 
-def render_error(fault: ApiFault, request_id: str, *, xml: bool) -> tuple[str, str]:
-    """(text, content type) of an error body `{RequestId, HostId, Code, Message, Recommend}`."""
+def render_error(fault: ApiFault, request_id: str, *, xml: bool) -> tuple[bytes, str]:
+    """(UTF-8 bytes, content type) of an error body `{RequestId, HostId, Code, Message,
+    Recommend}`."""
     body = {
         "RequestId": request_id,
         "HostId": HOST_ID,
@@ -160,37 +162,29 @@ def render_error(fault: ApiFault, request_id: str, *, xml: bool) -> tuple[str, s
         **fault.extra,
     }
     if xml:
-        return _xml_document("Error", body), XML_CONTENT_TYPE
-    return _json(body), JSON_CONTENT_TYPE
+        return _xml_document("Error", body).encode(), XML_CONTENT_TYPE
+    return json_bytes(body), JSON_CONTENT_TYPE
 
 
-def _json(body: Mapping[str, Any]) -> str:
-    if _holds_rendered(body):
-        return _json_with_rendered(body)
-    return json_text(body)
-
-
-def json_text(value: object) -> str:
-    """Compact JSON, non-ASCII kept as is: the emulator's one JSON style."""
-    return json.dumps(value, ensure_ascii=False, separators=(",", ":"))
-
-
-def _holds_rendered(body: Mapping[str, Any]) -> bool:
-    """Whether a `Rendered` list sits in `body` or a mapping within it (lists are not searched)."""
-    return any(
-        isinstance(v, Rendered) or (isinstance(v, Mapping) and _holds_rendered(v))
-        for v in body.values()
-    )
-
-
-def _json_with_rendered(value: object) -> str:
-    """`json_text(value)` with each `Rendered` list's texts copied in as they are."""
+def _rendered_raw(value: object) -> msgspec.Raw:
+    """A `Rendered` list as it stands in the JSON text: its items' texts copied in as they are."""
     if isinstance(value, Rendered):
-        return f"[{','.join(value.texts)}]"
-    if isinstance(value, Mapping):
-        members = ",".join(f"{json_text(k)}:{_json_with_rendered(v)}" for k, v in value.items())
-        return f"{{{members}}}"
-    return json_text(value)
+        return msgspec.Raw(f"[{','.join(value.texts)}]".encode())
+    raise NotImplementedError(f"not JSON: {type(value).__name__}")
+
+
+# msgspec writes what `json.dumps(value, ensure_ascii=False, separators=(",", ":"))` writes,
+# byte for byte for text, integers, booleans, null, lists and dicts in their order (strings are
+# escaped alike: `"`, `\\`, control characters); a float's exponent may be spelt otherwise
+# (`1e16` for `1e+16`), the same number. It takes about a sixth of json.dumps' time, which a
+# DescribeInvocations page of 50 invocations x 50 instances made the emulator's largest cost.
+_ENCODER = msgspec.json.Encoder(enc_hook=_rendered_raw)
+
+
+def json_bytes(value: object) -> bytes:
+    """Compact JSON in UTF-8, non-ASCII kept as is: the emulator's one JSON style. A `Rendered`
+    list anywhere in `value` has its texts copied in."""
+    return _ENCODER.encode(value)
 
 
 def _xml_document(root: str, body: Mapping[str, Any]) -> str:

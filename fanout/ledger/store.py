@@ -58,8 +58,8 @@ class LedgerStore(Protocol):
     def load_batches(self, run_id: str) -> list[BatchRecord]: ...
     def instance_counts(self, run_id: str) -> dict[str, dict[str, int]]: ...
     def batch_counts(self, run_id: str) -> dict[str, dict[str, int]]: ...
-    def failure_tally(self, run_id: str) -> list[tuple[str, str, str | None, bool, int]]: ...
     def iter_instances(self, run_id: str) -> Iterator[InstanceRecord]: ...
+    def failure_tally(self, run_id: str) -> list[tuple[str, str, str, bool, int]]: ...
     def instances_of_batch(self, batch_id: str) -> list[InstanceRecord]: ...
     def events(
         self, run_id: str, after_id: int = 0
@@ -119,11 +119,11 @@ class _NoLedger:
     def batch_counts(self, run_id: str) -> dict[str, dict[str, int]]:
         return {}
 
-    def failure_tally(self, run_id: str) -> list[tuple[str, str, str | None, bool, int]]:
-        return []
-
     def iter_instances(self, run_id: str) -> Iterator[InstanceRecord]:
         return iter(())
+
+    def failure_tally(self, run_id: str) -> list[tuple[str, str, str, bool, int]]:
+        return []
 
     def instances_of_batch(self, batch_id: str) -> list[InstanceRecord]:
         return []

@@ -114,3 +114,188 @@ def test_what_the_schema_does_not_fit_is_left_to_the_generic_parser() -> None:
     assert decoders.decode_instances(b'{"Instances":{"Instance":[{"Status":1}]}}', REGION) is None
     assert decoders.decode_instances('{"NextToken":""}'.encode("utf-16"), REGION) is None
     assert decoders.decode_agent_statuses(b"<xml/>") is None
+
+
+_EXECUTION_FIELDS = [
+    "InstanceId", "InvokeId", "CommandId", "InvocationStatus", "InstanceInvokeStatus",
+    "ErrorCode", "ErrorInfo", "StartTime", "FinishTime", "FinishedTime", "StopTime",
+]  # fmt: skip
+_INT_FIELDS = ["ExitCode", "Dropped", "Repeats"]
+_STATUS_TEXT = st.sampled_from(["Running", "Success", "Failed", "Finished", "Stopped", ""])
+_INVOKE_IDS = st.sampled_from(["t-1", "t-2", ""])
+# Well-typed entries, as a server sends them: the typed path reads every one of these.
+_TYPED_EXECUTION = st.fixed_dictionaries(
+    {},
+    optional={
+        **dict.fromkeys(_EXECUTION_FIELDS, _STATUS_TEXT | _TEXT | st.none()),
+        "InvokeId": _INVOKE_IDS | st.none(),
+        "InvocationStatus": _STATUS_TEXT | st.none(),
+        "InstanceInvokeStatus": _STATUS_TEXT | st.none(),
+        **dict.fromkeys(_INT_FIELDS, st.integers(-(2**70), 2**70) | st.none()),
+        "Output": st.sampled_from(["", "aGVsbG8=", "hello", "!!"]) | st.none(),
+        "Timed": st.booleans(),
+    },
+)
+# ... and what a lax server might send: numbers as text, odd types (the generic path).
+_EXECUTION = (
+    _TYPED_EXECUTION
+    | _fields(_EXECUTION_FIELDS + _INT_FIELDS, _STATUS_TEXT | _VALUE | st.sampled_from(["7", "x"]))
+    | _ODD
+)
+
+
+def _invocation(entries: st.SearchStrategy[Any], odd: bool) -> st.SearchStrategy[Any]:
+    """A DescribeInvocations entry with `entries` as its instances."""
+    fields = {
+        "InvokeId": _INVOKE_IDS | st.none(),
+        "CommandId": _TEXT | st.none(),
+        "InvocationStatus": _STATUS_TEXT | st.none(),
+        "InvokeStatus": _STATUS_TEXT | (_ODD if odd else st.none()),
+        "CreationTime": st.sampled_from(["", "2026-01-01T00:00:00Z"]) | st.none(),
+    }
+    return st.fixed_dictionaries({}, optional=fields).flatmap(
+        lambda base: st.fixed_dictionaries(
+            {}, optional={"InvokeInstances": _listed("InvokeInstance", entries, odd)}
+        ).map(base.__or__)
+    )
+
+
+def _listed(key: str, items: st.SearchStrategy[Any], odd: bool) -> st.SearchStrategy[Any]:
+    """A wrapper object around a list of `items`; with `odd`, what a lax server sends too."""
+    lists = st.fixed_dictionaries({key: st.lists(items, max_size=4) | st.none()})
+    return _wrapped(key, items) if odd else lists | st.none()
+
+
+def _invocations_answer(odd: bool) -> st.SearchStrategy[Any]:
+    entries = _EXECUTION if odd else _TYPED_EXECUTION
+    invocation = _invocation(entries, odd) | (_ODD if odd else st.nothing())
+    token = _TOKEN if odd else st.fixed_dictionaries({}, optional={"NextToken": _TEXT})
+    return token.flatmap(
+        lambda top: st.fixed_dictionaries(
+            {}, optional={"Invocations": _listed("Invocation", invocation, odd)}
+        ).map(top.__or__)
+    )
+
+
+def _results_answer(odd: bool) -> st.SearchStrategy[Any]:
+    entries = _EXECUTION if odd else _TYPED_EXECUTION
+    token = _TOKEN if odd else st.fixed_dictionaries({}, optional={"NextToken": _TEXT})
+    wrapper = token.flatmap(
+        lambda inner: st.fixed_dictionaries(
+            {}, optional={"InvocationResults": _listed("InvocationResult", entries, odd)}
+        ).map(inner.__or__)
+    )
+    return token.flatmap(
+        lambda top: st.fixed_dictionaries(
+            {}, optional={"Invocation": wrapper | (_ODD if odd else st.none())}
+        ).map(top.__or__)
+    )
+
+
+_KEEP_IDS = st.none() | st.sets(st.sampled_from(["t-1", "t-2", ""]))
+_KEEP_STATUSES = st.none() | st.sets(st.sampled_from(["Success", "Failed", "Finished", ""]))
+_ENCODING = st.sampled_from(["PlainText", "Base64"])
+
+
+@given(st.booleans().flatmap(_invocations_answer), _KEEP_IDS, _KEEP_STATUSES, _ENCODING)
+def test_invocations_read_as_the_generic_parser_reads_them(
+    body: dict[str, Any],
+    invoke_ids: set[str] | None,
+    statuses: set[str] | None,
+    encoding: str,
+) -> None:
+    """Any DescribeInvocations answer, odd field types included, reads the same as
+    `parse_invocations` reads it, with the same invocation and status filters."""
+    raw = json.dumps(body).encode()
+    keep: dict[str, Any] = {"invoke_ids": invoke_ids, "statuses": statuses}
+    reader = wire.Reader(
+        lambda b: responses.parse_invocations(b, encoding, **keep),
+        lambda r: decoders.decode_invocations(r, encoding, **keep),
+    )
+    expected = responses.parse_invocations(json.loads(raw), encoding, **keep)
+    assert _read(reader, raw) == expected
+
+
+@given(_invocations_answer(odd=False), _KEEP_IDS, _KEEP_STATUSES)
+def test_well_typed_invocations_take_the_typed_path(
+    body: dict[str, Any], invoke_ids: set[str] | None, statuses: set[str] | None
+) -> None:
+    """A DescribeInvocations answer of the documented types is decoded typed, as
+    `parse_invocations` reads it."""
+    raw = json.dumps(body).encode()
+    page = decoders.decode_invocations(raw, invoke_ids=invoke_ids, statuses=statuses)
+    assert page is not None
+    assert page == responses.parse_invocations(
+        json.loads(raw), invoke_ids=invoke_ids, statuses=statuses
+    )
+
+
+@given(st.booleans().flatmap(_results_answer), _ENCODING)
+def test_invocation_results_read_as_the_generic_parser_reads_them(
+    body: dict[str, Any], encoding: str
+) -> None:
+    """Any DescribeInvocationResults answer reads the same as `parse_invocation_results`."""
+    raw = json.dumps(body).encode()
+    reader = wire.Reader(
+        lambda b: responses.parse_invocation_results(b, encoding),
+        lambda r: decoders.decode_invocation_results(r, encoding),
+    )
+    assert _read(reader, raw) == responses.parse_invocation_results(json.loads(raw), encoding)
+
+
+@given(_results_answer(odd=False), _ENCODING)
+def test_well_typed_invocation_results_take_the_typed_path(
+    body: dict[str, Any], encoding: str
+) -> None:
+    """A DescribeInvocationResults answer of the documented types is decoded typed, as
+    `parse_invocation_results` reads it."""
+    raw = json.dumps(body).encode()
+    page = decoders.decode_invocation_results(raw, encoding)
+    assert page is not None
+    assert page == responses.parse_invocation_results(json.loads(raw), encoding)
+
+
+def test_invocation_answers_the_schema_does_not_fit_are_left_to_the_generic_parser() -> None:
+    """ExitCode as text, an instance that is not an object, no JSON: None from the decoders."""
+    assert decoders.decode_invocation_results(b'{"Invocation":{"InvocationResults":{"InvocationResult":[{"ExitCode":"0"}]}}}') is None  # fmt: skip
+    assert decoders.decode_invocations(b'{"Invocations":{"Invocation":[{"InvokeInstances":{"InvokeInstance":[7]}}]}}') is None  # fmt: skip
+    assert decoders.decode_invocations(b"<xml/>") is None
+
+
+def test_usual_invocation_pages_are_decoded_typed() -> None:
+    """DescribeInvocations and DescribeInvocationResults as the emulator sends them take the
+    typed path: the status filter reads InvocationStatus first, the end time is FinishTime in
+    the first and FinishedTime in the second."""
+    entry = {
+        "InstanceId": "i-1", "InvocationStatus": "Success", "InstanceInvokeStatus": "Finished",
+        "ExitCode": 0, "Output": "hi", "Dropped": 0, "ErrorCode": "", "ErrorInfo": "",
+        "Repeats": 1, "Timed": False, "StartTime": "2026-01-01T00:00:01Z",
+        "FinishTime": "2026-01-01T00:00:09Z", "StopTime": "", "Tags": {"Tag": []},
+    }  # fmt: skip
+    legacy = {**entry, "InstanceId": "i-2", "InvocationStatus": "", "InstanceInvokeStatus": "Failed"}  # fmt: skip
+    invocation = {
+        "InvokeId": "t-1", "CommandId": "c-1", "InvocationStatus": "Running",
+        "InvokeStatus": "Running", "CreationTime": "", "Timeout": 60,
+        "InvokeInstances": {"InvokeInstance": [entry, legacy]},
+    }  # fmt: skip
+    other = {**invocation, "InvokeId": "t-2"}
+    raw = json.dumps({"NextToken": "n", "Invocations": {"Invocation": [invocation, other]}})
+    for statuses, kept in (({"Success"}, ["i-1"]), ({"Finished"}, []), ({"Failed"}, ["i-2"])):
+        page = decoders.decode_invocations(raw.encode(), invoke_ids={"t-1"}, statuses=statuses)
+        assert page is not None
+        assert page == responses.parse_invocations(
+            json.loads(raw), invoke_ids={"t-1"}, statuses=statuses
+        )
+        (inv,) = page.items
+        assert (inv.invoke_id, inv.creation_time, page.next_token) == ("t-1", None, "n")
+        assert [r.instance_id for r in inv.instances] == kept
+    (inv,) = decoders.decode_invocations(raw.encode(), invoke_ids={"t-1"}).items  # type: ignore[union-attr]
+    assert [(r.status, r.finish_time, r.command_id) for r in inv.instances] == [
+        ("Success", "2026-01-01T00:00:09Z", "c-1"), ("Failed", "2026-01-01T00:00:09Z", "c-1")
+    ]  # fmt: skip
+    record = {**entry, "InvokeId": "t-1", "CommandId": "c-1", "FinishedTime": "2026-01-01T00:00:08Z"}  # fmt: skip
+    raw = json.dumps({"Invocation": {"NextToken": "", "InvocationResults": {"InvocationResult": [record]}}})  # fmt: skip
+    results = decoders.decode_invocation_results(raw.encode())
+    assert results is not None
+    assert results == responses.parse_invocation_results(json.loads(raw))
+    assert results.items[0].finish_time == "2026-01-01T00:00:08Z"

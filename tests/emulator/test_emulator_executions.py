@@ -307,3 +307,75 @@ async def test_status_filters(make_api: MakeApi) -> None:
     body = await api.ok("DescribeInvocationResults", {"InvokeRecordStatus": "Finished"})
     records = body["Invocation"]["InvocationResults"]["InvocationResult"]
     assert sorted(r["InstanceId"] for r in records) == sorted(ids[:2])
+
+
+async def listed(api: Api, params: dict[str, str]) -> list[str]:
+    """Every InvokeId DescribeInvocations lists with `params`, one per page via NextToken."""
+    found: list[str] = []
+    token = ""
+    while True:
+        page = {**params, "MaxResults": "1", **({"NextToken": token} if token else {})}
+        body = await api.ok("DescribeInvocations", page)
+        found += [i["InvokeId"] for i in body["Invocations"]["Invocation"]]
+        token = body["NextToken"]
+        if not token:
+            return found
+
+
+async def test_status_filters_page_past_finished_invocations(make_api: MakeApi) -> None:
+    """An InvokeStatus=Pending/Running listing skips final invocations between unfinished ones
+    and pages (NextToken, PageNumber) exactly as over the whole listing."""
+    emulator, api = await frozen(make_api, exec_seconds=(30, 30))
+    ids = first_ids(emulator, 5)
+    invoked = [await api.invoke([iid], DEMO_COMMAND_ID) for iid in ids]
+    for stopped in invoked[1::2]:  # still Pending: Cancelled, so final at once
+        await api.ok("StopInvocation", {"InvokeId": stopped})
+    unfinished = [invoked[4], invoked[2], invoked[0]]
+    assert await listed(api, {"InvokeStatus": "Pending"}) == unfinished
+    assert await listed(api, {"InvokeStatus": "Stopped"}) == [invoked[3], invoked[1]]
+    await api.control("clock", {"advance_s": 2})
+    assert await listed(api, {"InvokeStatus": "Running"}) == unfinished
+    assert await listed(api, {"InvokeStatus": "Pending"}) == []
+    body = await api.ok("DescribeInvocations", {"InvokeStatus": "Running", "PageSize": "1", "PageNumber": "2"})  # fmt: skip
+    assert [i["InvokeId"] for i in body["Invocations"]["Invocation"]] == [invoked[2]]
+    await api.control("clock", {"advance_s": 60})
+    assert await listed(api, {"InvokeStatus": "Running"}) == []
+    assert await listed(api, {"InvokeStatus": "Success"}) == unfinished
+    assert len(await listed(api, {"InvokeStatus": "Finished"})) == len(invoked)
+
+
+async def test_stop_after_the_end_changes_nothing(make_api: MakeApi) -> None:
+    """StopInvocation of an invocation whose executions all ended leaves it as it was, even
+    with stop_mode=terminate (a final invocation is not evaluated again)."""
+    emulator, api = await frozen(make_api, exec_seconds=(5, 5), stop_mode="terminate")
+    ids = first_ids(emulator, 2)
+    invoke_id = await api.invoke(ids, DEMO_COMMAND_ID)
+    await api.control("clock", {"advance_s": 10})
+    before = await results(api, invoke_id)
+    assert await overall(api, invoke_id) == "Success"
+    await api.ok("StopInvocation", {"InvokeId": invoke_id})
+    await api.control("clock", {"advance_s": 10})
+    assert await results(api, invoke_id) == before
+    assert await overall(api, invoke_id) == "Success"
+
+
+async def test_a_listed_state_gives_way_to_a_stop_or_an_interrupt(make_api: MakeApi) -> None:
+    """A Pending or Running state already answered (and kept until its start or end) changes
+    at once when StopInvocation or an unusable instance ends it early."""
+    emulator, api = await frozen(make_api, exec_seconds=(30, 30), stop_mode="terminate")
+    ran, pending_stop, interrupted, aborted = first_ids(emulator, 4)
+    running = await api.invoke([ran, interrupted], DEMO_COMMAND_ID)
+    await api.control("clock", {"advance_s": 2})
+    pending = await api.invoke([pending_stop, aborted], DEMO_COMMAND_ID)
+    assert {r["InvocationStatus"] for r in (await results(api, running)).values()} == {"Running"}
+    assert {r["InvocationStatus"] for r in (await results(api, pending)).values()} == {"Pending"}
+    await api.control("instances", {"instance_ids": [interrupted, aborted], "status": "Stopped"})
+    await api.ok("StopInvocation", {"InvokeId": running, **instance_params([ran])})
+    await api.ok("StopInvocation", {"InvokeId": pending, **instance_params([pending_stop])})
+    states = {**(await results(api, running)), **(await results(api, pending))}
+    assert {iid: (r["InvocationStatus"], r["ErrorCode"]) for iid, r in states.items()} == {
+        ran: ("Terminated", ""),
+        interrupted: ("Failed", "ExecutionInterrupted"),
+        pending_stop: ("Cancelled", ""),
+        aborted: ("Aborted", "InstanceNotRunning"),
+    }
