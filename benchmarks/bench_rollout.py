@@ -63,6 +63,7 @@ def _rehearse(args: argparse.Namespace, folder: Path) -> Rehearsal:
         kills=args.kills,
         daily_quota=args.daily_quota,
         emulator_process=args.emulator_process,
+        latency_ms=0.0 if args.emulator_process else 20.0,  # as `fanout simulate` does
     )
     config = simulation_fleet(options)
     share, extra = divmod(args.instances, len(regions))

@@ -36,6 +36,7 @@ __all__ = ["simulate_command"]
 _DEFAULT_REGIONS = "cn-hangzhou"
 _DEMO_COMMAND = "fanout-demo"  # the emulator's demo command, in every region
 _FRACTION = click.FloatRange(0.0, 1.0)
+_IN_PROCESS_LATENCY_MS = 20.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,7 +56,7 @@ class _SimFlags:
     lost_answer_rate: float
     kills: int
     time_scale: float
-    latency_ms: float
+    latency_ms: float | None
     emulator_process: bool
     out: Path | None
 
@@ -80,7 +81,12 @@ _OPTIONS = [
         show_default=True,
         help="Simulated seconds per real second while busy (idle waits are skipped anyway).",
     ),
-    click.option("--latency-ms", type=click.FloatRange(0), default=20.0, show_default=True),
+    click.option(
+        "--latency-ms",
+        type=click.FloatRange(0),
+        help="The emulator's answer time [default: 20; 0 with --emulator-process, where it "
+        "would be waited in real time: another process's sleeps cannot be skipped].",
+    ),
     click.option(
         "--emulator-process",
         is_flag=True,
@@ -190,7 +196,7 @@ def _world(
         ),
         kills=sim.kills,
         time_scale=sim.time_scale,
-        latency_ms=sim.latency_ms,
+        latency_ms=_latency_ms(sim),
         daily_quota=spend.daily_quota or 5000,
         emulator_process=sim.emulator_process,
     )
@@ -210,6 +216,14 @@ def _world(
     if not (rollout.command_id or rollout.command_name or rollout.script):
         rollout = dataclasses.replace(rollout, command_name=_DEMO_COMMAND)
     return options, rollout
+
+
+def _latency_ms(sim: _SimFlags) -> float:
+    """The emulator's answer time: 20 ms, skipped like any idle wait in-process; none by default
+    in a child process, whose sleeps would be waited in real time."""
+    if sim.latency_ms is not None:
+        return sim.latency_ms
+    return 0.0 if sim.emulator_process else _IN_PROCESS_LATENCY_MS
 
 
 def _generated(sim: _SimFlags, options: SimulationOptions, folder: Path) -> SimulationOptions:
