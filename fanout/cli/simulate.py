@@ -245,26 +245,18 @@ def _generated(sim: _SimFlags, options: SimulationOptions, folder: Path) -> Simu
             for region, region_fleet in sorted(fleet.regions.items())
             for inst in region_fleet.instances
         ]
-    else:  # the ids alone: the runner's memory is what a rehearsal shows, not the fleet's
+    else:  # the ids alone (the runner's memory is what a rehearsal shows, not the fleet's),
+        # the total spread evenly over the regions: the first ones of each
+        regions = sorted(options.regions)
+        share, extra = divmod(sim.instances or 1000, len(regions))
         lines = [
             f"{region}:{instance_id}"
-            for region in sorted(options.regions)
-            for instance_id in generated_ids(config, region)
+            for index, region in enumerate(regions)
+            for instance_id in generated_ids(config, region)[: share + (index < extra)]
         ]
-        lines = _first_of_each(lines, options.regions, sim.instances or 1000)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "targets.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
     return options
-
-
-def _first_of_each(lines: list[str], regions: tuple[str, ...], total: int) -> list[str]:
-    """`total` targets spread evenly over the regions (the first ones of each)."""
-    share, extra = divmod(total, len(regions))
-    kept: list[str] = []
-    for index, region in enumerate(sorted(regions)):
-        mine = [line for line in lines if line.startswith(region + ":")]
-        kept += mine[: share + (1 if index < extra else 0)]
-    return kept
 
 
 def _exec_seconds(text: str) -> tuple[float, float]:

@@ -477,17 +477,10 @@ def _acquire_lease(group: Group, op: AcquireLease) -> tuple[bool, str | None, fl
     """
     row = _lease_row(group, op.run_id, " FOR UPDATE SKIP LOCKED")
     if row is None:  # locked by a transaction in flight (or no such run)
-        row = _lease_row(group, op.run_id, "")
-        if row is None:
-            msg = f"no run {op.run_id!r}"
-            raise RunNotFoundError(msg)
-        refusal = _refusal(group, op, row)
+        refusal = _refusal(group, op, _existing_lease_row(group, op.run_id, ""))
         if refusal is not None:
             return refusal
-        row = _lease_row(group, op.run_id, " FOR UPDATE")
-        if row is None:
-            msg = f"no run {op.run_id!r}"
-            raise RunNotFoundError(msg)
+        row = _existing_lease_row(group, op.run_id, " FOR UPDATE")
     refusal = _refusal(group, op, row)
     if refusal is not None:
         return refusal
@@ -507,6 +500,15 @@ def _acquire_lease(group: Group, op: AcquireLease) -> tuple[bool, str | None, fl
 def _lease_row(group: Group, run_id: str, lock: str) -> Row | None:
     """The run's (lease_owner, lease_until, lease_locked), read with `lock`; None if not read."""
     return group.cur.execute(_LEASE_ROW + lock, (run_id,)).fetchone()
+
+
+def _existing_lease_row(group: Group, run_id: str, lock: str) -> Row:
+    """`_lease_row`, or RunNotFoundError when there is no such run."""
+    row = _lease_row(group, run_id, lock)
+    if row is None:
+        msg = f"no run {run_id!r}"
+        raise RunNotFoundError(msg)
+    return row
 
 
 def _refusal(
