@@ -27,6 +27,7 @@ from pathlib import Path
 
 import structlog
 
+from fanout import allocator
 from fanout.aliyun.command import CommandSpec
 from fanout.aliyun.endpoints import KNOWN_REGIONS
 from fanout.emulator import DEMO_COMMAND_NAME
@@ -105,6 +106,7 @@ def main() -> None:
     parser.add_argument("--profile", help="write a cProfile of the rehearsal here")
     parser.add_argument("--keep", help="keep the ledger in this folder")
     args = parser.parse_args()
+    allocator.tune()  # as the `fanout` command does before anything else
     _quiet_logs()
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(args.keep or tmp)

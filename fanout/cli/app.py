@@ -15,6 +15,7 @@ from typing import Any, NoReturn
 
 import click
 
+from fanout import allocator
 from fanout.cli.exits import EXIT_CODES, one_line
 from fanout.cli.pipes import keep_writing_after_a_closed_pipe
 from fanout.errors import ExitCode
@@ -61,6 +62,7 @@ class _Fanout(click.Group):
         if not standalone_mode:
             return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         keep_writing_after_a_closed_pipe()
+        allocator.tune()  # before any thread starts: the process gives freed memory back
         try:
             code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         except click.ClickException as exc:
