@@ -19,6 +19,7 @@ import anyio
 import pytest
 
 from fanout.errors import LedgerError, RunNotFoundError, TransitionError
+from fanout.launch import batch_records
 from fanout.ledger import (
     AcquireLease,
     AppendEvent,
@@ -36,12 +37,15 @@ from fanout.ledger import (
     SetInstances,
     SetRun,
     ShrinkBatch,
+    group,
     open_ledger,
 )
 from fanout.ledger.location import redact_location
 from fanout.ledger.model import BATCH_TRANSITIONS, check_transition, reported_state
 from fanout.ledger.schema import SCHEMA_VERSION
 from fanout.ledger.sqlite import SqliteLedger
+from fanout.plan import make_plan
+from fanout.targets import Target
 from tests.conftest import both_backends, ledger_sql
 
 RUN = "r-test"
@@ -388,6 +392,24 @@ def test_pending_is_reported_not_invoked_once_the_run_is_not_running(
 
 
 @both_backends
+def test_a_new_runs_batches_read_back_are_the_ones_it_stored(ledger_location: str) -> None:
+    """A new run's first leg dispatches the batch records it just stored rather than reading
+    every instance id back (`fanout.runner.DriveOptions.stored`): that is only right while the
+    store gives back exactly what it was given, in the same order: several regions and waves,
+    batches with and without a CommandId (a script's, filled in later)."""
+    targets = [Target(region, f"i-{region[3:]}-{n:03d}") for n in range(120) for region in
+               ("cn-hangzhou", "cn-beijing", "ap-southeast-1")]  # fmt: skip
+    plan = make_plan("r-stored", targets, batch_size=50, waves=(30, 200, 360))
+    records = batch_records("r-stored", plan, {"cn-hangzhou": "c-1", "cn-beijing": None})
+    store = open_ledger(ledger_location)
+    try:
+        store.create_run(_run("r-stored", targets=len(targets)), records, [])
+        assert store.load_batches("r-stored") == records
+    finally:
+        store.close()
+
+
+@both_backends
 async def test_group_commit_shares_transactions(ledger: LedgerStore) -> None:
     """Many concurrent submits are committed in fewer transactions, each result to its caller."""
     committer = GroupCommitter(ledger)
@@ -417,6 +439,47 @@ async def test_posted_error_surfaces_at_flush(ledger: LedgerStore) -> None:
         with pytest.raises(LedgerError, match="pending -> done"):
             await committer.flush()
         committer.close()
+
+
+async def test_posts_past_the_high_water_mark_hold_the_producer_until_the_next_commit(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`room()` lets a producer of posted results go on while at most HIGH_WATER records wait
+    for the disk, holds it while more do, and lets it go once the commit loop has taken them:
+    a run whose results come back faster than they are committed does not pile them up in
+    memory. Every posted record is written."""
+    monkeypatch.setattr(group, "HIGH_WATER", 2)
+    store = SqliteLedger(tmp_path / "l.sqlite3")
+    store.create_run(_run(targets=4), [_batch(0, ("i-a", "i-b", "i-c", "i-d"))])
+    committer = GroupCommitter(store)
+
+    def results(*ids: str) -> SetInstances:
+        done = InstanceState.SUCCEEDED
+        records = tuple(InstanceRecord(RUN, "cn-hangzhou", i, f"{RUN}-b0", done) for i in ids)
+        return SetInstances(RUN, records, time.time())
+
+    released: list[str] = []
+
+    async def producer() -> None:
+        await committer.room()
+        released.append("went on")
+
+    with anyio.fail_after(10):
+        committer.post(results("i-a", "i-b"))
+        await committer.room()  # two queued, none committed (no loop yet): not held
+        committer.post(results("i-c", "i-d"))
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(producer)
+            await anyio.wait_all_tasks_blocked()
+            assert released == []  # four queued: held
+            tg.start_soon(committer.run)
+            await committer.flush()
+            assert released == ["went on"]
+            committer.close()
+    assert {r.instance_id: r.state for r in store.iter_instances(RUN)} == dict.fromkeys(
+        ("i-a", "i-b", "i-c", "i-d"), InstanceState.SUCCEEDED
+    )
+    store.close()
 
 
 async def test_a_bug_in_a_write_reaches_every_submitter_unchanged(tmp_path: Path) -> None:

@@ -15,12 +15,20 @@ from typing import TYPE_CHECKING, NoReturn
 import anyio
 
 from fanout.errors import LedgerError
+from fanout.ledger.model import SetInstances
 
 if TYPE_CHECKING:
     from fanout.ledger import LedgerStore
     from fanout.ledger.model import Op
 
 __all__ = ["GroupCommitter"]
+
+# Instance records queued beyond this make `room()` wait for the next commit. Results can come
+# back faster than a disk commits them (a quota day's executions finishing together, or an
+# emulator on simulated time): unbounded, the queue held a third of a million-instance run's
+# records at once and the process's memory grew with the fleet. A commit of this many records
+# takes well under a second; each posted record is a few hundred bytes.
+HIGH_WATER = 20_000
 
 
 def _reraise(error: Exception) -> NoReturn:
@@ -47,7 +55,18 @@ class _Pending:
 class GroupCommitter:
     """Collects writes from many tasks and applies each group in one transaction (a thread)."""
 
-    __slots__ = ("_closed", "_done", "_error", "_idle", "_queue", "_store", "_wakeup", "commits")
+    __slots__ = (
+        "_closed",
+        "_done",
+        "_error",
+        "_idle",
+        "_queue",
+        "_queued",
+        "_room",
+        "_store",
+        "_wakeup",
+        "commits",
+    )
 
     def __init__(self, store: LedgerStore) -> None:
         self._store = store
@@ -56,6 +75,9 @@ class GroupCommitter:
         self._wakeup = anyio.Event()
         self._idle = anyio.Event()
         self._idle.set()
+        self._queued = 0  # instance records (other operations count one) in `_queue`
+        self._room = anyio.Event()  # set while `_queued` is at most HIGH_WATER
+        self._room.set()
         self._closed = False
         self._error: Exception | None = None
         self.commits = 0
@@ -71,6 +93,12 @@ class GroupCommitter:
     def post(self, *ops: Op) -> None:
         """Apply `ops` in the next group without waiting."""
         self._enqueue(ops)
+
+    async def room(self) -> None:
+        """Wait while more than `HIGH_WATER` records are queued: a producer of posts (the
+        results collector) calls this between reads, so its posts cannot outrun the disk."""
+        while not self._room.is_set():
+            await self._room.wait()
 
     async def flush(self) -> None:
         """Wait until everything queued so far is committed; raise a posted write's error."""
@@ -95,6 +123,8 @@ class GroupCommitter:
                     return
                 continue
             group, self._queue = self._queue, []
+            self._queued = 0
+            self._room.set()
             done, self._done = self._done, anyio.Event()
             self._idle = anyio.Event()
             await self._commit(group)
@@ -108,6 +138,9 @@ class GroupCommitter:
             raise LedgerError(msg)
         item = _Pending(ops, self._done)
         self._queue.append(item)
+        self._queued += sum(len(op.records) if isinstance(op, SetInstances) else 1 for op in ops)
+        if self._queued > HIGH_WATER and self._room.is_set():
+            self._room = anyio.Event()
         self._wakeup.set()
         return item
 
