@@ -166,6 +166,7 @@ async def store_and_drive(
         not_after=request.not_after,
         quotas=prepared.quotas,
         linked=linked_runs(settings, credentials, store, clock, handle_signals=handle_signals),
+        stored=prepared.batches,
     )
     return await drive(settings, credentials, store, run, request.spec, emit=emit, options=options)
 

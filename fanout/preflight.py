@@ -118,15 +118,17 @@ async def preflight_region(
     calls of different chunks overlap; a throttled region backs off in the client on its own.
     """
     unusable: dict[str, str] = {}
-    slots = anyio.CapacityLimiter(concurrency)
+    chunks = iter(_chunks(instance_ids, DESCRIBE_INSTANCES_MAX))
 
-    async def one(chunk: Sequence[str]) -> None:
-        async with slots:
+    async def worker() -> None:
+        # `concurrency` workers share one iterator: a million targets are not ten thousand
+        # tasks created at once, each holding its chunk while it waits for a slot.
+        for chunk in chunks:
             unusable.update(await find_unusable(client, region, chunk))
 
     async with anyio.create_task_group() as tg:
-        for chunk in _chunks(instance_ids, DESCRIBE_INSTANCES_MAX):
-            tg.start_soon(one, chunk)
+        for _ in range(max(1, concurrency)):
+            tg.start_soon(worker)
     return unusable
 
 

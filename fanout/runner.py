@@ -112,6 +112,9 @@ class DriveOptions:
     max_errors: str | None = None  # a new --max-errors from this leg on (resume)
     wave_max_failures: str | None = None  # a new --wave-max-failures from this leg on
     linked: LinkedRuns | None = None  # wave checks and the rollback on halt (fanout.linked)
+    # A new run's batches as this process just stored them: its first leg dispatches these
+    # instead of reading back a second copy of every instance id (unless a command was filled).
+    stored: Sequence[BatchRecord] | None = None
 
 
 def client_for(
@@ -167,12 +170,13 @@ async def resume_run(
     """
     run = await anyio.to_thread.run_sync(store.get_run, request.run_id)
     spec = run_spec(run, request.secret_params)
-    batches = await anyio.to_thread.run_sync(store.load_batches, run.run_id)
+    # The regions only: the batches (every instance id of the run) are read by the leg, once.
+    regions_of_run = await _run_regions(store, run)
     async with client_for(settings, credentials, clock) as client:
         # A free DescribeCommands per region before any InvokeCommand: credentials the API
         # refuses stop the resume there (fatal, nothing sent).
-        await check_credentials(client, [b.region for b in batches], run.command_id)
-        quotas = await account_quotas(settings, client, sorted({b.region for b in batches}))
+        await check_credentials(client, regions_of_run, run.command_id)
+        quotas = await account_quotas(settings, client, regions_of_run)
     regions = await anyio.to_thread.run_sync(stored_regions, store, run, quotas, clock.time())
     seen = await anyio.to_thread.run_sync(store.events, run.run_id)
     max_errors, _ = _budget_texts(run, seen, request.max_errors, request.wave_max_failures)
@@ -258,7 +262,8 @@ async def drive(
                 force=options.force_lease,
             )
             leased = True
-            await _commands_ready(ctx, store, run, settings, emit)
+            if await _commands_ready(ctx, store, run, settings, emit):
+                options = dataclasses.replace(options, stored=None)  # the stored rows changed
             await _quota_facts(ctx, emit)
             await _leg(ctx, settings, store, run, emit, options, tg.cancel_scope)
             outcome = await _finish(ctx, store, run)
@@ -332,21 +337,23 @@ async def _roll_back(
 
 async def _commands_ready(
     ctx: InvokeContext, store: LedgerStore, run: RunRecord, settings: Settings, emit: Emit
-) -> None:
+) -> bool:
     """Every region's CommandId before dispatching (`fanout.commands.fill_run_commands`: a
-    script's command is created where it is missing); a failure halts the run as fatal."""
+    script's command is created where it is missing); a failure halts the run as fatal.
+    True if the batches' rows may have changed (a command filled in, or the attempt failed)."""
     try:
         filled = await fill_run_commands(
             ctx.client, store, run, clock=ctx.clock, claim_s=settings.lease_s
         )
     except (CallError, UsageError) as exc:
         ctx.control.halt(HaltReason.FATAL, f"the run's command: {exc}")
-        return
+        return True
     for region, (command_id, created) in filled.items():
         emit(
             "command",
             {"run_id": run.run_id, "region": region, "command_id": command_id, "created": created},
         )
+    return bool(filled)
 
 
 async def _new_holder(store: LedgerStore, run: RunRecord) -> str | None:
@@ -465,7 +472,11 @@ async def _leg(
             last_event,
             settings.stop_poll_s,
         )
-        batches = await anyio.to_thread.run_sync(store.load_batches, run.run_id)
+        batches = (
+            list(options.stored)
+            if options.stored is not None
+            else await anyio.to_thread.run_sync(store.load_batches, run.run_id)
+        )
         leg.know(batches)
         if any(b.state is not BatchState.PENDING or b.attempts for b in batches):
             earlier = await anyio.to_thread.run_sync(
