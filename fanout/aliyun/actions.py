@@ -62,6 +62,7 @@ class InvocationQuery(TypedDict, total=False):
     max_results: int  # default PAGE_SIZE_MAX
     keep_invoke_ids: Collection[str] | None  # parse only these invocations
     keep_statuses: Collection[str] | None  # and only instances in these statuses
+    keep_instances: Mapping[str, Collection[str]] | None  # and of these invocations, these
 
 
 class EcsActions(abc.ABC):
@@ -150,7 +151,8 @@ class EcsActions(abc.ABC):
         """Invocations with their instances (output in plain text when asked for), all pages.
 
         `invoke_status` filters on the overall status (Running, Finished, Pending, ...) on the
-        server; `keep_invoke_ids` / `keep_statuses` filter what is parsed, on our side.
+        server; `keep_invoke_ids` / `keep_statuses` / `keep_instances` filter what is parsed, on
+        our side.
         """
         return await _gather(self.invocation_pages(region, **query))
 
@@ -168,13 +170,24 @@ class EcsActions(abc.ABC):
             "MaxResults": query.get("max_results", PAGE_SIZE_MAX),
         }
         invoke_ids, statuses = query.get("keep_invoke_ids"), query.get("keep_statuses")
+        instance_ids = query.get("keep_instances")
         return self._pages(
             "DescribeInvocations",
             region,
             params,
             wire.Reader(
-                partial(responses.parse_invocations, invoke_ids=invoke_ids, statuses=statuses),
-                partial(decoders.decode_invocations, invoke_ids=invoke_ids, statuses=statuses),
+                partial(
+                    responses.parse_invocations,
+                    invoke_ids=invoke_ids,
+                    statuses=statuses,
+                    instance_ids=instance_ids,
+                ),
+                partial(
+                    decoders.decode_invocations,
+                    invoke_ids=invoke_ids,
+                    statuses=statuses,
+                    instance_ids=instance_ids,
+                ),
             ),
         )
 

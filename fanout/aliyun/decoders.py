@@ -20,7 +20,7 @@ numeric text), the status `InvocationStatus` or else `InstanceInvokeStatus`, and
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 
 import msgspec
 
@@ -229,6 +229,7 @@ def decode_invocations(
     *,
     invoke_ids: Collection[str] | None = None,
     statuses: Collection[str] | None = None,
+    instance_ids: Mapping[str, Collection[str]] | None = None,
 ) -> Page[Invocation] | None:
     """DescribeInvocations as `responses.parse_invocations` reads it (the same filters); None:
     parse it that way."""
@@ -239,7 +240,7 @@ def decode_invocations(
     rows = body.Invocations.Invocation if body.Invocations is not None else None
     return Page(
         tuple(
-            _invocation(r, encoding, statuses)
+            _invocation(r, encoding, statuses, instance_ids)
             for r in rows or ()
             if invoke_ids is None or r.InvokeId in invoke_ids
         ),
@@ -247,9 +248,15 @@ def decode_invocations(
     )
 
 
-def _invocation(r: _Invocation, encoding: str, statuses: Collection[str] | None) -> Invocation:
+def _invocation(
+    r: _Invocation,
+    encoding: str,
+    statuses: Collection[str] | None,
+    wanted: Mapping[str, Collection[str]] | None,
+) -> Invocation:
     invoke_id, command_id = r.InvokeId or "", r.CommandId or ""
     entries = r.InvokeInstances.InvokeInstance if r.InvokeInstances is not None else None
+    keep = None if wanted is None else wanted.get(invoke_id)
     return Invocation(
         invoke_id=invoke_id,
         command_id=command_id,
@@ -258,7 +265,8 @@ def _invocation(r: _Invocation, encoding: str, statuses: Collection[str] | None)
         instances=tuple(
             _result(i, encoding, invoke_id, command_id, i.FinishTime)
             for i in entries or ()
-            if statuses is None or (i.InvocationStatus or i.InstanceInvokeStatus) in statuses
+            if (statuses is None or (i.InvocationStatus or i.InstanceInvokeStatus) in statuses)
+            and (keep is None or i.InstanceId in keep)
         ),
     )
 

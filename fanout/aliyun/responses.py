@@ -260,10 +260,15 @@ def parse_invocation_results(
 
 
 def _invocation(
-    r: Mapping[str, Any], encoding: str, statuses: Collection[str] | None
+    r: Mapping[str, Any],
+    encoding: str,
+    statuses: Collection[str] | None,
+    wanted: Mapping[str, Collection[str]] | None = None,
 ) -> Invocation:
-    """One `Invocations.Invocation` entry with its instances (only those in `statuses`)."""
+    """One `Invocations.Invocation` entry with its instances (only those in `statuses`, and
+    only those `wanted` names for it when it names it)."""
     invoke_id, command_id = _str(r, "InvokeId"), _str(r, "CommandId")
+    keep = None if wanted is None else wanted.get(invoke_id)
     return Invocation(
         invoke_id=invoke_id,
         command_id=command_id,
@@ -274,8 +279,11 @@ def _invocation(
                 i, encoding, invoke_id=invoke_id, command_id=command_id, finish_key="FinishTime"
             )
             for i in _items(r, "InvokeInstances", "InvokeInstance")
-            if statuses is None
-            or (i.get("InvocationStatus") or i.get("InstanceInvokeStatus")) in statuses
+            if (
+                statuses is None
+                or (i.get("InvocationStatus") or i.get("InstanceInvokeStatus")) in statuses
+            )
+            and (keep is None or i.get("InstanceId") in keep)
         ),
     )
 
@@ -286,15 +294,18 @@ def parse_invocations(
     *,
     invoke_ids: Collection[str] | None = None,
     statuses: Collection[str] | None = None,
+    instance_ids: Mapping[str, Collection[str]] | None = None,
 ) -> Page[Invocation]:
     """DescribeInvocations: `Invocations.Invocation[].InvokeInstances.InvokeInstance[]`.
 
-    `invoke_ids` keeps only those invocations; `statuses` keeps only instances in those states
-    (a sweep over thousands of running instances then builds objects only for what it needs).
+    `invoke_ids` keeps only those invocations; `statuses` keeps only instances in those states,
+    and `instance_ids` (invoke id -> instance ids) only those instances of the invocations it
+    names (a sweep over thousands of running instances then builds objects only for what it
+    needs: not the ones it recorded at an earlier sweep).
     """
     return _page(
         (
-            _invocation(r, encoding, statuses)
+            _invocation(r, encoding, statuses, instance_ids)
             for r in _items(body, "Invocations", "Invocation")
             if invoke_ids is None or r.get("InvokeId") in invoke_ids
         ),

@@ -123,12 +123,14 @@ _EXECUTION_FIELDS = [
 _INT_FIELDS = ["ExitCode", "Dropped", "Repeats"]
 _STATUS_TEXT = st.sampled_from(["Running", "Success", "Failed", "Finished", "Stopped", ""])
 _INVOKE_IDS = st.sampled_from(["t-1", "t-2", ""])
+_INSTANCE_IDS = st.sampled_from(["i-1", "i-2", ""])
 # Well-typed entries, as a server sends them: the typed path reads every one of these.
 _TYPED_EXECUTION = st.fixed_dictionaries(
     {},
     optional={
         **dict.fromkeys(_EXECUTION_FIELDS, _STATUS_TEXT | _TEXT | st.none()),
         "InvokeId": _INVOKE_IDS | st.none(),
+        "InstanceId": _INSTANCE_IDS | _TEXT | st.none(),
         "InvocationStatus": _STATUS_TEXT | st.none(),
         "InstanceInvokeStatus": _STATUS_TEXT | st.none(),
         **dict.fromkeys(_INT_FIELDS, st.integers(-(2**70), 2**70) | st.none()),
@@ -195,19 +197,32 @@ def _results_answer(odd: bool) -> st.SearchStrategy[Any]:
 _KEEP_IDS = st.none() | st.sets(st.sampled_from(["t-1", "t-2", ""]))
 _KEEP_STATUSES = st.none() | st.sets(st.sampled_from(["Success", "Failed", "Finished", ""]))
 _ENCODING = st.sampled_from(["PlainText", "Base64"])
+# Per invocation, the instances a sweep still waits for (the others are not parsed again).
+_KEEP_INSTANCES = st.none() | st.dictionaries(_INVOKE_IDS, st.sets(_INSTANCE_IDS), max_size=2)
 
 
-@given(st.booleans().flatmap(_invocations_answer), _KEEP_IDS, _KEEP_STATUSES, _ENCODING)
+@given(
+    st.booleans().flatmap(_invocations_answer),
+    _KEEP_IDS,
+    _KEEP_STATUSES,
+    _ENCODING,
+    _KEEP_INSTANCES,
+)
 def test_invocations_read_as_the_generic_parser_reads_them(
     body: dict[str, Any],
     invoke_ids: set[str] | None,
     statuses: set[str] | None,
     encoding: str,
+    instance_ids: dict[str, set[str]] | None,
 ) -> None:
     """Any DescribeInvocations answer, odd field types included, reads the same as
-    `parse_invocations` reads it, with the same invocation and status filters."""
+    `parse_invocations` reads it, with the same invocation, status and instance filters."""
     raw = json.dumps(body).encode()
-    keep: dict[str, Any] = {"invoke_ids": invoke_ids, "statuses": statuses}
+    keep: dict[str, Any] = {
+        "invoke_ids": invoke_ids,
+        "statuses": statuses,
+        "instance_ids": instance_ids,
+    }
     reader = wire.Reader(
         lambda b: responses.parse_invocations(b, encoding, **keep),
         lambda r: decoders.decode_invocations(r, encoding, **keep),
@@ -216,18 +231,24 @@ def test_invocations_read_as_the_generic_parser_reads_them(
     assert _read(reader, raw) == expected
 
 
-@given(_invocations_answer(odd=False), _KEEP_IDS, _KEEP_STATUSES)
+@given(_invocations_answer(odd=False), _KEEP_IDS, _KEEP_STATUSES, _KEEP_INSTANCES)
 def test_well_typed_invocations_take_the_typed_path(
-    body: dict[str, Any], invoke_ids: set[str] | None, statuses: set[str] | None
+    body: dict[str, Any],
+    invoke_ids: set[str] | None,
+    statuses: set[str] | None,
+    instance_ids: dict[str, set[str]] | None,
 ) -> None:
     """A DescribeInvocations answer of the documented types is decoded typed, as
     `parse_invocations` reads it."""
     raw = json.dumps(body).encode()
-    page = decoders.decode_invocations(raw, invoke_ids=invoke_ids, statuses=statuses)
+    keep: dict[str, Any] = {
+        "invoke_ids": invoke_ids,
+        "statuses": statuses,
+        "instance_ids": instance_ids,
+    }
+    page = decoders.decode_invocations(raw, **keep)
     assert page is not None
-    assert page == responses.parse_invocations(
-        json.loads(raw), invoke_ids=invoke_ids, statuses=statuses
-    )
+    assert page == responses.parse_invocations(json.loads(raw), **keep)
 
 
 @given(st.booleans().flatmap(_results_answer), _ENCODING)

@@ -9,7 +9,7 @@ from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 
-from fanout.aliyun import responses, wire
+from fanout.aliyun import decoders, responses, wire
 from fanout.aliyun.command import CommandSpec
 from fanout.aliyun.signing import EMPTY_SHA256, canonical_query, parse_v3_authorization
 from fanout.errors import ApiError, CallKind, TransportError
@@ -306,6 +306,35 @@ def test_parse_tolerates_missing_fields() -> None:
     assert row.exit_code is None
     assert row.start_time is None
     assert row.output == ""
+
+
+def test_a_sweep_parses_only_the_instances_it_still_waits_for() -> None:
+    """`instance_ids` (invoke id -> ids) keeps, of the invocations it names, only those
+    instances, on the typed and the generic path alike; an invocation it does not name keeps
+    all of its instances."""
+    entry = {"InvocationStatus": "Success", "ExitCode": 0}
+    body = {
+        "Invocations": {
+            "Invocation": [
+                {
+                    "InvokeId": invoke_id,
+                    "InvokeInstances": {
+                        "InvokeInstance": [{"InstanceId": iid, **entry} for iid in ("i-1", "i-2")]
+                    },
+                }
+                for invoke_id in ("t-1", "t-2")
+            ]
+        }
+    }
+    wanted = {"t-1": {"i-2"}}
+    typed = decoders.decode_invocations(json.dumps(body).encode(), instance_ids=wanted)
+    generic = responses.parse_invocations(body, instance_ids=wanted)
+    for page in (typed, generic):
+        assert page is not None
+        assert [(inv.invoke_id, [i.instance_id for i in inv.instances]) for inv in page.items] == [
+            ("t-1", ["i-2"]),
+            ("t-2", ["i-1", "i-2"]),
+        ]
 
 
 def test_parse_invocations() -> None:
