@@ -11,9 +11,11 @@ fixed 128 KiB thresholds for mapping and trimming, and the same CPU time.
 
 `tune()` sets those three through `mallopt(3)` — the same knobs as the `MALLOC_ARENA_MAX`,
 `MALLOC_MMAP_THRESHOLD_` and `MALLOC_TRIM_THRESHOLD_` environment variables, which keep
-precedence: one an operator set is left as it is. It is called once by the CLI before any thread
-starts (an arena limit applies to arenas created afterwards); a library user's process is left
-alone. Anything but glibc (musl, macOS) is left alone too.
+precedence: one an operator set is left as it is. The CLI calls it for the commands whose
+process lives as long as a rollout (run, resume, retry, rollback, simulate, demo, emulator),
+before any thread starts (an arena limit applies to arenas created afterwards); `status` and
+`report` allocate once and exit, and a library user's process is left alone. Anything but glibc
+(musl, macOS) is left alone too.
 """
 
 from __future__ import annotations

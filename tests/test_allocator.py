@@ -42,3 +42,11 @@ def test_a_setting_the_operator_made_is_left_as_it_is() -> None:
     assert _tuned(MALLOC_ARENA_MAX="8", MALLOC_TRIM_THRESHOLD_="0") == {
         "MALLOC_MMAP_THRESHOLD_": 128 * 1024
     }
+
+
+def test_the_commands_tuned_are_commands() -> None:
+    """Each command the CLI tunes the allocator for exists (a renamed one would go untuned)."""
+    from fanout.cli import app  # noqa: PLC0415
+
+    assert set(app._COMMANDS) >= app._LONG_RUNNING
+    assert {"run", "resume", "retry", "simulate"} <= app._LONG_RUNNING

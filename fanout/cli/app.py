@@ -44,6 +44,10 @@ _COMMANDS = {
     "stop": "fanout.cli.control:stop_command",
 }
 
+# Commands whose process lives as long as a rollout: `fanout.allocator` tunes their malloc. The
+# others (status, report, ...) allocate once and exit; trimming would only cost them time.
+_LONG_RUNNING = frozenset({"demo", "emulator", "resume", "retry", "rollback", "run", "simulate"})
+
 
 class _Fanout(click.Group):
     """The `fanout` group: click's own errors as one `fanout: error:` line, as fanout's are.
@@ -62,7 +66,6 @@ class _Fanout(click.Group):
         if not standalone_mode:
             return super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         keep_writing_after_a_closed_pipe()
-        allocator.tune()  # before any thread starts: the process gives freed memory back
         try:
             code = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         except click.ClickException as exc:
@@ -75,6 +78,16 @@ class _Fanout(click.Group):
     def list_commands(self, ctx: click.Context) -> list[str]:
         """Every command's name, none of them imported."""
         return sorted({*_COMMANDS, *self.commands})
+
+    def resolve_command(
+        self, ctx: click.Context, args: list[str]
+    ) -> tuple[str | None, click.Command | None, list[str]]:
+        """The command to run; one that drives a rollout for hours (or serves the emulator)
+        first has the C allocator give freed memory back (before any thread starts)."""
+        name, command, rest = super().resolve_command(ctx, args)
+        if name in _LONG_RUNNING:
+            allocator.tune()
+        return name, command, rest
 
     def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
         """The command, its module imported on first use (None: no such command)."""
