@@ -5,7 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import time
+from dataclasses import replace
 from pathlib import Path
+
+import anyio
+import pytest
 
 import fanout
 from fanout import results
@@ -21,6 +25,8 @@ from fanout.emulator import (
 )
 from fanout.emulator.fleet import Fleet
 from fanout.errors import ExitCode
+from fanout.ledger import InstanceState, group
+from fanout.ledger.sqlite import SqliteLedger
 from fanout.settings import Settings
 from fanout.targets import Target
 
@@ -113,3 +119,34 @@ async def test_rollout_finishes_every_instance_through_throttled_describes(
         assert calls["DescribeInvocationResults"] >= 4  # one per invocation at least
     doc = fanout.status(outcome.run_id, settings=settings)
     assert doc["target_count"] == 400
+
+
+async def test_results_held_back_by_the_disk_still_all_arrive(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With the committer's high-water mark at one record, nearly every results read waits for
+    the commit before it (`GroupCommitter.room`): the rollout still ends with every instance
+    recorded, nothing stuck waiting on a commit that never comes."""
+    monkeypatch.setattr(group, "HIGH_WATER", 1)
+    config = replace(CONFIG, qps=None)  # no throttling: the answers come as fast as they can
+    fleet = Fleet.from_config(config)
+    targets = [Target(r, i.instance_id) for r in config.regions for i in fleet.regions[r].instances]
+    async with running_emulator(config) as emu:
+        settings = Settings(
+            ledger=str(tmp_path / "l.sqlite3"), endpoint=emu.url, rate_per_s=0, poll_interval_s=0.2
+        )
+        with anyio.fail_after(120):
+            outcome = await fanout.rollout(
+                targets,
+                command_name=DEMO_COMMAND_NAME,
+                preflight=False,
+                settings=settings,
+                credentials=CREDS,
+            )
+    assert outcome.exit_code is ExitCode.OK
+    assert outcome.instances == {"succeeded": 400}
+    store = SqliteLedger(tmp_path / "l.sqlite3")
+    try:
+        assert {r.state for r in store.iter_instances(outcome.run_id)} == {InstanceState.SUCCEEDED}
+    finally:
+        store.close()
