@@ -7,7 +7,8 @@ threads) gets its own arena, up to 8 per core, each keeping what it freed; answe
 hundred kilobytes are carved out of the heap rather than mapped, and once a long-lived object
 sits above them the heap cannot shrink. Measured on a 200 000-instance rehearsal
 (`benchmarks/RESULTS.md`), the process's peak RSS fell from 257 MB to 183 MB with two arenas,
-fixed 128 KiB thresholds for mapping and trimming, and the same CPU time.
+fixed 128 KiB thresholds for mapping and trimming; its real time did not change measurably
+(174 s and 179 s, one run each on a shared machine).
 
 `tune()` sets those three through `mallopt(3)` — the same knobs as the `MALLOC_ARENA_MAX`,
 `MALLOC_MMAP_THRESHOLD_` and `MALLOC_TRIM_THRESHOLD_` environment variables, which keep
